@@ -1,0 +1,75 @@
+/* backend.h - from a routing value (mailHost) to the IP and port nginx must connect to.
+ *
+ * A routing value is, in this order of precedence:
+ *   1. the name of a configured backend ("backend NAME address=IP imap=N pop3=N smtp=N"),
+ *      matched case-insensitively;
+ *   2. a configured backend name or an IP literal with a port: "name:port", "192.0.2.1:143",
+ *      "[2001:db8::1]:143"; or a bare IP literal ("2001:db8::1" without brackets too);
+ *   3. any other host[:port], resolved to an IP (nginx accepts only IP literals) through a
+ *      cache with a TTL; failures are cached for a shorter time.
+ * Ports not given come from the backend, else from "default_ports".
+ *
+ * A map is built once by the config loader and never changes afterwards: lookups on it are
+ * thread-safe without locks.  A resolver cache is shared by all threads behind a mutex that
+ * is never held across a DNS query.  Each object is owned by whoever created it.
+ */
+#ifndef MH_BACKEND_H
+#define MH_BACKEND_H
+
+#include <stddef.h>
+#include "codec.h"
+
+#define MH_BACKEND_NAME_MAX 255
+
+enum mh_login_rewrite { MH_LOGIN_KEEP, MH_LOGIN_LOCALPART };
+
+struct mh_route {
+    char server[46];                 /* IP literal, IPv6 unbracketed */
+    unsigned port;
+    enum mh_login_rewrite rewrite;
+    char name[MH_BACKEND_NAME_MAX + 1]; /* backend name or the value's host part, for logs */
+};
+
+enum mh_route_status {
+    MH_ROUTE_OK,
+    MH_ROUTE_INVALID,   /* the value is malformed or names no port for the protocol */
+    MH_ROUTE_TEMPFAIL,  /* the host name could not be resolved now */
+};
+
+struct mh_backend_map;
+struct mh_resolver;
+
+struct mh_backend_map *mh_backend_map_new(void);
+void mh_backend_map_free(struct mh_backend_map *map);
+
+/* Adds a backend from the arguments of a "backend" line: "NAME address=IP [imap=PORT]
+ * [pop3=PORT] [smtp=PORT] [login=keep|localpart]".  Returns 0, or -1 with a message in err. */
+int mh_backend_map_add(struct mh_backend_map *map, const char *args, char *err, size_t errsize);
+
+/* Sets the ports used when neither the value nor the backend gives one: "imap=N pop3=N
+ * smtp=N" (any subset).  Returns 0, or -1 with a message in err. */
+int mh_backend_map_set_default_ports(struct mh_backend_map *map, const char *args, char *err,
+                                     size_t errsize);
+
+/* 1 if NAME is a configured backend. */
+int mh_backend_map_has(const struct mh_backend_map *map, const char *name);
+size_t mh_backend_map_count(const struct mh_backend_map *map);
+
+/* Resolves `value` for protocol `proto` into *out.  `resolver` may be NULL: then host names
+ * that are neither backends nor IP literals are MH_ROUTE_INVALID.  May block on DNS (call it
+ * from a worker thread, not from the HTTP polling thread). */
+enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
+                                      struct mh_resolver *resolver, const char *value,
+                                      enum mh_proto proto, struct mh_route *out);
+
+/* Rewrites login for the backend into out (size outsize).  Returns out, or NULL when the
+ * login stays as it is (MH_LOGIN_KEEP, or no '@' to strip). */
+const char *mh_backend_rewrite_login(enum mh_login_rewrite rewrite, const char *login,
+                                     char *out, size_t outsize);
+
+/* ttl_s: seconds a resolved address is kept; failures are kept min(ttl_s, 30) seconds.
+ * capacity: entries kept (oldest replaced). */
+struct mh_resolver *mh_resolver_new(unsigned ttl_s, size_t capacity);
+void mh_resolver_free(struct mh_resolver *r);
+
+#endif

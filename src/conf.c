@@ -1,0 +1,679 @@
+/* conf.c - see conf.h.  Defaults, then the file, then checks that span several keys. */
+#include "config.h"
+#include "conf.h"
+#include "filter.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ldap.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LINE_MAX_LEN 4096
+
+struct ctx {
+    struct mh_conf *c;
+    const char *file;
+    unsigned line;
+    const char *key;
+    char *err;
+    size_t errsize;
+};
+
+static int fail(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct ctx *x, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (x->line)
+        snprintf(x->err, x->errsize, "%s:%u: %s: %s", x->file, x->line, x->key, msg);
+    else
+        snprintf(x->err, x->errsize, "%s: %s", x->file, msg);
+    return -1;
+}
+
+static int set_string(struct ctx *x, char **dst, const char *v)
+{
+    char *s = strdup(v);
+    if (s == NULL)
+        return fail(x, "out of memory");
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+static int parse_uint(const char *v, unsigned long max, unsigned long *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)v[0]))
+        return -1;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno || *end || n > max)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+/* "250ms", "3s", "3", "2m" -> milliseconds */
+static int parse_duration_ms(const char *v, unsigned long *ms)
+{
+    char *end;
+    if (!isdigit((unsigned char)v[0]))
+        return -1;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno)
+        return -1;
+    unsigned long mul;
+    if (*end == '\0' || strcmp(end, "s") == 0) mul = 1000;
+    else if (strcmp(end, "ms") == 0) mul = 1;
+    else if (strcmp(end, "m") == 0) mul = 60000;
+    else return -1;
+    if (n > 86400000UL / mul)
+        return -1;
+    *ms = n * mul;
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!strcasecmp(v, "yes") || !strcasecmp(v, "on") || !strcasecmp(v, "true") || !strcmp(v, "1"))
+        *out = 1;
+    else if (!strcasecmp(v, "no") || !strcasecmp(v, "off") || !strcasecmp(v, "false") || !strcmp(v, "0"))
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+/* ---- handlers: one per key ---- */
+
+typedef int (*handler)(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                       unsigned long hi);
+
+static int h_string(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    return set_string(x, (char **)((char *)x->c + off), v);
+}
+
+static int h_uint(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    unsigned long n;
+    if (parse_uint(v, ULONG_MAX, &n) < 0 || n < lo || n > hi)
+        return fail(x, "expected a whole number from %lu to %lu, got \"%s\"", lo, hi, v);
+    *(unsigned *)((char *)x->c + off) = (unsigned)n;
+    return 0;
+}
+
+static int h_ms(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    unsigned long n;
+    if (parse_duration_ms(v, &n) < 0 || n < lo || n > hi)
+        return fail(x, "expected a duration from %lums to %lums (e.g. 3s, 500ms), got \"%s\"",
+                    lo, hi, v);
+    *(unsigned *)((char *)x->c + off) = (unsigned)n;
+    return 0;
+}
+
+static int h_seconds(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    unsigned long n;
+    if (parse_duration_ms(v, &n) < 0 || n % 1000 != 0 || n / 1000 < lo || n / 1000 > hi)
+        return fail(x, "expected whole seconds from %lu to %lu (e.g. 5 or 5s), got \"%s\"",
+                    lo, hi, v);
+    *(unsigned *)((char *)x->c + off) = (unsigned)(n / 1000);
+    return 0;
+}
+
+static int h_bool(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    if (parse_bool(v, (int *)((char *)x->c + off)) < 0)
+        return fail(x, "expected yes or no, got \"%s\"", v);
+    return 0;
+}
+
+static int h_listen(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    struct mh_conf *c = x->c;
+    if (c->n_listen == MH_MAX_LISTEN)
+        return fail(x, "at most %d listen lines", MH_MAX_LISTEN);
+    struct mh_listen *l = &c->listen[c->n_listen];
+    memset(l, 0, sizeof *l);
+    if (strncmp(v, "unix:", 5) == 0) {
+        const char *p = v + 5;
+        if (p[0] != '/')
+            return fail(x, "unix socket path must be absolute, got \"%s\"", p);
+        if (strlen(p) >= sizeof l->path)
+            return fail(x, "unix socket path longer than %zu bytes", sizeof l->path - 1);
+        l->is_unix = 1;
+        strcpy(l->path, p);
+    } else {
+        const char *host = v, *colon;
+        size_t hlen;
+        if (v[0] == '[') {
+            const char *close = strchr(v, ']');
+            if (close == NULL || close[1] != ':')
+                return fail(x, "expected [IPv6]:port, got \"%s\"", v);
+            host = v + 1;
+            hlen = (size_t)(close - host);
+            colon = close + 1;
+        } else {
+            colon = strrchr(v, ':');
+            if (colon == NULL || strchr(v, ':') != colon)
+                return fail(x, "expected IPv4:port, [IPv6]:port or unix:/path, got \"%s\"", v);
+            hlen = (size_t)(colon - v);
+        }
+        if (hlen == 0 || hlen >= sizeof l->host)
+            return fail(x, "bad address in \"%s\"", v);
+        memcpy(l->host, host, hlen);
+        l->host[hlen] = '\0';
+        unsigned char buf[16];
+        if (inet_pton(AF_INET, l->host, buf) != 1 && inet_pton(AF_INET6, l->host, buf) != 1)
+            return fail(x, "\"%s\" is not an IP address", l->host);
+        unsigned long port;
+        if (parse_uint(colon + 1, 65535, &port) < 0)
+            return fail(x, "port must be 0-65535, got \"%s\"", colon + 1);
+        l->port = (unsigned)port;
+    }
+    c->n_listen++;
+    return 0;
+}
+
+static int h_socket_mode(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                         unsigned long hi)
+{
+    char *end;
+    unsigned long m = strtoul(v, &end, 8);
+    if (*v < '0' || *v > '7' || *end || m > 0777)
+        return fail(x, "expected an octal mode such as 0660, got \"%s\"", v);
+    x->c->socket_mode = (unsigned)m;
+    return 0;
+}
+
+static int h_uri(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    struct mh_conf *c = x->c;
+    /* one line may hold several URIs, as in ldap.conf */
+    char *copy = strdup(v), *save = NULL;
+    if (copy == NULL)
+        return fail(x, "out of memory");
+    for (char *u = strtok_r(copy, " \t", &save); u; u = strtok_r(NULL, " \t", &save)) {
+        LDAPURLDesc *lud = NULL;
+        if (ldap_url_parse(u, &lud) != LDAP_URL_SUCCESS) {
+            fail(x, "\"%s\" is not an LDAP URL", u);
+            free(copy);
+            return -1;
+        }
+        int ok = strcmp(lud->lud_scheme, "ldap") == 0 || strcmp(lud->lud_scheme, "ldaps") == 0 ||
+                 strcmp(lud->lud_scheme, "ldapi") == 0;
+        int has_dn = lud->lud_dn != NULL && lud->lud_dn[0] != '\0';
+        ldap_free_urldesc(lud);
+        if (!ok || has_dn) {
+            fail(x, "\"%s\": only ldap://, ldaps:// or ldapi:// with host and port", u);
+            free(copy);
+            return -1;
+        }
+        if (c->n_uri == MH_MAX_URIS) {
+            free(copy);
+            return fail(x, "at most %d URIs", MH_MAX_URIS);
+        }
+        c->ldap_uri[c->n_uri] = strdup(u);
+        if (c->ldap_uri[c->n_uri] == NULL) {
+            free(copy);
+            return fail(x, "out of memory");
+        }
+        c->n_uri++;
+    }
+    free(copy);
+    return 0;
+}
+
+static int h_scope(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    if (!strcasecmp(v, "sub") || !strcasecmp(v, "subtree")) x->c->ldap_scope = LDAP_SCOPE_SUBTREE;
+    else if (!strcasecmp(v, "one") || !strcasecmp(v, "onelevel")) x->c->ldap_scope = LDAP_SCOPE_ONELEVEL;
+    else if (!strcasecmp(v, "base")) x->c->ldap_scope = LDAP_SCOPE_BASE;
+    else return fail(x, "expected sub, one or base, got \"%s\"", v);
+    return 0;
+}
+
+static int h_filter(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    const char *why = mh_filter_check(v);
+    if (why != NULL)
+        return fail(x, "%s", why);
+    return h_string(x, v, off, lo, hi);
+}
+
+static int h_dn(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    LDAPDN dn = NULL;
+    if (ldap_str2dn(v, &dn, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS)
+        return fail(x, "\"%s\" is not a valid DN", v);
+    ldap_dnfree(dn);
+    return h_string(x, v, off, lo, hi);
+}
+
+static int h_attr(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    for (const char *p = v; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '-' || *p == ';' || *p == '.'))
+            return fail(x, "\"%s\" is not an attribute name", v);
+    return h_string(x, v, off, lo, hi);
+}
+
+static int h_tls(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    if (!strcasecmp(v, "none") || !strcasecmp(v, "no")) x->c->ldap_tls = MH_TLS_NONE;
+    else if (!strcasecmp(v, "starttls")) x->c->ldap_tls = MH_TLS_STARTTLS;
+    else return fail(x, "expected none or starttls (use ldaps:// URIs for LDAPS), got \"%s\"", v);
+    return 0;
+}
+
+static int h_reqcert(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    static const struct { const char *n; int v; } t[] = {
+        {"never", LDAP_OPT_X_TLS_NEVER}, {"allow", LDAP_OPT_X_TLS_ALLOW},
+        {"try", LDAP_OPT_X_TLS_TRY}, {"demand", LDAP_OPT_X_TLS_DEMAND},
+        {"hard", LDAP_OPT_X_TLS_HARD},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcasecmp(v, t[i].n)) {
+            x->c->ldap_tls_reqcert = t[i].v;
+            return 0;
+        }
+    return fail(x, "expected never, allow, try, demand or hard, got \"%s\"", v);
+}
+
+static int h_backend(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    char msg[256];
+    if (mh_backend_map_add(x->c->backends, v, msg, sizeof msg) < 0)
+        return fail(x, "%s", msg);
+    return 0;
+}
+
+static int h_default_ports(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                           unsigned long hi)
+{
+    char msg[256];
+    if (mh_backend_map_set_default_ports(x->c->backends, v, msg, sizeof msg) < 0)
+        return fail(x, "%s", msg);
+    return 0;
+}
+
+static int h_default_backend(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                             unsigned long hi)
+{
+    if (!strcasecmp(v, "none")) {
+        free(x->c->default_backend);
+        x->c->default_backend = NULL;
+        return 0;
+    }
+    return h_string(x, v, off, lo, hi);
+}
+
+static int h_header_name(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                         unsigned long hi)
+{
+    for (const char *p = v; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_'))
+            return fail(x, "\"%s\" is not an HTTP header name", v);
+    if (!strncasecmp(v, "Auth-", 5) || !strcasecmp(v, "Client-IP") || !strcasecmp(v, "Host"))
+        return fail(x, "\"%s\" is a header nginx itself sends", v);
+    return h_string(x, v, off, lo, hi);
+}
+
+static int h_log(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    if (!strcasecmp(v, "stderr")) x->c->log_target = MH_LOG_STDERR;
+    else if (!strcasecmp(v, "syslog")) x->c->log_target = MH_LOG_SYSLOG;
+    else return fail(x, "expected syslog or stderr, got \"%s\"", v);
+    return 0;
+}
+
+static int h_facility(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                      unsigned long hi)
+{
+    int f = mh_log_facility_from_name(v);
+    if (f < 0)
+        return fail(x, "unknown syslog facility \"%s\"", v);
+    x->c->log_facility = f;
+    return 0;
+}
+
+static int h_level(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    int l = mh_log_level_from_name(v);
+    if (l < 0)
+        return fail(x, "expected err, warning, notice, info or debug, got \"%s\"", v);
+    x->c->log_level = l;
+    return 0;
+}
+
+#define OFF(f) offsetof(struct mh_conf, f)
+#define NONE 0, 0, 0
+
+/* The table of keys, sorted by name.  repeat: the key may appear more than once. */
+static const struct key {
+    const char *name;
+    handler fn;
+    size_t off;
+    unsigned long lo, hi;
+    int repeat;
+} keys[] = {
+    {"auth_wait", h_seconds, OFF(auth_wait_s), 0, 60, 0},
+    {"backend", h_backend, NONE, 1},
+    {"client_timeout", h_seconds, OFF(client_timeout_s), 1, 600, 0},
+    {"default_backend", h_default_backend, OFF(default_backend), 0, 0, 0},
+    {"default_ports", h_default_ports, NONE, 0},
+    {"group", h_string, OFF(group), 0, 0, 0},
+    {"http_threads", h_uint, OFF(http_threads), 1, 64, 0},
+    {"ldap_base", h_dn, OFF(ldap_base), 0, 0, 0},
+    {"ldap_bind_dn", h_dn, OFF(ldap_bind_dn), 0, 0, 0},
+    {"ldap_bind_pw_file", h_string, OFF(ldap_bind_pw_file), 0, 0, 0},
+    {"ldap_connect_timeout", h_ms, OFF(ldap_connect_timeout_ms), 10, 60000, 0},
+    {"ldap_filter", h_filter, OFF(ldap_filter), 0, 0, 0},
+    {"ldap_recipient_filter", h_filter, OFF(ldap_recipient_filter), 0, 0, 0},
+    {"ldap_retry", h_seconds, OFF(ldap_retry_s), 1, 3600, 0},
+    {"ldap_route_attribute", h_attr, OFF(ldap_route_attribute), 0, 0, 0},
+    {"ldap_scope", h_scope, NONE, 0},
+    {"ldap_timeout", h_ms, OFF(ldap_timeout_ms), 10, 60000, 0},
+    {"ldap_tls", h_tls, NONE, 0},
+    {"ldap_tls_ca_file", h_string, OFF(ldap_tls_ca_file), 0, 0, 0},
+    {"ldap_tls_reqcert", h_reqcert, NONE, 0},
+    {"ldap_uri", h_uri, NONE, 1},
+    {"listen", h_listen, NONE, 1},
+    {"log", h_log, NONE, 0},
+    {"log_facility", h_facility, NONE, 0},
+    {"log_level", h_level, NONE, 0},
+    {"max_connections", h_uint, OFF(max_connections), 1, 100000, 0},
+    {"max_login_attempts", h_uint, OFF(max_login_attempts), 1, 100, 0},
+    {"max_request_size", h_uint, OFF(max_request_size), 1024, 65536, 0},
+    {"queue_size", h_uint, OFF(queue_size), 1, 1000000, 0},
+    {"request_timeout", h_ms, OFF(request_timeout_ms), 100, 120000, 0},
+    {"resolve_ttl", h_seconds, OFF(resolve_ttl_s), 0, 86400, 0},
+    {"secret_file", h_string, OFF(secret_file), 0, 0, 0},
+    {"secret_header", h_header_name, OFF(secret_header), 0, 0, 0},
+    {"socket_group", h_string, OFF(socket_group), 0, 0, 0},
+    {"socket_mode", h_socket_mode, NONE, 0},
+    {"tempfail_wait", h_seconds, OFF(tempfail_wait_s), 0, 60, 0},
+    {"user", h_string, OFF(user), 0, 0, 0},
+    {"verify_password", h_bool, OFF(verify_password), 0, 0, 0},
+    {"workers", h_uint, OFF(workers), 1, 1024, 0},
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static void defaults(struct mh_conf *c)
+{
+    c->socket_mode = 0660;
+    c->http_threads = 2;
+    c->workers = 16;
+    c->queue_size = 1024;
+    c->max_connections = 1024;
+    c->client_timeout_s = 10;
+    c->max_request_size = 8192;
+    c->ldap_scope = LDAP_SCOPE_SUBTREE;
+    c->ldap_timeout_ms = 3000;
+    c->ldap_connect_timeout_ms = 2000;
+    c->request_timeout_ms = 5000;
+    c->ldap_retry_s = 10;
+    c->ldap_tls = MH_TLS_NONE;
+    c->ldap_tls_reqcert = LDAP_OPT_X_TLS_DEMAND;
+    c->verify_password = 1;
+    c->resolve_ttl_s = 60;
+    c->max_login_attempts = 3;
+    c->auth_wait_s = 3;
+    c->tempfail_wait_s = 5;
+    c->log_target = MH_LOG_SYSLOG;
+    c->log_facility = LOG_MAIL;
+    c->log_level = LOG_INFO;
+}
+
+/* Reads the first line of a secret file; refuses files that others may read. */
+static int read_secret(struct ctx *x, const char *path, char **out)
+{
+    int fd = open(path, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(x, "cannot open \"%s\": %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(x, "\"%s\" is not a regular file", path);
+    }
+    if (st.st_mode & (S_IROTH | S_IWOTH)) {
+        close(fd);
+        return fail(x, "\"%s\" holds a secret and is accessible by others (mode %04o): "
+                    "chmod o-rwx it", path, (unsigned)(st.st_mode & 07777));
+    }
+    char buf[1024];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0)
+        return fail(x, "cannot read \"%s\": %s", path, strerror(errno));
+    buf[n] = '\0';
+    size_t len = strcspn(buf, "\r\n");
+    buf[len] = '\0';
+    if (len == 0) {
+        OPENSSL_cleanse(buf, sizeof buf);
+        return fail(x, "\"%s\" is empty", path);
+    }
+    *out = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (*out == NULL)
+        return fail(x, "out of memory");
+    return 0;
+}
+
+static int check(struct ctx *x)
+{
+    struct mh_conf *c = x->c;
+    x->line = 0;
+
+    if (c->n_listen == 0)
+        return fail(x, "no \"listen\" line");
+    if (c->n_uri == 0)
+        return fail(x, "no \"ldap_uri\" line");
+    if (c->ldap_base == NULL)
+        return fail(x, "no \"ldap_base\" line");
+    if (c->ldap_filter == NULL && set_string(x, &c->ldap_filter, "(|(uid=%s)(mail=%s))") < 0)
+        return -1;
+    if (c->ldap_recipient_filter == NULL &&
+        set_string(x, &c->ldap_recipient_filter, "(mail=%s)") < 0)
+        return -1;
+    if (c->ldap_route_attribute == NULL &&
+        set_string(x, &c->ldap_route_attribute, "mailHost") < 0)
+        return -1;
+    if ((c->ldap_bind_dn == NULL) != (c->ldap_bind_pw_file == NULL))
+        return fail(x, "ldap_bind_dn and ldap_bind_pw_file go together");
+    if (c->ldap_bind_pw_file && read_secret(x, c->ldap_bind_pw_file, &c->ldap_bind_pw) < 0)
+        return -1;
+    if ((c->secret_header == NULL) != (c->secret_file == NULL))
+        return fail(x, "secret_header and secret_file go together");
+    if (c->secret_file && read_secret(x, c->secret_file, &c->secret) < 0)
+        return -1;
+    if (c->default_backend && !mh_backend_map_has(c->backends, c->default_backend))
+        return fail(x, "default_backend \"%s\" is not a configured backend", c->default_backend);
+    if (c->ldap_timeout_ms >= c->request_timeout_ms)
+        return fail(x, "ldap_timeout (%ums) must be shorter than request_timeout (%ums)",
+                    c->ldap_timeout_ms, c->request_timeout_ms);
+    if (c->ldap_tls_ca_file && access(c->ldap_tls_ca_file, R_OK) != 0)
+        return fail(x, "ldap_tls_ca_file \"%s\": %s", c->ldap_tls_ca_file, strerror(errno));
+    return 0;
+}
+
+static int cmpkey(const void *a, const void *b)
+{
+    return strcmp((const char *)a, ((const struct key *)b)->name);
+}
+
+int mh_conf_load(const char *path, struct mh_conf **out, char *err, size_t errsize)
+{
+    struct mh_conf *c = calloc(1, sizeof *c);
+    struct ctx x = { c, path, 0, "", err, errsize };
+    unsigned char seen[NKEYS];
+    FILE *fp = NULL;
+    char line[LINE_MAX_LEN + 2];
+    int rc = -1;
+
+    *out = NULL;
+    memset(seen, 0, sizeof seen);
+    if (c == NULL || (c->path = strdup(path)) == NULL ||
+        (c->backends = mh_backend_map_new()) == NULL) {
+        snprintf(err, errsize, "%s: out of memory", path);
+        goto done;
+    }
+    defaults(c);
+    fp = fopen(path, "re");
+    if (fp == NULL) {
+        snprintf(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+        goto done;
+    }
+    while (fgets(line, sizeof line, fp) != NULL) {
+        x.line++;
+        x.key = "";
+        size_t len = strlen(line);
+        if (len > LINE_MAX_LEN) {
+            fail(&x, "line longer than %d bytes", LINE_MAX_LEN);
+            goto done;
+        }
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' ||
+                           line[len - 1] == ' ' || line[len - 1] == '\t'))
+            line[--len] = '\0';
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0' || *p == '#')
+            continue;
+        char *k = p;
+        while (*p && *p != ' ' && *p != '\t')
+            p++;
+        if (*p)
+            *p++ = '\0';
+        while (*p == ' ' || *p == '\t')
+            p++;
+        x.key = k;
+        const struct key *kd = bsearch(k, keys, NKEYS, sizeof keys[0], cmpkey);
+        if (kd == NULL) {
+            fail(&x, "unknown key");
+            goto done;
+        }
+        if (*p == '\0') {
+            fail(&x, "missing value");
+            goto done;
+        }
+        if (seen[kd - keys] && !kd->repeat) {
+            fail(&x, "given twice");
+            goto done;
+        }
+        seen[kd - keys] = 1;
+        if (kd->fn(&x, p, kd->off, kd->lo, kd->hi) < 0)
+            goto done;
+    }
+    if (ferror(fp)) {
+        snprintf(err, errsize, "%s: read error", path);
+        goto done;
+    }
+    if (check(&x) < 0)
+        goto done;
+    *out = c;
+    c = NULL;
+    rc = 0;
+done:
+    if (fp)
+        fclose(fp);
+    mh_conf_free(c);
+    return rc;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+void mh_conf_free(struct mh_conf *c)
+{
+    if (c == NULL)
+        return;
+    free(c->path);
+    free(c->socket_group);
+    free(c->user);
+    free(c->group);
+    for (size_t i = 0; i < c->n_uri; i++)
+        free(c->ldap_uri[i]);
+    free(c->ldap_base);
+    free(c->ldap_bind_dn);
+    free(c->ldap_bind_pw_file);
+    free_secret(c->ldap_bind_pw);
+    free(c->ldap_filter);
+    free(c->ldap_recipient_filter);
+    free(c->ldap_route_attribute);
+    free(c->ldap_tls_ca_file);
+    mh_backend_map_free(c->backends);
+    free(c->default_backend);
+    free(c->secret_header);
+    free(c->secret_file);
+    free_secret(c->secret);
+    free(c);
+}
+
+static const char *or_none(const char *s) { return s ? s : "(none)"; }
+
+void mh_conf_dump(const struct mh_conf *c, FILE *fp)
+{
+    fprintf(fp, "# %s\n", c->path);
+    for (size_t i = 0; i < c->n_listen; i++) {
+        const struct mh_listen *l = &c->listen[i];
+        if (l->is_unix)
+            fprintf(fp, "listen unix:%s\n", l->path);
+        else if (strchr(l->host, ':'))
+            fprintf(fp, "listen [%s]:%u\n", l->host, l->port);
+        else
+            fprintf(fp, "listen %s:%u\n", l->host, l->port);
+    }
+    fprintf(fp, "socket_mode %04o\nsocket_group %s\nuser %s\ngroup %s\n", c->socket_mode,
+            or_none(c->socket_group), or_none(c->user), or_none(c->group));
+    fprintf(fp, "http_threads %u\nworkers %u\nqueue_size %u\nmax_connections %u\n"
+            "client_timeout %us\nmax_request_size %u\n", c->http_threads, c->workers,
+            c->queue_size, c->max_connections, c->client_timeout_s, c->max_request_size);
+    for (size_t i = 0; i < c->n_uri; i++)
+        fprintf(fp, "ldap_uri %s\n", c->ldap_uri[i]);
+    fprintf(fp, "ldap_base %s\nldap_scope %s\n", c->ldap_base,
+            c->ldap_scope == LDAP_SCOPE_BASE ? "base" :
+            c->ldap_scope == LDAP_SCOPE_ONELEVEL ? "one" : "sub");
+    fprintf(fp, "ldap_bind_dn %s\n", or_none(c->ldap_bind_dn));
+    if (c->ldap_bind_pw)
+        fprintf(fp, "ldap_bind_pw_file %s (read, %zu bytes)\n", c->ldap_bind_pw_file,
+                strlen(c->ldap_bind_pw));
+    fprintf(fp, "ldap_filter %s\nldap_recipient_filter %s\nldap_route_attribute %s\n",
+            c->ldap_filter, c->ldap_recipient_filter, c->ldap_route_attribute);
+    fprintf(fp, "ldap_timeout %ums\nldap_connect_timeout %ums\nrequest_timeout %ums\n"
+            "ldap_retry %us\n", c->ldap_timeout_ms, c->ldap_connect_timeout_ms,
+            c->request_timeout_ms, c->ldap_retry_s);
+    fprintf(fp, "ldap_tls %s\nldap_tls_ca_file %s\n",
+            c->ldap_tls == MH_TLS_STARTTLS ? "starttls" : "none", or_none(c->ldap_tls_ca_file));
+    fprintf(fp, "verify_password %s\n", c->verify_password ? "yes" : "no");
+    fprintf(fp, "# %zu backend(s)\ndefault_backend %s\nresolve_ttl %us\n",
+            mh_backend_map_count(c->backends), or_none(c->default_backend), c->resolve_ttl_s);
+    fprintf(fp, "secret_header %s\n", or_none(c->secret_header));
+    if (c->secret)
+        fprintf(fp, "secret_file %s (read, %zu bytes)\n", c->secret_file, strlen(c->secret));
+    fprintf(fp, "max_login_attempts %u\nauth_wait %us\ntempfail_wait %us\n",
+            c->max_login_attempts, c->auth_wait_s, c->tempfail_wait_s);
+    fprintf(fp, "log %s\n", c->log_target == MH_LOG_SYSLOG ? "syslog" : "stderr");
+}

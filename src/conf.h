@@ -1,0 +1,93 @@
+/* conf.h - mailhostd's configuration: read, checked, dumped.
+ *
+ * File format: one "key value" per line, '#' starts a comment line, blank lines ignored.
+ * Keys that may repeat: listen, ldap_uri, backend.  Every other key at most once.
+ * Every error names "file:line: key: problem"; unknown keys are errors.
+ * Secrets (ldap_bind_pw_file, secret_file) are read at load time, while the daemon still has
+ * its start-up privileges; a secret file readable by others is refused.
+ *
+ * A struct mh_conf is built by mh_conf_load(), owned by the caller, freed with mh_conf_free()
+ * and never changed after loading: any number of threads may read it at once.
+ */
+#ifndef MH_CONF_H
+#define MH_CONF_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include "backend.h"
+#include "log.h"
+
+#define MH_MAX_LISTEN 8
+#define MH_MAX_URIS 8
+
+struct mh_listen {
+    int is_unix;
+    char host[64];      /* TCP: IP literal (IPv6 without brackets) */
+    unsigned port;      /* TCP: 0 = any free port, reported in the log (tests use it) */
+    char path[108];     /* unix socket path */
+};
+
+enum mh_tls { MH_TLS_NONE, MH_TLS_STARTTLS };
+
+struct mh_conf {
+    char *path;
+
+    struct mh_listen listen[MH_MAX_LISTEN];
+    size_t n_listen;
+    unsigned socket_mode;        /* unix sockets */
+    char *socket_group;          /* NULL: the daemon's group */
+    char *user, *group;          /* privilege drop; NULL: none (refused when started as root) */
+
+    unsigned http_threads;       /* libmicrohttpd polling threads */
+    unsigned workers;            /* LDAP worker threads, each with its own connections */
+    unsigned queue_size;         /* requests waiting for a worker; more: temporary failure */
+    unsigned max_connections;
+    unsigned client_timeout_s;   /* idle HTTP client (slowloris) */
+    unsigned max_request_size;   /* bytes of request line + headers */
+
+    char *ldap_uri[MH_MAX_URIS];
+    size_t n_uri;
+    char *ldap_base;
+    int ldap_scope;              /* LDAP_SCOPE_* */
+    char *ldap_bind_dn;          /* NULL: anonymous searches */
+    char *ldap_bind_pw_file;
+    char *ldap_bind_pw;          /* read from ldap_bind_pw_file; secret */
+    char *ldap_filter;           /* with %s (login), %u (local part), %d (domain) */
+    char *ldap_recipient_filter; /* smtp_auth none: the recipient address is the login */
+    char *ldap_route_attribute;
+    unsigned ldap_timeout_ms;         /* one LDAP operation */
+    unsigned ldap_connect_timeout_ms;
+    unsigned request_timeout_ms;      /* whole request, queue wait included */
+    unsigned ldap_retry_s;            /* a failed URI is skipped this long; then failback */
+    enum mh_tls ldap_tls;
+    char *ldap_tls_ca_file;
+    int ldap_tls_reqcert;        /* LDAP_OPT_X_TLS_* */
+
+    int verify_password;
+    struct mh_backend_map *backends;
+    char *default_backend;       /* NULL: users without a routing value are refused */
+    unsigned resolve_ttl_s;
+
+    char *secret_header;         /* NULL: no shared secret */
+    char *secret_file;
+    char *secret;                /* secret */
+
+    unsigned max_login_attempts; /* Auth-Wait is sent while attempt < this */
+    unsigned auth_wait_s;
+    unsigned tempfail_wait_s;
+
+    enum mh_log_target log_target;
+    int log_facility;
+    int log_level;
+};
+
+/* Loads and checks `path`.  On success returns 0 and *out (free with mh_conf_free).  On error
+ * returns -1 and writes "file:line: key: problem" (or "file: problem") into err. */
+int mh_conf_load(const char *path, struct mh_conf **out, char *err, size_t errsize);
+
+void mh_conf_free(struct mh_conf *c);
+
+/* Writes every setting as "key value" lines; secrets are shown as "(set, N bytes)". */
+void mh_conf_dump(const struct mh_conf *c, FILE *fp);
+
+#endif

@@ -1,0 +1,445 @@
+/* http.c - see http.h. */
+#include "config.h"
+#include "http.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grp.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* status line, Connection: close, Content-Length: 0 and the blank line, with room to spare */
+#define MH_FRAMING_OVERHEAD 128
+
+struct mh_http {
+    const struct mh_conf *conf;
+    struct mh_pool *pool;
+    int fd[MH_MAX_LISTEN];
+    struct MHD_Daemon *d[MH_MAX_LISTEN];
+    size_t n;
+    unsigned char secret_digest[32];
+};
+
+/* One request that waits for a worker.  Freed in the completion callback. */
+struct pending {
+    struct mh_job job;
+    struct MHD_Connection *conn;
+    uint64_t start_us;
+};
+
+static void job_done(struct mh_job *job)
+{
+    struct pending *p = (struct pending *)job;
+    mh_request_wipe(&job->req);
+    MHD_resume_connection(p->conn); /* the last touch: the HTTP thread owns p again */
+}
+
+/* ---- listening sockets ---- */
+
+static int bind_tcp(const struct mh_listen *l, char *err, size_t errsize)
+{
+    struct sockaddr_storage ss;
+    socklen_t slen;
+    int family, one = 1;
+
+    memset(&ss, 0, sizeof ss);
+    if (strchr(l->host, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        family = s6->sin6_family = AF_INET6;
+        inet_pton(AF_INET6, l->host, &s6->sin6_addr);
+        s6->sin6_port = htons((uint16_t)l->port);
+        slen = sizeof *s6;
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        family = s4->sin_family = AF_INET;
+        inet_pton(AF_INET, l->host, &s4->sin_addr);
+        s4->sin_port = htons((uint16_t)l->port);
+        slen = sizeof *s4;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errsize, "socket: %s", strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 1024) < 0) {
+        snprintf(err, errsize, "cannot listen on %s%s%s:%u: %s", family == AF_INET6 ? "[" : "",
+                 l->host, family == AF_INET6 ? "]" : "", l->port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int bind_unix(const struct mh_conf *c, const struct mh_listen *l, char *err,
+                     size_t errsize)
+{
+    struct sockaddr_un sun;
+    struct stat st;
+
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, l->path, strlen(l->path) + 1);
+    /* remove a stale socket from an earlier run, never any other kind of file */
+    if (lstat(l->path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errsize, "%s exists and is not a socket", l->path);
+            return -1;
+        }
+        unlink(l->path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errsize, "socket: %s", strerror(errno));
+        return -1;
+    }
+    mode_t old = umask(0177);
+    int rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old);
+    if (rc < 0 || listen(fd, 1024) < 0) {
+        snprintf(err, errsize, "cannot listen on unix:%s: %s", l->path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (c->socket_group != NULL) {
+        struct group *g = getgrnam(c->socket_group);
+        if (g == NULL || chown(l->path, (uid_t)-1, g->gr_gid) < 0) {
+            snprintf(err, errsize, "socket_group %s for %s: %s", c->socket_group, l->path,
+                     g == NULL ? "no such group" : strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    if (chmod(l->path, c->socket_mode) < 0) {
+        snprintf(err, errsize, "chmod %s: %s", l->path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsize)
+{
+    struct mh_http *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        snprintf(err, errsize, "out of memory");
+        return NULL;
+    }
+    h->conf = conf;
+    for (size_t i = 0; i < conf->n_listen; i++) {
+        const struct mh_listen *l = &conf->listen[i];
+        int fd = l->is_unix ? bind_unix(conf, l, err, errsize) : bind_tcp(l, err, errsize);
+        if (fd < 0) {
+            mh_http_free(h);
+            return NULL;
+        }
+        h->fd[h->n++] = fd;
+    }
+    if (conf->secret != NULL)
+        EVP_Digest(conf->secret, strlen(conf->secret), h->secret_digest, NULL, EVP_sha256(),
+                   NULL);
+    return h;
+}
+
+/* ---- request handling ---- */
+
+struct header_ctx {
+    struct MHD_Connection *conn;
+    const char *want;
+    unsigned count;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    size_t key_size, const char *value, size_t value_size)
+{
+    struct header_ctx *hc = cls;
+    if (strcasecmp(key, hc->want) == 0)
+        hc->count++;
+    return MHD_YES;
+}
+
+static const char *get_header(void *ctx, const char *name, size_t *len, unsigned *count)
+{
+    struct MHD_Connection *conn = ctx;
+    const char *v = NULL;
+    struct header_ctx hc = { conn, name, 0 };
+
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, count_header, &hc);
+    *count = hc.count;
+    if (hc.count == 0)
+        return NULL;
+    if (MHD_lookup_connection_value_n(conn, MHD_HEADER_KIND, name, strlen(name), &v, len) != MHD_YES)
+        return NULL;
+    return v;
+}
+
+/* Checks the shared secret in constant time: both sides are hashed first, so neither the
+ * content nor the length of the configured secret shows in the timing. */
+static int secret_ok(const struct mh_http *h, struct MHD_Connection *conn)
+{
+    size_t len = 0;
+    unsigned count = 0;
+    unsigned char got[32];
+    const char *v = get_header(conn, h->conf->secret_header, &len, &count);
+    if (v == NULL || count != 1)
+        return 0;
+    if (!EVP_Digest(v, len, got, NULL, EVP_sha256(), NULL))
+        return 0;
+    return CRYPTO_memcmp(got, h->secret_digest, sizeof got) == 0;
+}
+
+static void log_decision(const struct mh_request *req, const struct mh_decision *d,
+                         uint64_t start_us)
+{
+    char user[MH_LOGIN_MAX * 4 + 8];
+    double ms = (double)(mh_now_us() - start_us) / 1000.0;
+    mh_log_safe(user, sizeof user, req->login, req->login_len);
+    if (d->outcome == MH_OUT_OK)
+        mh_log(LOG_INFO, "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=ok "
+               "reason=%s backend=%s server=%s port=%u%s%s ms=%.1f", user,
+               mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, d->route.name,
+               d->route.server, d->route.port, d->user[0] ? " rewrite=" : "", d->user, ms);
+    else
+        mh_log(d->outcome == MH_OUT_TEMPFAIL ? LOG_WARNING : LOG_INFO,
+               "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=%s reason=%s ms=%.1f",
+               user, mh_proto_name(req->proto), req->client_ip, req->attempt,
+               mh_outcome_name(d->outcome), d->reason, ms);
+}
+
+static enum MHD_Result queue_headers(struct MHD_Connection *conn, unsigned status,
+                                     const struct mh_header *hdr, int n)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"",
+                                                                MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL)
+        return MHD_NO;
+    for (int i = 0; i < n; i++)
+        MHD_add_response_header(resp, hdr[i].name, hdr[i].value);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+static enum MHD_Result answer(const struct mh_http *h, struct MHD_Connection *conn,
+                              const struct mh_request *req, const struct mh_decision *d)
+{
+    const struct mh_conf *c = h->conf;
+    struct mh_answer a;
+    struct mh_header hdr[MH_ANSWER_MAX_HEADERS];
+    char nums[32];
+    unsigned status = MHD_HTTP_OK;
+
+    memset(&a, 0, sizeof a);
+    a.outcome = d->outcome;
+    switch (d->outcome) {
+    case MH_OUT_OK:
+        a.server = d->route.server;
+        a.port = d->route.port;
+        a.user = d->user[0] ? d->user : NULL;
+        break;
+    case MH_OUT_REFUSED:
+        /* Auth-Wait keeps the session open for another try; past the limit nginx closes it */
+        a.wait = req->attempt < c->max_login_attempts ? c->auth_wait_s : 0;
+        a.text = d->text;
+        a.smtp_code = d->smtp_code;
+        break;
+    case MH_OUT_TEMPFAIL:
+        a.wait = req->attempt < c->max_login_attempts ? c->tempfail_wait_s : 0;
+        break;
+    default:
+        a.text = "Invalid request";
+        status = MHD_HTTP_BAD_REQUEST;
+        break;
+    }
+    int n = mh_answer_headers(&a, req->proto, hdr, nums, sizeof nums, MH_FRAMING_OVERHEAD);
+    if (n < 0) {
+        /* never leave nginx without an error or a server: fall back to "try later" */
+        mh_log(LOG_ERR, "answer for outcome=%s does not fit nginx's rules; sending tempfail",
+               mh_outcome_name(d->outcome));
+        memset(&a, 0, sizeof a);
+        a.outcome = MH_OUT_TEMPFAIL;
+        n = mh_answer_headers(&a, req->proto, hdr, nums, sizeof nums, MH_FRAMING_OVERHEAD);
+    }
+    return queue_headers(conn, status, hdr, n);
+}
+
+static enum MHD_Result bad_request(const struct mh_http *h, struct MHD_Connection *conn,
+                                   const struct mh_request *req, const char *why,
+                                   unsigned status)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char peer[64] = "unix";
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, peer,
+                  sizeof peer);
+    else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, peer,
+                  sizeof peer);
+    mh_log(LOG_WARNING, "badrequest peer=%s reason=\"%s\"", peer, why);
+    struct mh_answer a = { .outcome = MH_OUT_BADREQ, .text = "Invalid request" };
+    struct mh_header hdr[MH_ANSWER_MAX_HEADERS];
+    char nums[32];
+    int n = mh_answer_headers(&a, req ? req->proto : MH_PROTO_IMAP, hdr, nums, sizeof nums,
+                              MH_FRAMING_OVERHEAD);
+    return queue_headers(conn, status, hdr, n < 0 ? 0 : n);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **con_cls)
+{
+    struct mh_http *h = cls;
+    struct pending *p = *con_cls;
+
+    if (p != NULL) {
+        /* resumed by a worker: the decision is in */
+        if (*upload_data_size != 0) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        log_decision(&p->job.req, &p->job.decision, p->start_us);
+        return answer(h, conn, &p->job.req, &p->job.decision);
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0)
+        return bad_request(h, conn, NULL, "method is not GET", MHD_HTTP_METHOD_NOT_ALLOWED);
+    if (h->conf->secret != NULL && !secret_ok(h, conn))
+        return bad_request(h, conn, NULL, "missing or wrong shared secret", MHD_HTTP_FORBIDDEN);
+
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return MHD_NO;
+    p->conn = conn;
+    p->start_us = mh_now_us();
+    p->job.deadline_ms = p->start_us / 1000u + h->conf->request_timeout_ms;
+    p->job.done = job_done;
+
+    const char *why = NULL;
+    int rc = mh_request_parse(&p->job.req, get_header, conn, &why);
+    if (rc == -1) {
+        enum MHD_Result r = bad_request(h, conn, &p->job.req, why, MHD_HTTP_BAD_REQUEST);
+        mh_request_wipe(&p->job.req);
+        free(p);
+        return r;
+    }
+    struct mh_decision *d = &p->job.decision;
+    if (rc == -2) {
+        memset(d, 0, sizeof *d);
+        d->outcome = MH_OUT_REFUSED;
+        snprintf(d->reason, sizeof d->reason, "\"%s\"", why);
+    }
+    if (rc == -2 || mh_router_precheck(h->conf, &p->job.req, d)) {
+        mh_request_wipe(&p->job.req);
+        log_decision(&p->job.req, d, p->start_us);
+        enum MHD_Result r = answer(h, conn, &p->job.req, d);
+        free(p);
+        return r;
+    }
+    *con_cls = p;
+    MHD_suspend_connection(conn);
+    if (mh_pool_submit(h->pool, &p->job) < 0) {
+        memset(d, 0, sizeof *d);
+        d->outcome = MH_OUT_TEMPFAIL;
+        snprintf(d->reason, sizeof d->reason, "queue-full");
+        job_done(&p->job);
+    }
+    return MHD_YES;
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct pending *p = *con_cls;
+    if (p != NULL) {
+        mh_request_wipe(&p->job.req);
+        free(p);
+        *con_cls = NULL;
+    }
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    mh_log(LOG_DEBUG, "libmicrohttpd: %s", msg);
+}
+
+int mh_http_start(struct mh_http *h, struct mh_pool *pool, char *err, size_t errsize)
+{
+    const struct mh_conf *c = h->conf;
+    h->pool = pool;
+    for (size_t i = 0; i < h->n; i++) {
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                         MHD_USE_SUPPRESS_DATE_NO_CLOCK;
+        h->d[i] = MHD_start_daemon(
+            flags, 0, NULL, NULL, handle, h,
+            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,   /* first, so nothing bypasses it */
+            MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->fd[i],
+            MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->http_threads,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)c->max_connections,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->client_timeout_s,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)c->max_request_size + 4096,
+            MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+            MHD_OPTION_END);
+        if (h->d[i] == NULL) {
+            snprintf(err, errsize, "cannot start the HTTP server on listener %zu", i + 1);
+            return -1;
+        }
+        h->fd[i] = -1; /* MHD owns it now */
+        const struct mh_listen *l = &c->listen[i];
+        if (l->is_unix) {
+            mh_log(LOG_NOTICE, "listening on unix:%s", l->path);
+        } else {
+            const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d[i], MHD_DAEMON_INFO_BIND_PORT);
+            unsigned port = di ? di->port : l->port;
+            if (strchr(l->host, ':'))
+                mh_log(LOG_NOTICE, "listening on [%s]:%u", l->host, port);
+            else
+                mh_log(LOG_NOTICE, "listening on %s:%u", l->host, port);
+        }
+    }
+    return 0;
+}
+
+void mh_http_quiesce(struct mh_http *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        if (h->d[i] != NULL) {
+            MHD_socket s = MHD_quiesce_daemon(h->d[i]);
+            if (s != MHD_INVALID_SOCKET)
+                close(s);
+        }
+}
+
+void mh_http_free(struct mh_http *h)
+{
+    if (h == NULL)
+        return;
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->d[i] != NULL)
+            MHD_stop_daemon(h->d[i]);
+        if (h->fd[i] >= 0)
+            close(h->fd[i]);
+        if (h->conf->listen[i].is_unix)
+            unlink(h->conf->listen[i].path);
+    }
+    free(h);
+}

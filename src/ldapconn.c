@@ -1,0 +1,398 @@
+/* ldapconn.c - see ldapconn.h.  Failover, retry and timing live here and nowhere else. */
+#include "config.h"
+#include "ldapconn.h"
+#include "log.h"
+
+#include <ldap.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct mh_dir {
+    const struct mh_conf *conf;
+    atomic_uint_fast64_t down_until[MH_MAX_URIS];  /* ms; 0 = healthy */
+    atomic_uint_fast64_t next_probe;               /* ms; when all URIs are down */
+};
+
+struct mh_ldap {
+    struct mh_dir *dir;
+    int service;
+    LDAP *ld;
+    size_t uri;             /* index of the URI ld is connected to */
+    uint64_t connected_at;  /* ms */
+    char err[256];
+};
+
+uint64_t mh_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t mh_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+const char *mh_dir_status_name(enum mh_dir_status s)
+{
+    switch (s) {
+    case MH_DIR_OK: return "ok";
+    case MH_DIR_BADCRED: return "bad-credentials";
+    case MH_DIR_NOTFOUND: return "not-found";
+    case MH_DIR_AMBIGUOUS: return "ambiguous";
+    default: return "tempfail";
+    }
+}
+
+int mh_dir_global_init(const struct mh_conf *c, char *err, size_t errsize)
+{
+    int rc = LDAP_SUCCESS, v3 = LDAP_VERSION3;
+    ldap_set_option(NULL, LDAP_OPT_PROTOCOL_VERSION, &v3);
+    if (c->ldap_tls_ca_file)
+        rc = ldap_set_option(NULL, LDAP_OPT_X_TLS_CACERTFILE, c->ldap_tls_ca_file);
+    if (rc == LDAP_SUCCESS)
+        rc = ldap_set_option(NULL, LDAP_OPT_X_TLS_REQUIRE_CERT, &c->ldap_tls_reqcert);
+    int need_tls = c->ldap_tls == MH_TLS_STARTTLS;
+    for (size_t i = 0; i < c->n_uri; i++)
+        if (strncmp(c->ldap_uri[i], "ldaps:", 6) == 0)
+            need_tls = 1;
+    if (rc == LDAP_SUCCESS && need_tls) {
+        int is_server = 0;
+        rc = ldap_set_option(NULL, LDAP_OPT_X_TLS_NEWCTX, &is_server);
+    }
+    if (rc != LDAP_SUCCESS) {
+        snprintf(err, errsize, "LDAP TLS set-up failed: %s", ldap_err2string(rc));
+        return -1;
+    }
+    return 0;
+}
+
+struct mh_dir *mh_dir_new(const struct mh_conf *conf)
+{
+    struct mh_dir *d = calloc(1, sizeof *d);
+    if (d != NULL)
+        d->conf = conf;
+    return d;
+}
+
+void mh_dir_free(struct mh_dir *dir) { free(dir); }
+
+struct mh_ldap *mh_ldap_new(struct mh_dir *dir, int service)
+{
+    struct mh_ldap *l = calloc(1, sizeof *l);
+    if (l != NULL) {
+        l->dir = dir;
+        l->service = service;
+    }
+    return l;
+}
+
+static void drop(struct mh_ldap *l)
+{
+    if (l->ld != NULL) {
+        ldap_unbind_ext_s(l->ld, NULL, NULL);
+        l->ld = NULL;
+    }
+}
+
+void mh_ldap_free(struct mh_ldap *l)
+{
+    if (l == NULL)
+        return;
+    drop(l);
+    free(l);
+}
+
+const char *mh_ldap_error(const struct mh_ldap *l) { return l->err; }
+
+static void set_err(struct mh_ldap *l, size_t uri, const char *what, int rc)
+{
+    snprintf(l->err, sizeof l->err, "%s: %s: %s (%d)", l->dir->conf->ldap_uri[uri], what,
+             ldap_err2string(rc), rc);
+}
+
+/* Codes after which the connection (or the server) cannot be trusted for the next request. */
+static int conn_failure(int rc)
+{
+    return rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT ||
+           rc == LDAP_UNAVAILABLE || rc == LDAP_BUSY || rc == LDAP_LOCAL_ERROR ||
+           rc == LDAP_ENCODING_ERROR || rc == LDAP_DECODING_ERROR || rc == LDAP_NO_MEMORY;
+}
+
+static void mark_down(struct mh_ldap *l, size_t uri)
+{
+    uint64_t until = mh_now_ms() + (uint64_t)l->dir->conf->ldap_retry_s * 1000u;
+    atomic_store(&l->dir->down_until[uri], until);
+}
+
+static void mark_up(struct mh_ldap *l, size_t uri)
+{
+    if (atomic_load(&l->dir->down_until[uri]) != 0) {
+        atomic_store(&l->dir->down_until[uri], 0);
+        mh_log(LOG_NOTICE, "ldap_uri=%s state=up", l->dir->conf->ldap_uri[uri]);
+    }
+}
+
+static struct timeval tv_ms(uint64_t ms)
+{
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    return tv;
+}
+
+static uint64_t op_budget(const struct mh_ldap *l, uint64_t deadline)
+{
+    uint64_t now = mh_now_ms();
+    if (now >= deadline)
+        return 0;
+    uint64_t left = deadline - now, max = l->dir->conf->ldap_timeout_ms;
+    return left < max ? left : max;
+}
+
+static int connect_uri(struct mh_ldap *l, size_t idx, uint64_t deadline)
+{
+    const struct mh_conf *c = l->dir->conf;
+    LDAP *ld = NULL;
+    int rc, v3 = LDAP_VERSION3;
+    uint64_t budget = op_budget(l, deadline);
+
+    if (budget == 0) {
+        snprintf(l->err, sizeof l->err, "request deadline reached before connecting");
+        return LDAP_TIMEOUT;
+    }
+    rc = ldap_initialize(&ld, c->ldap_uri[idx]);
+    if (rc != LDAP_SUCCESS) {
+        set_err(l, idx, "initialize", rc);
+        return rc;
+    }
+    uint64_t cto = c->ldap_connect_timeout_ms < budget ? c->ldap_connect_timeout_ms : budget;
+    struct timeval net = tv_ms(cto), op = tv_ms(budget);
+    int idle = 60, probes = 3, interval = 10;
+    ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
+    ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
+    ldap_set_option(ld, LDAP_OPT_RESTART, LDAP_OPT_ON);
+    ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &net);
+    ldap_set_option(ld, LDAP_OPT_TIMEOUT, &op);
+    ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_IDLE, &idle);
+    ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_PROBES, &probes);
+    ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_INTERVAL, &interval);
+
+    if (c->ldap_tls == MH_TLS_STARTTLS && strncmp(c->ldap_uri[idx], "ldap:", 5) == 0) {
+        rc = ldap_start_tls_s(ld, NULL, NULL);
+        if (rc != LDAP_SUCCESS) {
+            set_err(l, idx, "StartTLS", rc);
+            ldap_unbind_ext_s(ld, NULL, NULL);
+            return rc == LDAP_SUCCESS ? LDAP_CONNECT_ERROR : rc;
+        }
+    }
+    if (l->service && c->ldap_bind_dn != NULL) {
+        struct berval cred = { strlen(c->ldap_bind_pw), c->ldap_bind_pw };
+        rc = ldap_sasl_bind_s(ld, c->ldap_bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
+        if (rc != LDAP_SUCCESS) {
+            set_err(l, idx, "service bind", rc);
+            ldap_unbind_ext_s(ld, NULL, NULL);
+            /* a refused service bind is a configuration problem, not a dead server, but the
+             * caller must still answer "try later": map it to a connection failure */
+            return conn_failure(rc) ? rc : LDAP_UNAVAILABLE;
+        }
+    } else {
+        /* force the TCP (and TLS) connection now, so that a dead server is found here */
+        ber_socket_t fd;
+        rc = ldap_connect(ld);
+        if (rc == LDAP_SUCCESS && ldap_get_option(ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS)
+            rc = LDAP_SERVER_DOWN;
+        if (rc != LDAP_SUCCESS) {
+            set_err(l, idx, "connect", rc);
+            ldap_unbind_ext_s(ld, NULL, NULL);
+            return rc;
+        }
+    }
+    l->ld = ld;
+    l->uri = idx;
+    l->connected_at = mh_now_ms();
+    mark_up(l, idx);
+    return LDAP_SUCCESS;
+}
+
+/* Makes sure l->ld is usable: keeps the current connection unless a better URI is due for
+ * failback; otherwise tries the healthy URIs in order.  Returns an LDAP result code. */
+static int ensure(struct mh_ldap *l, uint64_t deadline)
+{
+    const struct mh_conf *c = l->dir->conf;
+    uint64_t now = mh_now_ms();
+
+    if (l->ld != NULL && l->uri > 0 &&
+        now - l->connected_at >= (uint64_t)c->ldap_retry_s * 1000u) {
+        for (size_t i = 0; i < l->uri; i++) {
+            if (atomic_load(&l->dir->down_until[i]) <= now) {
+                mh_log(LOG_INFO, "ldap_uri=%s failback from=%s", c->ldap_uri[i],
+                       c->ldap_uri[l->uri]);
+                drop(l);
+                break;
+            }
+        }
+    }
+    if (l->ld != NULL)
+        return LDAP_SUCCESS;
+
+    int healthy = 0;
+    for (size_t i = 0; i < c->n_uri; i++)
+        if (atomic_load(&l->dir->down_until[i]) <= now)
+            healthy++;
+    if (healthy == 0) {
+        /* everything is down: one probe per second, everyone else fails fast */
+        uint64_t next = atomic_load(&l->dir->next_probe);
+        if (now < next || !atomic_compare_exchange_strong(&l->dir->next_probe, &next, now + 1000)) {
+            snprintf(l->err, sizeof l->err, "all LDAP servers are down");
+            return LDAP_SERVER_DOWN;
+        }
+    }
+    int rc = LDAP_SERVER_DOWN;
+    for (size_t i = 0; i < c->n_uri; i++) {
+        if (healthy > 0 && atomic_load(&l->dir->down_until[i]) > now)
+            continue;
+        rc = connect_uri(l, i, deadline);
+        if (rc == LDAP_SUCCESS)
+            return rc;
+        if (mh_now_ms() >= deadline)
+            return rc;
+        mark_down(l, i);
+        mh_log(LOG_WARNING, "ldap_uri=%s state=down error=\"%s\"", c->ldap_uri[i], l->err);
+    }
+    return rc;
+}
+
+/* After an operation failed with rc on the current connection. */
+static void after_failure(struct mh_ldap *l, int rc)
+{
+    if (!conn_failure(rc))
+        return;
+    size_t uri = l->uri;
+    drop(l);
+    /* a server that closed an idle connection (restart, idle timeout) is not down: the
+     * reconnect decides that; a timeout or "busy" is a verdict on the server itself */
+    if (rc == LDAP_TIMEOUT || rc == LDAP_BUSY || rc == LDAP_UNAVAILABLE) {
+        mark_down(l, uri);
+        mh_log(LOG_WARNING, "ldap_uri=%s state=down error=\"%s\"", l->dir->conf->ldap_uri[uri],
+               l->err);
+    }
+}
+
+/* Connects if needed and arms the timeout of the next operation with what is left of the
+ * request's budget.  Returns 0, or -1 with l->err set. */
+static int begin_op(struct mh_ldap *l, uint64_t deadline, struct timeval *tv)
+{
+    if (ensure(l, deadline) != LDAP_SUCCESS)
+        return -1;
+    uint64_t budget = op_budget(l, deadline);
+    if (budget == 0) {
+        snprintf(l->err, sizeof l->err, "request deadline reached");
+        return -1;
+    }
+    *tv = tv_ms(budget);
+    ldap_set_option(l->ld, LDAP_OPT_TIMEOUT, tv);
+    return 0;
+}
+
+enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter, const char *attr,
+                                uint64_t deadline_ms, char **dn, char **value)
+{
+    const struct mh_conf *c = l->dir->conf;
+    char *attrs[] = { (char *)attr, NULL };
+    *dn = NULL;
+    *value = NULL;
+    l->err[0] = '\0';
+
+    /* at most one retry per URI, plus one for a stale connection */
+    for (size_t attempt = 0; attempt <= c->n_uri; attempt++) {
+        struct timeval tv;
+        if (begin_op(l, deadline_ms, &tv) < 0)
+            return MH_DIR_TEMPFAIL;
+        LDAPMessage *res = NULL;
+        int rc = ldap_search_ext_s(l->ld, c->ldap_base, c->ldap_scope, filter, attrs, 0, NULL, NULL,
+                               &tv, 2, &res);
+        if (rc == LDAP_SUCCESS || rc == LDAP_SIZELIMIT_EXCEEDED) {
+            int n = ldap_count_entries(l->ld, res);
+            enum mh_dir_status st;
+            if (n == 0 && rc == LDAP_SUCCESS) {
+                st = MH_DIR_NOTFOUND;
+            } else if (n != 1 || rc == LDAP_SIZELIMIT_EXCEEDED) {
+                st = MH_DIR_AMBIGUOUS;
+            } else {
+                LDAPMessage *e = ldap_first_entry(l->ld, res);
+                char *d = ldap_get_dn(l->ld, e);
+                struct berval **vals = ldap_get_values_len(l->ld, e, attr);
+                st = MH_DIR_OK;
+                if (d == NULL || (*dn = strdup(d)) == NULL)
+                    st = MH_DIR_TEMPFAIL;
+                if (st == MH_DIR_OK && vals != NULL && vals[0] != NULL) {
+                    *value = malloc(vals[0]->bv_len + 1);
+                    if (*value == NULL) {
+                        st = MH_DIR_TEMPFAIL;
+                    } else {
+                        memcpy(*value, vals[0]->bv_val, vals[0]->bv_len);
+                        (*value)[vals[0]->bv_len] = '\0';
+                        if (strlen(*value) != vals[0]->bv_len) { /* NUL inside: unusable */
+                            free(*value);
+                            *value = NULL;
+                        }
+                    }
+                }
+                if (st != MH_DIR_OK) {
+                    free(*dn);
+                    *dn = NULL;
+                    snprintf(l->err, sizeof l->err, "out of memory");
+                }
+                ldap_value_free_len(vals);
+                ldap_memfree(d);
+            }
+            ldap_msgfree(res);
+            return st;
+        }
+        ldap_msgfree(res);
+        set_err(l, l->uri, "search", rc);
+        if (!conn_failure(rc))
+            return MH_DIR_TEMPFAIL; /* e.g. no such base, insufficient access: configuration */
+        after_failure(l, rc);
+    }
+    return MH_DIR_TEMPFAIL;
+}
+
+enum mh_dir_status mh_ldap_check_password(struct mh_ldap *l, const char *dn, const char *pw,
+                                          size_t pw_len, uint64_t deadline_ms)
+{
+    const struct mh_conf *c = l->dir->conf;
+    l->err[0] = '\0';
+    if (pw_len == 0)
+        return MH_DIR_BADCRED; /* an empty password would be an unauthenticated bind */
+
+    for (size_t attempt = 0; attempt <= c->n_uri; attempt++) {
+        struct timeval tv;
+        if (begin_op(l, deadline_ms, &tv) < 0)
+            return MH_DIR_TEMPFAIL;
+        struct berval cred = { (ber_len_t)pw_len, (char *)pw };
+        int rc = ldap_sasl_bind_s(l->ld, dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
+        switch (rc) {
+        case LDAP_SUCCESS:
+            return MH_DIR_OK;
+        case LDAP_INVALID_CREDENTIALS:
+        case LDAP_INAPPROPRIATE_AUTH:   /* the entry has no password */
+        case LDAP_UNWILLING_TO_PERFORM: /* e.g. account disabled */
+            return MH_DIR_BADCRED;
+        case LDAP_INVALID_DN_SYNTAX:
+        case LDAP_NO_SUCH_OBJECT:       /* entry deleted between search and bind */
+            return MH_DIR_BADCRED;
+        default:
+            set_err(l, l->uri, "user bind", rc);
+            if (!conn_failure(rc))
+                return MH_DIR_TEMPFAIL;
+            after_failure(l, rc);
+        }
+    }
+    return MH_DIR_TEMPFAIL;
+}

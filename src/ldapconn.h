@@ -1,0 +1,67 @@
+/* ldapconn.h - persistent LDAP connections with failover across several URIs.
+ *
+ * struct mh_dir is shared by all threads: the URI list, the options, and the health of each
+ * URI (when it failed, when it may be tried again), kept in atomics.  It is created once
+ * before the workers start and freed after they stop.
+ *
+ * struct mh_ldap is one connection, owned by one thread at a time (not thread-safe).  It
+ * connects lazily, reuses its connection across requests, reconnects after a failure, fails
+ * over to the next healthy URI, fails back to a better URI once that URI's retry time has
+ * passed, and never waits past the deadline its caller gives.  A "service" connection binds
+ * with ldap_bind_dn for searches; a "user" connection is only used for user binds, so a
+ * user's identity never leaks onto the connection that searches.
+ *
+ * When every URI is down, only one caller per second probes; the others get
+ * MH_DIR_TEMPFAIL at once instead of piling up behind a dead server.
+ */
+#ifndef MH_LDAPCONN_H
+#define MH_LDAPCONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "conf.h"
+
+enum mh_dir_status {
+    MH_DIR_OK,
+    MH_DIR_BADCRED,    /* the directory refused the password */
+    MH_DIR_NOTFOUND,   /* no entry matched */
+    MH_DIR_AMBIGUOUS,  /* more than one entry matched */
+    MH_DIR_TEMPFAIL,   /* unreachable, slow, overloaded or misconfigured: try again later */
+};
+
+const char *mh_dir_status_name(enum mh_dir_status s);
+
+struct mh_dir;
+struct mh_ldap;
+
+/* Sets process-wide libldap options (TLS CA file, TLS_REQCERT) and builds the TLS context
+ * while the daemon can still read its files.  Call once from main before any thread starts.
+ * Returns 0, or -1 with a message in err. */
+int mh_dir_global_init(const struct mh_conf *conf, char *err, size_t errsize);
+
+/* conf must outlive the returned object. */
+struct mh_dir *mh_dir_new(const struct mh_conf *conf);
+void mh_dir_free(struct mh_dir *dir);
+
+struct mh_ldap *mh_ldap_new(struct mh_dir *dir, int service);
+void mh_ldap_free(struct mh_ldap *l);
+
+/* Monotonic milliseconds (the clock deadlines are measured on), and microseconds. */
+uint64_t mh_now_ms(void);
+uint64_t mh_now_us(void);
+
+/* Finds exactly one entry matching `filter` under the configured base and scope.  On
+ * MH_DIR_OK, *dn and *value (first value of `attr`, NULL if the entry has none) are malloc'ed
+ * for the caller to free.  Other results leave them NULL. */
+enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter, const char *attr,
+                                uint64_t deadline_ms, char **dn, char **value);
+
+/* Simple bind as dn with the password (pw_len > 0; the caller refuses empty passwords).
+ * Only on a connection made with service = 0. */
+enum mh_dir_status mh_ldap_check_password(struct mh_ldap *l, const char *dn, const char *pw,
+                                          size_t pw_len, uint64_t deadline_ms);
+
+/* The last error of this connection, for logs ("" if none).  Owned by l. */
+const char *mh_ldap_error(const struct mh_ldap *l);
+
+#endif

@@ -1,0 +1,36 @@
+/* router.h - the decision for one login: find the user, check the password, pick the backend.
+ *
+ * LDAP results arrive here as enum mh_dir_status and leave as enum mh_outcome; only the HTTP
+ * layer turns an outcome into nginx's headers.  mh_router_decide() may block (LDAP, DNS) and
+ * runs on a worker thread with that worker's own connections; mh_router_precheck() never
+ * blocks and runs on the HTTP thread.  Both are thread-safe given distinct arguments.
+ */
+#ifndef MH_ROUTER_H
+#define MH_ROUTER_H
+
+#include <stdint.h>
+#include "backend.h"
+#include "codec.h"
+#include "conf.h"
+#include "ldapconn.h"
+
+struct mh_decision {
+    enum mh_outcome outcome;
+    char reason[300];              /* for the log; never holds a password */
+    struct mh_route route;         /* OK */
+    char user[MH_LOGIN_MAX + 1];   /* OK: rewritten login for Auth-User, "" to keep */
+    const char *text;              /* REFUSED: text override (static), or NULL */
+    const char *smtp_code;         /* REFUSED: SMTP code override (static), or NULL */
+};
+
+/* Decides what needs no directory: unsupported methods, empty login, empty password with
+ * verification on.  Returns 1 if *d holds the decision, 0 if the directory must be asked. */
+int mh_router_precheck(const struct mh_conf *conf, const struct mh_request *req,
+                       struct mh_decision *d);
+
+/* The full decision.  search: a service connection; bind: a user-bind connection. */
+void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
+                      struct mh_ldap *search, struct mh_ldap *bind,
+                      const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d);
+
+#endif

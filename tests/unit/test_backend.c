@@ -1,0 +1,128 @@
+/* Unit tests for the backend map: routing values to IP and port. */
+#include "config.h"
+#include "backend.h"
+#include "check.h"
+
+#include <string.h>
+
+static struct mh_backend_map *map;
+
+static void test_routes(void)
+{
+    static const struct {
+        const char *value; enum mh_proto proto; enum mh_route_status st;
+        const char *server; unsigned port; const char *name;
+    } t[] = {
+        {"mail-old.example.org", MH_PROTO_IMAP, MH_ROUTE_OK, "192.0.2.10", 1143, "mail-old.example.org"}, /* default_ports */
+        {"MAIL-OLD.Example.ORG", MH_PROTO_POP3, MH_ROUTE_OK, "192.0.2.10", 1110, "mail-old.example.org"},
+        {"mail-old.example.org", MH_PROTO_SMTP, MH_ROUTE_OK, "192.0.2.10", 587, "mail-old.example.org"},
+        {"mail-new.example.org", MH_PROTO_IMAP, MH_ROUTE_OK, "2001:db8::20", 993, "mail-new.example.org"},
+        {"mail-new.example.org", MH_PROTO_POP3, MH_ROUTE_OK, "2001:db8::20", 1110, "mail-new.example.org"}, /* default_ports */
+        {"mail-new.example.org:2143", MH_PROTO_IMAP, MH_ROUTE_OK, "2001:db8::20", 2143, "mail-new.example.org"},
+        {" mail-old.example.org ", MH_PROTO_IMAP, MH_ROUTE_OK, "192.0.2.10", 1143, "mail-old.example.org"},
+        {"mail-old.example.org:143", MH_PROTO_IMAP, MH_ROUTE_OK, "192.0.2.10", 143, "mail-old.example.org"},
+        {"198.51.100.5", MH_PROTO_IMAP, MH_ROUTE_OK, "198.51.100.5", 1143, "198.51.100.5"},
+        {"198.51.100.5:4143", MH_PROTO_IMAP, MH_ROUTE_OK, "198.51.100.5", 4143, "198.51.100.5"},
+        {"2001:db8::99", MH_PROTO_SMTP, MH_ROUTE_OK, "2001:db8::99", 25, "2001:db8::99"},
+        {"[2001:db8::99]:2525", MH_PROTO_SMTP, MH_ROUTE_OK, "2001:db8::99", 2525, "2001:db8::99"},
+        {"[2001:db8::99]", MH_PROTO_POP3, MH_ROUTE_OK, "2001:db8::99", 1110, "2001:db8::99"},
+        {"localhost:2143", MH_PROTO_IMAP, MH_ROUTE_OK, NULL, 2143, "localhost"},  /* resolved */
+        {"", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"   ", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"host:0", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"host:65536", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"host:", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"[2001:db8::99", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"[2001:db8::99]x", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"bad host name", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"ex\xc3\xa4mple.org", MH_PROTO_IMAP, MH_ROUTE_INVALID, NULL, 0, NULL},
+        {"no-such-host.invalid", MH_PROTO_IMAP, MH_ROUTE_TEMPFAIL, NULL, 0, NULL},
+    };
+    struct mh_resolver *r = mh_resolver_new(60, 16);
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct mh_route out;
+        enum mh_route_status st = mh_backend_route(map, r, t[i].value, t[i].proto, &out);
+        CHECK(st == t[i].st, "\"%s\": status %d, want %d", t[i].value, st, t[i].st);
+        if (st != MH_ROUTE_OK || t[i].st != MH_ROUTE_OK)
+            continue;
+        if (t[i].server)
+            CHECK(strcmp(out.server, t[i].server) == 0, "\"%s\": server %s", t[i].value, out.server);
+        else
+            CHECK(strcmp(out.server, "127.0.0.1") == 0 || strcmp(out.server, "::1") == 0,
+                  "\"%s\" resolved to %s", t[i].value, out.server);
+        CHECK(out.port == t[i].port, "\"%s\": port %u, want %u", t[i].value, out.port, t[i].port);
+        CHECK(strcmp(out.name, t[i].name) == 0, "\"%s\": name %s", t[i].value, out.name);
+    }
+    /* without a resolver, host names are not routable */
+    struct mh_route out;
+    CHECK(mh_backend_route(map, NULL, "localhost", MH_PROTO_IMAP, &out) == MH_ROUTE_INVALID,
+          "no resolver");
+    /* the cache answers a second time (also for failures) */
+    CHECK(mh_backend_route(map, r, "localhost", MH_PROTO_IMAP, &out) == MH_ROUTE_OK, "cached");
+    CHECK(mh_backend_route(map, r, "no-such-host.invalid", MH_PROTO_IMAP, &out) ==
+          MH_ROUTE_TEMPFAIL, "negative cached");
+    mh_resolver_free(r);
+    /* a one-entry cache still works when names compete for the slot */
+    r = mh_resolver_new(60, 1);
+    CHECK(mh_backend_route(map, r, "localhost", MH_PROTO_IMAP, &out) == MH_ROUTE_OK &&
+          mh_backend_route(map, r, "no-such-host.invalid", MH_PROTO_IMAP, &out) == MH_ROUTE_TEMPFAIL &&
+          mh_backend_route(map, r, "localhost", MH_PROTO_IMAP, &out) == MH_ROUTE_OK, "tiny cache");
+    mh_resolver_free(r);
+}
+
+static void test_rewrite(void)
+{
+    struct mh_route out;
+    char buf[64];
+    CHECK(mh_backend_route(map, NULL, "mail-old.example.org", MH_PROTO_IMAP, &out) == MH_ROUTE_OK &&
+          out.rewrite == MH_LOGIN_LOCALPART, "old backend strips the domain");
+    const char *u = mh_backend_rewrite_login(out.rewrite, "alice@example.com", buf, sizeof buf);
+    CHECK(u && strcmp(u, "alice") == 0, "alice@example.com -> alice");
+    CHECK(mh_backend_rewrite_login(out.rewrite, "alice", buf, sizeof buf) == NULL, "no domain");
+    CHECK(mh_backend_rewrite_login(out.rewrite, "@example.com", buf, sizeof buf) == NULL,
+          "empty local part kept");
+    u = mh_backend_rewrite_login(out.rewrite, "a@b@c.example", buf, sizeof buf);
+    CHECK(u && strcmp(u, "a@b") == 0, "last @ splits");
+    CHECK(mh_backend_rewrite_login(MH_LOGIN_KEEP, "alice@example.com", buf, sizeof buf) == NULL,
+          "keep");
+}
+
+static void test_parse(void)
+{
+    char err[256];
+    struct mh_backend_map *m = mh_backend_map_new();
+    CHECK(mh_backend_map_add(m, "a address=192.0.2.1 imap=143", err, sizeof err) == 0, "%s", err);
+    CHECK(mh_backend_map_has(m, "A") && !mh_backend_map_has(m, "b"), "has");
+    CHECK(mh_backend_map_add(m, "b address=192.0.2.1 imap", err, sizeof err) == -1 &&
+          strstr(err, "expected key=value"), "%s", err);
+    CHECK(mh_backend_map_add(m, "c address=192.0.2.1 imap=", err, sizeof err) == -1, "empty port");
+    CHECK(mh_backend_map_add(m, "", err, sizeof err) == -1, "no name");
+    CHECK(mh_backend_map_set_default_ports(m, "imap=1 pop3=2 smtp=3", err, sizeof err) == 0, "defaults");
+    for (int i = 0; i < 40; i++) {  /* grows past its first allocation */
+        char line[64];
+        snprintf(line, sizeof line, "host%d address=192.0.2.%d", i, i + 1);
+        CHECK(mh_backend_map_add(m, line, err, sizeof err) == 0, "%s", err);
+    }
+    CHECK(mh_backend_map_count(m) == 41 && mh_backend_map_has(m, "host39"), "41 backends");
+    mh_backend_map_free(m);
+    mh_backend_map_free(NULL);
+}
+
+int main(void)
+{
+    char err[256];
+    map = mh_backend_map_new();
+    if (mh_backend_map_add(map, "mail-old.example.org address=192.0.2.10 smtp=587 login=localpart",
+                           err, sizeof err) < 0 ||
+        mh_backend_map_add(map, "mail-new.example.org address=2001:db8::20 imap=993", err,
+                           sizeof err) < 0 ||
+        mh_backend_map_set_default_ports(map, "imap=1143 pop3=1110", err, sizeof err) < 0) {
+        printf("setup: %s\n", err);
+        return 1;
+    }
+    test_routes();
+    test_rewrite();
+    test_parse();
+    mh_backend_map_free(map);
+    return check_done("test_backend");
+}

@@ -1,0 +1,214 @@
+/* Unit tests for the configuration parser: configs it takes, configs it must refuse. */
+#include "config.h"
+#include "conf.h"
+#include "check.h"
+
+#include <ldap.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/mh-test-config-XXXXXX";
+
+static void write_file(const char *name, const char *text, mode_t mode)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "w");
+    fputs(text, fp);
+    fclose(fp);
+    chmod(path, mode);
+}
+
+/* The minimum every config needs; %s is where a test adds its lines. */
+#define BASE "listen 127.0.0.1:0\nldap_uri ldap://127.0.0.1:389\nldap_base dc=example,dc=org\n"
+
+static int load(const char *text, struct mh_conf **c, char *err, size_t errsize)
+{
+    char path[256], *t = malloc(strlen(text) + 256);
+    /* @D@ stands for the test directory */
+    const char *p = text;
+    size_t o = 0;
+    while (*p) {
+        if (strncmp(p, "@D@", 3) == 0) {
+            o += (size_t)sprintf(t + o, "%s", dir);
+            p += 3;
+        } else {
+            t[o++] = *p++;
+        }
+    }
+    t[o] = '\0';
+    write_file("test.conf", t, 0640);
+    free(t);
+    snprintf(path, sizeof path, "%s/test.conf", dir);
+    return mh_conf_load(path, c, err, errsize);
+}
+
+static void test_good(void)
+{
+    struct mh_conf *c = NULL;
+    char err[1024] = "";
+
+    CHECK(load(BASE, &c, err, sizeof err) == 0, "minimal: %s", err);
+    if (c) {
+        CHECK(c->verify_password == 1 && c->ldap_scope == LDAP_SCOPE_SUBTREE, "defaults");
+        CHECK(strcmp(c->ldap_filter, "(|(uid=%s)(mail=%s))") == 0, "default filter");
+        CHECK(strcmp(c->ldap_route_attribute, "mailHost") == 0, "default attribute");
+        CHECK(c->default_backend == NULL, "default: refuse unrouted users");
+        CHECK(c->ldap_timeout_ms < c->request_timeout_ms, "timeouts ordered");
+        mh_conf_free(c);
+        c = NULL;
+    }
+
+    const char *full =
+        "# a full configuration\n"
+        "\n"
+        "listen 127.0.0.1:9143\n"
+        "listen [::1]:9143\n"
+        "listen unix:@D@/auth.sock\n"
+        "socket_mode 0600\n"
+        "   ldap_uri   ldap://127.0.0.1:389 ldaps://ldap2.example.org\n"
+        "ldap_uri ldapi://%2Fvar%2Frun%2Fslapd%2Fldapi\n"
+        "ldap_base ou=people,dc=example,dc=org\n"
+        "ldap_scope one\n"
+        "ldap_bind_dn cn=mailhostd,ou=services,dc=example,dc=org\n"
+        "ldap_bind_pw_file @D@/bindpw\n"
+        "ldap_filter (&(objectClass=inetOrgPerson)(|(uid=%u)(mail=%s)))\n"
+        "ldap_route_attribute mailRoutingHost\n"
+        "ldap_timeout 1500ms\n"
+        "ldap_connect_timeout 1s\n"
+        "request_timeout 4s\n"
+        "ldap_retry 30\n"
+        "ldap_tls starttls\n"
+        "ldap_tls_reqcert demand\n"
+        "verify_password no\n"
+        "backend mail-old.example.org address=192.0.2.10 imap=143 pop3=110 smtp=25 login=localpart\n"
+        "backend mail-new.example.org address=2001:db8::20\n"
+        "default_backend mail-new.example.org\n"
+        "default_ports imap=1143 pop3=1110\n"
+        "secret_header X-Auth-Key\n"
+        "secret_file @D@/secret\n"
+        "max_login_attempts 5\n"
+        "auth_wait 2\n"
+        "tempfail_wait 10s\n"
+        "workers 4\n"
+        "http_threads 1\n"
+        "log stderr\n"
+        "log_level debug\n"
+        "user nobody\n";
+    CHECK(load(full, &c, err, sizeof err) == 0, "full: %s", err);
+    if (c) {
+        CHECK(c->n_listen == 3 && c->listen[1].port == 9143 && !strcmp(c->listen[1].host, "::1") &&
+              c->listen[2].is_unix, "listen lines");
+        CHECK(c->socket_mode == 0600, "socket mode");
+        CHECK(c->n_uri == 3, "three URIs from two lines");
+        CHECK(c->ldap_scope == LDAP_SCOPE_ONELEVEL, "scope");
+        CHECK(c->ldap_bind_pw && strcmp(c->ldap_bind_pw, "bind secret") == 0, "pw file read");
+        CHECK(c->secret && strcmp(c->secret, "s3cret") == 0, "secret read");
+        CHECK(c->ldap_timeout_ms == 1500 && c->ldap_connect_timeout_ms == 1000 &&
+              c->request_timeout_ms == 4000 && c->ldap_retry_s == 30, "durations");
+        CHECK(c->ldap_tls == MH_TLS_STARTTLS && !c->verify_password, "tls, verify");
+        CHECK(mh_backend_map_count(c->backends) == 2, "backends");
+        CHECK(c->tempfail_wait_s == 10 && c->max_login_attempts == 5, "waits");
+        /* the dump never shows a secret */
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *fp = open_memstream(&buf, &len);
+        mh_conf_dump(c, fp);
+        fclose(fp);
+        CHECK(buf && !strstr(buf, "bind secret") && !strstr(buf, "s3cret") &&
+              strstr(buf, "ldap_bind_pw_file"), "dump masks secrets");
+        free(buf);
+        mh_conf_free(c);
+        c = NULL;
+    }
+}
+
+static void test_bad(void)
+{
+    static const struct { const char *text; const char *want; } t[] = {
+        {BASE "bogus_key 1\n", "test.conf:4: bogus_key: unknown key"},
+        {BASE "workers\n", "test.conf:4: workers: missing value"},
+        {BASE "workers 0\n", "test.conf:4: workers: expected a whole number from 1"},
+        {BASE "workers 4x\n", "workers: expected a whole number"},
+        {BASE "workers 4\nworkers 5\n", "test.conf:5: workers: given twice"},
+        {"listen 127.0.0.1:0\nldap_base dc=x\n", "no \"ldap_uri\" line"},
+        {"ldap_uri ldap://h\nldap_base dc=x\n", "no \"listen\" line"},
+        {"listen 127.0.0.1:0\nldap_uri ldap://h\n", "no \"ldap_base\" line"},
+        {BASE "listen localhost:80\n", "listen: \"localhost\" is not an IP address"},
+        {BASE "listen 127.0.0.1\n", "listen: expected IPv4:port"},
+        {BASE "listen ::1:80\n", "listen: expected IPv4:port"},
+        {BASE "listen 127.0.0.1:70000\n", "listen: port must be"},
+        {BASE "listen unix:relative.sock\n", "must be absolute"},
+        {BASE "ldap_uri http://example.org\n", "\"http://example.org\" is not an LDAP URL"},
+        {BASE "ldap_uri ldap://h/dc=example\n", "only ldap://, ldaps:// or ldapi://"},
+        {BASE "ldap_uri not a url\n", "is not an LDAP URL"},
+        {"listen 127.0.0.1:0\nldap_uri ldap://h\nldap_base not-a-dn\n", "ldap_base: \"not-a-dn\" is not a valid DN"},
+        {BASE "ldap_scope deep\n", "ldap_scope: expected sub, one or base"},
+        {BASE "ldap_filter uid=%s\n", "ldap_filter: a filter must start with '('"},
+        {BASE "ldap_filter (uid=%s\n", "ldap_filter: a filter must start with '(' and end"},
+        {BASE "ldap_filter (|(uid=%s)(mail=%s)\n", "unbalanced parentheses"},
+        {BASE "ldap_filter (uid=%x)\n", "unknown %-token"},
+        {BASE "ldap_filter (uid=alice)\n", "does not use the login"},
+        {BASE "ldap_route_attribute mail host\n", "is not an attribute name"},
+        {BASE "ldap_timeout 5s\n", "ldap_timeout (5000ms) must be shorter than request_timeout"},
+        {BASE "ldap_timeout fast\n", "ldap_timeout: expected a duration"},
+        {BASE "ldap_tls always\n", "ldap_tls: expected none or starttls"},
+        {BASE "ldap_tls_ca_file /nonexistent/ca.pem\n", "ldap_tls_ca_file \"/nonexistent/ca.pem\""},
+        {BASE "verify_password maybe\n", "verify_password: expected yes or no"},
+        {BASE "ldap_bind_dn cn=x,dc=example,dc=org\n", "ldap_bind_dn and ldap_bind_pw_file go together"},
+        {BASE "ldap_bind_dn cn=x,dc=example,dc=org\nldap_bind_pw_file @D@/missing\n", "cannot open"},
+        {BASE "ldap_bind_dn cn=x,dc=example,dc=org\nldap_bind_pw_file @D@/readable\n", "accessible by others"},
+        {BASE "ldap_bind_dn cn=x,dc=example,dc=org\nldap_bind_pw_file @D@/empty\n", "is empty"},
+        {BASE "secret_header X-Auth-Key\n", "secret_header and secret_file go together"},
+        {BASE "secret_header Auth-Key\nsecret_file @D@/secret\n", "a header nginx itself sends"},
+        {BASE "secret_header X Key\nsecret_file @D@/secret\n", "is not an HTTP header name"},
+        {BASE "backend old\n", "backend: backend \"old\" needs address=IP"},
+        {BASE "backend old address=mail.example.org\n", "is not an IP literal"},
+        {BASE "backend old address=192.0.2.1 imap=0\n", "imap: port must be 1-65535"},
+        {BASE "backend old address=192.0.2.1 nntp=119\n", "unknown backend option \"nntp\""},
+        {BASE "backend old address=192.0.2.1 login=upper\n", "login: expected keep or localpart"},
+        {BASE "backend old address=192.0.2.1\nbackend OLD address=192.0.2.2\n", "test.conf:5: backend: backend \"OLD\" defined twice"},
+        {BASE "backend o/d address=192.0.2.1\n", "backend name must be"},
+        {BASE "default_backend nowhere\n", "default_backend \"nowhere\" is not a configured backend"},
+        {BASE "default_ports imap=x\n", "default_ports: imap: port must be"},
+        {BASE "default_ports lmtp=24\n", "expected imap=, pop3= or smtp="},
+        {BASE "socket_mode 999\n", "socket_mode: expected an octal mode"},
+        {BASE "log journal\n", "log: expected syslog or stderr"},
+        {BASE "log_facility kernel\n", "unknown syslog facility"},
+        {BASE "log_level loud\n", "log_level: expected err"},
+        {BASE "auth_wait 1.5\n", "auth_wait: expected whole seconds"},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct mh_conf *c = NULL;
+        char err[1024] = "";
+        int rc = load(t[i].text, &c, err, sizeof err);
+        CHECK(rc == -1 && c == NULL && strstr(err, t[i].want) != NULL,
+              "case %zu: want \"%s\", got \"%s\"", i, t[i].want, err);
+        mh_conf_free(c);
+    }
+    struct mh_conf *c = NULL;
+    char err[256];
+    CHECK(mh_conf_load("/nonexistent/mailhostd.conf", &c, err, sizeof err) == -1 &&
+          strstr(err, "/nonexistent/mailhostd.conf: cannot open"), "missing file: %s", err);
+}
+
+int main(void)
+{
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    write_file("bindpw", "bind secret\n", 0600);
+    write_file("secret", "s3cret", 0640);
+    write_file("readable", "x\n", 0644);
+    write_file("empty", "\n", 0600);
+    test_good();
+    test_bad();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    return check_done("test_config");
+}
