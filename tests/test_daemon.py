@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Integration tests: the real mailhostd against a real slapd loaded from schema/ and ldif/.
+
+Every request is shaped as nginx sends it (tests/lib/mhtest.py).  Needs slapd and ldap-utils:
+without them this test FAILS, it never skips.
+"""
+import os
+import shutil
+import socket
+import stat
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from mhtest import Daemon, Runner, check, find_daemon, free_port, request, tcp_connections  # noqa: E402
+from slapd import Slapd  # noqa: E402
+
+OLD = ("127.0.0.11", {"imap": 1143, "pop3": 1110, "smtp": 1025})
+NEW = ("127.0.0.12", {"imap": 2143, "pop3": 2110, "smtp": 2025})
+WRONG = "Wr0ng-pass!"
+PASSWORDS = {
+    "alice@example.com": "Alice-pw-1",
+    "bob@example.com": "Bob-pw-2",
+    "carol@example.net": "Carol-pw-3",
+    "dave@example.net": "p% w \u00f6+x",
+    "erin@example.com": "Erin-pw-5",
+    "frank@example.net": "Frank-pw-6",
+}
+
+
+def config(work, slapd, extra="", uris=None, listen=None):
+    pwfile = os.path.join(work, "bindpw")
+    with open(pwfile, "w") as f:
+        f.write(slapd.service_pw + "\n")
+    os.chmod(pwfile, 0o600)
+    lines = [
+        "# written by tests/test_daemon.py",
+        listen or "listen 127.0.0.1:0",
+        "ldap_uri %s" % (uris or slapd.uri),
+        "ldap_base %s" % slapd.base,
+        "ldap_bind_dn %s" % slapd.service_dn,
+        "ldap_bind_pw_file %s" % pwfile,
+        "ldap_timeout 1s",
+        "ldap_connect_timeout 1s",
+        "request_timeout 3s",
+        "ldap_retry 2",
+        "workers 4",
+        "log stderr",
+        "log_level debug",
+        "backend mail-old.example.org address=%s imap=%d pop3=%d smtp=%d login=localpart"
+        % (OLD[0], OLD[1]["imap"], OLD[1]["pop3"], OLD[1]["smtp"]),
+        "backend mail-new.example.org address=%s imap=%d pop3=%d smtp=%d"
+        % (NEW[0], NEW[1]["imap"], NEW[1]["pop3"], NEW[1]["smtp"]),
+    ]
+    if os.geteuid() == 0:
+        lines.append("user nobody")
+    return "\n".join(lines) + "\n" + extra
+
+
+def expect_ok(ans, backend, proto="imap", user=None):
+    check(ans.status == "OK", "want OK, got %r", ans)
+    check(ans.get("Auth-Server") == backend[0], "want server %s: %r", backend[0], ans)
+    check(ans.get("Auth-Port") == str(backend[1][proto]), "want port %s: %r",
+          backend[1][proto], ans)
+    check(ans.get("Auth-User") == user, "want Auth-User %r: %r", user, ans)
+
+
+def expect_refused(ans, proto="imap", wait=True):
+    check(ans.status is not None and "Invalid login or password" in ans.status,
+          "want a refusal, got %r", ans)
+    check(ans.get("Auth-Server") is None, "a refusal carries no server: %r", ans)
+    check((ans.get("Auth-Wait") is not None) == wait, "Auth-Wait %s expected: %r",
+          "is" if wait else "not", ans)
+    if proto == "smtp":
+        check(ans.get("Auth-Error-Code") == "535 5.7.8", "smtp code: %r", ans)
+
+
+def expect_tempfail(ans, proto="imap"):
+    check(ans.status is not None and "try again later" in ans.status,
+          "want a temporary failure, got %r", ans)
+    check("Invalid login" not in ans.status, "tempfail must not read as a refusal: %r", ans)
+    check(ans.get("Auth-Wait") is not None, "tempfail has Auth-Wait: %r", ans)
+    if proto == "smtp":
+        check(ans.get("Auth-Error-Code") == "451 4.3.0", "smtp tempfail code: %r", ans)
+
+
+class Ctx:
+    pass
+
+
+def t_routes_old_and_new(c):
+    for proto in ("imap", "pop3", "smtp"):
+        ans = request(c.d.addr, "alice@example.com", PASSWORDS["alice@example.com"], proto)
+        expect_ok(ans, OLD, proto, user="alice")          # old backend wants bare names
+        ans = request(c.d.addr, "bob@example.com", PASSWORDS["bob@example.com"], proto)
+        expect_ok(ans, NEW, proto)
+    # login by uid finds the same entry as by mail
+    expect_ok(request(c.d.addr, "bob", PASSWORDS["bob@example.com"]), NEW)
+
+
+def t_literal_and_resolved_values(c):
+    ans = request(c.d.addr, "erin@example.com", PASSWORDS["erin@example.com"], "pop3")
+    check(ans.status == "OK" and ans.get("Auth-Server") == "127.0.0.33" and
+          ans.get("Auth-Port") == "110", "literal IP with default port: %r", ans)
+    ans = request(c.d.addr, "frank@example.net", PASSWORDS["frank@example.net"])
+    check(ans.status == "OK" and ans.get("Auth-Server") in ("127.0.0.1", "::1") and
+          ans.get("Auth-Port") == "2143", "localhost:2143 resolved to an IP: %r", ans)
+
+
+def t_password_escaping(c):
+    # "p% w ö+x": nginx sends p%25%20w%20 then raw UTF-8, and '+' raw
+    ans = request(c.d.addr, "dave@example.net", PASSWORDS["dave@example.net"])
+    expect_ok(ans, NEW)
+    expect_refused(request(c.d.addr, "dave@example.net", "p% w \u00f6 x"))  # '+' is not a space
+
+
+def t_refusals(c):
+    expect_refused(request(c.d.addr, "nobody@example.com", "whatever"))
+    expect_refused(request(c.d.addr, "alice@example.com", WRONG))
+    expect_refused(request(c.d.addr, "alice@example.com", WRONG, "smtp"), "smtp")
+    expect_refused(request(c.d.addr, "alice@example.com", ""))              # empty password
+    expect_refused(request(c.d.addr, "carol@example.net", PASSWORDS["carol@example.net"]))
+    expect_refused(request(c.d.addr, "alice", "Alice-pw-1"))                # two entries
+    log = c.d.read_log()
+    for reason in ("unknown-user", "bad-password", "empty-password", "no-route",
+                   "ambiguous-login"):
+        check("reason=%s" % reason in log, "log names reason=%s", reason)
+
+
+def t_auth_wait_limit(c):
+    expect_refused(request(c.d.addr, "alice@example.com", WRONG, attempt=1), wait=True)
+    expect_refused(request(c.d.addr, "alice@example.com", WRONG, attempt=2), wait=True)
+    expect_refused(request(c.d.addr, "alice@example.com", WRONG, attempt=3), wait=False)
+    expect_refused(request(c.d.addr, "alice@example.com", WRONG, attempt=9), wait=False)
+
+
+def t_injection(c):
+    for login in ("*)(uid=*", "x)(|(uid=*", "*", "alice*", "alice@example.com)(uid=*",
+                  "\\2a", "(uid=bob)"):
+        ans = request(c.d.addr, login, "Bob-pw-2")
+        expect_refused(ans)
+    log = c.d.read_log()
+    check("reason=unknown-user" in log, "injections are unknown users")
+
+
+def t_bad_requests(c):
+    ans = request(c.d.addr, raw_headers=b"Auth-Method: plain\r\nAuth-User: a\r\n")
+    check(ans.status == "Invalid request" and " 400 " in ans.status_line, "missing: %r", ans)
+    hdr = (b"Auth-Method: plain\r\nAuth-User: al%zz\r\nAuth-Pass: x\r\nAuth-Protocol: imap\r\n"
+           b"Auth-Login-Attempt: 1\r\nClient-IP: 192.0.2.1\r\n")
+    ans = request(c.d.addr, raw_headers=hdr)
+    check(ans.status == "Invalid request", "bad escape: %r", ans)
+    ans = request(c.d.addr, raw_headers=hdr.replace(b"al%zz", b"alice") +
+                  b"Auth-User: bob\r\n")
+    check(ans.status == "Invalid request", "duplicated Auth-User: %r", ans)
+    # control characters in a login are a refusal (a person could type them), not OK
+    expect_refused(request(c.d.addr, "ali\tce@example.com", "Alice-pw-1"))
+    expect_refused(request(c.d.addr, "a" * 300, "x"))
+    # a huge header block: refused by the HTTP layer, daemon keeps serving
+    try:
+        request(c.d.addr, raw_headers=b"X-Big: " + b"y" * 70000 + b"\r\n")
+    except (AssertionError, OSError):
+        pass
+    expect_ok(request(c.d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+
+
+def t_smtp_recipient(c):
+    extra = [("Auth-SMTP-Helo", "mx.example"), ("Auth-SMTP-From", "MAIL FROM:<x@y.example>"),
+             ("Auth-SMTP-To", "RCPT TO:<bob@example.com>")]
+    ans = request(c.d.addr, "", "", "smtp", method="none", extra=extra)
+    check(ans.status == "OK" and ans.get("Auth-Server") == NEW[0] and
+          ans.get("Auth-Port") == str(NEW[1]["smtp"]), "routed by recipient: %r", ans)
+    extra[2] = ("Auth-SMTP-To", "RCPT TO:<ghost@example.com>")
+    ans = request(c.d.addr, "", "", "smtp", method="none", extra=extra)
+    check(ans.get("Auth-Error-Code") == "550 5.1.1" and ans.get("Auth-Server") is None,
+          "unknown recipient: %r", ans)
+
+
+def t_connections_persist(c):
+    """Never one LDAP connection per request: the set of connections stays the same."""
+    for _ in range(20):
+        request(c.d.addr, "bob@example.com", "Bob-pw-2")
+    port = int(c.slapd.uri.rsplit(":", 1)[1].strip("/"))
+    before = tcp_connections(port)
+    for _ in range(100):
+        expect_ok(request(c.d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+    after = tcp_connections(port)
+    check(0 < len(after) <= 8, "at most 2 connections per worker, got %d", len(after))
+    check(before == after, "connections were replaced: %s -> %s", sorted(before), sorted(after))
+
+
+def t_privileges_dropped(c):
+    with open("/proc/%d/status" % c.d.proc.pid) as f:
+        uids = [l for l in f if l.startswith("Uid:")][0].split()[1:]
+    if os.geteuid() == 0:
+        check(all(u != "0" for u in uids), "daemon still has root: Uid %s", uids)
+    else:
+        check(uids[0] == str(os.geteuid()), "uid %s", uids)
+
+
+def t_slapd_down_and_back(c):
+    c.slapd.stop()
+    try:
+        for proto in ("imap", "smtp"):
+            expect_tempfail(request(c.d.addr, "bob@example.com", "Bob-pw-2", proto), proto)
+        # unknown users and wrong passwords are also "try later": we cannot know
+        expect_tempfail(request(c.d.addr, "alice@example.com", WRONG))
+    finally:
+        c.slapd.start()
+    deadline = time.time() + 10
+    while True:
+        ans = request(c.d.addr, "bob@example.com", "Bob-pw-2")
+        if ans.status == "OK":
+            break
+        check(time.time() < deadline, "no recovery 10 s after slapd came back: %r", ans)
+        expect_tempfail(ans)
+        time.sleep(0.2)
+    expect_ok(ans, NEW)
+    expect_refused(request(c.d.addr, "alice@example.com", WRONG))
+
+
+def t_slapd_hung(c):
+    """A hung directory (SIGSTOP) yields 'try later' within the request budget."""
+    c.slapd.pause()
+    try:
+        t0 = time.time()
+        ans = request(c.d.addr, "bob@example.com", "Bob-pw-2")
+        took = time.time() - t0
+        expect_tempfail(ans)
+        check(took < 4.0, "answered after %.1fs, over request_timeout 3s", took)
+    finally:
+        c.slapd.resume()
+    deadline = time.time() + 10
+    while request(c.d.addr, "bob@example.com", "Bob-pw-2").status != "OK":
+        check(time.time() < deadline, "no recovery after SIGCONT")
+        time.sleep(0.2)
+
+
+def t_failover_first_uri_dead(work, slapd):
+    dead = "ldap://127.0.0.1:%d" % free_port()
+    d = Daemon(work, config(work, slapd, uris="%s %s" % (dead, slapd.uri)), "failover")
+    with d:
+        for _ in range(5):
+            expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+    log = d.read_log()
+    check("ldap_uri=%s state=down" % dead in log, "dead URI reported down")
+
+
+def t_unix_socket_and_secret(work, slapd):
+    sock = os.path.join(work, "auth.sock")
+    secret = os.path.join(work, "secret")
+    with open(secret, "w") as f:
+        f.write("k3y\n")
+    os.chmod(secret, 0o600)
+    extra = "socket_mode 0660\nsecret_header X-Auth-Key\nsecret_file %s\n" % secret
+    listen = "listen unix:%s\nlisten [::1]:0" % sock
+    d = Daemon(work, config(work, slapd, extra, listen=listen), "unix")
+    with d:
+        v6 = [a for a in d.addrs if not isinstance(a, str) and a[0] == "::1"]
+        check(len(v6) == 1 and sock in d.addrs, "listeners: %s", d.addrs)
+        ans = request(v6[0], "alice@example.com", "Alice-pw-1", "pop3",
+                      extra=[("X-Auth-Key", "k3y")])
+        expect_ok(ans, OLD, "pop3", user="alice")
+        mode = stat.S_IMODE(os.stat(sock).st_mode)
+        check(mode == 0o660, "socket mode %o", mode)
+        ans = request(sock, "bob@example.com", "Bob-pw-2", extra=[("X-Auth-Key", "k3y")])
+        expect_ok(ans, NEW)
+        ans = request(sock, "bob@example.com", "Bob-pw-2")
+        check(ans.status == "Invalid request" and " 403 " in ans.status_line, "no secret: %r", ans)
+        ans = request(sock, "bob@example.com", "Bob-pw-2", extra=[("X-Auth-Key", "k3y!")])
+        check(ans.status == "Invalid request", "wrong secret: %r", ans)
+    check("k3y" not in d.read_log(), "the shared secret is never logged")
+
+
+def t_no_verify_default_backend(work, slapd):
+    extra = "verify_password no\ndefault_backend mail-old.example.org\n"
+    d = Daemon(work, config(work, slapd, extra), "noverify")
+    with d:
+        # wrong password: routed anyway, the backend will refuse it
+        expect_ok(request(d.addr, "bob@example.com", WRONG), NEW)
+        # no routing value: the default backend
+        expect_ok(request(d.addr, "carol@example.net", "x", "pop3"), OLD, "pop3", user="carol")
+
+
+def t_config_check(work, slapd):
+    import subprocess
+    good = os.path.join(work, "good.conf")
+    with open(good, "w") as f:
+        f.write(config(work, slapd))
+    r = subprocess.run([find_daemon(), "-t", "-c", good], capture_output=True, text=True)
+    check(r.returncode == 0 and "test is successful" in r.stderr, "-t good: %s", r.stderr)
+    r = subprocess.run([find_daemon(), "-T", "-c", good], capture_output=True, text=True)
+    check(r.returncode == 0 and slapd.service_pw not in r.stdout and "ldap_bind_pw_file" in
+          r.stdout, "-T masks the bind password")
+    bad = os.path.join(work, "bad.conf")
+    with open(bad, "w") as f:
+        f.write(config(work, slapd) + "worker 3\n")
+    r = subprocess.run([find_daemon(), "-t", "-c", bad], capture_output=True, text=True)
+    check(r.returncode == 1 and "bad.conf:" in r.stderr and "worker: unknown key" in r.stderr,
+          "-t bad: %s", r.stderr)
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="mh-test-daemon-")
+    os.chmod(work, 0o755)
+    runner = Runner("test_daemon")
+    slapd = Slapd(os.path.join(work, "slapd"))
+    try:
+        slapd.start()
+        c = Ctx()
+        c.slapd = slapd
+        c.d = Daemon(work, config(work, slapd)).start()
+        for t in (t_routes_old_and_new, t_literal_and_resolved_values, t_password_escaping,
+                  t_refusals, t_auth_wait_limit, t_injection, t_bad_requests, t_smtp_recipient,
+                  t_connections_persist, t_privileges_dropped, t_slapd_down_and_back,
+                  t_slapd_hung):
+            runner.run(t, c)
+        status = c.d.stop()
+
+        def t_clean_exit_on_sigterm():
+            # sanitizers and valgrind report through this status
+            check(status == 0, "mailhostd exit status %s:\n%s", status, c.d.read_log()[-3000:])
+        runner.run(t_clean_exit_on_sigterm)
+        log = c.d.read_log()
+        for t in (t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
+                  t_config_check):
+            runner.run(t, work, slapd)
+
+        def t_no_password_in_logs():
+            text = "".join(open(os.path.join(work, f), errors="replace").read()
+                           for f in os.listdir(work) if f.endswith(".log"))
+            for pw in list(PASSWORDS.values()) + [slapd.service_pw, "Bob-pw-2", WRONG]:
+                check(pw not in text, "a password appears in the logs: %r", pw)
+            check("auth user=" in log, "decisions are logged")
+        runner.run(t_no_password_in_logs)
+    finally:
+        slapd.stop()
+        if runner.failed == 0 and not os.environ.get("MAILHOSTD_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("work directory kept: %s" % work)
+    return runner.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
