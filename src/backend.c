@@ -48,6 +48,27 @@ void mh_backend_map_free(struct mh_backend_map *map)
 
 size_t mh_backend_map_count(const struct mh_backend_map *map) { return map->n; }
 
+static void dump_ports(const unsigned *port, FILE *fp)
+{
+    static const char *names[MH_PROTO_COUNT] = {"imap", "pop3", "smtp"};
+    for (int p = 0; p < MH_PROTO_COUNT; p++)
+        if (port[p])
+            fprintf(fp, " %s=%u", names[p], port[p]);
+}
+
+void mh_backend_map_dump(const struct mh_backend_map *map, FILE *fp)
+{
+    fprintf(fp, "default_ports");
+    dump_ports(map->default_port, fp);
+    fputc('\n', fp);
+    for (size_t i = 0; i < map->n; i++) {
+        const struct backend *b = &map->items[i];
+        fprintf(fp, "backend %s address=%s", b->name, b->address);
+        dump_ports(b->port, fp);
+        fprintf(fp, " login=%s\n", b->rewrite == MH_LOGIN_LOCALPART ? "localpart" : "keep");
+    }
+}
+
 static const struct backend *find(const struct mh_backend_map *map, const char *name, size_t len)
 {
     for (size_t i = 0; i < map->n; i++)

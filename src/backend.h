@@ -17,6 +17,7 @@
 #define MH_BACKEND_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include "codec.h"
 
 #define MH_BACKEND_NAME_MAX 255
@@ -54,6 +55,9 @@ int mh_backend_map_set_default_ports(struct mh_backend_map *map, const char *arg
 /* 1 if NAME is a configured backend. */
 int mh_backend_map_has(const struct mh_backend_map *map, const char *name);
 size_t mh_backend_map_count(const struct mh_backend_map *map);
+
+/* Writes the map as configuration lines (default_ports, then one backend line each). */
+void mh_backend_map_dump(const struct mh_backend_map *map, FILE *fp);
 
 /* Resolves `value` for protocol `proto` into *out.  `resolver` may be NULL: then host names
  * that are neither backends nor IP literals are MH_ROUTE_INVALID.  May block on DNS (call it

@@ -274,6 +274,18 @@ static int h_attr(struct ctx *x, const char *v, size_t off, unsigned long lo, un
     return h_string(x, v, off, lo, hi);
 }
 
+static int h_state_attr(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                        unsigned long hi)
+{
+    x->c->state_attribute_set = 1;
+    if (!strcasecmp(v, "none")) {
+        free(x->c->ldap_state_attribute);
+        x->c->ldap_state_attribute = NULL;
+        return 0;
+    }
+    return h_attr(x, v, off, lo, hi);
+}
+
 static int h_tls(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
 {
     if (!strcasecmp(v, "none") || !strcasecmp(v, "no")) x->c->ldap_tls = MH_TLS_NONE;
@@ -390,6 +402,7 @@ static const struct key {
     {"ldap_retry", h_seconds, OFF(ldap_retry_s), 1, 3600, 0},
     {"ldap_route_attribute", h_attr, OFF(ldap_route_attribute), 0, 0, 0},
     {"ldap_scope", h_scope, NONE, 0},
+    {"ldap_state_attribute", h_state_attr, OFF(ldap_state_attribute), 0, 0, 0},
     {"ldap_timeout", h_ms, OFF(ldap_timeout_ms), 10, 60000, 0},
     {"ldap_tls", h_tls, NONE, 0},
     {"ldap_tls_ca_file", h_string, OFF(ldap_tls_ca_file), 0, 0, 0},
@@ -465,6 +478,10 @@ static int read_secret(struct ctx *x, const char *path, char **out)
         return fail(x, "cannot read \"%s\": %s", path, strerror(errno));
     buf[n] = '\0';
     size_t len = strcspn(buf, "\r\n");
+    if (len == (size_t)n && (size_t)n == sizeof buf - 1) {
+        OPENSSL_cleanse(buf, sizeof buf);
+        return fail(x, "\"%s\": the secret is longer than %zu bytes", path, sizeof buf - 2);
+    }
     buf[len] = '\0';
     if (len == 0) {
         OPENSSL_cleanse(buf, sizeof buf);
@@ -495,6 +512,9 @@ static int check(struct ctx *x)
         return -1;
     if (c->ldap_route_attribute == NULL &&
         set_string(x, &c->ldap_route_attribute, "mailHost") < 0)
+        return -1;
+    if (!c->state_attribute_set &&
+        set_string(x, &c->ldap_state_attribute, "mailhostMigrationState") < 0)
         return -1;
     if ((c->ldap_bind_dn == NULL) != (c->ldap_bind_pw_file == NULL))
         return fail(x, "ldap_bind_dn and ldap_bind_pw_file go together");
@@ -530,6 +550,13 @@ int mh_conf_load(const char *path, struct mh_conf **out, char *err, size_t errsi
 
     *out = NULL;
     memset(seen, 0, sizeof seen);
+    for (size_t i = 1; i < NKEYS; i++)   /* bsearch() needs the table sorted */
+        if (strcmp(keys[i - 1].name, keys[i].name) >= 0) {
+            snprintf(err, errsize, "internal error: key table out of order at \"%s\"",
+                     keys[i].name);
+            free(c);
+            return -1;
+        }
     if (c == NULL || (c->path = strdup(path)) == NULL ||
         (c->backends = mh_backend_map_new()) == NULL) {
         snprintf(err, errsize, "%s: out of memory", path);
@@ -623,6 +650,7 @@ void mh_conf_free(struct mh_conf *c)
     free(c->ldap_filter);
     free(c->ldap_recipient_filter);
     free(c->ldap_route_attribute);
+    free(c->ldap_state_attribute);
     free(c->ldap_tls_ca_file);
     mh_backend_map_free(c->backends);
     free(c->default_backend);
@@ -632,10 +660,20 @@ void mh_conf_free(struct mh_conf *c)
     free(c);
 }
 
-static const char *or_none(const char *s) { return s ? s : "(none)"; }
+/* Unset keys are written as comments, so the dump loads back as a configuration. */
+static void opt(FILE *fp, const char *key, const char *value)
+{
+    if (value != NULL)
+        fprintf(fp, "%s %s\n", key, value);
+    else
+        fprintf(fp, "#%s (not set)\n", key);
+}
+
+static const char *or_none(const char *s) { return s ? s : "none"; }
 
 void mh_conf_dump(const struct mh_conf *c, FILE *fp)
 {
+    static const char *reqcert[] = {"never", "hard", "demand", "allow", "try"};
     fprintf(fp, "# %s\n", c->path);
     for (size_t i = 0; i < c->n_listen; i++) {
         const struct mh_listen *l = &c->listen[i];
@@ -646,8 +684,10 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
         else
             fprintf(fp, "listen %s:%u\n", l->host, l->port);
     }
-    fprintf(fp, "socket_mode %04o\nsocket_group %s\nuser %s\ngroup %s\n", c->socket_mode,
-            or_none(c->socket_group), or_none(c->user), or_none(c->group));
+    fprintf(fp, "socket_mode %04o\n", c->socket_mode);
+    opt(fp, "socket_group", c->socket_group);
+    opt(fp, "user", c->user);
+    opt(fp, "group", c->group);
     fprintf(fp, "http_threads %u\nworkers %u\nqueue_size %u\nmax_connections %u\n"
             "client_timeout %us\nmax_request_size %u\n", c->http_threads, c->workers,
             c->queue_size, c->max_connections, c->client_timeout_s, c->max_request_size);
@@ -656,24 +696,31 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
     fprintf(fp, "ldap_base %s\nldap_scope %s\n", c->ldap_base,
             c->ldap_scope == LDAP_SCOPE_BASE ? "base" :
             c->ldap_scope == LDAP_SCOPE_ONELEVEL ? "one" : "sub");
-    fprintf(fp, "ldap_bind_dn %s\n", or_none(c->ldap_bind_dn));
+    opt(fp, "ldap_bind_dn", c->ldap_bind_dn);
+    opt(fp, "ldap_bind_pw_file", c->ldap_bind_pw_file);
     if (c->ldap_bind_pw)
-        fprintf(fp, "ldap_bind_pw_file %s (read, %zu bytes)\n", c->ldap_bind_pw_file,
-                strlen(c->ldap_bind_pw));
-    fprintf(fp, "ldap_filter %s\nldap_recipient_filter %s\nldap_route_attribute %s\n",
-            c->ldap_filter, c->ldap_recipient_filter, c->ldap_route_attribute);
+        fprintf(fp, "# (bind password read: %zu bytes, not shown)\n", strlen(c->ldap_bind_pw));
+    fprintf(fp, "ldap_filter %s\nldap_recipient_filter %s\nldap_route_attribute %s\n"
+            "ldap_state_attribute %s\n", c->ldap_filter, c->ldap_recipient_filter,
+            c->ldap_route_attribute, or_none(c->ldap_state_attribute));
     fprintf(fp, "ldap_timeout %ums\nldap_connect_timeout %ums\nrequest_timeout %ums\n"
             "ldap_retry %us\n", c->ldap_timeout_ms, c->ldap_connect_timeout_ms,
             c->request_timeout_ms, c->ldap_retry_s);
-    fprintf(fp, "ldap_tls %s\nldap_tls_ca_file %s\n",
-            c->ldap_tls == MH_TLS_STARTTLS ? "starttls" : "none", or_none(c->ldap_tls_ca_file));
+    fprintf(fp, "ldap_tls %s\n", c->ldap_tls == MH_TLS_STARTTLS ? "starttls" : "none");
+    opt(fp, "ldap_tls_ca_file", c->ldap_tls_ca_file);
+    if (c->ldap_tls_reqcert >= 0 && c->ldap_tls_reqcert <= 4)
+        fprintf(fp, "ldap_tls_reqcert %s\n", reqcert[c->ldap_tls_reqcert]);
     fprintf(fp, "verify_password %s\n", c->verify_password ? "yes" : "no");
-    fprintf(fp, "# %zu backend(s)\ndefault_backend %s\nresolve_ttl %us\n",
-            mh_backend_map_count(c->backends), or_none(c->default_backend), c->resolve_ttl_s);
-    fprintf(fp, "secret_header %s\n", or_none(c->secret_header));
+    mh_backend_map_dump(c->backends, fp);
+    fprintf(fp, "default_backend %s\nresolve_ttl %us\n", or_none(c->default_backend),
+            c->resolve_ttl_s);
+    opt(fp, "secret_header", c->secret_header);
+    opt(fp, "secret_file", c->secret_file);
     if (c->secret)
-        fprintf(fp, "secret_file %s (read, %zu bytes)\n", c->secret_file, strlen(c->secret));
+        fprintf(fp, "# (shared secret read: %zu bytes, not shown)\n", strlen(c->secret));
     fprintf(fp, "max_login_attempts %u\nauth_wait %us\ntempfail_wait %us\n",
             c->max_login_attempts, c->auth_wait_s, c->tempfail_wait_s);
-    fprintf(fp, "log %s\n", c->log_target == MH_LOG_SYSLOG ? "syslog" : "stderr");
+    fprintf(fp, "log %s\nlog_facility %s\nlog_level %s\n",
+            c->log_target == MH_LOG_SYSLOG ? "syslog" : "stderr",
+            mh_log_facility_name(c->log_facility), mh_log_level_name(c->log_level));
 }

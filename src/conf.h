@@ -55,6 +55,7 @@ struct mh_conf {
     char *ldap_filter;           /* with %s (login), %u (local part), %d (domain) */
     char *ldap_recipient_filter; /* smtp_auth none: the recipient address is the login */
     char *ldap_route_attribute;
+    char *ldap_state_attribute;  /* NULL: migration states are not read */
     unsigned ldap_timeout_ms;         /* one LDAP operation */
     unsigned ldap_connect_timeout_ms;
     unsigned request_timeout_ms;      /* whole request, queue wait included */
@@ -75,6 +76,8 @@ struct mh_conf {
     unsigned max_login_attempts; /* Auth-Wait is sent while attempt < this */
     unsigned auth_wait_s;
     unsigned tempfail_wait_s;
+
+    int state_attribute_set;     /* internal: ldap_state_attribute was given */
 
     enum mh_log_target log_target;
     int log_facility;

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
+#include <pwd.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -114,14 +115,31 @@ static int bind_unix(const struct mh_conf *c, const struct mh_listen *l, char *e
         close(fd);
         return -1;
     }
+    /* started as root: the socket belongs to the user the daemon serves as (so that it can
+     * remove it at exit), in socket_group if given, else that user's group */
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    if (geteuid() == 0 && c->user != NULL) {
+        struct passwd *pw = getpwnam(c->user);
+        if (pw != NULL) {
+            uid = pw->pw_uid;
+            gid = pw->pw_gid;
+        }
+    }
     if (c->socket_group != NULL) {
         struct group *g = getgrnam(c->socket_group);
-        if (g == NULL || chown(l->path, (uid_t)-1, g->gr_gid) < 0) {
-            snprintf(err, errsize, "socket_group %s for %s: %s", c->socket_group, l->path,
-                     g == NULL ? "no such group" : strerror(errno));
+        if (g == NULL) {
+            snprintf(err, errsize, "socket_group %s for %s: no such group", c->socket_group,
+                     l->path);
             close(fd);
             return -1;
         }
+        gid = g->gr_gid;
+    }
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(l->path, uid, gid) < 0) {
+        snprintf(err, errsize, "chown %s: %s", l->path, strerror(errno));
+        close(fd);
+        return -1;
     }
     if (chmod(l->path, c->socket_mode) < 0) {
         snprintf(err, errsize, "chmod %s: %s", l->path, strerror(errno));
@@ -206,12 +224,15 @@ static void log_decision(const struct mh_request *req, const struct mh_decision 
 {
     char user[MH_LOGIN_MAX * 4 + 8];
     double ms = (double)(mh_now_us() - start_us) / 1000.0;
+    char rewrite[MH_LOGIN_MAX * 4 + 8];
     mh_log_safe(user, sizeof user, req->login, req->login_len);
+    mh_log_safe(rewrite, sizeof rewrite, d->user, strlen(d->user));
     if (d->outcome == MH_OUT_OK)
         mh_log(LOG_INFO, "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=ok "
-               "reason=%s backend=%s server=%s port=%u%s%s ms=%.1f", user,
+               "reason=%s backend=%s server=%s port=%u%s%s%s ms=%.1f", user,
                mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, d->route.name,
-               d->route.server, d->route.port, d->user[0] ? " rewrite=" : "", d->user, ms);
+               d->route.server, d->route.port, d->user[0] ? " rewrite=\"" : "", rewrite,
+               d->user[0] ? "\"" : "", ms);
     else
         mh_log(d->outcome == MH_OUT_TEMPFAIL ? LOG_WARNING : LOG_INFO,
                "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=%s reason=%s ms=%.1f",

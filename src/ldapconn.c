@@ -299,13 +299,33 @@ static int begin_op(struct mh_ldap *l, uint64_t deadline, struct timeval *tv)
     return 0;
 }
 
-enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter, const char *attr,
-                                uint64_t deadline_ms, char **dn, char **value)
+/* The first value of attr as a string; NULL if absent or holding a NUL byte. */
+static char *first_value(LDAP *ld, LDAPMessage *e, const char *attr, int *nomem)
+{
+    struct berval **vals = ldap_get_values_len(ld, e, attr);
+    char *v = NULL;
+    if (vals != NULL && vals[0] != NULL && memchr(vals[0]->bv_val, '\0', vals[0]->bv_len) == NULL) {
+        v = malloc(vals[0]->bv_len + 1);
+        if (v == NULL) {
+            *nomem = 1;
+        } else {
+            memcpy(v, vals[0]->bv_val, vals[0]->bv_len);
+            v[vals[0]->bv_len] = '\0';
+        }
+    }
+    ldap_value_free_len(vals);
+    return v;
+}
+
+enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter,
+                                const char *const *attrs, uint64_t deadline_ms, char **dn,
+                                char **values)
 {
     const struct mh_conf *c = l->dir->conf;
-    char *attrs[] = { (char *)attr, NULL };
+    size_t nattrs = 0;
+    while (attrs[nattrs] != NULL && nattrs < MH_LDAP_MAX_ATTRS)
+        values[nattrs++] = NULL;
     *dn = NULL;
-    *value = NULL;
     l->err[0] = '\0';
 
     /* at most one retry per URI, plus one for a stale connection */
@@ -314,8 +334,8 @@ enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter, const cha
         if (begin_op(l, deadline_ms, &tv) < 0)
             return MH_DIR_TEMPFAIL;
         LDAPMessage *res = NULL;
-        int rc = ldap_search_ext_s(l->ld, c->ldap_base, c->ldap_scope, filter, attrs, 0, NULL, NULL,
-                               &tv, 2, &res);
+        int rc = ldap_search_ext_s(l->ld, c->ldap_base, c->ldap_scope, filter, (char **)attrs, 0,
+                                   NULL, NULL, &tv, 2, &res);
         if (rc == LDAP_SUCCESS || rc == LDAP_SIZELIMIT_EXCEEDED) {
             int n = ldap_count_entries(l->ld, res);
             enum mh_dir_status st;
@@ -326,29 +346,23 @@ enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter, const cha
             } else {
                 LDAPMessage *e = ldap_first_entry(l->ld, res);
                 char *d = ldap_get_dn(l->ld, e);
-                struct berval **vals = ldap_get_values_len(l->ld, e, attr);
+                int nomem = d == NULL;
+                if (!nomem)
+                    *dn = strdup(d);
+                nomem |= *dn == NULL;
+                for (size_t i = 0; i < nattrs && !nomem; i++)
+                    values[i] = first_value(l->ld, e, attrs[i], &nomem);
                 st = MH_DIR_OK;
-                if (d == NULL || (*dn = strdup(d)) == NULL)
-                    st = MH_DIR_TEMPFAIL;
-                if (st == MH_DIR_OK && vals != NULL && vals[0] != NULL) {
-                    *value = malloc(vals[0]->bv_len + 1);
-                    if (*value == NULL) {
-                        st = MH_DIR_TEMPFAIL;
-                    } else {
-                        memcpy(*value, vals[0]->bv_val, vals[0]->bv_len);
-                        (*value)[vals[0]->bv_len] = '\0';
-                        if (strlen(*value) != vals[0]->bv_len) { /* NUL inside: unusable */
-                            free(*value);
-                            *value = NULL;
-                        }
-                    }
-                }
-                if (st != MH_DIR_OK) {
+                if (nomem) {
                     free(*dn);
                     *dn = NULL;
+                    for (size_t i = 0; i < nattrs; i++) {
+                        free(values[i]);
+                        values[i] = NULL;
+                    }
                     snprintf(l->err, sizeof l->err, "out of memory");
+                    st = MH_DIR_TEMPFAIL;
                 }
-                ldap_value_free_len(vals);
                 ldap_memfree(d);
             }
             ldap_msgfree(res);

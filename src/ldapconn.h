@@ -50,11 +50,14 @@ void mh_ldap_free(struct mh_ldap *l);
 uint64_t mh_now_ms(void);
 uint64_t mh_now_us(void);
 
-/* Finds exactly one entry matching `filter` under the configured base and scope.  On
- * MH_DIR_OK, *dn and *value (first value of `attr`, NULL if the entry has none) are malloc'ed
- * for the caller to free.  Other results leave them NULL. */
-enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter, const char *attr,
-                                uint64_t deadline_ms, char **dn, char **value);
+/* Finds exactly one entry matching `filter` under the configured base and scope.  attrs is
+ * a NULL-terminated list of attribute names (at most MH_LDAP_MAX_ATTRS).  On MH_DIR_OK, *dn
+ * and values[i] (the first value of attrs[i], NULL if the entry has none) are malloc'ed for
+ * the caller to free.  Other results leave them all NULL. */
+#define MH_LDAP_MAX_ATTRS 4
+enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter,
+                                const char *const *attrs, uint64_t deadline_ms, char **dn,
+                                char **values);
 
 /* Simple bind as dn with the password (pw_len > 0; the caller refuses empty passwords).
  * Only on a connection made with service = 0. */

@@ -42,6 +42,22 @@ int mh_log_facility_from_name(const char *name)
     return -1;
 }
 
+const char *mh_log_level_name(int level)
+{
+    for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++)
+        if (level_names[i].value == level)
+            return level_names[i].name;
+    return "info";
+}
+
+const char *mh_log_facility_name(int facility)
+{
+    for (size_t i = 0; i < sizeof facility_names / sizeof facility_names[0]; i++)
+        if (facility_names[i].value == facility)
+            return facility_names[i].name;
+    return "mail";
+}
+
 void mh_log_open(const char *ident, enum mh_log_target target, int facility)
 {
     log_ident = ident;

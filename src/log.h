@@ -28,6 +28,10 @@ const char *mh_log_safe(char *buf, size_t size, const char *s, size_t len);
 
 /* Parses "err", "warning", "notice", "info", "debug"; -1 if unknown. */
 int mh_log_level_from_name(const char *name);
+/* The names of a level and a facility, as the parsers above take them. */
+const char *mh_log_level_name(int level);
+const char *mh_log_facility_name(int facility);
+
 /* Parses a syslog facility name ("mail", "daemon", "local0".."local7"); -1 if unknown. */
 int mh_log_facility_from_name(const char *name);
 

@@ -28,6 +28,14 @@
 #endif
 #define DEFAULT_CONF SYSCONFDIR "/mailhostd/mailhostd.conf"
 
+/* Before "ready", errors also go to stderr: whoever started the daemon is watching there. */
+static void startup_error(const char *msg, int to_stderr)
+{
+    mh_log(LOG_ERR, "%s", msg);
+    if (!to_stderr)
+        fprintf(stderr, "mailhostd: %s\n", msg);
+}
+
 static void usage(FILE *fp)
 {
     fprintf(fp,
@@ -107,18 +115,18 @@ int main(int argc, char **argv)
     if (mh_dir_global_init(conf, err, sizeof err) < 0 ||
         (http = mh_http_bind(conf, err, sizeof err)) == NULL ||
         mh_privdrop(conf->user, conf->group, err, sizeof err) < 0) {
-        mh_log(LOG_ERR, "%s", err);
+        startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
     }
     dir = mh_dir_new(conf);
     resolver = mh_resolver_new(conf->resolve_ttl_s, 256);
     if (dir == NULL || resolver == NULL) {
-        mh_log(LOG_ERR, "out of memory");
+        startup_error("out of memory", to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
     }
     if ((pool = mh_pool_start(conf, dir, resolver, err, sizeof err)) == NULL ||
         mh_http_start(http, pool, err, sizeof err) < 0) {
-        mh_log(LOG_ERR, "%s", err);
+        startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
     }
     mh_log(LOG_NOTICE, "ready version=%s uid=%ld workers=%u ldap_uris=%zu verify_password=%s",

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static void set(struct mh_decision *d, enum mh_outcome o, const char *reason)
 {
@@ -40,7 +41,8 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
                       struct mh_ldap *search, struct mh_ldap *bind,
                       const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d)
 {
-    char *filter = NULL, *dn = NULL, *value = NULL;
+    char *filter = NULL, *dn = NULL, *values[MH_LDAP_MAX_ATTRS] = { NULL };
+    const char *attrs[] = { conf->ldap_route_attribute, conf->ldap_state_attribute, NULL };
     int recipient = req->method == MH_METHOD_NONE;
 
     if (mh_router_precheck(conf, req, d))
@@ -51,7 +53,7 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
         set(d, MH_OUT_TEMPFAIL, "out-of-memory");
         goto done;
     }
-    switch (mh_ldap_find(search, filter, conf->ldap_route_attribute, deadline_ms, &dn, &value)) {
+    switch (mh_ldap_find(search, filter, attrs, deadline_ms, &dn, values)) {
     case MH_DIR_OK:
         break;
     case MH_DIR_NOTFOUND:
@@ -84,6 +86,13 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
         }
     }
 
+    /* the final copy of a mailbox runs while its user is frozen: no session may change it */
+    const char *state = values[1];
+    if (state != NULL && strcasecmp(state, "frozen") == 0) {
+        set(d, MH_OUT_TEMPFAIL, "migration-frozen");
+        goto done;
+    }
+    const char *value = values[0];
     const char *route_value = value;
     if (route_value == NULL || route_value[0] == '\0') {
         route_value = conf->default_backend;
@@ -121,5 +130,6 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
 done:
     free(filter);
     free(dn);
-    free(value);
+    for (size_t i = 0; i < MH_LDAP_MAX_ATTRS; i++)
+        free(values[i]);
 }

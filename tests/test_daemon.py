@@ -177,6 +177,25 @@ def t_smtp_recipient(c):
           "unknown recipient: %r", ans)
 
 
+def t_migration_steps(c):
+    """The shipped ldif/migration steps, applied as the mailhostctl account, each show in the
+    very next answer: old host while waiting/copying, try-later while frozen, then new."""
+    steps = [("01-mark-waiting.ldif", "old"), ("02-start-copying.ldif", "old"),
+             ("03-freeze.ldif", "frozen"), ("04-flip.ldif", "frozen"),
+             ("05-mark-done.ldif", "new")]
+    mig = os.path.join(os.environ.get("MAILHOSTD_SRCDIR") or c.slapd.srcdir, "ldif", "migration")
+    for name, want in steps:
+        with open(os.path.join(mig, name)) as f:
+            c.slapd.ldapmodify(f.read(), dn=c.slapd.ctl_dn, pw=c.slapd.ctl_pw)
+        ans = request(c.d.addr, "user003@example.com", "Sample-pw-0")
+        if want == "frozen":
+            expect_tempfail(ans)
+        else:
+            expect_ok(ans, OLD if want == "old" else NEW,
+                      user="user003" if want == "old" else None)
+    check("reason=migration-frozen" in c.d.read_log(), "frozen logins are logged as such")
+
+
 def t_connections_persist(c):
     """Never one LDAP connection per request: the set of connections stays the same."""
     for _ in range(20):
@@ -313,6 +332,7 @@ def main():
         c.d = Daemon(work, config(work, slapd)).start()
         for t in (t_routes_old_and_new, t_literal_and_resolved_values, t_password_escaping,
                   t_refusals, t_auth_wait_limit, t_injection, t_bad_requests, t_smtp_recipient,
+                  t_migration_steps,
                   t_connections_persist, t_privileges_dropped, t_slapd_down_and_back,
                   t_slapd_hung):
             runner.run(t, c)

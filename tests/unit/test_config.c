@@ -55,6 +55,8 @@ static void test_good(void)
         CHECK(c->verify_password == 1 && c->ldap_scope == LDAP_SCOPE_SUBTREE, "defaults");
         CHECK(strcmp(c->ldap_filter, "(|(uid=%s)(mail=%s))") == 0, "default filter");
         CHECK(strcmp(c->ldap_route_attribute, "mailHost") == 0, "default attribute");
+        CHECK(c->ldap_state_attribute &&
+              strcmp(c->ldap_state_attribute, "mailhostMigrationState") == 0, "state attribute");
         CHECK(c->default_backend == NULL, "default: refuse unrouted users");
         CHECK(c->ldap_timeout_ms < c->request_timeout_ms, "timeouts ordered");
         mh_conf_free(c);
@@ -76,6 +78,7 @@ static void test_good(void)
         "ldap_bind_pw_file @D@/bindpw\n"
         "ldap_filter (&(objectClass=inetOrgPerson)(|(uid=%u)(mail=%s)))\n"
         "ldap_route_attribute mailRoutingHost\n"
+        "ldap_state_attribute none\n"
         "ldap_timeout 1500ms\n"
         "ldap_connect_timeout 1s\n"
         "request_timeout 4s\n"
@@ -104,6 +107,7 @@ static void test_good(void)
         CHECK(c->socket_mode == 0600, "socket mode");
         CHECK(c->n_uri == 3, "three URIs from two lines");
         CHECK(c->ldap_scope == LDAP_SCOPE_ONELEVEL, "scope");
+        CHECK(c->ldap_state_attribute == NULL, "state attribute off");
         CHECK(c->ldap_bind_pw && strcmp(c->ldap_bind_pw, "bind secret") == 0, "pw file read");
         CHECK(c->secret && strcmp(c->secret, "s3cret") == 0, "secret read");
         CHECK(c->ldap_timeout_ms == 1500 && c->ldap_connect_timeout_ms == 1000 &&
@@ -119,6 +123,27 @@ static void test_good(void)
         fclose(fp);
         CHECK(buf && !strstr(buf, "bind secret") && !strstr(buf, "s3cret") &&
               strstr(buf, "ldap_bind_pw_file"), "dump masks secrets");
+        /* the dump is a configuration: loading it gives the same dump again */
+        if (buf) {
+            struct mh_conf *c2 = NULL;
+            char *buf2 = NULL;
+            size_t len2 = 0;
+            write_file("dump.conf", buf, 0640);
+            char path[300];
+            snprintf(path, sizeof path, "%s/dump.conf", dir);
+            CHECK(mh_conf_load(path, &c2, err, sizeof err) == 0, "dump loads back: %s", err);
+            if (c2) {
+                fp = open_memstream(&buf2, &len2);
+                mh_conf_dump(c2, fp);
+                fclose(fp);
+                const char *a = strchr(buf, '\n'), *b = strchr(buf2, '\n'); /* skip "# path" */
+                CHECK(a && b && strcmp(a, b) == 0, "dump round trip:\n%s\n---\n%s", a, b);
+                CHECK(strstr(buf2, "backend mail-old.example.org address=192.0.2.10 imap=143 "
+                              "pop3=110 smtp=25 login=localpart") != NULL, "backend line");
+                free(buf2);
+                mh_conf_free(c2);
+            }
+        }
         free(buf);
         mh_conf_free(c);
         c = NULL;
@@ -179,6 +204,7 @@ static void test_bad(void)
         {BASE "log_facility kernel\n", "unknown syslog facility"},
         {BASE "log_level loud\n", "log_level: expected err"},
         {BASE "auth_wait 1.5\n", "auth_wait: expected whole seconds"},
+        {BASE "ldap_bind_dn cn=x,dc=example,dc=org\nldap_bind_pw_file @D@/long\n", "longer than 1022 bytes"},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         struct mh_conf *c = NULL;
@@ -204,6 +230,9 @@ int main(void)
     write_file("secret", "s3cret", 0640);
     write_file("readable", "x\n", 0644);
     write_file("empty", "\n", 0600);
+    static char long_secret[1100];
+    memset(long_secret, 'x', sizeof long_secret - 1);
+    write_file("long", long_secret, 0600);
     test_good();
     test_bad();
     char cmd[300];
