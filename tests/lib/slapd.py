@@ -359,6 +359,22 @@ class Slapd:
         self._require_running()
         self.proc.send_signal(signal.SIGSTOP)
         self._paused = True
+        # kill() returns before the kernel has stopped every thread: wait until it has, or
+        # slapd may still answer the next request
+        deadline = time.time() + 5.0
+        task_dir = "/proc/%d/task" % self.proc.pid
+        while time.time() < deadline:
+            states = []
+            for tid in os.listdir(task_dir):
+                try:
+                    with open(os.path.join(task_dir, tid, "stat")) as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except OSError:
+                    pass
+            if states and all(st in ("T", "t") for st in states):
+                return
+            time.sleep(0.005)
+        raise SlapdError("slapd did not stop within 5 s of SIGSTOP")
 
     def resume(self):
         """SIGCONT after pause()."""
