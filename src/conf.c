@@ -21,6 +21,7 @@
 
 struct ctx {
     struct mh_conf *c;
+    int flags;
     const char *file;
     unsigned line;
     const char *key;
@@ -518,11 +519,13 @@ static int check(struct ctx *x)
         return -1;
     if ((c->ldap_bind_dn == NULL) != (c->ldap_bind_pw_file == NULL))
         return fail(x, "ldap_bind_dn and ldap_bind_pw_file go together");
-    if (c->ldap_bind_pw_file && read_secret(x, c->ldap_bind_pw_file, &c->ldap_bind_pw) < 0)
+    int secrets = !(x->flags & MH_CONF_NO_SECRETS);
+    if (secrets && c->ldap_bind_pw_file &&
+        read_secret(x, c->ldap_bind_pw_file, &c->ldap_bind_pw) < 0)
         return -1;
     if ((c->secret_header == NULL) != (c->secret_file == NULL))
         return fail(x, "secret_header and secret_file go together");
-    if (c->secret_file && read_secret(x, c->secret_file, &c->secret) < 0)
+    if (secrets && c->secret_file && read_secret(x, c->secret_file, &c->secret) < 0)
         return -1;
     if (c->default_backend && !mh_backend_map_has(c->backends, c->default_backend))
         return fail(x, "default_backend \"%s\" is not a configured backend", c->default_backend);
@@ -541,8 +544,14 @@ static int cmpkey(const void *a, const void *b)
 
 int mh_conf_load(const char *path, struct mh_conf **out, char *err, size_t errsize)
 {
+    return mh_conf_load_opts(path, 0, out, err, errsize);
+}
+
+int mh_conf_load_opts(const char *path, int flags, struct mh_conf **out, char *err,
+                      size_t errsize)
+{
     struct mh_conf *c = calloc(1, sizeof *c);
-    struct ctx x = { c, path, 0, "", err, errsize };
+    struct ctx x = { c, flags, path, 0, "", err, errsize };
     unsigned char seen[NKEYS];
     FILE *fp = NULL;
     char line[LINE_MAX_LEN + 2];

@@ -88,6 +88,12 @@ struct mh_conf {
  * returns -1 and writes "file:line: key: problem" (or "file: problem") into err. */
 int mh_conf_load(const char *path, struct mh_conf **out, char *err, size_t errsize);
 
+/* As mh_conf_load; flags MH_CONF_NO_SECRETS: do not read the secret files (the tools use
+ * a daemon's configuration for its URIs, base, filters and backends, not its secrets). */
+#define MH_CONF_NO_SECRETS 1
+int mh_conf_load_opts(const char *path, int flags, struct mh_conf **out, char *err,
+                      size_t errsize);
+
 void mh_conf_free(struct mh_conf *c);
 
 /* Writes every setting as "key value" lines; secrets are shown as "(set, N bytes)". */

@@ -117,6 +117,20 @@ static void set_err(struct mh_ldap *l, size_t uri, const char *what, int rc)
              ldap_err2string(rc), rc);
 }
 
+/* libldap (GnuTLS in Debian) reports a refused certificate as a mere connect error: say
+ * what to check when the connection was to use TLS. */
+static void add_tls_hint(struct mh_ldap *l, size_t uri, int rc)
+{
+    const struct mh_conf *c = l->dir->conf;
+    int tls = c->ldap_tls == MH_TLS_STARTTLS || strncmp(c->ldap_uri[uri], "ldaps:", 6) == 0;
+    if (!tls || (rc != LDAP_SERVER_DOWN && rc != LDAP_CONNECT_ERROR))
+        return;
+    size_t n = strlen(l->err);
+    snprintf(l->err + n, sizeof l->err - n, " [TLS: server down, or its certificate not "
+             "trusted by ldap_tls_ca_file (%s) with ldap_tls_reqcert]",
+             c->ldap_tls_ca_file ? c->ldap_tls_ca_file : "none set");
+}
+
 /* Codes after which the connection (or the server) cannot be trusted for the next request. */
 static int conn_failure(int rc)
 {
@@ -186,6 +200,7 @@ static int connect_uri(struct mh_ldap *l, size_t idx, uint64_t deadline)
         rc = ldap_start_tls_s(ld, NULL, NULL);
         if (rc != LDAP_SUCCESS) {
             set_err(l, idx, "StartTLS", rc);
+            add_tls_hint(l, idx, rc);
             ldap_unbind_ext_s(ld, NULL, NULL);
             return rc == LDAP_SUCCESS ? LDAP_CONNECT_ERROR : rc;
         }
@@ -195,6 +210,7 @@ static int connect_uri(struct mh_ldap *l, size_t idx, uint64_t deadline)
         rc = ldap_sasl_bind_s(ld, c->ldap_bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
         if (rc != LDAP_SUCCESS) {
             set_err(l, idx, "service bind", rc);
+            add_tls_hint(l, idx, rc);
             ldap_unbind_ext_s(ld, NULL, NULL);
             /* a refused service bind is a configuration problem, not a dead server, but the
              * caller must still answer "try later": map it to a connection failure */
@@ -208,6 +224,7 @@ static int connect_uri(struct mh_ldap *l, size_t idx, uint64_t deadline)
             rc = LDAP_SERVER_DOWN;
         if (rc != LDAP_SUCCESS) {
             set_err(l, idx, "connect", rc);
+            add_tls_hint(l, idx, rc);
             ldap_unbind_ext_s(ld, NULL, NULL);
             return rc;
         }

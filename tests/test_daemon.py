@@ -356,11 +356,7 @@ def main():
         runner.run(t_no_password_in_logs)
     finally:
         slapd.stop()
-        if runner.failed == 0 and not os.environ.get("MAILHOSTD_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("work directory kept: %s" % work)
-    return runner.done()
+    return runner.finish(work)
 
 
 if __name__ == "__main__":

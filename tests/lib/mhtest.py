@@ -6,6 +6,7 @@ MAILHOSTD_WRAPPER says so) and it talks to a real slapd started by slapd.py.
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -205,6 +206,15 @@ class Runner:
     def done(self):
         print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed))
         return 0 if self.failed == 0 and self.passed > 0 else 1
+
+    def finish(self, work):
+        """Removes the work directory, unless something failed or MAILHOSTD_KEEP is set;
+        returns the exit status."""
+        if self.failed == 0 and not os.environ.get("MAILHOSTD_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("work directory kept: %s" % work)
+        return self.done()
 
 
 def check(cond, msg, *args):

@@ -21,10 +21,19 @@ The first start() builds everything from the repository's own files:
   4. slapd is started and ldif/acl.ldif is applied over ldapi, again the
      shipped file, online.
 
-Later start() calls restart the same server on the same port with the same
-data. slapd runs in the foreground (`-d none`) as a child process, its output
-appended to <workdir>/slapd.log; stop()/kill()/pause()/resume() signal it.
-No fixed sleeps: readiness is polled with ldapsearch.
+With tls=True, the first start() also makes a throwaway CA and a server
+certificate for "localhost" (subjectAltName DNS:localhost, IP:127.0.0.1) with
+the `openssl` CLI in <workdir>/tls/, points olcTLSCACertificateFile,
+olcTLSCertificateFile and olcTLSCertificateKeyFile at them, and slapd listens
+on ldaps://127.0.0.1:<another port> too; StartTLS works on the ldap:// one.
+The harness's own ldap* calls keep using ldapi:// and plain ldap://; the TLS
+listeners are probed with Python's ssl module against ca_file (tls_probe()).
+
+Later start() calls restart the same server on the same port(s) with the same
+data (and the same certificates). slapd runs in the foreground (`-d none`) as
+a child process, its output appended to <workdir>/slapd.log;
+stop()/kill()/pause()/resume() signal it. No fixed sleeps: readiness is
+polled with ldapsearch (and tls_probe() with tls=True).
 
 Deliberate differences from a stock slapd, so that tests see the worst case
 a daemon may meet in the wild:
@@ -37,8 +46,10 @@ a daemon may meet in the wild:
 
 Every ldap* tool runs with LDAPNOINIT=1 and without LDAP* variables, so no
 ldap.conf or ~/.ldaprc of the machine running the tests changes anything.
+(LDAPNOINIT also makes libldap ignore LDAPTLS_CACERT & co: an ldap* tool that
+must trust ca_file needs an environment without LDAPNOINIT.)
 
-Also runnable:  python3 tests/lib/slapd.py --workdir DIR [--port N]
+Also runnable:  python3 tests/lib/slapd.py --workdir DIR [--port N] [--tls]
 runs the sample directory in the foreground until SIGINT/SIGTERM.
 """
 
@@ -51,19 +62,22 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 
-__all__ = ["Slapd", "SlapdError", "LdapError", "Entry", "find_tool"]
+__all__ = ["Slapd", "SlapdError", "LdapError", "Entry", "find_tool", "make_ca",
+           "make_server_cert"]
 
 # Which Debian package ships which binary, for the error message.
 _PACKAGES = {
     "slapd": "slapd", "slapadd": "slapd", "slaptest": "slapd",
     "ldapsearch": "ldap-utils", "ldapmodify": "ldap-utils",
     "ldapwhoami": "ldap-utils", "ldappasswd": "ldap-utils",
+    "openssl": "openssl",
 }
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin",
               "/usr/libexec/openldap", "/usr/local/libexec")
@@ -129,6 +143,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _port_free(port):
+    """True if 127.0.0.1:port can be bound right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _die_with_parent():
     """preexec_fn: SIGKILL the child when its parent dies, so even kill -9 of
     the test leaves no slapd behind. Linux only. Caveat of PR_SET_PDEATHSIG:
@@ -140,6 +165,106 @@ def _die_with_parent():
         libc.prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
     except Exception:                           # pragma: no cover
         pass
+
+
+_OPENSSL_CNF = """\
+# written by tests/lib/slapd.py; used only for the throwaway test certificates
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = %s
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+"""
+
+
+def _openssl(args, directory, san="DNS:localhost"):
+    """Run `openssl ARGS` in directory with our own config file (never the
+    machine's openssl.cnf); SlapdError with openssl's output on failure."""
+    cnf = os.path.join(directory, "openssl.cnf")
+    with open(cnf, "w") as f:
+        f.write(_OPENSSL_CNF % san)
+    cmd = [find_tool("openssl")] + args + ["-config" if args[0] == "req" else "-extfile", cnf]
+    env = {k: v for k, v in os.environ.items() if k != "OPENSSL_CONF"}
+    p = subprocess.run(cmd, cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env)
+    if p.returncode != 0:
+        raise SlapdError("%s failed (exit %d):\n%s" % (" ".join(cmd), p.returncode,
+                                                        p.stdout.decode("utf-8", "replace")))
+
+
+_EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
+def make_ca(directory, name="ca", days=2):
+    """A throwaway self-signed CA (EC P-256) with the openssl CLI: writes
+    directory/NAME.pem and directory/NAME.key (0600) and returns their paths.
+    Each CA gets a random subject, so two CAs never look alike."""
+    os.makedirs(directory, exist_ok=True)
+    cert, key = (os.path.join(directory, name + ext) for ext in (".pem", ".key"))
+    subj = "/O=mailhostd tests/CN=throwaway CA %s %s" % (name, os.urandom(6).hex())
+    _openssl(["req", "-x509", "-new"] + _EC_KEY +
+             ["-keyout", key, "-out", cert, "-days", str(days), "-sha256", "-subj", subj,
+              "-extensions", "ca_ext"], directory)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def make_server_cert(directory, ca_cert, ca_key, name="server", dns=("localhost",),
+                     ips=("127.0.0.1",), days=2):
+    """A server certificate signed by ca_cert/ca_key (CN = first DNS name,
+    subjectAltName = dns + ips): directory/NAME.pem, directory/NAME.key
+    (0600, readable by slapd, which runs as the same user). Returns the paths."""
+    os.makedirs(directory, exist_ok=True)
+    cert, key, csr = (os.path.join(directory, name + ext) for ext in (".pem", ".key", ".csr"))
+    san = ", ".join(["DNS:" + d for d in dns] + ["IP:" + i for i in ips])
+    cn = dns[0] if dns else ips[0]
+    _openssl(["req", "-new"] + _EC_KEY + ["-keyout", key, "-out", csr, "-subj", "/CN=" + cn],
+             directory, san)
+    os.chmod(key, 0o600)
+    _openssl(["x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
+              "-set_serial", "0x" + os.urandom(8).hex(), "-days", str(days), "-sha256",
+              "-out", cert, "-extensions", "server_ext"], directory, san)
+    os.unlink(csr)
+    return cert, key
+
+
+def _ber_read(sock):
+    """One BER TLV from sock: (tag, value bytes)."""
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise OSError("connection closed by slapd")
+            buf += chunk
+        return buf
+    tag, length = exact(2)
+    if length & 0x80:
+        length = int.from_bytes(exact(length & 0x7F), "big")
+    return tag, exact(length)
+
+
+def _ldap_result_code(sock, want_op):
+    """Read one LDAPMessage; return the resultCode of an op with tag want_op."""
+    tag, msg = _ber_read(sock)
+    # msg = messageID (02 len id) then protocolOp (tag len (0a 01 code) ...)
+    i = 2 + msg[1]
+    op, oplen = msg[i], msg[i + 1]
+    j = i + 2 + ((oplen & 0x7F) if oplen & 0x80 else 0)
+    if tag != 0x30 or op != want_op or msg[j] != 0x0A:
+        raise OSError("unexpected LDAP answer %r" % msg[:40])
+    return msg[j + 2]
 
 
 class Entry(dict):
@@ -219,7 +344,10 @@ class Slapd:
       base ('dc=example,dc=org'), people ('ou=people,dc=example,dc=org'),
       root_dn, root_pw, service_dn, service_pw, ctl_dn, ctl_pw,
       external_dn (the peercred identity that manages cn=config),
-      config_dir, db_dir, log_path, proc (subprocess.Popen or None).
+      config_dir, db_dir, log_path, proc (subprocess.Popen or None),
+      tls; with tls=True also ldaps_port, ldaps_uri ('ldaps://127.0.0.1:PORT'),
+      ca_file (the CA certificate PEM to trust), cert_file, key_file, tls_dir
+      (all None without tls; the files exist once start() returned).
     """
 
     base = "dc=example,dc=org"
@@ -235,7 +363,8 @@ class Slapd:
     def __init__(self, workdir, srcdir=None, schema_misc=True, extra_ldif=(), *,
                  port=None, mailhostd_schema=True, sample=True, pre_schema=(),
                  apply_config=None, unauth_bind=True, syncprov=False,
-                 loglevel="none", start_timeout=10.0, db_maxsize=4 << 30):
+                 loglevel="none", start_timeout=10.0, db_maxsize=4 << 30,
+                 tls=False, ldaps_port=None):
         """
         workdir          directory for config, database, socket and log
                          (created; one this harness made before is wiped)
@@ -253,6 +382,10 @@ class Slapd:
         unauth_bind      olcAllows: bind_anon_dn (see module docstring)
         syncprov         add the syncprov overlay (RFC 4533 provider)
         loglevel         slapd -d level ('none' = errors only; 'stats' ...)
+        tls              make a CA and a server certificate (openssl CLI; a
+                         missing openssl is an error), configure slapd's TLS,
+                         listen on ldaps:// as well (StartTLS on ldap://)
+        ldaps_port       fixed TCP port for ldaps:// (default: a free one)
         """
         self.workdir = os.path.abspath(workdir)
         here = os.path.dirname(os.path.abspath(__file__))
@@ -275,6 +408,18 @@ class Slapd:
 
         self._fixed_port = port is not None
         self.port = int(port) if port is not None else _free_port()
+        self.tls = bool(tls)
+        self._fixed_ldaps_port = ldaps_port is not None
+        self.ldaps_port = None
+        self.tls_dir = self.ca_file = self.cert_file = self.key_file = None
+        if self.tls:
+            self.ldaps_port = int(ldaps_port) if ldaps_port is not None else _free_port()
+            while self.ldaps_port == self.port:
+                self.ldaps_port = _free_port()
+            self.tls_dir = os.path.join(self.workdir, "tls")
+            self.ca_file = os.path.join(self.tls_dir, "ca.pem")
+            self.cert_file = os.path.join(self.tls_dir, "server.pem")
+            self.key_file = os.path.join(self.tls_dir, "server.key")
         self.config_dir = os.path.join(self.workdir, "slapd.d")
         self.db_dir = os.path.join(self.workdir, "db")
         self.log_path = os.path.join(self.workdir, "slapd.log")
@@ -294,6 +439,15 @@ class Slapd:
     @property
     def uri(self):
         return "ldap://%s:%d" % (self.host, self.port)
+
+    @property
+    def ldaps_uri(self):
+        return "ldaps://%s:%d" % (self.host, self.ldaps_port) if self.tls else None
+
+    @property
+    def listen_uris(self):
+        """The URIs slapd listens on (ldap, ldaps if tls, ldapi)."""
+        return [self.uri] + ([self.ldaps_uri] if self.tls else []) + [self.ldapi_uri]
 
     @property
     def running(self):
@@ -482,7 +636,8 @@ class Slapd:
         return os.path.join(self.srcdir, *parts)
 
     def _build(self):
-        for t in ("slapd", "slapadd", "ldapsearch", "ldapmodify", "ldapwhoami"):
+        for t in ("slapd", "slapadd", "ldapsearch", "ldapmodify", "ldapwhoami") + \
+                (("openssl",) if self.tls else ()):
             find_tool(t)
         try:
             self._build_steps()
@@ -493,6 +648,8 @@ class Slapd:
 
     def _build_steps(self):
         self._prepare_workdir()
+        if self.tls:
+            self._make_certs()
         conf = os.path.join(self.workdir, "config.ldif")
         with open(conf, "w", encoding="utf-8") as f:
             f.write(self._config_ldif())
@@ -500,7 +657,7 @@ class Slapd:
 
         if self.apply_config:
             # Indexes first, on the empty database, so slapadd builds them.
-            self._launch(may_move_port=not self._fixed_port)
+            self._launch(may_move_port=True)
             self._apply_shipped("indexes.ldif")
             self.stop()
 
@@ -508,9 +665,20 @@ class Slapd:
         for ldif in data:
             self._slapadd(["-n1", "-q", "-l", ldif])
 
-        self._launch(may_move_port=not self._fixed_port)
+        self._launch(may_move_port=True)
         if self.apply_config:
             self._apply_shipped("acl.ldif")
+
+    def _make_certs(self):
+        """CA + server certificate in tls_dir, made once per build (a restart
+        reuses them). The directory is world-readable, the keys are 0600."""
+        os.makedirs(self.tls_dir)
+        os.chmod(self.tls_dir, 0o755)
+        ca_cert, ca_key = make_ca(self.tls_dir, "ca")
+        assert ca_cert == self.ca_file
+        cert, key = make_server_cert(self.tls_dir, ca_cert, ca_key, "server",
+                                     dns=("localhost",), ips=(self.host,))
+        assert (cert, key) == (self.cert_file, self.key_file)
 
     def _apply_shipped(self, name):
         path = self._path("ldif", name)
@@ -525,7 +693,7 @@ class Slapd:
         os.makedirs(self.workdir, exist_ok=True)
         marker = os.path.join(self.workdir, _MARKER)
         ours = os.path.exists(marker)
-        for d in (self.config_dir, self.db_dir):
+        for d in (self.config_dir, self.db_dir, os.path.join(self.workdir, "tls")):
             if os.path.exists(d):
                 if not ours:
                     raise SlapdError("%s exists and was not made by this harness; "
@@ -535,7 +703,7 @@ class Slapd:
             if os.path.exists(f):
                 os.unlink(f)
         with open(marker, "w") as f:
-            f.write("created by tests/lib/slapd.py; slapd.d/ and db/ are wiped on reuse\n")
+            f.write("created by tests/lib/slapd.py; slapd.d/, db/ and tls/ are wiped on reuse\n")
         os.makedirs(self.config_dir)
         os.makedirs(self.db_dir)
 
@@ -569,6 +737,10 @@ class Slapd:
                "olcArgsFile: " + os.path.join(self.workdir, "slapd.args")]
         if self.unauth_bind:
             out.append("olcAllows: bind_anon_dn")
+        if self.tls:
+            out += ["olcTLSCACertificateFile: " + self.ca_file,
+                    "olcTLSCertificateFile: " + self.cert_file,
+                    "olcTLSCertificateKeyFile: " + self.key_file]
         out.append("")
         if modules:
             out += ["dn: cn=module{0},cn=config", "objectClass: olcModuleList",
@@ -624,11 +796,12 @@ class Slapd:
                 os.unlink(self.socket_path)     # stale after kill()
             with open(self.log_path, "ab") as log:
                 log.write(("=== %s starting slapd on %s ===\n"
-                           % (time.strftime("%H:%M:%S"), self.uri)).encode())
+                           % (time.strftime("%H:%M:%S"), " ".join(self.listen_uris[:-1])))
+                          .encode())
                 log.flush()
                 self.proc = subprocess.Popen(
                     [slapd, "-F", self.config_dir, "-d", self.loglevel,
-                     "-h", "%s/ %s/" % (self.uri, self.ldapi_uri)],
+                     "-h", " ".join(u + "/" for u in self.listen_uris)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env=_tool_env(), preexec_fn=_die_with_parent)
             _LIVE.add(self)
@@ -636,17 +809,59 @@ class Slapd:
             if status == "ready":
                 return
             self.kill()
-            if status == "addrinuse" and may_move_port:
-                self.port = _free_port()
+            if status == "addrinuse" and may_move_port and self._move_ports():
                 continue
             raise SlapdError("slapd %s (%s); last lines of %s:\n%s"
-                             % ("could not bind %s" % self.uri if status == "addrinuse"
+                             % ("could not bind %s" % " ".join(self.listen_uris[:-1])
+                                if status == "addrinuse"
                                 else status, " ".join(self.proc.args), self.log_path,
                                 self.log_tail()))
         raise SlapdError("no free port after 5 attempts")
 
+    def _move_ports(self):
+        """New free ports for the listeners not fixed by the caller; False if none."""
+        if (self._fixed_port and not _port_free(self.port)) or \
+                (self.tls and self._fixed_ldaps_port and not _port_free(self.ldaps_port)):
+            return False                       # a port the caller chose is taken
+        moved = False
+        if not self._fixed_port:
+            self.port = _free_port()
+            moved = True
+        if self.tls and not self._fixed_ldaps_port:
+            self.ldaps_port = _free_port()
+            while self.ldaps_port == self.port:
+                self.ldaps_port = _free_port()
+            moved = True
+        return moved
+
+    def tls_probe(self, starttls=False, timeout=5.0):
+        """Anonymous bind over ldaps:// (or ldap:// + StartTLS), verifying the
+        server certificate against ca_file and the name 127.0.0.1 with Python's
+        ssl module. Returns None if it worked, else a string saying why."""
+        if not self.tls:
+            return "tls is off"
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        bind = bytes.fromhex("300c020102600702010304008000")   # msgid 2, v3 anonymous
+        port = self.port if starttls else self.ldaps_port
+        try:
+            with socket.create_connection((self.host, port), timeout=timeout) as raw:
+                if starttls:
+                    oid = b"1.3.6.1.4.1.1466.20037"
+                    ext = b"\x77" + bytes([len(oid) + 2]) + b"\x80" + bytes([len(oid)]) + oid
+                    raw.sendall(b"\x30" + bytes([len(ext) + 3]) + b"\x02\x01\x01" + ext)
+                    code = _ldap_result_code(raw, 0x78)
+                    if code != 0:
+                        return "StartTLS refused: resultCode %d" % code
+                with ctx.wrap_socket(raw, server_hostname=self.host) as s:
+                    s.sendall(bind)
+                    code = _ldap_result_code(s, 0x61)
+                    return None if code == 0 else "anonymous bind: resultCode %d" % code
+        except (OSError, ValueError, IndexError) as e:   # ssl.SSLError is an OSError
+            return "%s: %s" % (type(e).__name__, e)
+
     def _wait_ready(self):
         deadline = time.monotonic() + self.start_timeout
+        tls_err = None
         probe = [find_tool("ldapsearch"), "-x", "-H", self.uri, "-o", "nettimeout=2",
                  "-LLL", "-s", "base", "-b", "", "(objectClass=*)", "1.1"]
         delay = 0.005
@@ -659,11 +874,17 @@ class Slapd:
                 p = subprocess.run(probe, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, env=_tool_env(), timeout=5)
                 if p.returncode == 0 and os.path.exists(self.socket_path):
-                    return "ready"
+                    if not self.tls:
+                        return "ready"
+                    tls_err = self.tls_probe() or self.tls_probe(starttls=True)
+                    if tls_err is None:
+                        return "ready"
             except subprocess.TimeoutExpired:
                 pass
             time.sleep(delay)                  # back-off poll, not a fixed sleep
             delay = min(delay * 2, 0.1)
+        if tls_err:
+            return "did not answer over TLS within %.0fs (%s)" % (self.start_timeout, tls_err)
         return "did not answer within %.0fs" % self.start_timeout
 
 
@@ -735,6 +956,9 @@ def main(argv=None):
     ap.add_argument("--strict-bind", action="store_true",
                     help="refuse unauthenticated binds (OpenLDAP's default)")
     ap.add_argument("--loglevel", default="none", help="slapd -d level (default none)")
+    ap.add_argument("--tls", action="store_true",
+                    help="throwaway CA + server certificate; also listen on ldaps://")
+    ap.add_argument("--ldaps-port", type=int, help="TCP port for ldaps:// (with --tls)")
     args = ap.parse_args(argv)
 
     stop = []
@@ -747,14 +971,16 @@ def main(argv=None):
 
     s = Slapd(args.workdir, schema_misc=not args.no_misc, extra_ldif=args.extra_ldif,
               port=args.port, sample=args.sample or True, syncprov=args.syncprov,
-              unauth_bind=not args.strict_bind, loglevel=args.loglevel)
+              unauth_bind=not args.strict_bind, loglevel=args.loglevel,
+              tls=args.tls, ldaps_port=args.ldaps_port)
     try:
         s.start()
         for line in ("URI=" + s.uri, "LDAPI_URI=" + s.ldapi_uri, "BASE=" + s.base,
                      "ROOT_DN=" + s.root_dn, "ROOT_PW=" + s.root_pw,
                      "SERVICE_DN=" + s.service_dn, "SERVICE_PW=" + s.service_pw,
                      "CTL_DN=" + s.ctl_dn, "CTL_PW=" + s.ctl_pw,
-                     "PID=%d" % s.pid, "LOG=" + s.log_path):
+                     "PID=%d" % s.pid, "LOG=" + s.log_path) + \
+                (("LDAPS_URI=" + s.ldaps_uri, "CA_FILE=" + s.ca_file) if s.tls else ()):
             print(line)
         print("ready; Ctrl-C or SIGTERM stops slapd", flush=True)
         while not stop and s.running:

@@ -1,0 +1,281 @@
+/* cli.c - see cli.h. */
+#include "config.h"
+#include "cli.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+int mh_cli_option(struct mh_cli *cli, int opt, char *arg)
+{
+    switch (opt) {
+    case 'H': cli->uri = arg; return 1;
+    case 'D': cli->bind_dn = arg; return 1;
+    case 'w':
+        free(cli->password);
+        cli->password = strdup(arg);
+        /* like ldapsearch: the password must not stay visible in ps */
+        memset(arg, '*', strlen(arg));
+        return cli->password ? 1 : -1;
+    case 'W': cli->prompt = 1; return 1;
+    case 'y': cli->pw_file = arg; return 1;
+    case 'Z': cli->starttls++; return 1;
+    case 'x': return 1; /* simple bind is the only kind */
+    case 'b': cli->base = arg; return 1;
+    case 'n': cli->dry_run = 1; return 1;
+    case 'v': cli->verbose = 1; return 1;
+    case 'c': cli->conf_path = arg; return 1;
+    default: return 0;
+    }
+}
+
+static char *read_password_file(const char *path, const char *prog)
+{
+    FILE *fp = fopen(path, "re");
+    char buf[1024];
+    if (fp == NULL) {
+        fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
+        return NULL;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    char *pw = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof buf);
+    return pw;
+}
+
+static char *prompt_password(void)
+{
+    char buf[1024];
+    struct termios old, quiet;
+    FILE *tty = fopen("/dev/tty", "r+e");
+    FILE *in = tty ? tty : stdin;
+    int echo_off = tcgetattr(fileno(in), &old) == 0;
+
+    fputs("Enter LDAP Password: ", tty ? tty : stderr);
+    fflush(tty ? tty : stderr);
+    if (echo_off) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fileno(in), TCSAFLUSH, &quiet);
+    }
+    char *r = fgets(buf, sizeof buf, in);
+    if (echo_off) {
+        tcsetattr(fileno(in), TCSAFLUSH, &old);
+        fputc('\n', tty ? tty : stderr);
+    }
+    if (tty)
+        fclose(tty);
+    if (r == NULL)
+        return NULL;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    char *pw = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof buf);
+    return pw;
+}
+
+int mh_cli_setup(struct mh_cli *cli, const char *prog)
+{
+    char err[1024];
+    if (cli->conf_path != NULL) {
+        if (mh_conf_load_opts(cli->conf_path, MH_CONF_NO_SECRETS, &cli->conf, err,
+                              sizeof err) < 0) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return -1;
+        }
+    }
+    if (cli->pw_file != NULL) {
+        free(cli->password);
+        if ((cli->password = read_password_file(cli->pw_file, prog)) == NULL)
+            return -1;
+    } else if (cli->prompt) {
+        free(cli->password);
+        if ((cli->password = prompt_password()) == NULL) {
+            fprintf(stderr, "%s: no password read\n", prog);
+            return -1;
+        }
+    }
+    if (cli->bind_dn != NULL && cli->password == NULL) {
+        fprintf(stderr, "%s: -D needs a password: -W, -y FILE or -w PASSWORD\n", prog);
+        return -1;
+    }
+    const struct mh_conf *c = cli->conf;
+    cli->filter = c ? c->ldap_filter : "(|(uid=%s)(mail=%s))";
+    cli->route_attr = c ? c->ldap_route_attribute : "mailHost";
+    cli->state_attr = c ? c->ldap_state_attribute : "mailhostMigrationState";
+    if (cli->base == NULL && c != NULL)
+        cli->base = c->ldap_base;
+    return 0;
+}
+
+int mh_cli_unreachable(int rc)
+{
+    return rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT ||
+           rc == LDAP_UNAVAILABLE || rc == LDAP_BUSY;
+}
+
+int mh_cli_connect(struct mh_cli *cli, const char *prog)
+{
+    char uris[2048] = "";
+    int rc, v3 = LDAP_VERSION3;
+    struct timeval tv = { 10, 0 };
+
+    if (cli->ld != NULL) {
+        ldap_unbind_ext_s(cli->ld, NULL, NULL);
+        cli->ld = NULL;
+    }
+    if (cli->uri != NULL) {
+        snprintf(uris, sizeof uris, "%s", cli->uri);
+    } else if (cli->conf != NULL) {
+        for (size_t i = 0; i < cli->conf->n_uri; i++) {
+            size_t n = strlen(uris);
+            snprintf(uris + n, sizeof uris - n, "%s%s", i ? " " : "", cli->conf->ldap_uri[i]);
+        }
+    }
+    if (cli->conf != NULL) {
+        /* the daemon's TLS settings, unless ldap.conf / -Z say more */
+        if (cli->conf->ldap_tls_ca_file)
+            ldap_set_option(NULL, LDAP_OPT_X_TLS_CACERTFILE, cli->conf->ldap_tls_ca_file);
+        ldap_set_option(NULL, LDAP_OPT_X_TLS_REQUIRE_CERT, &cli->conf->ldap_tls_reqcert);
+        int is_server = 0;
+        ldap_set_option(NULL, LDAP_OPT_X_TLS_NEWCTX, &is_server);
+        if (cli->conf->ldap_tls == MH_TLS_STARTTLS && cli->starttls == 0)
+            cli->starttls = 2;
+    }
+    /* NULL: the URI from ldap.conf / ~/.ldaprc, as the OpenLDAP tools do */
+    rc = ldap_initialize(&cli->ld, uris[0] ? uris : NULL);
+    if (rc != LDAP_SUCCESS) {
+        fprintf(stderr, "%s: %s: %s\n", prog, uris[0] ? uris : "(ldap.conf URI)",
+                ldap_err2string(rc));
+        return rc;
+    }
+    ldap_set_option(cli->ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
+    ldap_set_option(cli->ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
+    ldap_set_option(cli->ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
+    if (cli->base == NULL) {
+        char *def = NULL;
+        if (ldap_get_option(cli->ld, LDAP_OPT_DEFBASE, &def) == LDAP_OPT_SUCCESS && def) {
+            static char base[1024];
+            snprintf(base, sizeof base, "%s", def);
+            cli->base = base;
+            ldap_memfree(def);
+        }
+    }
+    if (cli->starttls) {
+        rc = ldap_start_tls_s(cli->ld, NULL, NULL);
+        if (rc != LDAP_SUCCESS) {
+            char *diag = NULL;
+            ldap_get_option(cli->ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
+            fprintf(stderr, "%s: StartTLS: %s%s%s\n", prog, ldap_err2string(rc),
+                    diag ? ": " : "", diag ? diag : "");
+            ldap_memfree(diag);
+            if (cli->starttls > 1)
+                return rc == LDAP_SUCCESS ? LDAP_CONNECT_ERROR : rc;
+        }
+    }
+    struct berval cred = { 0, NULL };
+    if (cli->password) {
+        cred.bv_val = cli->password;
+        cred.bv_len = strlen(cli->password);
+    }
+    rc = ldap_sasl_bind_s(cli->ld, cli->bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
+    if (rc != LDAP_SUCCESS) {
+        char *uri = NULL;
+        ldap_get_option(cli->ld, LDAP_OPT_URI, &uri);
+        fprintf(stderr, "%s: bind%s%s to %s: %s\n", prog, cli->bind_dn ? " as " : "",
+                cli->bind_dn ? cli->bind_dn : "", uri ? uri : "?", ldap_err2string(rc));
+        ldap_memfree(uri);
+        return rc;
+    }
+    if (cli->base == NULL) {
+        fprintf(stderr, "%s: no search base: give -b BASE, -c mailhostd.conf, or BASE in "
+                "ldap.conf\n", prog);
+        return LDAP_PARAM_ERROR;
+    }
+    return LDAP_SUCCESS;
+}
+
+void mh_cli_free(struct mh_cli *cli)
+{
+    if (cli->password) {
+        OPENSSL_cleanse(cli->password, strlen(cli->password));
+        free(cli->password);
+        cli->password = NULL;
+    }
+    if (cli->ld)
+        ldap_unbind_ext_s(cli->ld, NULL, NULL);
+    cli->ld = NULL;
+    mh_conf_free(cli->conf);
+    cli->conf = NULL;
+}
+
+char *mh_cli_first_value(LDAP *ld, LDAPMessage *e, const char *attr)
+{
+    if (attr == NULL)
+        return NULL;
+    struct berval **v = ldap_get_values_len(ld, e, attr);
+    char *s = NULL;
+    if (v && v[0]) {
+        s = malloc(v[0]->bv_len + 1);
+        if (s) {
+            memcpy(s, v[0]->bv_val, v[0]->bv_len);
+            s[v[0]->bv_len] = '\0';
+        }
+    }
+    ldap_value_free_len(v);
+    return s;
+}
+
+int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter,
+                       char **attrs, mh_cli_entry_fn fn, void *ctx)
+{
+    struct berval *cookie = NULL;
+    int rc;
+
+    do {
+        LDAPControl *page = NULL, *ctrls[2] = { NULL, NULL }, **rctrls = NULL;
+        LDAPMessage *res = NULL;
+        rc = ldap_create_page_control(ld, 500, cookie, 0, &page);
+        if (rc != LDAP_SUCCESS)
+            break;
+        ctrls[0] = page;
+        rc = ldap_search_ext_s(ld, base, scope, filter, attrs, 0, ctrls, NULL, NULL,
+                               LDAP_NO_LIMIT, &res);
+        ldap_control_free(page);
+        if (rc != LDAP_SUCCESS && rc != LDAP_PARTIAL_RESULTS) {
+            ldap_msgfree(res);
+            break;
+        }
+        for (LDAPMessage *e = ldap_first_entry(ld, res); e; e = ldap_next_entry(ld, e)) {
+            if (fn(ctx, ld, e) != 0) {
+                ldap_msgfree(res);
+                ber_bvfree(cookie);
+                return LDAP_SUCCESS;
+            }
+        }
+        int err = LDAP_SUCCESS;
+        rc = ldap_parse_result(ld, res, &err, NULL, NULL, NULL, &rctrls, 1);
+        if (rc == LDAP_SUCCESS)
+            rc = err;
+        ber_bvfree(cookie);
+        cookie = NULL;
+        if (rc == LDAP_SUCCESS && rctrls != NULL) {
+            LDAPControl *pc = ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, rctrls, NULL);
+            ber_int_t estimate;
+            struct berval next = { 0, NULL };
+            if (pc && ldap_parse_pageresponse_control(ld, pc, &estimate, &next) ==
+                          LDAP_SUCCESS && next.bv_len > 0)
+                cookie = ber_bvdup(&next);
+            ber_memfree(next.bv_val);
+        }
+        ldap_controls_free(rctrls);
+    } while (rc == LDAP_SUCCESS && cookie != NULL);
+    ber_bvfree(cookie);
+    return rc;
+}

@@ -1,0 +1,66 @@
+/* cli.h - the layer the command-line tools share, in the OpenLDAP tools' tradition.
+ *
+ * Common options: -H URI, -D DN, -w PASS (wiped from argv), -W (prompt), -y FILE, -Z / -ZZ
+ * (StartTLS, required), -x (simple bind; the only kind), -b BASE, -n (dry run), -v (verbose),
+ * -c FILE (a mailhostd.conf: its ldap_uri, ldap_base, filters, attributes and backends).
+ * Unlike the daemon, the tools honour ldap.conf and ~/.ldaprc (URI, BASE, TLS_CACERT...), as
+ * ldapsearch does; -H, -b and -c override them.
+ *
+ * Not thread-safe: the tools are single-threaded.  Strings in struct mh_cli point into argv
+ * or into memory the struct owns (freed by mh_cli_free).
+ */
+#ifndef MH_CLI_H
+#define MH_CLI_H
+
+#include <ldap.h>
+#include <stddef.h>
+#include "conf.h"
+
+/* Exit codes for scripts. */
+enum {
+    MH_EXIT_OK = 0,
+    MH_EXIT_ERROR = 1,       /* the request could not be done (no such user, LDAP error) */
+    MH_EXIT_USAGE = 2,       /* bad command line or configuration */
+    MH_EXIT_PARTIAL = 3,     /* some entries done, some failed or were skipped */
+    MH_EXIT_UNREACHABLE = 4, /* the directory could not be reached (again); re-run later */
+};
+
+struct mh_cli {
+    const char *uri, *bind_dn, *base, *conf_path;
+    char *password;            /* owned; wiped and freed by mh_cli_free */
+    int prompt, starttls, dry_run, verbose;
+    const char *pw_file;
+    struct mh_conf *conf;      /* from -c, or NULL */
+    const char *filter;        /* user filter template (%s/%u/%d) */
+    const char *route_attr, *state_attr;
+    LDAP *ld;
+};
+
+/* Handles one common option (getopt's opt and optarg); returns 1 if it was one, 0 if not,
+ * -1 on error (message printed).  The option string for getopt: MH_CLI_OPTSTRING. */
+#define MH_CLI_OPTSTRING "H:D:w:Wy:Zxb:nvc:"
+int mh_cli_option(struct mh_cli *cli, int opt, char *optarg);
+
+/* After option parsing: loads -c, reads the password, fills defaults.  0 or -1. */
+int mh_cli_setup(struct mh_cli *cli, const char *prog);
+
+/* Connects and binds (simple bind with -D, else anonymous).  Returns an LDAP result code;
+ * on failure a message naming the URI has been printed. */
+int mh_cli_connect(struct mh_cli *cli, const char *prog);
+
+void mh_cli_free(struct mh_cli *cli);
+
+/* 1 if rc means "the directory is unreachable" (server down, timeout, connect error). */
+int mh_cli_unreachable(int rc);
+
+/* Calls fn for every entry under base matching filter, with the simple paged results
+ * control (RFC 2696) so that server size limits do not cut the result.  fn returns 0 to go
+ * on.  Returns an LDAP result code. */
+typedef int (*mh_cli_entry_fn)(void *ctx, LDAP *ld, LDAPMessage *entry);
+int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter,
+                       char **attrs, mh_cli_entry_fn fn, void *ctx);
+
+/* The first value of attr as a malloc'ed string, or NULL. */
+char *mh_cli_first_value(LDAP *ld, LDAPMessage *e, const char *attr);
+
+#endif

@@ -1,0 +1,60 @@
+/* journal.h - the record of one bulk mailHost change, so a run can be resumed and undone.
+ *
+ * A journal is a text file, appended to and fsync'ed:
+ *   mailhostctl-journal 1
+ *   op <description of the operation>
+ *   plan <i> <dn> <old host> <old state> <old previous host> <old moved-at> <had class 0|1>
+ *   planned <count>                      (the plan is complete: changes may start)
+ *   done <i>  |  skip <i> <reason>  |  fail <i> <reason>
+ * Fields are base64 (values may hold any byte), "-" for none.  The plan is written in full
+ * before the first change, so a re-run knows the exact intended final state; "done" lines
+ * are written after each change.  A change whose "done" line was lost (killed between the
+ * modify and the write) is found again on the re-run by its assertion failing while the
+ * entry already holds the new value: it is then recorded as done, never applied twice.
+ *
+ * Not thread-safe.  All strings are owned by the journal.
+ */
+#ifndef MH_JOURNAL_H
+#define MH_JOURNAL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+enum mh_jstatus { MH_J_PENDING, MH_J_DONE, MH_J_SKIPPED, MH_J_FAILED };
+
+struct mh_jentry {
+    char *dn;
+    char *old_host, *old_state, *old_prev, *old_moved; /* NULL: none */
+    int had_class;
+    enum mh_jstatus status;
+    char *note;                                        /* skip/fail reason */
+};
+
+struct mh_journal {
+    char *path;
+    FILE *fp;
+    char *op;
+    int planned;              /* the plan is complete */
+    struct mh_jentry *e;
+    size_t n, cap;
+    size_t unsynced;
+};
+
+/* Opens `path`.  If it exists and was written for the same `op`, it is loaded (resume);
+ * for another op it is an error; an incomplete plan is discarded.  Returns 0 or -1 with err. */
+int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char *err,
+                    size_t errsize);
+
+/* Plan phase: add entries, then mark the plan complete (fsync). */
+int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
+                    const char *old_state, const char *old_prev, const char *old_moved,
+                    int had_class);
+int mh_journal_planned(struct mh_journal *j);
+
+/* Records the outcome of entry i (fsync every 100 records and on mh_journal_sync). */
+int mh_journal_mark(struct mh_journal *j, size_t i, enum mh_jstatus st, const char *note);
+int mh_journal_sync(struct mh_journal *j);
+
+void mh_journal_close(struct mh_journal *j);
+
+#endif

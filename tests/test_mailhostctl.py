@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Integration tests for mailhostctl against a real slapd (schema/ and ldif/ loaded).
+
+Covers every command, the --from guard under a concurrent change, LDIF output that
+ldapmodify accepts, and a 10,000-user bulk move interrupted twice (slapd killed, then the tool
+killed) and re-run: exact final state, one journal record per entry, and an undo that
+restores the directory exactly.  Needs slapd and ldap-utils: without them it FAILS.
+"""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "lib"))
+from mhtest import Runner, check, free_port, SRCDIR  # noqa: E402
+from slapd import Slapd  # noqa: E402
+
+OLD, NEW = "mail-old.example.org", "mail-new.example.org"
+
+
+def ctl_path():
+    d = os.environ.get("MAILHOSTD")
+    path = os.path.join(os.path.dirname(d), "mailhostctl") if d else os.path.join(SRCDIR, "mailhostctl")
+    if not os.access(path, os.X_OK):
+        raise RuntimeError("mailhostctl not found at %s: build it first" % path)
+    return path
+
+
+class Ctl:
+    def __init__(self, slapd, cwd):
+        self.slapd = slapd
+        self.cwd = cwd
+
+    def argv(self, *args, bind=True):
+        """bind=True: the mailhostctl account (writes); False: the read-only service
+        account (the ACL shows anonymous nothing)."""
+        a = [ctl_path(), "-H", self.slapd.uri, "-b", self.slapd.base]
+        if bind:
+            a += ["-D", self.slapd.ctl_dn, "-w", self.slapd.ctl_pw]
+        else:
+            a += ["-D", self.slapd.service_dn, "-w", self.slapd.service_pw]
+        return a + list(args)
+
+    def run(self, *args, bind=True, timeout=120):
+        env = dict(os.environ, LDAPNOINIT="1")
+        r = subprocess.run(self.argv(*args, bind=bind), cwd=self.cwd, capture_output=True,
+                           text=True, timeout=timeout, env=env)
+        return r
+
+
+def hosts(slapd, filt="(mail=*)"):
+    """{dn: (mailHost, state, previous host)} for every user."""
+    out = {}
+    for e in slapd.search(slapd.base, filt, ["mailHost", "mailhostMigrationState",
+                                             "mailhostPreviousHost", "objectClass"]):
+        g = lambda a: (e.get(a) or [None])[0]  # noqa: E731
+        has = any(v.lower() == "mailhostmigration" for v in e.get("objectClass", []))
+        out[e["dn"].lower()] = (g("mailHost"), g("mailhostMigrationState"),
+                                g("mailhostPreviousHost"), has)
+    return out
+
+
+def t_show(c):
+    r = c.ctl.run("show", "alice@example.com", bind=False)
+    check(r.returncode == 0 and "uid=alice,ou=example.com" in r.stdout and OLD in r.stdout,
+          "show: %s %s", r.stdout, r.stderr)
+    r = c.ctl.run("-c", c.conf, "show", "alice@example.com")
+    check(r.returncode == 0 and "imap: 192.0.2.10 port 143 (backend mail-old.example.org), "
+          "login alice" in r.stdout, "show with -c: %s %s", r.stdout, r.stderr)
+    r = c.ctl.run("-c", c.conf, "show", "carol@example.net")
+    check("refused (no routing value" in r.stdout, "unrouted: %s", r.stdout)
+    r = c.ctl.run("show", "ghost@example.com")
+    check(r.returncode == 1 and "no such user" in r.stderr, "ghost: %s", r.stderr)
+    r = c.ctl.run("show", "alice")
+    check(r.returncode == 1 and "more than one entry" in r.stderr, "ambiguous: %s", r.stderr)
+
+
+def t_exit_codes(c):
+    r = c.ctl.run("frobnicate")
+    check(r.returncode == 2 and "unknown command" in r.stderr, "usage: %s", r.stderr)
+    r = c.ctl.run("set", NEW, "alice@example.com", "--domain", "example.com")
+    check(r.returncode == 2, "two selections: %s", r.stderr)
+    r = c.ctl.run("set", "bad host", "alice@example.com")
+    check(r.returncode == 2, "host with a space: %s", r.stderr)
+    dead = subprocess.run([ctl_path(), "-H", "ldap://127.0.0.1:%d" % free_port(), "-b",
+                           c.slapd.base, "stats"], capture_output=True, text=True,
+                          env=dict(os.environ, LDAPNOINIT="1"))
+    check(dead.returncode == 4 and "127.0.0.1" in dead.stderr, "unreachable: %s", dead.stderr)
+    bad = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D",
+                          c.slapd.ctl_dn, "-w", "wrong-pw", "stats"], capture_output=True,
+                         text=True, env=dict(os.environ, LDAPNOINIT="1"))
+    check(bad.returncode == 1 and "Invalid credentials" in bad.stderr, "bad bind: %s", bad.stderr)
+
+
+def t_schema_check(c):
+    r = c.ctl.run("schema-check", bind=False)
+    check(r.returncode == 0 and "2.16.840.1.113730.3.1.18" in r.stdout and
+          "ready: nothing to load" in r.stdout, "%s", r.stdout)
+    bare = Slapd(os.path.join(c.work, "bare"), mailhostd_schema=False, schema_misc=False,
+                 sample=False)
+    try:
+        bare.start()
+        r = subprocess.run([ctl_path(), "-H", bare.uri, "-b", bare.base, "-D", bare.root_dn,
+                            "-w", bare.root_pw, "schema-check"], capture_output=True, text=True,
+                           env=dict(os.environ, LDAPNOINIT="1"))
+        check(r.returncode == 1 and "mailHost is NOT defined" in r.stdout and "misc.ldif" in
+              r.stdout and "mailhostMigration is NOT loaded" in r.stdout and
+              "schema/mailhostd.ldif" in r.stdout, "bare: %s %s", r.stdout, r.stderr)
+    finally:
+        bare.close()
+    # a directory whose mailHost comes from qmail-ldap: the preflight says so, and says not
+    # to load misc (its mailHost would be a duplicate)
+    sys.path.insert(0, HERE)
+    from test_schema import QMAIL_LDIF
+    qpath = os.path.join(c.work, "qmail.ldif")
+    with open(qpath, "w") as f:
+        f.write(QMAIL_LDIF)
+    q = Slapd(os.path.join(c.work, "qmail"), schema_misc=False, pre_schema=[qpath],
+              sample=False)
+    try:
+        q.start()
+        r = subprocess.run([ctl_path(), "-H", q.uri, "-b", q.base, "-D", q.root_dn, "-w",
+                            q.root_pw, "schema-check"], capture_output=True, text=True,
+                           env=dict(os.environ, LDAPNOINIT="1"))
+        check(r.returncode == 0 and "1.3.6.1.4.1.7914.1.2.1.6 (qmail-ldap)" in r.stdout and
+              "do not load misc.ldif" in r.stdout and "class mailhostMigration loaded" in r.stdout,
+              "qmail: %s %s", r.stdout, r.stderr)
+    finally:
+        q.close()
+
+
+def t_stats(c):
+    r = c.ctl.run("stats", "--json", bind=False)
+    check(r.returncode == 0, "stats: %s", r.stderr)
+    s = json.loads(r.stdout)
+    ref = hosts(c.slapd)
+    want = {}
+    for h, _, _, _ in ref.values():
+        want[h or ""] = want.get(h or "", 0) + 1
+    check(s["total"] == len(ref) and s["by_host"] == want, "stats %s vs %s", s, want)
+    r = c.ctl.run("stats", bind=False)
+    check("(none)" in r.stdout and "total" in r.stdout and OLD in r.stdout, "%s", r.stdout)
+
+
+def t_set_users_and_undo(c):
+    before = hosts(c.slapd)
+    r = c.ctl.run("set", NEW, "alice@example.com", "erin@example.com", "--journal",
+                  "users.journal")
+    check(r.returncode == 0, "set: %s", r.stderr)
+    after = hosts(c.slapd)
+    alice = "uid=alice,ou=example.com,ou=people,dc=example,dc=org"
+    check(after[alice] == (NEW, "done", OLD, True), "alice after: %s", after[alice])
+    # an undo LDIF that plain ldapmodify takes, assertion control included
+    undo = os.path.join(c.work, "users.journal.undo.ldif")
+    lm = subprocess.run(["ldapmodify", "-x", "-H", c.slapd.uri, "-D", c.slapd.ctl_dn, "-w",
+                         c.slapd.ctl_pw, "-f", undo], capture_output=True, text=True,
+                        env=dict(os.environ, LDAPNOINIT="1"))
+    check(lm.returncode == 0, "ldapmodify -f undo: %s", lm.stderr)
+    check(hosts(c.slapd) == before, "undo restores exactly")
+    # undo again: the assertion (mailHost=NEW) fails, nothing changes, exit 3
+    r = c.ctl.run("undo", undo)
+    check(r.returncode == 3 and "2 skipped" in r.stderr, "undo twice: %s", r.stderr)
+    check(hosts(c.slapd) == before, "second undo changed nothing")
+
+
+def t_set_ldif_and_dry_run(c):
+    before = hosts(c.slapd)
+    r = c.ctl.run("set", NEW, "--domain", "example.net", "--from", OLD, "--ldif")
+    check(r.returncode == 0 and r.stdout.count("\ndn: ") + r.stdout.startswith("dn: ") > 10,
+          "ldif: %s", r.stderr)
+    check("control: 1.3.6.1.1.12 true:: " in r.stdout, "assertion control in LDIF")
+    r2 = c.ctl.run("-n", "set", NEW, "--domain", "example.net", "--from", OLD)
+    check(r2.returncode == 0 and "would set" in r2.stdout, "dry run: %s", r2.stderr)
+    check(hosts(c.slapd) == before, "--ldif and -n change nothing")
+    path = os.path.join(c.work, "net.ldif")
+    with open(path, "w") as f:
+        f.write(r.stdout)
+    lm = subprocess.run(["ldapmodify", "-x", "-H", c.slapd.uri, "-D", c.slapd.ctl_dn, "-w",
+                         c.slapd.ctl_pw, "-f", path], capture_output=True, text=True,
+                        env=dict(os.environ, LDAPNOINIT="1"))
+    check(lm.returncode == 0, "ldapmodify of --ldif output: %s", lm.stderr)
+    after = hosts(c.slapd)
+    moved = [dn for dn in after if after[dn][0] != before[dn][0]]
+    check(moved and all(before[dn][0] == OLD and after[dn][0] == NEW and "example.net" in dn
+                        for dn in moved), "only example.net users on OLD moved")
+    # applying the same LDIF again: every assertion fails, nothing is overwritten
+    lm = subprocess.run(["ldapmodify", "-c", "-x", "-H", c.slapd.uri, "-D", c.slapd.ctl_dn,
+                         "-w", c.slapd.ctl_pw, "-f", path], capture_output=True, text=True,
+                        env=dict(os.environ, LDAPNOINIT="1"))
+    check(lm.returncode != 0 and "Assertion Failed" in lm.stderr, "replay refused")
+
+
+def t_from_guard_concurrent(c):
+    """Between planning and applying, another admin moves a user: it is left alone."""
+    before = hosts(c.slapd)
+    on_old = sorted(dn for dn, v in before.items() if v[0] == OLD and "example.com" in dn)
+    r = c.ctl.run("set", NEW, "--domain", "example.com", "--from", OLD, "--batch", "5",
+                  "--journal", "guard.journal")
+    check(r.returncode == 0 and "batch done" in r.stderr, "batch: %s", r.stderr)
+    mid = hosts(c.slapd)
+    pending = [dn for dn in on_old if mid[dn][0] == OLD]
+    check(len(on_old) - len(pending) == 5, "5 moved in the first batch")
+    victim = pending[0]
+    c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: "
+                       "mail-third.example.org\n" % victim)
+    r = c.ctl.run("set", NEW, "--domain", "example.com", "--from", OLD, "--journal",
+                  "guard.journal")
+    check(r.returncode == 3 and "changed concurrently" in r.stderr and "1 skipped" in r.stderr,
+          "re-run: %s", r.stderr)
+    after = hosts(c.slapd)
+    check(after[victim][0] == "mail-third.example.org", "the concurrent change survives")
+    check(all(after[dn][0] == NEW for dn in on_old if dn != victim), "all others moved")
+    j = open(os.path.join(c.work, "guard.journal")).read()
+    check(j.count("\nskip ") == 1, "one skip record")
+    # undo the run: restores the moved users, leaves the victim
+    r = c.ctl.run("undo", os.path.join(c.work, "guard.journal.undo.ldif"))
+    check(r.returncode == 0, "undo: %s", r.stderr)
+    final = hosts(c.slapd)
+    check(all(final[dn] == before[dn] for dn in on_old if dn != victim), "undo exact")
+
+
+def t_bulk_10000_interrupted(c):
+    """10,000 users: slapd killed mid-run (tool gives up: exit 4), re-run; the tool killed
+    mid-run, re-run.  Exact final state; one done record per entry; undo exact."""
+    big = os.path.join(c.work, "big.ldif")
+    subprocess.run([sys.executable, os.path.join(SRCDIR, "ldif", "gen-sample.py"), "--users",
+                    "10000", "--out", big], check=True)
+    s = Slapd(os.path.join(c.work, "bigslapd"), sample=big)
+    try:
+        s.start()
+        ctl = Ctl(s, c.work)
+        before = hosts(s)
+        targets = {dn for dn, v in before.items() if v[0] == OLD}
+        check(len(targets) > 4000, "enough users on OLD: %d", len(targets))
+        args = ["set", NEW, "--filter", "(mail=*)", "--from", OLD, "--journal", "bulk.journal"]
+        jpath = os.path.join(c.work, "bulk.journal")
+
+        def done_count():
+            try:
+                return open(jpath).read().count("\ndone ")
+            except FileNotFoundError:
+                return 0
+
+        def run_until(n_done, then):
+            p = subprocess.Popen(ctl.argv(*args), cwd=c.work, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, LDAPNOINIT="1"))
+            deadline = time.time() + 60
+            while done_count() < n_done and p.poll() is None and time.time() < deadline:
+                time.sleep(0.01)
+            then(p)
+            out, err = p.communicate(timeout=60)
+            return p.returncode, err
+
+        # 1: slapd dies mid-run and stays down: the tool retries, then exits 4
+        rc, err = run_until(1500, lambda p: s.kill())
+        check(rc == 4 and "re-run the same command" in err, "slapd killed: rc %s %s", rc,
+              err[-500:])
+        first = done_count()
+        check(0 < first < len(targets), "partly done: %d", first)
+        s.start()
+        # 2: the tool itself is killed mid-run
+        rc, err = run_until(first + 2000, lambda p: p.send_signal(signal.SIGKILL))
+        check(rc == -signal.SIGKILL, "tool killed: %s", rc)
+        # 3: re-run to the end
+        r = ctl.run(*args)
+        check(r.returncode == 0, "final run: %s", r.stderr[-800:])
+        after = hosts(s)
+        check(all(after[dn][:3] == (NEW, "done", OLD) for dn in targets), "every target moved")
+        check(all(after[dn] == before[dn] for dn in before if dn not in targets),
+              "nothing else changed")
+        journal = open(jpath).read().splitlines()
+        planned = [l for l in journal if l.startswith("plan ")]
+        done = [l.split()[1] for l in journal if l.startswith("done ")]
+        check(len(planned) == len(targets), "plan has every target")
+        check(len(done) == len(set(done)) == len(targets),
+              "one done record per entry: %d records, %d distinct, %d targets",
+              len(done), len(set(done)), len(targets))
+        undo = jpath + ".undo.ldif"
+        check(open(undo).read().count("\ndn: ") + 1 >= len(targets), "undo has every change")
+        r = ctl.run("undo", undo)
+        check(r.returncode == 0 and "%d restored" % len(targets) in r.stderr, "undo: %s",
+              r.stderr[-500:])
+        check(hosts(s) == before, "undo restores the directory exactly")
+    finally:
+        s.close()
+
+
+def t_progress_lines(c):
+    r = c.ctl.run("set", NEW, "--domain", "example.com", "--from", OLD, "--journal",
+                  "prog.journal")
+    check("progress " in r.stderr and "\r" not in r.stderr, "plain progress lines when not a "
+          "terminal: %s", r.stderr)
+    c.ctl.run("undo", os.path.join(c.work, "prog.journal.undo.ldif"))
+
+
+class Ctx:
+    pass
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="mh-test-ctl-")
+    runner = Runner("test_mailhostctl")
+    c = Ctx()
+    c.work = work
+    c.slapd = Slapd(os.path.join(work, "slapd"))
+    try:
+        c.slapd.start()
+        c.ctl = Ctl(c.slapd, work)
+        c.conf = os.path.join(work, "mailhostd.conf")
+        with open(c.conf, "w") as f:
+            f.write("listen 127.0.0.1:0\nldap_uri %s\nldap_base %s\n"
+                    "ldap_bind_dn %s\nldap_bind_pw_file /nonexistent/not-read-by-the-tool\n"
+                    "backend mail-old.example.org address=192.0.2.10 login=localpart\n"
+                    "backend mail-new.example.org address=192.0.2.20\n"
+                    % (c.slapd.uri, c.slapd.base, c.slapd.service_dn))
+        for t in (t_show, t_exit_codes, t_schema_check, t_stats, t_set_users_and_undo,
+                  t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
+                  t_bulk_10000_interrupted):
+            runner.run(t, c)
+    finally:
+        c.slapd.close()
+    return runner.finish(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
