@@ -2,6 +2,7 @@
 #include "config.h"
 #include "conf.h"
 #include "filter.h"
+#include "limiter.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -310,6 +311,37 @@ static int h_reqcert(struct ctx *x, const char *v, size_t off, unsigned long lo,
     return fail(x, "expected never, allow, try, demand or hard, got \"%s\"", v);
 }
 
+/* "32 24": the host and network prefix lengths */
+static int h_prefixes(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                      unsigned long hi)
+{
+    unsigned *dst = (unsigned *)((char *)x->c + off);
+    char *end;
+    unsigned long a = strtoul(v, &end, 10), b;
+    if (end == v || (*end != ' ' && *end != '\t'))
+        return fail(x, "expected two prefix lengths (host network), e.g. \"%lu %lu\"", hi,
+                    hi == 32 ? 24UL : 48UL);
+    const char *p2 = end;
+    while (*p2 == ' ' || *p2 == '\t')
+        p2++;
+    b = strtoul(p2, &end, 10);
+    if (end == p2 || *end || a < lo || a > hi || b < lo || b > a)
+        return fail(x, "expected two prefix lengths from %lu to %lu, the network one not "
+                    "longer than the host one, got \"%s\"", lo, hi, v);
+    dst[0] = (unsigned)a;
+    dst[1] = (unsigned)b;
+    return 0;
+}
+
+static int h_cidrs(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                   unsigned long hi)
+{
+    char msg[256];
+    if (mh_limiter_check_cidrs(v, msg, sizeof msg) < 0)
+        return fail(x, "%s", msg);
+    return h_string(x, v, off, lo, hi);
+}
+
 static int h_backend(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
 {
     char msg[256];
@@ -409,6 +441,15 @@ static const struct key {
     {"ldap_tls_ca_file", h_string, OFF(ldap_tls_ca_file), 0, 0, 0},
     {"ldap_tls_reqcert", h_reqcert, NONE, 0},
     {"ldap_uri", h_uri, NONE, 1},
+    {"limit_block_host", h_uint, OFF(limit_block_host), 0, 1000000, 0},
+    {"limit_block_net", h_uint, OFF(limit_block_net), 0, 1000000, 0},
+    {"limit_entries", h_uint, OFF(limit_capacity), 0, 10000000, 0},
+    {"limit_max_wait", h_seconds, OFF(limit_max_wait_s), 1, 300, 0},
+    {"limit_prefix4", h_prefixes, OFF(limit_prefix4), 8, 32, 0},
+    {"limit_prefix6", h_prefixes, OFF(limit_prefix6), 16, 128, 0},
+    {"limit_slow", h_uint, OFF(limit_slow), 1, 1000000, 0},
+    {"limit_trusted", h_cidrs, OFF(limit_trusted), 0, 0, 0},
+    {"limit_window", h_seconds, OFF(limit_window_s), 1, 86400, 0},
     {"listen", h_listen, NONE, 1},
     {"log", h_log, NONE, 0},
     {"log_facility", h_facility, NONE, 0},
@@ -448,6 +489,16 @@ static void defaults(struct mh_conf *c)
     c->ldap_tls_reqcert = LDAP_OPT_X_TLS_DEMAND;
     c->verify_password = 1;
     c->resolve_ttl_s = 60;
+    c->limit_prefix4[0] = 32;
+    c->limit_prefix4[1] = 24;
+    c->limit_prefix6[0] = 64;
+    c->limit_prefix6[1] = 48;
+    c->limit_slow = 3;
+    c->limit_block_host = 30;
+    c->limit_block_net = 200;
+    c->limit_window_s = 900;
+    c->limit_max_wait_s = 30;
+    c->limit_capacity = 100000;
     c->max_login_attempts = 3;
     c->auth_wait_s = 3;
     c->tempfail_wait_s = 5;
@@ -666,6 +717,7 @@ void mh_conf_free(struct mh_conf *c)
     free(c->secret_header);
     free(c->secret_file);
     free_secret(c->secret);
+    free(c->limit_trusted);
     free(c);
 }
 
@@ -727,6 +779,12 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
     opt(fp, "secret_file", c->secret_file);
     if (c->secret)
         fprintf(fp, "# (shared secret read: %zu bytes, not shown)\n", strlen(c->secret));
+    fprintf(fp, "limit_prefix4 %u %u\nlimit_prefix6 %u %u\nlimit_slow %u\n"
+            "limit_block_host %u\nlimit_block_net %u\nlimit_window %us\nlimit_max_wait %us\n"
+            "limit_entries %u\n", c->limit_prefix4[0], c->limit_prefix4[1], c->limit_prefix6[0],
+            c->limit_prefix6[1], c->limit_slow, c->limit_block_host, c->limit_block_net,
+            c->limit_window_s, c->limit_max_wait_s, c->limit_capacity);
+    opt(fp, "limit_trusted", c->limit_trusted);
     fprintf(fp, "max_login_attempts %u\nauth_wait %us\ntempfail_wait %us\n",
             c->max_login_attempts, c->auth_wait_s, c->tempfail_wait_s);
     fprintf(fp, "log %s\nlog_facility %s\nlog_level %s\n",

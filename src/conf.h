@@ -73,6 +73,12 @@ struct mh_conf {
     char *secret_file;
     char *secret;                /* secret */
 
+    /* brute-force control (limiter.h) */
+    unsigned limit_prefix4[2], limit_prefix6[2];
+    unsigned limit_slow, limit_block_host, limit_block_net, limit_window_s, limit_max_wait_s;
+    unsigned limit_capacity;             /* 0: brute-force control off */
+    char *limit_trusted;
+
     unsigned max_login_attempts; /* Auth-Wait is sent while attempt < this */
     unsigned auth_wait_s;
     unsigned tempfail_wait_s;

@@ -1,6 +1,7 @@
 /* http.c - see http.h. */
 #include "config.h"
 #include "http.h"
+#include "limiter.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -30,18 +31,37 @@ struct mh_http {
     struct MHD_Daemon *d[MH_MAX_LISTEN];
     size_t n;
     unsigned char secret_digest[32];
+    struct mh_limiter *limiter;   /* NULL: brute-force control off */
 };
 
 /* One request that waits for a worker.  Freed in the completion callback. */
 struct pending {
     struct mh_job job;
+    struct mh_http *h;
     struct MHD_Connection *conn;
     uint64_t start_us;
 };
 
+/* Feeds a decision to the brute-force control: failures that the directory confirmed (or
+ * an empty password) count; a success clears the user's count. */
+static void limiter_note(struct mh_http *h, const struct mh_request *req,
+                         const struct mh_decision *d)
+{
+    if (h->limiter == NULL || req->method != MH_METHOD_PLAIN)
+        return;
+    if (d->outcome == MH_OUT_OK)
+        mh_limiter_success(h->limiter, req->login, req->login_len);
+    else if (d->outcome == MH_OUT_REFUSED &&
+             (!strcmp(d->reason, "bad-password") || !strcmp(d->reason, "unknown-user") ||
+              !strcmp(d->reason, "empty-password") || !strcmp(d->reason, "ambiguous-login")))
+        mh_limiter_fail(h->limiter, req->client_ip, req->login, req->login_len, req->pass,
+                        req->pass_len);
+}
+
 static void job_done(struct mh_job *job)
 {
     struct pending *p = (struct pending *)job;
+    limiter_note(p->h, &job->req, &job->decision);
     mh_request_wipe(&job->req);
     MHD_resume_connection(p->conn); /* the last touch: the HTTP thread owns p again */
 }
@@ -169,6 +189,20 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
     if (conf->secret != NULL)
         EVP_Digest(conf->secret, strlen(conf->secret), h->secret_digest, NULL, EVP_sha256(),
                    NULL);
+    if (conf->limit_capacity > 0) {
+        struct mh_limiter_conf lc = {
+            { conf->limit_prefix4[0], conf->limit_prefix4[1] },
+            { conf->limit_prefix6[0], conf->limit_prefix6[1] },
+            conf->limit_slow, conf->limit_block_host, conf->limit_block_net,
+            conf->limit_window_s, conf->limit_max_wait_s, conf->limit_capacity,
+            conf->limit_trusted,
+        };
+        h->limiter = mh_limiter_new(&lc, err, errsize);
+        if (h->limiter == NULL) {
+            mh_http_free(h);
+            return NULL;
+        }
+    }
     return h;
 }
 
@@ -274,7 +308,8 @@ static enum MHD_Result answer(const struct mh_http *h, struct MHD_Connection *co
         break;
     case MH_OUT_REFUSED:
         /* Auth-Wait keeps the session open for another try; past the limit nginx closes it */
-        a.wait = req->attempt < c->max_login_attempts ? c->auth_wait_s : 0;
+        a.wait = req->attempt < c->max_login_attempts && !d->no_wait
+                     ? c->auth_wait_s + d->extra_wait : 0;
         a.text = d->text;
         a.smtp_code = d->smtp_code;
         break;
@@ -345,6 +380,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     if (p == NULL)
         return MHD_NO;
     p->conn = conn;
+    p->h = h;
     p->start_us = mh_now_us();
     p->job.deadline_ms = p->start_us / 1000u + h->conf->request_timeout_ms;
     p->job.done = job_done;
@@ -363,13 +399,27 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         d->outcome = MH_OUT_REFUSED;
         snprintf(d->reason, sizeof d->reason, "\"%s\"", why);
     }
+    unsigned extra_wait = 0;
+    if (rc == 0 && h->limiter != NULL && p->job.req.method == MH_METHOD_PLAIN &&
+        mh_limiter_check(h->limiter, p->job.req.client_ip, p->job.req.login,
+                         p->job.req.login_len, &extra_wait)) {
+        /* over the limit: refused without a directory query, and the session ends */
+        memset(d, 0, sizeof *d);
+        d->outcome = MH_OUT_REFUSED;
+        d->no_wait = 1;
+        snprintf(d->reason, sizeof d->reason, "rate-limited");
+        rc = -2;
+    }
     if (rc == -2 || mh_router_precheck(h->conf, &p->job.req, d)) {
+        if (rc == 0)
+            limiter_note(h, &p->job.req, d);
         mh_request_wipe(&p->job.req);
         log_decision(&p->job.req, d, p->start_us);
         enum MHD_Result r = answer(h, conn, &p->job.req, d);
         free(p);
         return r;
     }
+    p->job.decision.extra_wait = extra_wait; /* kept by the worker for a refusal */
     *con_cls = p;
     MHD_suspend_connection(conn);
     if (mh_pool_submit(h->pool, &p->job) < 0) {
@@ -462,5 +512,6 @@ void mh_http_free(struct mh_http *h)
         if (h->conf->listen[i].is_unix)
             unlink(h->conf->listen[i].path);
     }
+    mh_limiter_free(h->limiter);
     free(h);
 }

@@ -18,7 +18,9 @@ static void set(struct mh_decision *d, enum mh_outcome o, const char *reason)
 int mh_router_precheck(const struct mh_conf *conf, const struct mh_request *req,
                        struct mh_decision *d)
 {
+    unsigned extra_wait = d->extra_wait; /* set by the brute-force control, if any */
     memset(d, 0, sizeof *d);
+    d->extra_wait = extra_wait;
     if (req->method != MH_METHOD_PLAIN && req->method != MH_METHOD_NONE) {
         /* apop, cram-md5 and external hand us no password to check, and nginx would need
          * one from us: configure nginx with "plain" and "login" only */

@@ -21,6 +21,8 @@ struct mh_decision {
     char user[MH_LOGIN_MAX + 1];   /* OK: rewritten login for Auth-User, "" to keep */
     const char *text;              /* REFUSED: text override (static), or NULL */
     const char *smtp_code;         /* REFUSED: SMTP code override (static), or NULL */
+    unsigned extra_wait;           /* REFUSED: seconds added to Auth-Wait (brute-force) */
+    int no_wait;                   /* REFUSED: no Auth-Wait at all: nginx ends the session */
 };
 
 /* Decides what needs no directory: unsupported methods, empty login, empty password with

@@ -302,6 +302,53 @@ def t_no_verify_default_backend(work, slapd):
         expect_ok(request(d.addr, "carol@example.net", "x", "pop3"), OLD, "pop3", user="carol")
 
 
+def t_bruteforce(work, slapd):
+    extra = ("limit_slow 2\nlimit_block_host 5\nlimit_block_net 9\nlimit_max_wait 8\n"
+             "limit_trusted 198.51.100.0/24\nauth_wait 1\nmax_login_attempts 99\n")
+    d = Daemon(work, config(work, slapd, extra), "limiter")
+    with d:
+        def ask(user, pw, ip, attempt=1):
+            return request(d.addr, user, pw, client_ip=ip, attempt=attempt)
+        # growing Auth-Wait, then refused outright without Auth-Wait
+        waits = []
+        for i in range(5):
+            a = ask("alice@example.com", "guess-%d" % i, "203.0.113.5")
+            expect_refused(a)
+            waits.append(int(a.get("Auth-Wait")))
+        check(waits[0] == 1 and waits[-1] > waits[1] and waits == sorted(waits) and
+              max(waits) <= 1 + 8, "Auth-Wait grows, capped: %s", waits)
+        a = ask("alice@example.com", "guess-x", "203.0.113.5")
+        check(a.get("Auth-Wait") is None and "Invalid login" in a.status, "blocked: %r", a)
+        # blocked answers never ask the directory: they come while slapd is frozen
+        slapd.pause()
+        try:
+            t0 = time.time()
+            a = ask("alice@example.com", "Alice-pw-1", "203.0.113.5")
+            check(a.get("Auth-Wait") is None and a.status != "OK" and time.time() - t0 < 0.5,
+                  "blocked even with the right password, at once: %r", a)
+        finally:
+            slapd.resume()
+        # another host of the same /24 is not blocked yet (network limit 9)
+        expect_ok(ask("bob@example.com", "Bob-pw-2", "203.0.113.6"), NEW)
+        # the same wrong password again and again counts once
+        for _ in range(10):
+            expect_refused(ask("bob@example.com", "old-phone-pw", "192.0.2.77"))
+        expect_ok(ask("bob@example.com", "Bob-pw-2", "192.0.2.77"), NEW)
+        # an attacker spraying one user from many networks slows it down, never locks it out
+        for i in range(12):
+            a = ask("dave@example.net", "spray-%d" % i, "10.%d.0.1" % (i + 1))
+            expect_refused(a)
+        check(int(a.get("Auth-Wait")) > 1, "user count slows down: %r", a)
+        expect_ok(ask("dave@example.net", PASSWORDS["dave@example.net"], "10.99.0.1"), NEW)
+        # trusted networks are never counted
+        for i in range(8):
+            a = ask("alice@example.com", "t-%d" % i, "198.51.100.9")
+            check(a.get("Auth-Wait") == "1", "trusted: base Auth-Wait: %r", a)
+    log = d.read_log()
+    check("reason=rate-limited" in log, "blocked answers are logged as rate-limited")
+    check("guess-" not in log and "spray-" not in log, "no password in the log")
+
+
 def t_config_check(work, slapd):
     import subprocess
     good = os.path.join(work, "good.conf")
@@ -344,7 +391,7 @@ def main():
         runner.run(t_clean_exit_on_sigterm)
         log = c.d.read_log()
         for t in (t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
-                  t_config_check):
+                  t_bruteforce, t_config_check):
             runner.run(t, work, slapd)
 
         def t_no_password_in_logs():

@@ -99,7 +99,11 @@ static void test_good(void)
         "http_threads 1\n"
         "log stderr\n"
         "log_level debug\n"
-        "user nobody\n";
+        "user nobody\n"
+        "limit_prefix4 32 16\n"
+        "limit_prefix6 56 40\n"
+        "limit_trusted 127.0.0.0/8 ::1 2001:db8::/32\n"
+        "limit_entries 0\n";
     CHECK(load(full, &c, err, sizeof err) == 0, "full: %s", err);
     if (c) {
         CHECK(c->n_listen == 3 && c->listen[1].port == 9143 && !strcmp(c->listen[1].host, "::1") &&
@@ -115,6 +119,8 @@ static void test_good(void)
         CHECK(c->ldap_tls == MH_TLS_STARTTLS && !c->verify_password, "tls, verify");
         CHECK(mh_backend_map_count(c->backends) == 2, "backends");
         CHECK(c->tempfail_wait_s == 10 && c->max_login_attempts == 5, "waits");
+        CHECK(c->limit_prefix4[1] == 16 && c->limit_prefix6[0] == 56 && c->limit_capacity == 0 &&
+              c->limit_trusted && strstr(c->limit_trusted, "2001:db8::/32"), "limits");
         /* the dump never shows a secret */
         char *buf = NULL;
         size_t len = 0;
@@ -204,6 +210,10 @@ static void test_bad(void)
         {BASE "log_facility kernel\n", "unknown syslog facility"},
         {BASE "log_level loud\n", "log_level: expected err"},
         {BASE "auth_wait 1.5\n", "auth_wait: expected whole seconds"},
+        {BASE "limit_prefix4 24 32\n", "limit_prefix4: expected two prefix lengths from 8 to 32"},
+        {BASE "limit_prefix6 64\n", "limit_prefix6: expected two prefix lengths"},
+        {BASE "limit_trusted 10.0.0.0/8 300.1.1.1\n", "limit_trusted: \"300.1.1.1\" is not an address"},
+        {BASE "limit_trusted 2001:db8::/129\n", "is not an address or network"},
         {BASE "ldap_bind_dn cn=x,dc=example,dc=org\nldap_bind_pw_file @D@/long\n", "longer than 1022 bytes"},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
