@@ -261,6 +261,14 @@ int mh_journal_sync(struct mh_journal *j)
     return 0;
 }
 
+int mh_journal_finished(const struct mh_journal *j)
+{
+    for (size_t i = 0; i < j->n; i++)
+        if (j->e[i].status == MH_J_PENDING || j->e[i].status == MH_J_FAILED)
+            return 0;
+    return 1;
+}
+
 void mh_journal_close(struct mh_journal *j)
 {
     if (j->fp) {

@@ -55,6 +55,9 @@ int mh_journal_planned(struct mh_journal *j);
 int mh_journal_mark(struct mh_journal *j, size_t i, enum mh_jstatus st, const char *note);
 int mh_journal_sync(struct mh_journal *j);
 
+/* 1 if no entry is pending or failed: nothing is left for a re-run to do. */
+int mh_journal_finished(const struct mh_journal *j);
+
 void mh_journal_close(struct mh_journal *j);
 
 #endif

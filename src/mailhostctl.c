@@ -809,7 +809,7 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     struct plan_ctx p = { c, NULL, host, 0, 0, NULL, 0, 0 };
     int applying = !c->ldif_out && !c->cli.dry_run, status = MH_EXIT_OK, rc;
     size_t missing = 0;
-    char jpath[4096], upath[4200], err[1024];
+    char jpath[4096], upath[4200], err[1024] = "";
 
     if (applying) {
         char id[65];
@@ -823,6 +823,23 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
             fprintf(stderr, "%s: %s\n", prog, err);
             status = MH_EXIT_ERROR;
             goto out;
+        }
+        if (j.planned && mh_journal_finished(&j)) {
+            /* the same command ran to its end before: this is a new run (e.g. a user moved
+             * back in between); keep the old journal and undo file under a time stamp */
+            char old[4300], oldu[4400];
+            mh_journal_close(&j);
+            snprintf(old, sizeof old, "%s.%s", jpath, now_generalized());
+            snprintf(oldu, sizeof oldu, "%s.undo.ldif", old);
+            if (rename(jpath, old) < 0 || (rename(upath, oldu) < 0 && errno != ENOENT) ||
+                mh_journal_open(&j, jpath, op, err, sizeof err) < 0) {
+                fprintf(stderr, "%s: %s: cannot start a new run: %s\n", prog, jpath,
+                        err[0] ? err : strerror(errno));
+                status = MH_EXIT_ERROR;
+                goto out;
+            }
+            fprintf(stderr, "%s: an earlier identical run was complete: kept as %s\n", prog,
+                    old);
         }
         p.j = &j;
         fprintf(stderr, "%s: journal %s%s\n", prog, jpath, j.planned ? " (resuming)" : "");

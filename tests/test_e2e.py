@@ -415,7 +415,7 @@ def t_flip_while_running():
                 check(time.monotonic() - t0 < 10, "alice still on %s 10 s after the flip", label)
             t_new = time.monotonic()
             c.flip_ms = (t_new - t0) * 1000
-            print("     flip: ldapmodify %.0f ms; first login on NEW %.0f ms after the flip "
+            print("     flip: mailhostctl set %.0f ms; first login on NEW %.0f ms after the flip "
                   "started (%.0f ms after it returned), login #%d"
                   % ((t_flip - t0) * 1000, c.flip_ms, (t_new - t_flip) * 1000, tries))
             check(tries == 1, "the first login after the flip should land on NEW (took %d)",

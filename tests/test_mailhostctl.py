@@ -169,6 +169,18 @@ def t_set_users_and_undo(c):
     check(hosts(c.slapd) == before, "second undo changed nothing")
 
 
+def t_repeat_after_move_back(c):
+    """set NEW, set OLD, set NEW again: the third run is a new run, not a finished resume."""
+    alice = "uid=alice,ou=example.com,ou=people,dc=example,dc=org"
+    for host in (NEW, OLD, NEW):
+        r = c.ctl.run("set", host, "alice@example.com", "--no-track")
+        check(r.returncode == 0, "set %s: %s", host, r.stderr)
+        check(hosts(c.slapd)[alice][0] == host, "alice on %s", host)
+    check(len(glob.glob(os.path.join(c.work, "mailhostctl-*.journal.*Z"))) == 1,
+          "the finished journal is kept under a time stamp")
+    c.ctl.run("set", OLD, "alice@example.com", "--no-track")
+
+
 def t_set_ldif_and_dry_run(c):
     before = hosts(c.slapd)
     r = c.ctl.run("set", NEW, "--domain", "example.net", "--from", OLD, "--ldif")
@@ -321,6 +333,7 @@ def main():
                     "backend mail-new.example.org address=192.0.2.20\n"
                     % (c.slapd.uri, c.slapd.base, c.slapd.service_dn))
         for t in (t_show, t_exit_codes, t_schema_check, t_stats, t_set_users_and_undo,
+                  t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_bulk_10000_interrupted):
             runner.run(t, c)

@@ -26,6 +26,7 @@ import atexit
 import base64
 import grp
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -636,11 +637,30 @@ class Stack:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def find_mailhostctl():
+    path = os.path.join(os.path.dirname(mhtest.find_daemon()), "mailhostctl")
+    if not os.access(path, os.X_OK):
+        raise StackError("mailhostctl not found next to mailhostd (%s): build it" % path)
+    return path
+
+
+_flips = [0]
+
+
 def flip(slapd, uid_dn, host):
-    """Moves one user: sets mailHost of uid_dn to host while everything runs.
-    The one place the test changes routing, so it can later call `mailhostctl set`."""
-    slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n-\n"
-                     % (uid_dn, host))
+    """Moves one user while everything runs, the way an admin does: `mailhostctl set` as the
+    mailhostctl account (the shipped ACL), guarded by the user's current value."""
+    m = re.match(r"uid=([^,]+),ou=([^,]+),", uid_dn)
+    if not m:
+        raise StackError("flip: cannot make a login from %s" % uid_dn)
+    _flips[0] += 1
+    journal = os.path.join(slapd.workdir, "flip-%d.journal" % _flips[0])
+    r = subprocess.run([find_mailhostctl(), "-H", slapd.uri, "-b", slapd.base, "-D",
+                        slapd.ctl_dn, "-w", slapd.ctl_pw, "set", host,
+                        "%s@%s" % (m.group(1), m.group(2)), "--journal", journal],
+                       capture_output=True, text=True, env=dict(os.environ, LDAPNOINIT="1"))
+    if r.returncode != 0:
+        raise StackError("mailhostctl set %s failed (%d): %s" % (host, r.returncode, r.stderr))
 
 
 if __name__ == "__main__":
@@ -651,6 +671,12 @@ if __name__ == "__main__":
         print("work directory: %s" % st.workdir)
         for name, port in st.ports.items():
             print("nginx %-15s 127.0.0.1:%d" % (name, port))
+        # key=value lines for scripts (./quickstart demo)
+        print("SLAPD_URI=%s\nBASE=%s\nCTL_DN=%s\nCTL_PW=%s\nWORKDIR=%s\nMAILHOSTD_CONF=%s" % (
+            st.slapd.uri, st.slapd.base, st.slapd.ctl_dn, st.slapd.ctl_pw, st.workdir,
+            st.mailhostd.conf_path))
+        for name, port in st.ports.items():
+            print("PORT_%s=%d" % (name.upper(), port))
         print("OLD %s imap=%d pop3=%d smtp=%d; NEW %s imap=%d pop3=%d smtp=%d"
               % (st.old.address, st.old.imap, st.old.pop3, st.old.smtp,
                  st.new.address, st.new.imap, st.new.pop3, st.new.smtp))
