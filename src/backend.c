@@ -48,6 +48,11 @@ void mh_backend_map_free(struct mh_backend_map *map)
 
 size_t mh_backend_map_count(const struct mh_backend_map *map) { return map->n; }
 
+const char *mh_backend_map_name(const struct mh_backend_map *map, size_t i)
+{
+    return i < map->n ? map->items[i].name : NULL;
+}
+
 static void dump_ports(const unsigned *port, FILE *fp)
 {
     static const char *names[MH_PROTO_COUNT] = {"imap", "pop3", "smtp"};

@@ -55,6 +55,8 @@ int mh_backend_map_set_default_ports(struct mh_backend_map *map, const char *arg
 /* 1 if NAME is a configured backend. */
 int mh_backend_map_has(const struct mh_backend_map *map, const char *name);
 size_t mh_backend_map_count(const struct mh_backend_map *map);
+/* The name of backend i (0 <= i < count), owned by the map. */
+const char *mh_backend_map_name(const struct mh_backend_map *map, size_t i);
 
 /* Writes the map as configuration lines (default_ports, then one backend line each). */
 void mh_backend_map_dump(const struct mh_backend_map *map, FILE *fp);

@@ -146,12 +146,8 @@ static int h_bool(struct ctx *x, const char *v, size_t off, unsigned long lo, un
     return 0;
 }
 
-static int h_listen(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+static int parse_listen(struct ctx *x, const char *v, struct mh_listen *l)
 {
-    struct mh_conf *c = x->c;
-    if (c->n_listen == MH_MAX_LISTEN)
-        return fail(x, "at most %d listen lines", MH_MAX_LISTEN);
-    struct mh_listen *l = &c->listen[c->n_listen];
     memset(l, 0, sizeof *l);
     if (strncmp(v, "unix:", 5) == 0) {
         const char *p = v + 5;
@@ -189,7 +185,26 @@ static int h_listen(struct ctx *x, const char *v, size_t off, unsigned long lo, 
             return fail(x, "port must be 0-65535, got \"%s\"", colon + 1);
         l->port = (unsigned)port;
     }
+    return 0;
+}
+
+static int h_listen(struct ctx *x, const char *v, size_t off, unsigned long lo, unsigned long hi)
+{
+    struct mh_conf *c = x->c;
+    if (c->n_listen == MH_MAX_LISTEN)
+        return fail(x, "at most %d listen lines", MH_MAX_LISTEN);
+    if (parse_listen(x, v, &c->listen[c->n_listen]) < 0)
+        return -1;
     c->n_listen++;
+    return 0;
+}
+
+static int h_status_listen(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                           unsigned long hi)
+{
+    if (parse_listen(x, v, &x->c->status_listen) < 0)
+        return -1;
+    x->c->has_status = 1;
     return 0;
 }
 
@@ -464,6 +479,7 @@ static const struct key {
     {"secret_header", h_header_name, OFF(secret_header), 0, 0, 0},
     {"socket_group", h_string, OFF(socket_group), 0, 0, 0},
     {"socket_mode", h_socket_mode, NONE, 0},
+    {"status_listen", h_status_listen, NONE, 0},
     {"tempfail_wait", h_seconds, OFF(tempfail_wait_s), 0, 60, 0},
     {"user", h_string, OFF(user), 0, 0, 0},
     {"verify_password", h_bool, OFF(verify_password), 0, 0, 0},
@@ -744,6 +760,17 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
             fprintf(fp, "listen [%s]:%u\n", l->host, l->port);
         else
             fprintf(fp, "listen %s:%u\n", l->host, l->port);
+    }
+    if (c->has_status) {
+        const struct mh_listen *l = &c->status_listen;
+        if (l->is_unix)
+            fprintf(fp, "status_listen unix:%s\n", l->path);
+        else if (strchr(l->host, ':'))
+            fprintf(fp, "status_listen [%s]:%u\n", l->host, l->port);
+        else
+            fprintf(fp, "status_listen %s:%u\n", l->host, l->port);
+    } else {
+        fprintf(fp, "#status_listen (not set)\n");
     }
     fprintf(fp, "socket_mode %04o\n", c->socket_mode);
     opt(fp, "socket_group", c->socket_group);

@@ -34,6 +34,8 @@ struct mh_conf {
 
     struct mh_listen listen[MH_MAX_LISTEN];
     size_t n_listen;
+    struct mh_listen status_listen;  /* /metrics and /healthz; has_status = 0: off */
+    int has_status;
     unsigned socket_mode;        /* unix sockets */
     char *socket_group;          /* NULL: the daemon's group */
     char *user, *group;          /* privilege drop; NULL: none (refused when started as root) */

@@ -3,6 +3,7 @@
 #include "http.h"
 #include "limiter.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +33,9 @@ struct mh_http {
     size_t n;
     unsigned char secret_digest[32];
     struct mh_limiter *limiter;   /* NULL: brute-force control off */
+    struct mh_dir *dir;
+    int status_fd;                 /* status_listen socket, -1: none */
+    struct MHD_Daemon *status;
 };
 
 /* One request that waits for a worker.  Freed in the completion callback. */
@@ -186,6 +190,15 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
         }
         h->fd[h->n++] = fd;
     }
+    h->status_fd = -1;
+    if (conf->has_status) {
+        const struct mh_listen *l = &conf->status_listen;
+        h->status_fd = l->is_unix ? bind_unix(conf, l, err, errsize) : bind_tcp(l, err, errsize);
+        if (h->status_fd < 0) {
+            mh_http_free(h);
+            return NULL;
+        }
+    }
     if (conf->secret != NULL)
         EVP_Digest(conf->secret, strlen(conf->secret), h->secret_digest, NULL, EVP_sha256(),
                    NULL);
@@ -257,7 +270,11 @@ static void log_decision(const struct mh_request *req, const struct mh_decision 
                          uint64_t start_us)
 {
     char user[MH_LOGIN_MAX * 4 + 8];
-    double ms = (double)(mh_now_us() - start_us) / 1000.0;
+    uint64_t us = mh_now_us() - start_us;
+    double ms = (double)us / 1000.0;
+    mh_metrics_answer(req->proto, d->outcome, us, d->outcome == MH_OUT_OK ? d->route.name : NULL);
+    if (d->outcome == MH_OUT_REFUSED && strcmp(d->reason, "rate-limited") == 0)
+        mh_metrics_rate_limited();
     char rewrite[MH_LOGIN_MAX * 4 + 8];
     mh_log_safe(user, sizeof user, req->login, req->login_len);
     mh_log_safe(rewrite, sizeof rewrite, d->user, strlen(d->user));
@@ -442,6 +459,56 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* /metrics and /healthz, on the status listener only (never on nginx's). */
+static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls)
+{
+    struct mh_http *h = cls;
+    int up[MH_MAX_URIS];
+    char *body = NULL;
+    unsigned status = MHD_HTTP_OK;
+    const char *type = "text/plain; charset=utf-8";
+
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0) {
+        status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        body = strdup("GET only\n");
+    } else if (strcmp(url, "/metrics") == 0) {
+        mh_dir_health(h->dir, up);
+        body = mh_metrics_render(up, h->conf->n_uri);
+        type = "text/plain; version=0.0.4; charset=utf-8";
+    } else if (strcmp(url, "/healthz") == 0) {
+        /* ready when the configuration is loaded (it is, or we would not run) and the
+         * routing data is usable: at least one directory URI is not marked down */
+        size_t n = mh_dir_health(h->dir, up);
+        if (n > 0) {
+            if (asprintf(&body, "ok: %zu of %zu directory URIs up\n", n, h->conf->n_uri) < 0)
+                body = NULL;
+        } else {
+            status = MHD_HTTP_SERVICE_UNAVAILABLE;
+            if (asprintf(&body, "not ready: all %zu directory URIs are down (logins get "
+                         "\"try again later\")\n", h->conf->n_uri) < 0)
+                body = NULL;
+        }
+    } else {
+        status = MHD_HTTP_NOT_FOUND;
+        body = strdup("not found: /metrics or /healthz\n");
+    }
+    if (body == NULL)
+        return MHD_NO;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
+                                                                MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -452,10 +519,33 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     mh_log(LOG_DEBUG, "libmicrohttpd: %s", msg);
 }
 
-int mh_http_start(struct mh_http *h, struct mh_pool *pool, char *err, size_t errsize)
+int mh_http_start(struct mh_http *h, struct mh_pool *pool, struct mh_dir *dir, char *err,
+                  size_t errsize)
 {
     const struct mh_conf *c = h->conf;
     h->pool = pool;
+    h->dir = dir;
+    if (h->status_fd >= 0) {
+        h->status = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+            handle_status, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+            MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->status_fd,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->client_timeout_s, MHD_OPTION_END);
+        if (h->status == NULL) {
+            snprintf(err, errsize, "cannot start the status listener");
+            return -1;
+        }
+        h->status_fd = -1;
+        const struct mh_listen *l = &c->status_listen;
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->status, MHD_DAEMON_INFO_BIND_PORT);
+        if (l->is_unix)
+            mh_log(LOG_NOTICE, "status (/metrics, /healthz) on unix:%s", l->path);
+        else
+            mh_log(LOG_NOTICE, "status (/metrics, /healthz) on %s%s%s:%u",
+                   strchr(l->host, ':') ? "[" : "", l->host, strchr(l->host, ':') ? "]" : "",
+                   di ? di->port : l->port);
+    }
     for (size_t i = 0; i < h->n; i++) {
         unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
@@ -504,6 +594,12 @@ void mh_http_free(struct mh_http *h)
 {
     if (h == NULL)
         return;
+    if (h->status != NULL)
+        MHD_stop_daemon(h->status);
+    if (h->status_fd >= 0)
+        close(h->status_fd);
+    if (h->conf->has_status && h->conf->status_listen.is_unix)
+        unlink(h->conf->status_listen.path);
     for (size_t i = 0; i < h->n; i++) {
         if (h->d[i] != NULL)
             MHD_stop_daemon(h->d[i]);

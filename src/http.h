@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include "conf.h"
+#include "ldapconn.h"
 #include "worker.h"
 
 struct mh_http;
@@ -22,8 +23,10 @@ struct mh_http;
 struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsize);
 
 /* Starts serving.  conf and pool must outlive the handle.  Logs one "listening" line per
- * socket with the real port (a configured port 0 picks a free one).  Returns 0 or -1. */
-int mh_http_start(struct mh_http *h, struct mh_pool *pool, char *err, size_t errsize);
+ * socket with the real port (a configured port 0 picks a free one).  With status_listen, also
+ * serves GET /metrics (Prometheus text) and /healthz there.  Returns 0 or -1. */
+int mh_http_start(struct mh_http *h, struct mh_pool *pool, struct mh_dir *dir, char *err,
+                  size_t errsize);
 
 /* Stops accepting new connections (call before stopping the pool). */
 void mh_http_quiesce(struct mh_http *h);

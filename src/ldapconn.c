@@ -2,6 +2,7 @@
 #include "config.h"
 #include "ldapconn.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <ldap.h>
 #include <stdatomic.h>
@@ -139,8 +140,20 @@ static int conn_failure(int rc)
            rc == LDAP_ENCODING_ERROR || rc == LDAP_DECODING_ERROR || rc == LDAP_NO_MEMORY;
 }
 
+size_t mh_dir_health(struct mh_dir *dir, int *up)
+{
+    uint64_t now = mh_now_ms();
+    size_t n = 0;
+    for (size_t i = 0; i < dir->conf->n_uri; i++) {
+        up[i] = atomic_load(&dir->down_until[i]) <= now;
+        n += (size_t)up[i];
+    }
+    return n;
+}
+
 static void mark_down(struct mh_ldap *l, size_t uri)
 {
+    mh_metrics_ldap_error(uri);
     uint64_t until = mh_now_ms() + (uint64_t)l->dir->conf->ldap_retry_s * 1000u;
     atomic_store(&l->dir->down_until[uri], until);
 }

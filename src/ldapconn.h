@@ -43,6 +43,9 @@ int mh_dir_global_init(const struct mh_conf *conf, char *err, size_t errsize);
 struct mh_dir *mh_dir_new(const struct mh_conf *conf);
 void mh_dir_free(struct mh_dir *dir);
 
+/* up[i] = 1 if URI i is not marked down now (n = conf->n_uri).  Returns how many are up. */
+size_t mh_dir_health(struct mh_dir *dir, int *up);
+
 struct mh_ldap *mh_ldap_new(struct mh_dir *dir, int service);
 void mh_ldap_free(struct mh_ldap *l);
 

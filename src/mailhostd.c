@@ -20,6 +20,7 @@
 #include "http.h"
 #include "ldapconn.h"
 #include "log.h"
+#include "metrics.h"
 #include "privdrop.h"
 #include "worker.h"
 
@@ -120,12 +121,12 @@ int main(int argc, char **argv)
     }
     dir = mh_dir_new(conf);
     resolver = mh_resolver_new(conf->resolve_ttl_s, 256);
-    if (dir == NULL || resolver == NULL) {
+    if (dir == NULL || resolver == NULL || mh_metrics_init(conf) < 0) {
         startup_error("out of memory", to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
     }
     if ((pool = mh_pool_start(conf, dir, resolver, err, sizeof err)) == NULL ||
-        mh_http_start(http, pool, err, sizeof err) < 0) {
+        mh_http_start(http, pool, dir, err, sizeof err) < 0) {
         startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
     }
@@ -153,6 +154,7 @@ done:
     mh_http_free(http);
     mh_resolver_free(resolver);
     mh_dir_free(dir);
+    mh_metrics_free();
     mh_conf_free(conf);
     return status;
 }

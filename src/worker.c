@@ -2,6 +2,7 @@
 #include "config.h"
 #include "worker.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -54,6 +55,7 @@ static void *run(void *arg)
             p->tail = NULL;
         p->queued--;
         pthread_mutex_unlock(&p->lock);
+        mh_metrics_queue(-1);
 
         if (mh_now_ms() >= job->deadline_ms) {
             finish_unserved(job, "queue-timeout");
@@ -118,6 +120,7 @@ int mh_pool_submit(struct mh_pool *p, struct mh_job *job)
         p->queued++;
         pthread_cond_signal(&p->cond);
         rc = 0;
+        mh_metrics_queue(1);
     }
     pthread_mutex_unlock(&p->lock);
     return rc;

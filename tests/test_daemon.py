@@ -349,6 +349,54 @@ def t_bruteforce(work, slapd):
     check("guess-" not in log and "spray-" not in log, "no password in the log")
 
 
+def t_metrics_healthz(work, slapd):
+    import re
+    import urllib.error
+    import urllib.request
+    d = Daemon(work, config(work, slapd, "status_listen 127.0.0.1:0\n"), "status")
+    with d:
+        m = re.search(r"status \(/metrics, /healthz\) on 127\.0\.0\.1:(\d+)", d.read_log())
+        check(m, "status listener logged")
+        base = "http://127.0.0.1:%s" % m.group(1)
+
+        def get(path):
+            try:
+                with urllib.request.urlopen(base + path, timeout=5) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+        for _ in range(3):
+            expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2", "pop3"), NEW, "pop3")
+        expect_refused(request(d.addr, "bob@example.com", WRONG, "smtp"), "smtp")
+        st, text = get("/metrics")
+        check(st == 200, "/metrics: %s", st)
+        val = lambda name: float(re.search(r"^%s (\S+)$" % re.escape(name), text, re.M).group(1))  # noqa: E731
+        check(val('mailhostd_answers_total{protocol="pop3",outcome="ok"}') == 3, "pop3 ok = 3")
+        check(val('mailhostd_answers_total{protocol="smtp",outcome="refused"}') == 1, "smtp refused")
+        check(val('mailhostd_routes_total{backend="mail-new.example.org"}') == 3, "routes")
+        check(val("mailhostd_request_duration_seconds_count") == 4 and
+              val('mailhostd_request_duration_seconds_bucket{le="+Inf"}') == 4, "histogram")
+        check(val('mailhostd_ldap_up{uri="%s"}' % slapd.uri) == 1, "ldap up")
+        st, text = get("/healthz")
+        check(st == 200 and text.startswith("ok"), "/healthz: %s %s", st, text)
+        check(get("/auth")[0] == 404, "only /metrics and /healthz on the status listener")
+        slapd.stop()
+        try:
+            expect_tempfail(request(d.addr, "bob@example.com", "Bob-pw-2"))
+            st, text = get("/healthz")
+            check(st == 503 and "down" in text, "/healthz while slapd is down: %s %s", st, text)
+            st, text = get("/metrics")
+            check(val('mailhostd_ldap_up{uri="%s"}' % slapd.uri) == 0 and
+                  val('mailhostd_ldap_errors_total{uri="%s"}' % slapd.uri) >= 1, "ldap down")
+        finally:
+            slapd.start()
+        deadline = time.time() + 10
+        while request(d.addr, "bob@example.com", "Bob-pw-2").status != "OK":
+            check(time.time() < deadline, "no recovery")
+            time.sleep(0.2)
+        check(get("/healthz")[0] == 200, "/healthz ok again")
+
+
 def t_config_check(work, slapd):
     import subprocess
     good = os.path.join(work, "good.conf")
@@ -391,7 +439,7 @@ def main():
         runner.run(t_clean_exit_on_sigterm)
         log = c.d.read_log()
         for t in (t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
-                  t_bruteforce, t_config_check):
+                  t_bruteforce, t_metrics_healthz, t_config_check):
             runner.run(t, work, slapd)
 
         def t_no_password_in_logs():

@@ -1,0 +1,189 @@
+/* metrics.c - see metrics.h. */
+#include "config.h"
+#include "metrics.h"
+#include "conf.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const double bucket_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                   0.25, 0.5, 1, 2.5, 5};
+#define NBUCKETS (sizeof bucket_le / sizeof bucket_le[0])
+#define NOUT 4
+
+static const struct mh_conf *conf;
+static atomic_ullong answers[MH_PROTO_COUNT][NOUT];
+static atomic_ullong buckets[NBUCKETS + 1];  /* last: +Inf */
+static atomic_ullong sum_us, rate_limited, queue_depth;
+static atomic_ullong *routes;     /* per configured backend, then one for "other" */
+static size_t n_backends;
+static char **backend_names;
+static atomic_ullong ldap_errors[MH_MAX_URIS];
+
+int mh_metrics_init(const struct mh_conf *c)
+{
+    conf = c;
+    n_backends = mh_backend_map_count(c->backends);
+    routes = calloc(n_backends + 1, sizeof *routes);
+    backend_names = calloc(n_backends + 1, sizeof *backend_names);
+    if (routes == NULL || backend_names == NULL)
+        return -1;
+    for (size_t i = 0; i < n_backends; i++)
+        backend_names[i] = strdup(mh_backend_map_name(c->backends, i));
+    return 0;
+}
+
+void mh_metrics_free(void)
+{
+    for (size_t i = 0; backend_names && i < n_backends; i++)
+        free(backend_names[i]);
+    free(backend_names);
+    free(routes);
+    backend_names = NULL;
+    routes = NULL;
+}
+
+void mh_metrics_answer(enum mh_proto proto, enum mh_outcome outcome, uint64_t us,
+                       const char *backend)
+{
+    if ((unsigned)proto < MH_PROTO_COUNT && (unsigned)outcome < NOUT)
+        atomic_fetch_add_explicit(&answers[proto][outcome], 1, memory_order_relaxed);
+    size_t b = 0;
+    while (b < NBUCKETS && (double)us / 1e6 > bucket_le[b])
+        b++;
+    atomic_fetch_add_explicit(&buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sum_us, us, memory_order_relaxed);
+    if (outcome == MH_OUT_OK && routes != NULL) {
+        size_t i = 0;
+        while (i < n_backends && (backend == NULL || strcasecmp(backend_names[i], backend)))
+            i++;
+        atomic_fetch_add_explicit(&routes[i], 1, memory_order_relaxed);
+    }
+}
+
+void mh_metrics_rate_limited(void)
+{
+    atomic_fetch_add_explicit(&rate_limited, 1, memory_order_relaxed);
+}
+
+void mh_metrics_ldap_error(size_t uri)
+{
+    if (uri < MH_MAX_URIS)
+        atomic_fetch_add_explicit(&ldap_errors[uri], 1, memory_order_relaxed);
+}
+
+void mh_metrics_queue(int delta)
+{
+    if (delta >= 0)
+        atomic_fetch_add_explicit(&queue_depth, (unsigned long long)delta, memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(&queue_depth, (unsigned long long)-delta, memory_order_relaxed);
+}
+
+struct out { char *p; size_t len, cap; int oom; };
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        if (o->oom)
+            return;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->oom = 1;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = o->cap * 2 + (size_t)n;
+        char *p = realloc(o->p, cap);
+        if (p == NULL) {
+            o->oom = 1;
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+}
+
+/* Label values are our own names and URIs; escape \ " and newline as the format requires. */
+static void put_label(struct out *o, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            put(o, "\\%c", *s);
+        else if (*s == '\n')
+            put(o, "\\n");
+        else
+            put(o, "%c", *s);
+    }
+}
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+char *mh_metrics_render(const int *ldap_up, size_t n_uri)
+{
+    static const char *outs[NOUT] = {"ok", "refused", "tempfail", "badrequest"};
+    struct out o = { malloc(8192), 0, 8192, 0 };
+    if (o.p == NULL)
+        return NULL;
+    put(&o, "# HELP mailhostd_answers_total Answers to nginx by protocol and outcome.\n"
+            "# TYPE mailhostd_answers_total counter\n");
+    for (int p = 0; p < MH_PROTO_COUNT; p++)
+        for (int k = 0; k < NOUT; k++)
+            put(&o, "mailhostd_answers_total{protocol=\"%s\",outcome=\"%s\"} %llu\n",
+                mh_proto_name((enum mh_proto)p), outs[k], LOAD(answers[p][k]));
+    put(&o, "# HELP mailhostd_routes_total OK answers per backend (other: IP literals and "
+            "resolved host names).\n# TYPE mailhostd_routes_total counter\n");
+    for (size_t i = 0; i <= n_backends; i++) {
+        put(&o, "mailhostd_routes_total{backend=\"");
+        put_label(&o, i < n_backends ? backend_names[i] : "other");
+        put(&o, "\"} %llu\n", LOAD(routes[i]));
+    }
+    put(&o, "# HELP mailhostd_request_duration_seconds Time from request to answer.\n"
+            "# TYPE mailhostd_request_duration_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (size_t b = 0; b < NBUCKETS; b++) {
+        cum += LOAD(buckets[b]);
+        put(&o, "mailhostd_request_duration_seconds_bucket{le=\"%g\"} %llu\n", bucket_le[b], cum);
+    }
+    cum += LOAD(buckets[NBUCKETS]);
+    put(&o, "mailhostd_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+            "mailhostd_request_duration_seconds_sum %.6f\n"
+            "mailhostd_request_duration_seconds_count %llu\n", cum,
+        (double)LOAD(sum_us) / 1e6, cum);
+    put(&o, "# HELP mailhostd_ldap_up 1 if the directory URI is usable, 0 if marked down.\n"
+            "# TYPE mailhostd_ldap_up gauge\n");
+    for (size_t i = 0; i < n_uri; i++) {
+        put(&o, "mailhostd_ldap_up{uri=\"");
+        put_label(&o, conf->ldap_uri[i]);
+        put(&o, "\"} %d\n", ldap_up[i]);
+    }
+    put(&o, "# HELP mailhostd_ldap_errors_total Connection-level failures per directory URI.\n"
+            "# TYPE mailhostd_ldap_errors_total counter\n");
+    for (size_t i = 0; i < n_uri; i++) {
+        put(&o, "mailhostd_ldap_errors_total{uri=\"");
+        put_label(&o, conf->ldap_uri[i]);
+        put(&o, "\"} %llu\n", LOAD(ldap_errors[i]));
+    }
+    put(&o, "# HELP mailhostd_rate_limited_total Logins refused by brute-force control.\n"
+            "# TYPE mailhostd_rate_limited_total counter\nmailhostd_rate_limited_total %llu\n"
+            "# HELP mailhostd_queue_depth Requests waiting for an LDAP worker.\n"
+            "# TYPE mailhostd_queue_depth gauge\nmailhostd_queue_depth %llu\n"
+            "# HELP mailhostd_workers LDAP worker threads.\n# TYPE mailhostd_workers gauge\n"
+            "mailhostd_workers %u\n", LOAD(rate_limited), LOAD(queue_depth), conf->workers);
+    if (o.oom) {
+        free(o.p);
+        return NULL;
+    }
+    return o.p;
+}

@@ -1,0 +1,32 @@
+/* metrics.h - counters for /metrics (Prometheus text format) and the state behind /healthz.
+ *
+ * Every counter is a relaxed atomic: any thread may add to it at any time, without locks;
+ * the exposition reads them one by one (a scrape is not a consistent snapshot, as usual for
+ * Prometheus).  The label sets are fixed at start-up (protocols, outcomes, the configured
+ * backends and URIs), so memory does not grow with traffic.
+ */
+#ifndef MH_METRICS_H
+#define MH_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "codec.h"
+
+struct mh_conf;
+
+/* Called once from main before threads start; conf must outlive the metrics. */
+int mh_metrics_init(const struct mh_conf *conf);
+void mh_metrics_free(void);
+
+/* A decided request: protocol, outcome, microseconds, and the backend's name (OK only). */
+void mh_metrics_answer(enum mh_proto proto, enum mh_outcome outcome, uint64_t us,
+                       const char *backend);
+void mh_metrics_rate_limited(void);
+void mh_metrics_ldap_error(size_t uri);
+void mh_metrics_queue(int delta);
+
+/* Writes the Prometheus exposition into a malloc'ed buffer (caller frees); NULL on no memory.
+ * ldap_up[i]: 1 if URI i is not marked down. */
+char *mh_metrics_render(const int *ldap_up, size_t n_uri);
+
+#endif
