@@ -1,6 +1,7 @@
 /* http.c - see http.h. */
 #include "config.h"
 #include "http.h"
+#include "gen.h"
 #include "limiter.h"
 #include "log.h"
 #include "metrics.h"
@@ -13,6 +14,7 @@
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,22 +28,52 @@
 #define MH_FRAMING_OVERHEAD 128
 
 struct mh_http {
-    const struct mh_conf *conf;
-    struct mh_pool *pool;
+    const struct mh_conf *conf;   /* the start-up configuration: listeners, limits */
     int fd[MH_MAX_LISTEN];
     struct MHD_Daemon *d[MH_MAX_LISTEN];
     size_t n;
-    unsigned char secret_digest[32];
     struct mh_limiter *limiter;   /* NULL: brute-force control off */
-    struct mh_dir *dir;
     int status_fd;                 /* status_listen socket, -1: none */
     struct MHD_Daemon *status;
+    pthread_mutex_t gen_lock;      /* guards gen, gens and every generation's refs */
+    struct mh_gen *gen;            /* the generation new requests use */
+    struct mh_gen *gens;           /* every live generation (current and draining) */
 };
+
+/* A reference to the current generation, for one request. */
+static struct mh_gen *gen_get(struct mh_http *h)
+{
+    pthread_mutex_lock(&h->gen_lock);
+    struct mh_gen *g = h->gen;
+    g->refs++;
+    pthread_mutex_unlock(&h->gen_lock);
+    return g;
+}
+
+/* Drops a reference; the last one frees a generation that is no longer current. */
+static void gen_put(struct mh_http *h, struct mh_gen *g)
+{
+    int last;
+    pthread_mutex_lock(&h->gen_lock);
+    last = --g->refs == 0;
+    if (last)
+        for (struct mh_gen **pp = &h->gens; *pp; pp = &(*pp)->next)
+            if (*pp == g) {
+                *pp = g->next;
+                break;
+            }
+    pthread_mutex_unlock(&h->gen_lock);
+    if (last) {
+        mh_gen_free(g);
+        mh_log(LOG_INFO, "reload: the previous configuration's last request is done");
+    }
+}
 
 /* One request that waits for a worker.  Freed in the completion callback. */
 struct pending {
     struct mh_job job;
     struct mh_http *h;
+    struct mh_gen *gen;           /* the generation the request started with */
     struct MHD_Connection *conn;
     uint64_t start_us;
 };
@@ -181,6 +213,8 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
         return NULL;
     }
     h->conf = conf;
+    h->status_fd = -1;
+    pthread_mutex_init(&h->gen_lock, NULL);
     for (size_t i = 0; i < conf->n_listen; i++) {
         const struct mh_listen *l = &conf->listen[i];
         int fd = l->is_unix ? bind_unix(conf, l, err, errsize) : bind_tcp(l, err, errsize);
@@ -190,7 +224,6 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
         }
         h->fd[h->n++] = fd;
     }
-    h->status_fd = -1;
     if (conf->has_status) {
         const struct mh_listen *l = &conf->status_listen;
         h->status_fd = l->is_unix ? bind_unix(conf, l, err, errsize) : bind_tcp(l, err, errsize);
@@ -199,9 +232,6 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
             return NULL;
         }
     }
-    if (conf->secret != NULL)
-        EVP_Digest(conf->secret, strlen(conf->secret), h->secret_digest, NULL, EVP_sha256(),
-                   NULL);
     if (conf->limit_capacity > 0) {
         struct mh_limiter_conf lc = {
             { conf->limit_prefix4[0], conf->limit_prefix4[1] },
@@ -253,17 +283,17 @@ static const char *get_header(void *ctx, const char *name, size_t *len, unsigned
 
 /* Checks the shared secret in constant time: both sides are hashed first, so neither the
  * content nor the length of the configured secret shows in the timing. */
-static int secret_ok(const struct mh_http *h, struct MHD_Connection *conn)
+static int secret_ok(const struct mh_gen *g, struct MHD_Connection *conn)
 {
     size_t len = 0;
     unsigned count = 0;
     unsigned char got[32];
-    const char *v = get_header(conn, h->conf->secret_header, &len, &count);
+    const char *v = get_header(conn, g->conf->secret_header, &len, &count);
     if (v == NULL || count != 1)
         return 0;
     if (!EVP_Digest(v, len, got, NULL, EVP_sha256(), NULL))
         return 0;
-    return CRYPTO_memcmp(got, h->secret_digest, sizeof got) == 0;
+    return CRYPTO_memcmp(got, g->secret_digest, sizeof got) == 0;
 }
 
 static void log_decision(const struct mh_request *req, const struct mh_decision *d,
@@ -306,10 +336,9 @@ static enum MHD_Result queue_headers(struct MHD_Connection *conn, unsigned statu
     return r;
 }
 
-static enum MHD_Result answer(const struct mh_http *h, struct MHD_Connection *conn,
+static enum MHD_Result answer(const struct mh_conf *c, struct MHD_Connection *conn,
                               const struct mh_request *req, const struct mh_decision *d)
 {
-    const struct mh_conf *c = h->conf;
     struct mh_answer a;
     struct mh_header hdr[MH_ANSWER_MAX_HEADERS];
     char nums[32];
@@ -350,7 +379,7 @@ static enum MHD_Result answer(const struct mh_http *h, struct MHD_Connection *co
     return queue_headers(conn, status, hdr, n);
 }
 
-static enum MHD_Result bad_request(const struct mh_http *h, struct MHD_Connection *conn,
+static enum MHD_Result bad_request(struct MHD_Connection *conn,
                                    const struct mh_request *req, const char *why,
                                    unsigned status)
 {
@@ -386,29 +415,36 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
             return MHD_YES;
         }
         log_decision(&p->job.req, &p->job.decision, p->start_us);
-        return answer(h, conn, &p->job.req, &p->job.decision);
+        return answer(p->gen->conf, conn, &p->job.req, &p->job.decision);
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0)
-        return bad_request(h, conn, NULL, "method is not GET", MHD_HTTP_METHOD_NOT_ALLOWED);
-    if (h->conf->secret != NULL && !secret_ok(h, conn))
-        return bad_request(h, conn, NULL, "missing or wrong shared secret", MHD_HTTP_FORBIDDEN);
+        return bad_request(conn, NULL, "method is not GET", MHD_HTTP_METHOD_NOT_ALLOWED);
 
+    struct mh_gen *g = gen_get(h);
+    const struct mh_conf *c = g->conf;
+    enum MHD_Result r;
+    if (c->secret != NULL && !secret_ok(g, conn)) {
+        r = bad_request(conn, NULL, "missing or wrong shared secret", MHD_HTTP_FORBIDDEN);
+        gen_put(h, g);
+        return r;
+    }
     p = calloc(1, sizeof *p);
-    if (p == NULL)
+    if (p == NULL) {
+        gen_put(h, g);
         return MHD_NO;
+    }
     p->conn = conn;
     p->h = h;
+    p->gen = g;
     p->start_us = mh_now_us();
-    p->job.deadline_ms = p->start_us / 1000u + h->conf->request_timeout_ms;
+    p->job.deadline_ms = p->start_us / 1000u + c->request_timeout_ms;
     p->job.done = job_done;
 
     const char *why = NULL;
     int rc = mh_request_parse(&p->job.req, get_header, conn, &why);
     if (rc == -1) {
-        enum MHD_Result r = bad_request(h, conn, &p->job.req, why, MHD_HTTP_BAD_REQUEST);
-        mh_request_wipe(&p->job.req);
-        free(p);
-        return r;
+        r = bad_request(conn, &p->job.req, why, MHD_HTTP_BAD_REQUEST);
+        goto answered;
     }
     struct mh_decision *d = &p->job.decision;
     if (rc == -2) {
@@ -427,25 +463,29 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         snprintf(d->reason, sizeof d->reason, "rate-limited");
         rc = -2;
     }
-    if (rc == -2 || mh_router_precheck(h->conf, &p->job.req, d)) {
+    if (rc == -2 || mh_router_precheck(c, &p->job.req, d)) {
         if (rc == 0)
             limiter_note(h, &p->job.req, d);
-        mh_request_wipe(&p->job.req);
         log_decision(&p->job.req, d, p->start_us);
-        enum MHD_Result r = answer(h, conn, &p->job.req, d);
-        free(p);
-        return r;
+        r = answer(c, conn, &p->job.req, d);
+        goto answered;
     }
     p->job.decision.extra_wait = extra_wait; /* kept by the worker for a refusal */
     *con_cls = p;
     MHD_suspend_connection(conn);
-    if (mh_pool_submit(h->pool, &p->job) < 0) {
+    if (mh_pool_submit(g->pool, &p->job) < 0) {
         memset(d, 0, sizeof *d);
         d->outcome = MH_OUT_TEMPFAIL;
         snprintf(d->reason, sizeof d->reason, "queue-full");
         job_done(&p->job);
     }
     return MHD_YES;
+
+answered:
+    mh_request_wipe(&p->job.req);
+    free(p);
+    gen_put(h, g);
+    return r;
 }
 
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -453,9 +493,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct pending *p = *con_cls;
     if (p != NULL) {
+        struct mh_gen *g = p->gen;
         mh_request_wipe(&p->job.req);
         free(p);
         *con_cls = NULL;
+        gen_put(cls, g);
     }
 }
 
@@ -466,6 +508,7 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
                                      void **con_cls)
 {
     struct mh_http *h = cls;
+    struct mh_gen *g = gen_get(h);
     int up[MH_MAX_URIS];
     char *body = NULL;
     unsigned status = MHD_HTTP_OK;
@@ -475,26 +518,27 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
         body = strdup("GET only\n");
     } else if (strcmp(url, "/metrics") == 0) {
-        mh_dir_health(h->dir, up);
-        body = mh_metrics_render(up, h->conf->n_uri);
+        mh_dir_health(g->dir, up);
+        body = mh_metrics_render(g->conf, up);
         type = "text/plain; version=0.0.4; charset=utf-8";
     } else if (strcmp(url, "/healthz") == 0) {
         /* ready when the configuration is loaded (it is, or we would not run) and the
          * routing data is usable: at least one directory URI is not marked down */
-        size_t n = mh_dir_health(h->dir, up);
+        size_t n = mh_dir_health(g->dir, up);
         if (n > 0) {
-            if (asprintf(&body, "ok: %zu of %zu directory URIs up\n", n, h->conf->n_uri) < 0)
+            if (asprintf(&body, "ok: %zu of %zu directory URIs up\n", n, g->conf->n_uri) < 0)
                 body = NULL;
         } else {
             status = MHD_HTTP_SERVICE_UNAVAILABLE;
             if (asprintf(&body, "not ready: all %zu directory URIs are down (logins get "
-                         "\"try again later\")\n", h->conf->n_uri) < 0)
+                         "\"try again later\")\n", g->conf->n_uri) < 0)
                 body = NULL;
         }
     } else {
         status = MHD_HTTP_NOT_FOUND;
         body = strdup("not found: /metrics or /healthz\n");
     }
+    gen_put(h, g);
     if (body == NULL)
         return MHD_NO;
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
@@ -519,12 +563,10 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     mh_log(LOG_DEBUG, "libmicrohttpd: %s", msg);
 }
 
-int mh_http_start(struct mh_http *h, struct mh_pool *pool, struct mh_dir *dir, char *err,
-                  size_t errsize)
+int mh_http_start(struct mh_http *h, struct mh_gen *g, char *err, size_t errsize)
 {
     const struct mh_conf *c = h->conf;
-    h->pool = pool;
-    h->dir = dir;
+    h->gen = h->gens = g;
     if (h->status_fd >= 0) {
         h->status = MHD_start_daemon(
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
@@ -590,6 +632,37 @@ void mh_http_quiesce(struct mh_http *h)
         }
 }
 
+int mh_http_started(const struct mh_http *h) { return h->gen != NULL; }
+
+int mh_http_swap(struct mh_http *h, struct mh_gen *g)
+{
+    pthread_mutex_lock(&h->gen_lock);
+    struct mh_gen *old = h->gen;
+    g->next = h->gens;
+    h->gens = h->gen = g;
+    pthread_mutex_unlock(&h->gen_lock);
+    gen_put(h, old);   /* the reference it had as the current generation */
+    return 0;
+}
+
+void mh_http_stop_workers(struct mh_http *h)
+{
+    /* collect under the lock, stop outside it: stopping answers queued requests, whose
+     * completion needs the lock */
+    struct mh_gen *list[64];
+    size_t n = 0;
+    pthread_mutex_lock(&h->gen_lock);
+    for (struct mh_gen *g = h->gens; g && n < 64; g = g->next) {
+        g->refs++;
+        list[n++] = g;
+    }
+    pthread_mutex_unlock(&h->gen_lock);
+    for (size_t i = 0; i < n; i++) {
+        mh_gen_stop(list[i]);
+        gen_put(h, list[i]);
+    }
+}
+
 void mh_http_free(struct mh_http *h)
 {
     if (h == NULL)
@@ -609,5 +682,9 @@ void mh_http_free(struct mh_http *h)
             unlink(h->conf->listen[i].path);
     }
     mh_limiter_free(h->limiter);
+    /* the current generation's own reference (requests have all completed by now) */
+    if (h->gen != NULL)
+        gen_put(h, h->gen);
+    pthread_mutex_destroy(&h->gen_lock);
     free(h);
 }

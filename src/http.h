@@ -14,19 +14,29 @@
 
 #include <stddef.h>
 #include "conf.h"
-#include "ldapconn.h"
-#include "worker.h"
 
 struct mh_http;
 
 /* Opens every configured listening socket.  Returns a handle, or NULL with err set. */
 struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsize);
 
-/* Starts serving.  conf and pool must outlive the handle.  Logs one "listening" line per
- * socket with the real port (a configured port 0 picks a free one).  With status_listen, also
- * serves GET /metrics (Prometheus text) and /healthz there.  Returns 0 or -1. */
-int mh_http_start(struct mh_http *h, struct mh_pool *pool, struct mh_dir *dir, char *err,
-                  size_t errsize);
+/* Starts serving with generation g (gen.h), whose reference the handle takes over.  Logs one
+ * "listening" line per socket with the real port (a configured port 0 picks a free one).
+ * With status_listen, also serves GET /metrics (Prometheus text) and /healthz there.
+ * Returns 0 or -1. */
+struct mh_gen;
+int mh_http_start(struct mh_http *h, struct mh_gen *g, char *err, size_t errsize);
+
+/* 1 once mh_http_start has taken over its generation. */
+int mh_http_started(const struct mh_http *h);
+
+/* Reload: new requests use g from now on; requests in flight finish with the generation they
+ * started with, freed after the last one.  Takes over g's reference. */
+int mh_http_swap(struct mh_http *h, struct mh_gen *g);
+
+/* Shutdown, after mh_http_quiesce: stops every generation's workers, answering queued
+ * requests "try later". */
+void mh_http_stop_workers(struct mh_http *h);
 
 /* Stops accepting new connections (call before stopping the pool). */
 void mh_http_quiesce(struct mh_http *h);

@@ -21,6 +21,7 @@
 #include "ldapconn.h"
 #include "log.h"
 #include "metrics.h"
+#include "gen.h"
 #include "privdrop.h"
 #include "worker.h"
 
@@ -35,6 +36,76 @@ static void startup_error(const char *msg, int to_stderr)
     mh_log(LOG_ERR, "%s", msg);
     if (!to_stderr)
         fprintf(stderr, "mailhostd: %s\n", msg);
+}
+
+/* Keys read once at start-up (sockets, identity, thread and memory sizes, brute-force
+ * table): a reload that changes them logs that they wait for a restart. */
+static void restart_only(const struct mh_conf *a, const struct mh_conf *b)
+{
+    char da[8192], db[8192];
+    FILE *fa = fmemopen(da, sizeof da, "w"), *fb = fmemopen(db, sizeof db, "w");
+    if (fa == NULL || fb == NULL) {
+        if (fa) fclose(fa);
+        if (fb) fclose(fb);
+        return;
+    }
+    mh_conf_dump(a, fa);
+    mh_conf_dump(b, fb);
+    fclose(fa);
+    fclose(fb);
+    static const char *keys[] = { "listen", "status_listen", "socket_mode", "socket_group",
+                                  "user", "group", "http_threads", "max_connections",
+                                  "client_timeout", "max_request_size", "log", "log_facility",
+                                  "limit_", NULL };
+    for (const char **k = keys; *k; k++) {
+        /* compare the dump lines of this key ("limit_": of every key with that prefix) */
+        char la[2048] = "", lb[2048] = "", want[64];
+        size_t kl = strlen(*k);
+        snprintf(want, sizeof want, "%s%s", *k, (*k)[kl - 1] == '_' ? "" : " ");
+        for (const char *p = da; (p = strstr(p, want)) != NULL; p++)
+            if ((p == da || p[-1] == '\n') && strlen(la) + 256 < sizeof la)
+                strncat(la, p, strcspn(p, "\n") + 1);
+        for (const char *p = db; (p = strstr(p, want)) != NULL; p++)
+            if ((p == db || p[-1] == '\n') && strlen(lb) + 256 < sizeof lb)
+                strncat(lb, p, strcspn(p, "\n") + 1);
+        if (strcmp(la, lb) != 0)
+            mh_log(LOG_WARNING, "reload: %.*s%s changed: takes effect after a restart", (int)kl,
+                   *k, (*k)[kl - 1] == '_' ? "*" : "");
+    }
+}
+
+/* SIGHUP: read and check the whole file; on success swap in a new generation (requests in
+ * flight finish with the old one); on any error keep the running configuration. */
+static void reload(struct mh_http *http, const struct mh_conf *running, const char *path,
+                   int debug)
+{
+    char err[1024];
+    struct mh_conf *nc = NULL;
+    if (mh_conf_load(path, &nc, err, sizeof err) < 0) {
+        mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
+        return;
+    }
+    restart_only(running, nc);
+    int tls_changed = (running->ldap_tls_ca_file == NULL) != (nc->ldap_tls_ca_file == NULL) ||
+        (nc->ldap_tls_ca_file && strcmp(running->ldap_tls_ca_file, nc->ldap_tls_ca_file)) ||
+        running->ldap_tls_reqcert != nc->ldap_tls_reqcert || running->ldap_tls != nc->ldap_tls;
+    if (tls_changed && mh_dir_global_init(nc, err, sizeof err) < 0) {
+        mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
+        mh_conf_free(nc);
+        return;
+    }
+    struct mh_gen *g = mh_gen_new(nc, 1, err, sizeof err);
+    if (g == NULL) {
+        mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
+        mh_conf_free(nc);
+        return;
+    }
+    if (!debug)
+        mh_log_set_level(nc->log_level);
+    mh_http_swap(http, g);
+    mh_log(LOG_NOTICE, "reloaded %s: %zu backend(s), %zu LDAP URI(s), verify_password=%s, "
+           "log_level=%s", path, mh_backend_map_count(nc->backends), nc->n_uri,
+           nc->verify_password ? "yes" : "no", mh_log_level_name(nc->log_level));
 }
 
 static void usage(FILE *fp)
@@ -52,20 +123,18 @@ static void usage(FILE *fp)
             "  -V       print the version and exit\n"
             "  -h       print this help and exit\n"
             "\n"
-            "Runs in the foreground; stop it with SIGTERM or SIGINT.  See mailhostd(8) and\n"
-            "mailhostd.conf(5).\n");
+            "Runs in the foreground; stop it with SIGTERM or SIGINT; SIGHUP reloads the\n"
+            "configuration.  See mailhostd(8) and mailhostd.conf(5).\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *conf_path = DEFAULT_CONF;
     int test = 0, dump = 0, to_stderr = 0, debug = 0, opt, status = 1;
-    char err[1024];
+    char err[1024] = "";
     struct mh_conf *conf = NULL;
-    struct mh_dir *dir = NULL;
-    struct mh_resolver *resolver = NULL;
     struct mh_http *http = NULL;
-    struct mh_pool *pool = NULL;
+    struct mh_gen *gen = NULL;
 
     /* libldap must not read ldap.conf, ~/.ldaprc, ./ldaprc or LDAP* variables behind the
      * configuration's back: every setting comes from mailhostd.conf */
@@ -119,15 +188,13 @@ int main(int argc, char **argv)
         startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
     }
-    dir = mh_dir_new(conf);
-    resolver = mh_resolver_new(conf->resolve_ttl_s, 256);
-    if (dir == NULL || resolver == NULL || mh_metrics_init(conf) < 0) {
-        startup_error("out of memory", to_stderr || conf->log_target == MH_LOG_STDERR);
-        goto done;
-    }
-    if ((pool = mh_pool_start(conf, dir, resolver, err, sizeof err)) == NULL ||
-        mh_http_start(http, pool, dir, err, sizeof err) < 0) {
-        startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
+    if (mh_metrics_init(conf) < 0 || (gen = mh_gen_new(conf, 0, err, sizeof err)) == NULL ||
+        mh_http_start(http, gen, err, sizeof err) < 0) {
+        startup_error(err[0] ? err : "out of memory",
+                      to_stderr || conf->log_target == MH_LOG_STDERR);
+        if (gen != NULL && http != NULL && mh_http_started(http))
+            gen = NULL; /* the handle owns it now */
+        mh_gen_free(gen);
         goto done;
     }
     mh_log(LOG_NOTICE, "ready version=%s uid=%ld workers=%u ldap_uris=%zu verify_password=%s",
@@ -139,8 +206,7 @@ int main(int argc, char **argv)
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            mh_log(LOG_NOTICE, "SIGHUP: configuration reload is not supported in this "
-                   "version; restart mailhostd to apply changes");
+            reload(http, conf, conf_path, debug);
             continue;
         }
         mh_log(LOG_NOTICE, "signal %d: shutting down", sig);
@@ -148,12 +214,11 @@ int main(int argc, char **argv)
     }
     status = 0;
 done:
-    if (http)
+    if (http) {
         mh_http_quiesce(http);
-    mh_pool_stop(pool);      /* answers queued requests and resumes their connections */
-    mh_http_free(http);
-    mh_resolver_free(resolver);
-    mh_dir_free(dir);
+        mh_http_stop_workers(http); /* answers queued requests and resumes their connections */
+    }
+    mh_http_free(http);             /* frees the generations */
     mh_metrics_free();
     mh_conf_free(conf);
     return status;

@@ -15,7 +15,6 @@ static const double bucket_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 #define NBUCKETS (sizeof bucket_le / sizeof bucket_le[0])
 #define NOUT 4
 
-static const struct mh_conf *conf;
 static atomic_ullong answers[MH_PROTO_COUNT][NOUT];
 static atomic_ullong buckets[NBUCKETS + 1];  /* last: +Inf */
 static atomic_ullong sum_us, rate_limited, queue_depth;
@@ -26,7 +25,6 @@ static atomic_ullong ldap_errors[MH_MAX_URIS];
 
 int mh_metrics_init(const struct mh_conf *c)
 {
-    conf = c;
     n_backends = mh_backend_map_count(c->backends);
     routes = calloc(n_backends + 1, sizeof *routes);
     backend_names = calloc(n_backends + 1, sizeof *backend_names);
@@ -130,8 +128,9 @@ static void put_label(struct out *o, const char *s)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-char *mh_metrics_render(const int *ldap_up, size_t n_uri)
+char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up)
 {
+    size_t n_uri = conf->n_uri;
     static const char *outs[NOUT] = {"ok", "refused", "tempfail", "badrequest"};
     struct out o = { malloc(8192), 0, 8192, 0 };
     if (o.p == NULL)

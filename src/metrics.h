@@ -14,7 +14,7 @@
 
 struct mh_conf;
 
-/* Called once from main before threads start; conf must outlive the metrics. */
+/* Called once from main before threads start (conf is read, not kept). */
 int mh_metrics_init(const struct mh_conf *conf);
 void mh_metrics_free(void);
 
@@ -26,7 +26,8 @@ void mh_metrics_ldap_error(size_t uri);
 void mh_metrics_queue(int delta);
 
 /* Writes the Prometheus exposition into a malloc'ed buffer (caller frees); NULL on no memory.
- * ldap_up[i]: 1 if URI i is not marked down. */
-char *mh_metrics_render(const int *ldap_up, size_t n_uri);
+ * conf: the configuration in force (its URIs label the LDAP series); ldap_up[i]: 1 if URI i
+ * is not marked down.  Backend labels are the start-up configuration's. */
+char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up);
 
 #endif

@@ -97,7 +97,7 @@ struct mh_pool *mh_pool_start(const struct mh_conf *conf, struct mh_dir *dir,
             mh_ldap_free(w->bind);
             snprintf(err, errsize, "cannot start worker thread %u", i);
             pthread_sigmask(SIG_SETMASK, &old, NULL);
-            mh_pool_stop(p);
+            mh_pool_free(p);
             return NULL;
         }
         p->n++;
@@ -131,19 +131,31 @@ void mh_pool_stop(struct mh_pool *p)
     if (p == NULL)
         return;
     pthread_mutex_lock(&p->lock);
+    int was = p->stopping;
     p->stopping = 1;
     struct mh_job *pending = p->head;
     p->head = p->tail = NULL;
     p->queued = 0;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
+    if (was)
+        return;
     while (pending) {
         struct mh_job *next = pending->next;
+        mh_metrics_queue(-1);
         finish_unserved(pending, "shutting-down");
         pending = next;
     }
-    for (unsigned i = 0; i < p->n; i++) {
+    for (unsigned i = 0; i < p->n; i++)
         pthread_join(p->w[i].tid, NULL);
+}
+
+void mh_pool_free(struct mh_pool *p)
+{
+    if (p == NULL)
+        return;
+    mh_pool_stop(p);
+    for (unsigned i = 0; i < p->n; i++) {
         mh_ldap_free(p->w[i].search);
         mh_ldap_free(p->w[i].bind);
     }

@@ -32,7 +32,10 @@ struct mh_pool *mh_pool_start(const struct mh_conf *conf, struct mh_dir *dir,
  * then untouched and the caller answers it). */
 int mh_pool_submit(struct mh_pool *pool, struct mh_job *job);
 
-/* Stops taking jobs, answers every queued job "temporary failure", joins the threads. */
+/* Stops taking jobs (mh_pool_submit then fails), answers every queued job "temporary
+ * failure", joins the threads.  Idempotent.  The pool stays allocated until mh_pool_free, so
+ * a concurrent mh_pool_submit is safe. */
 void mh_pool_stop(struct mh_pool *pool);
+void mh_pool_free(struct mh_pool *pool);
 
 #endif

@@ -34,6 +34,12 @@ def config(work, slapd, extra="", uris=None, listen=None):
     with open(pwfile, "w") as f:
         f.write(slapd.service_pw + "\n")
     os.chmod(pwfile, 0o600)
+    if os.geteuid() == 0:
+        # as deployed: root:<the daemon's group> 0640, so a reload (after the privilege
+        # drop) can read it again
+        import pwd
+        os.chown(pwfile, 0, pwd.getpwnam("nobody").pw_gid)
+        os.chmod(pwfile, 0o640)
     lines = [
         "# written by tests/test_daemon.py",
         listen or "listen 127.0.0.1:0",
@@ -397,6 +403,57 @@ def t_metrics_healthz(work, slapd):
         check(get("/healthz")[0] == 200, "/healthz ok again")
 
 
+def t_reload(work, slapd):
+    import signal as sig
+    import threading
+    d = Daemon(work, config(work, slapd), "reload")
+    with d:
+        expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+
+        def rewrite(text):
+            with open(d.conf_path, "w") as f:
+                f.write(text)
+
+        def hup_and_wait(word, n):
+            d.proc.send_signal(sig.SIGHUP)
+            deadline = time.time() + 10
+            while d.read_log().count(word) < n:
+                check(time.time() < deadline, "no %r in the log after SIGHUP", word)
+                time.sleep(0.02)
+        moved = config(work, slapd).replace("address=%s imap" % NEW[0], "address=127.0.0.99 imap")
+        check(moved != config(work, slapd), "test config rewrite")
+        # a request in flight across the reload finishes with the configuration it started with
+        slapd.pause()
+        result = {}
+        t = threading.Thread(target=lambda: result.update(a=request(d.addr, "bob@example.com",
+                                                                    "Bob-pw-2")))
+        t.start()
+        time.sleep(0.2)
+        rewrite(moved)
+        hup_and_wait("reloaded ", 1)
+        slapd.resume()
+        t.join(10)
+        expect_ok(result["a"], NEW)
+        ans = request(d.addr, "bob@example.com", "Bob-pw-2")
+        check(ans.get("Auth-Server") == "127.0.0.99", "new requests use the new backend: %r", ans)
+        deadline = time.time() + 5
+        while "last request is done" not in d.read_log():
+            check(time.time() < deadline, "the old configuration is released")
+            time.sleep(0.02)
+        # a broken file: refused with file:line, the running configuration stays
+        rewrite(moved + "no_such_key 1\n")
+        hup_and_wait("reload failed", 1)
+        check(("reload.conf:%d: no_such_key: unknown key" % (moved.count("\n") + 1))
+              in d.read_log(), "reload error names file:line and key")
+        check(request(d.addr, "bob@example.com", "Bob-pw-2").get("Auth-Server") == "127.0.0.99",
+              "still the running configuration")
+        # settings bound at start-up wait for a restart, and say so
+        rewrite(moved.replace("listen 127.0.0.1:0", "listen 127.0.0.1:0\nlisten [::1]:0"))
+        hup_and_wait("reloaded ", 2)
+        check("reload: listen changed: takes effect after a restart" in d.read_log(),
+              "restart-only key reported")
+
+
 def t_config_check(work, slapd):
     import subprocess
     good = os.path.join(work, "good.conf")
@@ -439,7 +496,7 @@ def main():
         runner.run(t_clean_exit_on_sigterm)
         log = c.d.read_log()
         for t in (t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
-                  t_bruteforce, t_metrics_healthz, t_config_check):
+                  t_bruteforce, t_metrics_healthz, t_reload, t_config_check):
             runner.run(t, work, slapd)
 
         def t_no_password_in_logs():

@@ -1,0 +1,55 @@
+/* gen.c - see gen.h. */
+#include "config.h"
+#include "gen.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t errsize)
+{
+    struct mh_gen *g = calloc(1, sizeof *g);
+    if (g == NULL) {
+        snprintf(err, errsize, "out of memory");
+        return NULL;
+    }
+    g->conf = conf;
+    g->dir = mh_dir_new(conf);
+    g->resolver = mh_resolver_new(conf->resolve_ttl_s, 256);
+    if (g->dir == NULL || g->resolver == NULL) {
+        snprintf(err, errsize, "out of memory");
+        goto fail;
+    }
+    if (conf->secret != NULL)
+        EVP_Digest(conf->secret, strlen(conf->secret), g->secret_digest, NULL, EVP_sha256(),
+                   NULL);
+    g->pool = mh_pool_start(conf, g->dir, g->resolver, err, errsize);
+    if (g->pool == NULL)
+        goto fail;
+    g->owns_conf = owns_conf;
+    g->refs = 1;
+    return g;
+fail:
+    mh_resolver_free(g->resolver);
+    mh_dir_free(g->dir);
+    free(g);
+    return NULL;
+}
+
+void mh_gen_stop(struct mh_gen *g)
+{
+    mh_pool_stop(g->pool);  /* the pool stays allocated: a late submit just fails */
+}
+
+void mh_gen_free(struct mh_gen *g)
+{
+    if (g == NULL)
+        return;
+    mh_pool_free(g->pool);
+    mh_resolver_free(g->resolver);
+    mh_dir_free(g->dir);
+    if (g->owns_conf)
+        mh_conf_free(g->conf);
+    free(g);
+}
