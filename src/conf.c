@@ -441,6 +441,7 @@ static const struct key {
     {"default_ports", h_default_ports, NONE, 0},
     {"group", h_string, OFF(group), 0, 0, 0},
     {"http_threads", h_uint, OFF(http_threads), 1, 64, 0},
+    {"lastlogin_entries", h_uint, OFF(lastlogin_entries), 1, 100000000, 0},
     {"ldap_base", h_dn, OFF(ldap_base), 0, 0, 0},
     {"ldap_bind_dn", h_dn, OFF(ldap_bind_dn), 0, 0, 0},
     {"ldap_bind_pw_file", h_string, OFF(ldap_bind_pw_file), 0, 0, 0},
@@ -479,6 +480,8 @@ static const struct key {
     {"secret_header", h_header_name, OFF(secret_header), 0, 0, 0},
     {"socket_group", h_string, OFF(socket_group), 0, 0, 0},
     {"socket_mode", h_socket_mode, NONE, 0},
+    {"state_file", h_string, OFF(state_file), 0, 0, 0},
+    {"state_save_interval", h_seconds, OFF(state_save_s), 1, 86400, 0},
     {"status_listen", h_status_listen, NONE, 0},
     {"tempfail_wait", h_seconds, OFF(tempfail_wait_s), 0, 60, 0},
     {"user", h_string, OFF(user), 0, 0, 0},
@@ -515,6 +518,8 @@ static void defaults(struct mh_conf *c)
     c->limit_window_s = 900;
     c->limit_max_wait_s = 30;
     c->limit_capacity = 100000;
+    c->lastlogin_entries = 100000;
+    c->state_save_s = 60;
     c->max_login_attempts = 3;
     c->auth_wait_s = 3;
     c->tempfail_wait_s = 5;
@@ -734,6 +739,7 @@ void mh_conf_free(struct mh_conf *c)
     free(c->secret_file);
     free_secret(c->secret);
     free(c->limit_trusted);
+    free(c->state_file);
     free(c);
 }
 
@@ -812,6 +818,9 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
             c->limit_prefix6[1], c->limit_slow, c->limit_block_host, c->limit_block_net,
             c->limit_window_s, c->limit_max_wait_s, c->limit_capacity);
     opt(fp, "limit_trusted", c->limit_trusted);
+    opt(fp, "state_file", c->state_file);
+    fprintf(fp, "lastlogin_entries %u\nstate_save_interval %us\n", c->lastlogin_entries,
+            c->state_save_s);
     fprintf(fp, "max_login_attempts %u\nauth_wait %us\ntempfail_wait %us\n",
             c->max_login_attempts, c->auth_wait_s, c->tempfail_wait_s);
     fprintf(fp, "log %s\nlog_facility %s\nlog_level %s\n",

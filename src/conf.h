@@ -81,6 +81,9 @@ struct mh_conf {
     unsigned limit_capacity;             /* 0: brute-force control off */
     char *limit_trusted;
 
+    char *state_file;                    /* last logins per user; NULL: not kept */
+    unsigned lastlogin_entries, state_save_s;
+
     unsigned max_login_attempts; /* Auth-Wait is sent while attempt < this */
     unsigned auth_wait_s;
     unsigned tempfail_wait_s;

@@ -2,6 +2,7 @@
 #include "config.h"
 #include "http.h"
 #include "gen.h"
+#include "lastlogin.h"
 #include "limiter.h"
 #include "log.h"
 #include "metrics.h"
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 /* status line, Connection: close, Content-Length: 0 and the blank line, with room to spare */
@@ -38,6 +40,7 @@ struct mh_http {
     pthread_mutex_t gen_lock;      /* guards gen, gens and every generation's refs */
     struct mh_gen *gen;            /* the generation new requests use */
     struct mh_gen *gens;           /* every live generation (current and draining) */
+    struct mh_lastlogin *lastlogin; /* NULL: not kept */
 };
 
 /* A reference to the current generation, for one request. */
@@ -296,9 +299,12 @@ static int secret_ok(const struct mh_gen *g, struct MHD_Connection *conn)
     return CRYPTO_memcmp(got, g->secret_digest, sizeof got) == 0;
 }
 
-static void log_decision(const struct mh_request *req, const struct mh_decision *d,
-                         uint64_t start_us)
+static void log_decision(struct mh_http *h, const struct mh_request *req,
+                         const struct mh_decision *d, uint64_t start_us)
 {
+    if (d->outcome == MH_OUT_OK && h->lastlogin != NULL)
+        mh_lastlogin_note(h->lastlogin, req->login, req->login_len, mh_proto_name(req->proto),
+                          req->client_ip, d->route.name, time(NULL));
     char user[MH_LOGIN_MAX * 4 + 8];
     uint64_t us = mh_now_us() - start_us;
     double ms = (double)us / 1000.0;
@@ -414,7 +420,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
             *upload_data_size = 0;
             return MHD_YES;
         }
-        log_decision(&p->job.req, &p->job.decision, p->start_us);
+        log_decision(h, &p->job.req, &p->job.decision, p->start_us);
         return answer(p->gen->conf, conn, &p->job.req, &p->job.decision);
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0)
@@ -466,7 +472,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     if (rc == -2 || mh_router_precheck(c, &p->job.req, d)) {
         if (rc == 0)
             limiter_note(h, &p->job.req, d);
-        log_decision(&p->job.req, d, p->start_us);
+        log_decision(h, &p->job.req, d, p->start_us);
         r = answer(c, conn, &p->job.req, d);
         goto answered;
     }
@@ -633,6 +639,8 @@ void mh_http_quiesce(struct mh_http *h)
 }
 
 int mh_http_started(const struct mh_http *h) { return h->gen != NULL; }
+
+void mh_http_set_lastlogin(struct mh_http *h, struct mh_lastlogin *t) { h->lastlogin = t; }
 
 int mh_http_swap(struct mh_http *h, struct mh_gen *g)
 {

@@ -27,6 +27,10 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
 struct mh_gen;
 int mh_http_start(struct mh_http *h, struct mh_gen *g, char *err, size_t errsize);
 
+/* Routed logins are noted in t (lastlogin.h), which must outlive the handle; before start. */
+struct mh_lastlogin;
+void mh_http_set_lastlogin(struct mh_http *h, struct mh_lastlogin *t);
+
 /* 1 once mh_http_start has taken over its generation. */
 int mh_http_started(const struct mh_http *h);
 

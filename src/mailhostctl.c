@@ -30,6 +30,7 @@ static const char *prog = "mailhostctl";
 struct ctl {
     struct mh_cli cli;
     const char *file, *filter, *domain, *from, *journal, *state;
+    const char *since, *host, *state_file;
     int ldif_out, json, no_track;
     long batch;
 };
@@ -50,6 +51,8 @@ static void usage(FILE *fp)
         "  undo FILE                 apply an undo LDIF written by set\n"
         "  stats                     users per routing value and per migration state\n"
         "  schema-check              is the directory's schema ready for mailhostd?\n"
+        "  stragglers                who logged in lately, and through which backend (from\n"
+        "                            mailhostd's state_file; no directory access needed)\n"
         "\n"
         "LDAP options (as ldapsearch; ldap.conf and ~/.ldaprc are read):\n"
         "  -H URI      directory URI(s)            -D DN       bind DN\n"
@@ -69,6 +72,10 @@ static void usage(FILE *fp)
         "                  of the same command resumes it; FILE.undo.ldif undoes the run\n"
         "  --state STATE   migration state to record (default: done)\n"
         "  --no-track      do not record state, previous host and time of the move\n"
+        "stragglers options:\n"
+        "  --since AGE     only logins newer than AGE: 90m, 36h, 7d (default 30d)\n"
+        "  --host BACKEND  only logins routed to this backend (e.g. the old server)\n"
+        "  --state-file FILE  mailhostd's state_file (default: state_file of -c)  --json\n"
         "stats options:\n"
         "  --filter FILTER the users to count (default: (mail=*))   --json  JSON output\n"
         "\n"
@@ -1192,6 +1199,127 @@ static int cmd_stats(struct ctl *c, int nargs)
     return MH_EXIT_OK;
 }
 
+/* ---------- stragglers ---------- */
+
+struct straggler { long long when; char *proto, *client, *backend, *login; };
+
+static int by_time(const void *a, const void *b)
+{
+    const struct straggler *x = a, *y = b;
+    return x->when < y->when ? 1 : x->when > y->when ? -1 : strcmp(x->login, y->login);
+}
+
+static int parse_age(const char *s, long long *secs)
+{
+    char *end;
+    long long n = strtoll(s, &end, 10);
+    if (end == s || n < 0)
+        return -1;
+    if (*end == '\0' || !strcmp(end, "d")) n *= 86400;
+    else if (!strcmp(end, "h")) n *= 3600;
+    else if (!strcmp(end, "m")) n *= 60;
+    else if (strcmp(end, "s") != 0) return -1;
+    *secs = n;
+    return 0;
+}
+
+static int cmd_stragglers(struct ctl *c, int nargs)
+{
+    long long age;
+    if (nargs != 0) {
+        fprintf(stderr, "%s: stragglers takes no arguments\n", prog);
+        return MH_EXIT_USAGE;
+    }
+    if (parse_age(c->since ? c->since : "30d", &age) < 0) {
+        fprintf(stderr, "%s: --since: expected an age such as 90m, 36h or 7d\n", prog);
+        return MH_EXIT_USAGE;
+    }
+    const char *path = c->state_file ? c->state_file : c->cli.conf ? c->cli.conf->state_file : NULL;
+    if (path == NULL) {
+        fprintf(stderr, "%s: stragglers needs mailhostd's state file: --state-file FILE, or -c "
+                "mailhostd.conf with state_file set\n", prog);
+        return MH_EXIT_USAGE;
+    }
+    FILE *fp = fopen(path, "re");
+    if (fp == NULL) {
+        fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
+        return MH_EXIT_ERROR;
+    }
+    long long cutoff = (long long)time(NULL) - age;
+    struct straggler *v = NULL;
+    size_t n = 0, cap = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    while (getline(&line, &lcap, fp) > 0) {
+        if (line[0] == '#')
+            continue;
+        line[strcspn(line, "\n")] = '\0';
+        char *f[5], *save = NULL;
+        int k = 0;
+        for (char *q = strtok_r(line, "\t", &save); q && k < 5; q = strtok_r(NULL, "\t", &save))
+            f[k++] = q;
+        if (k != 5)
+            continue;
+        long long when = strtoll(f[0], NULL, 10);
+        if (when < cutoff || (c->host && strcasecmp(f[3], c->host) != 0))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 256;
+            struct straggler *nv = realloc(v, cap * sizeof *nv);
+            if (nv == NULL)
+                break;
+            v = nv;
+        }
+        v[n++] = (struct straggler){ when, strdup(f[1]), strdup(f[2]), strdup(f[3]),
+                                     strdup(f[4]) };
+    }
+    free(line);
+    fclose(fp);
+    qsort(v, n, sizeof *v, by_time);
+    if (c->json) {
+        printf("[");
+        for (size_t i = 0; i < n; i++) {
+            char iso[32];
+            time_t t = (time_t)v[i].when;
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            printf("%s{\"login\": ", i ? ", " : "");
+            json_str(v[i].login);
+            printf(", \"last_login\": \"%s\", \"protocol\": ", iso);
+            json_str(v[i].proto);
+            printf(", \"client\": ");
+            json_str(v[i].client);
+            printf(", \"backend\": ");
+            json_str(v[i].backend);
+            printf("}");
+        }
+        printf("]\n");
+    } else {
+        printf("%-20s %-5s %-39s %-28s %s\n", "last login (UTC)", "proto", "client", "backend",
+               "login");
+        for (size_t i = 0; i < n; i++) {
+            char iso[32];
+            time_t t = (time_t)v[i].when;
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(iso, sizeof iso, "%Y-%m-%d %H:%M:%S", &tm);
+            printf("%-20s %-5s %-39s %-28s %s\n", iso, v[i].proto, v[i].client, v[i].backend,
+                   v[i].login);
+        }
+        fprintf(stderr, "%s: %zu user%s logged in%s%s within %s\n", prog, n, n == 1 ? "" : "s",
+                c->host ? " through " : "", c->host ? c->host : "", c->since ? c->since : "30d");
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].proto);
+        free(v[i].client);
+        free(v[i].backend);
+        free(v[i].login);
+    }
+    free(v);
+    return MH_EXIT_OK;
+}
+
 /* ---------- main ---------- */
 
 int main(int argc, char **argv)
@@ -1205,6 +1333,8 @@ int main(int argc, char **argv)
         {"ldif", no_argument, NULL, 'I'}, {"batch", required_argument, NULL, 'B'},
         {"journal", required_argument, NULL, 'J'}, {"json", no_argument, NULL, 'j'},
         {"state", required_argument, NULL, 'S'}, {"no-track", no_argument, NULL, 'T'},
+        {"since", required_argument, NULL, 'G'}, {"host", required_argument, NULL, 'K'},
+        {"state-file", required_argument, NULL, 'Q'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -1239,6 +1369,9 @@ int main(int argc, char **argv)
         case 'j': c.json = 1; break;
         case 'S': c.state = optarg; break;
         case 'T': c.no_track = 1; break;
+        case 'G': c.since = optarg; break;
+        case 'K': c.host = optarg; break;
+        case 'Q': c.state_file = optarg; break;
         case 'h': usage(stdout); status = MH_EXIT_OK; goto out;
         case 'V': printf("mailhostctl %s\n", PACKAGE_VERSION); status = MH_EXIT_OK; goto out;
         default: usage(stderr); status = MH_EXIT_USAGE; goto out;
@@ -1252,7 +1385,7 @@ int main(int argc, char **argv)
     cmd = argv[optind];
     args = argv + optind + 1;
     nargs = argc - optind - 1;
-    static const char *cmds[] = { "show", "set", "undo", "stats", "schema-check" };
+    static const char *cmds[] = { "show", "set", "undo", "stats", "schema-check", "stragglers" };
     int known = 0;
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         known |= strcmp(cmd, cmds[i]) == 0;
@@ -1269,6 +1402,10 @@ int main(int argc, char **argv)
     }
     if (mh_cli_setup(&c.cli, prog) < 0) {
         status = MH_EXIT_USAGE;
+        goto out;
+    }
+    if (!strcmp(cmd, "stragglers")) {   /* reads mailhostd's state file, not the directory */
+        status = cmd_stragglers(&c, nargs);
         goto out;
     }
     int rc = mh_cli_connect(&c.cli, prog);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -22,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "gen.h"
+#include "lastlogin.h"
 #include "privdrop.h"
 #include "worker.h"
 
@@ -56,7 +58,8 @@ static void restart_only(const struct mh_conf *a, const struct mh_conf *b)
     static const char *keys[] = { "listen", "status_listen", "socket_mode", "socket_group",
                                   "user", "group", "http_threads", "max_connections",
                                   "client_timeout", "max_request_size", "log", "log_facility",
-                                  "limit_", NULL };
+                                  "limit_", "state_file", "lastlogin_entries",
+                                  "state_save_interval", NULL };
     for (const char **k = keys; *k; k++) {
         /* compare the dump lines of this key ("limit_": of every key with that prefix) */
         char la[2048] = "", lb[2048] = "", want[64];
@@ -135,6 +138,7 @@ int main(int argc, char **argv)
     struct mh_conf *conf = NULL;
     struct mh_http *http = NULL;
     struct mh_gen *gen = NULL;
+    struct mh_lastlogin *lastlogin = NULL;
 
     /* libldap must not read ldap.conf, ~/.ldaprc, ./ldaprc or LDAP* variables behind the
      * configuration's back: every setting comes from mailhostd.conf */
@@ -188,6 +192,19 @@ int main(int argc, char **argv)
         startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
     }
+    if (conf->state_file != NULL) {
+        /* after the privilege drop: the daemon's user must own what it writes there */
+        lastlogin = mh_lastlogin_new(conf->lastlogin_entries);
+        long n = lastlogin ? mh_lastlogin_load(lastlogin, conf->state_file) : -1;
+        if (n < 0) {
+            snprintf(err, sizeof err, "state_file %s: %s", conf->state_file,
+                     lastlogin ? strerror(errno) : "out of memory");
+            startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
+            goto done;
+        }
+        mh_http_set_lastlogin(http, lastlogin);
+        mh_log(LOG_INFO, "state_file %s: %ld last logins loaded", conf->state_file, n);
+    }
     if (mh_metrics_init(conf) < 0 || (gen = mh_gen_new(conf, 0, err, sizeof err)) == NULL ||
         mh_http_start(http, gen, err, sizeof err) < 0) {
         startup_error(err[0] ? err : "out of memory",
@@ -202,9 +219,14 @@ int main(int argc, char **argv)
            conf->verify_password ? "yes" : "no");
 
     for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
+        struct timespec every = { (time_t)conf->state_save_s, 0 };
+        int sig = sigtimedwait(&sigs, NULL, &every);
+        if (sig < 0) {
+            if (errno == EAGAIN && lastlogin != NULL &&
+                mh_lastlogin_save(lastlogin, conf->state_file) < 0)
+                mh_log(LOG_ERR, "state_file %s: %s", conf->state_file, strerror(errno));
             continue;
+        }
         if (sig == SIGHUP) {
             reload(http, conf, conf_path, debug);
             continue;
@@ -219,6 +241,14 @@ done:
         mh_http_stop_workers(http); /* answers queued requests and resumes their connections */
     }
     mh_http_free(http);             /* frees the generations */
+    if (lastlogin != NULL) {
+        long n = mh_lastlogin_save(lastlogin, conf->state_file);
+        if (n < 0)
+            mh_log(LOG_ERR, "state_file %s: %s", conf->state_file, strerror(errno));
+        else
+            mh_log(LOG_INFO, "state_file %s: %ld last logins saved", conf->state_file, n);
+        mh_lastlogin_free(lastlogin);
+    }
     mh_metrics_free();
     mh_conf_free(conf);
     return status;

@@ -454,6 +454,54 @@ def t_reload(work, slapd):
               "restart-only key reported")
 
 
+def t_state_file_stragglers(work, slapd):
+    import json
+    import subprocess
+    state_dir = os.path.join(work, "state")
+    os.makedirs(state_dir, exist_ok=True)
+    if os.geteuid() == 0:
+        import pwd
+        os.chown(state_dir, pwd.getpwnam("nobody").pw_uid, -1)
+    state = os.path.join(state_dir, "lastlogin")
+    extra = "state_file %s\nstate_save_interval 1\n" % state
+    d = Daemon(work, config(work, slapd, extra), "state")
+    with d:
+        expect_ok(request(d.addr, "alice@example.com", "Alice-pw-1", "imap",
+                          client_ip="198.51.100.20"), OLD, user="alice")
+        expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2", "pop3"), NEW, "pop3")
+        deadline = time.time() + 5
+        while not os.path.exists(state):
+            check(time.time() < deadline, "state file saved within the interval")
+            time.sleep(0.1)
+    lines = [l.split("\t") for l in open(state).read().splitlines() if not l.startswith("#")]
+    by_login = {l[4]: l for l in lines}
+    check(by_login["alice@example.com"][1:4] == ["imap", "198.51.100.20", "mail-old.example.org"],
+          "alice's last login: %s", by_login.get("alice@example.com"))
+    check(by_login["bob@example.com"][3] == "mail-new.example.org", "bob on new")
+    # an old record, and a restart that loads the file and adds to it
+    with open(state, "a") as f:
+        f.write("1000\timap\t192.0.2.1\tmail-old.example.org\tancient@example.com\n")
+    d = Daemon(work, config(work, slapd, extra), "state")
+    with d:
+        check("3 last logins loaded" in d.read_log(), "loaded at start")
+        expect_ok(request(d.addr, "alice@example.com", "Alice-pw-1", "smtp"), OLD, "smtp",
+                  user="alice")
+    ctl = os.path.join(os.path.dirname(find_daemon()), "mailhostctl")
+    r = subprocess.run([ctl, "stragglers", "--state-file", state, "--host",
+                        "mail-old.example.org", "--since", "7d", "--json"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, "stragglers: %s", r.stderr)
+    got = json.loads(r.stdout)
+    check([g["login"] for g in got] == ["alice@example.com"] and got[0]["protocol"] == "smtp",
+          "only alice on the old host within 7 days, her latest login: %s", got)
+    r = subprocess.run([ctl, "stragglers", "--state-file", state, "--since", "100000d"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0 and "ancient@example.com" in r.stdout and "bob@example.com" in
+          r.stdout and "3 users" in r.stderr, "all within a long age: %s %s", r.stdout, r.stderr)
+    r = subprocess.run([ctl, "stragglers"], capture_output=True, text=True)
+    check(r.returncode == 2 and "state file" in r.stderr, "needs a state file: %s", r.stderr)
+
+
 def t_config_check(work, slapd):
     import subprocess
     good = os.path.join(work, "good.conf")
@@ -496,7 +544,8 @@ def main():
         runner.run(t_clean_exit_on_sigterm)
         log = c.d.read_log()
         for t in (t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
-                  t_bruteforce, t_metrics_healthz, t_reload, t_config_check):
+                  t_bruteforce, t_metrics_healthz, t_reload, t_state_file_stragglers,
+                  t_config_check):
             runner.run(t, work, slapd)
 
         def t_no_password_in_logs():

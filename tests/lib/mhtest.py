@@ -126,11 +126,12 @@ class Daemon:
         if wrapper:
             argv = shlex.split(wrapper) + argv
         self.log = open(self.log_path, "ab")
+        start_at = len(self.read_log())   # a restart appends: look only at this run's lines
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            text = self.read_log()
+            text = self.read_log()[start_at:]
             if re.search(r"\bready version=", text):
                 self.addrs = []
                 for m in re.finditer(r"listening on (?:\[([0-9a-f:]+)\]|([0-9.]+)):(\d+)|"

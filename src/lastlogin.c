@@ -1,0 +1,194 @@
+/* lastlogin.c - see lastlogin.h. */
+#include "config.h"
+#include "lastlogin.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define SHARDS 16
+#define PROBE 8
+
+struct entry {
+    char login[MH_LL_LOGIN_MAX + 1];   /* "" = free */
+    char backend[MH_LL_BACKEND_MAX + 1];
+    char client[46];
+    char proto[5];
+    int64_t when;
+};
+
+struct shard {
+    pthread_mutex_t lock;
+    struct entry *e;
+    size_t n;
+};
+
+struct mh_lastlogin {
+    struct shard sh[SHARDS];
+};
+
+/* FNV-1a over the lower-cased login: the same user in any case is one entry */
+static uint64_t hash(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c - 'A' + 'a');
+        h = (h ^ c) * 1099511628211ULL;
+    }
+    return h;
+}
+
+struct mh_lastlogin *mh_lastlogin_new(size_t capacity)
+{
+    struct mh_lastlogin *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    size_t per = (capacity + SHARDS - 1) / SHARDS;
+    if (per < PROBE)
+        per = PROBE;
+    for (int i = 0; i < SHARDS; i++) {
+        pthread_mutex_init(&t->sh[i].lock, NULL);
+        t->sh[i].n = per;
+        t->sh[i].e = calloc(per, sizeof *t->sh[i].e);
+        if (t->sh[i].e == NULL) {
+            mh_lastlogin_free(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
+void mh_lastlogin_free(struct mh_lastlogin *t)
+{
+    if (t == NULL)
+        return;
+    for (int i = 0; i < SHARDS; i++) {
+        free(t->sh[i].e);
+        pthread_mutex_destroy(&t->sh[i].lock);
+    }
+    free(t);
+}
+
+static void copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    for (size_t i = 0; i < n; i++)   /* the file is tab-separated, one line per entry */
+        if (dst[i] == '\t' || dst[i] == '\n' || dst[i] == '\r')
+            dst[i] = '_';
+}
+
+void mh_lastlogin_note(struct mh_lastlogin *t, const char *login, size_t login_len,
+                       const char *proto, const char *client, const char *backend, time_t when)
+{
+    if (t == NULL || login_len == 0 || login_len > MH_LL_LOGIN_MAX ||
+        memchr(login, '\t', login_len) || memchr(login, '\n', login_len))
+        return;
+    uint64_t h = hash(login, login_len);
+    struct shard *sh = &t->sh[h % SHARDS];
+    pthread_mutex_lock(&sh->lock);
+    size_t start = (size_t)((h / SHARDS) % sh->n);
+    struct entry *slot = NULL;
+    int same = 0;
+    for (size_t i = 0; i < PROBE; i++) {
+        struct entry *e = &sh->e[(start + i) % sh->n];
+        if (e->login[0] && strlen(e->login) == login_len &&
+            strncasecmp(e->login, login, login_len) == 0) {
+            slot = e;
+            same = 1;
+            break;
+        }
+        /* else: a free slot, or the one whose last login is oldest */
+        if (slot == NULL || (slot->login[0] && (!e->login[0] || e->when < slot->when)))
+            slot = e;
+    }
+    if (!same || (int64_t)when >= slot->when) {   /* an older record never wins */
+        memcpy(slot->login, login, login_len);
+        slot->login[login_len] = '\0';
+        copy(slot->backend, sizeof slot->backend, backend);
+        copy(slot->client, sizeof slot->client, client);
+        copy(slot->proto, sizeof slot->proto, proto);
+        slot->when = (int64_t)when;
+    }
+    pthread_mutex_unlock(&sh->lock);
+}
+
+long mh_lastlogin_save(struct mh_lastlogin *t, const char *path)
+{
+    char tmp[4200];
+    long n = 0;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    FILE *fp = fdopen(fd, "w");
+    if (fp == NULL) {
+        close(fd);
+        return -1;
+    }
+    fprintf(fp, "# mailhostd last logins: time protocol client backend login\n");
+    struct entry *copyv = NULL;
+    for (int s = 0; s < SHARDS; s++) {
+        struct shard *sh = &t->sh[s];
+        /* copy the shard under its lock, write it without holding the lock */
+        struct entry *c = realloc(copyv, sh->n * sizeof *c);
+        if (c == NULL)
+            break;
+        copyv = c;
+        pthread_mutex_lock(&sh->lock);
+        memcpy(copyv, sh->e, sh->n * sizeof *copyv);
+        pthread_mutex_unlock(&sh->lock);
+        for (size_t i = 0; i < sh->n; i++)
+            if (copyv[i].login[0]) {
+                fprintf(fp, "%lld\t%s\t%s\t%s\t%s\n", (long long)copyv[i].when, copyv[i].proto,
+                        copyv[i].client, copyv[i].backend, copyv[i].login);
+                n++;
+            }
+    }
+    free(copyv);
+    int err = ferror(fp) || fflush(fp) != 0 || fsync(fileno(fp)) != 0;
+    if (fclose(fp) != 0 || err || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        errno = e ? e : EIO;
+        return -1;
+    }
+    return n;
+}
+
+long mh_lastlogin_load(struct mh_lastlogin *t, const char *path)
+{
+    FILE *fp = fopen(path, "re");
+    if (fp == NULL)
+        return errno == ENOENT ? 0 : -1;
+    char *line = NULL;
+    size_t cap = 0;
+    long n = 0;
+    while (getline(&line, &cap, fp) > 0) {
+        if (line[0] == '#')
+            continue;
+        line[strcspn(line, "\n")] = '\0';
+        char *f[5], *save = NULL;
+        int k = 0;
+        for (char *p = strtok_r(line, "\t", &save); p && k < 5; p = strtok_r(NULL, "\t", &save))
+            f[k++] = p;
+        if (k != 5)
+            continue;   /* a damaged line is skipped, never fatal */
+        mh_lastlogin_note(t, f[4], strlen(f[4]), f[1], f[2], f[3], (time_t)strtoll(f[0], NULL, 10));
+        n++;
+    }
+    free(line);
+    fclose(fp);
+    return n;
+}
