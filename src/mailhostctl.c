@@ -1209,6 +1209,15 @@ static int by_time(const void *a, const void *b)
     return x->when < y->when ? 1 : x->when > y->when ? -1 : strcmp(x->login, y->login);
 }
 
+static const char *utc(long long when, const char *fmt, char *buf, size_t size)
+{
+    time_t t = (time_t)when;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, size, fmt, &tm);
+    return buf;
+}
+
 static int parse_age(const char *s, long long *secs)
 {
     char *end;
@@ -1280,13 +1289,10 @@ static int cmd_stragglers(struct ctl *c, int nargs)
         printf("[");
         for (size_t i = 0; i < n; i++) {
             char iso[32];
-            time_t t = (time_t)v[i].when;
-            struct tm tm;
-            gmtime_r(&t, &tm);
-            strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
             printf("%s{\"login\": ", i ? ", " : "");
             json_str(v[i].login);
-            printf(", \"last_login\": \"%s\", \"protocol\": ", iso);
+            printf(", \"last_login\": \"%s\", \"protocol\": ",
+                   utc(v[i].when, "%Y-%m-%dT%H:%M:%SZ", iso, sizeof iso));
             json_str(v[i].proto);
             printf(", \"client\": ");
             json_str(v[i].client);
@@ -1300,12 +1306,8 @@ static int cmd_stragglers(struct ctl *c, int nargs)
                "login");
         for (size_t i = 0; i < n; i++) {
             char iso[32];
-            time_t t = (time_t)v[i].when;
-            struct tm tm;
-            gmtime_r(&t, &tm);
-            strftime(iso, sizeof iso, "%Y-%m-%d %H:%M:%S", &tm);
-            printf("%-20s %-5s %-39s %-28s %s\n", iso, v[i].proto, v[i].client, v[i].backend,
-                   v[i].login);
+            printf("%-20s %-5s %-39s %-28s %s\n", utc(v[i].when, "%Y-%m-%d %H:%M:%S", iso,
+                   sizeof iso), v[i].proto, v[i].client, v[i].backend, v[i].login);
         }
         fprintf(stderr, "%s: %zu user%s logged in%s%s within %s\n", prog, n, n == 1 ? "" : "s",
                 c->host ? " through " : "", c->host ? c->host : "", c->since ? c->since : "30d");
