@@ -1210,6 +1210,8 @@ static int by_time(const void *a, const void *b)
 }
 
 static const char *utc(long long when, const char *fmt, char *buf, size_t size)
+    __attribute__((format(strftime, 2, 0)));
+static const char *utc(long long when, const char *fmt, char *buf, size_t size)
 {
     time_t t = (time_t)when;
     struct tm tm;
