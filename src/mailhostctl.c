@@ -1209,14 +1209,16 @@ static int by_time(const void *a, const void *b)
     return x->when < y->when ? 1 : x->when > y->when ? -1 : strcmp(x->login, y->login);
 }
 
-static const char *utc(long long when, const char *fmt, char *buf, size_t size)
-    __attribute__((format(strftime, 2, 0)));
-static const char *utc(long long when, const char *fmt, char *buf, size_t size)
+/* iso: 2026-11-23T22:11:41Z, else 2026-11-23 22:11:41 (UTC both) */
+static const char *utc(long long when, int iso, char *buf, size_t size)
 {
     time_t t = (time_t)when;
     struct tm tm;
     gmtime_r(&t, &tm);
-    strftime(buf, size, fmt, &tm);
+    if (iso)
+        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    else
+        strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
     return buf;
 }
 
@@ -1294,7 +1296,7 @@ static int cmd_stragglers(struct ctl *c, int nargs)
             printf("%s{\"login\": ", i ? ", " : "");
             json_str(v[i].login);
             printf(", \"last_login\": \"%s\", \"protocol\": ",
-                   utc(v[i].when, "%Y-%m-%dT%H:%M:%SZ", iso, sizeof iso));
+                   utc(v[i].when, 1, iso, sizeof iso));
             json_str(v[i].proto);
             printf(", \"client\": ");
             json_str(v[i].client);
@@ -1308,8 +1310,7 @@ static int cmd_stragglers(struct ctl *c, int nargs)
                "login");
         for (size_t i = 0; i < n; i++) {
             char iso[32];
-            printf("%-20s %-5s %-39s %-28s %s\n", utc(v[i].when, "%Y-%m-%d %H:%M:%S", iso,
-                   sizeof iso), v[i].proto, v[i].client, v[i].backend, v[i].login);
+            printf("%-20s %-5s %-39s %-28s %s\n", utc(v[i].when, 0, iso, sizeof iso), v[i].proto, v[i].client, v[i].backend, v[i].login);
         }
         fprintf(stderr, "%s: %zu user%s logged in%s%s within %s\n", prog, n, n == 1 ? "" : "s",
                 c->host ? " through " : "", c->host ? c->host : "", c->since ? c->since : "30d");
