@@ -174,8 +174,9 @@ static int bind_unix(const struct mh_conf *c, const struct mh_listen *l, char *e
         close(fd);
         return -1;
     }
-    /* started as root: the socket belongs to the user the daemon serves as (so that it can
-     * remove it at exit), in socket_group if given, else that user's group */
+    /* started as root: the socket belongs to the user the daemon serves as, in socket_group
+     * if given, else that user's group (removing it at exit also needs write access to its
+     * directory; otherwise the next start replaces it) */
     uid_t uid = (uid_t)-1;
     gid_t gid = (gid_t)-1;
     if (geteuid() == 0 && c->user != NULL) {
