@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define MAGIC "mailhostctl-journal 1"
@@ -33,23 +34,30 @@ static char *unb64(const char *f, int *ok)
         return NULL;
     if (strcmp(f, "=") == 0)
         return strdup("");
-    size_t n = strlen(f);
+    size_t n = strlen(f), pad = 0;
+    if (n == 0 || n % 4 != 0) {
+        *ok = 0;
+        return NULL;
+    }
+    /* padding only at the end, at most two characters */
+    while (pad < n && f[n - 1 - pad] == '=')
+        pad++;
+    if (pad > 2 || memchr(f, '=', n - pad) != NULL) {
+        *ok = 0;
+        return NULL;
+    }
     unsigned char *out = malloc(n + 1);
-    if (out == NULL || n % 4 != 0) {
-        free(out);
+    if (out == NULL) {
         *ok = 0;
         return NULL;
     }
     int len = EVP_DecodeBlock(out, (const unsigned char *)f, (int)n);
-    if (len < 0) {
+    if (len < 0 || (size_t)len < pad) {
         free(out);
         *ok = 0;
         return NULL;
     }
-    while (n > 0 && f[n - 1] == '=') { /* EVP_DecodeBlock counts padding as bytes */
-        len--;
-        n--;
-    }
+    len -= (int)pad;   /* EVP_DecodeBlock counts padding as decoded bytes */
     out[len] = '\0';
     if (memchr(out, '\0', (size_t)len) != NULL) {
         free(out);
@@ -93,7 +101,8 @@ static void reset(struct mh_journal *j)
 
 /* Loads an existing journal; returns 1 if it matched op, 0 if the plan was incomplete
  * (to be redone), -1 on error. */
-static int load(struct mh_journal *j, FILE *fp, const char *op, char *err, size_t errsize)
+static int load(struct mh_journal *j, FILE *fp, const char *op, off_t *whole, char *err,
+                size_t errsize)
 {
     char *line = NULL;
     size_t cap = 0;
@@ -101,10 +110,12 @@ static int load(struct mh_journal *j, FILE *fp, const char *op, char *err, size_
     unsigned long lineno = 0;
     int rc = -1;
 
+    *whole = 0;
     while ((len = getline(&line, &cap, fp)) > 0) {
         lineno++;
         if (line[len - 1] != '\n')
-            break; /* a torn last line from a kill: ignore it */
+            break; /* a torn last line from a kill: ignored, and cut off before appending */
+        *whole += len;
         line[len - 1] = '\0';
         char *save = NULL, *kw = strtok_r(line, " ", &save);
         if (kw == NULL)
@@ -181,11 +192,16 @@ int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char
     }
     FILE *fp = fopen(path, "re");
     if (fp != NULL) {
-        int r = load(j, fp, op, err, errsize);
+        off_t whole = 0;
+        int r = load(j, fp, op, &whole, err, errsize);
         fclose(fp);
         if (r < 0)
             return -1;
         if (r == 1) {
+            if (truncate(path, whole) < 0) {
+                snprintf(err, errsize, "%s: %s", path, strerror(errno));
+                return -1;
+            }
             j->fp = fopen(path, "ae");
             if (j->fp == NULL) {
                 snprintf(err, errsize, "%s: %s", path, strerror(errno));

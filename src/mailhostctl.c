@@ -1048,7 +1048,12 @@ static int cmd_undo(struct ctl *c, char **args, int nargs)
     while (ldif_read_record(fp, &lineno, &buf, &buflen) > 0) {
         LDIFRecord lr;
         struct berval rbuf = { strlen(buf), buf };
-        if (ldap_parse_ldif_record(&rbuf, lineno, &lr, prog, 0) != 0) {
+        int bad = ldap_parse_ldif_record(&rbuf, lineno, &lr, prog, 0) != 0;
+        if (!bad && (lr.lr_dn.bv_val == NULL || lr.lr_dn.bv_len == 0)) {
+            ldap_ldif_record_done(&lr);
+            bad = 1;
+        }
+        if (bad) {
             fprintf(stderr, "%s: %s:%lu: not a valid LDIF record\n", prog, args[0], lineno);
             status = MH_EXIT_USAGE;
             break;
