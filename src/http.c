@@ -303,7 +303,7 @@ static int secret_ok(const struct mh_gen *g, struct MHD_Connection *conn)
 static void log_decision(struct mh_http *h, const struct mh_request *req,
                          const struct mh_decision *d, uint64_t start_us)
 {
-    if (d->outcome == MH_OUT_OK && h->lastlogin != NULL)
+    if (d->outcome == MH_OUT_OK && h->lastlogin != NULL && req->method == MH_METHOD_PLAIN)
         mh_lastlogin_note(h->lastlogin, req->login, req->login_len, mh_proto_name(req->proto),
                           req->client_ip, d->route.name, time(NULL));
     char user[MH_LOGIN_MAX * 4 + 8];
