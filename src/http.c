@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,103 @@ struct mh_http {
     struct mh_gen *gen;            /* the generation new requests use */
     struct mh_gen *gens;           /* every live generation (current and draining) */
     struct mh_lastlogin *lastlogin; /* NULL: not kept */
+    /* the request deadline: libmicrohttpd's timeout is per idle period, so a client sending
+     * a byte a second would hold its connection for ever; the sweeper ends connections whose
+     * request is not complete client_timeout after accept */
+    pthread_mutex_t track_lock;
+    struct tracked *tracked;        /* connections still receiving their request */
+    pthread_t sweeper;
+    int sweeper_started, stopping;
+    pthread_cond_t sweep_cond;
 };
+
+struct tracked {
+    struct tracked *prev, *next;
+    MHD_socket fd;
+    uint64_t deadline_ms;
+    int done;                       /* request received (or already cut): not swept */
+};
+
+/* MHD_OPTION_NOTIFY_CONNECTION: track from accept to close.  libmicrohttpd calls CLOSED
+ * before it closes the socket, and the sweeper shuts sockets down only under track_lock:
+ * a descriptor is never shut down after it was closed and reused. */
+static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode toe)
+{
+    struct mh_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct tracked *t = calloc(1, sizeof *t);
+        if (t == NULL || ci == NULL) {
+            free(t);
+            *socket_context = NULL;
+            return;
+        }
+        t->fd = ci->connect_fd;
+        t->deadline_ms = mh_now_ms() + (uint64_t)h->conf->client_timeout_s * 1000u;
+        pthread_mutex_lock(&h->track_lock);
+        t->next = h->tracked;
+        if (h->tracked)
+            h->tracked->prev = t;
+        h->tracked = t;
+        pthread_mutex_unlock(&h->track_lock);
+        *socket_context = t;
+    } else if (*socket_context != NULL) {
+        struct tracked *t = *socket_context;
+        pthread_mutex_lock(&h->track_lock);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            h->tracked = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        pthread_mutex_unlock(&h->track_lock);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+/* The request has arrived (headers complete): no deadline from now on. */
+static void request_arrived(struct mh_http *h, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci != NULL && ci->socket_context != NULL) {
+        pthread_mutex_lock(&h->track_lock);
+        ((struct tracked *)ci->socket_context)->done = 1;
+        pthread_mutex_unlock(&h->track_lock);
+    }
+}
+
+static void *sweep(void *arg)
+{
+    struct mh_http *h = arg;
+    pthread_mutex_lock(&h->track_lock);
+    while (!h->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->sweep_cond, &h->track_lock, &ts);
+        uint64_t now = mh_now_ms();
+        unsigned cut = 0;
+        for (struct tracked *t = h->tracked; t; t = t->next)
+            if (!t->done && now >= t->deadline_ms) {
+                shutdown(t->fd, SHUT_RDWR);   /* libmicrohttpd sees the end and closes it */
+                t->done = 1;
+                cut++;
+            }
+        if (cut)
+            mh_log(LOG_INFO, "client_timeout: %u connection(s) without a complete request "
+                   "closed", cut);
+    }
+    pthread_mutex_unlock(&h->track_lock);
+    return NULL;
+}
 
 /* A reference to the current generation, for one request. */
 static struct mh_gen *gen_get(struct mh_http *h)
@@ -219,6 +316,8 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
     h->conf = conf;
     h->status_fd = -1;
     pthread_mutex_init(&h->gen_lock, NULL);
+    pthread_mutex_init(&h->track_lock, NULL);
+    pthread_cond_init(&h->sweep_cond, NULL);
     for (size_t i = 0; i < conf->n_listen; i++) {
         const struct mh_listen *l = &conf->listen[i];
         int fd = l->is_unix ? bind_unix(conf, l, err, errsize) : bind_tcp(l, err, errsize);
@@ -415,6 +514,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     struct mh_http *h = cls;
     struct pending *p = *con_cls;
 
+    if (p == NULL)
+        request_arrived(h, conn);
     if (p != NULL) {
         /* resumed by a worker: the decision is in */
         if (*upload_data_size != 0) {
@@ -595,6 +696,15 @@ int mh_http_start(struct mh_http *h, struct mh_gen *g, char *err, size_t errsize
                    strchr(l->host, ':') ? "[" : "", l->host, strchr(l->host, ':') ? "]" : "",
                    di ? di->port : l->port);
     }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    h->sweeper_started = pthread_create(&h->sweeper, NULL, sweep, h) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!h->sweeper_started) {
+        snprintf(err, errsize, "cannot start the client_timeout thread");
+        return -1;
+    }
     for (size_t i = 0; i < h->n; i++) {
         unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
@@ -608,6 +718,7 @@ int mh_http_start(struct mh_http *h, struct mh_gen *g, char *err, size_t errsize
             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->client_timeout_s,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)c->max_request_size + 4096,
             MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+            MHD_OPTION_NOTIFY_CONNECTION, notify_connection, h,
             MHD_OPTION_END);
         if (h->d[i] == NULL) {
             snprintf(err, errsize, "cannot start the HTTP server on listener %zu", i + 1);
@@ -676,6 +787,13 @@ void mh_http_free(struct mh_http *h)
 {
     if (h == NULL)
         return;
+    if (h->sweeper_started) {
+        pthread_mutex_lock(&h->track_lock);
+        h->stopping = 1;
+        pthread_cond_signal(&h->sweep_cond);
+        pthread_mutex_unlock(&h->track_lock);
+        pthread_join(h->sweeper, NULL);
+    }
     if (h->status != NULL)
         MHD_stop_daemon(h->status);
     if (h->status_fd >= 0)
@@ -695,5 +813,7 @@ void mh_http_free(struct mh_http *h)
     if (h->gen != NULL)
         gen_put(h, h->gen);
     pthread_mutex_destroy(&h->gen_lock);
+    pthread_mutex_destroy(&h->track_lock);
+    pthread_cond_destroy(&h->sweep_cond);
     free(h);
 }

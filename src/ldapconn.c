@@ -245,7 +245,11 @@ static int connect_uri(struct mh_ldap *l, size_t idx, uint64_t deadline)
     l->ld = ld;
     l->uri = idx;
     l->connected_at = mh_now_ms();
-    mark_up(l, idx);
+    /* a service connection has had its bind answered: the server works.  A user-bind
+     * connection has only a TCP connection so far, which a hung server's kernel completes
+     * too: it is marked up when its first bind is answered */
+    if (l->service)
+        mark_up(l, idx);
     return LDAP_SUCCESS;
 }
 
@@ -256,6 +260,15 @@ static int ensure(struct mh_ldap *l, uint64_t deadline)
     const struct mh_conf *c = l->dir->conf;
     uint64_t now = mh_now_ms();
 
+    if (l->ld != NULL && atomic_load(&l->dir->down_until[l->uri]) > now) {
+        /* another worker found this server down (timeout, busy): do not wait for our own
+         * timeout on it if another URI is healthy */
+        for (size_t i = 0; i < c->n_uri; i++)
+            if (i != l->uri && atomic_load(&l->dir->down_until[i]) <= now) {
+                drop(l);
+                break;
+            }
+    }
     if (l->ld != NULL && l->uri > 0 &&
         now - l->connected_at >= (uint64_t)c->ldap_retry_s * 1000u) {
         for (size_t i = 0; i < l->uri; i++) {
@@ -421,6 +434,8 @@ enum mh_dir_status mh_ldap_check_password(struct mh_ldap *l, const char *dn, con
             return MH_DIR_TEMPFAIL;
         struct berval cred = { (ber_len_t)pw_len, (char *)pw };
         int rc = ldap_sasl_bind_s(l->ld, dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
+        if (!conn_failure(rc))
+            mark_up(l, l->uri);   /* the server answered */
         switch (rc) {
         case LDAP_SUCCESS:
             return MH_DIR_OK;
