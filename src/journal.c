@@ -108,7 +108,7 @@ static int load(struct mh_journal *j, FILE *fp, const char *op, off_t *whole, ch
     size_t cap = 0;
     ssize_t len;
     unsigned long lineno = 0;
-    int rc = -1;
+    int rc = -1, seen_op = 0;
 
     *whole = 0;
     while ((len = getline(&line, &cap, fp)) > 0) {
@@ -128,13 +128,18 @@ static int load(struct mh_journal *j, FILE *fp, const char *op, off_t *whole, ch
             continue;
         }
         if (strcmp(kw, "op") == 0) {
-            if (strcmp(save, op) != 0) {
+            seen_op = 1;
+            if (save == NULL || strcmp(save, op) != 0) {
                 snprintf(err, errsize, "%s: this journal belongs to another operation (%s); "
                          "choose another file with --journal", j->path, save);
                 goto out;
             }
         } else if (strcmp(kw, "plan") == 0) {
             char *f[7];
+            if (!seen_op) {
+                snprintf(err, errsize, "%s:%lu: plan before the op line", j->path, lineno);
+                goto out;
+            }
             int ok = 1;
             for (int k = 0; k < 7; k++)
                 f[k] = strtok_r(NULL, " ", &save);
@@ -192,6 +197,19 @@ int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char
     }
     FILE *fp = fopen(path, "re");
     if (fp != NULL) {
+        /* never overwrite a file that is not ours: only an empty file, or one that is the
+         * start of our first line (killed while creating it), may be started afresh */
+        char head[sizeof MAGIC + 1];
+        size_t got = fread(head, 1, sizeof head, fp);
+        rewind(fp);
+        int ours = got == 0 || (got <= sizeof MAGIC && memcmp(head, MAGIC "\n", got) == 0) ||
+                   (got > sizeof MAGIC - 1 && memcmp(head, MAGIC "\n", sizeof MAGIC) == 0);
+        if (!ours) {
+            fclose(fp);
+            snprintf(err, errsize, "%s: not a mailhostctl journal; not touched (choose another "
+                     "file with --journal)", path);
+            return -1;
+        }
         off_t whole = 0;
         int r = load(j, fp, op, &whole, err, errsize);
         fclose(fp);

@@ -1048,6 +1048,11 @@ static int cmd_undo(struct ctl *c, char **args, int nargs)
     size_t done = 0, skipped = 0, failed = 0;
     while (ldif_read_record(fp, &lineno, &buf, &buflen) > 0) {
         LDIFRecord lr;
+        if (buf == NULL) {   /* libldap may say "a record" and give none (found by fuzzing) */
+            fprintf(stderr, "%s: %s:%lu: not a valid LDIF record\n", prog, args[0], lineno);
+            status = MH_EXIT_USAGE;
+            break;
+        }
         struct berval rbuf = { strlen(buf), buf };
         int bad = ldap_parse_ldif_record(&rbuf, lineno, &lr, prog, 0) != 0;
         if (!bad && (lr.lr_dn.bv_val == NULL || lr.lr_dn.bv_len == 0)) {

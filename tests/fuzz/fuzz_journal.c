@@ -1,0 +1,272 @@
+/* fuzz_journal.c - libFuzzer target for mailhostctl's input files:
+ *   1. the journal (src/journal.c): mh_journal_open on the input, for a fixed op;
+ *   2. the login list of "set --file" (read_lines, static in src/mailhostctl.c);
+ *   3. the undo LDIF of "undo FILE" (cmd_undo, static in src/mailhostctl.c), in dry-run
+ *      mode (-n): parsed, nothing sent (the LDIF parser itself is libldap's).
+ * read_lines and cmd_undo are reached by compiling src/mailhostctl.c into this file with its
+ * main() renamed; src/ is not changed.
+ *
+ * The same input goes to all three (the corpus holds journals, login lists and undo LDIFs).
+ * Properties checked (abort() on violation):
+ *   - a damaged journal is an error with a message, never a crash or a leak; a loaded one has
+ *     a DN for every entry and statuses in range; an incomplete plan is discarded;
+ *   - a file that is not a journal is never replaced (only an empty file, a torn header or a
+ *     header with an incomplete plan are started afresh);
+ *   - resuming: after mh_journal_mark and mh_journal_close, opening the journal again gives
+ *     exactly the statuses and notes the closed journal had (what a re-run will see);
+ *   - read_lines: every line it returns is non-empty, trimmed, and not a comment.
+ * Undo LDIFs with "include:" lines or "<" (URL values) are not given to cmd_undo: libldap
+ * would read the files they name.
+ */
+#include "config.h"
+
+#include <sanitizer/lsan_interface.h>
+#include <stdio.h>
+#include <ldap.h>
+#include <ldif.h>
+
+/* libldap 2.5 (ldap_parse_ldif_record_x) leaks the controls of a record that fails to parse
+ * after its "control:" line: they are handed to the LDIFRecord only on success.  Not
+ * mailhostctl's leak (and harmless there: undo stops at the first bad record), so cmd_undo's
+ * parser is wrapped: a trial parse with leak checking off tells whether the record fails;
+ * only records that parse are parsed again, for real, with leak checking on (so a record
+ * that mailhostctl forgets to free is still reported). */
+static int fuzz_parse_ldif_record(struct berval *rbuf, unsigned long linenum, LDIFRecord *lr,
+                                  const char *errstr, unsigned int flags);
+
+/* mailhostctl.c, with its main() renamed so that libFuzzer's main() is the program's */
+int mailhostctl_main(int argc, char **argv);
+#define main mailhostctl_main
+#define ldap_parse_ldif_record fuzz_parse_ldif_record
+#include "mailhostctl.c"
+#undef ldap_parse_ldif_record
+#undef main
+
+static int fuzz_parse_ldif_record(struct berval *rbuf, unsigned long linenum, LDIFRecord *lr,
+                                  const char *errstr, unsigned int flags)
+{
+    char *copy = malloc(rbuf->bv_len + 1);
+    if (copy == NULL)
+        abort();
+    memcpy(copy, rbuf->bv_val, rbuf->bv_len);
+    copy[rbuf->bv_len] = '\0';
+    struct berval trial_buf = { rbuf->bv_len, copy };
+    LDIFRecord trial;
+    __lsan_disable();
+    int rc = ldap_parse_ldif_record(&trial_buf, linenum, &trial, errstr, flags);
+    __lsan_enable();
+    if (rc == 0)
+        ldap_ldif_record_done(&trial);
+    free(copy);
+    if (rc != 0) {
+        memset(lr, 0, sizeof *lr);
+        return rc;
+    }
+    return ldap_parse_ldif_record(rbuf, linenum, lr, errstr, flags);
+}
+
+#include "fuzz_file.h"
+
+#include <stdint.h>
+
+#define REQUIRE(cond)                                                                    \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(real_stderr, "fuzz_journal: property violated at line %d: %s\n",     \
+                    __LINE__, #cond);                                                    \
+            abort();                                                                     \
+        }                                                                                \
+    } while (0)
+
+/* The op line of tests/fuzz/corpus/fuzz_journal/small*.journal, a real run of
+ *   mailhostctl set mail-new.example.org alice@example.com frank@example.net \
+ *       user001@example.com user003@example.com --from mail-old.example.org
+ * on the sample directory (--batch 1, then user003 changed concurrently, then the re-run). */
+static const char OP[] =
+    "set host=bWFpbC1uZXcuZXhhbXBsZS5vcmc= from=bWFpbC1vbGQuZXhhbXBsZS5vcmc= attr=mailHost "
+    "track=1 state=done base=ZGM9ZXhhbXBsZSxkYz1vcmc= "
+    "sel=5d8bc0872600a3081a859b21a43ef98d1f8d9b752e1518b249f447d2e9b328f7";
+
+static FILE *real_stderr, *devnull;
+
+/* The code under test reports to stdout and stderr: sent to /dev/null while it runs
+ * (sanitizer and libFuzzer reports do not use these FILEs). */
+static void quiet(void)
+{
+    if (devnull == NULL) {
+        devnull = fopen("/dev/null", "w");
+        if (devnull == NULL)
+            abort();
+    }
+    real_stderr = stderr;
+    stdout = devnull;
+    stderr = devnull;
+}
+
+static FILE *real_stdout;
+static void loud(void)
+{
+    stdout = real_stdout;
+    stderr = real_stderr;
+}
+
+static int eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static void check_loaded(const struct mh_journal *j)
+{
+    REQUIRE(j->n <= j->cap);
+    REQUIRE(j->op != NULL && strcmp(j->op, OP) == 0);
+    for (size_t i = 0; i < j->n; i++) {
+        REQUIRE(j->e[i].dn != NULL);
+        REQUIRE(j->e[i].status >= MH_J_PENDING && j->e[i].status <= MH_J_FAILED);
+    }
+}
+
+static void fuzz_journal(const uint8_t *data, size_t size)
+{
+    const char *path = fuzz_file(data, size);
+    struct mh_journal j;
+    char err[1024];
+
+    err[0] = '\0';
+    if (mh_journal_open(&j, path, OP, err, sizeof err) < 0) {
+        REQUIRE(err[0] != '\0' && memchr(err, '\0', sizeof err) != NULL);
+        mh_journal_close(&j);
+        return;
+    }
+    check_loaded(&j);
+    if (!j.planned) {
+        /* a new journal or an incomplete plan: started afresh, which replaces the file; only
+         * ever one of ours (an empty file, a torn header, or a header and a partial plan),
+         * never some other file that --journal named by mistake */
+        static const char magic[] = "mailhostctl-journal 1";
+        const uint8_t *nl = memchr(data, '\n', size);
+        size_t first = nl ? (size_t)(nl - data) : size;
+        int ours = nl ? strnlen((const char *)data, first) == sizeof magic - 1 &&
+                            memcmp(data, magic, sizeof magic - 1) == 0   /* NUL ends a line */
+                      : size < sizeof magic && memcmp(data, magic, size) == 0; /* torn header */
+        if (!ours) {
+            fprintf(real_stderr, "fuzz_journal: a file that is not a journal was replaced by a "
+                    "new journal\n");
+            abort();
+        }
+        REQUIRE(j.n == 0);
+        size_t len;
+        char *now = fuzz_file_read(&len), expect[sizeof OP + 64];
+        snprintf(expect, sizeof expect, "mailhostctl-journal 1\nop %s\n", OP);
+        REQUIRE(len == strlen(expect) && strcmp(now, expect) == 0);
+        free(now);
+        /* plan two entries and complete the plan: they must load back */
+        REQUIRE(mh_journal_plan(&j, "uid=a,dc=example,dc=org", "old.example.org", NULL, NULL,
+                                NULL, 0) == 0);
+        REQUIRE(mh_journal_plan(&j, "uid=b,dc=example,dc=org", "", "waiting", "x", "y", 1) == 0);
+        REQUIRE(mh_journal_planned(&j) == 0);
+        mh_journal_close(&j);
+        err[0] = '\0';
+        if (mh_journal_open(&j, path, OP, err, sizeof err) < 0) {
+            fprintf(real_stderr, "fuzz_journal: a fresh journal does not load back: %s\n", err);
+            abort();
+        }
+        REQUIRE(j.planned && j.n == 2 && strcmp(j.e[1].dn, "uid=b,dc=example,dc=org") == 0);
+        REQUIRE(j.e[0].old_state == NULL && strcmp(j.e[1].old_host, "") == 0 &&
+                j.e[1].had_class == 1 && strcmp(j.e[1].old_moved, "y") == 0);
+        mh_journal_close(&j);
+        return;
+    }
+
+    /* resume: record an outcome, close, open again: the re-run sees what was recorded */
+    int finished = mh_journal_finished(&j);
+    REQUIRE(finished == 0 || finished == 1);
+    size_t n = j.n;
+    if (n > 0) {
+        size_t i = size % n;
+        REQUIRE(mh_journal_mark(&j, i, MH_J_DONE, "fuzz") == 0);
+    }
+    enum mh_jstatus *st = calloc(n ? n : 1, sizeof *st);
+    char **note = calloc(n ? n : 1, sizeof *note);
+    if (st == NULL || note == NULL)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        st[i] = j.e[i].status;
+        note[i] = j.e[i].note ? strdup(j.e[i].note) : NULL;
+    }
+    mh_journal_close(&j);
+    err[0] = '\0';
+    if (mh_journal_open(&j, path, OP, err, sizeof err) < 0) {
+        fprintf(real_stderr, "fuzz_journal: the journal does not load again after a resume: "
+                "%s\n", err);
+        abort();
+    }
+    REQUIRE(j.planned && j.n == n);
+    for (size_t i = 0; i < n; i++) {
+        if (j.e[i].status != st[i] || !eq(j.e[i].note, note[i])) {
+            fprintf(real_stderr, "fuzz_journal: entry %zu: status %d note \"%s\" before the "
+                    "close, status %d note \"%s\" after the re-open\n", i, (int)st[i],
+                    note[i] ? note[i] : "(none)", (int)j.e[i].status,
+                    j.e[i].note ? j.e[i].note : "(none)");
+            abort();
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(note[i]);
+    free(note);
+    free(st);
+    mh_journal_close(&j);
+}
+
+static void fuzz_logins(const uint8_t *data, size_t size)
+{
+    const char *path = fuzz_file(data, size);
+    size_t n = 0;
+    char **v = read_lines(path, &n);
+    REQUIRE(v != NULL);
+    for (size_t i = 0; i < n; i++) {
+        const char *s = v[i];
+        size_t len = strlen(s);
+        REQUIRE(len > 0 && s[0] != '#' && s[0] != ' ' && s[0] != '\t');
+        if (memchr(data, '\0', size) == NULL)   /* a NUL byte ends the line early */
+            REQUIRE(strchr(" \t\r\n", s[len - 1]) == NULL);
+        free(v[i]);
+    }
+    free(v);
+}
+
+static int has_ci(const uint8_t *data, size_t size, const char *word)
+{
+    size_t wl = strlen(word);
+    for (size_t i = 0; i + wl <= size; i++)
+        if (strncasecmp((const char *)data + i, word, wl) == 0)
+            return 1;
+    return 0;
+}
+
+static void fuzz_undo(const uint8_t *data, size_t size)
+{
+    if (memchr(data, '<', size) != NULL || has_ci(data, size, "include"))
+        return;
+    const char *path = fuzz_file(data, size);
+    struct ctl c;
+    memset(&c, 0, sizeof c);
+    c.cli.dry_run = 1;
+    char *args[] = { (char *)path, NULL };
+    int rc = cmd_undo(&c, args, 1);
+    REQUIRE(rc == MH_EXIT_OK || rc == MH_EXIT_USAGE || rc == MH_EXIT_PARTIAL);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 65536)
+        return 0;
+    real_stdout = stdout;
+    quiet();
+    fuzz_journal(data, size);
+    fuzz_logins(data, size);
+    fuzz_undo(data, size);
+    fflush(devnull);
+    loud();
+    return 0;
+}
