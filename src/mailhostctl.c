@@ -883,9 +883,10 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
             status = MH_EXIT_ERROR;
             goto out;
         }
-        if (p.already || p.not_from)
-            fprintf(stderr, "%s: %zu already on %s, %zu not on %s: not planned\n", prog,
-                    p.already, host, p.not_from, c->from ? c->from : "-");
+        if (p.already)
+            fprintf(stderr, "%s: %zu already on %s: not planned\n", prog, p.already, host);
+        if (p.not_from)
+            fprintf(stderr, "%s: %zu not on %s: not planned\n", prog, p.not_from, c->from);
     }
 
     const char *now = now_generalized();
@@ -1074,6 +1075,7 @@ static int cmd_undo(struct ctl *c, char **args, int nargs)
         if (c->cli.dry_run) {
             printf("would undo %s\n", lr.lr_dn.bv_val);
             ldap_ldif_record_done(&lr);
+            done++;
             continue;
         }
         int rc = ldap_modify_ext_s(c->cli.ld, lr.lr_dn.bv_val, lr.lrop_mods, lr.lr_ctrls, NULL);
@@ -1096,8 +1098,8 @@ static int cmd_undo(struct ctl *c, char **args, int nargs)
     }
     ber_memfree(buf);
     ldif_close(fp);
-    fprintf(stderr, "%s: undo: %zu restored, %zu skipped, %zu failed\n", prog, done, skipped,
-            failed);
+    fprintf(stderr, "%s: undo: %zu %s, %zu skipped, %zu failed\n", prog, done,
+            c->cli.dry_run ? "would be restored (dry run)" : "restored", skipped, failed);
     if (status == MH_EXIT_OK && (skipped || failed))
         status = MH_EXIT_PARTIAL;
     return status;
@@ -1127,9 +1129,11 @@ static void bump(struct count **v, size_t *n, const char *key)
 static int stats_entry(void *vctx, LDAP *ld, LDAPMessage *e)
 {
     struct stats *s = vctx;
-    char *h = mh_cli_first_value(ld, e, s->route), *st = mh_cli_first_value(ld, e, s->state);
+    char *h = mh_cli_first_value(ld, e, s->route);
+    char *st = s->state ? mh_cli_first_value(ld, e, s->state) : NULL;
     bump(&s->h, &s->nh, h ? h : "");
-    bump(&s->s, &s->ns, st ? st : "");
+    if (s->state)
+        bump(&s->s, &s->ns, st ? st : "");
     s->total++;
     free(h);
     free(st);
@@ -1165,9 +1169,8 @@ static int cmd_stats(struct ctl *c, int nargs)
         fprintf(stderr, "%s: stats takes no arguments\n", prog);
         return MH_EXIT_USAGE;
     }
-    struct stats s = { c->cli.route_attr, c->cli.state_attr ? c->cli.state_attr : PREV_ATTR,
-                       NULL, NULL, 0, 0, 0 };
-    char *attrs[] = { (char *)s.route, (char *)s.state, NULL };
+    struct stats s = { c->cli.route_attr, c->cli.state_attr, NULL, NULL, 0, 0, 0 };
+    char *attrs[] = { (char *)s.route, (char *)s.state, NULL };   /* state NULL: route only */
     int rc = mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE,
                                 c->filter ? c->filter : "(mail=*)", attrs, stats_entry, &s);
     if (rc != LDAP_SUCCESS) {
@@ -1195,8 +1198,9 @@ static int cmd_stats(struct ctl *c, int nargs)
         for (size_t i = 0; i < s.nh; i++)
             printf("%-40s %8zu %5.1f%%\n", s.h[i].key[0] ? s.h[i].key : "(none)", s.h[i].n,
                    s.total ? 100.0 * (double)s.h[i].n / (double)s.total : 0.0);
-        printf("%-40s %8zu\n\n%-40s %8s %6s\n", "total", s.total, "migration state", "users",
-               "%");
+        printf("%-40s %8zu\n", "total", s.total);
+        if (s.state)
+            printf("\n%-40s %8s %6s\n", "migration state", "users", "%");
         for (size_t i = 0; i < s.ns; i++)
             printf("%-40s %8zu %5.1f%%\n", s.s[i].key[0] ? s.s[i].key : "(none)", s.s[i].n,
                    s.total ? 100.0 * (double)s.s[i].n / (double)s.total : 0.0);
@@ -1426,7 +1430,8 @@ int main(int argc, char **argv)
     }
     int rc = mh_cli_connect(&c.cli, prog);
     if (rc != LDAP_SUCCESS) {
-        status = mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
+        status = mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE
+               : rc == LDAP_PARAM_ERROR ? MH_EXIT_USAGE : MH_EXIT_ERROR;
         goto out;
     }
     if (!strcmp(cmd, "show")) status = cmd_show(&c, args, nargs);
