@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #define LINE_MAX_LEN 4096
+#define DEFAULT_FILTER "(|(uid=%s)(mail=%s))"
+#define DEFAULT_RECIPIENT_FILTER "(mail=%s)"
 
 struct ctx {
     struct mh_conf *c;
@@ -291,6 +293,44 @@ static int h_attr(struct ctx *x, const char *v, size_t off, unsigned long lo, un
     return h_string(x, v, off, lo, hi);
 }
 
+/* "uid mail": one or more attribute names */
+static int h_attr_list(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                       unsigned long hi)
+{
+    size_t n = 0;
+    for (const char *p = v; *p;) {
+        size_t len = strcspn(p, " \t");
+        for (size_t i = 0; i < len; i++)
+            if (!(isalnum((unsigned char)p[i]) || p[i] == '-' || p[i] == '.'))
+                return fail(x, "\"%.*s\" is not an attribute name", (int)len, p);
+        n += len > 0;
+        p += len;
+        p += strspn(p, " \t");
+    }
+    if (n == 0 || n > 8)
+        return fail(x, "expected 1 to 8 attribute names, got \"%s\"", v);
+    return h_string(x, v, off, lo, hi);
+}
+
+/* A fixed filter (no %-tokens): starts with '(', ends with ')', balanced. */
+static int h_plain_filter(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                          unsigned long hi)
+{
+    int depth = 0, bad = v[0] != '(';
+    for (const char *p = v; *p && !bad; p++) {
+        if (*p == '(')
+            depth++;
+        else if (*p == ')' && --depth < 0)
+            bad = 1;
+        if (depth == 0 && p[1] != '\0')
+            bad = 1;
+    }
+    if (bad || depth != 0)
+        return fail(x, "expected one LDAP filter in parentheses, e.g. (objectClass=*), got "
+                    "\"%s\"", v);
+    return h_string(x, v, off, lo, hi);
+}
+
 static int h_state_attr(struct ctx *x, const char *v, size_t off, unsigned long lo,
                         unsigned long hi)
 {
@@ -437,6 +477,8 @@ static const struct key {
     {"auth_wait", h_seconds, OFF(auth_wait_s), 0, 60, 0},
     {"backend", h_backend, NONE, 1},
     {"client_timeout", h_seconds, OFF(client_timeout_s), 1, 600, 0},
+    {"credential_cache_entries", h_uint, OFF(credential_cache_entries), 1, 100000000, 0},
+    {"credential_cache_ttl", h_ms, OFF(credential_cache_ttl_ms), 0, 86400000, 0},
     {"default_backend", h_default_backend, OFF(default_backend), 0, 0, 0},
     {"default_ports", h_default_ports, NONE, 0},
     {"group", h_string, OFF(group), 0, 0, 0},
@@ -473,6 +515,10 @@ static const struct key {
     {"max_connections", h_uint, OFF(max_connections), 1, 100000, 0},
     {"max_login_attempts", h_uint, OFF(max_login_attempts), 1, 100, 0},
     {"max_request_size", h_uint, OFF(max_request_size), 1024, 65536, 0},
+    {"mirror", h_bool, OFF(mirror), 0, 0, 0},
+    {"mirror_filter", h_plain_filter, OFF(mirror_filter), 0, 0, 0},
+    {"mirror_login_attributes", h_attr_list, OFF(mirror_login_attributes), 0, 0, 0},
+    {"mirror_recipient_attributes", h_attr_list, OFF(mirror_recipient_attributes), 0, 0, 0},
     {"queue_size", h_uint, OFF(queue_size), 1, 1000000, 0},
     {"request_timeout", h_ms, OFF(request_timeout_ms), 100, 120000, 0},
     {"resolve_ttl", h_seconds, OFF(resolve_ttl_s), 0, 86400, 0},
@@ -508,6 +554,7 @@ static void defaults(struct mh_conf *c)
     c->ldap_tls_reqcert = LDAP_OPT_X_TLS_DEMAND;
     c->verify_password = 1;
     c->resolve_ttl_s = 60;
+    c->credential_cache_entries = 100000;
     c->limit_prefix4[0] = 32;
     c->limit_prefix4[1] = 24;
     c->limit_prefix6[0] = 64;
@@ -567,6 +614,46 @@ static int read_secret(struct ctx *x, const char *path, char **out)
     return 0;
 }
 
+/* The mirror answers what ldap_filter and ldap_recipient_filter would: with the default
+ * filters it knows which attributes they match; with others it must be told. */
+static int check_mirror(struct ctx *x)
+{
+    struct mh_conf *c = x->c;
+    if (c->mirror_login_attributes == NULL) {
+        if (strcmp(c->ldap_filter, DEFAULT_FILTER) != 0)
+            return fail(x, "mirror yes with a custom ldap_filter: set mirror_login_attributes "
+                        "to the attributes it matches the login against (and mirror_filter "
+                        "to its fixed conditions)");
+        if (set_string(x, &c->mirror_login_attributes, "uid mail") < 0)
+            return -1;
+    }
+    if (c->mirror_recipient_attributes == NULL) {
+        if (strcmp(c->ldap_recipient_filter, DEFAULT_RECIPIENT_FILTER) != 0)
+            return fail(x, "mirror yes with a custom ldap_recipient_filter: set "
+                        "mirror_recipient_attributes to the attributes it matches the "
+                        "address against");
+        if (set_string(x, &c->mirror_recipient_attributes, "mail") < 0)
+            return -1;
+    }
+    if (c->mirror_filter == NULL) {
+        /* (|(a=*)(b=*)...) over both lists, each attribute once */
+        char buf[1024] = "(|", lists[600];
+        snprintf(lists, sizeof lists, "%s %s", c->mirror_login_attributes,
+                 c->mirror_recipient_attributes);
+        char *save = NULL;
+        for (char *a = strtok_r(lists, " \t", &save); a; a = strtok_r(NULL, " \t", &save)) {
+            char term[160];
+            snprintf(term, sizeof term, "(%s=*)", a);
+            if (strcasestr(buf, term) == NULL && strlen(buf) + strlen(term) + 2 < sizeof buf)
+                strcat(buf, term);
+        }
+        strcat(buf, ")");
+        if (set_string(x, &c->mirror_filter, buf) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int check(struct ctx *x)
 {
     struct mh_conf *c = x->c;
@@ -578,10 +665,10 @@ static int check(struct ctx *x)
         return fail(x, "no \"ldap_uri\" line");
     if (c->ldap_base == NULL)
         return fail(x, "no \"ldap_base\" line");
-    if (c->ldap_filter == NULL && set_string(x, &c->ldap_filter, "(|(uid=%s)(mail=%s))") < 0)
+    if (c->ldap_filter == NULL && set_string(x, &c->ldap_filter, DEFAULT_FILTER) < 0)
         return -1;
     if (c->ldap_recipient_filter == NULL &&
-        set_string(x, &c->ldap_recipient_filter, "(mail=%s)") < 0)
+        set_string(x, &c->ldap_recipient_filter, DEFAULT_RECIPIENT_FILTER) < 0)
         return -1;
     if (c->ldap_route_attribute == NULL &&
         set_string(x, &c->ldap_route_attribute, "mailHost") < 0)
@@ -604,6 +691,13 @@ static int check(struct ctx *x)
     if (c->ldap_timeout_ms >= c->request_timeout_ms)
         return fail(x, "ldap_timeout (%ums) must be shorter than request_timeout (%ums)",
                     c->ldap_timeout_ms, c->request_timeout_ms);
+    if (c->mirror && check_mirror(x) < 0)
+        return -1;
+    if (c->credential_cache_ttl_ms > 0 && !c->mirror)
+        return fail(x, "credential_cache_ttl needs \"mirror yes\": the change feed is what "
+                    "drops a cached password when its entry changes");
+    if (c->credential_cache_ttl_ms > 0 && !c->verify_password)
+        return fail(x, "credential_cache_ttl has no use with verify_password no");
     if (c->ldap_tls_ca_file && access(c->ldap_tls_ca_file, R_OK) != 0)
         return fail(x, "ldap_tls_ca_file \"%s\": %s", c->ldap_tls_ca_file, strerror(errno));
     return 0;
@@ -733,6 +827,9 @@ void mh_conf_free(struct mh_conf *c)
     free(c->ldap_route_attribute);
     free(c->ldap_state_attribute);
     free(c->ldap_tls_ca_file);
+    free(c->mirror_filter);
+    free(c->mirror_login_attributes);
+    free(c->mirror_recipient_attributes);
     mh_backend_map_free(c->backends);
     free(c->default_backend);
     free(c->secret_header);
@@ -805,6 +902,12 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
     if (c->ldap_tls_reqcert >= 0 && c->ldap_tls_reqcert <= 4)
         fprintf(fp, "ldap_tls_reqcert %s\n", reqcert[c->ldap_tls_reqcert]);
     fprintf(fp, "verify_password %s\n", c->verify_password ? "yes" : "no");
+    fprintf(fp, "mirror %s\n", c->mirror ? "yes" : "no");
+    opt(fp, "mirror_filter", c->mirror_filter);
+    opt(fp, "mirror_login_attributes", c->mirror_login_attributes);
+    opt(fp, "mirror_recipient_attributes", c->mirror_recipient_attributes);
+    fprintf(fp, "credential_cache_ttl %ums\ncredential_cache_entries %u\n",
+            c->credential_cache_ttl_ms, c->credential_cache_entries);
     mh_backend_map_dump(c->backends, fp);
     fprintf(fp, "default_backend %s\nresolve_ttl %us\n", or_none(c->default_backend),
             c->resolve_ttl_s);

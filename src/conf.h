@@ -67,6 +67,15 @@ struct mh_conf {
     int ldap_tls_reqcert;        /* LDAP_OPT_X_TLS_* */
 
     int verify_password;
+
+    /* the route mirror (mirror.h, sync.h) and the credential cache (credcache.h) */
+    int mirror;                      /* follow the directory with RFC 4533 sync */
+    char *mirror_filter;             /* which entries to copy */
+    char *mirror_login_attributes;   /* space-separated: what ldap_filter matches a login on */
+    char *mirror_recipient_attributes; /* what ldap_recipient_filter matches an address on */
+    unsigned credential_cache_ttl_ms; /* 0: off */
+    unsigned credential_cache_entries;
+
     struct mh_backend_map *backends;
     char *default_backend;       /* NULL: users without a routing value are refused */
     unsigned resolve_ttl_s;

@@ -24,13 +24,33 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
     if (conf->secret != NULL)
         EVP_Digest(conf->secret, strlen(conf->secret), g->secret_digest, NULL, EVP_sha256(),
                    NULL);
+    if (conf->mirror) {
+        g->mirror = mh_mirror_new(conf->ldap_base, err, errsize);
+        if (g->mirror == NULL)
+            goto fail;
+        if (conf->credential_cache_ttl_ms > 0) {
+            g->credcache = mh_credcache_new(conf->credential_cache_entries,
+                                            conf->credential_cache_ttl_ms, err, errsize);
+            if (g->credcache == NULL)
+                goto fail;
+        }
+    }
     g->pool = mh_pool_start(conf, g->dir, g->resolver, err, errsize);
     if (g->pool == NULL)
         goto fail;
+    if (g->mirror != NULL) {
+        g->sync = mh_sync_start(conf, g->dir, g->mirror, err, errsize);
+        if (g->sync == NULL) {
+            mh_pool_free(g->pool);
+            goto fail;
+        }
+    }
     g->owns_conf = owns_conf;
     g->refs = 1;
     return g;
 fail:
+    mh_credcache_free(g->credcache);
+    mh_mirror_free(g->mirror);
     mh_resolver_free(g->resolver);
     mh_dir_free(g->dir);
     free(g);
@@ -39,6 +59,8 @@ fail:
 
 void mh_gen_stop(struct mh_gen *g)
 {
+    mh_sync_stop(g->sync);
+    g->sync = NULL;
     mh_pool_stop(g->pool);  /* the pool stays allocated: a late submit just fails */
 }
 
@@ -46,7 +68,10 @@ void mh_gen_free(struct mh_gen *g)
 {
     if (g == NULL)
         return;
+    mh_sync_stop(g->sync);
     mh_pool_free(g->pool);
+    mh_credcache_free(g->credcache);
+    mh_mirror_free(g->mirror);
     mh_resolver_free(g->resolver);
     mh_dir_free(g->dir);
     if (g->owns_conf)

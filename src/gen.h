@@ -12,6 +12,9 @@
 #include "backend.h"
 #include "conf.h"
 #include "ldapconn.h"
+#include "credcache.h"
+#include "mirror.h"
+#include "sync.h"
 #include "worker.h"
 
 struct mh_gen {
@@ -20,6 +23,9 @@ struct mh_gen {
     struct mh_dir *dir;
     struct mh_resolver *resolver;
     struct mh_pool *pool;
+    struct mh_mirror *mirror;      /* NULL: mirror no */
+    struct mh_sync *sync;          /* keeps mirror current */
+    struct mh_credcache *credcache; /* NULL: credential_cache_ttl 0 */
     unsigned char secret_digest[32];
     unsigned refs;                 /* requests in flight + 1 while current */
     struct mh_gen *next;           /* the holder's list of live generations */

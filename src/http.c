@@ -409,6 +409,8 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
     uint64_t us = mh_now_us() - start_us;
     double ms = (double)us / 1000.0;
     mh_metrics_answer(req->proto, d->outcome, us, d->outcome == MH_OUT_OK ? d->route.name : NULL);
+    if (d->via != NULL)
+        mh_metrics_source(d->via);
     if (d->outcome == MH_OUT_REFUSED && strcmp(d->reason, "rate-limited") == 0)
         mh_metrics_rate_limited();
     char rewrite[MH_LOGIN_MAX * 4 + 8];
@@ -416,15 +418,15 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
     mh_log_safe(rewrite, sizeof rewrite, d->user, strlen(d->user));
     if (d->outcome == MH_OUT_OK)
         mh_log(LOG_INFO, "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=ok "
-               "reason=%s backend=%s server=%s port=%u%s%s%s ms=%.1f", user,
+               "reason=%s backend=%s server=%s port=%u%s%s%s via=%s ms=%.1f", user,
                mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, d->route.name,
                d->route.server, d->route.port, d->user[0] ? " rewrite=\"" : "", rewrite,
-               d->user[0] ? "\"" : "", ms);
+               d->user[0] ? "\"" : "", d->via ? d->via : "-", ms);
     else
         mh_log(d->outcome == MH_OUT_TEMPFAIL ? LOG_WARNING : LOG_INFO,
-               "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=%s reason=%s ms=%.1f",
-               user, mh_proto_name(req->proto), req->client_ip, req->attempt,
-               mh_outcome_name(d->outcome), d->reason, ms);
+               "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=%s reason=%s via=%s "
+               "ms=%.1f", user, mh_proto_name(req->proto), req->client_ip, req->attempt,
+               mh_outcome_name(d->outcome), d->reason, d->via ? d->via : "-", ms);
 }
 
 static enum MHD_Result queue_headers(struct MHD_Connection *conn, unsigned status,
@@ -507,6 +509,39 @@ static enum MHD_Result bad_request(struct MHD_Connection *conn,
     return queue_headers(conn, status, hdr, n < 0 ? 0 : n);
 }
 
+/* Answers from the route mirror when it can, on this thread, without a directory round
+ * trip.  Returns 1 if job->decision holds the answer; 0 if a worker must finish, with
+ * job->hit filled when the mirror found the entry (the worker then only binds). */
+static int from_mirror(struct mh_http *h, struct mh_gen *g, struct mh_job *job)
+{
+    const struct mh_request *req = &job->req;
+    enum mh_mirror_state st = mh_mirror_state(g->mirror);
+    int needs_directory = 0, verified = 0;
+    if (st == MH_MIRROR_EMPTY)
+        return 0;
+    unsigned kind = req->method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT : MH_MKEY_LOGIN;
+    enum mh_mirror_result r = mh_mirror_lookup(g->mirror, kind, req->login, req->login_len,
+                                               &job->hit, &needs_directory);
+    if (r == MH_MIRROR_HIT) {
+        job->has_entry = 1;
+        /* a stale copy still routes, but never vouches for a password */
+        if (st == MH_MIRROR_LIVE && g->credcache != NULL && req->method == MH_METHOD_PLAIN) {
+            verified = mh_credcache_check(g->credcache, req->login, req->login_len, req->pass,
+                                          req->pass_len, job->hit.version, mh_now_ms());
+            if (!verified)
+                job->credcache = g->credcache;
+        }
+    } else if (st != MH_MIRROR_LIVE || needs_directory) {
+        return 0;   /* a negative answer only from a live copy that can judge the key */
+    }
+    if (!mh_router_from_mirror(g->conf, req, r, &job->hit, verified, &job->decision))
+        return 0;
+    job->decision.via = st == MH_MIRROR_STALE ? "mirror(stale)"
+                        : verified ? "mirror+credential-cache" : "mirror";
+    (void)h;
+    return 1;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls)
@@ -578,6 +613,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         r = answer(c, conn, &p->job.req, d);
         goto answered;
     }
+    if (g->mirror != NULL && from_mirror(h, g, &p->job)) {
+        d->extra_wait = extra_wait;
+        limiter_note(h, &p->job.req, d);
+        log_decision(h, &p->job.req, d, p->start_us);
+        r = answer(c, conn, &p->job.req, d);
+        goto answered;
+    }
     p->job.decision.extra_wait = extra_wait; /* kept by the worker for a refusal */
     *con_cls = p;
     MHD_suspend_connection(conn);
@@ -626,8 +668,27 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
         body = strdup("GET only\n");
     } else if (strcmp(url, "/metrics") == 0) {
+        struct mh_metrics_mirror mm = { 0 };
         mh_dir_health(g->dir, up);
-        body = mh_metrics_render(g->conf, up);
+        if (g->mirror != NULL) {
+            struct mh_mirror_stats st;
+            struct mh_sync_info si = { 0 };
+            mh_mirror_stats(g->mirror, &st);
+            if (g->sync != NULL)
+                mh_sync_info(g->sync, &si);
+            mm.enabled = 1;
+            mm.state = (int)mh_mirror_state(g->mirror);
+            mm.entries = st.entries;
+            mm.keys = st.keys;
+            mm.routes = st.routes;
+            mm.bytes = st.bytes;
+            mm.changes = si.changes;
+            mm.refreshes = si.refreshes;
+            mm.last_refresh_ms = si.last_refresh_ms;
+            mm.stale_ms = si.stale_since_ms ? mh_now_ms() - si.stale_since_ms : 0;
+            mm.credcache_entries = g->credcache ? mh_credcache_count(g->credcache) : 0;
+        }
+        body = mh_metrics_render(g->conf, up, &mm);
         type = "text/plain; version=0.0.4; charset=utf-8";
     } else if (strcmp(url, "/healthz") == 0) {
         /* ready when the configuration is loaded (it is, or we would not run) and the

@@ -420,6 +420,34 @@ enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter,
     return MH_DIR_TEMPFAIL;
 }
 
+struct ldap *mh_ldap_session(struct mh_ldap *l, uint64_t deadline_ms)
+{
+    l->err[0] = '\0';
+    return ensure(l, deadline_ms) == LDAP_SUCCESS ? l->ld : NULL;
+}
+
+size_t mh_ldap_uri(const struct mh_ldap *l) { return l->uri; }
+
+void mh_ldap_reset(struct mh_ldap *l, int server_failed)
+{
+    if (l->ld != NULL && server_failed) {
+        mark_down(l, l->uri);
+        mh_log(LOG_WARNING, "ldap_uri=%s state=down error=\"%s\"", l->dir->conf->ldap_uri[l->uri],
+               l->err[0] ? l->err : "no answer");
+    }
+    drop(l);
+}
+
+int mh_ldap_marked_down(const struct mh_ldap *l)
+{
+    return l->ld != NULL && atomic_load(&l->dir->down_until[l->uri]) > mh_now_ms();
+}
+
+void mh_ldap_set_error(struct mh_ldap *l, const char *what, int rc)
+{
+    set_err(l, l->uri, what, rc);
+}
+
 enum mh_dir_status mh_ldap_check_password(struct mh_ldap *l, const char *dn, const char *pw,
                                           size_t pw_len, uint64_t deadline_ms)
 {

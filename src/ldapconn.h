@@ -67,6 +67,19 @@ enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter,
 enum mh_dir_status mh_ldap_check_password(struct mh_ldap *l, const char *dn, const char *pw,
                                           size_t pw_len, uint64_t deadline_ms);
 
+/* For a long-lived operation (the sync thread's change feed): makes sure l is connected
+ * (with the service bind on a service connection) and returns its libldap handle, owned by
+ * l and valid until mh_ldap_reset or mh_ldap_free; NULL with mh_ldap_error set if no URI
+ * answers.  mh_ldap_uri tells which URI it is connected to. */
+struct ldap *mh_ldap_session(struct mh_ldap *l, uint64_t deadline_ms);
+size_t mh_ldap_uri(const struct mh_ldap *l);
+/* Drops the connection; server_failed: mark its URI down too (timeout, no answer). */
+void mh_ldap_reset(struct mh_ldap *l, int server_failed);
+/* 1 if the URI of l's connection has been marked down since (by any thread). */
+int mh_ldap_marked_down(const struct mh_ldap *l);
+/* Records "URI: what: <rc's text> (rc)" as l's last error. */
+void mh_ldap_set_error(struct mh_ldap *l, const char *what, int rc);
+
 /* The last error of this connection, for logs ("" if none).  Owned by l. */
 const char *mh_ldap_error(const struct mh_ldap *l);
 

@@ -128,7 +128,21 @@ static void put_label(struct out *o, const char *s)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up)
+static const char *sources[] = { "directory", "mirror", "mirror+credential-cache",
+                                  "mirror+directory", "mirror(stale)", "other" };
+#define NSRC (sizeof sources / sizeof sources[0])
+static atomic_ullong by_source[NSRC];
+
+void mh_metrics_source(const char *via)
+{
+    size_t i = 0;
+    while (i < NSRC - 1 && (via == NULL || strcmp(via, sources[i]) != 0))
+        i++;
+    atomic_fetch_add_explicit(&by_source[i], 1, memory_order_relaxed);
+}
+
+char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
+                        const struct mh_metrics_mirror *mm)
 {
     size_t n_uri = conf->n_uri;
     static const char *outs[NOUT] = {"ok", "refused", "tempfail", "badrequest"};
@@ -180,6 +194,43 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up)
             "# TYPE mailhostd_queue_depth gauge\nmailhostd_queue_depth %llu\n"
             "# HELP mailhostd_workers LDAP worker threads.\n# TYPE mailhostd_workers gauge\n"
             "mailhostd_workers %u\n", LOAD(rate_limited), LOAD(queue_depth), conf->workers);
+    put(&o, "# HELP mailhostd_decisions_total Decided requests by what decided them.\n"
+            "# TYPE mailhostd_decisions_total counter\n");
+    for (size_t i = 0; i < NSRC; i++)
+        put(&o, "mailhostd_decisions_total{source=\"%s\"} %llu\n", sources[i],
+            LOAD(by_source[i]));
+    if (mm != NULL && mm->enabled) {
+        put(&o, "# HELP mailhostd_mirror_state 0 no copy yet, 1 live, 2 stale.\n"
+                "# TYPE mailhostd_mirror_state gauge\nmailhostd_mirror_state %d\n"
+                "# HELP mailhostd_mirror_entries Entries in the route mirror.\n"
+                "# TYPE mailhostd_mirror_entries gauge\nmailhostd_mirror_entries %zu\n"
+                "# HELP mailhostd_mirror_keys Login and recipient keys in the route mirror.\n"
+                "# TYPE mailhostd_mirror_keys gauge\nmailhostd_mirror_keys %zu\n"
+                "# HELP mailhostd_mirror_routing_values Distinct routing values.\n"
+                "# TYPE mailhostd_mirror_routing_values gauge\n"
+                "mailhostd_mirror_routing_values %zu\n"
+                "# HELP mailhostd_mirror_bytes Memory held by the route mirror.\n"
+                "# TYPE mailhostd_mirror_bytes gauge\nmailhostd_mirror_bytes %zu\n",
+            mm->state, mm->entries, mm->keys, mm->routes, mm->bytes);
+        put(&o, "# HELP mailhostd_mirror_changes_total Directory changes applied after a "
+                "refresh.\n# TYPE mailhostd_mirror_changes_total counter\n"
+                "mailhostd_mirror_changes_total %llu\n"
+                "# HELP mailhostd_mirror_refreshes_total Completed refreshes.\n"
+                "# TYPE mailhostd_mirror_refreshes_total counter\n"
+                "mailhostd_mirror_refreshes_total %llu\n"
+                "# HELP mailhostd_mirror_last_refresh_seconds Duration of the last refresh.\n"
+                "# TYPE mailhostd_mirror_last_refresh_seconds gauge\n"
+                "mailhostd_mirror_last_refresh_seconds %.3f\n"
+                "# HELP mailhostd_mirror_stale_seconds How long the change feed has been "
+                "broken (0: live).\n# TYPE mailhostd_mirror_stale_seconds gauge\n"
+                "mailhostd_mirror_stale_seconds %.3f\n"
+                "# HELP mailhostd_credential_cache_entries Cached password verifications.\n"
+                "# TYPE mailhostd_credential_cache_entries gauge\n"
+                "mailhostd_credential_cache_entries %zu\n",
+            (unsigned long long)mm->changes, (unsigned long long)mm->refreshes,
+            (double)mm->last_refresh_ms / 1000.0, (double)mm->stale_ms / 1000.0,
+            mm->credcache_entries);
+    }
     if (o.oom) {
         free(o.p);
         return NULL;

@@ -25,9 +25,20 @@ void mh_metrics_rate_limited(void);
 void mh_metrics_ldap_error(size_t uri);
 void mh_metrics_queue(int delta);
 
+/* Which path decided a request (d->via: "directory", "mirror", ...). */
+void mh_metrics_source(const char *via);
+
+/* The route mirror's figures for the exposition (enabled = 0: mirror no). */
+struct mh_metrics_mirror {
+    int enabled, state;              /* state: enum mh_mirror_state */
+    size_t entries, keys, routes, bytes, credcache_entries;
+    uint64_t changes, refreshes, last_refresh_ms, stale_ms;
+};
+
 /* Writes the Prometheus exposition into a malloc'ed buffer (caller frees); NULL on no memory.
  * conf: the configuration in force (its URIs label the LDAP series); ldap_up[i]: 1 if URI i
  * is not marked down.  Backend labels are the start-up configuration's. */
-char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up);
+char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
+                        const struct mh_metrics_mirror *mirror);
 
 #endif

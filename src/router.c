@@ -39,6 +39,83 @@ int mh_router_precheck(const struct mh_conf *conf, const struct mh_request *req,
     return 0;
 }
 
+/* After the entry is found: the password, the migration state, the backend.  Returns -1
+ * (d unfinished) when resolver is NULL and the routing value is a host name to resolve. */
+static int finish(const struct mh_conf *conf, struct mh_resolver *resolver,
+                   struct mh_ldap *bind, const struct mh_request *req, uint64_t deadline_ms,
+                   const char *dn, const char *value, int frozen, int verified,
+                   struct mh_decision *d)
+{
+    int recipient = req->method == MH_METHOD_NONE;
+    if (!recipient && conf->verify_password && !verified) {
+        switch (mh_ldap_check_password(bind, dn, req->pass, req->pass_len, deadline_ms)) {
+        case MH_DIR_OK:
+            d->verified = 1;
+            break;
+        case MH_DIR_TEMPFAIL:
+            d->outcome = MH_OUT_TEMPFAIL;
+            snprintf(d->reason, sizeof d->reason, "\"%s\"", mh_ldap_error(bind));
+            return 0;
+        default:
+            set(d, MH_OUT_REFUSED, "bad-password");
+            return 0;
+        }
+    }
+
+    /* the final copy of a mailbox runs while its user is frozen: no session may change it */
+    if (frozen) {
+        set(d, MH_OUT_TEMPFAIL, "migration-frozen");
+        return 0;
+    }
+    const char *route_value = value;
+    if (route_value == NULL || route_value[0] == '\0') {
+        route_value = conf->default_backend;
+        if (route_value == NULL) {
+            set(d, MH_OUT_REFUSED, "no-route");
+            if (recipient) {
+                d->text = "Recipient address rejected: no mailbox here";
+                d->smtp_code = "550 5.1.1";
+            }
+            return 0;
+        }
+    }
+    switch (mh_backend_route(conf->backends, resolver, route_value, req->proto, &d->route)) {
+    case MH_ROUTE_OK:
+        break;
+    case MH_ROUTE_INVALID: {
+        char safe[200];
+        if (resolver == NULL) {
+            return -1;   /* a host name: resolved on a worker */
+        }
+        d->outcome = MH_OUT_TEMPFAIL;
+        snprintf(d->reason, sizeof d->reason, "invalid-route-value value=\"%s\"",
+                 mh_log_safe(safe, sizeof safe, route_value, strlen(route_value)));
+        return 0;
+    }
+    default: {
+        char safe[200];
+        d->outcome = MH_OUT_TEMPFAIL;
+        snprintf(d->reason, sizeof d->reason, "unresolvable-host value=\"%s\"",
+                 mh_log_safe(safe, sizeof safe, route_value, strlen(route_value)));
+        return 0;
+    }
+    }
+    if (!recipient &&
+        mh_backend_rewrite_login(d->route.rewrite, req->login, d->user, sizeof d->user) == NULL)
+        d->user[0] = '\0';
+    set(d, MH_OUT_OK, value == NULL || value[0] == '\0' ? "default-backend" : "routed");
+    return 0;
+}
+
+static void unknown(struct mh_decision *d, int recipient)
+{
+    set(d, MH_OUT_REFUSED, "unknown-user");
+    if (recipient) {
+        d->text = "Recipient address rejected: user unknown";
+        d->smtp_code = "550 5.1.1";
+    }
+}
+
 void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
                       struct mh_ldap *search, struct mh_ldap *bind,
                       const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d)
@@ -59,11 +136,7 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
     case MH_DIR_OK:
         break;
     case MH_DIR_NOTFOUND:
-        set(d, MH_OUT_REFUSED, "unknown-user");
-        if (recipient) {
-            d->text = "Recipient address rejected: user unknown";
-            d->smtp_code = "550 5.1.1";
-        }
+        unknown(d, recipient);
         goto done;
     case MH_DIR_AMBIGUOUS:
         set(d, MH_OUT_REFUSED, "ambiguous-login");
@@ -73,65 +146,44 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
         snprintf(d->reason, sizeof d->reason, "\"%s\"", mh_ldap_error(search));
         goto done;
     }
-
-    if (!recipient && conf->verify_password) {
-        switch (mh_ldap_check_password(bind, dn, req->pass, req->pass_len, deadline_ms)) {
-        case MH_DIR_OK:
-            break;
-        case MH_DIR_TEMPFAIL:
-            d->outcome = MH_OUT_TEMPFAIL;
-            snprintf(d->reason, sizeof d->reason, "\"%s\"", mh_ldap_error(bind));
-            goto done;
-        default:
-            set(d, MH_OUT_REFUSED, "bad-password");
-            goto done;
-        }
-    }
-
-    /* the final copy of a mailbox runs while its user is frozen: no session may change it */
-    const char *state = values[1];
-    if (state != NULL && strcasecmp(state, "frozen") == 0) {
-        set(d, MH_OUT_TEMPFAIL, "migration-frozen");
-        goto done;
-    }
-    const char *value = values[0];
-    const char *route_value = value;
-    if (route_value == NULL || route_value[0] == '\0') {
-        route_value = conf->default_backend;
-        if (route_value == NULL) {
-            set(d, MH_OUT_REFUSED, "no-route");
-            if (recipient) {
-                d->text = "Recipient address rejected: no mailbox here";
-                d->smtp_code = "550 5.1.1";
-            }
-            goto done;
-        }
-    }
-    switch (mh_backend_route(conf->backends, resolver, route_value, req->proto, &d->route)) {
-    case MH_ROUTE_OK:
-        break;
-    case MH_ROUTE_INVALID: {
-        char safe[200];
-        d->outcome = MH_OUT_TEMPFAIL;
-        snprintf(d->reason, sizeof d->reason, "invalid-route-value value=\"%s\"",
-                 mh_log_safe(safe, sizeof safe, route_value, strlen(route_value)));
-        goto done;
-    }
-    default: {
-        char safe[200];
-        d->outcome = MH_OUT_TEMPFAIL;
-        snprintf(d->reason, sizeof d->reason, "unresolvable-host value=\"%s\"",
-                 mh_log_safe(safe, sizeof safe, route_value, strlen(route_value)));
-        goto done;
-    }
-    }
-    if (!recipient &&
-        mh_backend_rewrite_login(d->route.rewrite, req->login, d->user, sizeof d->user) == NULL)
-        d->user[0] = '\0';
-    set(d, MH_OUT_OK, value == NULL || value[0] == '\0' ? "default-backend" : "routed");
+    (void)finish(conf, resolver, bind, req, deadline_ms, dn, values[0],
+           values[1] != NULL && strcasecmp(values[1], "frozen") == 0, 0, d);
 done:
     free(filter);
     free(dn);
     for (size_t i = 0; i < MH_LDAP_MAX_ATTRS; i++)
         free(values[i]);
+}
+
+void mh_router_decide_entry(const struct mh_conf *conf, struct mh_resolver *resolver,
+                            struct mh_ldap *bind, const struct mh_request *req,
+                            uint64_t deadline_ms, const struct mh_mirror_hit *hit,
+                            struct mh_decision *d)
+{
+    if (mh_router_precheck(conf, req, d))
+        return;
+    (void)finish(conf, resolver, bind, req, deadline_ms, hit->dn, hit->route, hit->frozen, 0, d);
+}
+
+int mh_router_from_mirror(const struct mh_conf *conf, const struct mh_request *req,
+                          enum mh_mirror_result r, const struct mh_mirror_hit *hit,
+                          int verified, struct mh_decision *d)
+{
+    int recipient = req->method == MH_METHOD_NONE;
+    if (r == MH_MIRROR_MISS) {
+        unknown(d, recipient);
+        return 1;
+    }
+    if (r == MH_MIRROR_AMBIGUOUS) {
+        set(d, MH_OUT_REFUSED, "ambiguous-login");
+        return 1;
+    }
+    if (!recipient && conf->verify_password && !verified)
+        return 0;                       /* a bind is needed: a worker's job */
+    struct mh_decision saved = *d;
+    if (finish(conf, NULL, NULL, req, 0, hit->dn, hit->route, hit->frozen, 1, d) < 0) {
+        *d = saved;                     /* a host name to resolve: a worker's job */
+        return 0;
+    }
+    return 1;
 }

@@ -13,6 +13,7 @@
 #include "codec.h"
 #include "conf.h"
 #include "ldapconn.h"
+#include "mirror.h"
 
 struct mh_decision {
     enum mh_outcome outcome;
@@ -23,6 +24,8 @@ struct mh_decision {
     const char *smtp_code;         /* REFUSED: SMTP code override (static), or NULL */
     unsigned extra_wait;           /* REFUSED: seconds added to Auth-Wait (brute-force) */
     int no_wait;                   /* REFUSED: no Auth-Wait at all: nginx ends the session */
+    int verified;                  /* the directory accepted the password (a bind) */
+    const char *via;               /* for the log: "directory", "mirror", ... (static) */
 };
 
 /* Decides what needs no directory: unsupported methods, empty login, empty password with
@@ -34,5 +37,21 @@ int mh_router_precheck(const struct mh_conf *conf, const struct mh_request *req,
 void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
                       struct mh_ldap *search, struct mh_ldap *bind,
                       const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d);
+
+/* As mh_router_decide, for an entry already found in the mirror: binds with its DN when the
+ * password must be checked, then decides.  Runs on a worker thread. */
+void mh_router_decide_entry(const struct mh_conf *conf, struct mh_resolver *resolver,
+                            struct mh_ldap *bind, const struct mh_request *req,
+                            uint64_t deadline_ms, const struct mh_mirror_hit *hit,
+                            struct mh_decision *d);
+
+/* The decision from a mirror lookup alone, without blocking (HTTP thread): a miss is an
+ * unknown user, two entries an ambiguous login, a hit is routed when no bind is needed
+ * (verified: the credential cache vouches for the password) and the routing value needs
+ * no DNS.  Returns 1 if *d holds the decision, 0 if a worker must finish (d untouched).
+ * The caller only passes a miss when the mirror is live and can judge the key. */
+int mh_router_from_mirror(const struct mh_conf *conf, const struct mh_request *req,
+                          enum mh_mirror_result r, const struct mh_mirror_hit *hit,
+                          int verified, struct mh_decision *d);
 
 #endif

@@ -1,6 +1,7 @@
 /* worker.c - see worker.h. */
 #include "config.h"
 #include "worker.h"
+#include "credcache.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -61,8 +62,19 @@ static void *run(void *arg)
             finish_unserved(job, "queue-timeout");
             continue;
         }
-        mh_router_decide(p->conf, p->resolver, w->search, w->bind, &job->req, job->deadline_ms,
-                         &job->decision);
+        if (job->has_entry) {
+            mh_router_decide_entry(p->conf, p->resolver, w->bind, &job->req, job->deadline_ms,
+                                   &job->hit, &job->decision);
+            job->decision.via = "mirror+directory";
+            if (job->credcache != NULL && job->decision.verified)
+                mh_credcache_put(job->credcache, job->req.login, job->req.login_len,
+                                 job->req.pass, job->req.pass_len, job->hit.version,
+                                 mh_now_ms());
+        } else {
+            mh_router_decide(p->conf, p->resolver, w->search, w->bind, &job->req,
+                             job->deadline_ms, &job->decision);
+            job->decision.via = "directory";
+        }
         job->done(job);
     }
     return NULL;

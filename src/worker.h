@@ -14,10 +14,15 @@
 #include <stdint.h>
 #include "router.h"
 
+struct mh_credcache;
+
 struct mh_job {
     struct mh_request req;
     uint64_t deadline_ms;
     struct mh_decision decision;
+    int has_entry;                   /* hit holds the user's entry (from the mirror) */
+    struct mh_mirror_hit hit;
+    struct mh_credcache *credcache;  /* not NULL: record a password the directory accepted */
     void (*done)(struct mh_job *job);
     struct mh_job *next;  /* queue link, owned by the pool while queued */
 };

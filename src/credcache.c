@@ -1,0 +1,225 @@
+/* credcache.c - see credcache.h. */
+#include "config.h"
+#include "credcache.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WAYS 8
+#define NSHARD 16
+
+struct slot {
+    unsigned char mac[32];
+    unsigned char login_tag[8];
+    uint32_t version;
+    uint64_t stored_ms;      /* 0: empty */
+};
+
+struct shard {
+    pthread_mutex_t lock;
+    size_t used;
+} __attribute__((aligned(64)));
+
+struct mh_credcache {
+    struct shard shard[NSHARD];
+    struct slot *slot;
+    size_t nbuckets;         /* buckets of WAYS slots; a power of two */
+    uint64_t ttl_ms;
+    EVP_MAC *mac;
+    EVP_MAC_CTX *tmpl;       /* keyed once; duplicated per call */
+};
+
+struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *err,
+                                      size_t errsize)
+{
+    struct mh_credcache *c = aligned_alloc(64, sizeof *c);
+    unsigned char key[32];
+    if (c == NULL) {
+        snprintf(err, errsize, "out of memory");
+        return NULL;
+    }
+    memset(c, 0, sizeof *c);
+    c->ttl_ms = ttl_ms;
+    c->nbuckets = 1;
+    while (c->nbuckets * WAYS < capacity)
+        c->nbuckets *= 2;
+    if (c->nbuckets < NSHARD)
+        c->nbuckets = NSHARD;
+    c->slot = calloc(c->nbuckets * WAYS, sizeof *c->slot);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (c->slot == NULL || RAND_bytes(key, sizeof key) != 1 ||
+        (c->mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
+        (c->tmpl = EVP_MAC_CTX_new(c->mac)) == NULL ||
+        !EVP_MAC_init(c->tmpl, key, sizeof key, params)) {
+        OPENSSL_cleanse(key, sizeof key);
+        snprintf(err, errsize, "credential cache: cannot set up HMAC-SHA256 or its key");
+        mh_credcache_free(c);
+        return NULL;
+    }
+    OPENSSL_cleanse(key, sizeof key);
+    for (size_t i = 0; i < NSHARD; i++)
+        pthread_mutex_init(&c->shard[i].lock, NULL);
+    return c;
+}
+
+void mh_credcache_free(struct mh_credcache *c)
+{
+    if (c == NULL)
+        return;
+    if (c->tmpl != NULL)
+        for (size_t i = 0; i < NSHARD; i++)
+            pthread_mutex_destroy(&c->shard[i].lock);
+    EVP_MAC_CTX_free(c->tmpl);
+    EVP_MAC_free(c->mac);
+    if (c->slot != NULL) {
+        OPENSSL_cleanse(c->slot, c->nbuckets * WAYS * sizeof *c->slot);
+        free(c->slot);
+    }
+    free(c);
+}
+
+/* HMAC(key, prefix || be32(len) || login [|| pw]) */
+static int mac(struct mh_credcache *c, char prefix, const char *login, size_t login_len,
+               const char *pw, size_t pw_len, unsigned char out[32])
+{
+    EVP_MAC_CTX *x = EVP_MAC_CTX_dup(c->tmpl);
+    unsigned char head[5] = { (unsigned char)prefix, (unsigned char)(login_len >> 24),
+                              (unsigned char)(login_len >> 16), (unsigned char)(login_len >> 8),
+                              (unsigned char)login_len };
+    size_t n = 0;
+    int ok = x != NULL && EVP_MAC_update(x, head, sizeof head) &&
+             EVP_MAC_update(x, (const unsigned char *)login, login_len) &&
+             (pw == NULL || EVP_MAC_update(x, (const unsigned char *)pw, pw_len)) &&
+             EVP_MAC_final(x, out, &n, 32) && n == 32;
+    EVP_MAC_CTX_free(x);
+    return ok ? 0 : -1;
+}
+
+/* All passwords of one login share a bucket, chosen by the login's tag. */
+static size_t bucket_of(const struct mh_credcache *c, const unsigned char tag[8])
+{
+    uint64_t v;
+    memcpy(&v, tag, sizeof v);
+    return (size_t)(v & (c->nbuckets - 1));
+}
+
+static struct shard *shard_of(struct mh_credcache *c, size_t bucket)
+{
+    return &c->shard[bucket & (NSHARD - 1)];
+}
+
+static int keys(struct mh_credcache *c, const char *login, size_t login_len, const char *pw,
+                size_t pw_len, unsigned char m[32], unsigned char tag[8])
+{
+    unsigned char t[32];
+    if (mac(c, 'L', login, login_len, NULL, 0, t) < 0 ||
+        mac(c, 'P', login, login_len, pw, pw_len, m) < 0)
+        return -1;
+    memcpy(tag, t, 8);
+    return 0;
+}
+
+int mh_credcache_check(struct mh_credcache *c, const char *login, size_t login_len,
+                       const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms)
+{
+    unsigned char m[32], tag[8];
+    int hit = 0;
+    if (keys(c, login, login_len, pw, pw_len, m, tag) < 0)
+        return 0;
+    size_t b = bucket_of(c, tag);
+    struct shard *s = shard_of(c, b);
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < WAYS; i++) {
+        struct slot *e = &c->slot[b * WAYS + i];
+        if (e->stored_ms == 0 || CRYPTO_memcmp(e->mac, m, sizeof m) != 0)
+            continue;
+        if (e->version == version && now_ms - e->stored_ms < c->ttl_ms)
+            hit = 1;
+        else {
+            memset(e, 0, sizeof *e);
+            s->used--;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&s->lock);
+    OPENSSL_cleanse(m, sizeof m);
+    return hit;
+}
+
+void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_len,
+                      const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms)
+{
+    unsigned char m[32], tag[8];
+    if (keys(c, login, login_len, pw, pw_len, m, tag) < 0)
+        return;
+    size_t b = bucket_of(c, tag);
+    struct shard *s = shard_of(c, b);
+    pthread_mutex_lock(&s->lock);
+    struct slot *use = NULL, *victim = NULL;
+    for (size_t i = 0; i < WAYS; i++) {
+        struct slot *e = &c->slot[b * WAYS + i];
+        if (e->stored_ms != 0 && CRYPTO_memcmp(e->mac, m, sizeof m) == 0) {
+            use = e;                           /* the same pair: refresh it */
+            break;
+        }
+        /* else an empty slot, or the oldest */
+        if (victim == NULL ||
+            (victim->stored_ms != 0 && (e->stored_ms == 0 || e->stored_ms < victim->stored_ms)))
+            victim = e;
+    }
+    if (use == NULL) {
+        use = victim;
+        if (use->stored_ms == 0)
+            s->used++;
+    }
+    memcpy(use->mac, m, sizeof m);
+    memcpy(use->login_tag, tag, sizeof tag);
+    use->version = version;
+    use->stored_ms = now_ms ? now_ms : 1;
+    pthread_mutex_unlock(&s->lock);
+    OPENSSL_cleanse(m, sizeof m);
+}
+
+void mh_credcache_forget_login(struct mh_credcache *c, const char *login, size_t login_len)
+{
+    unsigned char t[32];
+    if (mac(c, 'L', login, login_len, NULL, 0, t) < 0)
+        return;
+    size_t b = bucket_of(c, t);
+    struct shard *s = shard_of(c, b);
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < WAYS; i++) {
+        struct slot *e = &c->slot[b * WAYS + i];
+        if (e->stored_ms != 0 && memcmp(e->login_tag, t, 8) == 0) {
+            memset(e, 0, sizeof *e);
+            s->used--;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+size_t mh_credcache_count(struct mh_credcache *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < NSHARD; i++) {
+        pthread_mutex_lock(&c->shard[i].lock);
+        n += c->shard[i].used;
+        pthread_mutex_unlock(&c->shard[i].lock);
+    }
+    return n;
+}
+
+const void *mh_credcache_debug_memory(struct mh_credcache *c, size_t *len)
+{
+    *len = c->nbuckets * WAYS * sizeof *c->slot;
+    return c->slot;
+}

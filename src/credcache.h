@@ -1,0 +1,49 @@
+/* credcache.h - a short-lived cache of passwords the directory accepted.
+ *
+ * A mail client reconnects all day with the same login and password; the cache lets such a
+ * login skip the LDAP bind for ttl.  It never holds a password: an entry is the HMAC-SHA256,
+ * under a random key drawn at creation (and wiped at free), of the login's length, the login
+ * and the password, together with the version of the user's mirror entry (mirror.h) it was
+ * verified against.  Any change to the entry in the directory (a new password, a lock, a
+ * move) gives the entry a new version, so its cached passwords stop matching at once.
+ *
+ * Memory is fixed at creation: `capacity` entries in set-associative buckets; a full bucket
+ * replaces its oldest entry.  Nothing is allocated per call.
+ *
+ * Thread-safe: any number of threads may call check, put and forget at once (one mutex per
+ * shard, never held while hashing).  The cache owns its memory; free it with
+ * mh_credcache_free once no thread uses it.
+ */
+#ifndef MH_CREDCACHE_H
+#define MH_CREDCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct mh_credcache;
+
+/* capacity: entries kept at most (>= 1); ttl_ms: how long a verification is trusted.
+ * NULL + message in err on failure. */
+struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *err,
+                                      size_t errsize);
+void mh_credcache_free(struct mh_credcache *c);   /* NULL ok */
+
+/* 1 if (login, password) was stored with this same version less than ttl_ms before now_ms;
+ * else 0 (an expired or outdated entry is removed). */
+int mh_credcache_check(struct mh_credcache *c, const char *login, size_t login_len,
+                       const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms);
+
+/* Records a successful verification at now_ms (replacing an earlier one of the same pair). */
+void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_len,
+                      const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms);
+
+/* Forgets every entry of this login, whatever the password. */
+void mh_credcache_forget_login(struct mh_credcache *c, const char *login, size_t login_len);
+
+/* Occupied slots (expired ones included until reused), for metrics. */
+size_t mh_credcache_count(struct mh_credcache *c);
+
+/* Tests only: the entry table's memory. */
+const void *mh_credcache_debug_memory(struct mh_credcache *c, size_t *len);
+
+#endif

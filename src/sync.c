@@ -1,0 +1,544 @@
+/* sync.c - see sync.h.
+ *
+ * The RFC 4533 messages are read one at a time (ldap_result with LDAP_MSG_ONE) and decoded
+ * with libldap's control and BER calls.  libldap's own ldap_sync_poll() is not used: it asks
+ * for every message received so far (LDAP_MSG_RECEIVED) and then hands the head of that
+ * chain, not each message, to its handlers, so a read that brings several messages replays
+ * the first and loses the rest (libraries/libldap/ldap_sync.c, OpenLDAP 2.5 and 2.6).
+ */
+#include "config.h"
+#include "sync.h"
+#include "log.h"
+
+#include <ldap.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define MAX_ATTRS 20
+#define PROBE_EVERY_MS 2000
+#define POLL_MS 200
+
+struct mh_sync {
+    const struct mh_conf *conf;
+    struct mh_dir *dir;
+    struct mh_mirror *mirror;
+    pthread_t thread;
+    atomic_int stop;
+    pthread_mutex_t lock;           /* guards fd for mh_sync_stop */
+    int fd;                         /* the connection's socket, -1: none */
+    char *attrs[MAX_ATTRS + 1];     /* requested attributes */
+    char *login_attrs[9], *recipient_attrs[9];
+    struct berval cookie;           /* where to resume; malloc'ed */
+    uint32_t mark;
+    int live;                       /* the current session finished its refresh */
+    int refresh_seen_present;       /* this refresh ended a present phase */
+    uint64_t refresh_started_ms;
+    size_t r_changed, r_present, r_deleted;  /* messages of the current refresh */
+    atomic_uint_fast64_t refreshes, changes, last_refresh_ms, stale_since_ms;
+    char *store;                    /* backing store of the attribute name lists */
+};
+
+void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out)
+{
+    struct mh_sync *m = (struct mh_sync *)s;
+    out->refreshes = atomic_load(&m->refreshes);
+    out->changes = atomic_load(&m->changes);
+    out->last_refresh_ms = atomic_load(&m->last_refresh_ms);
+    out->stale_since_ms = atomic_load(&m->stale_since_ms);
+}
+
+static void set_cookie(struct mh_sync *s, const struct berval *c)
+{
+    if (c == NULL || c->bv_val == NULL)
+        return;
+    char *v = malloc(c->bv_len + 1);
+    if (v == NULL)
+        return;   /* keep the older cookie: resuming from it only repeats changes */
+    memcpy(v, c->bv_val, c->bv_len);
+    v[c->bv_len] = '\0';
+    free(s->cookie.bv_val);
+    s->cookie.bv_val = v;
+    s->cookie.bv_len = c->bv_len;
+}
+
+static void drop_cookie(struct mh_sync *s)
+{
+    free(s->cookie.bv_val);
+    s->cookie.bv_val = NULL;
+    s->cookie.bv_len = 0;
+}
+
+/* ---- applying entries ---- */
+
+static void add_values(LDAP *ld, LDAPMessage *e, char *const *attrs, unsigned kind,
+                       struct mh_mirror_key *keys, size_t *n, size_t max,
+                       struct berval ***held, size_t *nheld)
+{
+    for (size_t i = 0; attrs[i] != NULL; i++) {
+        struct berval **v = ldap_get_values_len(ld, e, attrs[i]);
+        if (v == NULL)
+            continue;
+        held[(*nheld)++] = v;
+        for (size_t j = 0; v[j] != NULL && *n < max; j++)
+            if (memchr(v[j]->bv_val, '\0', v[j]->bv_len) == NULL)
+                keys[(*n)++] = (struct mh_mirror_key){ v[j]->bv_val, v[j]->bv_len, kind };
+    }
+}
+
+static char *first_string(LDAP *ld, LDAPMessage *e, const char *attr)
+{
+    if (attr == NULL)
+        return NULL;
+    struct berval **v = ldap_get_values_len(ld, e, attr);
+    char *s = NULL;
+    if (v != NULL && v[0] != NULL && memchr(v[0]->bv_val, '\0', v[0]->bv_len) == NULL &&
+        (s = malloc(v[0]->bv_len + 1)) != NULL) {
+        memcpy(s, v[0]->bv_val, v[0]->bv_len);
+        s[v[0]->bv_len] = '\0';
+    }
+    ldap_value_free_len(v);
+    return s;
+}
+
+static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsigned char *uuid)
+{
+    struct mh_mirror_key keys[128];
+    struct berval **held[20];
+    size_t n = 0, nheld = 0;
+    int rc = -1;
+    char *dn = ldap_get_dn(ld, e);
+    char *route = first_string(ld, e, s->conf->ldap_route_attribute);
+    char *state = first_string(ld, e, s->conf->ldap_state_attribute);
+
+    add_values(ld, e, s->login_attrs, MH_MKEY_LOGIN, keys, &n, 64, held, &nheld);
+    add_values(ld, e, s->recipient_attrs, MH_MKEY_RECIPIENT, keys, &n, 128, held, &nheld);
+    if (dn != NULL)
+        rc = mh_mirror_upsert(s->mirror, uuid, dn, route,
+                              state != NULL && strcasecmp(state, "frozen") == 0, keys, n,
+                              s->mark);
+    if (rc < 0)
+        mh_log(LOG_ERR, "mirror: out of memory storing an entry; routing asks the directory");
+    for (size_t i = 0; i < nheld; i++)
+        ldap_value_free_len(held[i]);
+    ldap_memfree(dn);
+    free(route);
+    free(state);
+    return rc;
+}
+
+/* A searchResultEntry with its Sync State Control. */
+static int on_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *msg)
+{
+    LDAPControl **ctrls = NULL;
+    int rc = -1;
+    if (ldap_get_entry_controls(ld, msg, &ctrls) != LDAP_SUCCESS)
+        return -1;
+    LDAPControl *c = ldap_control_find(LDAP_CONTROL_SYNC_STATE, ctrls, NULL);
+    BerElement *ber = c ? ber_init(&c->ldctl_value) : NULL;
+    ber_int_t state = -1;
+    struct berval uuid = { 0, NULL }, cookie = { 0, NULL };
+    ber_len_t len;
+    if (ber != NULL && ber_scanf(ber, "{em", &state, &uuid) != LBER_ERROR && uuid.bv_len == 16) {
+        if (ber_peek_tag(ber, &len) == LDAP_TAG_SYNC_COOKIE && ber_scanf(ber, "m", &cookie) != LBER_ERROR)
+            set_cookie(s, &cookie);
+        const unsigned char *u = (const unsigned char *)uuid.bv_val;
+        if (!s->live) {
+            s->r_present += state == LDAP_SYNC_PRESENT;
+            s->r_changed += state == LDAP_SYNC_ADD || state == LDAP_SYNC_MODIFY;
+            s->r_deleted += state == LDAP_SYNC_DELETE;
+        }
+        switch (state) {
+        case LDAP_SYNC_PRESENT:
+            mh_mirror_touch(s->mirror, u, s->mark);
+            rc = 0;
+            break;
+        case LDAP_SYNC_ADD:
+        case LDAP_SYNC_MODIFY:
+            rc = apply_entry(s, ld, msg, u);
+            break;
+        case LDAP_SYNC_DELETE:
+            mh_mirror_delete(s->mirror, u);
+            rc = 0;
+            break;
+        default:
+            break;
+        }
+        if (rc == 0 && s->live) {
+            atomic_fetch_add(&s->changes, 1);
+            if (mh_log_get_level() >= LOG_DEBUG) {
+                char *dn = ldap_get_dn(ld, msg);
+                mh_log(LOG_DEBUG, "mirror: %s dn=\"%s\"", state == LDAP_SYNC_DELETE ? "delete"
+                       : state == LDAP_SYNC_ADD ? "add" : "modify", dn ? dn : "?");
+                ldap_memfree(dn);
+            }
+        }
+    }
+    if (rc < 0)
+        mh_log(LOG_ERR, "mirror: a change-feed entry without a usable Sync State Control");
+    if (ber != NULL)
+        ber_free(ber, 1);
+    ldap_controls_free(ctrls);
+    return rc;
+}
+
+static void refresh_done(struct mh_sync *s)
+{
+    if (s->live)
+        return;
+    size_t swept = 0;
+    if (s->refresh_seen_present)
+        swept = mh_mirror_sweep(s->mirror, s->mark);
+    s->live = 1;
+    uint64_t ms = mh_now_ms() - s->refresh_started_ms;
+    atomic_store(&s->last_refresh_ms, ms);
+    atomic_fetch_add(&s->refreshes, 1);
+    uint64_t stale = atomic_exchange(&s->stale_since_ms, 0);
+    mh_mirror_set_state(s->mirror, MH_MIRROR_LIVE);
+    struct mh_mirror_stats st;
+    mh_mirror_stats(s->mirror, &st);
+    mh_log(LOG_NOTICE, "mirror: live, %zu entries, %zu keys, %zu routing values, %zu KiB; "
+           "refresh took %llu ms: %zu entries sent, %zu unchanged, %zu deleted, %zu gone%s",
+           st.entries, st.keys, st.routes, st.bytes / 1024, (unsigned long long)ms,
+           s->r_changed, s->r_present, s->r_deleted, swept, stale ? " (was stale)" : "");
+}
+
+/* Enters a SEQUENCE and takes its optional leading cookie.  0, or -1 if malformed. */
+static int open_with_cookie(struct mh_sync *s, BerElement *ber)
+{
+    struct berval cookie = { 0, NULL };
+    ber_len_t len;
+    if (ber_scanf(ber, "{") == LBER_ERROR)
+        return -1;
+    if (ber_peek_tag(ber, &len) == LDAP_TAG_SYNC_COOKIE) {
+        if (ber_scanf(ber, "m", &cookie) == LBER_ERROR)
+            return -1;
+        set_cookie(s, &cookie);
+    }
+    return 0;
+}
+
+/* A Sync Info Message (intermediate response). */
+static int on_intermediate(struct mh_sync *s, LDAP *ld, LDAPMessage *msg)
+{
+    char *oid = NULL;
+    struct berval *data = NULL, cookie = { 0, NULL };
+    BerElement *ber = NULL;
+    ber_len_t len;
+    int rc = -1;
+
+    if (ldap_parse_intermediate(ld, msg, &oid, &data, NULL, 0) != LDAP_SUCCESS)
+        return -1;
+    if (oid == NULL || strcmp(oid, LDAP_SYNC_INFO) != 0 || data == NULL ||
+        (ber = ber_init(data)) == NULL)
+        goto done;
+    ber_tag_t tag = ber_peek_tag(ber, &len);
+    switch (tag) {
+    case LDAP_TAG_SYNC_NEW_COOKIE:
+        if (ber_scanf(ber, "m", &cookie) != LBER_ERROR) {
+            set_cookie(s, &cookie);
+            rc = 0;
+        }
+        break;
+    case LDAP_TAG_SYNC_REFRESH_DELETE:
+    case LDAP_TAG_SYNC_REFRESH_PRESENT: {
+        ber_int_t done = 1;   /* refreshDone DEFAULT TRUE */
+        if (open_with_cookie(s, ber) < 0)
+            break;
+        if (ber_peek_tag(ber, &len) == LDAP_TAG_REFRESHDONE && ber_scanf(ber, "b", &done) == LBER_ERROR)
+            break;
+        /* the end of a present phase: what was not reported present is gone */
+        if (tag == LDAP_TAG_SYNC_REFRESH_PRESENT)
+            s->refresh_seen_present = 1;
+        if (done)
+            refresh_done(s);
+        rc = 0;
+        break;
+    }
+    case LDAP_TAG_SYNC_ID_SET: {
+        ber_int_t deletes = 0;   /* refreshDeletes DEFAULT FALSE */
+        BerVarray uuids = NULL;
+        if (open_with_cookie(s, ber) < 0)
+            break;
+        if (ber_peek_tag(ber, &len) == LDAP_TAG_REFRESHDELETES &&
+            ber_scanf(ber, "b", &deletes) == LBER_ERROR)
+            break;
+        if (ber_scanf(ber, "[W]}", &uuids) == LBER_ERROR)
+            break;
+        for (size_t i = 0; uuids != NULL && uuids[i].bv_val != NULL; i++) {
+            if (uuids[i].bv_len != 16)
+                continue;
+            const unsigned char *u = (const unsigned char *)uuids[i].bv_val;
+            if (deletes) {
+                if (mh_mirror_delete(s->mirror, u) && s->live)
+                    atomic_fetch_add(&s->changes, 1);
+            } else {
+                mh_mirror_touch(s->mirror, u, s->mark);
+            }
+            if (!s->live) {
+                s->r_deleted += deletes != 0;
+                s->r_present += deletes == 0;
+            }
+        }
+        ber_bvarray_free(uuids);
+        rc = 0;
+        break;
+    }
+    default:
+        break;
+    }
+done:
+    if (rc < 0)
+        mh_log(LOG_ERR, "mirror: an unreadable Sync Info message (oid %s)", oid ? oid : "none");
+    if (ber != NULL)
+        ber_free(ber, 1);
+    ldap_memfree(oid);
+    ber_bvfree(data);
+    return rc;
+}
+
+/* ---- one session: connect, refresh, follow ---- */
+
+static int start_search(struct mh_sync *s, LDAP *ld, int *msgid)
+{
+    const struct mh_conf *c = s->conf;
+    BerElement *ber = ber_alloc_t(LBER_USE_DER);
+    struct berval value = { 0, NULL };
+    int rc = LDAP_NO_MEMORY;
+    if (ber == NULL)
+        return rc;
+    if ((s->cookie.bv_val != NULL
+             ? ber_printf(ber, "{eO}", (ber_int_t)LDAP_SYNC_REFRESH_AND_PERSIST, &s->cookie)
+             : ber_printf(ber, "{e}", (ber_int_t)LDAP_SYNC_REFRESH_AND_PERSIST)) != -1 &&
+        ber_flatten2(ber, &value, 0) == 0) {
+        LDAPControl ctrl = { LDAP_CONTROL_SYNC, value, 1 }, *ctrls[] = { &ctrl, NULL };
+        rc = ldap_search_ext(ld, c->ldap_base, c->ldap_scope, c->mirror_filter, s->attrs, 0,
+                             ctrls, NULL, NULL, LDAP_NO_LIMIT, msgid);
+    }
+    ber_free(ber, 1);
+    return rc;
+}
+
+static void go_stale(struct mh_sync *s, const char *why)
+{
+    if (mh_mirror_state(s->mirror) == MH_MIRROR_LIVE) {
+        uint64_t zero = 0;
+        atomic_compare_exchange_strong(&s->stale_since_ms, &zero, mh_now_ms());
+        mh_mirror_set_state(s->mirror, MH_MIRROR_STALE);
+        mh_log(LOG_WARNING, "mirror: stale (%s); routing goes on from the last copy, "
+               "password checks and unknown logins go to the directory", why);
+    }
+}
+
+/* Runs one session until it breaks or stop.  Returns after dropping the connection. */
+static void session(struct mh_sync *s, struct mh_ldap *l)
+{
+    const struct mh_conf *c = s->conf;
+    char why[300] = "";
+    int server_failed = 0;
+    LDAP *ld = mh_ldap_session(l, mh_now_ms() + c->ldap_connect_timeout_ms + c->ldap_timeout_ms);
+    if (ld == NULL) {
+        snprintf(why, sizeof why, "%s", mh_ldap_error(l));
+        goto out;
+    }
+    ber_socket_t fd = -1;
+    ldap_get_option(ld, LDAP_OPT_DESC, &fd);
+    pthread_mutex_lock(&s->lock);
+    s->fd = fd;
+    pthread_mutex_unlock(&s->lock);
+
+    int msgid = -1, probe_id = -1, rc;
+    s->mark++;
+    s->live = 0;
+    s->refresh_seen_present = 0;
+    s->refresh_started_ms = mh_now_ms();
+    s->r_changed = s->r_present = s->r_deleted = 0;
+    if ((rc = start_search(s, ld, &msgid)) != LDAP_SUCCESS) {
+        mh_ldap_set_error(l, "sync search", rc);
+        snprintf(why, sizeof why, "%s", mh_ldap_error(l));
+        goto out;
+    }
+    if (s->cookie.bv_val != NULL)
+        mh_log(LOG_INFO, "mirror: resuming from %s at %s", c->ldap_uri[mh_ldap_uri(l)],
+               s->cookie.bv_val);
+    else
+        mh_log(LOG_INFO, "mirror: refreshing from %s (filter %s)", c->ldap_uri[mh_ldap_uri(l)],
+               c->mirror_filter);
+    uint64_t next_probe = mh_now_ms() + PROBE_EVERY_MS, probe_sent = 0;
+    while (!atomic_load(&s->stop)) {
+        struct timeval tv = { 0, POLL_MS * 1000 };
+        LDAPMessage *msg = NULL;
+        rc = ldap_result(ld, LDAP_RES_ANY, LDAP_MSG_ONE, &tv, &msg);
+        uint64_t now = mh_now_ms();
+        if (rc < 0) {
+            int err = LDAP_SERVER_DOWN;
+            ldap_get_option(ld, LDAP_OPT_RESULT_CODE, &err);
+            mh_ldap_set_error(l, "change feed", err);
+            snprintf(why, sizeof why, "%s", mh_ldap_error(l));
+            break;
+        }
+        if (rc > 0 && ldap_msgid(msg) == probe_id) {
+            probe_id = -1;          /* the server answers: nothing more to do */
+        } else if (rc > 0) {
+            int type = ldap_msgtype(msg), bad = 0;
+            if (type == LDAP_RES_SEARCH_ENTRY)
+                bad = on_entry(s, ld, msg) < 0;
+            else if (type == LDAP_RES_INTERMEDIATE)
+                bad = on_intermediate(s, ld, msg) < 0;
+            else if (type == LDAP_RES_SEARCH_RESULT) {
+                int err = LDAP_OTHER;
+                char *text = NULL;
+                ldap_parse_result(ld, msg, &err, NULL, &text, NULL, NULL, 0);
+                if (err == LDAP_SYNC_REFRESH_REQUIRED) {
+                    drop_cookie(s);   /* the server cannot resume: start over */
+                    snprintf(why, sizeof why, "the server asks for a full refresh");
+                } else {
+                    mh_ldap_set_error(l, "sync search", err);
+                    snprintf(why, sizeof why, "%s%s%s%s", mh_ldap_error(l),
+                             text && *text ? " (" : "", text ? text : "",
+                             text && *text ? ")" : "");
+                    if (err == LDAP_UNAVAILABLE_CRITICAL_EXTENSION)
+                        strncat(why, " [the directory offers no RFC 4533 sync: load slapd's "
+                                "syncprov overlay (ldif/syncprov.ldif) or set mirror no]",
+                                sizeof why - strlen(why) - 1);
+                }
+                ldap_memfree(text);
+                ldap_msgfree(msg);
+                break;
+            }
+            if (bad) {
+                snprintf(why, sizeof why, "undecodable sync message");
+                ldap_msgfree(msg);
+                break;
+            }
+        }
+        ldap_msgfree(msg);
+        /* a server that stops answering without closing the connection: probe it */
+        if (probe_id >= 0 && now - probe_sent > c->ldap_timeout_ms) {
+            snprintf(why, sizeof why, "%s: no answer to a probe within %u ms",
+                     c->ldap_uri[mh_ldap_uri(l)], c->ldap_timeout_ms);
+            server_failed = 1;
+            break;
+        }
+        if (probe_id < 0 && now >= next_probe) {
+            char *none[] = { LDAP_NO_ATTRS, NULL };
+            if (ldap_search_ext(ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", none, 0, NULL,
+                                NULL, NULL, 1, &probe_id) != LDAP_SUCCESS)
+                probe_id = -1;
+            probe_sent = now;
+            next_probe = now + PROBE_EVERY_MS;
+        }
+        if (mh_ldap_marked_down(l)) {
+            snprintf(why, sizeof why, "%s was marked down by a worker", c->ldap_uri[mh_ldap_uri(l)]);
+            break;
+        }
+    }
+out:
+    pthread_mutex_lock(&s->lock);
+    s->fd = -1;
+    pthread_mutex_unlock(&s->lock);
+    if (!atomic_load(&s->stop)) {
+        go_stale(s, why[0] ? why : "connection lost");
+        if (mh_mirror_state(s->mirror) == MH_MIRROR_EMPTY)
+            mh_log(LOG_WARNING, "mirror: no copy yet (%s); every login asks the directory",
+                   why[0] ? why : "connection lost");
+    }
+    mh_ldap_reset(l, server_failed);
+}
+
+static void *run(void *arg)
+{
+    struct mh_sync *s = arg;
+    struct mh_ldap *l = mh_ldap_new(s->dir, 1);
+    if (l == NULL) {
+        mh_log(LOG_ERR, "mirror: out of memory; every login asks the directory");
+        return NULL;
+    }
+    while (!atomic_load(&s->stop)) {
+        uint64_t started = mh_now_ms();
+        session(s, l);
+        /* at most one new session a second */
+        while (!atomic_load(&s->stop) && mh_now_ms() - started < 1000) {
+            struct timespec ts = { 0, 50 * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+    }
+    mh_ldap_free(l);
+    return NULL;
+}
+
+/* "uid mail" -> {"uid", "mail", NULL}, pointing into store */
+static void split(char *store, char **out, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *a = strtok_r(store, " \t", &save); a && n < max; a = strtok_r(NULL, " \t", &save))
+        out[n++] = a;
+    out[n] = NULL;
+}
+
+struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
+                              struct mh_mirror *mirror, char *err, size_t errsize)
+{
+    struct mh_sync *s = calloc(1, sizeof *s);
+    size_t ll = strlen(conf->mirror_login_attributes) + 1;
+    if (s == NULL || (s->store = malloc(ll + strlen(conf->mirror_recipient_attributes) + 1)) == NULL) {
+        free(s);
+        snprintf(err, errsize, "out of memory");
+        return NULL;
+    }
+    s->conf = conf;
+    s->dir = dir;
+    s->mirror = mirror;
+    s->fd = -1;
+    pthread_mutex_init(&s->lock, NULL);
+    memcpy(s->store, conf->mirror_login_attributes, ll);
+    strcpy(s->store + ll, conf->mirror_recipient_attributes);
+    split(s->store, s->login_attrs, 8);
+    split(s->store + ll, s->recipient_attrs, 8);
+    size_t n = 0;
+    for (size_t i = 0; s->login_attrs[i]; i++)
+        s->attrs[n++] = s->login_attrs[i];
+    for (size_t i = 0; s->recipient_attrs[i]; i++)
+        s->attrs[n++] = s->recipient_attrs[i];
+    s->attrs[n++] = conf->ldap_route_attribute;
+    if (conf->ldap_state_attribute)
+        s->attrs[n++] = conf->ldap_state_attribute;
+    s->attrs[n] = NULL;
+
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&s->thread, NULL, run, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(err, errsize, "cannot start the mirror thread");
+        pthread_mutex_destroy(&s->lock);
+        free(s->store);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void mh_sync_stop(struct mh_sync *s)
+{
+    if (s == NULL)
+        return;
+    atomic_store(&s->stop, 1);
+    pthread_mutex_lock(&s->lock);
+    if (s->fd >= 0)
+        shutdown(s->fd, SHUT_RDWR);   /* ends a blocking connect or read at once */
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    pthread_mutex_destroy(&s->lock);
+    drop_cookie(s);
+    free(s->store);
+    free(s);
+}

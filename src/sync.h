@@ -1,0 +1,40 @@
+/* sync.h - keeps a route mirror (mirror.h) current from the directory's change feed.
+ *
+ * One thread per generation holds one service connection (with the same URIs, failover and
+ * health as the workers) and runs an RFC 4533 Content Synchronization search in
+ * refreshAndPersist mode (slapd: the syncprov overlay) over ldap_base / ldap_scope /
+ * mirror_filter.  The refresh fills the mirror; from then on every add, change, rename and
+ * delete in the directory reaches it within milliseconds.  After a broken connection it
+ * reconnects (failing over like the workers), resumes from its cookie, and removes what was
+ * deleted meanwhile; until then the mirror is "stale" (mirror.h).  A root DSE probe every
+ * 2 seconds finds a server that stopped answering without closing the connection.
+ *
+ * mh_sync_start/stop are called by the generation's owner (one thread); the counters in
+ * mh_sync_info may be read from any thread.
+ */
+#ifndef MH_SYNC_H
+#define MH_SYNC_H
+
+#include <stdint.h>
+#include "conf.h"
+#include "ldapconn.h"
+#include "mirror.h"
+
+struct mh_sync;
+
+/* Starts the thread.  conf, dir and mirror must outlive it.  NULL + err on failure. */
+struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
+                              struct mh_mirror *mirror, char *err, size_t errsize);
+
+/* Stops and joins the thread, frees everything (NULL ok).  Takes at most ~300 ms. */
+void mh_sync_stop(struct mh_sync *s);
+
+struct mh_sync_info {
+    uint64_t refreshes;        /* completed refresh phases */
+    uint64_t changes;          /* adds, changes and deletes applied after a refresh */
+    uint64_t last_refresh_ms;  /* how long the last refresh took */
+    uint64_t stale_since_ms;   /* mh_now_ms() when the feed broke; 0 while live */
+};
+void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out);
+
+#endif
