@@ -144,6 +144,7 @@ def render_all(out):
             LDAP_URI=LDAP_URI, LDAP_BASE=Slapd.base, LDAP_BIND_DN=Slapd.service_dn,
             BINDPW_FILE=SECRETS_DIR + "/ldap_bind_pw",
             VERIFY_PASSWORD="yes" if verify else "no",
+            CREDENTIAL_CACHE_LINE="credential_cache_ttl 1m" if verify else "",
             SECRET_FILE=SECRETS_DIR + "/auth_key",
             OLD_ADDRESS=ADDRESSES["dovecot-old"], OLD_IMAP=BACKEND_PORTS["imap"],
             OLD_POP3=BACKEND_PORTS["pop3"], OLD_SMTP=BACKEND_PORTS["smtp"],

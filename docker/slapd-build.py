@@ -4,7 +4,8 @@
 It is the tests' own harness, tests/lib/slapd.py, that builds it, the way every test's
 directory is built: a cn=config made by Slapd._config_ldif() (core, cosine, inetorgperson,
 misc, schema/mailhostd.ldif, one mdb database), ldif/indexes.ldif applied online, then
-ldif/sample.ldif loaded with slapadd, then ldif/acl.ldif applied online.  Then it checks
+ldif/sample.ldif loaded with slapadd, then ldif/acl.ldif and ldif/syncprov.ldif (the
+change feed of mailhostd's route mirror) applied online.  Then it checks
 the result as the mailhostd and mailhostctl service accounts and stops slapd; the image
 runs slapd on the same configuration and data.
 
@@ -25,7 +26,7 @@ src, workdir = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(src, "tests", "lib"))
 from slapd import Slapd  # noqa: E402
 
-s = Slapd(workdir, srcdir=src, unauth_bind=False)
+s = Slapd(workdir, srcdir=src, unauth_bind=False, syncprov=True)
 s.root_pw = secrets.token_urlsafe(24)
 try:
     s.start()

@@ -472,7 +472,8 @@ class Stack:
         return self
 
     def _start_slapd(self):
-        self.slapd = Slapd(os.path.join(self.workdir, "slapd"), srcdir=self.srcdir)
+        self.slapd = Slapd(os.path.join(self.workdir, "slapd"), srcdir=self.srcdir,
+                           syncprov=True)
         self.slapd.start()
 
     def _start_backends(self):
@@ -507,6 +508,7 @@ class Stack:
                SOCKET=os.path.join(d, name + ".sock"), LDAP_URI=self.slapd.uri,
                LDAP_BASE=self.slapd.base, LDAP_BIND_DN=self.slapd.service_dn,
                BINDPW_FILE=bindpw, VERIFY_PASSWORD="yes" if verify else "no",
+               CREDENTIAL_CACHE_LINE="credential_cache_ttl 1m" if verify else "",
                SECRET_FILE=secret,
                OLD_ADDRESS=self.old.address, OLD_IMAP=self.old.imap, OLD_POP3=self.old.pop3,
                OLD_SMTP=self.old.smtp,

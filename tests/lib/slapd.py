@@ -668,6 +668,8 @@ class Slapd:
         self._launch(may_move_port=True)
         if self.apply_config:
             self._apply_shipped("acl.ldif")
+        if self.syncprov:
+            self._apply_syncprov()
 
     def _make_certs(self):
         """CA + server certificate in tls_dir, made once per build (a restart
@@ -688,6 +690,20 @@ class Slapd:
             self.config_modify(text)
         except LdapError as e:
             raise SlapdError("applying %s failed: %s" % (path, e)) from e
+
+    def _apply_syncprov(self):
+        """ldif/syncprov.ldif as shipped, with -c: its module record fails with "value
+        exists" when the module is already loaded (it is: the module list above loads it
+        on every start).  Then check that the overlay is really there."""
+        path = self._path("ldif", "syncprov.ldif")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        res = self.config_modify(text, check=False, cont=True)
+        found = self.search("olcDatabase={1}mdb,cn=config", "(olcOverlay=syncprov)",
+                            ["olcOverlay"], external=True)
+        if not found:
+            raise SlapdError("applying %s left no syncprov overlay:\n%s%s"
+                             % (path, res.stdout, res.stderr))
 
     def _prepare_workdir(self):
         os.makedirs(self.workdir, exist_ok=True)
@@ -781,10 +797,7 @@ class Slapd:
             "olcAccess: {0}to * by * none",
             "",
         ]
-        if self.syncprov:
-            out += ["dn: olcOverlay={0}syncprov,olcDatabase={1}mdb,cn=config",
-                    "objectClass: olcOverlayConfig", "objectClass: olcSyncProvConfig",
-                    "olcOverlay: {0}syncprov", ""]
+        # syncprov itself comes from the shipped ldif/syncprov.ldif once slapd runs
         return text + "\n".join(out) + "\n"
 
     def _launch(self, may_move_port):
