@@ -44,6 +44,7 @@ struct mh_mirror {
     char *base;
     size_t base_len;
     atomic_int state;
+    atomic_int incomplete;      /* an entry could not be stored whole: misses ask the directory */
     /* writer only */
     struct ment **uslot;        /* by entryUUID; NULL empty, (void *)1 tombstone */
     size_t ucap, uused, utomb;
@@ -127,6 +128,8 @@ void mh_mirror_free(struct mh_mirror *m)
     free(m->base);
     free(m);
 }
+
+void mh_mirror_set_incomplete(struct mh_mirror *m) { atomic_store(&m->incomplete, 1); }
 
 void mh_mirror_set_state(struct mh_mirror *m, enum mh_mirror_state s)
 {
@@ -398,7 +401,7 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
     e->data[dn_len] = '\0';
     /* keys, folded; a value given twice (uid and mail alike) is stored once */
     unsigned char *w = (unsigned char *)e->data + dn_len + 1;
-    for (size_t i = 0; i < nkeys && e->nkeys < UINT8_MAX; i++) {
+    for (size_t i = 0; i < nkeys; i++) {
         if (keys[i].len == 0 || keys[i].len > KEY_MAX)
             continue;
         int odd = 0;
@@ -413,7 +416,9 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
                 dup = 1;
                 break;
             }
-        if (!dup) {
+        if (!dup && e->nkeys == UINT8_MAX) {
+            mh_mirror_set_incomplete(m);    /* keys past 255 are not indexed */
+        } else if (!dup) {
             w = (unsigned char *)next_key(w);
             e->nkeys++;
         }
@@ -565,7 +570,7 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
         }
     }
     pthread_rwlock_unlock(&s->lock);
-    if (r == MH_MIRROR_MISS && odd)
+    if (r == MH_MIRROR_MISS && (odd || atomic_load(&m->incomplete)))
         *needs_directory = 1;   /* LDAP's matching rules may fold what plain ASCII does not */
     return r;
 }

@@ -54,8 +54,9 @@ struct mh_mirror_key {
 
 /* Adds or replaces the entry with this entryUUID.  route: the routing value or NULL;
  * frozen: the migration state says so.  Stamps the entry with `mark` (see sweep).
- * Keys longer than 256 bytes or empty are skipped.  Returns 0, or -1 when out of memory
- * (the previous version of the entry, if any, is then kept). */
+ * Keys longer than 255 bytes or empty are skipped (a lookup of such a key asks the
+ * directory); past 255 distinct keys the mirror is marked incomplete.  Returns 0, or -1
+ * when out of memory (the previous version of the entry, if any, is then kept). */
 int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const char *dn,
                      const char *route, int frozen, const struct mh_mirror_key *keys,
                      size_t nkeys, uint32_t mark);
@@ -72,6 +73,10 @@ int mh_mirror_touch(struct mh_mirror *m, const unsigned char uuid[16], uint32_t 
 size_t mh_mirror_sweep(struct mh_mirror *m, uint32_t mark);
 
 void mh_mirror_set_state(struct mh_mirror *m, enum mh_mirror_state s);
+
+/* Says an entry could not be stored whole (no memory, more than 255 keys): from then on a
+ * miss is not an answer, the directory is asked (*needs_directory).  Sticky. */
+void mh_mirror_set_incomplete(struct mh_mirror *m);
 
 /* ---- reader side (any thread) ---- */
 

@@ -77,19 +77,26 @@ static void drop_cookie(struct mh_sync *s)
 
 /* ---- applying entries ---- */
 
-static void add_values(LDAP *ld, LDAPMessage *e, char *const *attrs, unsigned kind,
-                       struct mh_mirror_key *keys, size_t *n, size_t max,
-                       struct berval ***held, size_t *nheld)
+/* The values of attrs, fetched into held[] (freed by the caller). */
+static size_t fetch_values(LDAP *ld, LDAPMessage *e, char *const *attrs,
+                           struct berval ***held, size_t *nheld)
 {
+    size_t n = 0;
     for (size_t i = 0; attrs[i] != NULL; i++) {
         struct berval **v = ldap_get_values_len(ld, e, attrs[i]);
         if (v == NULL)
             continue;
         held[(*nheld)++] = v;
-        for (size_t j = 0; v[j] != NULL && *n < max; j++)
-            if (memchr(v[j]->bv_val, '\0', v[j]->bv_len) == NULL)
-                keys[(*n)++] = (struct mh_mirror_key){ v[j]->bv_val, v[j]->bv_len, kind };
+        n += (size_t)ldap_count_values_len(v);
     }
+    return n;
+}
+
+static void add_keys(struct berval **v, unsigned kind, struct mh_mirror_key *keys, size_t *n)
+{
+    for (size_t j = 0; v[j] != NULL; j++)
+        if (memchr(v[j]->bv_val, '\0', v[j]->bv_len) == NULL)
+            keys[(*n)++] = (struct mh_mirror_key){ v[j]->bv_val, v[j]->bv_len, kind };
 }
 
 static char *first_string(LDAP *ld, LDAPMessage *e, const char *attr)
@@ -109,22 +116,35 @@ static char *first_string(LDAP *ld, LDAPMessage *e, const char *attr)
 
 static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsigned char *uuid)
 {
-    struct mh_mirror_key keys[128];
     struct berval **held[20];
-    size_t n = 0, nheld = 0;
+    size_t n = 0, nheld = 0, nlogin_held;
     int rc = -1;
     char *dn = ldap_get_dn(ld, e);
     char *route = first_string(ld, e, s->conf->ldap_route_attribute);
     char *state = first_string(ld, e, s->conf->ldap_state_attribute);
 
-    add_values(ld, e, s->login_attrs, MH_MKEY_LOGIN, keys, &n, 64, held, &nheld);
-    add_values(ld, e, s->recipient_attrs, MH_MKEY_RECIPIENT, keys, &n, 128, held, &nheld);
-    if (dn != NULL)
+    /* every value: a login matching the 200th mail alias must be found too */
+    size_t total = fetch_values(ld, e, s->login_attrs, held, &nheld);
+    nlogin_held = nheld;
+    total += fetch_values(ld, e, s->recipient_attrs, held, &nheld);
+    struct mh_mirror_key *keys = malloc((total + 1) * sizeof *keys);
+    if (keys != NULL && dn != NULL) {
+        for (size_t i = 0; i < nheld; i++)
+            add_keys(held[i], i < nlogin_held ? MH_MKEY_LOGIN : MH_MKEY_RECIPIENT, keys, &n);
         rc = mh_mirror_upsert(s->mirror, uuid, dn, route,
                               state != NULL && strcasecmp(state, "frozen") == 0, keys, n,
                               s->mark);
-    if (rc < 0)
-        mh_log(LOG_ERR, "mirror: out of memory storing an entry; routing asks the directory");
+    }
+    if (rc < 0) {
+        /* the copy goes on; its misses are no longer trusted as "unknown user" */
+        mh_mirror_set_incomplete(s->mirror);
+        mh_log(LOG_ERR, "mirror: cannot store an entry (out of memory); logins the copy does "
+               "not hold now ask the directory");
+        if (dn != NULL)
+            mh_mirror_delete(s->mirror, uuid);   /* never route with an outdated version */
+        rc = 0;
+    }
+    free(keys);
     for (size_t i = 0; i < nheld; i++)
         ldap_value_free_len(held[i]);
     ldap_memfree(dn);
