@@ -28,6 +28,10 @@ from mhtest import request  # noqa: E402
 
 CACHE = os.path.join(HERE, ".cache")
 PROCS = []
+BASELINE = "mailhostd routing only, no mirror (baseline)"
+ROUTE = "mailhostd routing only (mirror)"
+COLD = "mailhostd + bind verify, cold (mirror + credential cache)"
+BURST = "mailhostd burst 90% repeats (mirror + credential cache)"
 
 
 def free_port():
@@ -119,7 +123,7 @@ def start_nginx(work):
     return p, port
 
 
-def start_mailhostd(work, ldap, verify, name):
+def start_mailhostd(work, ldap, verify, name, mirror=False, cache=False):
     pwfile = os.path.join(work, "bindpw")
     if not os.path.exists(pwfile):
         with open(pwfile, "w") as f:
@@ -130,6 +134,7 @@ def start_mailhostd(work, ldap, verify, name):
         else:
             os.chmod(pwfile, 0o600)
     port = free_port()
+    status = free_port()
     conf = os.path.join(work, name + ".conf")
     lines = [
         "# written by bench/bench.py",
@@ -145,7 +150,11 @@ def start_mailhostd(work, ldap, verify, name):
         "log stderr",
         "log_level warning",     # OK/refused logins are info: not logged during the runs
         "limit_entries 0",       # no brute-force control: the bench is one client address
+        "status_listen 127.0.0.1:%d" % status,
+        "mirror %s" % ("yes" if mirror else "no"),
     ]
+    if cache:
+        lines.append("credential_cache_ttl 5m")
     if os.geteuid() == 0:
         lines.append("user nobody")
     with open(conf, "w") as f:
@@ -153,8 +162,73 @@ def start_mailhostd(work, ldap, verify, name):
     log = open(os.path.join(work, name + ".log"), "ab")
     p = spawn([os.environ.get("MAILHOSTD", os.path.join(SRC, "_build", "mailhostd")),
                "-e", "-c", conf], log)
+    t0 = time.time()
     wait_port(port, p, "mailhostd (%s)" % name)
-    return p, port
+    wait_port(status, p, "mailhostd status (%s)" % name)
+    live = None
+    if mirror:
+        while metrics(status).get("mailhostd_mirror_state") != 1:
+            if time.time() - t0 > 300:
+                raise RuntimeError("mailhostd (%s): mirror not live after 300 s" % name)
+            if p.poll() is not None:
+                raise RuntimeError("mailhostd (%s) exited" % name)
+            time.sleep(0.05)
+        live = time.time() - t0
+    return p, port, status, live
+
+
+def metrics(port):
+    """The daemon's /metrics as {series: value}."""
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read()
+    out = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+SOURCES = ("mirror", "mirror+credential-cache", "mirror+directory", "directory")
+
+
+def sources(before, after):
+    """Share of decisions by source between two /metrics snapshots."""
+    d = {src: after.get('mailhostd_decisions_total{source="%s"}' % src, 0) -
+         before.get('mailhostd_decisions_total{source="%s"}' % src, 0) for src in SOURCES}
+    n = sum(d.values()) or 1
+    return " / ".join("%.0f%%" % (100.0 * d[src] / n) for src in SOURCES)
+
+
+def flips_under_load(ldap, port, mhport, secs, users, n=10):
+    """n mailHost flips of user000001 while wrk drives 64 connections: seconds from the start
+    of ldapmodify to the first answer with the new server, and wrk's result."""
+    import threading
+    dn = ldap.search(ldap.base, "(uid=user000001)", ["1.1"])[0]["dn"]
+    hosts = [("mail-new.example.org", "192.0.2.20"), ("mail-old.example.org", "192.0.2.10")]
+    res = {}
+    t = threading.Thread(target=lambda: res.update(wrk(mhport, 64, secs, users, 0)))
+    t.start()
+    time.sleep(0.5)
+    lat = []
+    try:
+        for i in range(n):
+            host, ip = hosts[i % 2]
+            t0 = time.time()
+            ldap.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n"
+                            % (dn, host))
+            while request(("127.0.0.1", mhport), "user000001@example.com",
+                          "Sample-pw-0").get("Auth-Server") != ip:
+                if time.time() - t0 > 10:
+                    raise RuntimeError("flip %d not seen after 10 s" % i)
+            lat.append(time.time() - t0)
+            time.sleep(0.1)
+    finally:
+        t.join()
+        if len(lat) % 2:   # leave user000001 on the old server, as generated
+            ldap.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: "
+                            "mail-old.example.org\n" % dn)
+    return sorted(lat), res
 
 
 def rss_kb(pid):
@@ -242,7 +316,11 @@ def main():
                     help="hot set of the burst mix (90%% of logins come from it)")
     ap.add_argument("--ldif", required=True)
     ap.add_argument("--command", default="bench/run.sh")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only the memory figures (run.sh --memory-users N sets it)")
     args = ap.parse_args()
+    if args.memory_only:
+        return memory_only(args)
     secs = args.secs or (2 if args.quick else 5)
     conns = [int(c) for c in args.conns.split(",")]
     t_start = time.time()
@@ -260,7 +338,7 @@ def main():
     mem = {}
     try:
         t0 = time.time()
-        ldap = Slapd(os.path.join(work, "slapd"), srcdir=SRC, sample=args.ldif)
+        ldap = Slapd(os.path.join(work, "slapd"), srcdir=SRC, sample=args.ldif, syncprov=True)
         ldap.start()
         print("slapd with %d users ready in %.0fs (%s)" % (args.users, time.time() - t0,
                                                               ldap.uri), flush=True)
@@ -279,20 +357,50 @@ def main():
                   % (c, r["rps"], r["p50"], r["p99"], r["ok"], r["n"], r["err"]), flush=True)
         stop(ng)
 
-        for verify, scenarios in ((False, [("mailhostd routing only", 0)]),
-                                  (True, [("mailhostd + bind verify (cold)", 0),
-                                          ("mailhostd burst 90% repeats (verify)", args.hot)])):
-            name = "mailhostd-verify" if verify else "mailhostd-route"
-            mh, mhport = start_mailhostd(work, ldap, verify, name)
+        # the baseline: no mirror, every login a directory search (64 connections only)
+        mh, mhport, st, _ = start_mailhostd(work, ldap, False, "mailhostd-nomirror")
+        check_answer(mhport, False)
+        base_rss = rss_kb(mh.pid)
+        mem["no mirror (fixed base)"] = {"start": base_rss}
+        if 64 in conns:
+            r = wrk(mhport, 64, secs, args.users, 0)
+            m1 = metrics(st)
+            r["src"] = "0% / 0% / 0% / 100%"
+            results[(BASELINE, 64)] = r
+            print("  %s c=64 %8.0f req/s p50 %.2f ms p99 %.2f ms ok %d/%d err %d"
+                  % (BASELINE, r["rps"], r["p50"], r["p99"], r["ok"], r["n"], r["err"]),
+                  flush=True)
+        mem["no mirror (fixed base)"]["end"] = rss_kb(mh.pid)
+        stop(mh)
+
+        for verify, scenarios in ((False, [(ROUTE, 0)]),
+                                  (True, [(COLD, 0), (BURST, args.hot)])):
+            name = "mirror+cache, verify" if verify else "mirror, routing only"
+            mh, mhport, st, live = start_mailhostd(work, ldap, verify, name, mirror=True,
+                                                   cache=verify)
             check_answer(mhport, verify)
-            mem[name] = {"start": rss_kb(mh.pid)}
+            m0 = metrics(st)
+            mem[name] = {"start": rss_kb(mh.pid), "live_s": live,
+                         "mirror_bytes": m0.get("mailhostd_mirror_bytes", 0),
+                         "entries": m0.get("mailhostd_mirror_entries", 0)}
+            print("  %s: mirror live after %.1f s, %d entries, %.1f MiB"
+                  % (name, live, m0.get("mailhostd_mirror_entries", 0),
+                     m0.get("mailhostd_mirror_bytes", 0) / 1048576.0), flush=True)
             for label, hot in scenarios:
                 for c in conns:
+                    before = metrics(st)
                     r = wrk(mhport, c, secs, args.users, hot)
+                    r["src"] = sources(before, metrics(st))
                     results[(label, c)] = r
-                    print("  %s c=%-3d %8.0f req/s p50 %.2f ms p99 %.2f ms ok %d/%d err %d"
+                    print("  %s c=%-3d %8.0f req/s p50 %.2f ms p99 %.2f ms ok %d/%d err %d [%s]"
                           % (label, c, r["rps"], r["p50"], r["p99"], r["ok"], r["n"],
-                             r["err"]), flush=True)
+                             r["err"], r["src"]), flush=True)
+            if not verify:
+                lat, r = flips_under_load(ldap, st, mhport, max(secs, 5), args.users)
+                results[("flips", 0)] = {"lat": lat, "wrk": r}
+                print("  flips under load: median %.1f ms, max %.1f ms (wrk %.0f req/s)"
+                      % (lat[len(lat) // 2] * 1000, lat[-1] * 1000, r.get("rps", 0)),
+                      flush=True)
             mem[name]["end"] = rss_kb(mh.pid)
             stop(mh)
     finally:
@@ -304,16 +412,7 @@ def main():
     table = render(results, mem, conns, secs, args, time.time() - t_start, load0, hogs)
     print()
     print(table)
-    readme = os.path.join(HERE, "README.md")
-    with open(readme) as f:
-        text = f.read()
-    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-    if begin in text and end in text:
-        text = text[:text.index(begin) + len(begin)] + "\n" + table + "\n" + \
-            text[text.index(end):]
-        with open(readme, "w") as f:
-            f.write(text)
-        print("\n(table written to bench/README.md)")
+    write_section("<!-- bench:begin -->", "<!-- bench:end -->", table)
 
 
 def render(res, mem, conns, secs, args, elapsed, load0, hogs):
@@ -330,11 +429,11 @@ def render(res, mem, conns, secs, args, elapsed, load0, hogs):
                + "; ".join("`%s`" % h for h in hogs) if hogs else ", nothing else running"))
     out.append("")
     out.append("| scenario | conns | req/s | p50 ms | p99 ms | vs floor | vs slapd raw | "
-               "auth OK | errors | TCP conns/req |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    order = ["floor: nginx static", "slapd raw search", "slapd raw bind",
-             "mailhostd routing only", "mailhostd + bind verify (cold)",
-             "mailhostd burst 90% repeats (verify)"]
+               "auth OK | errors | TCP conns/req | decided by: mirror / credential cache / "
+               "mirror + bind / directory |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    order = ["floor: nginx static", "slapd raw search", "slapd raw bind", BASELINE, ROUTE,
+             COLD, BURST]
     for label in order:
         for c in conns:
             r = res.get((label, c))
@@ -343,7 +442,7 @@ def render(res, mem, conns, secs, args, elapsed, load0, hogs):
             floor = res.get(("floor: nginx static", c), {}).get("rps", 0)
             s = res.get(("slapd raw search", c), {}).get("rps", 0)
             b = res.get(("slapd raw bind", c), {}).get("rps", 0)
-            if label.startswith("mailhostd routing"):
+            if label in (BASELINE, ROUTE):
                 vs_raw = fmt_ratio(r["rps"], s) + " of search"
             elif label.startswith("mailhostd"):
                 sb = 1.0 / (1.0 / s + 1.0 / b) if s and b else 0
@@ -354,25 +453,27 @@ def render(res, mem, conns, secs, args, elapsed, load0, hogs):
                 else fmt_ratio(r["rps"], floor)
             okcol = "%.1f%%" % (100.0 * r["ok"] / r["n"]) if r["n"] else "-"
             cpr = "%.2f" % r["conn_per_req"] if "conn_per_req" in r else "0 (kept open)"
-            out.append("| %s | %d | %.0f | %.2f | %.2f | %s | %s | %s | %d | %s |"
+            out.append("| %s | %d | %.0f | %.2f | %.2f | %s | %s | %s | %d | %s | %s |"
                        % (label, c, r["rps"], r["p50"], r["p99"], vs_floor, vs_raw, okcol,
-                          r["err"], cpr))
+                          r["err"], cpr, r.get("src", "-")))
     out.append("")
     out.append("slapd raw = bench/ldapload.c: that many threads, each with its own kept-open "
                "LDAP connection (no TCP connect per operation); search+bind = "
-               "1/(1/search + 1/bind), what a bind-verifying login costs slapd.")
+               "1/(1/search + 1/bind), what a bind-verifying login costs slapd without a "
+               "mirror or cache. \"decided by\" comes from mailhostd's "
+               "`mailhostd_decisions_total` counters over each run.")
+    fl = res.get(("flips", 0))
+    if fl:
+        lat = fl["lat"]
+        out.append("")
+        out.append("Flips under load: %d `mailHost` changes of one user (ldapmodify as the "
+                   "rootdn) while wrk drove the routing-only mirror daemon at 64 connections "
+                   "(%.0f req/s meanwhile): from the start of ldapmodify to the first answer "
+                   "with the new server, median %.1f ms, max %.1f ms."
+                   % (len(lat), fl["wrk"].get("rps", 0), lat[len(lat) // 2] * 1000,
+                      lat[-1] * 1000))
     out.append("")
-    out.append("mailhostd resident memory (VmRSS; VmHWM = peak). mailhostd has no in-memory "
-               "routing table yet (every login is a directory search), so there is no "
-               "100,000 vs 1,000,000 users figure: its memory does not depend on the "
-               "directory size. RSS at start and after the runs above:")
-    out.append("")
-    out.append("| daemon | RSS at start | RSS after runs | peak (VmHWM) | threads |")
-    out.append("| --- | ---: | ---: | ---: | ---: |")
-    for name, m in mem.items():
-        out.append("| %s | %.1f MiB | %.1f MiB | %.1f MiB | %d |"
-                   % (name, m["start"]["VmRSS"] / 1024.0, m["end"]["VmRSS"] / 1024.0,
-                      m["end"]["VmHWM"] / 1024.0, m["end"]["Threads"]))
+    out.append(memory_table(mem, args.users))
     out.append("")
     out.append("Targets:")
     out.append("")
@@ -385,17 +486,101 @@ def render(res, mem, conns, secs, args, elapsed, load0, hogs):
                    % val, unit, goal, unit, "met" if ok else "MISSED"))
 
     if 64 in conns:
-        v = 100.0 * rps("mailhostd routing only", 64) / max(rps("floor: nginx static", 64), 1)
-        tgt("routing only at 64 conns vs floor", v, ">= 80", "%", v >= 80)
+        v = 100.0 * rps(ROUTE, 64) / max(rps("floor: nginx static", 64), 1)
+        tgt("routing only (mirror) at 64 conns vs floor", v, ">= 80", "%", v >= 80)
     if 256 in conns:
-        v = res.get(("mailhostd routing only", 256), {}).get("p99", 0)
-        tgt("routing only p99 at 256 conns", v, "< 5", " ms", v < 5)
-    for label, goal, desc in (("mailhostd + bind verify (cold)", 50, "verification cold"),
-                              ("mailhostd burst 90% repeats (verify)", 70, "burst")):
-        worst = min(100.0 * rps(label, c) / max(rps("floor: nginx static", c), 1)
-                    for c in conns)
-        tgt("%s vs floor, worst concurrency" % desc, worst, ">= %d" % goal, "%", worst >= goal)
+        v = res.get((ROUTE, 256), {}).get("p99", 0)
+        tgt("routing only (mirror) p99 at 256 conns", v, "< 5", " ms", v < 5)
+    for label, goal, desc in ((COLD, 50, "verification, cold"), (BURST, 70, "burst")):
+        if 64 in conns:
+            v = 100.0 * rps(label, 64) / max(rps("floor: nginx static", 64), 1)
+            tgt("%s at 64 conns vs floor" % desc, v, ">= %d" % goal, "%", v >= goal)
+    if fl:
+        tgt("flip under load, worst of %d" % len(fl["lat"]), fl["lat"][-1] * 1000, "< 1000",
+            " ms", fl["lat"][-1] < 1.0)
+    bpu = bytes_per_user(mem, args.users)
+    if bpu is not None:
+        tgt("memory per routed user (RSS with the mirror live minus the no-mirror base)", bpu,
+            "< 200", " B", bpu < 200)
     return "\n".join(out)
+
+
+def bytes_per_user(mem, users):
+    base = mem.get("no mirror (fixed base)", {}).get("start", {}).get("VmRSS")
+    live = mem.get("mirror, routing only", {}).get("start", {}).get("VmRSS")
+    if base is None or live is None:
+        return None
+    return (live - base) * 1024.0 / users
+
+
+def memory_table(mem, users):
+    out = ["mailhostd resident memory (VmRSS; VmHWM = peak), %d users. \"at start\" is once "
+           "the mirror is live (the refresh done); bytes per user = (RSS with the mirror "
+           "live - RSS of the no-mirror daemon) / users; the mirror's own count "
+           "(`mailhostd_mirror_bytes`) is beside it." % users, "",
+           "| daemon | refresh | RSS at start | RSS after runs | peak (VmHWM) | threads | "
+           "mirror_bytes / entry |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, m in mem.items():
+        end = m.get("end", m["start"])
+        per = ("%.0f B" % (m["mirror_bytes"] / m["entries"])) if m.get("entries") else "-"
+        out.append("| %s | %s | %.1f MiB | %.1f MiB | %.1f MiB | %d | %s |"
+                   % (name, "%.1f s" % m["live_s"] if m.get("live_s") else "-",
+                      m["start"]["VmRSS"] / 1024.0, end["VmRSS"] / 1024.0,
+                      end["VmHWM"] / 1024.0, end["Threads"], per))
+    bpu = bytes_per_user(mem, users)
+    if bpu is not None:
+        out.append("")
+        out.append("Bytes per routed user: %.0f (RSS difference / %d users)." % (bpu, users))
+    return "\n".join(out)
+
+
+def memory_only(args):
+    """--memory-users: slapd with N users, the no-mirror daemon (the base) and the mirror
+    daemon once live; writes the memory section of README.md."""
+    work = tempfile.mkdtemp(prefix="mailhostd-bench-mem-")
+    os.chmod(work, 0o755)
+    ldap = None
+    mem = {}
+    t0 = time.time()
+    try:
+        ldap = Slapd(os.path.join(work, "slapd"), srcdir=SRC, sample=args.ldif, syncprov=True,
+                     db_maxsize=16 << 30)
+        ldap.start()
+        print("slapd with %d users ready in %.0fs" % (args.users, time.time() - t0), flush=True)
+        mh, port, st, _ = start_mailhostd(work, ldap, False, "mailhostd-nomirror")
+        check_answer(port, False)
+        mem["no mirror (fixed base)"] = {"start": rss_kb(mh.pid)}
+        stop(mh)
+        mh, port, st, live = start_mailhostd(work, ldap, False, "mirror, routing only",
+                                             mirror=True)
+        check_answer(port, False)
+        m = metrics(st)
+        mem["mirror, routing only"] = {"start": rss_kb(mh.pid), "live_s": live,
+                                       "mirror_bytes": m.get("mailhostd_mirror_bytes", 0),
+                                       "entries": m.get("mailhostd_mirror_entries", 0)}
+        stop(mh)
+    finally:
+        stop_all()
+        if ldap is not None:
+            ldap.close()
+        shutil.rmtree(work, ignore_errors=True)
+    table = ("Run %s, `%s`, whole run %.0f s.\n\n" %
+             (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), args.command,
+              time.time() - t0)) + memory_table(mem, args.users)
+    print(table)
+    write_section("<!-- bench:memory:begin -->", "<!-- bench:memory:end -->", table)
+
+
+def write_section(begin, end, table):
+    readme = os.path.join(HERE, "README.md")
+    with open(readme) as f:
+        text = f.read()
+    if begin in text and end in text:
+        text = text[:text.index(begin) + len(begin)] + "\n" + table + "\n" + \
+            text[text.index(end):]
+        with open(readme, "w") as f:
+            f.write(text)
+        print("\n(written to bench/README.md)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/bin/sh
 # mailhostd benchmark: the one command.  bench/run.sh [--quick] [bench.py options]
+#                                         bench/run.sh --memory-users N  (memory only)
 # Installs wrk/nginx/slapd/ldap-utils/libldap-dev with apt-get if missing, builds mailhostd
 # in _build/ if it is not built, generates the directory once (bench/.cache/), compiles
 # bench/ldapload.c, then runs bench/bench.py, which starts and stops everything itself.
@@ -8,6 +9,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(dirname "$HERE")
 CACHE="$HERE/.cache"
 USERS=${BENCH_USERS:-100000}
+MEMORY=
+if [ "${1:-}" = --memory-users ]; then   # bench/run.sh --memory-users 1000000
+    USERS=$2; MEMORY=--memory-only; shift 2
+fi
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 need=
@@ -38,5 +43,5 @@ if [ ! -x "$CACHE/ldapload" ] || [ "$HERE/ldapload.c" -nt "$CACHE/ldapload" ]; t
     cc -O2 -Wall -o "$CACHE/ldapload" "$HERE/ldapload.c" -lldap -llber -pthread
 fi
 
-exec python3 "$HERE/bench.py" --ldif "$LDIF" --users "$USERS" \
-    --command "bench/run.sh${*:+ $*}" "$@"
+exec python3 "$HERE/bench.py" --ldif "$LDIF" --users "$USERS" $MEMORY \
+    --command "bench/run.sh${MEMORY:+ --memory-users $USERS}${*:+ $*}" "$@"
