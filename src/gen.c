@@ -25,7 +25,7 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
         EVP_Digest(conf->secret, strlen(conf->secret), g->secret_digest, NULL, EVP_sha256(),
                    NULL);
     if (conf->mirror) {
-        g->mirror = mh_mirror_new(conf->ldap_base, err, errsize);
+        g->mirror = mh_mirror_new(err, errsize);
         if (g->mirror == NULL)
             goto fail;
         if (conf->credential_cache_ttl_ms > 0) {

@@ -206,9 +206,9 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
                 "# TYPE mailhostd_mirror_entries gauge\nmailhostd_mirror_entries %zu\n"
                 "# HELP mailhostd_mirror_keys Login and recipient keys in the route mirror.\n"
                 "# TYPE mailhostd_mirror_keys gauge\nmailhostd_mirror_keys %zu\n"
-                "# HELP mailhostd_mirror_routing_values Distinct routing values.\n"
-                "# TYPE mailhostd_mirror_routing_values gauge\n"
-                "mailhostd_mirror_routing_values %zu\n"
+                "# HELP mailhostd_mirror_strings Distinct routing values and parent DNs, "
+                "each stored once.\n# TYPE mailhostd_mirror_strings gauge\n"
+                "mailhostd_mirror_strings %zu\n"
                 "# HELP mailhostd_mirror_bytes Memory held by the route mirror.\n"
                 "# TYPE mailhostd_mirror_bytes gauge\nmailhostd_mirror_bytes %zu\n",
             mm->state, mm->entries, mm->keys, mm->routes, mm->bytes);

@@ -4,6 +4,7 @@
 
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,20 +16,39 @@
 #define EMPTY 0u
 #define TOMB 1u
 #define PTR_MASK ((UINT64_C(1) << 48) - 1)
+/* Entries live in 1 MiB blocks, one free list per 16-byte size class up to 1 KiB: no
+ * per-entry malloc header, and no interleaving with the refresh's short-lived LDAP
+ * messages (which left ~50 bytes per entry of fragmentation behind).  Larger entries, and
+ * every entry under AddressSanitizer (so it still sees misuse), come from malloc. */
+#define SDIR_CHUNKS 4096
+#define SDIR_CHUNK 4096         /* up to 16.7 million distinct routing values and parents */
+#define SLAB_CLASSES 64
+#define SLAB_BLOCK (1u << 20)
+#if defined(__SANITIZE_ADDRESS__)
+#define SLAB_OFF 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SLAB_OFF 1
+#endif
+#endif
+#ifndef SLAB_OFF
+#define SLAB_OFF 0
+#endif
 
 /* One entry: immutable once published, except `mark` (writer only). */
 struct ment {
-    const char *route;          /* interned, or NULL */
+    uint32_t route;             /* interned string number, 0: none */
+    uint32_t parent;            /* interned parent DN (after the first RDN), 0: none */
     uint32_t version;
     uint32_t mark;
     unsigned char uuid[16];
-    uint16_t dn_len;            /* bytes of the stored DN (relative when REL) */
+    uint16_t dn_len;            /* bytes of the stored first RDN */
     uint8_t flags;
     uint8_t nkeys;
+    uint16_t units;             /* allocated size / 16: a slab class, or malloc'ed if > SLAB_CLASSES */
     char data[];                /* DN, NUL; then per key: kinds, length, folded bytes */
 };
 #define F_FROZEN 1u
-#define F_REL 2u                /* the base suffix was dropped from the stored DN */
 
 /* Key slots hold (tag << 48) | pointer: the tag (16 bits of the key's hash) skips most
  * foreign entries without touching them. */
@@ -41,16 +61,21 @@ struct kshard {
 struct mh_mirror {
     struct kshard shard[NSHARD];
     uint64_t seed;
-    char *base;
-    size_t base_len;
     atomic_int state;
     atomic_int incomplete;      /* an entry could not be stored whole: misses ask the directory */
     /* writer only */
     struct ment **uslot;        /* by entryUUID; NULL empty, (void *)1 tombstone */
     size_t ucap, uused, utomb;
-    char **rslot;               /* interned routing values */
+    uint32_t *rslot;            /* intern table: string numbers, by hash (writer only) */
     size_t rcap, rused;
+    /* interned strings by number: chunks that never move, so readers may follow a number
+     * while the writer adds strings (published to them through the shard locks) */
+    char **sdir[SDIR_CHUNKS];
     uint32_t version;
+    void *slab_free[SLAB_CLASSES + 1];  /* free entries per size class (writer only) */
+    char *slab_cur;             /* bump allocation in the newest block */
+    size_t slab_left;
+    void *slab_blocks;          /* list of blocks, linked through their first word */
     /* read by stats */
     atomic_size_t n_entries, n_keys, n_routes, bytes;
 };
@@ -84,7 +109,7 @@ static size_t chunk_bytes(size_t n)
     return (n + 8 + 15) & ~(size_t)15;
 }
 
-struct mh_mirror *mh_mirror_new(const char *base, char *err, size_t errsize)
+struct mh_mirror *mh_mirror_new(char *err, size_t errsize)
 {
     struct mh_mirror *m = aligned_alloc(64, sizeof *m);
     if (m == NULL) {
@@ -97,13 +122,6 @@ struct mh_mirror *mh_mirror_new(const char *base, char *err, size_t errsize)
         free(m);
         return NULL;
     }
-    m->base = strdup(base);
-    if (m->base == NULL) {
-        snprintf(err, errsize, "out of memory");
-        free(m);
-        return NULL;
-    }
-    m->base_len = strlen(base);
     for (size_t i = 0; i < NSHARD; i++)
         pthread_rwlock_init(&m->shard[i].lock, NULL);
     atomic_init(&m->state, MH_MIRROR_EMPTY);
@@ -115,17 +133,25 @@ void mh_mirror_free(struct mh_mirror *m)
     if (m == NULL)
         return;
     for (size_t i = 0; i < m->ucap; i++)
-        if (m->uslot[i] != NULL && m->uslot[i] != UTOMB)
+        if (m->uslot[i] != NULL && m->uslot[i] != UTOMB && m->uslot[i]->units > SLAB_CLASSES)
             free(m->uslot[i]);
     free(m->uslot);
-    for (size_t i = 0; i < m->rcap; i++)
-        free(m->rslot[i]);
+    while (m->slab_blocks != NULL) {
+        void *next;
+        memcpy(&next, m->slab_blocks, sizeof next);
+        munmap(m->slab_blocks, SLAB_BLOCK);
+        m->slab_blocks = next;
+    }
+    for (size_t c = 0; c < SDIR_CHUNKS && m->sdir[c] != NULL; c++) {
+        for (size_t i = 0; i < SDIR_CHUNK; i++)
+            free(m->sdir[c][i]);
+        free(m->sdir[c]);
+    }
     free(m->rslot);
     for (size_t i = 0; i < NSHARD; i++) {
         free(m->shard[i].slot);
         pthread_rwlock_destroy(&m->shard[i].lock);
     }
-    free(m->base);
     free(m);
 }
 
@@ -166,7 +192,22 @@ static int fold(char *out, const char *in, size_t len, int *odd)
     return 0;
 }
 
+static int same_folded(const char *a, const char *b, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if ((x >= 'A' && x <= 'Z' ? x + 32 : x) != (y >= 'A' && y <= 'Z' ? y + 32 : y))
+            return 0;
+    }
+    return 1;
+}
+
 /* ---- the key index ---- */
+
+/* Open-addressed tables (linear probing) stay at most 4/5 full and are rebuilt 2/3 full,
+ * with any capacity (not only powers of two), so memory follows the count closely. */
+static int too_full(size_t n, size_t cap) { return n * 5 > cap * 4; }
+static size_t grown(size_t used) { return 16 + (used + 1) * 3 / 2; }
 
 static uint64_t slot_of(const struct ment *e, uint64_t h)
 {
@@ -176,9 +217,7 @@ static uint64_t slot_of(const struct ment *e, uint64_t h)
 
 static int shard_grow(struct mh_mirror *m, struct kshard *s)
 {
-    size_t cap = 16;
-    while (cap * 3 < (s->used + 1) * 4 * 2)
-        cap *= 2;
+    size_t cap = grown(s->used);
     uint64_t *n = calloc(cap, sizeof *n);
     size_t placed = 0;
     if (n == NULL)
@@ -197,12 +236,12 @@ static int shard_grow(struct mh_mirror *m, struct kshard *s)
             uint64_t h = key_hash(m, k);
             if ((uint16_t)(h >> 48) != tag || (h & (NSHARD - 1)) != (size_t)(s - m->shard))
                 continue;
-            size_t pos = (size_t)(h >> 6);
-            while (n[pos & (cap - 1)] != EMPTY && n[pos & (cap - 1)] != v)
-                pos++;
-            if (n[pos & (cap - 1)] == EMPTY)
+            size_t pos = (size_t)(h >> 6) % cap;
+            while (n[pos] != EMPTY && n[pos] != v)
+                pos = pos + 1 == cap ? 0 : pos + 1;
+            if (n[pos] == EMPTY)
                 placed++;
-            n[pos & (cap - 1)] = v;
+            n[pos] = v;
         }
     }
     atomic_fetch_add(&m->bytes, cap * sizeof *n);
@@ -220,15 +259,15 @@ static int key_insert(struct mh_mirror *m, const struct ment *e, uint64_t h)
     struct kshard *s = &m->shard[h & (NSHARD - 1)];
     int rc = 0;
     pthread_rwlock_wrlock(&s->lock);
-    if ((s->used + s->tomb + 1) * 4 > s->cap * 3 && shard_grow(m, s) < 0) {
+    if (too_full(s->used + s->tomb + 1, s->cap) && shard_grow(m, s) < 0) {
         rc = -1;
     } else {
-        size_t mask = s->cap - 1, pos = (size_t)(h >> 6);
-        while (s->slot[pos & mask] != EMPTY && s->slot[pos & mask] != TOMB)
-            pos++;
-        if (s->slot[pos & mask] == TOMB)
+        size_t pos = (size_t)(h >> 6) % s->cap;
+        while (s->slot[pos] != EMPTY && s->slot[pos] != TOMB)
+            pos = pos + 1 == s->cap ? 0 : pos + 1;
+        if (s->slot[pos] == TOMB)
             s->tomb--;
-        s->slot[pos & mask] = slot_of(e, h);
+        s->slot[pos] = slot_of(e, h);
         s->used++;
     }
     pthread_rwlock_unlock(&s->lock);
@@ -241,10 +280,11 @@ static void key_remove(struct mh_mirror *m, const struct ment *e, uint64_t h)
     uint64_t want = slot_of(e, h);
     pthread_rwlock_wrlock(&s->lock);
     if (s->cap > 0) {
-        size_t mask = s->cap - 1, pos = (size_t)(h >> 6);
-        for (size_t n = 0; n < s->cap && s->slot[pos & mask] != EMPTY; n++, pos++)
-            if (s->slot[pos & mask] == want) {
-                s->slot[pos & mask] = TOMB;
+        size_t pos = (size_t)(h >> 6) % s->cap;
+        for (size_t n = 0; n < s->cap && s->slot[pos] != EMPTY;
+             n++, pos = pos + 1 == s->cap ? 0 : pos + 1)
+            if (s->slot[pos] == want) {
+                s->slot[pos] = TOMB;
                 s->used--;
                 s->tomb++;
                 break;
@@ -271,21 +311,20 @@ static struct ment **uuid_find(struct mh_mirror *m, const unsigned char *uuid)
 {
     if (m->ucap == 0)
         return NULL;
-    size_t mask = m->ucap - 1, pos = uuid_pos(m, uuid);
-    for (size_t n = 0; n < m->ucap && m->uslot[pos & mask] != NULL; n++, pos++) {
-        struct ment *e = m->uslot[pos & mask];
+    size_t pos = uuid_pos(m, uuid) % m->ucap;
+    for (size_t n = 0; n < m->ucap && m->uslot[pos] != NULL;
+         n++, pos = pos + 1 == m->ucap ? 0 : pos + 1) {
+        struct ment *e = m->uslot[pos];
         if (e != UTOMB && memcmp(e->uuid, uuid, 16) == 0)
-            return &m->uslot[pos & mask];
+            return &m->uslot[pos];
     }
     return NULL;
 }
 
 static int uuid_insert(struct mh_mirror *m, struct ment *e)
 {
-    if ((m->uused + m->utomb + 1) * 4 > m->ucap * 3) {
-        size_t cap = 16;
-        while (cap * 3 < (m->uused + 1) * 4 * 2)
-            cap *= 2;
+    if (too_full(m->uused + m->utomb + 1, m->ucap)) {
+        size_t cap = grown(m->uused);
         struct ment **n = calloc(cap, sizeof *n);
         if (n == NULL)
             return -1;
@@ -293,10 +332,10 @@ static int uuid_insert(struct mh_mirror *m, struct ment *e)
             struct ment *x = m->uslot[i];
             if (x == NULL || x == UTOMB)
                 continue;
-            size_t pos = uuid_pos(m, x->uuid);
-            while (n[pos & (cap - 1)] != NULL)
-                pos++;
-            n[pos & (cap - 1)] = x;
+            size_t pos = uuid_pos(m, x->uuid) % cap;
+            while (n[pos] != NULL)
+                pos = pos + 1 == cap ? 0 : pos + 1;
+            n[pos] = x;
         }
         atomic_fetch_add(&m->bytes, cap * sizeof *n);
         atomic_fetch_sub(&m->bytes, m->ucap * sizeof *n);
@@ -305,32 +344,36 @@ static int uuid_insert(struct mh_mirror *m, struct ment *e)
         m->ucap = cap;
         m->utomb = 0;
     }
-    size_t mask = m->ucap - 1, pos = uuid_pos(m, e->uuid);
-    while (m->uslot[pos & mask] != NULL && m->uslot[pos & mask] != UTOMB)
-        pos++;
-    if (m->uslot[pos & mask] == UTOMB)
+    size_t pos = uuid_pos(m, e->uuid) % m->ucap;
+    while (m->uslot[pos] != NULL && m->uslot[pos] != UTOMB)
+        pos = pos + 1 == m->ucap ? 0 : pos + 1;
+    if (m->uslot[pos] == UTOMB)
         m->utomb--;
-    m->uslot[pos & mask] = e;
+    m->uslot[pos] = e;
     m->uused++;
     return 0;
 }
 
-/* ---- interned routing values (writer only; readers only follow the pointers) ---- */
+/* ---- interned strings: routing values and parent DNs (writer only) ---- */
 
-static const char *intern(struct mh_mirror *m, const char *v)
+static const char *string_at(const struct mh_mirror *m, uint32_t n)
 {
-    if (v == NULL)
-        return NULL;
-    size_t len = strlen(v);
+    return n ? m->sdir[n / SDIR_CHUNK][n % SDIR_CHUNK] : NULL;
+}
+
+/* The number of the string v[0..len), added if new; 0 when out of memory or full. */
+static uint32_t intern(struct mh_mirror *m, const char *v, size_t len)
+{
     if ((m->rused + 1) * 2 > m->rcap) {
         size_t cap = m->rcap ? m->rcap * 2 : 64;
-        char **n = calloc(cap, sizeof *n);
+        uint32_t *n = calloc(cap, sizeof *n);
         if (n == NULL)
-            return NULL;
+            return 0;
         for (size_t i = 0; i < m->rcap; i++)
-            if (m->rslot[i] != NULL) {
-                size_t pos = (size_t)hash_bytes(m->seed, m->rslot[i], strlen(m->rslot[i]));
-                while (n[pos & (cap - 1)] != NULL)
+            if (m->rslot[i] != 0) {
+                const char *x = string_at(m, m->rslot[i]);
+                size_t pos = (size_t)hash_bytes(m->seed, x, strlen(x));
+                while (n[pos & (cap - 1)] != 0)
                     pos++;
                 n[pos & (cap - 1)] = m->rslot[i];
             }
@@ -339,36 +382,87 @@ static const char *intern(struct mh_mirror *m, const char *v)
         m->rslot = n;
         m->rcap = cap;
     }
-    size_t mask = m->rcap - 1, pos = (size_t)hash_bytes(m->seed, v, len);
-    for (; m->rslot[pos & mask] != NULL; pos++)
-        if (strcmp(m->rslot[pos & mask], v) == 0)
-            return m->rslot[pos & mask];
-    char *s = strdup(v);
-    if (s == NULL)
-        return NULL;
-    m->rslot[pos & mask] = s;
+    size_t pos = (size_t)hash_bytes(m->seed, v, len);
+    for (; m->rslot[pos & (m->rcap - 1)] != 0; pos++) {
+        const char *x = string_at(m, m->rslot[pos & (m->rcap - 1)]);
+        if (strncmp(x, v, len) == 0 && x[len] == '\0')
+            return m->rslot[pos & (m->rcap - 1)];
+    }
+    uint32_t num = (uint32_t)m->rused + 1;   /* 0 means none */
+    if (num / SDIR_CHUNK >= SDIR_CHUNKS)
+        return 0;
+    char ***chunk = &m->sdir[num / SDIR_CHUNK];
+    if (*chunk == NULL) {
+        if ((*chunk = calloc(SDIR_CHUNK, sizeof **chunk)) == NULL)
+            return 0;
+        atomic_fetch_add(&m->bytes, SDIR_CHUNK * sizeof **chunk);
+    }
+    char *copy = strndup(v, len);
+    if (copy == NULL)
+        return 0;
+    (*chunk)[num % SDIR_CHUNK] = copy;
+    m->rslot[pos & (m->rcap - 1)] = num;
     m->rused++;
     atomic_fetch_add(&m->n_routes, 1);
     atomic_fetch_add(&m->bytes, chunk_bytes(len + 1));
-    return s;
+    return num;
+}
+
+/* ---- entry memory (writer only) ---- */
+
+static struct ment *ent_alloc(struct mh_mirror *m, size_t n)
+{
+    size_t units = (n + 15) / 16;
+    struct ment *e;
+    if (SLAB_OFF || units > SLAB_CLASSES) {
+        if (units > UINT16_MAX || (e = malloc(units * 16)) == NULL)
+            return NULL;
+        e->units = (uint16_t)(units > SLAB_CLASSES ? units : SLAB_CLASSES + 1);
+        atomic_fetch_add(&m->bytes, chunk_bytes(units * 16));
+        return e;
+    }
+    if (m->slab_free[units] != NULL) {
+        e = m->slab_free[units];
+        memcpy(&m->slab_free[units], e, sizeof(void *));
+    } else {
+        if (m->slab_left < units * 16) {
+            char *b = mmap(NULL, SLAB_BLOCK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                           -1, 0);
+            if (b == MAP_FAILED)
+                return NULL;
+            memcpy(b, &m->slab_blocks, sizeof(void *));   /* the block list */
+            m->slab_blocks = b;
+            m->slab_cur = b + 16;
+            m->slab_left = SLAB_BLOCK - 16;
+            atomic_fetch_add(&m->bytes, SLAB_BLOCK);
+        }
+        e = (struct ment *)(void *)m->slab_cur;
+        m->slab_cur += units * 16;
+        m->slab_left -= units * 16;
+    }
+    e->units = (uint16_t)units;
+    return e;
+}
+
+static void ent_free(struct mh_mirror *m, struct ment *e)
+{
+    if (e->units > SLAB_CLASSES) {
+        atomic_fetch_sub(&m->bytes, chunk_bytes((size_t)e->units * 16));
+        free(e);
+        return;
+    }
+    size_t units = e->units;
+    memcpy(e, &m->slab_free[units], sizeof(void *));
+    m->slab_free[units] = e;
 }
 
 /* ---- writer API ---- */
-
-static size_t entry_bytes(const struct ment *e)
-{
-    const unsigned char *k = first_key(e);
-    for (unsigned i = 0; i < e->nkeys; i++)
-        k = next_key(k);
-    return chunk_bytes((size_t)(k - (const unsigned char *)e));
-}
 
 static void entry_drop(struct mh_mirror *m, struct ment *e)
 {
     atomic_fetch_sub(&m->n_entries, 1);
     atomic_fetch_sub(&m->n_keys, e->nkeys);
-    atomic_fetch_sub(&m->bytes, entry_bytes(e));
-    free(e);
+    ent_free(m, e);
 }
 
 int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const char *dn,
@@ -377,21 +471,37 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
 {
     size_t dn_len = strlen(dn), need = 0;
     uint8_t flags = frozen ? F_FROZEN : 0;
-    /* drop the base suffix: ",<base>" compared case-insensitively */
-    if (m->base_len > 0 && dn_len > m->base_len + 1 && dn[dn_len - m->base_len - 1] == ',' &&
-        strcasecmp(dn + dn_len - m->base_len, m->base) == 0) {
-        dn_len -= m->base_len + 1;
-        flags |= F_REL;
+    uint32_t parent = 0;
+    /* the first RDN is stored, the rest (shared by many entries) interned */
+    for (size_t i = 0; i < dn_len; i++) {
+        if (dn[i] == '\\' && i + 1 < dn_len) {
+            i++;
+        } else if (dn[i] == ',') {
+            if ((parent = intern(m, dn + i + 1, dn_len - i - 1)) == 0)
+                return -1;
+            dn_len = i;
+            break;
+        }
     }
     if (dn_len > UINT16_MAX)
         return -1;
-    for (size_t i = 0; i < nkeys; i++)
-        if (keys[i].len > 0 && keys[i].len <= KEY_MAX)
+    /* the exact size: a value given twice (uid and mail alike, login and recipient) is
+     * stored once */
+    for (size_t i = 0, distinct = 0; i < nkeys; i++) {
+        if (keys[i].len == 0 || keys[i].len > KEY_MAX)
+            continue;
+        size_t j = 0;
+        while (j < i && !(keys[j].len == keys[i].len && keys[j].len <= KEY_MAX &&
+                          same_folded(keys[j].value, keys[i].value, keys[i].len)))
+            j++;
+        if (j == i && distinct++ < UINT8_MAX)
             need += 2 + keys[i].len;
-    struct ment *e = malloc(sizeof *e + dn_len + 1 + need);
+    }
+    struct ment *e = ent_alloc(m, sizeof *e + dn_len + 1 + need);
     if (e == NULL)
         return -1;
-    e->route = NULL;
+    e->route = 0;
+    e->parent = parent;
     e->mark = mark;
     memcpy(e->uuid, uuid, 16);
     e->dn_len = (uint16_t)dn_len;
@@ -404,29 +514,30 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
     for (size_t i = 0; i < nkeys; i++) {
         if (keys[i].len == 0 || keys[i].len > KEY_MAX)
             continue;
-        int odd = 0;
-        w[0] = (unsigned char)keys[i].kinds;
-        w[1] = (unsigned char)keys[i].len;
-        fold((char *)w + 2, keys[i].value, keys[i].len, &odd);
-        int dup = 0;
+        int dup = 0, odd = 0;
         const unsigned char *k = first_key(e);
         for (unsigned j = 0; j < e->nkeys; j++, k = next_key(k))
-            if (k[1] == w[1] && memcmp(k + 2, w + 2, w[1]) == 0) {
-                ((unsigned char *)k)[0] |= w[0];
+            if (k[1] == keys[i].len && same_folded((const char *)k + 2, keys[i].value, k[1])) {
+                ((unsigned char *)k)[0] |= (unsigned char)keys[i].kinds;
                 dup = 1;
                 break;
             }
-        if (!dup && e->nkeys == UINT8_MAX) {
+        if (dup)
+            continue;
+        if (e->nkeys == UINT8_MAX) {
             mh_mirror_set_incomplete(m);    /* keys past 255 are not indexed */
-        } else if (!dup) {
-            w = (unsigned char *)next_key(w);
-            e->nkeys++;
+            continue;
         }
+        w[0] = (unsigned char)keys[i].kinds;
+        w[1] = (unsigned char)keys[i].len;
+        fold((char *)w + 2, keys[i].value, keys[i].len, &odd);
+        w = (unsigned char *)next_key(w);
+        e->nkeys++;
     }
     if (route != NULL && route[0] != '\0') {
-        e->route = intern(m, route);
-        if (e->route == NULL) {
-            free(e);
+        e->route = intern(m, route, strlen(route));
+        if (e->route == 0) {
+            ent_free(m, e);
             return -1;
         }
     }
@@ -438,7 +549,7 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
     for (unsigned i = 0; i < e->nkeys; i++, k = next_key(k))
         if (((uint64_t)(uintptr_t)e & ~PTR_MASK) != 0 || key_insert(m, e, key_hash(m, k)) < 0) {
             keys_remove(m, e, i);
-            free(e);
+            ent_free(m, e);
             return -1;
         }
     struct ment **slot = uuid_find(m, uuid);
@@ -449,12 +560,11 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
         entry_drop(m, old);
     } else if (uuid_insert(m, e) < 0) {
         keys_remove(m, e, e->nkeys);
-        free(e);
+        ent_free(m, e);
         return -1;
     }
     atomic_fetch_add(&m->n_entries, 1);
     atomic_fetch_add(&m->n_keys, e->nkeys);
-    atomic_fetch_add(&m->bytes, entry_bytes(e));
     return 0;
 }
 
@@ -523,9 +633,9 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
 
     pthread_rwlock_rdlock(&s->lock);
     if (s->cap > 0) {
-        size_t mask = s->cap - 1, pos = (size_t)(h >> 6);
-        for (size_t n = 0; n < s->cap; n++, pos++) {
-            uint64_t v = s->slot[pos & mask];
+        size_t pos = (size_t)(h >> 6) % s->cap;
+        for (size_t n = 0; n < s->cap; n++, pos = pos + 1 == s->cap ? 0 : pos + 1) {
+            uint64_t v = s->slot[pos];
             if (v == EMPTY)
                 break;
             if (v == TOMB || (v >> 48) != tag)
@@ -552,18 +662,19 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
         r = MH_MIRROR_AMBIGUOUS;
     } else if (nfound == 1) {
         const struct ment *e = found[0];
-        size_t rlen = e->route ? strlen(e->route) : 0;
-        size_t dlen = e->dn_len + ((e->flags & F_REL) ? 1 + m->base_len : 0);
+        const char *route = string_at(m, e->route), *parent = string_at(m, e->parent);
+        size_t rlen = route ? strlen(route) : 0, plen = parent ? strlen(parent) : 0;
+        size_t dlen = e->dn_len + (parent ? 1 + plen : 0);
         if (rlen >= sizeof out->route || dlen >= sizeof out->dn) {
             *needs_directory = 1;
         } else {
             memcpy(out->dn, e->data, e->dn_len);
-            if (e->flags & F_REL) {
+            if (parent != NULL) {
                 out->dn[e->dn_len] = ',';
-                memcpy(out->dn + e->dn_len + 1, m->base, m->base_len);
+                memcpy(out->dn + e->dn_len + 1, parent, plen);
             }
             out->dn[dlen] = '\0';
-            memcpy(out->route, e->route ? e->route : "", rlen + 1);
+            memcpy(out->route, route ? route : "", rlen + 1);
             out->frozen = (e->flags & F_FROZEN) != 0;
             out->version = e->version;
             r = MH_MIRROR_HIT;

@@ -12,10 +12,11 @@
  * entry being replaced is briefly present in both versions; a lookup that meets both
  * keeps the newer, so a change is never seen as "unknown user" or "ambiguous".
  *
- * Memory: one allocation per entry (its DN relative to the base, its keys), 8 bytes per key
- * slot and per UUID slot in open-addressed tables kept under 3/4 full, routing values
- * interned (each distinct value stored once, kept until the mirror is freed).  The mirror
- * owns everything it stores; lookups copy out.
+ * Memory: per entry one slab slot (a 40-byte header, its first RDN, its keys; 16-byte size
+ * classes in 1 MiB blocks), 8 bytes per key slot and per UUID slot in open-addressed tables
+ * kept 2/3 to 4/5 full; routing values and parent DNs interned (each distinct string stored
+ * once, kept until the mirror is freed).  The mirror owns everything it stores; lookups
+ * copy out.
  */
 #ifndef MH_MIRROR_H
 #define MH_MIRROR_H
@@ -35,9 +36,8 @@ enum mh_mirror_state {
 
 struct mh_mirror;
 
-/* base: the search base the DNs live under (stored DNs drop this suffix).  NULL + err on
- * failure. */
-struct mh_mirror *mh_mirror_new(const char *base, char *err, size_t errsize);
+/* NULL + err on failure. */
+struct mh_mirror *mh_mirror_new(char *err, size_t errsize);
 void mh_mirror_free(struct mh_mirror *m);
 
 /* ---- writer side (one thread) ---- */
@@ -106,7 +106,7 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
 struct mh_mirror_stats {
     size_t entries;
     size_t keys;
-    size_t routes;          /* distinct routing values */
+    size_t routes;          /* interned strings: distinct routing values and parent DNs */
     size_t bytes;           /* memory held: entries, tables, interned values */
 };
 void mh_mirror_stats(struct mh_mirror *m, struct mh_mirror_stats *out);

@@ -11,6 +11,9 @@
 #include "log.h"
 
 #include <ldap.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -221,9 +224,12 @@ static void refresh_done(struct mh_sync *s)
     atomic_fetch_add(&s->refreshes, 1);
     uint64_t stale = atomic_exchange(&s->stale_since_ms, 0);
     mh_mirror_set_state(s->mirror, MH_MIRROR_LIVE);
+#ifdef __GLIBC__
+    malloc_trim(0);   /* give back what the refresh's LDAP messages left free */
+#endif
     struct mh_mirror_stats st;
     mh_mirror_stats(s->mirror, &st);
-    mh_log(LOG_NOTICE, "mirror: live, %zu entries, %zu keys, %zu routing values, %zu KiB; "
+    mh_log(LOG_NOTICE, "mirror: live, %zu entries, %zu keys, %zu shared strings, %zu KiB; "
            "refresh took %llu ms: %zu entries sent, %zu unchanged, %zu deleted, %zu gone%s",
            st.entries, st.keys, st.routes, st.bytes / 1024, (unsigned long long)ms,
            s->r_changed, s->r_present, s->r_deleted, swept, stale ? " (was stale)" : "");
