@@ -16,7 +16,6 @@
 
 struct slot {
     unsigned char mac[32];
-    unsigned char login_tag[8];
     uint32_t version;
     uint64_t stored_ms;      /* 0: empty */
 };
@@ -104,11 +103,10 @@ static int mac(struct mh_credcache *c, char prefix, const char *login, size_t lo
     return ok ? 0 : -1;
 }
 
-/* All passwords of one login share a bucket, chosen by the login's tag. */
-static size_t bucket_of(const struct mh_credcache *c, const unsigned char tag[8])
+static size_t bucket_of(const struct mh_credcache *c, const unsigned char m[32])
 {
     uint64_t v;
-    memcpy(&v, tag, sizeof v);
+    memcpy(&v, m, sizeof v);
     return (size_t)(v & (c->nbuckets - 1));
 }
 
@@ -117,25 +115,14 @@ static struct shard *shard_of(struct mh_credcache *c, size_t bucket)
     return &c->shard[bucket & (NSHARD - 1)];
 }
 
-static int keys(struct mh_credcache *c, const char *login, size_t login_len, const char *pw,
-                size_t pw_len, unsigned char m[32], unsigned char tag[8])
-{
-    unsigned char t[32];
-    if (mac(c, 'L', login, login_len, NULL, 0, t) < 0 ||
-        mac(c, 'P', login, login_len, pw, pw_len, m) < 0)
-        return -1;
-    memcpy(tag, t, 8);
-    return 0;
-}
-
 int mh_credcache_check(struct mh_credcache *c, const char *login, size_t login_len,
                        const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms)
 {
-    unsigned char m[32], tag[8];
+    unsigned char m[32];
     int hit = 0;
-    if (keys(c, login, login_len, pw, pw_len, m, tag) < 0)
+    if (mac(c, 'P', login, login_len, pw, pw_len, m) < 0)
         return 0;
-    size_t b = bucket_of(c, tag);
+    size_t b = bucket_of(c, m);
     struct shard *s = shard_of(c, b);
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < WAYS; i++) {
@@ -158,10 +145,10 @@ int mh_credcache_check(struct mh_credcache *c, const char *login, size_t login_l
 void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_len,
                       const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms)
 {
-    unsigned char m[32], tag[8];
-    if (keys(c, login, login_len, pw, pw_len, m, tag) < 0)
+    unsigned char m[32];
+    if (mac(c, 'P', login, login_len, pw, pw_len, m) < 0)
         return;
-    size_t b = bucket_of(c, tag);
+    size_t b = bucket_of(c, m);
     struct shard *s = shard_of(c, b);
     pthread_mutex_lock(&s->lock);
     struct slot *use = NULL, *victim = NULL;
@@ -182,29 +169,10 @@ void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_le
             s->used++;
     }
     memcpy(use->mac, m, sizeof m);
-    memcpy(use->login_tag, tag, sizeof tag);
     use->version = version;
     use->stored_ms = now_ms ? now_ms : 1;
     pthread_mutex_unlock(&s->lock);
     OPENSSL_cleanse(m, sizeof m);
-}
-
-void mh_credcache_forget_login(struct mh_credcache *c, const char *login, size_t login_len)
-{
-    unsigned char t[32];
-    if (mac(c, 'L', login, login_len, NULL, 0, t) < 0)
-        return;
-    size_t b = bucket_of(c, t);
-    struct shard *s = shard_of(c, b);
-    pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < WAYS; i++) {
-        struct slot *e = &c->slot[b * WAYS + i];
-        if (e->stored_ms != 0 && memcmp(e->login_tag, t, 8) == 0) {
-            memset(e, 0, sizeof *e);
-            s->used--;
-        }
-    }
-    pthread_mutex_unlock(&s->lock);
 }
 
 size_t mh_credcache_count(struct mh_credcache *c)

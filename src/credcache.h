@@ -10,7 +10,7 @@
  * Memory is fixed at creation: `capacity` entries in set-associative buckets; a full bucket
  * replaces its oldest entry.  Nothing is allocated per call.
  *
- * Thread-safe: any number of threads may call check, put and forget at once (one mutex per
+ * Thread-safe: any number of threads may call check and put at once (one mutex per
  * shard, never held while hashing).  The cache owns its memory; free it with
  * mh_credcache_free once no thread uses it.
  */
@@ -36,9 +36,6 @@ int mh_credcache_check(struct mh_credcache *c, const char *login, size_t login_l
 /* Records a successful verification at now_ms (replacing an earlier one of the same pair). */
 void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_len,
                       const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms);
-
-/* Forgets every entry of this login, whatever the password. */
-void mh_credcache_forget_login(struct mh_credcache *c, const char *login, size_t login_len);
 
 /* Occupied slots (expired ones included until reused), for metrics. */
 size_t mh_credcache_count(struct mh_credcache *c);
