@@ -409,8 +409,10 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             snprintf(why, sizeof why, "%s", mh_ldap_error(l));
             break;
         }
-        if (rc > 0 && ldap_msgid(msg) == probe_id) {
-            probe_id = -1;          /* the server answers: nothing more to do */
+        if (rc > 0 && ldap_msgid(msg) != msgid) {
+            /* the probe's entry, then its result: the server answers */
+            if (ldap_msgid(msg) == probe_id && ldap_msgtype(msg) == LDAP_RES_SEARCH_RESULT)
+                probe_id = -1;
         } else if (rc > 0) {
             int type = ldap_msgtype(msg), bad = 0;
             if (type == LDAP_RES_SEARCH_ENTRY)

@@ -162,6 +162,15 @@ def t_added_and_deleted_users(c):
     check(via(c.d, "zoe@example.com", mark) == "mirror", "refused by the mirror")
 
 
+def t_feed_stays_up(c):
+    """The feed's probes (every 2 s) are answered and do not break the session."""
+    time.sleep(max(0.0, c.live_at + 5.0 - time.time()))
+    log = c.d.read_log()
+    check("mirror: stale" not in log, "the feed broke on a healthy directory:\n%s",
+          "\n".join(l for l in log.splitlines() if "mirror:" in l)[-2000:])
+    check(log.count("mirror: live") == 1, "one refresh only, got %d", log.count("mirror: live"))
+
+
 def t_metrics(c):
     import urllib.request
     m = re.search(r"status \(/metrics, /healthz\) on ([0-9.]+):(\d+)", c.d.read_log())
@@ -173,6 +182,7 @@ def t_metrics(c):
     check(vals.get("mailhostd_mirror_state") == "1", "state live: %s", vals.get("mailhostd_mirror_state"))
     check(entries == want, "mirror holds %d entries, the directory %d", entries, want)
     check(int(vals["mailhostd_mirror_changes_total"]) >= 20, "changes counted")
+    check(vals["mailhostd_mirror_refreshes_total"] == "1", "one refresh")
     check(float(vals['mailhostd_decisions_total{source="mirror+credential-cache"}']) > 0,
           "decisions by source")
     check(int(vals["mailhostd_credential_cache_entries"]) > 0, "credential cache in use")
@@ -284,13 +294,14 @@ def main():
         c.d = Daemon(work, config(work, slapd, extra=MIRROR + "status_listen 127.0.0.1:0\n")).start()
         def t_mirror_goes_live():
             wait_log(c.d, r"mirror: live, \d+ entries")
+            c.live_at = time.time()
         runner.run(t_mirror_goes_live)
         for t in (td.t_routes_old_and_new, td.t_literal_and_resolved_values,
                   td.t_password_escaping, td.t_refusals, td.t_auth_wait_limit, td.t_injection,
                   td.t_bad_requests, td.t_smtp_recipient,
                   t_answers_come_from_the_mirror, t_flip_latency,
                   t_password_change_drops_cached_credentials, t_added_and_deleted_users,
-                  t_metrics):
+                  t_feed_stays_up, t_metrics):
             runner.run(t, c)
         status = c.d.stop()
 
