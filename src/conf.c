@@ -522,6 +522,9 @@ static const struct key {
     {"queue_size", h_uint, OFF(queue_size), 1, 1000000, 0},
     {"request_timeout", h_ms, OFF(request_timeout_ms), 100, 120000, 0},
     {"resolve_ttl", h_seconds, OFF(resolve_ttl_s), 0, 86400, 0},
+    {"route_cache_entries", h_uint, OFF(route_cache_entries), 1, 100000000, 0},
+    {"route_cache_negative_ttl", h_ms, OFF(route_cache_negative_ttl_ms), 0, 86400000, 0},
+    {"route_cache_ttl", h_ms, OFF(route_cache_ttl_ms), 0, 86400000, 0},
     {"secret_file", h_string, OFF(secret_file), 0, 0, 0},
     {"secret_header", h_header_name, OFF(secret_header), 0, 0, 0},
     {"socket_group", h_string, OFF(socket_group), 0, 0, 0},
@@ -555,6 +558,8 @@ static void defaults(struct mh_conf *c)
     c->verify_password = 1;
     c->resolve_ttl_s = 60;
     c->credential_cache_entries = 100000;
+    c->route_cache_entries = 100000;
+    c->route_cache_negative_ttl_ms = 10000;
     c->limit_prefix4[0] = 32;
     c->limit_prefix4[1] = 24;
     c->limit_prefix6[0] = 64;
@@ -693,6 +698,9 @@ static int check(struct ctx *x)
                     c->ldap_timeout_ms, c->request_timeout_ms);
     if (c->mirror && check_mirror(x) < 0)
         return -1;
+    if (c->route_cache_ttl_ms > 0 && c->mirror)
+        return fail(x, "route_cache_ttl is for directories without RFC 4533 sync: with "
+                    "\"mirror yes\" the mirror is always current; set one or the other");
     if (c->credential_cache_ttl_ms > 0 && !c->mirror)
         return fail(x, "credential_cache_ttl needs \"mirror yes\": the change feed is what "
                     "drops a cached password when its entry changes");
@@ -908,6 +916,8 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
     opt(fp, "mirror_recipient_attributes", c->mirror_recipient_attributes);
     fprintf(fp, "credential_cache_ttl %ums\ncredential_cache_entries %u\n",
             c->credential_cache_ttl_ms, c->credential_cache_entries);
+    fprintf(fp, "route_cache_ttl %ums\nroute_cache_negative_ttl %ums\nroute_cache_entries %u\n",
+            c->route_cache_ttl_ms, c->route_cache_negative_ttl_ms, c->route_cache_entries);
     mh_backend_map_dump(c->backends, fp);
     fprintf(fp, "default_backend %s\nresolve_ttl %us\n", or_none(c->default_backend),
             c->resolve_ttl_s);

@@ -75,6 +75,9 @@ struct mh_conf {
     char *mirror_recipient_attributes; /* what ldap_recipient_filter matches an address on */
     unsigned credential_cache_ttl_ms; /* 0: off */
     unsigned credential_cache_entries;
+    unsigned route_cache_ttl_ms;     /* mirror no: cache search results; 0: off */
+    unsigned route_cache_negative_ttl_ms;
+    unsigned route_cache_entries;
 
     struct mh_backend_map *backends;
     char *default_backend;       /* NULL: users without a routing value are refused */

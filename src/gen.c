@@ -35,6 +35,12 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
                 goto fail;
         }
     }
+    if (conf->route_cache_ttl_ms > 0) {
+        g->routecache = mh_routecache_new(conf->route_cache_entries, conf->route_cache_ttl_ms,
+                                          conf->route_cache_negative_ttl_ms, err, errsize);
+        if (g->routecache == NULL)
+            goto fail;
+    }
     g->pool = mh_pool_start(conf, g->dir, g->resolver, err, errsize);
     if (g->pool == NULL)
         goto fail;
@@ -49,6 +55,7 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
     g->refs = 1;
     return g;
 fail:
+    mh_routecache_free(g->routecache);
     mh_credcache_free(g->credcache);
     mh_mirror_free(g->mirror);
     mh_resolver_free(g->resolver);
@@ -71,6 +78,7 @@ void mh_gen_free(struct mh_gen *g)
     mh_sync_stop(g->sync);
     mh_pool_free(g->pool);
     mh_credcache_free(g->credcache);
+    mh_routecache_free(g->routecache);
     mh_mirror_free(g->mirror);
     mh_resolver_free(g->resolver);
     mh_dir_free(g->dir);

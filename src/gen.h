@@ -14,6 +14,7 @@
 #include "ldapconn.h"
 #include "credcache.h"
 #include "mirror.h"
+#include "routecache.h"
 #include "sync.h"
 #include "worker.h"
 
@@ -26,6 +27,7 @@ struct mh_gen {
     struct mh_mirror *mirror;      /* NULL: mirror no */
     struct mh_sync *sync;          /* keeps mirror current */
     struct mh_credcache *credcache; /* NULL: credential_cache_ttl 0 */
+    struct mh_routecache *routecache; /* NULL: route_cache_ttl 0 */
     unsigned char secret_digest[32];
     unsigned refs;                 /* requests in flight + 1 while current */
     struct mh_gen *next;           /* the holder's list of live generations */

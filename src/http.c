@@ -542,6 +542,31 @@ static int from_mirror(struct mh_http *h, struct mh_gen *g, struct mh_job *job)
     return 1;
 }
 
+/* The same from the route cache (mirror no, route_cache_ttl set); a miss goes to a worker,
+ * which records what the directory says. */
+static int from_route_cache(struct mh_gen *g, struct mh_job *job)
+{
+    const struct mh_request *req = &job->req;
+    unsigned kind = req->method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT : MH_MKEY_LOGIN;
+    switch (mh_routecache_get(g->routecache, kind, req->login, req->login_len, mh_now_ms(),
+                              &job->hit)) {
+    case MH_RC_FOUND:
+        job->has_entry = 1;
+        job->cached_entry = 1;
+        if (!mh_router_from_mirror(g->conf, req, MH_MIRROR_HIT, &job->hit, 0, &job->decision))
+            return 0;
+        break;
+    case MH_RC_UNKNOWN:
+        mh_router_from_mirror(g->conf, req, MH_MIRROR_MISS, &job->hit, 0, &job->decision);
+        break;
+    default:
+        job->routecache = g->routecache;
+        return 0;
+    }
+    job->decision.via = "route-cache";
+    return 1;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls)
@@ -609,6 +634,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     if (rc == -2 || mh_router_precheck(c, &p->job.req, d)) {
         if (rc == 0)
             limiter_note(h, &p->job.req, d);
+        log_decision(h, &p->job.req, d, p->start_us);
+        r = answer(c, conn, &p->job.req, d);
+        goto answered;
+    }
+    if (g->routecache != NULL && from_route_cache(g, &p->job)) {
+        d->extra_wait = extra_wait;
+        limiter_note(h, &p->job.req, d);
         log_decision(h, &p->job.req, d, p->start_us);
         r = answer(c, conn, &p->job.req, d);
         goto answered;

@@ -129,7 +129,8 @@ static void put_label(struct out *o, const char *s)
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 static const char *sources[] = { "directory", "mirror", "mirror+credential-cache",
-                                  "mirror+directory", "mirror(stale)", "other" };
+                                  "mirror+directory", "mirror(stale)", "route-cache",
+                                  "route-cache+directory", "other" };
 #define NSRC (sizeof sources / sizeof sources[0])
 static atomic_ullong by_source[NSRC];
 

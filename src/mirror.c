@@ -49,6 +49,7 @@ struct ment {
     char data[];                /* DN, NUL; then per key: kinds, length, folded bytes */
 };
 #define F_FROZEN 1u
+#define F_NEGATIVE 2u
 
 /* Key slots hold (tag << 48) | pointer: the tag (16 bits of the key's hash) skips most
  * foreign entries without touching them. */
@@ -466,11 +467,12 @@ static void entry_drop(struct mh_mirror *m, struct ment *e)
 }
 
 int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const char *dn,
-                     const char *route, int frozen, const struct mh_mirror_key *keys,
+                     const char *route, int flags_in, const struct mh_mirror_key *keys,
                      size_t nkeys, uint32_t mark)
 {
     size_t dn_len = strlen(dn), need = 0;
-    uint8_t flags = frozen ? F_FROZEN : 0;
+    uint8_t flags = (uint8_t)(((flags_in & MH_MIRROR_FROZEN) ? F_FROZEN : 0) |
+                              ((flags_in & MH_MIRROR_NEGATIVE) ? F_NEGATIVE : 0));
     uint32_t parent = 0;
     /* the first RDN is stored, the rest (shared by many entries) interned */
     for (size_t i = 0; i < dn_len; i++) {
@@ -591,12 +593,13 @@ int mh_mirror_touch(struct mh_mirror *m, const unsigned char uuid[16], uint32_t 
     return 1;
 }
 
-size_t mh_mirror_sweep(struct mh_mirror *m, uint32_t mark)
+/* Removes the entries whose mark differs from v (before = 0) or is before v (before = 1). */
+static size_t sweep(struct mh_mirror *m, uint32_t v, int before)
 {
     size_t n = 0;
     for (size_t i = 0; i < m->ucap; i++) {
         struct ment *e = m->uslot[i];
-        if (e == NULL || e == UTOMB || e->mark == mark)
+        if (e == NULL || e == UTOMB || (before ? (int32_t)(e->mark - v) >= 0 : e->mark == v))
             continue;
         keys_remove(m, e, e->nkeys);
         m->uslot[i] = UTOMB;
@@ -607,6 +610,10 @@ size_t mh_mirror_sweep(struct mh_mirror *m, uint32_t mark)
     }
     return n;
 }
+
+size_t mh_mirror_sweep(struct mh_mirror *m, uint32_t mark) { return sweep(m, mark, 0); }
+
+size_t mh_mirror_sweep_before(struct mh_mirror *m, uint32_t t) { return sweep(m, t, 1); }
 
 /* ---- reader API ---- */
 
@@ -676,6 +683,8 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
             out->dn[dlen] = '\0';
             memcpy(out->route, route ? route : "", rlen + 1);
             out->frozen = (e->flags & F_FROZEN) != 0;
+            out->negative = (e->flags & F_NEGATIVE) != 0;
+            out->mark = e->mark;
             out->version = e->version;
             r = MH_MIRROR_HIT;
         }

@@ -52,13 +52,17 @@ struct mh_mirror_key {
     unsigned kinds;     /* MH_MKEY_* */
 };
 
+/* flags of an entry */
+#define MH_MIRROR_FROZEN 1      /* the migration state says so */
+#define MH_MIRROR_NEGATIVE 2    /* route cache: the directory knows no such login */
+
 /* Adds or replaces the entry with this entryUUID.  route: the routing value or NULL;
- * frozen: the migration state says so.  Stamps the entry with `mark` (see sweep).
+ * flags: MH_MIRROR_*.  Stamps the entry with `mark` (see sweep).
  * Keys longer than 255 bytes or empty are skipped (a lookup of such a key asks the
  * directory); past 255 distinct keys the mirror is marked incomplete.  Returns 0, or -1
  * when out of memory (the previous version of the entry, if any, is then kept). */
 int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const char *dn,
-                     const char *route, int frozen, const struct mh_mirror_key *keys,
+                     const char *route, int flags, const struct mh_mirror_key *keys,
                      size_t nkeys, uint32_t mark);
 
 /* Removes the entry with this entryUUID, if present.  Returns 1 if it was. */
@@ -71,6 +75,10 @@ int mh_mirror_touch(struct mh_mirror *m, const unsigned char uuid[16], uint32_t 
 /* Removes every entry whose stamp is not `mark`: the end of a refresh's present phase.
  * Returns how many were removed. */
 size_t mh_mirror_sweep(struct mh_mirror *m, uint32_t mark);
+
+/* Removes every entry whose stamp is before `t` (wrapping compare): the route cache's
+ * expiry, where the stamp is an expiry time.  Returns how many were removed. */
+size_t mh_mirror_sweep_before(struct mh_mirror *m, uint32_t t);
 
 void mh_mirror_set_state(struct mh_mirror *m, enum mh_mirror_state s);
 
@@ -92,7 +100,9 @@ struct mh_mirror_hit {
     char dn[MH_MIRROR_DN_MAX];          /* the full DN */
     char route[MH_MIRROR_VALUE_MAX];    /* "" when the entry has no routing value */
     int frozen;
+    int negative;                       /* MH_MIRROR_NEGATIVE was given */
     uint32_t version;                   /* changes whenever the entry changes */
+    uint32_t mark;                      /* its stamp */
 };
 
 /* Looks up `key` (compared after ASCII case folding) among keys of kind `kind`.  A DN or

@@ -118,9 +118,12 @@ static void unknown(struct mh_decision *d, int recipient)
 
 void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
                       struct mh_ldap *search, struct mh_ldap *bind,
-                      const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d)
+                      const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d,
+                      struct mh_mirror_hit *found, int *lookup)
 {
     char *filter = NULL, *dn = NULL, *values[MH_LDAP_MAX_ATTRS] = { NULL };
+    if (lookup != NULL)
+        *lookup = 0;
     const char *attrs[] = { conf->ldap_route_attribute, conf->ldap_state_attribute, NULL };
     int recipient = req->method == MH_METHOD_NONE;
 
@@ -137,6 +140,10 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
         break;
     case MH_DIR_NOTFOUND:
         unknown(d, recipient);
+        if (found != NULL && lookup != NULL) {
+            found->dn[0] = '\0';
+            *lookup = 1;
+        }
         goto done;
     case MH_DIR_AMBIGUOUS:
         set(d, MH_OUT_REFUSED, "ambiguous-login");
@@ -146,8 +153,15 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
         snprintf(d->reason, sizeof d->reason, "\"%s\"", mh_ldap_error(search));
         goto done;
     }
-    (void)finish(conf, resolver, bind, req, deadline_ms, dn, values[0],
-           values[1] != NULL && strcasecmp(values[1], "frozen") == 0, 0, d);
+    int frozen = values[1] != NULL && strcasecmp(values[1], "frozen") == 0;
+    if (found != NULL && lookup != NULL && strlen(dn) < sizeof found->dn &&
+        (values[0] == NULL || strlen(values[0]) < sizeof found->route)) {
+        snprintf(found->dn, sizeof found->dn, "%s", dn);
+        snprintf(found->route, sizeof found->route, "%s", values[0] ? values[0] : "");
+        found->frozen = frozen;
+        *lookup = 1;
+    }
+    (void)finish(conf, resolver, bind, req, deadline_ms, dn, values[0], frozen, 0, d);
 done:
     free(filter);
     free(dn);

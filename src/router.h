@@ -33,10 +33,14 @@ struct mh_decision {
 int mh_router_precheck(const struct mh_conf *conf, const struct mh_request *req,
                        struct mh_decision *d);
 
-/* The full decision.  search: a service connection; bind: a user-bind connection. */
+/* The full decision.  search: a service connection; bind: a user-bind connection.
+ * found (may be NULL): what the search found, for the route cache: found->dn[0] == '\0'
+ * when the directory knows no such login; *lookup (may be NULL): 1 if the search gave an
+ * answer (one entry or none), 0 otherwise. */
 void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
                       struct mh_ldap *search, struct mh_ldap *bind,
-                      const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d);
+                      const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d,
+                      struct mh_mirror_hit *found, int *lookup);
 
 /* As mh_router_decide, for an entry already found in the mirror: binds with its DN when the
  * password must be checked, then decides.  Runs on a worker thread. */

@@ -2,6 +2,7 @@
 #include "config.h"
 #include "worker.h"
 #include "credcache.h"
+#include "routecache.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -65,15 +66,24 @@ static void *run(void *arg)
         if (job->has_entry) {
             mh_router_decide_entry(p->conf, p->resolver, w->bind, &job->req, job->deadline_ms,
                                    &job->hit, &job->decision);
-            job->decision.via = "mirror+directory";
+            job->decision.via = job->cached_entry ? "route-cache+directory" : "mirror+directory";
             if (job->credcache != NULL && job->decision.verified)
                 mh_credcache_put(job->credcache, job->req.login, job->req.login_len,
                                  job->req.pass, job->req.pass_len, job->hit.version,
                                  mh_now_ms());
         } else {
+            int lookup = 0;
             mh_router_decide(p->conf, p->resolver, w->search, w->bind, &job->req,
-                             job->deadline_ms, &job->decision);
+                             job->deadline_ms, &job->decision, &job->hit, &lookup);
             job->decision.via = "directory";
+            if (job->routecache != NULL && lookup)
+                mh_routecache_put(job->routecache,
+                                  job->req.method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT
+                                                                    : MH_MKEY_LOGIN,
+                                  job->req.login, job->req.login_len,
+                                  job->hit.dn[0] ? job->hit.dn : NULL,
+                                  job->hit.route[0] ? job->hit.route : NULL, job->hit.frozen,
+                                  mh_now_ms());
         }
         job->done(job);
     }

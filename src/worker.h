@@ -15,14 +15,17 @@
 #include "router.h"
 
 struct mh_credcache;
+struct mh_routecache;
 
 struct mh_job {
     struct mh_request req;
     uint64_t deadline_ms;
     struct mh_decision decision;
-    int has_entry;                   /* hit holds the user's entry (from the mirror) */
+    int has_entry;                   /* hit holds the user's entry (mirror or route cache) */
+    int cached_entry;                /* ... from the route cache */
     struct mh_mirror_hit hit;
     struct mh_credcache *credcache;  /* not NULL: record a password the directory accepted */
+    struct mh_routecache *routecache; /* not NULL: record what the directory's search said */
     void (*done)(struct mh_job *job);
     struct mh_job *next;  /* queue link, owned by the pool while queued */
 };

@@ -257,6 +257,34 @@ def t_directory_without_syncprov(work, slapd_plain):
     check(status == 0, "exit status %s", status)
 
 
+def t_route_cache_without_sync(work, slapd_plain):
+    """mirror no, route_cache_ttl 1s: repeated logins skip the search, unknown logins are
+    cached for route_cache_negative_ttl, and a change shows after at most the TTL."""
+    d = Daemon(work, config(work, slapd_plain, extra="route_cache_ttl 1s\n"
+                            "route_cache_negative_ttl 1s\nverify_password no\n"),
+               name="routecache").start()
+    try:
+        u = "user023@example.com"
+        mark = len(d.read_log())
+        expect_ok(request(d.addr, u, "x"), OLD, user="user023")
+        check(via(d, u, mark) == "directory", "first: the directory")
+        mark = len(d.read_log())
+        expect_ok(request(d.addr, u, "x"), OLD, user="user023")
+        check(via(d, u, mark) == "route-cache", "second: the cache")
+        for _ in range(2):
+            mark = len(d.read_log())
+            expect_refused(request(d.addr, "ghost@example.com", "x"))
+        check(via(d, "ghost@example.com", mark) == "route-cache", "unknown, cached")
+        t0 = time.time()
+        set_host(slapd_plain, "user023", "mail-new.example.org")
+        took = poll(lambda: request(d.addr, u, "x").get("Auth-Server") == NEW[0], 3.0)
+        print("     a flip showed %.0f ms after it, route_cache_ttl 1s" % (took * 1000))
+        check(time.time() - t0 < 1.5, "stale past the TTL: %.2fs", time.time() - t0)
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+
+
 def t_config_rules(work, slapd):
     cases = [
         ("mirror yes\nldap_filter (mail=%s)\n", "set mirror_login_attributes"),
@@ -265,6 +293,7 @@ def t_config_rules(work, slapd):
         ("credential_cache_ttl 1m\n", "needs \"mirror yes\""),
         ("mirror yes\nmirror_filter objectClass=*\n", "expected one LDAP filter"),
         ("mirror yes\nmirror_login_attributes uid,mail\n", "is not an attribute name"),
+        ("mirror yes\nroute_cache_ttl 10s\n", "set one or the other"),
     ]
     for extra, want in cases:
         path = os.path.join(work, "rule.conf")
@@ -313,6 +342,7 @@ def main():
             runner.run(t, work, slapd)
         plain.start()
         runner.run(t_directory_without_syncprov, work, plain)
+        runner.run(t_route_cache_without_sync, work, plain)
 
         def t_no_password_in_logs():
             text = "".join(open(os.path.join(work, f), errors="replace").read()
