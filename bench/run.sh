@@ -1,6 +1,7 @@
 #!/bin/sh
 # mailhostd benchmark: the one command.  bench/run.sh [--quick] [bench.py options]
 #                                         bench/run.sh --memory-users N  (memory only)
+# (see bench/README.md; BENCH_USERS=N sets the directory size of the full run, 100000)
 # Installs wrk/nginx/slapd/ldap-utils/libldap-dev with apt-get if missing, builds mailhostd
 # in _build/ if it is not built, generates the directory once (bench/.cache/), compiles
 # bench/ldapload.c, then runs bench/bench.py, which starts and stops everything itself.
@@ -10,9 +11,24 @@ SRC=$(dirname "$HERE")
 CACHE="$HERE/.cache"
 USERS=${BENCH_USERS:-100000}
 MEMORY=
-if [ "${1:-}" = --memory-users ]; then   # bench/run.sh --memory-users 1000000
-    USERS=$2; MEMORY=--memory-only; shift 2
-fi
+# bench/run.sh --memory-users 1000000 (or --memory-users=N, anywhere among the options):
+# only the memory figures at N users; everything else is passed on to bench.py
+n=$#
+while [ "$n" -gt 0 ]; do
+    a=$1; shift; n=$((n - 1))
+    case $a in
+    --memory-users)
+        [ "$n" -gt 0 ] || { echo "bench: --memory-users needs a user count" >&2; exit 2; }
+        USERS=$1; MEMORY=--memory-only; shift; n=$((n - 1)) ;;
+    --memory-users=*)
+        USERS=${a#*=}; MEMORY=--memory-only ;;
+    *)
+        set -- "$@" "$a" ;;
+    esac
+done
+case $USERS in
+''|*[!0-9]*|0) echo "bench: the user count must be a positive number, not '$USERS'" >&2; exit 2 ;;
+esac
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 need=
