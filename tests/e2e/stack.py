@@ -139,8 +139,42 @@ def _tail(path, n=40):
         return "(no %s)" % path
 
 
+def _group_members(pgid):
+    """PIDs of the live processes in process group pgid (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                stat = f.read().decode("latin-1")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+def reap_group(pgid, timeout=10.0):
+    """Waits until no process of group pgid is left (a master's workers and helpers end a
+    little after the master); SIGKILL for what is still there after timeout."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+            deadline = time.monotonic() + timeout
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def _stop_proc(proc, timeout=10.0):
-    """SIGTERM, wait, SIGKILL after timeout; returns the exit status."""
+    """SIGTERM, wait, SIGKILL after timeout; then waits until the rest of its process group
+    (spawn() gives each server its own) is gone too; returns the exit status."""
     if proc is None:
         return None
     if proc.poll() is None:
@@ -150,6 +184,7 @@ def _stop_proc(proc, timeout=10.0):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    reap_group(proc.pid)
     return proc.returncode
 
 
@@ -211,9 +246,11 @@ class Dovecot:
                POP3_PORT=self.pop3, LOGIN_USER=login_user, INTERNAL_USER=internal_user,
                MAIL_UID=uid, MAIL_GID=gid)
         with open(os.path.join(self.dir, "dovecot.out"), "ab") as out:
+            # its own process group: a Ctrl-C in the terminal reaches the stack, which stops
+            # Dovecot and waits for all of its processes (reap_group)
             self.proc = subprocess.Popen([find("dovecot"), "-F", "-c", self.conf_path],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=_die_with_parent, start_new_session=True)
         return self
 
     def wait_ready(self):
@@ -563,7 +600,8 @@ class Stack:
             self.nginx = subprocess.Popen(
                 [find("nginx"), "-p", self.nginx_dir, "-c", conf, "-e", self.nginx_error_log,
                  "-g", "daemon off;"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_die_with_parent)
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_die_with_parent,
+                start_new_session=True)
 
         def diag():
             return _tail(os.path.join(self.nginx_dir, "nginx.out")) + "\n" + \
@@ -665,26 +703,46 @@ def flip(slapd, uid_dn, host):
         raise StackError("mailhostctl set %s failed (%d): %s" % (host, r.returncode, r.stderr))
 
 
+def _interrupted(signum, frame):
+    """The first SIGINT/SIGTERM ends start() or the wait; later ones are ignored, so
+    the cleanup in the finally block always runs to its end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    # python3 tests/e2e/stack.py: run the stack in the foreground until Ctrl-C
+    # python3 tests/e2e/stack.py: run the stack in the foreground until Ctrl-C or SIGTERM
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
     st = Stack()
+    print("WORKDIR=%s" % st.workdir, flush=True)
     try:
         st.start()
         print("work directory: %s" % st.workdir)
         for name, port in st.ports.items():
             print("nginx %-15s 127.0.0.1:%d" % (name, port))
         # key=value lines for scripts (./quickstart demo)
-        print("SLAPD_URI=%s\nBASE=%s\nCTL_DN=%s\nCTL_PW=%s\nWORKDIR=%s\nMAILHOSTD_CONF=%s" % (
-            st.slapd.uri, st.slapd.base, st.slapd.ctl_dn, st.slapd.ctl_pw, st.workdir,
-            st.mailhostd.conf_path))
+        print("SLAPD_URI=%s\nBASE=%s\nCTL_DN=%s\nCTL_PW=%s\nMAILHOSTD_CONF=%s\n"
+              "MAILHOSTD_LOG=%s" % (st.slapd.uri, st.slapd.base, st.slapd.ctl_dn,
+                                    st.slapd.ctl_pw, st.mailhostd.conf_path,
+                                    st.mailhostd.log_path))
+        # users with a mailbox on the backend their mailHost names (the demo's hints)
+        print("DEMO_USERS=%s" % " ".join(
+            "%s:%s" % (login, pw) for login, (pw, host) in USERS.items()
+            if host is not None and " " not in pw))
         for name, port in st.ports.items():
             print("PORT_%s=%d" % (name.upper(), port))
         print("OLD %s imap=%d pop3=%d smtp=%d; NEW %s imap=%d pop3=%d smtp=%d"
               % (st.old.address, st.old.imap, st.old.pop3, st.old.smtp,
                  st.new.address, st.new.imap, st.new.pop3, st.new.smtp))
         print("ready; Ctrl-C or SIGTERM stops everything", flush=True)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
     finally:
-        print("stopped: %s" % st.stop())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopped: %s" % st.stop(), flush=True)
         st.remove_workdir()

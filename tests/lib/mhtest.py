@@ -127,8 +127,10 @@ class Daemon:
             argv = shlex.split(wrapper) + argv
         self.log = open(self.log_path, "ab")
         start_at = len(self.read_log())   # a restart appends: look only at this run's lines
+        # its own process group: a Ctrl-C in a terminal reaches the test, which stops the
+        # daemon itself (a daemon killed by the terminal's SIGINT would look like a crash)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log)
+                                     stderr=self.log, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = self.read_log()[start_at:]

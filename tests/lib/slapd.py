@@ -816,7 +816,7 @@ class Slapd:
                     [slapd, "-F", self.config_dir, "-d", self.loglevel,
                      "-h", " ".join(u + "/" for u in self.listen_uris)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=_tool_env(), preexec_fn=_die_with_parent)
+                    env=_tool_env(), preexec_fn=_die_with_parent, start_new_session=True)
             _LIVE.add(self)
             status = self._wait_ready()
             if status == "ready":
