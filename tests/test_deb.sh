@@ -7,8 +7,9 @@
 #
 # Needs root (through sudo otherwise), dpkg-dev, debhelper, the build dependencies, slapd,
 # ldap-utils, python3 and curl; lintian if installed.  Nothing is built in the source tree.
-# Leaves no process, no installed package and no file behind; the system user "mailhostd"
-# stays after the purge, as Debian packages usually leave theirs.
+# Leaves no process, no installed package and no file behind. The package leaves its system
+# user "mailhostd" after a purge, as Debian packages usually do; this test removes the user
+# and group again when they did not exist before it ran, so the machine is as it was.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 t_start=$SECONDS
@@ -21,6 +22,9 @@ finish() { echo "test_deb: $pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit;
 work=$(mktemp -d /tmp/mh-deb.XXXXXX)
 chmod 755 "$work"
 daemon_pid="" slapd_pid="" slapd_py_pid="" installed="" made_rcd=""
+had_user="" had_group=""
+getent passwd mailhostd >/dev/null && had_user=1
+getent group mailhostd >/dev/null && had_group=1
 cleanup() {
     if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
         as_root kill -TERM "$daemon_pid" 2>/dev/null
@@ -38,6 +42,13 @@ cleanup() {
         as_root env DEBIAN_FRONTEND=noninteractive dpkg --purge mailhostd >/dev/null 2>&1
     fi
     [ -z "$made_rcd" ] || as_root rm -f /usr/sbin/policy-rc.d
+    # the package's postinst made these; a machine that had none gets none back
+    if [ -z "$had_user" ] && getent passwd mailhostd >/dev/null; then
+        as_root userdel mailhostd >/dev/null 2>&1
+    fi
+    if [ -z "$had_group" ] && getent group mailhostd >/dev/null; then
+        as_root groupdel mailhostd >/dev/null 2>&1
+    fi
     as_root rm -rf "$work"
 }
 trap cleanup EXIT
@@ -257,7 +268,17 @@ done
 label="no stat override left for /etc/mailhostd"
 ok test -z "$(dpkg-statoverride --list '/etc/mailhostd*' 2>/dev/null)"
 installed=""
-if getent passwd mailhostd >/dev/null; then note "the system user mailhostd stays after the purge (by design)"; fi
+if getent passwd mailhostd >/dev/null; then note "the package leaves its system user mailhostd after a purge (as Debian packages do)"; fi
+if [ -z "$had_user" ]; then
+    as_root userdel mailhostd >/dev/null 2>&1
+    label="the system user this test's install created is removed again"
+    ok test -z "$(getent passwd mailhostd)"
+fi
+if [ -z "$had_group" ]; then
+    as_root groupdel mailhostd >/dev/null 2>&1
+    label="the system group this test's install created is removed again"
+    ok test -z "$(getent group mailhostd)"
+fi
 
 echo "time: $((SECONDS - t_start)) s"
 finish
