@@ -62,8 +62,10 @@ static int fail(struct ctx *x, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     const char *hint = x->comment_like ? COMMENT_HINT : "";
-    if (x->line)
+    if (x->line && x->key[0])
         snprintf(x->err, x->errsize, "%s:%u: %s: %s%s", x->file, x->line, x->key, msg, hint);
+    else if (x->line)     /* a line too long to read its key */
+        snprintf(x->err, x->errsize, "%s:%u: %s", x->file, x->line, msg);
     else if (x->key[0])   /* a key that is missing from the file */
         snprintf(x->err, x->errsize, "%s: %s: %s%s", x->file, x->key, msg, hint);
     else

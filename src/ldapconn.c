@@ -172,8 +172,10 @@ static void set_err(struct mh_ldap *l, size_t uri, const char *what, int rc)
 {
     const char *u = l->dir->conf->ldap_uri[uri];
     char why[300];
-    /* libldap says "Can't contact LDAP server" for a name that does not resolve, too */
-    if (rc == LDAP_SERVER_DOWN && mh_ldap_uri_unresolved(u, why, sizeof why))
+    /* libldap says "Can't contact LDAP server" for a name that does not resolve, too.
+     * Asked only while connecting (l->ld not set yet), where libldap has just looked the
+     * name up itself: a server lost later is not a question for the resolver. */
+    if (rc == LDAP_SERVER_DOWN && l->ld == NULL && mh_ldap_uri_unresolved(u, why, sizeof why))
         snprintf(l->err, sizeof l->err, "%s: %s: %s", u, what, why);
     else
         snprintf(l->err, sizeof l->err, "%s: %s: %s (%d)", u, what, ldap_err2string(rc), rc);
