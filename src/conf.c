@@ -734,6 +734,9 @@ static int check_mirror(struct ctx *x)
 static int check(struct ctx *x)
 {
     struct mh_conf *c = x->c;
+    x->line = 0;          /* errors below name the key they are about (at()), or none */
+    x->key = "";
+    x->comment_like = 0;
 
     if (c->n_listen == 0)
         return fail(at(x, "listen"), "missing: no \"listen\" line");
