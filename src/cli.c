@@ -1,6 +1,7 @@
 /* cli.c - see cli.h. */
 #include "config.h"
 #include "cli.h"
+#include "ldapconn.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -167,13 +168,21 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
             ldap_memfree(def);
         }
     }
+    if (cli->base == NULL) {   /* a usage error: before any network error */
+        fprintf(stderr, "%s: no search base: give -b BASE, -c mailhostd.conf, or BASE in "
+                "ldap.conf\n", prog);
+        return LDAP_PARAM_ERROR;
+    }
     if (cli->starttls) {
         rc = ldap_start_tls_s(cli->ld, NULL, NULL);
         if (rc != LDAP_SUCCESS) {
-            char *diag = NULL;
+            char *diag = NULL, why[300];
             ldap_get_option(cli->ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
-            fprintf(stderr, "%s: StartTLS: %s%s%s\n", prog, ldap_err2string(rc),
-                    diag ? ": " : "", diag ? diag : "");
+            if (rc == LDAP_SERVER_DOWN && uris[0] && mh_ldap_uri_unresolved(uris, why, sizeof why))
+                fprintf(stderr, "%s: StartTLS: %s\n", prog, why);
+            else
+                fprintf(stderr, "%s: StartTLS: %s%s%s\n", prog, ldap_err2string(rc),
+                        diag ? ": " : "", diag ? diag : "");
             ldap_memfree(diag);
             if (cli->starttls > 1)
                 return rc == LDAP_SUCCESS ? LDAP_CONNECT_ERROR : rc;
@@ -186,17 +195,16 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
     }
     rc = ldap_sasl_bind_s(cli->ld, cli->bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
     if (rc != LDAP_SUCCESS) {
-        char *uri = NULL;
+        char *uri = NULL, why[300];
         ldap_get_option(cli->ld, LDAP_OPT_URI, &uri);
+        /* libldap says "Can't contact LDAP server" for a name that does not resolve, too */
+        int unresolved = rc == LDAP_SERVER_DOWN && uri && mh_ldap_uri_unresolved(uri, why,
+                                                                                   sizeof why);
         fprintf(stderr, "%s: bind%s%s to %s: %s\n", prog, cli->bind_dn ? " as " : "",
-                cli->bind_dn ? cli->bind_dn : "", uri ? uri : "?", ldap_err2string(rc));
+                cli->bind_dn ? cli->bind_dn : "", uri ? uri : "?",
+                unresolved ? why : ldap_err2string(rc));
         ldap_memfree(uri);
         return rc;
-    }
-    if (cli->base == NULL) {
-        fprintf(stderr, "%s: no search base: give -b BASE, -c mailhostd.conf, or BASE in "
-                "ldap.conf\n", prog);
-        return LDAP_PARAM_ERROR;
     }
     return LDAP_SUCCESS;
 }

@@ -22,29 +22,68 @@
 #define DEFAULT_FILTER "(|(uid=%s)(mail=%s))"
 #define DEFAULT_RECIPIENT_FILTER "(mail=%s)"
 
+/* Where each key was given, so that checks after the whole file name its line too. */
+struct key_seen {
+    unsigned line;          /* 0: not given */
+    int comment_like;       /* its value holds " #": a comment the format does not have */
+};
+
 struct ctx {
     struct mh_conf *c;
     int flags;
     const char *file;
     unsigned line;
     const char *key;
+    int comment_like;       /* the value in question holds " #" */
+    struct key_seen *seen;  /* one per entry of keys[] */
     char *err;
     size_t errsize;
 };
 
+/* The format has no trailing comments (as Postfix and slapd.conf): "key value  # note"
+ * makes "# note" part of the value.  Said in every error and warning about such a value. */
+#define COMMENT_HINT "; '#' starts a comment only at the start of a line: put the comment " \
+    "on a line of its own"
+
+static int comment_like(const char *v)
+{
+    for (const char *p = strchr(v, '#'); p != NULL; p = strchr(p + 1, '#'))
+        if (p == v || p[-1] == ' ' || p[-1] == '\t')   /* after the key's blank */
+            return 1;
+    return 0;
+}
+
 static int fail(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(struct ctx *x, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (x->line)
-        snprintf(x->err, x->errsize, "%s:%u: %s: %s", x->file, x->line, x->key, msg);
+    const char *hint = x->comment_like ? COMMENT_HINT : "";
+    if (x->line && x->key[0])
+        snprintf(x->err, x->errsize, "%s:%u: %s: %s%s", x->file, x->line, x->key, msg, hint);
+    else if (x->line)     /* a line too long to read its key */
+        snprintf(x->err, x->errsize, "%s:%u: %s", x->file, x->line, msg);
+    else if (x->key[0])   /* a key that is missing from the file */
+        snprintf(x->err, x->errsize, "%s: %s: %s%s", x->file, x->key, msg, hint);
     else
         snprintf(x->err, x->errsize, "%s: %s", x->file, msg);
     return -1;
+}
+
+/* A warning about a value that loads but is probably not what was meant. */
+static void warn(struct ctx *x, const char *msg)
+{
+    struct mh_conf *c = x->c;
+    size_t have = c->warnings ? strlen(c->warnings) : 0;
+    int n = snprintf(NULL, 0, "%s:%u: %s: %s\n", x->file, x->line, x->key, msg);
+    char *w = n < 0 ? NULL : realloc(c->warnings, have + (size_t)n + 1);
+    if (w == NULL)
+        return;   /* out of memory: the warning is lost, the configuration is still valid */
+    snprintf(w + have, (size_t)n + 1, "%s:%u: %s: %s\n", x->file, x->line, x->key, msg);
+    c->warnings = w;
 }
 
 static int set_string(struct ctx *x, char **dst, const char *v)
@@ -539,6 +578,28 @@ static const struct key {
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
+static int cmpkey(const void *a, const void *b)
+{
+    return strcmp((const char *)a, ((const struct key *)b)->name);
+}
+
+/* For the checks after the whole file: errors about `key` name its line (if it was given). */
+static struct ctx *at(struct ctx *x, const char *key)
+{
+    const struct key *kd = bsearch(key, keys, NKEYS, sizeof keys[0], cmpkey);
+    x->key = key;
+    x->line = kd ? x->seen[kd - keys].line : 0;
+    x->comment_like = kd ? x->seen[kd - keys].comment_like : 0;
+    return x;
+}
+
+/* As at(), for a conflict between two keys: the one given last (where the reader stopped). */
+static struct ctx *at_last(struct ctx *x, const char *a, const char *b)
+{
+    unsigned la = at(x, a)->line, lb = at(x, b)->line;
+    return at(x, lb > la ? b : a);
+}
+
 static void defaults(struct mh_conf *c)
 {
     c->socket_mode = 0660;
@@ -580,10 +641,21 @@ static void defaults(struct mh_conf *c)
     c->log_level = LOG_INFO;
 }
 
-/* Reads the first line of a secret file; refuses files that others may read. */
-static int read_secret(struct ctx *x, const char *path, char **out)
+/* Reads the first line of a secret file; refuses files that others may read.  x is at the
+ * key that names the file; what: what the file holds, for the hint on creating it. */
+static int read_secret(struct ctx *x, const char *path, const char *what, char **out)
 {
     int fd = open(path, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        /* the first start from the sample: say what to create, and how, without putting
+         * the secret on a command line */
+        const char *grp = x->c->group ? x->c->group : x->c->user;
+        return fail(x, "cannot open \"%s\": %s; create it with %s on its first line, "
+                    "readable by root and the daemon's group only, e.g. as root: "
+                    "install -m 0640 -o root%s%s /dev/null %s && "
+                    "read -rs pw && printf '%%s\\n' \"$pw\" > %s",
+                    path, strerror(ENOENT), what, grp ? " -g " : "", grp ? grp : "", path, path);
+    }
     if (fd < 0)
         return fail(x, "cannot open \"%s\": %s", path, strerror(errno));
     struct stat st;
@@ -662,14 +734,16 @@ static int check_mirror(struct ctx *x)
 static int check(struct ctx *x)
 {
     struct mh_conf *c = x->c;
-    x->line = 0;
+    x->line = 0;          /* errors below name the key they are about (at()), or none */
+    x->key = "";
+    x->comment_like = 0;
 
     if (c->n_listen == 0)
-        return fail(x, "no \"listen\" line");
+        return fail(at(x, "listen"), "missing: no \"listen\" line");
     if (c->n_uri == 0)
-        return fail(x, "no \"ldap_uri\" line");
+        return fail(at(x, "ldap_uri"), "missing: no \"ldap_uri\" line");
     if (c->ldap_base == NULL)
-        return fail(x, "no \"ldap_base\" line");
+        return fail(at(x, "ldap_base"), "missing: no \"ldap_base\" line");
     if (c->ldap_filter == NULL && set_string(x, &c->ldap_filter, DEFAULT_FILTER) < 0)
         return -1;
     if (c->ldap_recipient_filter == NULL &&
@@ -682,38 +756,44 @@ static int check(struct ctx *x)
         set_string(x, &c->ldap_state_attribute, "mailhostMigrationState") < 0)
         return -1;
     if ((c->ldap_bind_dn == NULL) != (c->ldap_bind_pw_file == NULL))
-        return fail(x, "ldap_bind_dn and ldap_bind_pw_file go together");
+        return fail(at(x, c->ldap_bind_dn ? "ldap_bind_dn" : "ldap_bind_pw_file"),
+                    "ldap_bind_dn and ldap_bind_pw_file go together");
     int secrets = !(x->flags & MH_CONF_NO_SECRETS);
     if (secrets && c->ldap_bind_pw_file &&
-        read_secret(x, c->ldap_bind_pw_file, &c->ldap_bind_pw) < 0)
+        read_secret(at(x, "ldap_bind_pw_file"), c->ldap_bind_pw_file,
+                    "the password of ldap_bind_dn", &c->ldap_bind_pw) < 0)
         return -1;
     if ((c->secret_header == NULL) != (c->secret_file == NULL))
-        return fail(x, "secret_header and secret_file go together");
-    if (secrets && c->secret_file && read_secret(x, c->secret_file, &c->secret) < 0)
+        return fail(at(x, c->secret_header ? "secret_header" : "secret_file"),
+                    "secret_header and secret_file go together");
+    if (secrets && c->secret_file &&
+        read_secret(at(x, "secret_file"), c->secret_file,
+                    "the shared secret nginx sends (auth_http_header)", &c->secret) < 0)
         return -1;
     if (c->default_backend && !mh_backend_map_has(c->backends, c->default_backend))
-        return fail(x, "default_backend \"%s\" is not a configured backend", c->default_backend);
+        return fail(at(x, "default_backend"), "\"%s\" is not a configured backend",
+                    c->default_backend);
     if (c->ldap_timeout_ms >= c->request_timeout_ms)
-        return fail(x, "ldap_timeout (%ums) must be shorter than request_timeout (%ums)",
+        return fail(at_last(x, "ldap_timeout", "request_timeout"),
+                    "ldap_timeout (%ums) must be shorter than request_timeout (%ums)",
                     c->ldap_timeout_ms, c->request_timeout_ms);
-    if (c->mirror && check_mirror(x) < 0)
+    if (c->mirror && check_mirror(at(x, "mirror")) < 0)
         return -1;
     if (c->route_cache_ttl_ms > 0 && c->mirror)
-        return fail(x, "route_cache_ttl is for directories without RFC 4533 sync: with "
+        return fail(at_last(x, "route_cache_ttl", "mirror"),
+                    "route_cache_ttl is for directories without RFC 4533 sync: with "
                     "\"mirror yes\" the mirror is always current; set one or the other");
     if (c->credential_cache_ttl_ms > 0 && !c->mirror)
-        return fail(x, "credential_cache_ttl needs \"mirror yes\": the change feed is what "
+        return fail(at(x, "credential_cache_ttl"),
+                    "credential_cache_ttl needs \"mirror yes\": the change feed is what "
                     "drops a cached password when its entry changes");
     if (c->credential_cache_ttl_ms > 0 && !c->verify_password)
-        return fail(x, "credential_cache_ttl has no use with verify_password no");
+        return fail(at_last(x, "credential_cache_ttl", "verify_password"),
+                    "credential_cache_ttl has no use with verify_password no");
     if (c->ldap_tls_ca_file && access(c->ldap_tls_ca_file, R_OK) != 0)
-        return fail(x, "ldap_tls_ca_file \"%s\": %s", c->ldap_tls_ca_file, strerror(errno));
+        return fail(at(x, "ldap_tls_ca_file"), "\"%s\": %s", c->ldap_tls_ca_file,
+                    strerror(errno));
     return 0;
-}
-
-static int cmpkey(const void *a, const void *b)
-{
-    return strcmp((const char *)a, ((const struct key *)b)->name);
 }
 
 int mh_conf_load(const char *path, struct mh_conf **out, char *err, size_t errsize)
@@ -725,8 +805,8 @@ int mh_conf_load_opts(const char *path, int flags, struct mh_conf **out, char *e
                       size_t errsize)
 {
     struct mh_conf *c = calloc(1, sizeof *c);
-    struct ctx x = { c, flags, path, 0, "", err, errsize };
-    unsigned char seen[NKEYS];
+    struct key_seen seen[NKEYS];
+    struct ctx x = { c, flags, path, 0, "", 0, seen, err, errsize };
     FILE *fp = NULL;
     char line[LINE_MAX_LEN + 2];
     int rc = -1;
@@ -754,6 +834,7 @@ int mh_conf_load_opts(const char *path, int flags, struct mh_conf **out, char *e
     while (fgets(line, sizeof line, fp) != NULL) {
         x.line++;
         x.key = "";
+        x.comment_like = 0;
         size_t len = strlen(line);
         if (len > LINE_MAX_LEN) {
             fail(&x, "line longer than %d bytes", LINE_MAX_LEN);
@@ -784,13 +865,17 @@ int mh_conf_load_opts(const char *path, int flags, struct mh_conf **out, char *e
             fail(&x, "missing value");
             goto done;
         }
-        if (seen[kd - keys] && !kd->repeat) {
+        x.comment_like = comment_like(p);
+        if (seen[kd - keys].line && !kd->repeat) {
             fail(&x, "given twice");
             goto done;
         }
-        seen[kd - keys] = 1;
+        seen[kd - keys].line = x.line;
+        seen[kd - keys].comment_like |= x.comment_like;
         if (kd->fn(&x, p, kd->off, kd->lo, kd->hi) < 0)
             goto done;
+        if (x.comment_like)
+            warn(&x, "the value holds \" #\", which is taken as part of the value" COMMENT_HINT);
     }
     if (ferror(fp)) {
         snprintf(err, errsize, "%s: read error", path);
@@ -845,6 +930,7 @@ void mh_conf_free(struct mh_conf *c)
     free_secret(c->secret);
     free(c->limit_trusted);
     free(c->state_file);
+    free(c->warnings);
     free(c);
 }
 

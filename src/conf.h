@@ -2,7 +2,9 @@
  *
  * File format: one "key value" per line, '#' starts a comment line, blank lines ignored.
  * Keys that may repeat: listen, ldap_uri, backend.  Every other key at most once.
- * Every error names "file:line: key: problem"; unknown keys are errors.
+ * Every error names "file:line: key: problem" ("file: key: missing: ..." for a required key
+ * that is not there); unknown keys are errors.  '#' after a value is part of the value: an
+ * error about such a value, and a warning (warnings below) when it loads, say so.
  * Secrets (ldap_bind_pw_file, secret_file) are read at load time, while the daemon still has
  * its start-up privileges; a secret file readable by others is refused.
  *
@@ -101,6 +103,10 @@ struct mh_conf {
     unsigned tempfail_wait_s;
 
     int state_attribute_set;     /* internal: ldap_state_attribute was given */
+    /* "file:line: key: ..." lines, each ending in '\n', about values that loaded but are
+     * probably not what was meant (a "# comment" after a value); NULL: none.  mailhostd
+     * prints them with -t and logs them at start and on reload. */
+    char *warnings;
 
     enum mh_log_target log_target;
     int log_facility;
@@ -108,7 +114,8 @@ struct mh_conf {
 };
 
 /* Loads and checks `path`.  On success returns 0 and *out (free with mh_conf_free).  On error
- * returns -1 and writes "file:line: key: problem" (or "file: problem") into err. */
+ * returns -1 and writes "file:line: key: problem" (or "file: key: problem" for a key that is
+ * missing, "file: problem" when the file cannot be read) into err. */
 int mh_conf_load(const char *path, struct mh_conf **out, char *err, size_t errsize);
 
 /* As mh_conf_load; flags MH_CONF_NO_SECRETS: do not read the secret files (the tools use

@@ -41,6 +41,8 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
         if (g->routecache == NULL)
             goto fail;
     }
+    if (mh_dir_probe_start(g->dir, err, errsize) < 0)
+        goto fail;
     g->pool = mh_pool_start(conf, g->dir, g->resolver, err, errsize);
     if (g->pool == NULL)
         goto fail;

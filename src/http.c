@@ -150,12 +150,14 @@ static struct mh_gen *gen_get(struct mh_http *h)
     return g;
 }
 
-/* Drops a reference; the last one frees a generation that is no longer current. */
+/* Drops a reference; the last one frees the generation.  Only a generation that a reload
+ * replaced is "the previous configuration": the current one is freed at shutdown. */
 static void gen_put(struct mh_http *h, struct mh_gen *g)
 {
-    int last;
+    int last, replaced;
     pthread_mutex_lock(&h->gen_lock);
     last = --g->refs == 0;
+    replaced = g != h->gen;
     if (last)
         for (struct mh_gen **pp = &h->gens; *pp; pp = &(*pp)->next)
             if (*pp == g) {
@@ -165,7 +167,8 @@ static void gen_put(struct mh_http *h, struct mh_gen *g)
     pthread_mutex_unlock(&h->gen_lock);
     if (last) {
         mh_gen_free(g);
-        mh_log(LOG_INFO, "reload: the previous configuration's last request is done");
+        if (replaced)
+            mh_log(LOG_INFO, "reload: the previous configuration's last request is done");
     }
 }
 
@@ -701,7 +704,8 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
         body = strdup("GET only\n");
     } else if (strcmp(url, "/metrics") == 0) {
         struct mh_metrics_mirror mm = { 0 };
-        mh_dir_health(g->dir, up);
+        size_t unknown;
+        mh_dir_health(g->dir, up, &unknown);
         if (g->mirror != NULL) {
             struct mh_mirror_stats st;
             struct mh_sync_info si = { 0 };
@@ -724,10 +728,15 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
         type = "text/plain; version=0.0.4; charset=utf-8";
     } else if (strcmp(url, "/healthz") == 0) {
         /* ready when the configuration is loaded (it is, or we would not run) and the
-         * routing data is usable: at least one directory URI is not marked down */
-        size_t n = mh_dir_health(g->dir, up);
+         * directory answers: at least one URI has answered and not failed since */
+        size_t unknown, n = mh_dir_health(g->dir, up, &unknown);
         if (n > 0) {
             if (asprintf(&body, "ok: %zu of %zu directory URIs up\n", n, g->conf->n_uri) < 0)
+                body = NULL;
+        } else if (unknown > 0) {
+            status = MHD_HTTP_SERVICE_UNAVAILABLE;
+            if (asprintf(&body, "not ready: no directory URI has answered yet (%zu of %zu "
+                         "not asked yet)\n", unknown, g->conf->n_uri) < 0)
                 body = NULL;
         } else {
             status = MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -851,6 +860,7 @@ int mh_http_swap(struct mh_http *h, struct mh_gen *g)
 {
     pthread_mutex_lock(&h->gen_lock);
     struct mh_gen *old = h->gen;
+    mh_dir_inherit(g->dir, old->dir);   /* /healthz does not forget what it knew */
     g->next = h->gens;
     h->gens = h->gen = g;
     pthread_mutex_unlock(&h->gen_lock);

@@ -5,16 +5,29 @@
 #include "metrics.h"
 
 #include <ldap.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+
+/* What is known of a URI, for /healthz and /metrics: only an answer makes it up. */
+enum uri_state { URI_UNKNOWN, URI_UP, URI_DOWN };
 
 struct mh_dir {
     const struct mh_conf *conf;
     atomic_uint_fast64_t down_until[MH_MAX_URIS];  /* ms; 0 = healthy */
     atomic_uint_fast64_t next_probe;               /* ms; when all URIs are down */
+    atomic_int state[MH_MAX_URIS];                 /* enum uri_state */
+    /* the prober: asks every URI that has not answered (at start, after a failure) */
+    pthread_t prober;
+    int prober_started, stopping;                  /* stopping: under lock */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
 };
 
 struct mh_ldap {
@@ -23,7 +36,7 @@ struct mh_ldap {
     LDAP *ld;
     size_t uri;             /* index of the URI ld is connected to */
     uint64_t connected_at;  /* ms */
-    char err[256];
+    char err[512];
 };
 
 uint64_t mh_now_us(void)
@@ -77,12 +90,29 @@ int mh_dir_global_init(const struct mh_conf *c, char *err, size_t errsize)
 struct mh_dir *mh_dir_new(const struct mh_conf *conf)
 {
     struct mh_dir *d = calloc(1, sizeof *d);
-    if (d != NULL)
+    if (d != NULL) {
         d->conf = conf;
+        pthread_mutex_init(&d->lock, NULL);
+        pthread_cond_init(&d->wake, NULL);
+    }
     return d;
 }
 
-void mh_dir_free(struct mh_dir *dir) { free(dir); }
+void mh_dir_free(struct mh_dir *dir)
+{
+    if (dir == NULL)
+        return;
+    if (dir->prober_started) {
+        pthread_mutex_lock(&dir->lock);
+        dir->stopping = 1;
+        pthread_cond_signal(&dir->wake);
+        pthread_mutex_unlock(&dir->lock);
+        pthread_join(dir->prober, NULL);
+    }
+    pthread_mutex_destroy(&dir->lock);
+    pthread_cond_destroy(&dir->wake);
+    free(dir);
+}
 
 struct mh_ldap *mh_ldap_new(struct mh_dir *dir, int service)
 {
@@ -112,10 +142,43 @@ void mh_ldap_free(struct mh_ldap *l)
 
 const char *mh_ldap_error(const struct mh_ldap *l) { return l->err; }
 
+int mh_ldap_uri_unresolved(const char *uris, char *msg, size_t msgsize)
+{
+    char *copy = strdup(uris), *save = NULL;
+    int found = 0;
+    for (char *u = copy ? strtok_r(copy, " \t", &save) : NULL; u && !found;
+         u = strtok_r(NULL, " \t", &save)) {
+        LDAPURLDesc *lud = NULL;
+        if (ldap_url_parse(u, &lud) != LDAP_URL_SUCCESS)
+            continue;
+        if (strcmp(lud->lud_scheme, "ldapi") != 0 && lud->lud_host && lud->lud_host[0]) {
+            struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+            int rc = getaddrinfo(lud->lud_host, NULL, &hints, &res);
+            if (rc == 0) {
+                freeaddrinfo(res);
+            } else if (rc != EAI_SYSTEM && rc != EAI_MEMORY) {
+                snprintf(msg, msgsize, "the host name %s did not resolve (%s)",
+                         lud->lud_host, gai_strerror(rc));
+                found = 1;
+            }
+        }
+        ldap_free_urldesc(lud);
+    }
+    free(copy);
+    return found;
+}
+
 static void set_err(struct mh_ldap *l, size_t uri, const char *what, int rc)
 {
-    snprintf(l->err, sizeof l->err, "%s: %s: %s (%d)", l->dir->conf->ldap_uri[uri], what,
-             ldap_err2string(rc), rc);
+    const char *u = l->dir->conf->ldap_uri[uri];
+    char why[300];
+    /* libldap says "Can't contact LDAP server" for a name that does not resolve, too.
+     * Asked only while connecting (l->ld not set yet), where libldap has just looked the
+     * name up itself: a server lost later is not a question for the resolver. */
+    if (rc == LDAP_SERVER_DOWN && l->ld == NULL && mh_ldap_uri_unresolved(u, why, sizeof why))
+        snprintf(l->err, sizeof l->err, "%s: %s: %s", u, what, why);
+    else
+        snprintf(l->err, sizeof l->err, "%s: %s: %s (%d)", u, what, ldap_err2string(rc), rc);
 }
 
 /* libldap (GnuTLS in Debian) reports a refused certificate as a mere connect error: say
@@ -140,30 +203,46 @@ static int conn_failure(int rc)
            rc == LDAP_ENCODING_ERROR || rc == LDAP_DECODING_ERROR || rc == LDAP_NO_MEMORY;
 }
 
-size_t mh_dir_health(struct mh_dir *dir, int *up)
+size_t mh_dir_health(struct mh_dir *dir, int *up, size_t *unknown)
 {
     uint64_t now = mh_now_ms();
     size_t n = 0;
+    *unknown = 0;
     for (size_t i = 0; i < dir->conf->n_uri; i++) {
-        up[i] = atomic_load(&dir->down_until[i]) <= now;
+        int st = atomic_load(&dir->state[i]);
+        up[i] = st == URI_UP && atomic_load(&dir->down_until[i]) <= now;
         n += (size_t)up[i];
+        *unknown += st == URI_UNKNOWN;
     }
     return n;
 }
 
-static void mark_down(struct mh_ldap *l, size_t uri)
+void mh_dir_inherit(struct mh_dir *dir, const struct mh_dir *old)
+{
+    for (size_t i = 0; i < dir->conf->n_uri; i++)
+        for (size_t j = 0; j < old->conf->n_uri; j++)
+            if (strcmp(dir->conf->ldap_uri[i], old->conf->ldap_uri[j]) == 0) {
+                int unknown = URI_UNKNOWN;
+                atomic_compare_exchange_strong(&dir->state[i], &unknown,
+                                               atomic_load(&old->state[j]));
+                break;
+            }
+}
+
+/* Returns the URI's state before. */
+static int mark_down(struct mh_ldap *l, size_t uri)
 {
     mh_metrics_ldap_error(uri);
     uint64_t until = mh_now_ms() + (uint64_t)l->dir->conf->ldap_retry_s * 1000u;
     atomic_store(&l->dir->down_until[uri], until);
+    return atomic_exchange(&l->dir->state[uri], URI_DOWN);
 }
 
 static void mark_up(struct mh_ldap *l, size_t uri)
 {
-    if (atomic_load(&l->dir->down_until[uri]) != 0) {
-        atomic_store(&l->dir->down_until[uri], 0);
+    int was_marked = atomic_exchange(&l->dir->down_until[uri], 0) != 0;
+    if (atomic_exchange(&l->dir->state[uri], URI_UP) != URI_UP || was_marked)
         mh_log(LOG_NOTICE, "ldap_uri=%s state=up", l->dir->conf->ldap_uri[uri]);
-    }
 }
 
 static struct timeval tv_ms(uint64_t ms)
@@ -482,4 +561,78 @@ enum mh_dir_status mh_ldap_check_password(struct mh_ldap *l, const char *dn, con
         }
     }
     return MH_DIR_TEMPFAIL;
+}
+
+/* ---- the prober ---- */
+
+/* One real answer from URI i: the service bind, or (anonymous service) a root DSE search:
+ * a TCP connection alone proves nothing, a hung server's kernel accepts it too. */
+static void probe_uri(struct mh_dir *dir, size_t i)
+{
+    const struct mh_conf *c = dir->conf;
+    struct mh_ldap l = { .dir = dir, .service = c->ldap_bind_dn != NULL };
+    uint64_t deadline = mh_now_ms() + c->ldap_connect_timeout_ms + c->ldap_timeout_ms;
+    int rc = connect_uri(&l, i, deadline);     /* a service bind marks the URI up */
+    int answered = rc == LDAP_SUCCESS && l.service;
+    if (rc == LDAP_SUCCESS && !l.service) {
+        struct timeval tv;
+        LDAPMessage *res = NULL;
+        char *attrs[] = { "1.1", NULL };
+        uint64_t budget = op_budget(&l, deadline);
+        tv = tv_ms(budget ? budget : 1);
+        rc = ldap_search_ext_s(l.ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL,
+                               NULL, &tv, 1, &res);
+        ldap_msgfree(res);
+        answered = !conn_failure(rc);          /* any answer, even a refusal, is an answer */
+        if (answered)
+            mark_up(&l, i);
+        else
+            set_err(&l, i, "probe", rc);
+    }
+    if (!answered) {
+        if (mark_down(&l, i) != URI_DOWN)
+            mh_log(LOG_WARNING, "ldap_uri=%s state=down error=\"%s\"", c->ldap_uri[i], l.err);
+        else
+            mh_log(LOG_DEBUG, "ldap_uri=%s still down: %s", c->ldap_uri[i], l.err);
+    }
+    drop(&l);
+}
+
+static void *prober_main(void *arg)
+{
+    struct mh_dir *dir = arg;
+    pthread_mutex_lock(&dir->lock);
+    while (!dir->stopping) {
+        pthread_mutex_unlock(&dir->lock);
+        uint64_t now = mh_now_ms();
+        for (size_t i = 0; i < dir->conf->n_uri; i++)
+            if (atomic_load(&dir->state[i]) != URI_UP &&
+                atomic_load(&dir->down_until[i]) <= now)
+                probe_uri(dir, i);
+        pthread_mutex_lock(&dir->lock);
+        if (dir->stopping)
+            break;
+        /* the retry times are on the order of seconds: a look every second is enough */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&dir->wake, &dir->lock, &ts);
+    }
+    pthread_mutex_unlock(&dir->lock);
+    return NULL;
+}
+
+int mh_dir_probe_start(struct mh_dir *dir, char *err, size_t errsize)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);   /* signals are main()'s */
+    int rc = pthread_create(&dir->prober, NULL, prober_main, dir);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(err, errsize, "cannot start the directory prober: %s", strerror(rc));
+        return -1;
+    }
+    dir->prober_started = 1;
+    return 0;
 }

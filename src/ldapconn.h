@@ -43,8 +43,25 @@ int mh_dir_global_init(const struct mh_conf *conf, char *err, size_t errsize);
 struct mh_dir *mh_dir_new(const struct mh_conf *conf);
 void mh_dir_free(struct mh_dir *dir);
 
-/* up[i] = 1 if URI i is not marked down now (n = conf->n_uri).  Returns how many are up. */
-size_t mh_dir_health(struct mh_dir *dir, int *up);
+/* up[i] = 1 if URI i has answered (a service bind, a search, a user bind) and has not failed
+ * since (n = conf->n_uri); *unknown: how many have not been asked yet.  Returns how many are
+ * up.  Thread-safe. */
+size_t mh_dir_health(struct mh_dir *dir, int *up, size_t *unknown);
+
+/* Starts a thread that asks every URI that has not answered: at once, and again once its
+ * retry time (ldap_retry) has passed after a failure; so /healthz tells a real answer, not
+ * the absence of a failed login.  mh_dir_free stops it (waiting for at most one probe:
+ * ldap_connect_timeout + ldap_timeout).  Call once; 0, or -1 with a message in err. */
+int mh_dir_probe_start(struct mh_dir *dir, char *err, size_t errsize);
+
+/* After a reload: URIs of dir that old also has start with old's state instead of
+ * "not asked yet" (unless dir's prober got an answer first).  Thread-safe. */
+void mh_dir_inherit(struct mh_dir *dir, const struct mh_dir *old);
+
+/* 1 if a host name in uris (one or more LDAP URIs separated by blanks) does not resolve,
+ * with "the host name H did not resolve (reason)" in msg: libldap reports that as
+ * "Can't contact LDAP server".  Blocks for the resolver; thread-safe. */
+int mh_ldap_uri_unresolved(const char *uris, char *msg, size_t msgsize);
 
 struct mh_ldap *mh_ldap_new(struct mh_dir *dir, int service);
 void mh_ldap_free(struct mh_ldap *l);

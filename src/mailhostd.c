@@ -77,17 +77,25 @@ static void restart_only(const struct mh_conf *a, const struct mh_conf *b)
     }
 }
 
+/* Values that loaded but probably are not what was meant (conf.h: warnings). */
+static void log_warnings(const struct mh_conf *c)
+{
+    for (const char *w = c->warnings; w != NULL && *w != '\0'; w += strcspn(w, "\n") + 1)
+        mh_log(LOG_WARNING, "%.*s", (int)strcspn(w, "\n"), w);
+}
+
 /* SIGHUP: read and check the whole file; on success swap in a new generation (requests in
  * flight finish with the old one); on any error keep the running configuration. */
 static void reload(struct mh_http *http, const struct mh_conf *running, const char *path,
                    int debug)
 {
-    char err[1024];
+    char err[2048];
     struct mh_conf *nc = NULL;
     if (mh_conf_load(path, &nc, err, sizeof err) < 0) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
         return;
     }
+    log_warnings(nc);
     restart_only(running, nc);
     int tls_changed = (running->ldap_tls_ca_file == NULL) != (nc->ldap_tls_ca_file == NULL) ||
         (nc->ldap_tls_ca_file && strcmp(running->ldap_tls_ca_file, nc->ldap_tls_ca_file)) ||
@@ -114,17 +122,17 @@ static void reload(struct mh_http *http, const struct mh_conf *running, const ch
 static void usage(FILE *fp)
 {
     fprintf(fp,
-            "Usage: mailhostd [-c FILE] [-t | -T] [-e] [-d] [-V] [-h]\n"
+            "Usage: mailhostd [-c FILE] [-t | -T] [-e] [-d] [-V | --version] [-h | --help]\n"
             "nginx mail auth_http service: routes each login to the backend named by the\n"
             "user's mailHost attribute in LDAP, optionally verifying the password.\n"
             "\n"
-            "  -c FILE  configuration file (default " DEFAULT_CONF ")\n"
-            "  -t       check the configuration and exit\n"
-            "  -T       check the configuration, print it (secrets masked) and exit\n"
-            "  -e       log to stderr instead of the configured target\n"
-            "  -d       debug: log to stderr at level debug\n"
-            "  -V       print the version and exit\n"
-            "  -h       print this help and exit\n"
+            "  -c FILE        configuration file (default " DEFAULT_CONF ")\n"
+            "  -t             check the configuration and exit\n"
+            "  -T             check the configuration, print it (secrets masked) and exit\n"
+            "  -e             log to stderr instead of the configured target\n"
+            "  -d             debug: log to stderr at level debug\n"
+            "  -V, --version  print the version and exit\n"
+            "  -h, --help     print this help and exit\n"
             "\n"
             "Runs in the foreground; stop it with SIGTERM or SIGINT; SIGHUP reloads the\n"
             "configuration.  See mailhostd(8) and mailhostd.conf(5).\n");
@@ -134,7 +142,7 @@ int main(int argc, char **argv)
 {
     const char *conf_path = DEFAULT_CONF;
     int test = 0, dump = 0, to_stderr = 0, debug = 0, opt, status = 1;
-    char err[1024] = "";
+    char err[2048] = "";
     struct mh_conf *conf = NULL;
     struct mh_http *http = NULL;
     struct mh_gen *gen = NULL;
@@ -144,7 +152,12 @@ int main(int argc, char **argv)
      * configuration's back: every setting comes from mailhostd.conf */
     setenv("LDAPNOINIT", "1", 1);
 
-    while ((opt = getopt(argc, argv, "c:tTedVh")) != -1) {
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    while ((opt = getopt_long(argc, argv, "c:tTedVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c': conf_path = optarg; break;
         case 't': test = 1; break;
@@ -167,6 +180,9 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test) {
+        if (conf->warnings)
+            for (const char *w = conf->warnings; *w; w += strcspn(w, "\n") + 1)
+                fprintf(stderr, "mailhostd: warning: %.*s\n", (int)strcspn(w, "\n"), w);
         if (dump)
             mh_conf_dump(conf, stdout);
         fprintf(stderr, "mailhostd: configuration file %s test is successful\n", conf_path);
@@ -176,6 +192,7 @@ int main(int argc, char **argv)
 
     mh_log_open("mailhostd", to_stderr ? MH_LOG_STDERR : conf->log_target, conf->log_facility);
     mh_log_set_level(debug ? LOG_DEBUG : conf->log_level);
+    log_warnings(conf);
 
     /* signals are taken by sigwait() below, never by handlers; threads inherit the mask */
     sigset_t sigs;
