@@ -179,9 +179,10 @@ struct pending {
 };
 
 /* Feeds a decision to the brute-force control: failures that the directory confirmed (or
- * an empty password) count; a success clears the account's count and is remembered for its
- * address.  The entry's DN keys the account when the decision came from one. */
-static void limiter_note(struct mh_http *h, struct mh_job *job)
+ * an empty password) count; a success clears the account's count and, when the password was
+ * checked (verify_password), is remembered for its address.  The entry's DN keys the account
+ * when the decision came from one. */
+static void limiter_note(struct mh_http *h, const struct mh_conf *c, struct mh_job *job)
 {
     const struct mh_request *req = &job->req;
     struct mh_decision *d = &job->decision;
@@ -190,7 +191,8 @@ static void limiter_note(struct mh_http *h, struct mh_job *job)
     if (h->limiter == NULL || req->method != MH_METHOD_PLAIN)
         return;
     if (d->outcome == MH_OUT_OK)
-        mh_limiter_success(h->limiter, req->client_ip, req->login, req->login_len, dn);
+        mh_limiter_success(h->limiter, req->client_ip, req->login, req->login_len, dn,
+                           c->verify_password);
     else if (d->outcome == MH_OUT_REFUSED &&
              (!strcmp(d->reason, "bad-password") || !strcmp(d->reason, "unknown-user") ||
               !strcmp(d->reason, "empty-password") || !strcmp(d->reason, "ambiguous-login")))
@@ -201,7 +203,7 @@ static void limiter_note(struct mh_http *h, struct mh_job *job)
 static void job_done(struct mh_job *job)
 {
     struct pending *p = (struct pending *)job;
-    limiter_note(p->h, job);
+    limiter_note(p->h, p->gen->conf, job);
     mh_request_wipe(&job->req);
     MHD_resume_connection(p->conn); /* the last touch: the HTTP thread owns p again */
 }
@@ -654,21 +656,21 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     }
     if (rc == -2 || mh_router_precheck(c, &p->job.req, d)) {
         if (rc == 0)
-            limiter_note(h, &p->job);
+            limiter_note(h, c, &p->job);
         log_decision(h, &p->job.req, d, p->start_us);
         r = answer(c, conn, &p->job.req, d);
         goto answered;
     }
     if (g->routecache != NULL && from_route_cache(g, &p->job)) {
         d->extra_wait = extra_wait;
-        limiter_note(h, &p->job);
+        limiter_note(h, c, &p->job);
         log_decision(h, &p->job.req, d, p->start_us);
         r = answer(c, conn, &p->job.req, d);
         goto answered;
     }
     if (g->mirror != NULL && from_mirror(h, g, &p->job)) {
         d->extra_wait = extra_wait;
-        limiter_note(h, &p->job);
+        limiter_note(h, c, &p->job);
         log_decision(h, &p->job.req, d, p->start_us);
         r = answer(c, conn, &p->job.req, d);
         goto answered;

@@ -510,7 +510,7 @@ static void clear(struct mh_limiter *l, const unsigned char key[16], uint32_t no
 }
 
 void mh_limiter_success(struct mh_limiter *l, const char *client_ip, const char *login,
-                        size_t login_len, const char *dn)
+                        size_t login_len, const char *dn, int checked)
 {
     unsigned char name[NAME_MAX_BYTES], key[16];
     struct mh_addr a;
@@ -525,7 +525,7 @@ void mh_limiter_success(struct mh_limiter *l, const char *client_ip, const char 
         keyed(l, K_ENTRY, ndn, dlen, NULL, 0, key);
         clear(l, key, now);
     }
-    if (l->c.success_ttl_s > 0 && counted(l, client_ip, &a) == 0) {
+    if (checked && l->c.success_ttl_s > 0 && counted(l, client_ip, &a) == 0) {
         struct shard *sh;
         success_key(l, name, nlen, &a, key);
         struct slot *s = find(&l->ok, key, 1, &sh, now);

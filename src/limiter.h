@@ -72,10 +72,11 @@ void mh_limiter_fail(struct mh_limiter *l, const char *client_ip, const char *lo
                      size_t login_len, const char *dn, const char *pass, size_t pass_len,
                      unsigned *extra_wait);
 
-/* After a successful login: the account's count is cleared and (login, address) recorded
- * as a recent success.  dn as for mh_limiter_fail. */
+/* After a successful login: the account's count is cleared and, when checked (the password
+ * was verified: an unchecked one proves nothing), (login, address) recorded as a recent
+ * success.  dn as for mh_limiter_fail. */
 void mh_limiter_success(struct mh_limiter *l, const char *client_ip, const char *login,
-                        size_t login_len, const char *dn);
+                        size_t login_len, const char *dn, int checked);
 
 /* Parses a CIDR list ("192.0.2.0/24 2001:db8::/32 10.1.2.3"; an IPv4-mapped network such as
  * ::ffff:10.0.0.0/104 is the IPv4 one); returns 0, or -1 with err. */

@@ -89,7 +89,7 @@ static void test_accounts(void)
     CHECK(wait_of(l, "203.0.113.1", "a b") == 2 && wait_of(l, "203.0.113.1", "ab") == 0,
           "space runs folded, spaces kept");
     /* a success with any login of the entry clears it for all of them */
-    mh_limiter_success(l, "203.0.113.1", "BOB@example.com", 15, dn);
+    mh_limiter_success(l, "203.0.113.1", "BOB@example.com", 15, dn, 1);
     CHECK(wait_of(l, "203.0.113.1", "bob") == 0 && wait_of(l, "203.0.113.1", "bob@example.com") == 0,
           "success clears the entry");
     mh_limiter_free(l);
@@ -100,7 +100,10 @@ static void test_recent_success(void)
     const char *nat = "::ffff:203.0.113.9";
     for (unsigned ttl = 0; ttl <= 60; ttl += 60) {
         struct mh_limiter *l = make(ttl);
-        mh_limiter_success(l, "203.0.113.9", "bob@example.com", 15, "uid=bob,dc=example,dc=org");
+        mh_limiter_success(l, "203.0.113.9", "bob@example.com", 15, "uid=bob,dc=example,dc=org",
+                           1);
+        /* a login whose password nobody checked (verify_password no) proves nothing */
+        mh_limiter_success(l, "203.0.113.9", "carol@example.net", 17, NULL, 0);
         fail(l, nat, "alice", NULL, "1");
         fail(l, nat, "carol", NULL, "2");
         fail(l, nat, "nobody", NULL, "3");
