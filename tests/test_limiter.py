@@ -80,9 +80,18 @@ def t_b4_ipv4_mapped_client(work, slapd):
               "log lines name the IPv4 address: %s", [l for l in lines if "::ffff" in l.lower()])
         check(any("client=192.0.2.10 " in l and "reason=rate-limited" in l for l in lines),
               "the blocked client is logged as 192.0.2.10")
-    rec = [l.split("\t") for l in open(state).read().splitlines() if not l.startswith("#")]
-    bob = [r for r in rec if r[4] == "bob@example.com"]
-    check(bob and bob[0][2] == "198.18.0.1", "last-login record holds the IPv4 address: %s", bob)
+    def records():
+        rows = [l.split("\t") for l in open(state).read().splitlines() if not l.startswith("#")]
+        return {r[4]: r for r in rows}
+    check(records().get("bob@example.com", [0, 0, 0])[2] == "198.18.0.1",
+          "last-login record holds the IPv4 address: %s", records().get("bob@example.com"))
+    # a record written before (mapped form) is read back as the IPv4 address
+    with open(state, "a") as f:
+        f.write("1000\timap\t::ffff:192.0.2.66\tmail-old.example.org\told@example.com\n")
+    with Daemon(work, config(work, slapd, LIMITS + "state_file %s\n" % state), "b4"):
+        pass
+    check(records()["old@example.com"][2] == "192.0.2.66", "an old record's client is IPv4: %s",
+          records()["old@example.com"])
 
 
 NGINX_CONF = """\
