@@ -1,6 +1,7 @@
 /* codec.c - see codec.h. */
 #include "config.h"
 #include "codec.h"
+#include "addr.h"
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
@@ -209,12 +210,11 @@ int mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx, co
     req->attempt = (unsigned)attempt;
 
     NEED("Client-IP", v, len);
-    unsigned char addr[16];
-    if (len == 0 || len >= sizeof req->client_ip) { *why = "bad Client-IP"; return -1; }
-    memcpy(req->client_ip, v, len);
-    req->client_ip[len] = '\0';
-    if (inet_pton(AF_INET, req->client_ip, addr) != 1 &&
-        inet_pton(AF_INET6, req->client_ip, addr) != 1) {
+    /* kept as its canonical text: an IPv4 client behind a dual-stack nginx (::ffff:a.b.c.d)
+     * is a.b.c.d in every count, list, log line and record from here on */
+    struct mh_addr client;
+    if (mh_addr_parse(v, len, &client) < 0 ||
+        mh_addr_text(&client, req->client_ip, sizeof req->client_ip) < 0) {
         *why = "bad Client-IP";
         return -1;
     }

@@ -33,7 +33,8 @@ struct mh_request {
     size_t login_len;
     char pass[MH_PASS_MAX + 1];        /* decoded Auth-Pass (may hold NUL bytes) */
     size_t pass_len;
-    char client_ip[64];                /* Client-IP, validated as an IP literal */
+    char client_ip[64];                /* Client-IP as canonical text (addr.h: ::ffff:a.b.c.d
+                                        * becomes a.b.c.d) */
 };
 
 /* Returns the value of header `name` (case-insensitive) and its length, or NULL if absent;

@@ -545,6 +545,7 @@ static const struct key {
     {"limit_prefix4", h_prefixes, OFF(limit_prefix4), 8, 32, 0},
     {"limit_prefix6", h_prefixes, OFF(limit_prefix6), 16, 128, 0},
     {"limit_slow", h_uint, OFF(limit_slow), 1, 1000000, 0},
+    {"limit_success_ttl", h_seconds, OFF(limit_success_ttl_s), 0, 86400, 0},
     {"limit_trusted", h_cidrs, OFF(limit_trusted), 0, 0, 0},
     {"limit_window", h_seconds, OFF(limit_window_s), 1, 86400, 0},
     {"listen", h_listen, NONE, 1},
@@ -631,6 +632,7 @@ static void defaults(struct mh_conf *c)
     c->limit_window_s = 900;
     c->limit_max_wait_s = 30;
     c->limit_capacity = 100000;
+    c->limit_success_ttl_s = 86400;
     c->lastlogin_entries = 100000;
     c->state_save_s = 60;
     c->max_login_attempts = 3;
@@ -1016,6 +1018,7 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
             "limit_entries %u\n", c->limit_prefix4[0], c->limit_prefix4[1], c->limit_prefix6[0],
             c->limit_prefix6[1], c->limit_slow, c->limit_block_host, c->limit_block_net,
             c->limit_window_s, c->limit_max_wait_s, c->limit_capacity);
+    fprintf(fp, "limit_success_ttl %us\n", c->limit_success_ttl_s);
     opt(fp, "limit_trusted", c->limit_trusted);
     opt(fp, "state_file", c->state_file);
     fprintf(fp, "lastlogin_entries %u\nstate_save_interval %us\n", c->lastlogin_entries,

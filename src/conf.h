@@ -94,6 +94,7 @@ struct mh_conf {
     unsigned limit_slow, limit_block_host, limit_block_net, limit_window_s, limit_max_wait_s;
     unsigned limit_capacity;             /* 0: brute-force control off */
     char *limit_trusted;
+    unsigned limit_success_ttl_s;        /* 0: no recent-success exemption */
 
     char *state_file;                    /* last logins per user; NULL: not kept */
     unsigned lastlogin_entries, state_save_s;

@@ -182,25 +182,31 @@ struct pending {
 };
 
 /* Feeds a decision to the brute-force control: failures that the directory confirmed (or
- * an empty password) count; a success clears the user's count. */
-static void limiter_note(struct mh_http *h, const struct mh_request *req,
-                         const struct mh_decision *d)
+ * an empty password) count; a success clears the account's count and, when the password was
+ * checked (verify_password), is remembered for its address.  The entry's DN keys the account
+ * when the decision came from one. */
+static void limiter_note(struct mh_http *h, const struct mh_conf *c, struct mh_job *job)
 {
+    const struct mh_request *req = &job->req;
+    struct mh_decision *d = &job->decision;
+    int named = d->outcome == MH_OUT_OK || !strcmp(d->reason, "bad-password");
+    const char *dn = named && job->hit.dn[0] ? job->hit.dn : NULL;
     if (h->limiter == NULL || req->method != MH_METHOD_PLAIN)
         return;
     if (d->outcome == MH_OUT_OK)
-        mh_limiter_success(h->limiter, req->login, req->login_len);
+        mh_limiter_success(h->limiter, req->client_ip, req->login, req->login_len, dn,
+                           c->verify_password);
     else if (d->outcome == MH_OUT_REFUSED &&
              (!strcmp(d->reason, "bad-password") || !strcmp(d->reason, "unknown-user") ||
               !strcmp(d->reason, "empty-password") || !strcmp(d->reason, "ambiguous-login")))
-        mh_limiter_fail(h->limiter, req->client_ip, req->login, req->login_len, req->pass,
-                        req->pass_len);
+        mh_limiter_fail(h->limiter, req->client_ip, req->login, req->login_len, dn, req->pass,
+                        req->pass_len, &d->extra_wait);
 }
 
 static void job_done(struct mh_job *job)
 {
     struct pending *p = (struct pending *)job;
-    limiter_note(p->h, &job->req, &job->decision);
+    limiter_note(p->h, p->gen->conf, job);
     mh_request_wipe(&job->req);
     MHD_resume_connection(p->conn); /* the last touch: the HTTP thread owns p again */
 }
@@ -344,7 +350,7 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
             { conf->limit_prefix6[0], conf->limit_prefix6[1] },
             conf->limit_slow, conf->limit_block_host, conf->limit_block_net,
             conf->limit_window_s, conf->limit_max_wait_s, conf->limit_capacity,
-            conf->limit_trusted,
+            conf->limit_trusted, conf->limit_success_ttl_s,
         };
         h->limiter = mh_limiter_new(&lc, err, errsize);
         if (h->limiter == NULL) {
@@ -414,7 +420,8 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
     mh_metrics_answer(req->proto, d->outcome, us, d->outcome == MH_OUT_OK ? d->route.name : NULL);
     if (d->via != NULL)
         mh_metrics_source(d->via);
-    if (d->outcome == MH_OUT_REFUSED && strcmp(d->reason, "rate-limited") == 0)
+    int blocked = strcmp(d->reason, "rate-limited") == 0;
+    if (blocked)
         mh_metrics_rate_limited();
     char rewrite[MH_LOGIN_MAX * 4 + 8];
     mh_log_safe(user, sizeof user, req->login, req->login_len);
@@ -426,7 +433,7 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
                d->route.server, d->route.port, d->user[0] ? " rewrite=\"" : "", rewrite,
                d->user[0] ? "\"" : "", d->via ? d->via : "-", ms);
     else
-        mh_log(d->outcome == MH_OUT_TEMPFAIL ? LOG_WARNING : LOG_INFO,
+        mh_log(d->outcome == MH_OUT_TEMPFAIL && !blocked ? LOG_WARNING : LOG_INFO,
                "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=%s reason=%s via=%s "
                "ms=%.1f", user, mh_proto_name(req->proto), req->client_ip, req->attempt,
                mh_outcome_name(d->outcome), d->reason, d->via ? d->via : "-", ms);
@@ -471,7 +478,9 @@ static enum MHD_Result answer(const struct mh_conf *c, struct MHD_Connection *co
         a.smtp_code = d->smtp_code;
         break;
     case MH_OUT_TEMPFAIL:
-        a.wait = req->attempt < c->max_login_attempts ? c->tempfail_wait_s : 0;
+        a.wait = req->attempt < c->max_login_attempts && !d->no_wait ? c->tempfail_wait_s : 0;
+        a.text = d->text;
+        a.smtp_code = d->smtp_code;
         break;
     default:
         a.text = "Invalid request";
@@ -570,6 +579,17 @@ static int from_route_cache(struct mh_gen *g, struct mh_job *job)
     return 1;
 }
 
+/* What a blocked address hears: temporary, with the code mail clients know for it (RFC 5530
+ * for IMAP, RFC 3206 for POP3; SMTP gets 454 4.7.0 in Auth-Error-Code, RFC 4954). */
+static const char *blocked_text(enum mh_proto p)
+{
+    switch (p) {
+    case MH_PROTO_IMAP: return "[UNAVAILABLE] Too many failed logins, please try again later";
+    case MH_PROTO_POP3: return "[SYS/TEMP] Too many failed logins, please try again later";
+    default: return "Too many failed logins, please try again later";
+    }
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls)
@@ -626,31 +646,34 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     unsigned extra_wait = 0;
     if (rc == 0 && h->limiter != NULL && p->job.req.method == MH_METHOD_PLAIN &&
         mh_limiter_check(h->limiter, p->job.req.client_ip, p->job.req.login,
-                         p->job.req.login_len, &extra_wait)) {
-        /* over the limit: refused without a directory query, and the session ends */
+                         p->job.req.login_len, &extra_wait) == MH_LIMIT_BLOCKED) {
+        /* a blocked address: "try again later" without a directory query (the password was
+         * not looked at, so it is never called wrong), and the session ends */
         memset(d, 0, sizeof *d);
-        d->outcome = MH_OUT_REFUSED;
+        d->outcome = MH_OUT_TEMPFAIL;
         d->no_wait = 1;
+        d->text = blocked_text(p->job.req.proto);
+        d->smtp_code = "454 4.7.0";
         snprintf(d->reason, sizeof d->reason, "rate-limited");
         rc = -2;
     }
     if (rc == -2 || mh_router_precheck(c, &p->job.req, d)) {
         if (rc == 0)
-            limiter_note(h, &p->job.req, d);
+            limiter_note(h, c, &p->job);
         log_decision(h, &p->job.req, d, p->start_us);
         r = answer(c, conn, &p->job.req, d);
         goto answered;
     }
     if (g->routecache != NULL && from_route_cache(g, &p->job)) {
         d->extra_wait = extra_wait;
-        limiter_note(h, &p->job.req, d);
+        limiter_note(h, c, &p->job);
         log_decision(h, &p->job.req, d, p->start_us);
         r = answer(c, conn, &p->job.req, d);
         goto answered;
     }
     if (g->mirror != NULL && from_mirror(h, g, &p->job)) {
         d->extra_wait = extra_wait;
-        limiter_note(h, &p->job.req, d);
+        limiter_note(h, c, &p->job);
         log_decision(h, &p->job.req, d, p->start_us);
         r = answer(c, conn, &p->job.req, d);
         goto answered;

@@ -1,6 +1,7 @@
 /* lastlogin.c - see lastlogin.h. */
 #include "config.h"
 #include "lastlogin.h"
+#include "addr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,6 +119,8 @@ void mh_lastlogin_note(struct mh_lastlogin *t, const char *login, size_t login_l
         slot->login[login_len] = '\0';
         copy(slot->backend, sizeof slot->backend, backend);
         copy(slot->client, sizeof slot->client, client);
+        /* a record from before IPv4-mapped clients were unmapped, or from a direct caller */
+        (void)mh_addr_canonical(slot->client, sizeof slot->client);
         copy(slot->proto, sizeof slot->proto, proto);
         slot->when = (int64_t)when;
     }

@@ -24,7 +24,8 @@ struct mh_lastlogin;
 struct mh_lastlogin *mh_lastlogin_new(size_t capacity);
 void mh_lastlogin_free(struct mh_lastlogin *t);
 
-/* Records a routed login (logins longer than MH_LL_LOGIN_MAX are not recorded). */
+/* Records a routed login (logins longer than MH_LL_LOGIN_MAX are not recorded); client is
+ * kept as its canonical text (addr.h: an IPv4-mapped address as the IPv4 address). */
 void mh_lastlogin_note(struct mh_lastlogin *t, const char *login, size_t login_len,
                        const char *proto, const char *client, const char *backend, time_t when);
 

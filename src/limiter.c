@@ -1,6 +1,7 @@
 /* limiter.c - see limiter.h. */
 #include "config.h"
 #include "limiter.h"
+#include "addr.h"
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
@@ -16,14 +17,18 @@
 
 #define SHARDS 16
 #define PROBE 8        /* slots looked at for a key: a full neighbourhood evicts its oldest */
+#define NAME_MAX_BYTES 1024   /* a normalized login or DN; longer ones are cut (the mirror's
+                               * DNs are shorter, logins much shorter) */
 
-enum kind { K_HOST, K_NET, K_USER, K_REPEAT, K_PASS };
+/* K_USER: a normalized login; K_ENTRY: a normalized DN; K_OK: login + host, a success */
+enum kind { K_HOST, K_NET, K_USER, K_REPEAT, K_PASS, K_ENTRY, K_OK };
 
 struct slot {
     unsigned char key[16];   /* truncated HMAC of kind + key material; all zero = free */
     uint32_t count;
-    uint32_t last;           /* monotonic seconds of the last counted failure */
-    unsigned char pw[8];     /* truncated HMAC of the last wrong password (user keys) */
+    uint32_t last;           /* monotonic seconds of the last counted failure (or success) */
+    unsigned char aux[16];   /* K_REPEAT: truncated HMAC of the last wrong password;
+                              * K_USER: the K_ENTRY key of the login's entry, zero: none */
 };
 
 struct shard {
@@ -32,12 +37,21 @@ struct shard {
     size_t n;
 };
 
+struct table {
+    struct shard sh[SHARDS];
+    uint32_t ttl;            /* a slot is live this long after its `last` */
+    int ready;               /* shards allocated and locks initialised */
+};
+
+static const unsigned char none[16];   /* all zero: a free slot's key, no link */
+
 struct cidr { int family; unsigned char addr[16]; unsigned bits; };
 
 struct mh_limiter {
     struct mh_limiter_conf c;
     unsigned char secret[32];
-    struct shard sh[SHARDS];
+    struct table fails;
+    struct table ok;         /* recent successes; unused when success_ttl_s is 0 */
     struct cidr *trusted;
     size_t ntrusted;
 };
@@ -51,36 +65,41 @@ static uint32_t now_s(void)
 
 static int parse_cidr(const char *s, size_t len, struct cidr *out)
 {
-    char buf[64];
-    if (len == 0 || len >= sizeof buf)
-        return -1;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    char *slash = strchr(buf, '/');
+    const char *slash = memchr(s, '/', len);
+    size_t alen = slash ? (size_t)(slash - s) : len;
     long bits = -1;
+    struct mh_addr a;
     if (slash) {
+        char num[8];
+        size_t nlen = len - alen - 1;
         char *end;
-        *slash = '\0';
-        bits = strtol(slash + 1, &end, 10);
-        if (*end || slash[1] == '\0')
+        if (nlen == 0 || nlen >= sizeof num)
+            return -1;
+        memcpy(num, slash + 1, nlen);
+        num[nlen] = '\0';
+        bits = strtol(num, &end, 10);
+        if (*end || num[0] < '0' || num[0] > '9')
             return -1;
     }
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = AF_INET;
-        if (bits < 0) bits = 32;
-        if (bits > 32) return -1;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = AF_INET6;
-        if (bits < 0) bits = 128;
-        if (bits > 128) return -1;
-    } else {
+    if (mh_addr_parse(s, alen, &a) < 0)
         return -1;
+    if (a.unmapped && bits >= 0) {
+        if (bits < 96 || bits > 128)
+            return -1;   /* wider than the mapped range: not one IPv4 network */
+        bits -= 96;
     }
+    if (bits < 0)
+        bits = a.family == AF_INET ? 32 : 128;
+    if (bits > (a.family == AF_INET ? 32 : 128))
+        return -1;
+    out->family = a.family;
+    memcpy(out->addr, a.a, sizeof out->addr);
     out->bits = (unsigned)bits;
     return 0;
 }
 
-/* Calls fn for each word of a space-separated list; -1 at the first bad one. */
+/* Parses each word of a space-separated list into out (when not NULL); -1 at the first bad
+ * one. */
 static int each_cidr(const char *list, struct cidr *out, size_t *n, char *err, size_t errsize)
 {
     const char *p = list;
@@ -121,6 +140,40 @@ static int prefix_match(const unsigned char *a, const unsigned char *b, unsigned
     return (a[whole] & mask) == (b[whole] & mask);
 }
 
+static int table_init(struct table *t, size_t capacity, uint32_t ttl)
+{
+    size_t per = (capacity + SHARDS - 1) / SHARDS;
+    if (per < PROBE)
+        per = PROBE;
+    t->ttl = ttl;
+    for (int i = 0; i < SHARDS; i++) {
+        t->sh[i].n = per;
+        t->sh[i].s = calloc(per, sizeof *t->sh[i].s);
+        if (t->sh[i].s == NULL) {
+            for (int j = 0; j < i; j++) {
+                free(t->sh[j].s);
+                t->sh[j].s = NULL;
+            }
+            return -1;
+        }
+    }
+    for (int i = 0; i < SHARDS; i++)
+        pthread_mutex_init(&t->sh[i].lock, NULL);
+    t->ready = 1;
+    return 0;
+}
+
+static void table_free(struct table *t)
+{
+    if (!t->ready)
+        return;
+    for (int i = 0; i < SHARDS; i++) {
+        free(t->sh[i].s);
+        pthread_mutex_destroy(&t->sh[i].lock);
+    }
+    t->ready = 0;
+}
+
 struct mh_limiter *mh_limiter_new(const struct mh_limiter_conf *conf, char *err,
                                   size_t errsize)
 {
@@ -145,16 +198,9 @@ struct mh_limiter *mh_limiter_new(const struct mh_limiter_conf *conf, char *err,
             goto nomem;
         each_cidr(conf->trusted, l->trusted, &l->ntrusted, err, errsize);
     }
-    size_t per = (conf->capacity + SHARDS - 1) / SHARDS;
-    if (per < PROBE)
-        per = PROBE;
-    for (int i = 0; i < SHARDS; i++) {
-        pthread_mutex_init(&l->sh[i].lock, NULL);
-        l->sh[i].n = per;
-        l->sh[i].s = calloc(per, sizeof *l->sh[i].s);
-        if (l->sh[i].s == NULL)
-            goto nomem;
-    }
+    if (table_init(&l->fails, conf->capacity, conf->window_s) < 0 ||
+        (conf->success_ttl_s > 0 && table_init(&l->ok, conf->capacity, conf->success_ttl_s) < 0))
+        goto nomem;
     return l;
 nomem:
     snprintf(err, errsize, "out of memory for the limiter");
@@ -166,82 +212,113 @@ void mh_limiter_free(struct mh_limiter *l)
 {
     if (l == NULL)
         return;
-    for (int i = 0; i < SHARDS; i++) {
-        free(l->sh[i].s);
-        if (l->sh[i].n)
-            pthread_mutex_destroy(&l->sh[i].lock);
-    }
+    table_free(&l->fails);
+    table_free(&l->ok);
     free(l->trusted);
     OPENSSL_cleanse(l->secret, sizeof l->secret);
     free(l);
 }
 
-static void keyed(const struct mh_limiter *l, enum kind k, const void *data, size_t len,
-                  unsigned char out[16])
+/* The truncated HMAC of kind + a (+ NUL + b when b is not NULL). */
+static void keyed(const struct mh_limiter *l, enum kind k, const void *a, size_t alen,
+                  const void *b, size_t blen, unsigned char out[16])
 {
-    unsigned char buf[1024], md[32];
+    unsigned char buf[1 + NAME_MAX_BYTES + 1 + 64], md[32];
     unsigned int mdlen = 0;
-    if (len > sizeof buf - 1)
-        len = sizeof buf - 1;   /* longer than any login or password we accept */
-    buf[0] = (unsigned char)k;
-    memcpy(buf + 1, data, len);
-    HMAC(EVP_sha256(), l->secret, (int)sizeof l->secret, buf, len + 1, md, &mdlen);
-    OPENSSL_cleanse(buf, len + 1);
+    size_t n = 0;
+    if (alen > NAME_MAX_BYTES)
+        alen = NAME_MAX_BYTES;   /* longer than any login or password we accept */
+    if (blen > 64)
+        blen = 64;
+    buf[n++] = (unsigned char)k;
+    memcpy(buf + n, a, alen);
+    n += alen;
+    if (b != NULL) {
+        buf[n++] = 0;
+        memcpy(buf + n, b, blen);
+        n += blen;
+    }
+    HMAC(EVP_sha256(), l->secret, (int)sizeof l->secret, buf, n, md, &mdlen);
+    OPENSSL_cleanse(buf, n);
     memcpy(out, md, 16);
-    if (!memcmp(out, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16))
+    OPENSSL_cleanse(md, sizeof md);
+    if (!memcmp(out, none, sizeof none))
         out[0] = 1; /* all zero marks a free slot */
 }
 
-/* The client address cut to the prefix of kind k; 0 if not an IP literal. */
-static int addr_key(const struct mh_limiter *l, const char *ip, enum kind k,
+/* A login or DN as slapd's caseIgnoreMatch / caseIgnoreIA5Match compare it, for ASCII: case
+ * folded, leading and trailing spaces dropped, each inner run of spaces as one space.
+ * Other bytes are kept (a non-ASCII variant of a login is its own count until a failure
+ * names its entry).  Returns the length written to out (at most NAME_MAX_BYTES). */
+static size_t normalized(const char *in, size_t len, unsigned char *out)
+{
+    size_t n = 0;
+    int space = 0;
+    for (size_t i = 0; i < len && n < NAME_MAX_BYTES; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == ' ') {
+            space = n > 0;
+            continue;
+        }
+        if (space && n < NAME_MAX_BYTES - 1)
+            out[n++] = ' ';
+        space = 0;
+        out[n++] = c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
+    }
+    return n;
+}
+
+/* The client address cut to the prefix of kind k (K_HOST or K_NET); 0 if not an IP
+ * literal. */
+static int addr_key(const struct mh_limiter *l, const struct mh_addr *a, enum kind k,
                     unsigned char *buf, size_t *len)
 {
-    unsigned char a[16];
     unsigned bits;
-    if (inet_pton(AF_INET, ip, a) == 1) {
+    if (a->family == AF_INET) {
         bits = l->c.prefix4[k == K_NET];
         *len = 4;
-    } else if (inet_pton(AF_INET6, ip, a) == 1) {
+    } else {
         bits = l->c.prefix6[k == K_NET];
         *len = 16;
-    } else {
-        return 0;
     }
     memset(buf, 0, 17);
     for (unsigned i = 0; i < *len; i++) {
         unsigned keep = bits >= (i + 1) * 8 ? 8 : bits > i * 8 ? bits - i * 8 : 0;
-        buf[i] = keep ? (unsigned char)(a[i] & (0xff << (8 - keep))) : 0;
+        buf[i] = keep ? (unsigned char)(a->a[i] & (0xff << (8 - keep))) : 0;
     }
     buf[*len] = (unsigned char)bits;
     (*len)++;
     return 1;
 }
 
-static int trusted(const struct mh_limiter *l, const char *ip)
+/* Parses the client address; returns 0 if it is to be counted, -1 if trusted or not an IP
+ * literal (the codec lets only IP literals through). */
+static int counted(const struct mh_limiter *l, const char *ip, struct mh_addr *a)
 {
-    unsigned char a[16];
-    int fam = inet_pton(AF_INET, ip, a) == 1 ? AF_INET : inet_pton(AF_INET6, ip, a) == 1
-                                                              ? AF_INET6 : 0;
-    for (size_t i = 0; fam && i < l->ntrusted; i++)
-        if (l->trusted[i].family == fam && prefix_match(a, l->trusted[i].addr, l->trusted[i].bits))
-            return 1;
+    if (mh_addr_parse(ip, strlen(ip), a) < 0)
+        return -1;
+    for (size_t i = 0; i < l->ntrusted; i++)
+        if (l->trusted[i].family == a->family &&
+            prefix_match(a->a, l->trusted[i].addr, l->trusted[i].bits))
+            return -1;
     return 0;
 }
 
-/* Finds the slot of key (creating it when create), with the shard locked; NULL if absent. */
-static struct slot *find(struct mh_limiter *l, const unsigned char key[16], int create,
+/* Finds the slot of key in t (creating it when create), with the shard locked; NULL if
+ * absent.  The caller unlocks *shp. */
+static struct slot *find(struct table *t, const unsigned char key[16], int create,
                          struct shard **shp, uint32_t now)
 {
     uint64_t h;
     memcpy(&h, key + 8, sizeof h);
-    struct shard *sh = &l->sh[key[0] % SHARDS];
+    struct shard *sh = &t->sh[key[0] % SHARDS];
     *shp = sh;
     pthread_mutex_lock(&sh->lock);
     size_t start = (size_t)(h % sh->n);
     struct slot *victim = NULL;
     for (size_t i = 0; i < PROBE; i++) {
         struct slot *s = &sh->s[(start + i) % sh->n];
-        int live = s->count && now - s->last < l->c.window_s;
+        int live = s->count && now - s->last < t->ttl;
         if (live && memcmp(s->key, key, 16) == 0)
             return s;
         if (!live) {
@@ -258,107 +335,202 @@ static struct slot *find(struct mh_limiter *l, const unsigned char key[16], int 
     return victim;
 }
 
-static unsigned count_of(struct mh_limiter *l, enum kind k, const void *data, size_t len,
-                         uint32_t now)
+static unsigned count_of(struct mh_limiter *l, const unsigned char key[16], uint32_t now,
+                         unsigned char *link)
 {
-    unsigned char key[16];
     struct shard *sh;
-    keyed(l, k, data, len, key);
-    struct slot *s = find(l, key, 0, &sh, now);
+    struct slot *s = find(&l->fails, key, 0, &sh, now);
     unsigned n = s ? s->count : 0;
+    if (link != NULL)
+        memcpy(link, s ? s->aux : none, sizeof none);
     pthread_mutex_unlock(&sh->lock);
     return n;
 }
 
-int mh_limiter_check(struct mh_limiter *l, const char *client_ip, const char *login,
-                     size_t login_len, unsigned *extra_wait)
+/* The account's failures: its entry's count once a failure named the entry (shared by every
+ * login of it and cleared by a success with any of them), else the login's own. */
+static unsigned account_count(struct mh_limiter *l, const unsigned char user[16], uint32_t now)
 {
-    unsigned char buf[17];
-    size_t len;
-    uint32_t now = now_s();
-    unsigned host = 0, net = 0, user, worst;
-
-    *extra_wait = 0;
-    if (trusted(l, client_ip))
-        return 0;
-    if (addr_key(l, client_ip, K_HOST, buf, &len))
-        host = count_of(l, K_HOST, buf, len, now);
-    if (addr_key(l, client_ip, K_NET, buf, &len))
-        net = count_of(l, K_NET, buf, len, now);
-    user = count_of(l, K_USER, login, login_len, now);
-    if ((l->c.block_host && host >= l->c.block_host) || (l->c.block_net && net >= l->c.block_net))
-        return 1;
-    worst = host > user ? host : user;
-    if (worst >= l->c.slow) {
-        unsigned steps = worst - l->c.slow, wait = 1;
-        while (steps-- > 0 && wait < l->c.max_wait_s)
-            wait *= 2;
-        *extra_wait = wait < l->c.max_wait_s ? wait : l->c.max_wait_s;
-    }
-    return 0;
+    unsigned char link[16];
+    unsigned n = count_of(l, user, now, link);
+    if (memcmp(link, none, sizeof link) != 0)
+        n = count_of(l, link, now, NULL);
+    return n;
 }
 
-static void bump(struct mh_limiter *l, enum kind k, const void *data, size_t len,
-                 const unsigned char *pw, uint32_t now, int *repeat)
+/* The (login, host) key of the success table. */
+static void success_key(struct mh_limiter *l, const unsigned char *name, size_t nlen,
+                        const struct mh_addr *a, unsigned char out[16])
 {
-    unsigned char key[16];
+    unsigned char host[17];
+    size_t hlen;
+    addr_key(l, a, K_HOST, host, &hlen);
+    keyed(l, K_OK, name, nlen, host, hlen, out);
+}
+
+static int recent_success(struct mh_limiter *l, const unsigned char key[16], uint32_t now)
+{
     struct shard *sh;
-    keyed(l, k, data, len, key);
-    struct slot *s = find(l, key, 1, &sh, now);
+    if (l->c.success_ttl_s == 0)
+        return 0;
+    struct slot *s = find(&l->ok, key, 0, &sh, now);
+    int found = s != NULL;
+    pthread_mutex_unlock(&sh->lock);
+    return found;
+}
+
+/* The Auth-Wait added after `failures` earlier failures: doubling past the slow-down limit. */
+static unsigned grown_wait(const struct mh_limiter *l, unsigned failures)
+{
+    if (failures < l->c.slow)
+        return 0;
+    unsigned steps = failures - l->c.slow, wait = 1;
+    while (steps-- > 0 && wait < l->c.max_wait_s)
+        wait *= 2;
+    return wait < l->c.max_wait_s ? wait : l->c.max_wait_s;
+}
+
+enum mh_limit_verdict mh_limiter_check(struct mh_limiter *l, const char *client_ip,
+                                       const char *login, size_t login_len,
+                                       unsigned *extra_wait)
+{
+    unsigned char buf[17], name[NAME_MAX_BYTES], key[16];
+    size_t len, nlen;
+    struct mh_addr a;
+    uint32_t now = now_s();
+    unsigned host, net, user, worst;
+
+    *extra_wait = 0;
+    if (counted(l, client_ip, &a) < 0)
+        return MH_LIMIT_PASS;
+    addr_key(l, &a, K_HOST, buf, &len);
+    keyed(l, K_HOST, buf, len, NULL, 0, key);
+    host = count_of(l, key, now, NULL);
+    addr_key(l, &a, K_NET, buf, &len);
+    keyed(l, K_NET, buf, len, NULL, 0, key);
+    net = count_of(l, key, now, NULL);
+    nlen = normalized(login, login_len, name);
+    keyed(l, K_USER, name, nlen, NULL, 0, key);
+    user = account_count(l, key, now);
+    worst = host > user ? host : user;
+    if ((l->c.block_host && host >= l->c.block_host) || (l->c.block_net && net >= l->c.block_net)) {
+        /* the address is blocked; a login that worked from here lately passes, as long as its
+         * own account is not under attack */
+        success_key(l, name, nlen, &a, key);
+        if (!recent_success(l, key, now) || (l->c.block_host && user >= l->c.block_host))
+            return MH_LIMIT_BLOCKED;
+        worst = user;
+    }
+    *extra_wait = grown_wait(l, worst);
+    return MH_LIMIT_PASS;
+}
+
+/* Counts one failure of key and returns the count before it; with pw, reports in *repeat
+ * whether pw was this key's last wrong password (then nothing is counted); with link, the
+ * slot points at that entry key. */
+static unsigned bump(struct mh_limiter *l, const unsigned char key[16], const unsigned char *pw,
+                     const unsigned char *link, uint32_t now, int *repeat)
+{
+    struct shard *sh;
+    struct slot *s = find(&l->fails, key, 1, &sh, now);
+    unsigned before = s->count;
     if (pw != NULL) {
         /* the same wrong password again for this login from this address: once only */
-        *repeat = s->count > 0 && memcmp(s->pw, pw, sizeof s->pw) == 0;
-        memcpy(s->pw, pw, sizeof s->pw);
+        *repeat = s->count > 0 && memcmp(s->aux, pw, sizeof s->aux) == 0;
+        memcpy(s->aux, pw, sizeof s->aux);
     }
+    if (link != NULL)
+        memcpy(s->aux, link, sizeof s->aux);
     if (!*repeat) {
         if (s->count < UINT32_MAX)
             s->count++;
         s->last = now;
     }
     pthread_mutex_unlock(&sh->lock);
+    return before;
 }
 
 void mh_limiter_fail(struct mh_limiter *l, const char *client_ip, const char *login,
-                     size_t login_len, const char *pass, size_t pass_len)
+                     size_t login_len, const char *dn, const char *pass, size_t pass_len,
+                     unsigned *extra_wait)
 {
-    unsigned char buf[17], pw[16], userhost[16];
-    size_t len;
+    unsigned char buf[17], name[NAME_MAX_BYTES], pw[16], key[16], entry[16] = { 0 };
+    size_t len, nlen;
+    struct mh_addr a;
     uint32_t now = now_s();
     int repeat = 0;
+    unsigned host, user;
 
-    if (trusted(l, client_ip))
+    if (counted(l, client_ip, &a) < 0)
         return;
+    nlen = normalized(login, login_len, name);
     /* the repeat detector is keyed on login + address; its value is a keyed hash of the
      * password, so the table never holds a password */
-    keyed(l, K_PASS, pass, pass_len, pw);
-    unsigned char *mat = malloc(login_len + 64);
-    if (mat == NULL)
-        return;
-    memcpy(mat, login, login_len);
-    size_t ml = login_len;
-    mat[ml++] = 0;
-    memcpy(mat + ml, client_ip, strlen(client_ip));
-    ml += strlen(client_ip);
-    keyed(l, K_REPEAT, mat, ml, userhost);
-    free(mat);
-    bump(l, K_REPEAT, userhost, sizeof userhost, pw, now, &repeat);
+    keyed(l, K_PASS, pass, pass_len, NULL, 0, pw);
+    unsigned char where[17];
+    where[0] = (unsigned char)a.family;
+    memcpy(where + 1, a.a, 16);
+    keyed(l, K_REPEAT, name, nlen, where, sizeof where, key);
+    bump(l, key, pw, NULL, now, &repeat);
     OPENSSL_cleanse(pw, sizeof pw);
     if (repeat)
         return;
-    if (addr_key(l, client_ip, K_HOST, buf, &len))
-        bump(l, K_HOST, buf, len, NULL, now, &repeat);
-    if (addr_key(l, client_ip, K_NET, buf, &len))
-        bump(l, K_NET, buf, len, NULL, now, &repeat);
-    bump(l, K_USER, login, login_len, NULL, now, &repeat);
+    addr_key(l, &a, K_HOST, buf, &len);
+    keyed(l, K_HOST, buf, len, NULL, 0, key);
+    host = bump(l, key, NULL, NULL, now, &repeat);
+    addr_key(l, &a, K_NET, buf, &len);
+    keyed(l, K_NET, buf, len, NULL, 0, key);
+    bump(l, key, NULL, NULL, now, &repeat);
+    keyed(l, K_USER, name, nlen, NULL, 0, key);
+    if (dn != NULL && dn[0] != '\0') {
+        unsigned char ndn[NAME_MAX_BYTES];
+        size_t dlen = normalized(dn, strlen(dn), ndn);
+        keyed(l, K_ENTRY, ndn, dlen, NULL, 0, entry);
+        user = bump(l, entry, NULL, NULL, now, &repeat);
+        bump(l, key, NULL, entry, now, &repeat);
+    } else {
+        user = bump(l, key, NULL, NULL, now, &repeat);
+    }
+    /* the entry is known now: a login not yet linked to it (a first alias) waits as its
+     * account does */
+    if (extra_wait != NULL) {
+        unsigned w = grown_wait(l, host > user ? host : user);
+        if (w > *extra_wait)
+            *extra_wait = w;
+    }
 }
 
-void mh_limiter_success(struct mh_limiter *l, const char *login, size_t login_len)
+static void clear(struct mh_limiter *l, const unsigned char key[16], uint32_t now)
 {
-    unsigned char key[16];
     struct shard *sh;
-    keyed(l, K_USER, login, login_len, key);
-    struct slot *s = find(l, key, 0, &sh, now_s());
+    struct slot *s = find(&l->fails, key, 0, &sh, now);
     if (s)
         s->count = 0;
     pthread_mutex_unlock(&sh->lock);
+}
+
+void mh_limiter_success(struct mh_limiter *l, const char *client_ip, const char *login,
+                        size_t login_len, const char *dn, int checked)
+{
+    unsigned char name[NAME_MAX_BYTES], key[16];
+    struct mh_addr a;
+    uint32_t now = now_s();
+    size_t nlen = normalized(login, login_len, name);
+
+    keyed(l, K_USER, name, nlen, NULL, 0, key);
+    clear(l, key, now);
+    if (dn != NULL && dn[0] != '\0') {
+        unsigned char ndn[NAME_MAX_BYTES];
+        size_t dlen = normalized(dn, strlen(dn), ndn);
+        keyed(l, K_ENTRY, ndn, dlen, NULL, 0, key);
+        clear(l, key, now);
+    }
+    if (checked && l->c.success_ttl_s > 0 && counted(l, client_ip, &a) == 0) {
+        struct shard *sh;
+        success_key(l, name, nlen, &a, key);
+        struct slot *s = find(&l->ok, key, 1, &sh, now);
+        s->count = 1;
+        s->last = now;
+        pthread_mutex_unlock(&sh->lock);
+    }
 }

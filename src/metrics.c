@@ -189,7 +189,8 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
         put_label(&o, conf->ldap_uri[i]);
         put(&o, "\"} %llu\n", LOAD(ldap_errors[i]));
     }
-    put(&o, "# HELP mailhostd_rate_limited_total Logins refused by brute-force control.\n"
+    put(&o, "# HELP mailhostd_rate_limited_total Logins from blocked addresses, answered "
+            "try again later without a directory query.\n"
             "# TYPE mailhostd_rate_limited_total counter\nmailhostd_rate_limited_total %llu\n"
             "# HELP mailhostd_queue_depth Requests waiting for an LDAP worker.\n"
             "# TYPE mailhostd_queue_depth gauge\nmailhostd_queue_depth %llu\n"

@@ -129,6 +129,55 @@ static void test_parse_good(void)
           r.method == MH_METHOD_NONE, "smtp none: %s / %s", why, r.login);
 }
 
+/* Parses the base request with header `name` set to value. */
+static int parse_with(const char *name, const char *value, struct mh_request *r,
+                      const char **why)
+{
+    struct hdrs h;
+    base(&h, "alice", "pw");
+    for (int k = 0; k < h.n; k++)
+        if (strcmp(h.name[k], name) == 0) {
+            h.value[k] = value;
+            h.len[k] = strlen(value);
+        }
+    return mh_request_parse(r, get, &h, why);
+}
+
+/* Client-IP is kept as canonical text: an IPv4 client behind a dual-stack nginx
+ * (::ffff:a.b.c.d) and the IPv4-compatible form are the IPv4 address (issue 11, B4). */
+static void test_client_ip(void)
+{
+    static const struct { const char *in, *out; } t[] = {
+        {"192.0.2.7", "192.0.2.7"},
+        {"::ffff:192.0.2.7", "192.0.2.7"},
+        {"::FFFF:192.0.2.7", "192.0.2.7"},
+        {"::ffff:c000:207", "192.0.2.7"},
+        {"0:0:0:0:0:ffff:192.0.2.7", "192.0.2.7"},
+        {"::192.0.2.7", "192.0.2.7"},                       /* IPv4-compatible */
+        {"::1", "::1"}, {"::", "::"},                       /* loopback, unspecified: IPv6 */
+        {"2001:DB8:0:0::7", "2001:db8::7"},
+        {"::ffff:1:192.0.2.7", "::ffff:1:c000:207"},        /* not mapped: stays IPv6 */
+        {"64:ff9b::192.0.2.7", "64:ff9b::c000:207"},
+        {"ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+         "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},        /* the longest text there is */
+    };
+    static const char *bad[] = {"::ffff:192.0.2.256", "[::1]", "fe80::1%eth0", "192.0.2.7/32",
+                                "::ffff:192.0.2.7 ", "0000:0000:0000:0000:0000:ffff:192.0.2.7x"};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct mh_request r;
+        const char *why = NULL;
+        int rc = parse_with("Client-IP", t[i].in, &r, &why);
+        CHECK(rc == 0 && strcmp(r.client_ip, t[i].out) == 0, "Client-IP %s -> %d %s (want %s)",
+              t[i].in, rc, rc == 0 ? r.client_ip : why, t[i].out);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct mh_request r;
+        const char *why = NULL;
+        CHECK(parse_with("Client-IP", bad[i], &r, &why) == -1 && strcmp(why, "bad Client-IP") == 0,
+              "Client-IP %s refused", bad[i]);
+    }
+}
+
 static void test_parse_bad(void)
 {
     static const struct { const char *name, *value; int rc; const char *why; } t[] = {
@@ -148,16 +197,9 @@ static void test_parse_bad(void)
         {"Auth-User", "\xed\xa0\x80", -2, "login is not valid UTF-8"},    /* surrogate */
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-        struct hdrs h;
         struct mh_request r;
         const char *why = NULL;
-        base(&h, "alice", "pw");
-        for (int k = 0; k < h.n; k++)
-            if (strcmp(h.name[k], t[i].name) == 0) {
-                h.value[k] = t[i].value;
-                h.len[k] = strlen(t[i].value);
-            }
-        int rc = mh_request_parse(&r, get, &h, &why);
+        int rc = parse_with(t[i].name, t[i].value, &r, &why);
         CHECK(rc == t[i].rc && why && strcmp(why, t[i].why) == 0, "%s: %s -> %d (%s)",
               t[i].name, t[i].value, rc, why ? why : "-");
     }
@@ -313,6 +355,7 @@ int main(void)
     test_roundtrip();
     test_parse_good();
     test_parse_bad();
+    test_client_ip();
     test_answers();
     test_smtp_address();
     return check_done("test_codec");

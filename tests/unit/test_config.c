@@ -102,7 +102,8 @@ static void test_good(void)
         "user nobody\n"
         "limit_prefix4 32 16\n"
         "limit_prefix6 56 40\n"
-        "limit_trusted 127.0.0.0/8 ::1 2001:db8::/32\n"
+        "limit_trusted 127.0.0.0/8 ::1 2001:db8::/32 ::ffff:10.0.0.0/104\n"
+        "limit_success_ttl 30m\n"
         "limit_entries 0\n";
     CHECK(load(full, &c, err, sizeof err) == 0, "full: %s", err);
     if (c) {
@@ -120,7 +121,8 @@ static void test_good(void)
         CHECK(mh_backend_map_count(c->backends) == 2, "backends");
         CHECK(c->tempfail_wait_s == 10 && c->max_login_attempts == 5, "waits");
         CHECK(c->limit_prefix4[1] == 16 && c->limit_prefix6[0] == 56 && c->limit_capacity == 0 &&
-              c->limit_trusted && strstr(c->limit_trusted, "2001:db8::/32"), "limits");
+              c->limit_trusted && strstr(c->limit_trusted, "2001:db8::/32") &&
+              c->limit_success_ttl_s == 1800, "limits");
         /* the dump never shows a secret */
         char *buf = NULL;
         size_t len = 0;
@@ -218,6 +220,9 @@ static void test_bad(void)
         {BASE "limit_prefix6 64\n", "limit_prefix6: expected two prefix lengths"},
         {BASE "limit_trusted 10.0.0.0/8 300.1.1.1\n", "limit_trusted: \"300.1.1.1\" is not an address"},
         {BASE "limit_trusted 2001:db8::/129\n", "is not an address or network"},
+        /* an IPv4-mapped prefix wider than the mapped range is no IPv4 network */
+        {BASE "limit_trusted ::ffff:10.0.0.0/95\n", "is not an address or network"},
+        {BASE "limit_success_ttl 86401\n", "limit_success_ttl: expected whole seconds from 0 to 86400"},
         {BASE "ldap_bind_dn cn=x,dc=example,dc=org\nldap_bind_pw_file @D@/long\n", "longer than 1022 bytes"},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
