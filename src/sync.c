@@ -80,26 +80,30 @@ static void drop_cookie(struct mh_sync *s)
 
 /* ---- applying entries ---- */
 
-/* The values of attrs, fetched into held[] (freed by the caller). */
-static size_t fetch_values(LDAP *ld, LDAPMessage *e, char *const *attrs,
-                           struct berval ***held, size_t *nheld)
+/* The attribute description's base name (before options such as ";lang-de") is name. */
+static int base_is(const char *desc, const char *name)
 {
-    size_t n = 0;
-    for (size_t i = 0; attrs[i] != NULL; i++) {
-        struct berval **v = ldap_get_values_len(ld, e, attrs[i]);
-        if (v == NULL)
-            continue;
-        held[(*nheld)++] = v;
-        n += (size_t)ldap_count_values_len(v);
-    }
-    return n;
+    size_t n = strcspn(desc, ";");
+    return name != NULL && strlen(name) == n && strncasecmp(desc, name, n) == 0;
 }
 
-static void add_keys(struct berval **v, unsigned kind, struct mh_mirror_key *keys, size_t *n)
+/* What an attribute of a synced entry is: MH_MKEY_* kinds, or 0 for the routing and state
+ * attributes.  An equality filter on an attribute also matches its values with options
+ * (mail;lang-de) and its subtypes: the first are indexed as the attribute, the second
+ * (another name, whose matching rule is not known here) make the entry wild. */
+static unsigned kinds_of(const struct mh_sync *s, const char *desc)
 {
-    for (size_t j = 0; v[j] != NULL; j++)
-        if (memchr(v[j]->bv_val, '\0', v[j]->bv_len) == NULL)
-            keys[(*n)++] = (struct mh_mirror_key){ v[j]->bv_val, v[j]->bv_len, kind };
+    unsigned kinds = 0;
+    for (size_t i = 0; s->login_attrs[i] != NULL; i++)
+        if (base_is(desc, s->login_attrs[i]))
+            kinds |= MH_MKEY_LOGIN;
+    for (size_t i = 0; s->recipient_attrs[i] != NULL; i++)
+        if (base_is(desc, s->recipient_attrs[i]))
+            kinds |= MH_MKEY_RECIPIENT;
+    if (kinds == 0 && !base_is(desc, s->conf->ldap_route_attribute) &&
+        !base_is(desc, s->conf->ldap_state_attribute))
+        kinds = MH_MKEY_LOGIN | MH_MKEY_RECIPIENT | MH_MKEY_UNSURE;
+    return kinds;
 }
 
 static char *first_string(LDAP *ld, LDAPMessage *e, const char *attr)
@@ -119,21 +123,46 @@ static char *first_string(LDAP *ld, LDAPMessage *e, const char *attr)
 
 static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsigned char *uuid)
 {
-    struct berval **held[20];
-    size_t n = 0, nheld = 0, nlogin_held;
-    int rc = -1;
+    struct berval ***held = NULL;
+    unsigned *held_kinds = NULL;
+    struct mh_mirror_key *keys = NULL;
+    size_t n = 0, nheld = 0, total = 0;
+    int rc = -1, nomem = 0;
+    BerElement *ber = NULL;
     char *dn = ldap_get_dn(ld, e);
     char *route = first_string(ld, e, s->conf->ldap_route_attribute);
     char *state = first_string(ld, e, s->conf->ldap_state_attribute);
 
-    /* every value: a login matching the 200th mail alias must be found too */
-    size_t total = fetch_values(ld, e, s->login_attrs, held, &nheld);
-    nlogin_held = nheld;
-    total += fetch_values(ld, e, s->recipient_attrs, held, &nheld);
-    struct mh_mirror_key *keys = malloc((total + 1) * sizeof *keys);
-    if (keys != NULL && dn != NULL) {
+    /* every value of every attribute: a login matching the 200th mail alias must be found
+     * too, and so must a value with options (mail;lang-de) */
+    for (char *a = ldap_first_attribute(ld, e, &ber); a != NULL && !nomem;
+         a = ldap_next_attribute(ld, e, ber)) {
+        unsigned kinds = kinds_of(s, a);
+        struct berval **v = kinds ? ldap_get_values_len(ld, e, a) : NULL;
+        ldap_memfree(a);
+        if (v == NULL)
+            continue;
+        struct berval ***h = realloc(held, (nheld + 1) * sizeof *held);
+        unsigned *hk = h ? realloc(held_kinds, (nheld + 1) * sizeof *hk) : NULL;
+        if (h != NULL)
+            held = h;
+        if (hk != NULL)
+            held_kinds = hk;
+        if (h == NULL || hk == NULL) {
+            ldap_value_free_len(v);
+            nomem = 1;
+            break;
+        }
+        held[nheld] = v;
+        held_kinds[nheld++] = kinds;
+        total += (size_t)ldap_count_values_len(v);
+    }
+    ber_free(ber, 0);
+    if (!nomem && dn != NULL && (keys = malloc((total + 1) * sizeof *keys)) != NULL) {
         for (size_t i = 0; i < nheld; i++)
-            add_keys(held[i], i < nlogin_held ? MH_MKEY_LOGIN : MH_MKEY_RECIPIENT, keys, &n);
+            for (size_t j = 0; held[i][j] != NULL; j++)
+                keys[n++] = (struct mh_mirror_key){ held[i][j]->bv_val, held[i][j]->bv_len,
+                                                    held_kinds[i] };
         rc = mh_mirror_upsert(s->mirror, uuid, dn, route,
                               state != NULL && strcasecmp(state, "frozen") == 0, keys, n,
                               s->mark);
@@ -150,6 +179,8 @@ static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsign
     free(keys);
     for (size_t i = 0; i < nheld; i++)
         ldap_value_free_len(held[i]);
+    free(held);
+    free(held_kinds);
     ldap_memfree(dn);
     free(route);
     free(state);
