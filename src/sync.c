@@ -425,8 +425,9 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
         mh_log(LOG_INFO, "mirror: resuming from %s at %s", c->ldap_uri[mh_ldap_uri(l)],
                s->cookie.bv_val);
     else
-        mh_log(LOG_INFO, "mirror: refreshing from %s (filter %s)", c->ldap_uri[mh_ldap_uri(l)],
-               c->mirror_filter);
+        mh_log(LOG_INFO, "mirror: refreshing from %s (filter %s)%s", c->ldap_uri[mh_ldap_uri(l)],
+               c->mirror_filter, c->mirror_recipient_attributes ? "" : "; recipients ask the "
+               "directory (ldap_recipient_filter's conditions differ from ldap_filter's)");
     uint64_t next_probe = mh_now_ms() + PROBE_EVERY_MS, probe_sent = 0;
     while (!atomic_load(&s->stop)) {
         struct timeval tv = { 0, POLL_MS * 1000 };
@@ -546,8 +547,11 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
                               struct mh_mirror *mirror, char *err, size_t errsize)
 {
     struct mh_sync *s = calloc(1, sizeof *s);
+    /* no recipient attributes: the filters' conditions differ, recipients ask the
+     * directory (conf.c check_mirror) */
+    const char *ra = conf->mirror_recipient_attributes ? conf->mirror_recipient_attributes : "";
     size_t ll = strlen(conf->mirror_login_attributes) + 1;
-    if (s == NULL || (s->store = malloc(ll + strlen(conf->mirror_recipient_attributes) + 1)) == NULL) {
+    if (s == NULL || (s->store = malloc(ll + strlen(ra) + 1)) == NULL) {
         free(s);
         snprintf(err, errsize, "out of memory");
         return NULL;
@@ -558,7 +562,7 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     s->fd = -1;
     pthread_mutex_init(&s->lock, NULL);
     memcpy(s->store, conf->mirror_login_attributes, ll);
-    strcpy(s->store + ll, conf->mirror_recipient_attributes);
+    strcpy(s->store + ll, ra);
     split(s->store, s->login_attrs, 8);
     split(s->store + ll, s->recipient_attrs, 8);
     size_t n = 0;
