@@ -654,7 +654,7 @@ struct shape {
     char attrs[8][64];          /* the login is compared with these (attr=%s) */
     size_t nattrs;
     char fixed[1024];           /* the conditions without the login, "%%" made "%" */
-    char scope[1200];           /* fixed and (attr=*) for each attribute */
+    char scope[2200];           /* fixed and (attr=*) for each attribute (of two shapes) */
 };
 
 /* The end of the parenthesized item starting at p (just past its ')'). */
@@ -689,7 +689,9 @@ static const char *login_term(const char *p, const char *end, struct shape *sh)
     while (p + 1 + n < end && (isalnum((unsigned char)p[1 + n]) || p[1 + n] == '-' ||
                                 p[1 + n] == '.'))
         n++;
-    if (n == 0 || n >= sizeof sh->attrs[0] || end - p != (ptrdiff_t)(n + 5) ||
+    if (n >= sizeof sh->attrs[0])
+        return "an attribute name longer than 63 bytes";
+    if (n == 0 || end - p != (ptrdiff_t)(n + 5) ||
         strncmp(p + 1 + n, "=%s)", 4) != 0)
         return "the login must stand alone in an equality test such as (uid=%s) (not in a "
                "substring, ordering, approximate or extensible match, nor with attribute "
@@ -769,7 +771,7 @@ static const char *derive_shape(const char *tmpl, struct shape *sh)
 /* sh->scope: (&fixed(|(a=*)(b=*))) over the attributes of one or two shapes. */
 static void shape_scope(struct shape *sh, const struct shape *also)
 {
-    char any[600] = "";
+    char any[1100] = "";        /* up to 16 terms of at most 67 bytes */
     size_t n = 0;
     for (int s = 0; s < 2; s++) {
         const struct shape *x = s ? also : sh;

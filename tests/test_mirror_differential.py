@@ -260,16 +260,19 @@ def main():
     runner = Runner("test_mirror_differential")
     slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
     modes = Modes(work, slapd)
+    logins = login_corpus()
     try:
-        slapd.start()
-        # the service account may read description (the filter's fixed condition)
-        slapd.config_modify(
-            "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcAccess\n"
-            "olcAccess: {0}to dn.subtree=\"%s\" attrs=description by dn.exact=\"%s\" read "
-            "by * break\n" % (PEOPLE, slapd.service_dn))
-        add_corpus(slapd)
-        modes.start()
-        logins = login_corpus()
+        def t_setup():
+            slapd.start()
+            # the service account may read description (the filter's fixed condition)
+            slapd.config_modify(
+                "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcAccess\n"
+                "olcAccess: {0}to dn.subtree=\"%s\" attrs=description by dn.exact=\"%s\" "
+                "read by * break\n" % (PEOPLE, slapd.service_dn))
+            add_corpus(slapd)
+            modes.start()
+
+        runner.run(t_setup)
 
         def t_a1_trailing_space_mail():
             expect(modes, "spacey2@example.com", "login", port_of("spacey2"))
@@ -353,6 +356,13 @@ def main():
                   p.stdout[-1500:], p.stderr)
 
         runner.run(t_a3_filter_shapes_refused)
+
+        def t_clean_exit():
+            for d in (modes.dir, modes.mirror, modes.cache):
+                status = d.stop()
+                check(status == 0, "%s exit status %s:\n%s", d.name, status,
+                      d.read_log()[-3000:])
+        runner.run(t_clean_exit)
     finally:
         modes.stop()
         slapd.stop()

@@ -147,6 +147,16 @@ int main(void)
     /* a value that stays non-ASCII is not indexed and disturbs nothing */
     CHECK(put(m, 45, "uid=mueller,dc=x", "x", 0, "m\xc3\xbcller", NULL, 1) == 0, "umlaut");
     CHECK(look(m, MH_MKEY_LOGIN, "muller", &hit, &nd) == MH_MIRROR_MISS && !nd, "umlaut apart");
+    /* a NUL: caseIgnoreIA5Match's normalizer stops there, so the prefix is suspect */
+    {
+        unsigned char u[16];
+        struct mh_mirror_key k = { "nul@x\0tail", 10, MH_MKEY_RECIPIENT };
+        uuid_of(47, u);
+        CHECK(mh_mirror_upsert(m, u, "uid=nul,dc=x", "x", 0, &k, 1, 1) == 0, "NUL stored");
+        CHECK(look(m, MH_MKEY_RECIPIENT, "NUL@x", &hit, &nd) == MH_MIRROR_MISS && nd,
+              "the prefix before a NUL asks the directory");
+        CHECK(mh_mirror_delete(m, u) == 1, "NUL entry deleted");
+    }
     /* values the mirror cannot fold make every login of the kind ask the directory */
     CHECK(put(m, 46, "uid=bad,dc=x", "x", 0, NULL, "\xff\xfe", 1) == 0, "malformed");
     CHECK(look(m, MH_MKEY_RECIPIENT, "anything", &hit, &nd) == MH_MIRROR_MISS && nd,
