@@ -26,8 +26,9 @@
  *    a value of an attribute the caller is not sure about: MH_MKEY_UNSURE) makes its entry
  *    "wild": while a wild entry of a kind exists, every login of that kind the mirror
  *    finds at most once goes to the directory.
- * Two entries with the same exact key are ambiguous, as for the directory.  The login
- * attributes must use caseIgnoreMatch or caseIgnoreIA5Match equality (uid and mail do).
+ * Two entries with the same exact key are ambiguous, as for the directory.  The indexed
+ * attributes must use caseIgnoreMatch or caseIgnoreIA5Match equality (uid and mail do):
+ * sync.c checks the directory's schema before it fills the mirror.
  *
  * Thread-safety: the mh_mirror_* writer calls must come from one thread at a time (the sync
  * thread).  mh_mirror_lookup() and mh_mirror_stats() may run in any thread at any time,

@@ -11,6 +11,7 @@
 #include "log.h"
 
 #include <ldap.h>
+#include <ldap_schema.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -41,6 +42,8 @@ struct mh_sync {
     struct berval cookie;           /* where to resume; malloc'ed */
     uint32_t mark;
     int live;                       /* the current session finished its refresh */
+    int rules_checked;              /* the attributes' matching rules fold as the mirror does */
+    atomic_int refused;             /* they do not: the mirror stays empty until a reload */
     int refresh_seen_present;       /* this refresh ended a present phase */
     uint64_t refresh_started_ms;
     size_t r_changed, r_present, r_deleted;  /* messages of the current refresh */
@@ -184,6 +187,107 @@ static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsign
     ldap_memfree(dn);
     free(route);
     free(state);
+    return rc;
+}
+
+/* ---- the attributes' matching rules ---- */
+
+/* The mirror folds as caseIgnoreMatch and caseIgnoreIA5Match do: an indexed attribute whose
+ * equality rule is another (integerMatch, telephoneNumberMatch, caseExactMatch, none at
+ * all) would make it answer differently from the directory. */
+static int folding_rule(const char *oid)
+{
+    static const char *const ok[] = { "caseIgnoreMatch", "2.5.13.2", "caseIgnoreIA5Match",
+                                      "1.3.6.1.4.1.1466.109.114.2" };
+    for (size_t i = 0; oid != NULL && i < sizeof ok / sizeof ok[0]; i++)
+        if (strcasecmp(oid, ok[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static LDAPAttributeType *find_type(LDAPAttributeType **types, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(types[i]->at_oid, name) == 0)
+            return types[i];
+        for (char **a = types[i]->at_names; a != NULL && *a != NULL; a++)
+            if (strcasecmp(*a, name) == 0)
+                return types[i];
+    }
+    return NULL;
+}
+
+/* Checks each indexed attribute's equality rule (following SUP) in the server's subschema.
+ * 0: all fold as the mirror does; 1: one does not (why says which), the mirror must not
+ * answer; -1: the server could not be asked (a session failure: why). */
+static int check_rules(struct mh_sync *s, LDAP *ld, char *why, size_t whysize)
+{
+    const struct mh_conf *c = s->conf;
+    struct timeval tv = { (time_t)(c->ldap_timeout_ms / 1000),
+                          (suseconds_t)(c->ldap_timeout_ms % 1000) * 1000 };
+    char *dse_attrs[] = { "subschemaSubentry", NULL }, *at_attrs[] = { "attributeTypes", NULL };
+    LDAPMessage *res = NULL;
+    LDAPAttributeType **types = NULL;
+    size_t ntypes = 0;
+    char *sub = NULL;
+    int rc = ldap_search_ext_s(ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", dse_attrs, 0, NULL,
+                               NULL, &tv, 1, &res);
+    if (rc == LDAP_SUCCESS) {
+        sub = first_string(ld, ldap_first_entry(ld, res), "subschemaSubentry");
+        ldap_msgfree(res);
+        res = NULL;
+        rc = ldap_search_ext_s(ld, sub ? sub : "cn=Subschema", LDAP_SCOPE_BASE,
+                               "(objectClass=subschema)", at_attrs, 0, NULL, NULL, &tv, 1, &res);
+    }
+    LDAPMessage *e = rc == LDAP_SUCCESS ? ldap_first_entry(ld, res) : NULL;
+    struct berval **v = e != NULL ? ldap_get_values_len(ld, e, "attributeTypes") : NULL;
+    if (rc == LDAP_SERVER_DOWN || rc == LDAP_TIMEOUT || rc == LDAP_CONNECT_ERROR ||
+        rc == LDAP_BUSY || rc == LDAP_UNAVAILABLE) {
+        snprintf(why, whysize, "reading the schema: %s", ldap_err2string(rc));
+        rc = -1;
+        goto done;
+    }
+    if (v == NULL) {
+        snprintf(why, whysize, "cannot read the attribute types of the subschema (%s%s%s): "
+                 "the mirror cannot tell whether it compares values as the directory does",
+                 ldap_err2string(rc), sub ? " at " : "", sub ? sub : "");
+        rc = 1;
+        goto done;
+    }
+    size_t nv = (size_t)ldap_count_values_len(v);
+    types = calloc(nv + 1, sizeof *types);
+    for (size_t i = 0; types != NULL && i < nv; i++) {
+        int code = 0;
+        const char *errp = NULL;
+        char *text = strndup(v[i]->bv_val, v[i]->bv_len);
+        LDAPAttributeType *at = text ? ldap_str2attributetype(text, &code, &errp,
+                                                              LDAP_SCHEMA_ALLOW_ALL) : NULL;
+        free(text);
+        if (at != NULL)
+            types[ntypes++] = at;
+    }
+    rc = 0;
+    for (int kind = 0; kind < 2 && rc == 0; kind++)
+        for (char **a = kind ? s->recipient_attrs : s->login_attrs; *a != NULL && rc == 0; a++) {
+            LDAPAttributeType *at = find_type(types, ntypes, *a);
+            for (int depth = 0; at != NULL && at->at_equality_oid == NULL && at->at_sup_oid &&
+                                depth < 16; depth++)
+                at = find_type(types, ntypes, at->at_sup_oid);
+            if (at == NULL || !folding_rule(at->at_equality_oid)) {
+                snprintf(why, whysize, "the directory compares %s with %s, the mirror only as "
+                         "caseIgnoreMatch or caseIgnoreIA5Match do", *a,
+                         at == NULL ? "no rule it knows (not in the schema)"
+                         : at->at_equality_oid ? at->at_equality_oid : "no equality rule");
+                rc = 1;
+            }
+        }
+done:
+    for (size_t i = 0; i < ntypes; i++)
+        ldap_attributetype_free(types[i]);
+    free(types);
+    ldap_value_free_len(v);
+    ldap_msgfree(res);
+    free(sub);
     return rc;
 }
 
@@ -411,6 +515,21 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
     pthread_mutex_unlock(&s->lock);
 
     int msgid = -1, probe_id = -1, rc;
+    if (!s->rules_checked) {
+        switch (check_rules(s, ld, why, sizeof why)) {
+        case 0:
+            s->rules_checked = 1;
+            break;
+        case 1:
+            mh_log(LOG_ERR, "mirror: off: %s; every login asks the directory (set mirror no, "
+                   "or compare the login with attributes such as uid and mail)", why);
+            atomic_store(&s->refused, 1);
+            why[0] = '\0';
+            goto out;
+        default:
+            goto out;
+        }
+    }
     s->mark++;
     s->live = 0;
     s->refresh_seen_present = 0;
@@ -503,7 +622,7 @@ out:
     pthread_mutex_lock(&s->lock);
     s->fd = -1;
     pthread_mutex_unlock(&s->lock);
-    if (!atomic_load(&s->stop)) {
+    if (!atomic_load(&s->stop) && !atomic_load(&s->refused)) {
         go_stale(s, why[0] ? why : "connection lost");
         if (mh_mirror_state(s->mirror) == MH_MIRROR_EMPTY)
             mh_log(LOG_WARNING, "mirror: no copy yet (%s); every login asks the directory",
@@ -522,7 +641,8 @@ static void *run(void *arg)
     }
     while (!atomic_load(&s->stop)) {
         uint64_t started = mh_now_ms();
-        session(s, l);
+        if (!atomic_load(&s->refused))
+            session(s, l);
         /* at most one new session a second */
         while (!atomic_load(&s->stop) && mh_now_ms() - started < 1000) {
             struct timespec ts = { 0, 50 * 1000000L };

@@ -357,6 +357,27 @@ def main():
 
         runner.run(t_a3_filter_shapes_refused)
 
+        def t_a3_other_matching_rule_not_mirrored():
+            """telephoneNumberMatch ignores spaces and hyphens, which the mirror's folding
+            does not: the mirror stays off and the directory answers."""
+            d = Daemon(work, config(work, slapd, extra="mirror yes\nverify_password no\n"
+                                    "ldap_filter (telephoneNumber=%s)\n"), "diff-phone").start()
+            try:
+                wait_log(d, r"mirror: off: the directory compares telephoneNumber with "
+                            r"telephoneNumberMatch")
+                mark = len(d.read_log())
+                ans = request(d.addr, "+1 555 0100", "x", client_ip="192.0.2.99")
+                wait_log(d, r"client=192\.0\.2\.99 ", start=mark)
+                log = d.read_log()[mark:]
+                check(ans.status != "OK" and " via=directory " in log,
+                      "answered by the directory: %r %s", ans, log[-1500:])
+                check("mirror: live" not in d.read_log(), "the mirror went live")
+            finally:
+                status = d.stop()
+            check(status == 0, "exit status %s", status)
+
+        runner.run(t_a3_other_matching_rule_not_mirrored)
+
         def t_clean_exit():
             for d in (modes.dir, modes.mirror, modes.cache):
                 status = d.stop()
