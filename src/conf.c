@@ -693,44 +693,243 @@ static int read_secret(struct ctx *x, const char *path, const char *what, char *
     return 0;
 }
 
-/* The mirror answers what ldap_filter and ldap_recipient_filter would: with the default
- * filters it knows which attributes they match; with others it must be told. */
+/* fail() at the line where `key` was given; at the "mirror" line if it was not. */
+static int fail_key(struct ctx *x, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail_key(struct ctx *x, const char *key, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const struct key *kd = bsearch(key, keys, NKEYS, sizeof keys[0], cmpkey);
+    const struct key *md = bsearch("mirror", keys, NKEYS, sizeof keys[0], cmpkey);
+    if (kd != NULL && x->seen[kd - keys].line != 0) {
+        x->line = x->seen[kd - keys].line;
+        x->key = key;
+        return fail(x, "%s", msg);
+    }
+    x->line = md != NULL ? x->seen[md - keys].line : 0;
+    x->key = "mirror";
+    return fail(x, "%s (default): %s", key, msg);
+}
+
+/* ---- the mirror's scope, derived from ldap_filter and ldap_recipient_filter ---- */
+
+/* What a filter template says about the entries and values it matches a login on. */
+struct shape {
+    char attrs[8][64];          /* the login is compared with these (attr=%s) */
+    size_t nattrs;
+    char fixed[1024];           /* the conditions without the login, "%%" made "%" */
+    char scope[2200];           /* fixed and (attr=*) for each attribute (of two shapes) */
+};
+
+/* The end of the parenthesized item starting at p (just past its ')'). */
+static const char *item_end(const char *p)
+{
+    int depth = 0;
+    for (; *p; p++) {
+        if (*p == '(')
+            depth++;
+        else if (*p == ')' && --depth == 0)
+            return p + 1;
+    }
+    return p;
+}
+
+/* Does [p, end) hold %s (*any = 1: or %u / %d)? */
+static int has_login(const char *p, const char *end, int any)
+{
+    for (; p + 1 < end; p++)
+        if (p[0] == '%') {
+            if (p[1] == 's' || (any && (p[1] == 'u' || p[1] == 'd')))
+                return 1;
+            p++;    /* "%%" */
+        }
+    return 0;
+}
+
+/* (attr=%s) exactly: copies attr into sh. */
+static const char *login_term(const char *p, const char *end, struct shape *sh)
+{
+    size_t n = 0;
+    while (p + 1 + n < end && (isalnum((unsigned char)p[1 + n]) || p[1 + n] == '-' ||
+                                p[1 + n] == '.'))
+        n++;
+    if (n >= sizeof sh->attrs[0])
+        return "an attribute name longer than 63 bytes";
+    if (n == 0 || end - p != (ptrdiff_t)(n + 5) ||
+        strncmp(p + 1 + n, "=%s)", 4) != 0)
+        return "the login must stand alone in an equality test such as (uid=%s) (not in a "
+               "substring, ordering, approximate or extensible match, nor with attribute "
+               "options)";
+    for (size_t i = 0; i < sh->nattrs; i++)
+        if (strlen(sh->attrs[i]) == n && strncasecmp(sh->attrs[i], p + 1, n) == 0)
+            return NULL;
+    if (sh->nattrs == 8)
+        return "more than 8 attributes compared with the login";
+    memcpy(sh->attrs[sh->nattrs], p + 1, n);
+    sh->attrs[sh->nattrs++][n] = '\0';
+    return NULL;
+}
+
+/* (attr=%s) or (|(a=%s)(b=%s)...) */
+static const char *login_part(const char *p, const char *end, struct shape *sh)
+{
+    if (strncmp(p, "(|", 2) != 0)
+        return login_term(p, end, sh);
+    for (const char *q = p + 2; q < end - 1;) {
+        const char *qe = item_end(q);
+        if (*q != '(' || !has_login(q, qe, 0))
+            return "an OR must compare the login in every branch, e.g. (|(uid=%s)(mail=%s))";
+        const char *why = login_term(q, qe, sh);
+        if (why != NULL)
+            return why;
+        q = qe;
+    }
+    return NULL;
+}
+
+/* Derives sh from a filter template.  NULL, or why the mirror cannot follow it. */
+static const char *derive_shape(const char *tmpl, struct shape *sh)
+{
+    const char *end = tmpl + strlen(tmpl), *why = NULL;
+    memset(sh, 0, sizeof *sh);
+    for (const char *p = tmpl; p + 1 < end; p++)
+        if (p[0] == '%' && (p[1] == 'u' || p[1] == 'd'))
+            return "%u and %d (parts of the login) cannot be mirrored: the mirror compares "
+                   "whole logins; use %s or set mirror no";
+        else if (p[0] == '%')
+            p++;
+    if (strncmp(tmpl, "(&", 2) != 0) {
+        why = login_part(tmpl, end, sh);
+    } else {
+        int parts = 0;
+        for (const char *q = tmpl + 2; q < end - 1 && why == NULL;) {
+            const char *qe = item_end(q);
+            if (*q != '(')
+                return "not a filter the mirror can follow";
+            if (has_login(q, qe, 0)) {
+                if (parts++)
+                    return "the login appears in more than one condition of the AND; compare "
+                           "it in one, e.g. (&(|(uid=%s)(mail=%s))(objectClass=x))";
+                why = login_part(q, qe, sh);
+            } else {
+                size_t n = strlen(sh->fixed);
+                for (const char *c = q; c < qe; c++) {
+                    if (n + 1 >= sizeof sh->fixed)
+                        return "the conditions are too long for the mirror";
+                    sh->fixed[n++] = *c;
+                    if (c[0] == '%' && c + 1 < qe && c[1] == '%')
+                        c++;
+                }
+                sh->fixed[n] = '\0';
+            }
+            q = qe;
+        }
+    }
+    if (why != NULL)
+        return why;
+    if (sh->nattrs == 0)
+        return "no (attr=%s) test of the login";
+    return NULL;
+}
+
+/* sh->scope: (&fixed(|(a=*)(b=*))) over the attributes of one or two shapes. */
+static void shape_scope(struct shape *sh, const struct shape *also)
+{
+    char any[1100] = "";        /* up to 16 terms of at most 67 bytes */
+    size_t n = 0;
+    for (int s = 0; s < 2; s++) {
+        const struct shape *x = s ? also : sh;
+        for (size_t i = 0; x != NULL && i < x->nattrs; i++) {
+            char term[80];
+            snprintf(term, sizeof term, "(%s=*)", x->attrs[i]);
+            if (strcasestr(any, term) == NULL) {
+                strcat(any, term);
+                n++;
+            }
+        }
+    }
+    snprintf(sh->scope, sizeof sh->scope, "%s%s%s%s%s%s", sh->fixed[0] ? "(&" : "",
+             sh->fixed, n > 1 ? "(|" : "", any, n > 1 ? ")" : "", sh->fixed[0] ? ")" : "");
+}
+
+static void shape_attrs(const struct shape *sh, char *out, size_t size)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < sh->nattrs; i++)
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", i ? " " : "", sh->attrs[i]);
+}
+
+/* The same attribute names, in any order and case. */
+static int same_attr_set(const char *a, const char *b)
+{
+    char x[600], y[600];
+    snprintf(x, sizeof x, " %s ", a);
+    snprintf(y, sizeof y, " %s ", b);
+    for (int pass = 0; pass < 2; pass++) {
+        const char *s = pass ? y : x, *other = pass ? x : y;
+        for (const char *p = s; *p;) {
+            p += strspn(p, " \t");
+            size_t n = strcspn(p, " \t");
+            if (n == 0)
+                break;
+            char w[80];
+            snprintf(w, sizeof w, " %.*s ", (int)n, p);
+            if (strcasestr(other, w) == NULL)
+                return 0;
+            p += n;
+        }
+    }
+    return 1;
+}
+
+/* The mirror answers what ldap_filter and ldap_recipient_filter would: it copies the
+ * entries in their scope and indexes the attributes they compare the login with, both
+ * derived from the filters; a filter of another shape refuses mirror yes.  When the two
+ * filters' fixed conditions differ, the mirror serves logins only (recipients ask the
+ * directory).  mirror_filter, mirror_login_attributes and mirror_recipient_attributes, if
+ * given, must say the same as the derivation. */
 static int check_mirror(struct ctx *x)
 {
     struct mh_conf *c = x->c;
-    if (c->mirror_login_attributes == NULL) {
-        if (strcmp(c->ldap_filter, DEFAULT_FILTER) != 0)
-            return fail(x, "mirror yes with a custom ldap_filter: set mirror_login_attributes "
-                        "to the attributes it matches the login against (and mirror_filter "
-                        "to its fixed conditions)");
-        if (set_string(x, &c->mirror_login_attributes, "uid mail") < 0)
+    struct shape login, rcpt;
+    char attrs[600];
+    const char *why = derive_shape(c->ldap_filter, &login);
+    if (why != NULL)
+        return fail_key(x, "ldap_filter", "mirror yes cannot follow \"%s\": %s", c->ldap_filter,
+                        why);
+    if ((why = derive_shape(c->ldap_recipient_filter, &rcpt)) != NULL)
+        return fail_key(x, "ldap_recipient_filter", "mirror yes cannot follow \"%s\": %s",
+                        c->ldap_recipient_filter, why);
+    int recipients = strcasecmp(login.fixed, rcpt.fixed) == 0;
+    shape_scope(&login, recipients ? &rcpt : NULL);
+
+    shape_attrs(&login, attrs, sizeof attrs);
+    if (c->mirror_login_attributes != NULL && !same_attr_set(c->mirror_login_attributes, attrs))
+        return fail_key(x, "mirror_login_attributes", "ldap_filter compares the login with "
+                        "\"%s\"; remove this line (it is derived)", attrs);
+    if (set_string(x, &c->mirror_login_attributes, attrs) < 0)
+        return -1;
+    shape_attrs(&rcpt, attrs, sizeof attrs);
+    if (c->mirror_recipient_attributes != NULL &&
+        (!recipients || !same_attr_set(c->mirror_recipient_attributes, attrs)))
+        return fail_key(x, "mirror_recipient_attributes", recipients
+                        ? "ldap_recipient_filter compares the address with \"%s\"; remove this "
+                          "line (it is derived)"
+                        : "ldap_recipient_filter's conditions differ from ldap_filter's, so the "
+                          "mirror answers logins only (recipients ask the directory); remove "
+                          "this line%s", recipients ? attrs : "");
+    if (recipients) {
+        if (set_string(x, &c->mirror_recipient_attributes, attrs) < 0)
             return -1;
     }
-    if (c->mirror_recipient_attributes == NULL) {
-        if (strcmp(c->ldap_recipient_filter, DEFAULT_RECIPIENT_FILTER) != 0)
-            return fail(x, "mirror yes with a custom ldap_recipient_filter: set "
-                        "mirror_recipient_attributes to the attributes it matches the "
-                        "address against");
-        if (set_string(x, &c->mirror_recipient_attributes, "mail") < 0)
-            return -1;
-    }
-    if (c->mirror_filter == NULL) {
-        /* (|(a=*)(b=*)...) over both lists, each attribute once */
-        char buf[1024] = "(|", lists[600];
-        snprintf(lists, sizeof lists, "%s %s", c->mirror_login_attributes,
-                 c->mirror_recipient_attributes);
-        char *save = NULL;
-        for (char *a = strtok_r(lists, " \t", &save); a; a = strtok_r(NULL, " \t", &save)) {
-            char term[160];
-            snprintf(term, sizeof term, "(%s=*)", a);
-            if (strcasestr(buf, term) == NULL && strlen(buf) + strlen(term) + 2 < sizeof buf)
-                strcat(buf, term);
-        }
-        strcat(buf, ")");
-        if (set_string(x, &c->mirror_filter, buf) < 0)
-            return -1;
-    }
-    return 0;
+    if (c->mirror_filter != NULL && strcasecmp(c->mirror_filter, login.scope) != 0)
+        return fail_key(x, "mirror_filter", "ldap_filter implies the scope \"%s\"; remove this "
+                        "line (it is derived)", login.scope);
+    return set_string(x, &c->mirror_filter, login.scope);
 }
 
 static int check(struct ctx *x)

@@ -529,9 +529,10 @@ static int from_mirror(struct mh_http *h, struct mh_gen *g, struct mh_job *job)
     const struct mh_request *req = &job->req;
     enum mh_mirror_state st = mh_mirror_state(g->mirror);
     int needs_directory = 0, verified = 0;
-    if (st == MH_MIRROR_EMPTY)
-        return 0;
     unsigned kind = req->method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT : MH_MKEY_LOGIN;
+    if (st == MH_MIRROR_EMPTY ||
+        (kind == MH_MKEY_RECIPIENT && g->conf->mirror_recipient_attributes == NULL))
+        return 0;   /* no copy yet; or recipients are not mirrored (conf.c check_mirror) */
     enum mh_mirror_result r = mh_mirror_lookup(g->mirror, kind, req->login, req->login_len,
                                                &job->hit, &needs_directory);
     if (r == MH_MIRROR_HIT) {

@@ -1,6 +1,7 @@
 /* mirror.c - see mirror.h. */
 #include "config.h"
 #include "mirror.h"
+#include "mirror_unicode.h"
 
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -12,7 +13,7 @@
 #include <strings.h>
 
 #define NSHARD 64            /* key index shards, each with its own lock */
-#define KEY_MAX 255          /* longer keys are not indexed (the directory is asked) */
+#define KEY_MAX MH_MIRROR_KEY_MAX  /* longer folded keys are not indexed (the directory is asked) */
 #define EMPTY 0u
 #define TOMB 1u
 #define PTR_MASK ((UINT64_C(1) << 48) - 1)
@@ -50,6 +51,8 @@ struct ment {
 };
 #define F_FROZEN 1u
 #define F_NEGATIVE 2u
+#define F_WILD_LOGIN 4u         /* holds a login value the mirror cannot judge */
+#define F_WILD_RECIPIENT 8u     /* ... a recipient value */
 
 /* Key slots hold (tag << 48) | pointer: the tag (16 bits of the key's hash) skips most
  * foreign entries without touching them. */
@@ -64,6 +67,7 @@ struct mh_mirror {
     uint64_t seed;
     atomic_int state;
     atomic_int incomplete;      /* an entry could not be stored whole: misses ask the directory */
+    atomic_int wild[2];         /* entries with F_WILD_LOGIN, F_WILD_RECIPIENT */
     /* writer only */
     struct ment **uslot;        /* by entryUUID; NULL empty, (void *)1 tombstone */
     size_t ucap, uused, utomb;
@@ -182,25 +186,120 @@ static uint64_t key_hash(const struct mh_mirror *m, const unsigned char *k)
     return hash_bytes(m->seed, k + 2, k[1]);
 }
 
-static int fold(char *out, const char *in, size_t len, int *odd)
+/* ---- values as the directory compares them ---- */
+
+/* Appends to a folded key: ASCII letters lower-cased, runs of spaces made one, leading and
+ * trailing spaces dropped (a space is held back until something follows it). */
+struct emit {
+    char *out;
+    size_t n;
+    int space, over;
+};
+
+static void put_char(struct emit *e, unsigned char c)
 {
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (c >= 0x80 || c <= ' ')
-            *odd = 1;
-        out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    if (c == ' ') {
+        e->space = 1;
+        return;
+    }
+    if (e->space && e->n > 0) {
+        if (e->n == KEY_MAX)
+            e->over = 1;
+        else
+            e->out[e->n++] = ' ';
+    }
+    e->space = 0;
+    if (e->n == KEY_MAX)
+        e->over = 1;
+    else
+        e->out[e->n++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+}
+
+/* The ASCII image of a non-ASCII code point (mirror_unicode.h): 1 with *img (NULL: more
+ * than one is possible), 0 when it stays non-ASCII. */
+static int uni_ascii(unsigned cp, const char **img)
+{
+    size_t lo = 0, hi = sizeof mh_uni_ascii / sizeof mh_uni_ascii[0];
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (mh_uni_ascii[mid].cp == cp) {
+            *img = mh_uni_ascii[mid].img;
+            return 1;
+        }
+        if (mh_uni_ascii[mid].cp < cp)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return 0;
 }
 
-static int same_folded(const char *a, const char *b, size_t len)
+/* One UTF-8 sequence at v[0..len): its length and *cp, or 0 if malformed. */
+static size_t utf8_next(const unsigned char *v, size_t len, unsigned *cp)
 {
-    for (size_t i = 0; i < len; i++) {
-        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if ((x >= 'A' && x <= 'Z' ? x + 32 : x) != (y >= 'A' && y <= 'Z' ? y + 32 : y))
+    static const unsigned min[5] = { 0, 0, 0x80, 0x800, 0x10000 };
+    size_t n = v[0] >= 0xf0 && v[0] <= 0xf4 ? 4 : v[0] >= 0xe0 && v[0] < 0xf0 ? 3
+               : v[0] >= 0xc2 && v[0] < 0xe0 ? 2 : 0;
+    if (n == 0 || n > len)
+        return 0;
+    unsigned c = v[0] & (0x7fu >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((v[i] & 0xc0) != 0x80)
             return 0;
+        c = c << 6 | (v[i] & 0x3fu);
     }
-    return 1;
+    if (c < min[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+enum vclass {
+    V_EXACT,    /* out: the value exactly as slapd normalizes it */
+    V_SUSPECT,  /* out: the only form it could take that a login the mirror judges equals */
+    V_NONE,     /* equals no login the mirror judges */
+    V_UNKNOWN,  /* could equal logins the mirror cannot name */
+};
+
+/* Classifies a value and folds it into out[KEY_MAX] (the rules: mirror.h). */
+static enum vclass classify(const char *value, size_t len, char *out, size_t *outlen)
+{
+    const unsigned char *v = (const unsigned char *)value;
+    struct emit e = { out, 0, 0, 0 };
+    int suspect = 0;
+    for (size_t i = 0; i < len;) {
+        if (v[i] == 0) {
+            suspect = 1;    /* caseIgnoreIA5Match's normalizer stops at a NUL */
+            break;
+        }
+        if (v[i] < 0x80) {
+            put_char(&e, v[i++]);
+            continue;
+        }
+        unsigned cp = 0;
+        const char *img = NULL;
+        size_t n = utf8_next(v + i, len - i, &cp);
+        if (n == 0)
+            return V_UNKNOWN;
+        if (!uni_ascii(cp, &img))
+            return V_NONE;      /* stays non-ASCII: only non-ASCII logins may equal it */
+        if (img == NULL)
+            return V_UNKNOWN;
+        for (; *img; img++)
+            put_char(&e, (unsigned char)*img);
+        suspect = 1;
+        i += n;
+    }
+    if (e.n == 0 || e.over)
+        return V_NONE;      /* all spaces, or longer than any key the mirror answers for */
+    *outlen = e.n;
+    return suspect ? V_SUSPECT : V_EXACT;
+}
+
+int mh_mirror_fold_login(const char *login, size_t len, char out[MH_MIRROR_KEY_MAX],
+                         size_t *outlen)
+{
+    return classify(login, len, out, outlen) == V_EXACT;
 }
 
 /* ---- the key index ---- */
@@ -459,8 +558,17 @@ static void ent_free(struct mh_mirror *m, struct ment *e)
 
 /* ---- writer API ---- */
 
+static void wild_count(struct mh_mirror *m, const struct ment *e, int d)
+{
+    if (e->flags & F_WILD_LOGIN)
+        atomic_fetch_add(&m->wild[0], d);
+    if (e->flags & F_WILD_RECIPIENT)
+        atomic_fetch_add(&m->wild[1], d);
+}
+
 static void entry_drop(struct mh_mirror *m, struct ment *e)
 {
+    wild_count(m, e, -1);
     atomic_fetch_sub(&m->n_entries, 1);
     atomic_fetch_sub(&m->n_keys, e->nkeys);
     ent_free(m, e);
@@ -487,55 +595,68 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
     }
     if (dn_len > UINT16_MAX)
         return -1;
-    /* the exact size: a value given twice (uid and mail alike, login and recipient) is
-     * stored once */
-    for (size_t i = 0, distinct = 0; i < nkeys; i++) {
-        if (keys[i].len == 0 || keys[i].len > KEY_MAX)
-            continue;
-        size_t j = 0;
-        while (j < i && !(keys[j].len == keys[i].len && keys[j].len <= KEY_MAX &&
-                          same_folded(keys[j].value, keys[i].value, keys[i].len)))
-            j++;
-        if (j == i && distinct++ < UINT8_MAX)
-            need += 2 + keys[i].len;
-    }
-    struct ment *e = ent_alloc(m, sizeof *e + dn_len + 1 + need);
-    if (e == NULL)
+    /* every value folded (classify); each distinct folded key stored once, with the kinds
+     * it is exact for and those it is only suspect for */
+    struct fkey {
+        unsigned char exact, suspect, len;
+        char v[KEY_MAX];
+    } *fk = nkeys ? malloc(nkeys * sizeof *fk) : NULL;
+    size_t nfk = 0;
+    unsigned wild = 0;
+    if (nkeys > 0 && fk == NULL)
         return -1;
+    for (size_t i = 0; i < nkeys; i++) {
+        unsigned kinds = keys[i].kinds & (MH_MKEY_LOGIN | MH_MKEY_RECIPIENT);
+        char v[KEY_MAX];
+        size_t len = 0, j;
+        enum vclass c = (keys[i].kinds & MH_MKEY_UNSURE)
+                            ? V_UNKNOWN : classify(keys[i].value, keys[i].len, v, &len);
+        if (c == V_UNKNOWN)
+            wild |= kinds;
+        if (c == V_UNKNOWN || c == V_NONE)
+            continue;
+        for (j = 0; j < nfk; j++)
+            if (fk[j].len == len && memcmp(fk[j].v, v, len) == 0)
+                break;
+        if (j == nfk) {
+            if (nfk == UINT8_MAX) {
+                mh_mirror_set_incomplete(m);    /* keys past 255 are not indexed */
+                continue;
+            }
+            fk[nfk++] = (struct fkey){ .len = (unsigned char)len };
+            memcpy(fk[j].v, v, len);
+        }
+        if (c == V_EXACT)
+            fk[j].exact |= (unsigned char)kinds;
+        else
+            fk[j].suspect |= (unsigned char)kinds;
+    }
+    for (size_t i = 0; i < nfk; i++)
+        need += 2 + fk[i].len;
+    struct ment *e = ent_alloc(m, sizeof *e + dn_len + 1 + need);
+    if (e == NULL) {
+        free(fk);
+        return -1;
+    }
     e->route = 0;
     e->parent = parent;
     e->mark = mark;
     memcpy(e->uuid, uuid, 16);
     e->dn_len = (uint16_t)dn_len;
-    e->flags = flags;
-    e->nkeys = 0;
+    e->flags = (uint8_t)(flags | ((wild & MH_MKEY_LOGIN) ? F_WILD_LOGIN : 0) |
+                         ((wild & MH_MKEY_RECIPIENT) ? F_WILD_RECIPIENT : 0));
+    e->nkeys = (uint8_t)nfk;
     memcpy(e->data, dn, dn_len);
     e->data[dn_len] = '\0';
-    /* keys, folded; a value given twice (uid and mail alike) is stored once */
+    /* per key: exact kinds | suspect kinds << 2 (only where not exact), length, bytes */
     unsigned char *w = (unsigned char *)e->data + dn_len + 1;
-    for (size_t i = 0; i < nkeys; i++) {
-        if (keys[i].len == 0 || keys[i].len > KEY_MAX)
-            continue;
-        int dup = 0, odd = 0;
-        const unsigned char *k = first_key(e);
-        for (unsigned j = 0; j < e->nkeys; j++, k = next_key(k))
-            if (k[1] == keys[i].len && same_folded((const char *)k + 2, keys[i].value, k[1])) {
-                ((unsigned char *)k)[0] |= (unsigned char)keys[i].kinds;
-                dup = 1;
-                break;
-            }
-        if (dup)
-            continue;
-        if (e->nkeys == UINT8_MAX) {
-            mh_mirror_set_incomplete(m);    /* keys past 255 are not indexed */
-            continue;
-        }
-        w[0] = (unsigned char)keys[i].kinds;
-        w[1] = (unsigned char)keys[i].len;
-        fold((char *)w + 2, keys[i].value, keys[i].len, &odd);
+    for (size_t i = 0; i < nfk; i++) {
+        w[0] = (unsigned char)(fk[i].exact | (fk[i].suspect & ~fk[i].exact) << 2);
+        w[1] = fk[i].len;
+        memcpy(w + 2, fk[i].v, fk[i].len);
         w = (unsigned char *)next_key(w);
-        e->nkeys++;
     }
+    free(fk);
     if (route != NULL && route[0] != '\0') {
         e->route = intern(m, route, strlen(route));
         if (e->route == 0) {
@@ -547,10 +668,12 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
 
     /* publish the new version before withdrawing the old one: a reader meets the old, the
      * new, or both (and keeps the newer), never neither */
+    wild_count(m, e, 1);    /* before its keys are seen, withdrawn after they are gone */
     const unsigned char *k = first_key(e);
     for (unsigned i = 0; i < e->nkeys; i++, k = next_key(k))
         if (((uint64_t)(uintptr_t)e & ~PTR_MASK) != 0 || key_insert(m, e, key_hash(m, k)) < 0) {
             keys_remove(m, e, i);
+            wild_count(m, e, -1);
             ent_free(m, e);
             return -1;
         }
@@ -562,6 +685,7 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
         entry_drop(m, old);
     } else if (uuid_insert(m, e) < 0) {
         keys_remove(m, e, e->nkeys);
+        wild_count(m, e, -1);
         ent_free(m, e);
         return -1;
     }
@@ -624,13 +748,14 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
                                        int *needs_directory)
 {
     char folded[KEY_MAX];
-    int odd = 0;
+    size_t flen = 0;
+    int suspect = 0;
     *needs_directory = 0;
-    if (len == 0 || len > KEY_MAX) {
-        *needs_directory = 1;
+    if (!mh_mirror_fold_login(key, len, folded, &flen)) {
+        *needs_directory = 1;   /* only the directory can judge this login */
         return MH_MIRROR_MISS;
     }
-    fold(folded, key, len, &odd);
+    len = flen;
     uint64_t h = hash_bytes(m->seed, folded, len);
     uint64_t tag = h >> 48;
     struct kshard *s = &m->shard[h & (NSHARD - 1)];
@@ -651,7 +776,10 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
             const unsigned char *k = first_key(e);
             int match = 0;
             for (unsigned i = 0; i < e->nkeys && !match; i++, k = next_key(k))
-                match = (k[0] & kind) && k[1] == len && memcmp(k + 2, folded, len) == 0;
+                if (k[1] == len && (k[0] & (kind | kind << 2)) && memcmp(k + 2, folded, len) == 0) {
+                    match = (k[0] & kind) != 0;
+                    suspect |= !match;
+                }
             if (!match)
                 continue;
             size_t j;
@@ -665,8 +793,12 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
                 found[nfound++] = e;
         }
     }
+    int wild = ((kind & MH_MKEY_LOGIN) && atomic_load(&m->wild[0])) ||
+               ((kind & MH_MKEY_RECIPIENT) && atomic_load(&m->wild[1]));
     if (nfound > 1) {
-        r = MH_MIRROR_AMBIGUOUS;
+        r = MH_MIRROR_AMBIGUOUS;    /* whatever else may match: more than one */
+    } else if (suspect || wild) {
+        *needs_directory = 1;       /* a value the mirror cannot judge may equal this login */
     } else if (nfound == 1) {
         const struct ment *e = found[0];
         const char *route = string_at(m, e->route), *parent = string_at(m, e->parent);
@@ -690,8 +822,8 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
         }
     }
     pthread_rwlock_unlock(&s->lock);
-    if (r == MH_MIRROR_MISS && (odd || atomic_load(&m->incomplete)))
-        *needs_directory = 1;   /* LDAP's matching rules may fold what plain ASCII does not */
+    if (r == MH_MIRROR_MISS && atomic_load(&m->incomplete))
+        *needs_directory = 1;
     return r;
 }
 

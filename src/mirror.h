@@ -2,8 +2,33 @@
  *
  * Filled and kept current by one writer, the sync thread (sync.h), from the directory's
  * RFC 4533 change feed; read by any number of request threads at once.  Entries are keyed
- * by entryUUID (writer side) and by each of their login and recipient values, folded to
- * ASCII lower case (reader side).
+ * by entryUUID (writer side) and by each of their login and recipient values, folded the
+ * way the directory compares them (reader side).
+ *
+ * The mirror never answers differently from the directory.  slapd compares uid
+ * (caseIgnoreMatch) and mail (caseIgnoreIA5Match) after normalizing both sides: the
+ * Unicode simple lower-case mapping and NFKC, then leading and trailing spaces removed and
+ * inner runs of spaces made one (servers/slapd/schema_init.c UTF8StringNormalize,
+ * IA5StringNormalize; libraries/liblunicode/ucstr.c).  The rules here:
+ *  - a login is judged by the mirror only when it is ASCII without NUL, holds something
+ *    besides spaces and folds to at most MH_MIRROR_KEY_MAX bytes; its fold
+ *    (mh_mirror_fold_login) is then exactly slapd's normalized form.  Every other login
+ *    (non-ASCII, NUL, all spaces, too long) goes to the directory, hit or miss.
+ *  - a stored ASCII value is folded the same way and is an exact key.
+ *  - a stored value with a code point that no normalization turns into ASCII (a letter
+ *    with a diacritic, CJK, ...; mirror_unicode.h lists the ones that can turn into ASCII)
+ *    never equals a login the mirror judges: it is not indexed.
+ *  - a stored value whose non-ASCII code points could all turn into ASCII (fullwidth
+ *    letters, ligatures, NBSP, U+0130, ...), or that holds a NUL (IA5 normalization stops
+ *    there), is folded through those images into a "suspect" key: a login folding to it
+ *    goes to the directory, even when another entry's exact key matches too.
+ *  - a value the mirror cannot fold at all (malformed UTF-8, an image that is not unique,
+ *    a value of an attribute the caller is not sure about: MH_MKEY_UNSURE) makes its entry
+ *    "wild": while a wild entry of a kind exists, every login of that kind the mirror
+ *    finds at most once goes to the directory.
+ * Two entries with the same exact key are ambiguous, as for the directory.  The indexed
+ * attributes must use caseIgnoreMatch or caseIgnoreIA5Match equality (uid and mail do):
+ * sync.c checks the directory's schema before it fills the mirror.
  *
  * Thread-safety: the mh_mirror_* writer calls must come from one thread at a time (the sync
  * thread).  mh_mirror_lookup() and mh_mirror_stats() may run in any thread at any time,
@@ -25,6 +50,7 @@
 #include <stdint.h>
 
 #define MH_MIRROR_DN_MAX 1024
+#define MH_MIRROR_KEY_MAX 255   /* longest folded key the mirror judges */
 #define MH_MIRROR_VALUE_MAX 300
 
 /* What the mirror can be used for right now. */
@@ -45,6 +71,10 @@ void mh_mirror_free(struct mh_mirror *m);
 /* Key kinds: a value may be a login key, a recipient key, or both. */
 #define MH_MKEY_LOGIN 1u
 #define MH_MKEY_RECIPIENT 2u
+/* Added to the kinds: the value comes from an attribute whose matching rule the caller
+ * does not know (e.g. a subtype of a login attribute under another name): the entry is
+ * wild for those kinds (see above). */
+#define MH_MKEY_UNSURE 4u
 
 struct mh_mirror_key {
     const char *value;
@@ -57,9 +87,10 @@ struct mh_mirror_key {
 #define MH_MIRROR_NEGATIVE 2    /* route cache: the directory knows no such login */
 
 /* Adds or replaces the entry with this entryUUID.  route: the routing value or NULL;
- * flags: MH_MIRROR_*.  Stamps the entry with `mark` (see sweep).
- * Keys longer than 255 bytes or empty are skipped (a lookup of such a key asks the
- * directory); past 255 distinct keys the mirror is marked incomplete.  Returns 0, or -1
+ * flags: MH_MIRROR_*.  Stamps the entry with `mark` (see sweep).  Keys are classified and
+ * folded as above; a key folding to more than MH_MIRROR_KEY_MAX bytes, or to nothing, is
+ * skipped (a lookup of such a login asks the directory); past 255 distinct folded keys the
+ * mirror is marked incomplete.  Returns 0, or -1
  * when out of memory (the previous version of the entry, if any, is then kept). */
 int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const char *dn,
                      const char *route, int flags, const struct mh_mirror_key *keys,
@@ -105,13 +136,22 @@ struct mh_mirror_hit {
     uint32_t mark;                      /* its stamp */
 };
 
-/* Looks up `key` (compared after ASCII case folding) among keys of kind `kind`.  A DN or
- * routing value too long for *out counts as a miss the caller must take to the directory:
- * *needs_directory is set for that and for keys the mirror cannot judge (non-ASCII bytes,
- * spaces), where LDAP matching rules may differ from plain folding. */
+/* Looks up the login `key` (folded by mh_mirror_fold_login) among keys of kind `kind`.
+ * MH_MIRROR_MISS with *needs_directory set means "no answer, ask the directory": for a
+ * login the mirror does not judge, one that may equal a suspect key or a wild entry's
+ * value, an incomplete mirror, and a DN or routing value too long for *out. */
 enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const char *key,
                                        size_t len, struct mh_mirror_hit *out,
                                        int *needs_directory);
+
+/* Folds a login as slapd's caseIgnoreMatch and caseIgnoreIA5Match normalize it, into
+ * out[0..*outlen) (not NUL-terminated).  Returns 1 when the login is one the mirror judges
+ * (ASCII without NUL, not all spaces, folding to at most MH_MIRROR_KEY_MAX bytes): then two
+ * logins with the same fold are the same login to the directory, and two with different
+ * folds are different.  Returns 0 otherwise (out undefined): only the directory can tell
+ * which logins equal it.  Pure function: thread-safe, no allocation. */
+int mh_mirror_fold_login(const char *login, size_t len, char out[MH_MIRROR_KEY_MAX],
+                         size_t *outlen);
 
 struct mh_mirror_stats {
     size_t entries;

@@ -61,18 +61,16 @@ void mh_routecache_put(struct mh_routecache *c, unsigned kind, const char *login
     unsigned ttl = dn != NULL ? c->ttl_ms : c->neg_ttl_ms;
     unsigned char md[32], uuid[16];
     unsigned char k = (unsigned char)kind;
-    if (ttl == 0 || len == 0)
+    char folded[MH_MIRROR_KEY_MAX];
+    size_t flen = 0;
+    /* only logins the mirror judges: their fold names exactly the directory's answer */
+    if (ttl == 0 || len == 0 || !mh_mirror_fold_login(login, len, folded, &flen))
         return;
     /* one entry per (kind, folded login): its identity is a digest of both */
     EVP_MD_CTX *x = EVP_MD_CTX_new();
     int ok = x != NULL && EVP_DigestInit_ex(x, EVP_sha256(), NULL) &&
-             EVP_DigestUpdate(x, &k, 1);
-    for (size_t i = 0; ok && i < len; i++) {
-        unsigned char ch = (unsigned char)login[i];
-        ch = ch >= 'A' && ch <= 'Z' ? ch + 32 : ch;
-        ok = EVP_DigestUpdate(x, &ch, 1);
-    }
-    ok = ok && EVP_DigestFinal_ex(x, md, NULL);
+             EVP_DigestUpdate(x, &k, 1) && EVP_DigestUpdate(x, folded, flen) &&
+             EVP_DigestFinal_ex(x, md, NULL);
     EVP_MD_CTX_free(x);
     if (!ok)
         return;

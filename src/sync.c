@@ -11,6 +11,7 @@
 #include "log.h"
 
 #include <ldap.h>
+#include <ldap_schema.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -41,6 +42,8 @@ struct mh_sync {
     struct berval cookie;           /* where to resume; malloc'ed */
     uint32_t mark;
     int live;                       /* the current session finished its refresh */
+    int rules_checked;              /* the attributes' matching rules fold as the mirror does */
+    atomic_int refused;             /* they do not: the mirror stays empty until a reload */
     int refresh_seen_present;       /* this refresh ended a present phase */
     uint64_t refresh_started_ms;
     size_t r_changed, r_present, r_deleted;  /* messages of the current refresh */
@@ -80,26 +83,30 @@ static void drop_cookie(struct mh_sync *s)
 
 /* ---- applying entries ---- */
 
-/* The values of attrs, fetched into held[] (freed by the caller). */
-static size_t fetch_values(LDAP *ld, LDAPMessage *e, char *const *attrs,
-                           struct berval ***held, size_t *nheld)
+/* The attribute description's base name (before options such as ";lang-de") is name. */
+static int base_is(const char *desc, const char *name)
 {
-    size_t n = 0;
-    for (size_t i = 0; attrs[i] != NULL; i++) {
-        struct berval **v = ldap_get_values_len(ld, e, attrs[i]);
-        if (v == NULL)
-            continue;
-        held[(*nheld)++] = v;
-        n += (size_t)ldap_count_values_len(v);
-    }
-    return n;
+    size_t n = strcspn(desc, ";");
+    return name != NULL && strlen(name) == n && strncasecmp(desc, name, n) == 0;
 }
 
-static void add_keys(struct berval **v, unsigned kind, struct mh_mirror_key *keys, size_t *n)
+/* What an attribute of a synced entry is: MH_MKEY_* kinds, or 0 for the routing and state
+ * attributes.  An equality filter on an attribute also matches its values with options
+ * (mail;lang-de) and its subtypes: the first are indexed as the attribute, the second
+ * (another name, whose matching rule is not known here) make the entry wild. */
+static unsigned kinds_of(const struct mh_sync *s, const char *desc)
 {
-    for (size_t j = 0; v[j] != NULL; j++)
-        if (memchr(v[j]->bv_val, '\0', v[j]->bv_len) == NULL)
-            keys[(*n)++] = (struct mh_mirror_key){ v[j]->bv_val, v[j]->bv_len, kind };
+    unsigned kinds = 0;
+    for (size_t i = 0; s->login_attrs[i] != NULL; i++)
+        if (base_is(desc, s->login_attrs[i]))
+            kinds |= MH_MKEY_LOGIN;
+    for (size_t i = 0; s->recipient_attrs[i] != NULL; i++)
+        if (base_is(desc, s->recipient_attrs[i]))
+            kinds |= MH_MKEY_RECIPIENT;
+    if (kinds == 0 && !base_is(desc, s->conf->ldap_route_attribute) &&
+        !base_is(desc, s->conf->ldap_state_attribute))
+        kinds = MH_MKEY_LOGIN | MH_MKEY_RECIPIENT | MH_MKEY_UNSURE;
+    return kinds;
 }
 
 static char *first_string(LDAP *ld, LDAPMessage *e, const char *attr)
@@ -119,21 +126,46 @@ static char *first_string(LDAP *ld, LDAPMessage *e, const char *attr)
 
 static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsigned char *uuid)
 {
-    struct berval **held[20];
-    size_t n = 0, nheld = 0, nlogin_held;
-    int rc = -1;
+    struct berval ***held = NULL;
+    unsigned *held_kinds = NULL;
+    struct mh_mirror_key *keys = NULL;
+    size_t n = 0, nheld = 0, total = 0;
+    int rc = -1, nomem = 0;
+    BerElement *ber = NULL;
     char *dn = ldap_get_dn(ld, e);
     char *route = first_string(ld, e, s->conf->ldap_route_attribute);
     char *state = first_string(ld, e, s->conf->ldap_state_attribute);
 
-    /* every value: a login matching the 200th mail alias must be found too */
-    size_t total = fetch_values(ld, e, s->login_attrs, held, &nheld);
-    nlogin_held = nheld;
-    total += fetch_values(ld, e, s->recipient_attrs, held, &nheld);
-    struct mh_mirror_key *keys = malloc((total + 1) * sizeof *keys);
-    if (keys != NULL && dn != NULL) {
+    /* every value of every attribute: a login matching the 200th mail alias must be found
+     * too, and so must a value with options (mail;lang-de) */
+    for (char *a = ldap_first_attribute(ld, e, &ber); a != NULL && !nomem;
+         a = ldap_next_attribute(ld, e, ber)) {
+        unsigned kinds = kinds_of(s, a);
+        struct berval **v = kinds ? ldap_get_values_len(ld, e, a) : NULL;
+        ldap_memfree(a);
+        if (v == NULL)
+            continue;
+        struct berval ***h = realloc(held, (nheld + 1) * sizeof *held);
+        unsigned *hk = h ? realloc(held_kinds, (nheld + 1) * sizeof *hk) : NULL;
+        if (h != NULL)
+            held = h;
+        if (hk != NULL)
+            held_kinds = hk;
+        if (h == NULL || hk == NULL) {
+            ldap_value_free_len(v);
+            nomem = 1;
+            break;
+        }
+        held[nheld] = v;
+        held_kinds[nheld++] = kinds;
+        total += (size_t)ldap_count_values_len(v);
+    }
+    ber_free(ber, 0);
+    if (!nomem && dn != NULL && (keys = malloc((total + 1) * sizeof *keys)) != NULL) {
         for (size_t i = 0; i < nheld; i++)
-            add_keys(held[i], i < nlogin_held ? MH_MKEY_LOGIN : MH_MKEY_RECIPIENT, keys, &n);
+            for (size_t j = 0; held[i][j] != NULL; j++)
+                keys[n++] = (struct mh_mirror_key){ held[i][j]->bv_val, held[i][j]->bv_len,
+                                                    held_kinds[i] };
         rc = mh_mirror_upsert(s->mirror, uuid, dn, route,
                               state != NULL && strcasecmp(state, "frozen") == 0, keys, n,
                               s->mark);
@@ -150,9 +182,112 @@ static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsign
     free(keys);
     for (size_t i = 0; i < nheld; i++)
         ldap_value_free_len(held[i]);
+    free(held);
+    free(held_kinds);
     ldap_memfree(dn);
     free(route);
     free(state);
+    return rc;
+}
+
+/* ---- the attributes' matching rules ---- */
+
+/* The mirror folds as caseIgnoreMatch and caseIgnoreIA5Match do: an indexed attribute whose
+ * equality rule is another (integerMatch, telephoneNumberMatch, caseExactMatch, none at
+ * all) would make it answer differently from the directory. */
+static int folding_rule(const char *oid)
+{
+    static const char *const ok[] = { "caseIgnoreMatch", "2.5.13.2", "caseIgnoreIA5Match",
+                                      "1.3.6.1.4.1.1466.109.114.2" };
+    for (size_t i = 0; oid != NULL && i < sizeof ok / sizeof ok[0]; i++)
+        if (strcasecmp(oid, ok[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static LDAPAttributeType *find_type(LDAPAttributeType **types, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(types[i]->at_oid, name) == 0)
+            return types[i];
+        for (char **a = types[i]->at_names; a != NULL && *a != NULL; a++)
+            if (strcasecmp(*a, name) == 0)
+                return types[i];
+    }
+    return NULL;
+}
+
+/* Checks each indexed attribute's equality rule (following SUP) in the server's subschema.
+ * 0: all fold as the mirror does; 1: one does not (why says which), the mirror must not
+ * answer; -1: the server could not be asked (a session failure: why). */
+static int check_rules(struct mh_sync *s, LDAP *ld, char *why, size_t whysize)
+{
+    const struct mh_conf *c = s->conf;
+    struct timeval tv = { (time_t)(c->ldap_timeout_ms / 1000),
+                          (suseconds_t)(c->ldap_timeout_ms % 1000) * 1000 };
+    char *dse_attrs[] = { "subschemaSubentry", NULL }, *at_attrs[] = { "attributeTypes", NULL };
+    LDAPMessage *res = NULL;
+    LDAPAttributeType **types = NULL;
+    size_t ntypes = 0;
+    char *sub = NULL;
+    int rc = ldap_search_ext_s(ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", dse_attrs, 0, NULL,
+                               NULL, &tv, 1, &res);
+    if (rc == LDAP_SUCCESS) {
+        sub = first_string(ld, ldap_first_entry(ld, res), "subschemaSubentry");
+        ldap_msgfree(res);
+        res = NULL;
+        rc = ldap_search_ext_s(ld, sub ? sub : "cn=Subschema", LDAP_SCOPE_BASE,
+                               "(objectClass=subschema)", at_attrs, 0, NULL, NULL, &tv, 1, &res);
+    }
+    LDAPMessage *e = rc == LDAP_SUCCESS ? ldap_first_entry(ld, res) : NULL;
+    struct berval **v = e != NULL ? ldap_get_values_len(ld, e, "attributeTypes") : NULL;
+    if (rc == LDAP_SERVER_DOWN || rc == LDAP_TIMEOUT || rc == LDAP_CONNECT_ERROR ||
+        rc == LDAP_BUSY || rc == LDAP_UNAVAILABLE) {
+        snprintf(why, whysize, "reading the schema: %s", ldap_err2string(rc));
+        rc = -1;
+        goto done;
+    }
+    if (v == NULL) {
+        snprintf(why, whysize, "cannot read the attribute types of the subschema (%s%s%s): "
+                 "the mirror cannot tell whether it compares values as the directory does",
+                 ldap_err2string(rc), sub ? " at " : "", sub ? sub : "");
+        rc = 1;
+        goto done;
+    }
+    size_t nv = (size_t)ldap_count_values_len(v);
+    types = calloc(nv + 1, sizeof *types);
+    for (size_t i = 0; types != NULL && i < nv; i++) {
+        int code = 0;
+        const char *errp = NULL;
+        char *text = strndup(v[i]->bv_val, v[i]->bv_len);
+        LDAPAttributeType *at = text ? ldap_str2attributetype(text, &code, &errp,
+                                                              LDAP_SCHEMA_ALLOW_ALL) : NULL;
+        free(text);
+        if (at != NULL)
+            types[ntypes++] = at;
+    }
+    rc = 0;
+    for (int kind = 0; kind < 2 && rc == 0; kind++)
+        for (char **a = kind ? s->recipient_attrs : s->login_attrs; *a != NULL && rc == 0; a++) {
+            LDAPAttributeType *at = find_type(types, ntypes, *a);
+            for (int depth = 0; at != NULL && at->at_equality_oid == NULL && at->at_sup_oid &&
+                                depth < 16; depth++)
+                at = find_type(types, ntypes, at->at_sup_oid);
+            if (at == NULL || !folding_rule(at->at_equality_oid)) {
+                snprintf(why, whysize, "the directory compares %s with %s, the mirror only as "
+                         "caseIgnoreMatch or caseIgnoreIA5Match do", *a,
+                         at == NULL ? "no rule it knows (not in the schema)"
+                         : at->at_equality_oid ? at->at_equality_oid : "no equality rule");
+                rc = 1;
+            }
+        }
+done:
+    for (size_t i = 0; i < ntypes; i++)
+        ldap_attributetype_free(types[i]);
+    free(types);
+    ldap_value_free_len(v);
+    ldap_msgfree(res);
+    free(sub);
     return rc;
 }
 
@@ -380,6 +515,21 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
     pthread_mutex_unlock(&s->lock);
 
     int msgid = -1, probe_id = -1, rc;
+    if (!s->rules_checked) {
+        switch (check_rules(s, ld, why, sizeof why)) {
+        case 0:
+            s->rules_checked = 1;
+            break;
+        case 1:
+            mh_log(LOG_ERR, "mirror: off: %s; every login asks the directory (set mirror no, "
+                   "or compare the login with attributes such as uid and mail)", why);
+            atomic_store(&s->refused, 1);
+            why[0] = '\0';
+            goto out;
+        default:
+            goto out;
+        }
+    }
     s->mark++;
     s->live = 0;
     s->refresh_seen_present = 0;
@@ -394,8 +544,9 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
         mh_log(LOG_INFO, "mirror: resuming from %s at %s", c->ldap_uri[mh_ldap_uri(l)],
                s->cookie.bv_val);
     else
-        mh_log(LOG_INFO, "mirror: refreshing from %s (filter %s)", c->ldap_uri[mh_ldap_uri(l)],
-               c->mirror_filter);
+        mh_log(LOG_INFO, "mirror: refreshing from %s (filter %s)%s", c->ldap_uri[mh_ldap_uri(l)],
+               c->mirror_filter, c->mirror_recipient_attributes ? "" : "; recipients ask the "
+               "directory (ldap_recipient_filter's conditions differ from ldap_filter's)");
     uint64_t next_probe = mh_now_ms() + PROBE_EVERY_MS, probe_sent = 0;
     while (!atomic_load(&s->stop)) {
         struct timeval tv = { 0, POLL_MS * 1000 };
@@ -471,7 +622,7 @@ out:
     pthread_mutex_lock(&s->lock);
     s->fd = -1;
     pthread_mutex_unlock(&s->lock);
-    if (!atomic_load(&s->stop)) {
+    if (!atomic_load(&s->stop) && !atomic_load(&s->refused)) {
         go_stale(s, why[0] ? why : "connection lost");
         if (mh_mirror_state(s->mirror) == MH_MIRROR_EMPTY)
             mh_log(LOG_WARNING, "mirror: no copy yet (%s); every login asks the directory",
@@ -490,7 +641,8 @@ static void *run(void *arg)
     }
     while (!atomic_load(&s->stop)) {
         uint64_t started = mh_now_ms();
-        session(s, l);
+        if (!atomic_load(&s->refused))
+            session(s, l);
         /* at most one new session a second */
         while (!atomic_load(&s->stop) && mh_now_ms() - started < 1000) {
             struct timespec ts = { 0, 50 * 1000000L };
@@ -515,8 +667,11 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
                               struct mh_mirror *mirror, char *err, size_t errsize)
 {
     struct mh_sync *s = calloc(1, sizeof *s);
+    /* no recipient attributes: the filters' conditions differ, recipients ask the
+     * directory (conf.c check_mirror) */
+    const char *ra = conf->mirror_recipient_attributes ? conf->mirror_recipient_attributes : "";
     size_t ll = strlen(conf->mirror_login_attributes) + 1;
-    if (s == NULL || (s->store = malloc(ll + strlen(conf->mirror_recipient_attributes) + 1)) == NULL) {
+    if (s == NULL || (s->store = malloc(ll + strlen(ra) + 1)) == NULL) {
         free(s);
         snprintf(err, errsize, "out of memory");
         return NULL;
@@ -527,7 +682,7 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     s->fd = -1;
     pthread_mutex_init(&s->lock, NULL);
     memcpy(s->store, conf->mirror_login_attributes, ll);
-    strcpy(s->store + ll, conf->mirror_recipient_attributes);
+    strcpy(s->store + ll, ra);
     split(s->store, s->login_attrs, 8);
     split(s->store + ll, s->recipient_attrs, 8);
     size_t n = 0;

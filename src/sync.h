@@ -8,6 +8,12 @@
  * reconnects (failing over like the workers), resumes from its cookie, and removes what was
  * deleted meanwhile; until then the mirror is "stale" (mirror.h).  A root DSE probe every
  * 2 seconds finds a server that stopped answering without closing the connection.
+ * Before its first sync search it reads the server's subschema: if an indexed attribute
+ * (mirror_login_attributes, mirror_recipient_attributes) compares values with another
+ * equality rule than caseIgnoreMatch or caseIgnoreIA5Match (the only ones mirror.h folds
+ * as), it logs why and leaves the mirror empty (every login asks the directory) until the
+ * next configuration generation.  Values with options (mail;lang-de) are indexed as their
+ * attribute; an attribute returned under another name (a subtype) makes the entry wild.
  *
  * mh_sync_start/stop are called by the generation's owner (one thread); the counters in
  * mh_sync_info may be read from any thread.

@@ -5,7 +5,7 @@
 #   BUILD_DIR       a configured build tree whose config.h is used (default: _build, if it
 #                   has one; otherwise a minimal config.h is written to the work directory)
 #   FUZZ_SECONDS    seconds per target (default 20)
-#   FUZZ_TARGETS    which targets (default: "codec config backend journal")
+#   FUZZ_TARGETS    which targets (default: "codec config backend journal mirror")
 #   FUZZ_CC         the compiler (default: clang)
 #   FUZZ_KEEP       a directory (outside the source tree) to copy each target's binary, log,
 #                   crash inputs and grown corpus into (default: none)
@@ -20,7 +20,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 seconds=${FUZZ_SECONDS:-20}
-read -r -a targets <<<"${FUZZ_TARGETS:-codec config backend journal}"
+read -r -a targets <<<"${FUZZ_TARGETS:-codec config backend journal mirror}"
 cc=${FUZZ_CC:-clang}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mailhostd-fuzz.XXXXXX")
@@ -75,11 +75,13 @@ sources() {
         backend) echo src/backend.c src/codec.c src/addr.c src/filter.c ;;
         journal) echo src/journal.c src/cli.c src/conf.c src/backend.c src/codec.c src/addr.c src/filter.c \
                       src/limiter.c src/log.c ;;
+        mirror)  echo src/mirror.c ;;
     esac
 }
 max_len() {
     case $1 in
         codec) echo 4096 ;; config) echo 8192 ;; backend) echo 4096 ;; journal) echo 12288 ;;
+        mirror) echo 1024 ;;
     esac
 }
 

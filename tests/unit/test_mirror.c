@@ -100,14 +100,82 @@ int main(void)
     /* what the mirror cannot judge */
     CHECK(look(m, MH_MKEY_LOGIN, "g\xc3\xb6st", &hit, &nd) == MH_MIRROR_MISS && nd,
           "non-ASCII miss asks the directory");
-    CHECK(look(m, MH_MKEY_LOGIN, "no body", &hit, &nd) == MH_MIRROR_MISS && nd,
-          "a space asks the directory");
+    CHECK(look(m, MH_MKEY_LOGIN, "no body", &hit, &nd) == MH_MIRROR_MISS && !nd,
+          "a space is judged like slapd does: a plain miss");
+    CHECK(look(m, MH_MKEY_LOGIN, "   ", &hit, &nd) == MH_MIRROR_MISS && nd,
+          "all spaces asks the directory");
+    CHECK(mh_mirror_lookup(m, MH_MKEY_LOGIN, "solo\0b", 6, &hit, &nd) == MH_MIRROR_MISS && nd,
+          "a NUL asks the directory");
     CHECK(look(m, MH_MKEY_LOGIN, "nobody", &hit, &nd) == MH_MIRROR_MISS && !nd,
           "a plain miss is an answer");
     char longkey[300];
     memset(longkey, 'a', 299);
     longkey[299] = '\0';
     CHECK(look(m, MH_MKEY_LOGIN, longkey, &hit, &nd) == MH_MIRROR_MISS && nd, "long key");
+    memset(longkey, ' ', 299);
+    memcpy(longkey + 100, "Solo", 4);
+    CHECK(look(m, MH_MKEY_LOGIN, longkey, &hit, &nd) == MH_MIRROR_HIT,
+          "a long login that folds short: spaces trimmed as slapd does");
+
+    /* slapd's space handling and case folding (schema_init.c), on both sides */
+    {
+        char f[MH_MIRROR_KEY_MAX];
+        size_t fl = 0;
+        CHECK(mh_mirror_fold_login("  Pat   Smith ", 14, f, &fl) == 1 && fl == 9 &&
+              memcmp(f, "pat smith", 9) == 0, "fold: trim, collapse, lower");
+        CHECK(mh_mirror_fold_login("\xef\xbd\x97ide", 6, f, &fl) == 0, "fold: non-ASCII");
+        CHECK(mh_mirror_fold_login("  ", 2, f, &fl) == 0, "fold: all spaces");
+    }
+    CHECK(put(m, 40, "uid=t_a1_space,dc=x", "x", 0, " leadme", "spacey2@example.com ", 1) == 0,
+          "spaces stored");
+    CHECK(look(m, MH_MKEY_LOGIN, "leadme", &hit, &nd) == MH_MIRROR_HIT, "A1: leading space");
+    CHECK(look(m, MH_MKEY_RECIPIENT, "SPACEY2@example.com", &hit, &nd) == MH_MIRROR_HIT,
+          "A1: trailing space");
+    CHECK(put(m, 41, "uid=pat,dc=x", "x", 0, "pat", NULL, 1) == 0 &&
+          put(m, 42, "uid=pat2,dc=x", "x", 0, "pat ", NULL, 1) == 0, "pat, pat-space");
+    CHECK(look(m, MH_MKEY_LOGIN, "Pat", &hit, &nd) == MH_MIRROR_AMBIGUOUS, "A2: ambiguous");
+    /* a fullwidth value: suspect under its ASCII image, never answered by the mirror */
+    CHECK(put(m, 43, "uid=wide,dc=x", "x", 0, "\xef\xbd\x97\xef\xbd\x89\xef\xbd\x84"
+              "\xef\xbd\x85", NULL, 1) == 0, "fullwidth stored");
+    CHECK(look(m, MH_MKEY_LOGIN, "WIDE", &hit, &nd) == MH_MIRROR_MISS && nd,
+          "A1: a login the fullwidth value may equal asks the directory");
+    CHECK(put(m, 44, "uid=wide2,dc=x", "x", 0, "wide", NULL, 1) == 0, "wide stored");
+    CHECK(look(m, MH_MKEY_LOGIN, "wide", &hit, &nd) == MH_MIRROR_MISS && nd,
+          "A1: not routed to the ASCII twin either");
+    CHECK(look(m, MH_MKEY_LOGIN, "widen", &hit, &nd) == MH_MIRROR_MISS && !nd,
+          "other logins are still answered");
+    /* a value that stays non-ASCII is not indexed and disturbs nothing */
+    CHECK(put(m, 45, "uid=mueller,dc=x", "x", 0, "m\xc3\xbcller", NULL, 1) == 0, "umlaut");
+    CHECK(look(m, MH_MKEY_LOGIN, "muller", &hit, &nd) == MH_MIRROR_MISS && !nd, "umlaut apart");
+    /* a NUL: caseIgnoreIA5Match's normalizer stops there, so the prefix is suspect */
+    {
+        unsigned char u[16];
+        struct mh_mirror_key k = { "nul@x\0tail", 10, MH_MKEY_RECIPIENT };
+        uuid_of(47, u);
+        CHECK(mh_mirror_upsert(m, u, "uid=nul,dc=x", "x", 0, &k, 1, 1) == 0, "NUL stored");
+        CHECK(look(m, MH_MKEY_RECIPIENT, "NUL@x", &hit, &nd) == MH_MIRROR_MISS && nd,
+              "the prefix before a NUL asks the directory");
+        CHECK(mh_mirror_delete(m, u) == 1, "NUL entry deleted");
+    }
+    /* values the mirror cannot fold make every login of the kind ask the directory */
+    CHECK(put(m, 46, "uid=bad,dc=x", "x", 0, NULL, "\xff\xfe", 1) == 0, "malformed");
+    CHECK(look(m, MH_MKEY_RECIPIENT, "anything", &hit, &nd) == MH_MIRROR_MISS && nd,
+          "wild recipient: misses ask");
+    CHECK(look(m, MH_MKEY_RECIPIENT, "spacey2@example.com", &hit, &nd) == MH_MIRROR_MISS && nd,
+          "wild recipient: hits ask");
+    CHECK(look(m, MH_MKEY_LOGIN, "nobody", &hit, &nd) == MH_MIRROR_MISS && !nd,
+          "logins are not wild");
+    {
+        unsigned char u[16];
+        uuid_of(46, u);
+        CHECK(mh_mirror_delete(m, u) == 1, "delete the wild entry");
+        for (unsigned i = 40; i <= 45; i++) {
+            uuid_of(i, u);
+            mh_mirror_delete(m, u);
+        }
+    }
+    CHECK(look(m, MH_MKEY_RECIPIENT, "anything", &hit, &nd) == MH_MIRROR_MISS && !nd,
+          "no longer wild");
 
     /* replace: new keys, new version, old keys gone */
     CHECK(look(m, MH_MKEY_LOGIN, "alice@example.com", &hit, &nd) == MH_MIRROR_HIT, "alice");
