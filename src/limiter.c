@@ -1,6 +1,7 @@
 /* limiter.c - see limiter.h. */
 #include "config.h"
 #include "limiter.h"
+#include "cidr.h"
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
@@ -32,13 +33,11 @@ struct shard {
     size_t n;
 };
 
-struct cidr { int family; unsigned char addr[16]; unsigned bits; };
-
 struct mh_limiter {
     struct mh_limiter_conf c;
     unsigned char secret[32];
     struct shard sh[SHARDS];
-    struct cidr *trusted;
+    struct mh_cidr *trusted;
     size_t ntrusted;
 };
 
@@ -49,39 +48,8 @@ static uint32_t now_s(void)
     return (uint32_t)ts.tv_sec;
 }
 
-static int parse_cidr(const char *s, size_t len, struct cidr *out)
-{
-    char buf[64];
-    if (len == 0 || len >= sizeof buf)
-        return -1;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    char *slash = strchr(buf, '/');
-    long bits = -1;
-    if (slash) {
-        char *end;
-        *slash = '\0';
-        bits = strtol(slash + 1, &end, 10);
-        if (*end || slash[1] == '\0')
-            return -1;
-    }
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = AF_INET;
-        if (bits < 0) bits = 32;
-        if (bits > 32) return -1;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = AF_INET6;
-        if (bits < 0) bits = 128;
-        if (bits > 128) return -1;
-    } else {
-        return -1;
-    }
-    out->bits = (unsigned)bits;
-    return 0;
-}
-
 /* Calls fn for each word of a space-separated list; -1 at the first bad one. */
-static int each_cidr(const char *list, struct cidr *out, size_t *n, char *err, size_t errsize)
+static int each_cidr(const char *list, struct mh_cidr *out, size_t *n, char *err, size_t errsize)
 {
     const char *p = list;
     *n = 0;
@@ -91,8 +59,8 @@ static int each_cidr(const char *list, struct cidr *out, size_t *n, char *err, s
         size_t len = strcspn(p, " \t");
         if (len == 0)
             break;
-        struct cidr c;
-        if (parse_cidr(p, len, &c) < 0) {
+        struct mh_cidr c;
+        if (mh_cidr_parse(p, len, &c) < 0) {
             snprintf(err, errsize, "\"%.*s\" is not an address or network (CIDR)", (int)len, p);
             return -1;
         }
@@ -108,17 +76,6 @@ int mh_limiter_check_cidrs(const char *list, char *err, size_t errsize)
 {
     size_t n;
     return each_cidr(list, NULL, &n, err, errsize);
-}
-
-static int prefix_match(const unsigned char *a, const unsigned char *b, unsigned bits)
-{
-    unsigned whole = bits / 8, rest = bits % 8;
-    if (memcmp(a, b, whole) != 0)
-        return 0;
-    if (rest == 0)
-        return 1;
-    unsigned char mask = (unsigned char)(0xff << (8 - rest));
-    return (a[whole] & mask) == (b[whole] & mask);
 }
 
 struct mh_limiter *mh_limiter_new(const struct mh_limiter_conf *conf, char *err,
@@ -219,11 +176,8 @@ static int addr_key(const struct mh_limiter *l, const char *ip, enum kind k,
 
 static int trusted(const struct mh_limiter *l, const char *ip)
 {
-    unsigned char a[16];
-    int fam = inet_pton(AF_INET, ip, a) == 1 ? AF_INET : inet_pton(AF_INET6, ip, a) == 1
-                                                              ? AF_INET6 : 0;
-    for (size_t i = 0; fam && i < l->ntrusted; i++)
-        if (l->trusted[i].family == fam && prefix_match(a, l->trusted[i].addr, l->trusted[i].bits))
+    for (size_t i = 0; i < l->ntrusted; i++)
+        if (mh_cidr_contains(&l->trusted[i], ip))
             return 1;
     return 0;
 }

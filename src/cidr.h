@@ -1,0 +1,22 @@
+/* cidr.h - IPv4/IPv6 addresses and networks ("192.0.2.0/24", "2001:db8::/32", "10.1.2.3").
+ *
+ * Plain values, no allocation, no state: thread-safe.
+ */
+#ifndef MH_CIDR_H
+#define MH_CIDR_H
+
+#include <stddef.h>
+
+struct mh_cidr {
+    int family;                  /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned bits;               /* prefix length; a bare address is /32 or /128 */
+};
+
+/* Parses s[0..len) ("IP" or "IP/BITS").  Returns 0, or -1 if it is not one. */
+int mh_cidr_parse(const char *s, size_t len, struct mh_cidr *out);
+
+/* 1 if the IP literal `ip` lies in `net`, else 0 (also for a malformed ip). */
+int mh_cidr_contains(const struct mh_cidr *net, const char *ip);
+
+#endif
