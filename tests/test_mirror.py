@@ -327,8 +327,8 @@ def main():
             wait_log(c.d, r"mirror: live, \d+ entries")
             c.live_at = time.time()
         runner.run(t_mirror_goes_live)
-        for t in (td.t_routes_old_and_new, td.t_literal_and_resolved_values,
-                  td.t_password_escaping, td.t_refusals, td.t_auth_wait_limit, td.t_injection,
+        for t in (td.t_routes_old_and_new, td.t_unmapped_values_try_later,
+                  td.t_no_route_is_try_later, td.t_password_escaping, td.t_refusals, td.t_auth_wait_limit, td.t_injection,
                   td.t_bad_requests, td.t_smtp_recipient,
                   t_answers_come_from_the_mirror, t_flip_latency,
                   t_password_change_drops_cached_credentials, t_added_and_deleted_users,
