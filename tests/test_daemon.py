@@ -416,6 +416,34 @@ def t_17_2_smtp_without_password_check_refused(work, slapd):
     check(r.returncode == 0, "with smtp_password_checked_by backend: %s", r.stderr)
 
 
+def t_17_16_bind_timeout_is_try_later(work, slapd):
+    """Issue 17.16, without the mirror: the search for bob succeeds, then his bind request
+    never gets an answer (tests/lib/faultproxy.py swallows it): "try again later", never
+    "invalid password"; once the directory answers again, bob logs in."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+    from faultproxy import FaultProxy
+    bob_dn = b"uid=bob,ou=example.com,ou=people,dc=example,dc=org"
+    with FaultProxy(("127.0.0.1", slapd.port)) as p:
+        d = Daemon(work, config(work, slapd, uris=p.uri), "bindtimeout")
+        with d:
+            expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+            p.swallow(bob_dn)
+            for proto in ("imap", "smtp"):
+                ans = request(d.addr, "bob@example.com", "Bob-pw-2", proto)
+                expect_tempfail(ans, proto)
+            check(p.stats()["swallowed"] >= 2, "the binds were swallowed: %r", p.stats())
+            log = d.read_log()
+            check("outcome=tempfail" in log and "user bind" in log and
+                  "reason=bad-password" not in log,
+                  "a bind without an answer is a tempfail after a good search:\n%s",
+                  log[-2000:])
+            p.restore()
+            deadline = time.time() + 15
+            while request(d.addr, "bob@example.com", "Bob-pw-2").status != "OK":
+                check(time.time() < deadline, "no recovery after restore")
+                time.sleep(0.2)
+
+
 def t_bruteforce(work, slapd):
     extra = ("limit_slow 2\nlimit_block_host 5\nlimit_block_net 9\nlimit_max_wait 8\n"
              "limit_trusted 198.51.100.0/24\nauth_wait 1\nmax_login_attempts 99\n")
@@ -653,6 +681,7 @@ def main():
         log = c.d.read_log()
         for t in (t_17_1_unmapped_host_refused, t_literal_and_resolved_values,
                   t_17_2_smtp_without_password_check_refused, t_17_5_no_route_try_later,
+                  t_17_16_bind_timeout_is_try_later,
                   t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
                   t_bruteforce, t_metrics_healthz, t_reload, t_state_file_stragglers,
                   t_config_check):
