@@ -1,6 +1,7 @@
 /* backend.c - see backend.h. */
 #include "config.h"
 #include "backend.h"
+#include "cidr.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -21,10 +22,15 @@ struct backend {
     enum mh_login_rewrite rewrite;
 };
 
+#define MAX_NETWORKS 32
+
 struct mh_backend_map {
     struct backend *items;
     size_t n, cap;
     unsigned default_port[MH_PROTO_COUNT];
+    enum { UNMAPPED_NONE, UNMAPPED_RESOLVE, UNMAPPED_NETWORKS } unmapped;
+    struct mh_cidr networks[MAX_NETWORKS];
+    size_t n_networks;
 };
 
 struct mh_backend_map *mh_backend_map_new(void)
@@ -257,6 +263,54 @@ int mh_backend_map_set_default_ports(struct mh_backend_map *map, const char *arg
     return each_word(args, default_word, map->default_port, err, errsize);
 }
 
+int mh_backend_map_set_unmapped(struct mh_backend_map *map, const char *args, char *err,
+                                size_t errsize)
+{
+    if (strcmp(args, "none") == 0) {
+        map->unmapped = UNMAPPED_NONE;
+        return 0;
+    }
+    if (strcmp(args, "resolve") == 0) {
+        map->unmapped = UNMAPPED_RESOLVE;
+        return 0;
+    }
+    if (strncmp(args, "networks=", 9) != 0) {
+        snprintf(err, errsize, "expected none, resolve or networks=CIDR[,CIDR...], got \"%s\"",
+                 args);
+        return -1;
+    }
+    size_t n = 0;
+    for (const char *p = args + 9;; p++) {
+        size_t len = strcspn(p, ",");
+        if (n == MAX_NETWORKS) {
+            snprintf(err, errsize, "at most %d networks", MAX_NETWORKS);
+            return -1;
+        }
+        if (mh_cidr_parse(p, len, &map->networks[n]) < 0) {
+            snprintf(err, errsize, "\"%.*s\" is not an address or network (CIDR)", (int)len, p);
+            return -1;
+        }
+        n++;
+        p += len;
+        if (*p == '\0')
+            break;
+    }
+    map->n_networks = n;
+    map->unmapped = UNMAPPED_NETWORKS;
+    return 0;
+}
+
+/* 1 if the unmapped policy lets logins go to the IP literal ip. */
+static int allowed(const struct mh_backend_map *map, const char *ip)
+{
+    if (map->unmapped == UNMAPPED_RESOLVE)
+        return 1;
+    for (size_t i = 0; map->unmapped == UNMAPPED_NETWORKS && i < map->n_networks; i++)
+        if (mh_cidr_contains(&map->networks[i], ip))
+            return 1;
+    return 0;
+}
+
 const char *mh_backend_rewrite_login(enum mh_login_rewrite rewrite, const char *login, char *out,
                                      size_t outsize)
 {
@@ -443,14 +497,22 @@ enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
     } else if (is_ip(hostbuf)) {
         if (strlen(hostbuf) >= sizeof out->server)
             return MH_ROUTE_INVALID;
+        if (!allowed(map, hostbuf))
+            return MH_ROUTE_UNMAPPED;
         strcpy(out->server, hostbuf);
         snprintf(out->name, sizeof out->name, "%s", hostbuf);
     } else {
-        if (!valid_name(hostbuf, hlen) || resolver == NULL)
+        if (!valid_name(hostbuf, hlen))
+            return MH_ROUTE_INVALID;
+        if (map->unmapped == UNMAPPED_NONE)
+            return MH_ROUTE_UNMAPPED;   /* no DNS query for a name that cannot be routed */
+        if (resolver == NULL)
             return MH_ROUTE_INVALID;
         snprintf(out->name, sizeof out->name, "%s", hostbuf);
         if (resolve(resolver, hostbuf, out->server) != MH_ROUTE_OK)
             return MH_ROUTE_TEMPFAIL;
+        if (!allowed(map, out->server))
+            return MH_ROUTE_UNMAPPED;
     }
     if (port == 0)
         port = map->default_port[proto];

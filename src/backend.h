@@ -5,8 +5,12 @@
  *      matched case-insensitively;
  *   2. a configured backend name or an IP literal with a port: "name:port", "192.0.2.1:143",
  *      "[2001:db8::1]:143"; or a bare IP literal ("2001:db8::1" without brackets too);
- *   3. any other host[:port], resolved to an IP (nginx accepts only IP literals) through a
- *      cache with a TTL; failures are cached for a shorter time.
+ *   3. any other IP literal or host[:port], only as the map's unmapped policy allows
+ *      (mh_backend_map_set_unmapped): by default none is routed (MH_ROUTE_UNMAPPED), so
+ *      that a typo or a hostile mailHost cannot send verified passwords to an arbitrary
+ *      host; "resolve" routes them all, host names resolved to an IP (nginx accepts only
+ *      IP literals) through a cache with a TTL, failures cached for a shorter time;
+ *      "networks=CIDR,..." routes those whose address lies in one of the networks.
  * Ports not given come from the backend, else from "default_ports".
  *
  * A map is built once by the config loader and never changes afterwards: lookups on it are
@@ -35,6 +39,7 @@ enum mh_route_status {
     MH_ROUTE_OK,
     MH_ROUTE_INVALID,   /* the value is malformed or names no port for the protocol */
     MH_ROUTE_TEMPFAIL,  /* the host name could not be resolved now */
+    MH_ROUTE_UNMAPPED,  /* not a configured backend, and the unmapped policy refuses it */
 };
 
 struct mh_backend_map;
@@ -52,6 +57,13 @@ int mh_backend_map_add(struct mh_backend_map *map, const char *args, char *err, 
 int mh_backend_map_set_default_ports(struct mh_backend_map *map, const char *args, char *err,
                                      size_t errsize);
 
+/* Sets what happens to a routing value that names no configured backend (an IP literal
+ * or a host name): "none" (the default: refused), "resolve" (routed, names resolved by
+ * DNS) or "networks=CIDR[,CIDR...]" (routed when the literal or the resolved address lies in
+ * one of the networks).  Returns 0, or -1 with a message in err. */
+int mh_backend_map_set_unmapped(struct mh_backend_map *map, const char *args, char *err,
+                                size_t errsize);
+
 /* 1 if NAME is a configured backend. */
 int mh_backend_map_has(const struct mh_backend_map *map, const char *name);
 size_t mh_backend_map_count(const struct mh_backend_map *map);
@@ -62,7 +74,8 @@ const char *mh_backend_map_name(const struct mh_backend_map *map, size_t i);
 void mh_backend_map_dump(const struct mh_backend_map *map, FILE *fp);
 
 /* Resolves `value` for protocol `proto` into *out.  `resolver` may be NULL: then host names
- * that are neither backends nor IP literals are MH_ROUTE_INVALID.  May block on DNS (call it
+ * that are neither backends nor IP literals, and that the unmapped policy would resolve, are
+ * MH_ROUTE_INVALID (the policy "none" answers MH_ROUTE_UNMAPPED without a resolver).  May block on DNS (call it
  * from a worker thread, not from the HTTP polling thread). */
 enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
                                       struct mh_resolver *resolver, const char *value,

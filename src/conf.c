@@ -453,6 +453,24 @@ static int h_default_ports(struct ctx *x, const char *v, size_t off, unsigned lo
     return 0;
 }
 
+static int h_route_unmapped(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                            unsigned long hi)
+{
+    char msg[256];
+    if (mh_backend_map_set_unmapped(x->c->backends, v, msg, sizeof msg) < 0)
+        return fail(x, "%s", msg);
+    return h_string(x, v, off, lo, hi);
+}
+
+static int h_smtp_checker(struct ctx *x, const char *v, size_t off, unsigned long lo,
+                          unsigned long hi)
+{
+    if (!strcmp(v, "mailhostd")) x->c->smtp_backend_checks = 0;
+    else if (!strcmp(v, "backend")) x->c->smtp_backend_checks = 1;
+    else return fail(x, "expected mailhostd or backend, got \"%s\"", v);
+    return 0;
+}
+
 static int h_default_backend(struct ctx *x, const char *v, size_t off, unsigned long lo,
                              unsigned long hi)
 {
@@ -565,8 +583,10 @@ static const struct key {
     {"route_cache_entries", h_uint, OFF(route_cache_entries), 1, 100000000, 0},
     {"route_cache_negative_ttl", h_ms, OFF(route_cache_negative_ttl_ms), 0, 86400000, 0},
     {"route_cache_ttl", h_ms, OFF(route_cache_ttl_ms), 0, 86400000, 0},
+    {"route_unmapped", h_route_unmapped, OFF(route_unmapped), 0, 0, 0},
     {"secret_file", h_string, OFF(secret_file), 0, 0, 0},
     {"secret_header", h_header_name, OFF(secret_header), 0, 0, 0},
+    {"smtp_password_checked_by", h_smtp_checker, NONE, 0},
     {"socket_group", h_string, OFF(socket_group), 0, 0, 0},
     {"socket_mode", h_socket_mode, NONE, 0},
     {"state_file", h_string, OFF(state_file), 0, 0, 0},
@@ -988,6 +1008,11 @@ static int check(struct ctx *x)
         return fail(at(x, "credential_cache_ttl"),
                     "credential_cache_ttl needs \"mirror yes\": the change feed is what "
                     "drops a cached password when its entry changes");
+    if (!c->verify_password && !c->smtp_backend_checks)
+        return fail(x, "verify_password no: nobody checks the password of an SMTP AUTH login "
+                    "unless nginx hands it to the backend (proxy_smtp_auth on in every smtp "
+                    "server block with smtp_auth login/plain); after configuring that, say so "
+                    "with \"smtp_password_checked_by backend\"");
     if (c->credential_cache_ttl_ms > 0 && !c->verify_password)
         return fail(at_last(x, "credential_cache_ttl", "verify_password"),
                     "credential_cache_ttl has no use with verify_password no");
@@ -1126,6 +1151,7 @@ void mh_conf_free(struct mh_conf *c)
     free(c->mirror_recipient_attributes);
     mh_backend_map_free(c->backends);
     free(c->default_backend);
+    free(c->route_unmapped);
     free(c->secret_header);
     free(c->secret_file);
     free_secret(c->secret);
@@ -1196,7 +1222,8 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
     opt(fp, "ldap_tls_ca_file", c->ldap_tls_ca_file);
     if (c->ldap_tls_reqcert >= 0 && c->ldap_tls_reqcert <= 4)
         fprintf(fp, "ldap_tls_reqcert %s\n", reqcert[c->ldap_tls_reqcert]);
-    fprintf(fp, "verify_password %s\n", c->verify_password ? "yes" : "no");
+    fprintf(fp, "verify_password %s\nsmtp_password_checked_by %s\n",
+            c->verify_password ? "yes" : "no", c->smtp_backend_checks ? "backend" : "mailhostd");
     fprintf(fp, "mirror %s\n", c->mirror ? "yes" : "no");
     opt(fp, "mirror_filter", c->mirror_filter);
     opt(fp, "mirror_login_attributes", c->mirror_login_attributes);
@@ -1206,8 +1233,8 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
     fprintf(fp, "route_cache_ttl %ums\nroute_cache_negative_ttl %ums\nroute_cache_entries %u\n",
             c->route_cache_ttl_ms, c->route_cache_negative_ttl_ms, c->route_cache_entries);
     mh_backend_map_dump(c->backends, fp);
-    fprintf(fp, "default_backend %s\nresolve_ttl %us\n", or_none(c->default_backend),
-            c->resolve_ttl_s);
+    fprintf(fp, "default_backend %s\nroute_unmapped %s\nresolve_ttl %us\n",
+            or_none(c->default_backend), or_none(c->route_unmapped), c->resolve_ttl_s);
     opt(fp, "secret_header", c->secret_header);
     opt(fp, "secret_file", c->secret_file);
     if (c->secret)

@@ -69,6 +69,8 @@ struct mh_conf {
     int ldap_tls_reqcert;        /* LDAP_OPT_X_TLS_* */
 
     int verify_password;
+    int smtp_backend_checks;     /* smtp_password_checked_by backend: nginx passes SMTP AUTH
+                                  * on (proxy_smtp_auth on), so verify_password no is safe */
 
     /* the route mirror (mirror.h, sync.h) and the credential cache (credcache.h) */
     int mirror;                      /* follow the directory with RFC 4533 sync */
@@ -83,6 +85,7 @@ struct mh_conf {
 
     struct mh_backend_map *backends;
     char *default_backend;       /* NULL: users without a routing value are refused */
+    char *route_unmapped;        /* as written (the policy itself lives in backends) */
     unsigned resolve_ttl_s;
 
     char *secret_header;         /* NULL: no shared secret */

@@ -423,6 +423,10 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
     int blocked = strcmp(d->reason, "rate-limited") == 0;
     if (blocked)
         mh_metrics_rate_limited();
+    if (d->outcome == MH_OUT_TEMPFAIL && strcmp(d->reason, "no-route") == 0)
+        mh_metrics_route_gap(MH_METRICS_NO_ROUTE);
+    if (d->outcome == MH_OUT_TEMPFAIL && strncmp(d->reason, "unmapped-route ", 15) == 0)
+        mh_metrics_route_gap(MH_METRICS_UNMAPPED_ROUTE);
     char rewrite[MH_LOGIN_MAX * 4 + 8];
     mh_log_safe(user, sizeof user, req->login, req->login_len);
     mh_log_safe(rewrite, sizeof rewrite, d->user, strlen(d->user));

@@ -2,6 +2,7 @@
 #include "config.h"
 #include "limiter.h"
 #include "addr.h"
+#include "cidr.h"
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
@@ -45,14 +46,12 @@ struct table {
 
 static const unsigned char none[16];   /* all zero: a free slot's key, no link */
 
-struct cidr { int family; unsigned char addr[16]; unsigned bits; };
-
 struct mh_limiter {
     struct mh_limiter_conf c;
     unsigned char secret[32];
     struct table fails;
     struct table ok;         /* recent successes; unused when success_ttl_s is 0 */
-    struct cidr *trusted;
+    struct mh_cidr *trusted;
     size_t ntrusted;
 };
 
@@ -63,44 +62,9 @@ static uint32_t now_s(void)
     return (uint32_t)ts.tv_sec;
 }
 
-static int parse_cidr(const char *s, size_t len, struct cidr *out)
-{
-    const char *slash = memchr(s, '/', len);
-    size_t alen = slash ? (size_t)(slash - s) : len;
-    long bits = -1;
-    struct mh_addr a;
-    if (slash) {
-        char num[8];
-        size_t nlen = len - alen - 1;
-        char *end;
-        if (nlen == 0 || nlen >= sizeof num)
-            return -1;
-        memcpy(num, slash + 1, nlen);
-        num[nlen] = '\0';
-        bits = strtol(num, &end, 10);
-        if (*end || num[0] < '0' || num[0] > '9')
-            return -1;
-    }
-    if (mh_addr_parse(s, alen, &a) < 0)
-        return -1;
-    if (a.unmapped && bits >= 0) {
-        if (bits < 96 || bits > 128)
-            return -1;   /* wider than the mapped range: not one IPv4 network */
-        bits -= 96;
-    }
-    if (bits < 0)
-        bits = a.family == AF_INET ? 32 : 128;
-    if (bits > (a.family == AF_INET ? 32 : 128))
-        return -1;
-    out->family = a.family;
-    memcpy(out->addr, a.a, sizeof out->addr);
-    out->bits = (unsigned)bits;
-    return 0;
-}
-
 /* Parses each word of a space-separated list into out (when not NULL); -1 at the first bad
  * one. */
-static int each_cidr(const char *list, struct cidr *out, size_t *n, char *err, size_t errsize)
+static int each_cidr(const char *list, struct mh_cidr *out, size_t *n, char *err, size_t errsize)
 {
     const char *p = list;
     *n = 0;
@@ -110,8 +74,8 @@ static int each_cidr(const char *list, struct cidr *out, size_t *n, char *err, s
         size_t len = strcspn(p, " \t");
         if (len == 0)
             break;
-        struct cidr c;
-        if (parse_cidr(p, len, &c) < 0) {
+        struct mh_cidr c;
+        if (mh_cidr_parse(p, len, &c) < 0) {
             snprintf(err, errsize, "\"%.*s\" is not an address or network (CIDR)", (int)len, p);
             return -1;
         }
@@ -127,17 +91,6 @@ int mh_limiter_check_cidrs(const char *list, char *err, size_t errsize)
 {
     size_t n;
     return each_cidr(list, NULL, &n, err, errsize);
-}
-
-static int prefix_match(const unsigned char *a, const unsigned char *b, unsigned bits)
-{
-    unsigned whole = bits / 8, rest = bits % 8;
-    if (memcmp(a, b, whole) != 0)
-        return 0;
-    if (rest == 0)
-        return 1;
-    unsigned char mask = (unsigned char)(0xff << (8 - rest));
-    return (a[whole] & mask) == (b[whole] & mask);
 }
 
 static int table_init(struct table *t, size_t capacity, uint32_t ttl)
@@ -299,7 +252,7 @@ static int counted(const struct mh_limiter *l, const char *ip, struct mh_addr *a
         return -1;
     for (size_t i = 0; i < l->ntrusted; i++)
         if (l->trusted[i].family == a->family &&
-            prefix_match(a->a, l->trusted[i].addr, l->trusted[i].bits))
+            mh_cidr_match(&l->trusted[i], a->a))
             return -1;
     return 0;
 }

@@ -31,6 +31,7 @@ struct ctl {
     struct mh_cli cli;
     const char *file, *filter, *domain, *from, *journal, *state;
     const char *since, *host, *state_file;
+    const char *backends;       /* set --backends: the names mailhostd routes to */
     int ldif_out, json, no_track;
     long batch;
 };
@@ -73,6 +74,9 @@ static void usage(FILE *fp)
         "                  of the same command resumes it; FILE.undo.ldif undoes the run\n"
         "  --state STATE   migration state to record (default: done)\n"
         "  --no-track      do not record state, previous host and time of the move\n"
+        "  --backends NAME[,NAME...]  the backend names mailhostd routes to; HOST must be\n"
+        "                  one (with -c instead, HOST is checked against that file's\n"
+        "                  backend map and route_unmapped)\n"
         "stragglers options:\n"
         "  --since AGE     only logins newer than AGE: 90m, 36h, 7d (default 30d)\n"
         "  --host BACKEND  only logins routed to this backend (e.g. the old server)\n"
@@ -514,7 +518,7 @@ static int cmd_show(struct ctl *c, char **args, int nargs)
             if (state && strcasecmp(state, "frozen") == 0) {
                 printf("temporary failure (migration state frozen)\n");
             } else if (value == NULL) {
-                printf("refused (no routing value and no default_backend)\n");
+                printf("temporary failure (no routing value and no default_backend)\n");
             } else {
                 switch (mh_backend_route(conf->backends, r, value, (enum mh_proto)p, &route)) {
                 case MH_ROUTE_OK: {
@@ -528,6 +532,10 @@ static int cmd_show(struct ctl *c, char **args, int nargs)
                 }
                 case MH_ROUTE_INVALID:
                     printf("temporary failure (invalid routing value \"%s\")\n", value);
+                    break;
+                case MH_ROUTE_UNMAPPED:
+                    printf("temporary failure (\"%s\" is not in the backend map and "
+                           "route_unmapped refuses it)\n", value);
                     break;
                 default:
                     printf("temporary failure (cannot resolve \"%s\")\n", value);
@@ -727,6 +735,51 @@ static int reconnect(struct ctl *c)
     return -1;
 }
 
+/* 0 if mailhostd would route logins to HOST: by -c, its backend map and route_unmapped;
+ * by --backends, one of those names.  Else a message and -1.  Without either: a warning. */
+static int check_target(const struct ctl *c, const char *host)
+{
+    const struct mh_conf *conf = c->cli.conf;
+    if (c->backends != NULL) {
+        size_t hlen = strlen(host);
+        for (const char *p = c->backends; *p; p += *p == ',') {
+            size_t len = strcspn(p, ",");
+            if (len == hlen && strncasecmp(p, host, len) == 0)
+                return 0;
+            p += len;
+        }
+        fprintf(stderr, "%s: set: \"%s\" is not one of --backends %s: mailhostd would not "
+                "route its users there\n", prog, host, c->backends);
+        return -1;
+    }
+    if (conf == NULL) {
+        fprintf(stderr, "%s: warning: cannot check that mailhostd routes \"%s\": give -c "
+                "mailhostd.conf or --backends NAME,...\n", prog, host);
+        return 0;
+    }
+    struct mh_resolver *r = mh_resolver_new(0, 1);
+    struct mh_route route;
+    enum mh_route_status st = r == NULL ? MH_ROUTE_TEMPFAIL
+                            : mh_backend_route(conf->backends, r, host, MH_PROTO_IMAP, &route);
+    mh_resolver_free(r);
+    switch (st) {
+    case MH_ROUTE_OK:
+        return 0;
+    case MH_ROUTE_UNMAPPED:
+        fprintf(stderr, "%s: set: \"%s\" is not a backend in %s and its route_unmapped "
+                "refuses other values: mailhostd would answer \"try again later\" to these "
+                "users (add a backend line there first)\n", prog, host, conf->path);
+        break;
+    case MH_ROUTE_INVALID:
+        fprintf(stderr, "%s: set: \"%s\" is not a routing value mailhostd accepts\n", prog,
+                host);
+        break;
+    default:
+        fprintf(stderr, "%s: set: \"%s\" does not resolve now\n", prog, host);
+    }
+    return -1;
+}
+
 static volatile sig_atomic_t interrupted;
 static void on_signal(int sig) { (void)sig; interrupted = 1; }
 
@@ -754,6 +807,8 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
         fprintf(stderr, "%s: set: empty HOST\n", prog);
         return MH_EXIT_USAGE;
     }
+    if (check_target(c, host) < 0)
+        return MH_EXIT_USAGE;
 
     /* the selection */
     char **logins = NULL;
@@ -1354,7 +1409,7 @@ int main(int argc, char **argv)
         {"journal", required_argument, NULL, 'J'}, {"json", no_argument, NULL, 'j'},
         {"state", required_argument, NULL, 'S'}, {"no-track", no_argument, NULL, 'T'},
         {"since", required_argument, NULL, 'G'}, {"host", required_argument, NULL, 'K'},
-        {"state-file", required_argument, NULL, 'Q'},
+        {"state-file", required_argument, NULL, 'Q'}, {"backends", required_argument, NULL, 'N'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -1392,6 +1447,7 @@ int main(int argc, char **argv)
         case 'G': c.since = optarg; break;
         case 'K': c.host = optarg; break;
         case 'Q': c.state_file = optarg; break;
+        case 'N': c.backends = optarg; break;
         case 'h': usage(stdout); status = MH_EXIT_OK; goto out;
         case 'V': printf("mailhostctl %s\n", PACKAGE_VERSION); status = MH_EXIT_OK; goto out;
         default: usage(stderr); status = MH_EXIT_USAGE; goto out;

@@ -17,7 +17,7 @@ static const double bucket_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 
 static atomic_ullong answers[MH_PROTO_COUNT][NOUT];
 static atomic_ullong buckets[NBUCKETS + 1];  /* last: +Inf */
-static atomic_ullong sum_us, rate_limited, queue_depth;
+static atomic_ullong sum_us, rate_limited, queue_depth, no_route, unmapped_route;
 static atomic_ullong *routes;     /* per configured backend, then one for "other" */
 static size_t n_backends;
 static char **backend_names;
@@ -66,6 +66,12 @@ void mh_metrics_answer(enum mh_proto proto, enum mh_outcome outcome, uint64_t us
 void mh_metrics_rate_limited(void)
 {
     atomic_fetch_add_explicit(&rate_limited, 1, memory_order_relaxed);
+}
+
+void mh_metrics_route_gap(enum mh_metrics_route_gap kind)
+{
+    atomic_fetch_add_explicit(kind == MH_METRICS_NO_ROUTE ? &no_route : &unmapped_route, 1,
+                              memory_order_relaxed);
 }
 
 void mh_metrics_ldap_error(size_t uri)
@@ -196,6 +202,13 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
             "# TYPE mailhostd_queue_depth gauge\nmailhostd_queue_depth %llu\n"
             "# HELP mailhostd_workers LDAP worker threads.\n# TYPE mailhostd_workers gauge\n"
             "mailhostd_workers %u\n", LOAD(rate_limited), LOAD(queue_depth), conf->workers);
+    put(&o, "# HELP mailhostd_no_route_total Logins answered \"try again later\" because the "
+            "entry has no routing value and there is no default_backend (provisioning gap).\n"
+            "# TYPE mailhostd_no_route_total counter\nmailhostd_no_route_total %llu\n"
+            "# HELP mailhostd_unmapped_route_total Logins answered \"try again later\" because "
+            "the routing value is not in the backend map and route_unmapped refuses it.\n"
+            "# TYPE mailhostd_unmapped_route_total counter\nmailhostd_unmapped_route_total "
+            "%llu\n", LOAD(no_route), LOAD(unmapped_route));
     put(&o, "# HELP mailhostd_decisions_total Decided requests by what decided them.\n"
             "# TYPE mailhostd_decisions_total counter\n");
     for (size_t i = 0; i < NSRC; i++)

@@ -22,6 +22,10 @@ void mh_metrics_free(void);
 void mh_metrics_answer(enum mh_proto proto, enum mh_outcome outcome, uint64_t us,
                        const char *backend);
 void mh_metrics_rate_limited(void);
+/* A login whose entry gives no backend: no routing value (and no default_backend), or a
+ * value outside the backend map that route_unmapped refuses. */
+enum mh_metrics_route_gap { MH_METRICS_NO_ROUTE, MH_METRICS_UNMAPPED_ROUTE };
+void mh_metrics_route_gap(enum mh_metrics_route_gap kind);
 void mh_metrics_ldap_error(size_t uri);
 void mh_metrics_queue(int delta);
 

@@ -71,11 +71,10 @@ static int finish(const struct mh_conf *conf, struct mh_resolver *resolver,
     if (route_value == NULL || route_value[0] == '\0') {
         route_value = conf->default_backend;
         if (route_value == NULL) {
-            set(d, MH_OUT_REFUSED, "no-route");
-            if (recipient) {
-                d->text = "Recipient address rejected: no mailbox here";
-                d->smtp_code = "550 5.1.1";
-            }
+            /* an account whose provisioning has not set the routing value yet: its
+             * password may well be right, so never "invalid password"; try later (an MTA
+             * queues the message instead of bouncing it) */
+            set(d, MH_OUT_TEMPFAIL, "no-route");
             return 0;
         }
     }
@@ -89,6 +88,16 @@ static int finish(const struct mh_conf *conf, struct mh_resolver *resolver,
         }
         d->outcome = MH_OUT_TEMPFAIL;
         snprintf(d->reason, sizeof d->reason, "invalid-route-value value=\"%s\"",
+                 mh_log_safe(safe, sizeof safe, route_value, strlen(route_value)));
+        return 0;
+    }
+    case MH_ROUTE_UNMAPPED: {
+        /* the password may be right: the entry is wrong; a temporary answer keeps clients
+         * from discarding a good password and MTAs queue instead of bouncing while the
+         * administrator fixes the value or the backend map (route_unmapped) */
+        char safe[200];
+        d->outcome = MH_OUT_TEMPFAIL;
+        snprintf(d->reason, sizeof d->reason, "unmapped-route value=\"%s\"",
                  mh_log_safe(safe, sizeof safe, route_value, strlen(route_value)));
         return 0;
     }

@@ -105,13 +105,90 @@ def t_routes_old_and_new(c):
     expect_ok(request(c.d.addr, "bob", PASSWORDS["bob@example.com"]), NEW)
 
 
-def t_literal_and_resolved_values(c):
-    ans = request(c.d.addr, "erin@example.com", PASSWORDS["erin@example.com"], "pop3")
-    check(ans.status == "OK" and ans.get("Auth-Server") == "127.0.0.33" and
-          ans.get("Auth-Port") == "110", "literal IP with default port: %r", ans)
-    ans = request(c.d.addr, "frank@example.net", PASSWORDS["frank@example.net"])
-    check(ans.status == "OK" and ans.get("Auth-Server") in ("127.0.0.1", "::1") and
-          ans.get("Auth-Port") == "2143", "localhost:2143 resolved to an IP: %r", ans)
+def t_literal_and_resolved_values(work, slapd):
+    """route_unmapped resolve: IP literals and host names outside the map are routed."""
+    d = Daemon(work, config(work, slapd, "route_unmapped resolve\n"), "resolve")
+    with d:
+        ans = request(d.addr, "erin@example.com", PASSWORDS["erin@example.com"], "pop3")
+        check(ans.status == "OK" and ans.get("Auth-Server") == "127.0.0.33" and
+              ans.get("Auth-Port") == "110", "literal IP with default port: %r", ans)
+        ans = request(d.addr, "frank@example.net", PASSWORDS["frank@example.net"])
+        check(ans.status == "OK" and ans.get("Auth-Server") in ("127.0.0.1", "::1") and
+              ans.get("Auth-Port") == "2143", "localhost:2143 resolved to an IP: %r", ans)
+
+
+def status_base(d):
+    """The status listener's base URL, from the daemon's log."""
+    import re
+    m = re.search(r"status \(/metrics, /healthz\) on 127\.0\.0\.1:(\d+)", d.read_log())
+    check(m, "status listener logged")
+    return "http://127.0.0.1:%s" % m.group(1)
+
+
+def metric(d, name):
+    """The value of one series of the daemon's /metrics (None if it is not there)."""
+    import re
+    import urllib.request
+    with urllib.request.urlopen(status_base(d) + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def t_unmapped_values_try_later(c):
+    """route_unmapped none (the default): values outside the backend map are try-later."""
+    for login, value in (("erin@example.com", "127.0.0.33"),
+                         ("frank@example.net", "localhost:2143")):
+        for proto in ("imap", "smtp"):
+            ans = request(c.d.addr, login, PASSWORDS[login], proto)
+            expect_tempfail(ans, proto)
+            check(ans.get("Auth-Server") is None, "no server for %s: %r", value, ans)
+        check('reason=unmapped-route value="%s"' % value in c.d.read_log(),
+              "the log names the unmapped value %s", value)
+
+
+def t_no_route_is_try_later(c):
+    """carol has no mailHost and there is no default_backend: try later, never "invalid
+    password"; as a recipient deferred (451), not bounced."""
+    login, pw = "carol@example.net", PASSWORDS["carol@example.net"]
+    before = c.d.read_log().count("reason=no-route")
+    for proto in ("imap", "pop3", "smtp"):
+        ans = request(c.d.addr, login, pw, proto)
+        expect_tempfail(ans, proto)
+        check(ans.get("Auth-Server") is None, "no server: %r", ans)
+    extra = [("Auth-SMTP-Helo", "mx.example"), ("Auth-SMTP-From", "MAIL FROM:<x@y.example>"),
+             ("Auth-SMTP-To", "RCPT TO:<%s>" % login)]
+    ans = request(c.d.addr, "", "", "smtp", method="none", extra=extra)
+    check(ans.get("Auth-Error-Code") == "451 4.3.0" and ans.get("Auth-Server") is None,
+          "recipient without a route is deferred: %r", ans)
+    check(c.d.read_log().count("reason=no-route") == before + 4, "logged as reason=no-route")
+
+
+def t_17_1_unmapped_host_refused(work, slapd):
+    """Issue 17.1: by default only the backend map is routed.  erin's mailHost is the IP
+    literal 127.0.0.33, frank's "localhost:2143": both get "try again later" (their password
+    is right, their entry is not), a log line naming the value, and no Auth-Server.
+    networks= lets addresses in the listed networks through, and nothing else."""
+    d = Daemon(work, config(work, slapd, "status_listen 127.0.0.1:0\n"), "unmapped")
+    with d:
+        c = Ctx()
+        c.d = d
+        t_unmapped_values_try_later(c)
+        check(metric(d, "mailhostd_unmapped_route_total") == 4, "unmapped-route metric")
+        expect_ok(request(d.addr, "bob@example.com", PASSWORDS["bob@example.com"]), NEW)
+    d = Daemon(work, config(work, slapd, "route_unmapped networks=127.0.0.32/30,::1/128\n"),
+               "networks")
+    with d:
+        ans = request(d.addr, "erin@example.com", PASSWORDS["erin@example.com"], "pop3")
+        check(ans.status == "OK" and ans.get("Auth-Server") == "127.0.0.33", "in the network: %r",
+              ans)
+        ans = request(d.addr, "frank@example.net", PASSWORDS["frank@example.net"])
+        if ans.status == "OK":      # localhost may resolve to ::1 first, which is listed
+            check(ans.get("Auth-Server") == "::1", "only ::1 of localhost is allowed: %r", ans)
+        else:
+            expect_tempfail(ans)
+            check('reason=unmapped-route value="localhost:2143"' in d.read_log(),
+                  "127.0.0.1 is outside 127.0.0.32/30")
 
 
 def t_password_escaping(c):
@@ -126,11 +203,9 @@ def t_refusals(c):
     expect_refused(request(c.d.addr, "alice@example.com", WRONG))
     expect_refused(request(c.d.addr, "alice@example.com", WRONG, "smtp"), "smtp")
     expect_refused(request(c.d.addr, "alice@example.com", ""))              # empty password
-    expect_refused(request(c.d.addr, "carol@example.net", PASSWORDS["carol@example.net"]))
     expect_refused(request(c.d.addr, "alice", "Alice-pw-1"))                # two entries
     log = c.d.read_log()
-    for reason in ("unknown-user", "bad-password", "empty-password", "no-route",
-                   "ambiguous-login"):
+    for reason in ("unknown-user", "bad-password", "empty-password", "ambiguous-login"):
         check("reason=%s" % reason in log, "log names reason=%s", reason)
 
 
@@ -299,13 +374,74 @@ def t_unix_socket_and_secret(work, slapd):
 
 
 def t_no_verify_default_backend(work, slapd):
-    extra = "verify_password no\ndefault_backend mail-old.example.org\n"
+    extra = ("verify_password no\nsmtp_password_checked_by backend\n"
+             "default_backend mail-old.example.org\n")
     d = Daemon(work, config(work, slapd, extra), "noverify")
     with d:
         # wrong password: routed anyway, the backend will refuse it
         expect_ok(request(d.addr, "bob@example.com", WRONG), NEW)
         # no routing value: the default backend
         expect_ok(request(d.addr, "carol@example.net", "x", "pop3"), OLD, "pop3", user="carol")
+
+
+def t_17_5_no_route_try_later(work, slapd):
+    """Issue 17.5: carol has no mailHost and there is no default_backend (a provisioning
+    gap): her correct password gets "try again later" (SMTP 451 4.3.0), never "invalid
+    password", and mailhostd_no_route_total counts it.  As a recipient (smtp_auth none)
+    she is deferred too, not bounced."""
+    d = Daemon(work, config(work, slapd, "status_listen 127.0.0.1:0\n"), "noroute")
+    with d:
+        c = Ctx()
+        c.d = d
+        t_no_route_is_try_later(c)
+        check(metric(d, "mailhostd_no_route_total") == 4, "mailhostd_no_route_total = 4")
+        # a wrong password is still a wrong password
+        expect_refused(request(d.addr, "carol@example.net", WRONG))
+
+
+def t_17_2_smtp_without_password_check_refused(work, slapd):
+    """Issue 17.2: verify_password no leaves SMTP AUTH unchecked unless nginx hands the login
+    to the backend (proxy_smtp_auth on): the check refuses it until the admin says so."""
+    import subprocess
+    path = os.path.join(work, "noverify-smtp.conf")
+    with open(path, "w") as f:
+        f.write(config(work, slapd, "verify_password no\n"))
+    r = subprocess.run([find_daemon(), "-t", "-c", path], capture_output=True, text=True)
+    check(r.returncode == 1 and "verify_password no: nobody checks the password of an SMTP "
+          "AUTH login" in r.stderr and "smtp_password_checked_by backend" in r.stderr,
+          "-t refuses verify_password no alone: %s", r.stderr)
+    with open(path, "a") as f:
+        f.write("smtp_password_checked_by backend\n")
+    r = subprocess.run([find_daemon(), "-t", "-c", path], capture_output=True, text=True)
+    check(r.returncode == 0, "with smtp_password_checked_by backend: %s", r.stderr)
+
+
+def t_17_16_bind_timeout_is_try_later(work, slapd):
+    """Issue 17.16, without the mirror: the search for bob succeeds, then his bind request
+    never gets an answer (tests/lib/faultproxy.py swallows it): "try again later", never
+    "invalid password"; once the directory answers again, bob logs in."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+    from faultproxy import FaultProxy
+    bob_dn = b"uid=bob,ou=example.com,ou=people,dc=example,dc=org"
+    with FaultProxy(("127.0.0.1", slapd.port)) as p:
+        d = Daemon(work, config(work, slapd, uris=p.uri), "bindtimeout")
+        with d:
+            expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+            p.swallow(bob_dn)
+            for proto in ("imap", "smtp"):
+                ans = request(d.addr, "bob@example.com", "Bob-pw-2", proto)
+                expect_tempfail(ans, proto)
+            check(p.stats()["swallowed"] >= 2, "the binds were swallowed: %r", p.stats())
+            log = d.read_log()
+            check("outcome=tempfail" in log and "user bind" in log and
+                  "reason=bad-password" not in log,
+                  "a bind without an answer is a tempfail after a good search:\n%s",
+                  log[-2000:])
+            p.restore()
+            deadline = time.time() + 15
+            while request(d.addr, "bob@example.com", "Bob-pw-2").status != "OK":
+                check(time.time() < deadline, "no recovery after restore")
+                time.sleep(0.2)
 
 
 def t_bruteforce(work, slapd):
@@ -536,7 +672,7 @@ def main():
         c = Ctx()
         c.slapd = slapd
         c.d = Daemon(work, config(work, slapd)).start()
-        for t in (t_routes_old_and_new, t_literal_and_resolved_values, t_password_escaping,
+        for t in (t_routes_old_and_new, t_password_escaping,
                   t_refusals, t_auth_wait_limit, t_injection, t_bad_requests, t_smtp_recipient,
                   t_migration_steps,
                   t_connections_persist, t_privileges_dropped, t_slapd_down_and_back,
@@ -549,7 +685,10 @@ def main():
             check(status == 0, "mailhostd exit status %s:\n%s", status, c.d.read_log()[-3000:])
         runner.run(t_clean_exit_on_sigterm)
         log = c.d.read_log()
-        for t in (t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
+        for t in (t_17_1_unmapped_host_refused, t_literal_and_resolved_values,
+                  t_17_2_smtp_without_password_check_refused, t_17_5_no_route_try_later,
+                  t_17_16_bind_timeout_is_try_later,
+                  t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
                   t_bruteforce, t_metrics_healthz, t_reload, t_state_file_stragglers,
                   t_config_check):
             runner.run(t, work, slapd)

@@ -74,11 +74,44 @@ def t_show(c):
     check(r.returncode == 0 and "imap: 192.0.2.10 port 143 (backend mail-old.example.org), "
           "login alice" in r.stdout, "show with -c: %s %s", r.stdout, r.stderr)
     r = c.ctl.run("-c", c.conf, "show", "carol@example.net")
-    check("refused (no routing value" in r.stdout, "unrouted: %s", r.stdout)
+    check("temporary failure (no routing value" in r.stdout, "unrouted: %s", r.stdout)
+    r = c.ctl.run("-c", c.conf, "show", "erin@example.com")
+    check('temporary failure ("127.0.0.33" is not in the backend map' in r.stdout,
+          "unmapped: %s", r.stdout)
     r = c.ctl.run("show", "ghost@example.com")
     check(r.returncode == 1 and "no such user" in r.stderr, "ghost: %s", r.stderr)
     r = c.ctl.run("show", "alice")
     check(r.returncode == 1 and "more than one entry" in r.stderr, "ambiguous: %s", r.stderr)
+
+
+def t_17_1_set_refuses_unmapped_target(c):
+    """Issue 17.1: set refuses a HOST that mailhostd would not route (by the -c file's
+    backend map and route_unmapped, or by --backends), before changing anything."""
+    before = hosts(c.slapd)
+    for args in (("-c", c.conf, "set", "localhost", "alice@example.com"),
+                 ("-c", c.conf, "set", "192.0.2.99", "alice@example.com"),
+                 ("-c", c.conf, "set", "mail-nwe.example.org", "--domain", "example.com"),
+                 ("--backends", "%s,%s" % (OLD, NEW), "set", "mail-nwe.example.org",
+                  "alice@example.com")):
+        r = c.ctl.run(*args)
+        check(r.returncode == 2 and "mail" in r.stderr and "route" in r.stderr,
+              "%s: refused: %s %s", args, r.returncode, r.stderr)
+    check(hosts(c.slapd) == before, "nothing changed")
+    r = c.ctl.run("-c", c.conf, "-n", "set", "MAIL-NEW.example.org:2143", "alice@example.com")
+    check(r.returncode == 0, "a backend name with a port is routed: %s", r.stderr)
+    r = c.ctl.run("--backends", "%s,%s" % (OLD, NEW), "-n", "set", NEW, "alice@example.com")
+    check(r.returncode == 0, "--backends lists NEW: %s", r.stderr)
+    r = c.ctl.run("-n", "set", "localhost", "alice@example.com")
+    check(r.returncode == 0 and "warning: cannot check" in r.stderr,
+          "unchecked without -c/--backends, with a warning: %s", r.stderr)
+    wide = os.path.join(c.work, "resolve.conf")
+    with open(c.conf) as f, open(wide, "w") as g:
+        g.write(f.read() + "route_unmapped networks=192.0.2.0/24\n")
+    r = c.ctl.run("-c", wide, "-n", "set", "192.0.2.99", "alice@example.com")
+    check(r.returncode == 0, "192.0.2.99 inside networks=: %s", r.stderr)
+    r = c.ctl.run("-c", wide, "-n", "set", "198.51.100.1", "alice@example.com")
+    check(r.returncode == 2 and "route_unmapped" in r.stderr, "outside networks=: %s", r.stderr)
+    check(hosts(c.slapd) == before, "dry runs changed nothing")
 
 
 def t_exit_codes(c):
@@ -332,7 +365,7 @@ def main():
                     "backend mail-old.example.org address=192.0.2.10 login=localpart\n"
                     "backend mail-new.example.org address=192.0.2.20\n"
                     % (c.slapd.uri, c.slapd.base, c.slapd.service_dn))
-        for t in (t_show, t_exit_codes, t_schema_check, t_stats, t_set_users_and_undo,
+        for t in (t_show, t_17_1_set_refuses_unmapped_target, t_exit_codes, t_schema_check, t_stats, t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_bulk_10000_interrupted):

@@ -194,7 +194,8 @@ def t_stale_copy_routes_and_catches_up(work, slapd):
     """Routing only (verify_password no), through a proxy that cuts the directory off."""
     with FaultProxy(("127.0.0.1", slapd.port)) as p:
         conf = config(work, slapd, uris=p.uri, extra=MIRROR.replace(
-            "credential_cache_ttl 30s", "") + "verify_password no\n")
+            "credential_cache_ttl 30s", "") + "verify_password no\n"
+                              "smtp_password_checked_by backend\n")
         d = Daemon(work, conf, name="stale").start()
         try:
             wait_log(d, r"mirror: live")
@@ -261,7 +262,8 @@ def t_route_cache_without_sync(work, slapd_plain):
     """mirror no, route_cache_ttl 1s: repeated logins skip the search, unknown logins are
     cached for route_cache_negative_ttl, and a change shows after at most the TTL."""
     d = Daemon(work, config(work, slapd_plain, extra="route_cache_ttl 1s\n"
-                            "route_cache_negative_ttl 1s\nverify_password no\n"),
+                            "route_cache_negative_ttl 1s\nverify_password no\n"
+                            "smtp_password_checked_by backend\n"),
                name="routecache").start()
     try:
         u = "user023@example.com"
@@ -325,8 +327,8 @@ def main():
             wait_log(c.d, r"mirror: live, \d+ entries")
             c.live_at = time.time()
         runner.run(t_mirror_goes_live)
-        for t in (td.t_routes_old_and_new, td.t_literal_and_resolved_values,
-                  td.t_password_escaping, td.t_refusals, td.t_auth_wait_limit, td.t_injection,
+        for t in (td.t_routes_old_and_new, td.t_unmapped_values_try_later,
+                  td.t_no_route_is_try_later, td.t_password_escaping, td.t_refusals, td.t_auth_wait_limit, td.t_injection,
                   td.t_bad_requests, td.t_smtp_recipient,
                   t_answers_come_from_the_mirror, t_flip_latency,
                   t_password_change_drops_cached_credentials, t_added_and_deleted_users,

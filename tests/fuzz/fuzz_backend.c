@@ -2,12 +2,15 @@
  * templates (src/filter.c).
  *
  * Input: the first line holds backend definitions separated by ';', each the arguments of a
- * "backend" line ("NAME address=IP imap=N ...") or "default_ports imap=N ..."; every other
+ * "backend" line ("NAME address=IP imap=N ...") or "default_ports imap=N ..." or
+ * "route_unmapped none|resolve|networks=..."; every other
  * line is a routing value (a mailHost), routed for each protocol with no resolver (no DNS),
  * and also used as a login (mh_backend_rewrite_login, mh_filter_expand) and as a filter
  * template (mh_filter_check, mh_filter_expand).  Properties checked (abort() on violation):
  *   - the map dumps to configuration lines that load back into the same map;
- *   - without a resolver a route is OK or INVALID, never TEMPFAIL; an OK route has an IP
+ *   - without a resolver a route is OK, INVALID or UNMAPPED, never TEMPFAIL; with
+ *     route_unmapped none (the default) an OK route is a configured backend; an OK route
+ *     has an IP
  *     literal, a port 1..65535, and makes a valid nginx answer (mh_answer_headers);
  *   - the local part is the login up to its last '@', or NULL;
  *   - a template that mh_filter_check accepts always expands; a login never adds '(', ')',
@@ -40,6 +43,8 @@ static int is_ip(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+static int unmapped_set;   /* a route_unmapped definition was accepted for this input */
+
 static void define(struct mh_backend_map *map, char *def)
 {
     char err[256];
@@ -49,6 +54,14 @@ static void define(struct mh_backend_map *map, char *def)
         err[0] = '\0';
         if (mh_backend_map_set_default_ports(map, def + 13, err, sizeof err) < 0)
             REQUIRE(err[0] != '\0' && memchr(err, '\0', sizeof err) != NULL);
+        return;
+    }
+    if (strncmp(def, "route_unmapped ", 15) == 0) {
+        err[0] = '\0';
+        if (mh_backend_map_set_unmapped(map, def + 15, err, sizeof err) < 0)
+            REQUIRE(err[0] != '\0' && memchr(err, '\0', sizeof err) != NULL);
+        else
+            unmapped_set = 1;
         return;
     }
     size_t before = mh_backend_map_count(map);
@@ -158,9 +171,11 @@ static void check_route(const struct mh_backend_map *map, const char *value)
     for (int p = 0; p < MH_PROTO_COUNT; p++) {
         struct mh_route r;
         enum mh_route_status st = mh_backend_route(map, NULL, value, (enum mh_proto)p, &r);
-        REQUIRE(st == MH_ROUTE_OK || st == MH_ROUTE_INVALID);
+        REQUIRE(st == MH_ROUTE_OK || st == MH_ROUTE_INVALID || st == MH_ROUTE_UNMAPPED);
         if (st != MH_ROUTE_OK)
             continue;
+        /* by default nothing outside the map is routed */
+        REQUIRE(unmapped_set || mh_backend_map_has(map, r.name));
         REQUIRE(memchr(r.server, '\0', sizeof r.server) && is_ip(r.server));
         REQUIRE(r.port >= 1 && r.port <= 65535);
         REQUIRE(memchr(r.name, '\0', sizeof r.name) && r.name[0] != '\0');
@@ -187,6 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct mh_backend_map *map = mh_backend_map_new();
     if (map == NULL)
         abort();
+    unmapped_set = 0;
 
     /* line 1: definitions */
     char *rest = memchr(text, '\n', size);

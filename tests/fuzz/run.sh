@@ -71,9 +71,9 @@ cflags=(-std=c11 -g -O1 -fno-omit-frame-pointer -pthread
 sources() {
     case $1 in
         codec)   echo src/codec.c src/addr.c src/log.c ;;
-        config)  echo src/conf.c src/backend.c src/codec.c src/addr.c src/filter.c src/limiter.c src/log.c ;;
-        backend) echo src/backend.c src/codec.c src/addr.c src/filter.c ;;
-        journal) echo src/journal.c src/cli.c src/conf.c src/backend.c src/codec.c src/addr.c src/filter.c \
+        config)  echo src/conf.c src/backend.c src/cidr.c src/codec.c src/addr.c src/filter.c src/limiter.c src/log.c ;;
+        backend) echo src/backend.c src/cidr.c src/codec.c src/addr.c src/filter.c ;;
+        journal) echo src/journal.c src/cli.c src/conf.c src/backend.c src/cidr.c src/codec.c src/addr.c src/filter.c \
                       src/limiter.c src/log.c ;;
         mirror)  echo src/mirror.c ;;
     esac

@@ -7,8 +7,11 @@
         p.set_delay(0)      # chunks still waiting are sent at once
         p.blackhole()       # accepted, nothing forwarded either way (like a hung server)
         p.refuse()          # listener closed (connect: ECONNREFUSED), live connections reset
+        p.swallow(b"uid=bob,")  # client->server chunks holding these bytes are dropped: the
+                            # server never sees that request and never answers it (a server
+                            # that hangs on one kind of request, e.g. one user's bind)
         p.restore()         # forwarding again, no delay, listening on the same port
-        p.stats()           # {"accepted":, "active":, "up_bytes":, "down_bytes":}
+        p.stats()           # {"accepted":, "active":, "up_bytes":, "down_bytes":, "swallowed":}
 
 Nothing is a mock of LDAP: bytes are relayed unchanged to the real server.  Every thread is
 a daemon thread that also checks a stop flag at least every 0.1 s; close() (or the context
@@ -62,6 +65,10 @@ class _Link:
                     continue
                 if not data:
                     break
+                if key == "up_bytes" and p.swallowing and p.swallowing in data:
+                    with p.lock:
+                        p.counters["swallowed"] += 1
+                    continue
                 arrived = time.monotonic()
                 # the delay is read again while waiting: set_delay(0) releases the chunk
                 while not self.closed.is_set() and not p.stopping.is_set():
@@ -118,9 +125,10 @@ class FaultProxy:
         self.port = port
         self.mode = "pass"          # pass | blackhole | refuse
         self.delay = 0.0
+        self.swallowing = None      # bytes: drop client->server chunks that hold them
         self.lock = threading.Lock()
         self.links = set()
-        self.counters = {"accepted": 0, "up_bytes": 0, "down_bytes": 0}
+        self.counters = {"accepted": 0, "up_bytes": 0, "down_bytes": 0, "swallowed": 0}
         self.stopping = threading.Event()
         self.listener = None
         self.accept_thread = None
@@ -137,6 +145,10 @@ class FaultProxy:
     def set_delay(self, seconds):
         self.delay = float(seconds)
 
+    def swallow(self, pattern):
+        """Drops every client->server chunk that contains pattern (bytes), until restore()."""
+        self.swallowing = bytes(pattern)
+
     def blackhole(self):
         self.mode = "blackhole"
 
@@ -151,6 +163,7 @@ class FaultProxy:
 
     def restore(self):
         self.delay = 0.0
+        self.swallowing = None
         if self.mode == "refuse":
             self.mode = "pass"
             self._listen()

@@ -7,6 +7,7 @@
 
 static struct mh_backend_map *map;
 
+/* route_unmapped resolve: IP literals and host names outside the map are routed */
 static void test_routes(void)
 {
     static const struct {
@@ -70,6 +71,52 @@ static void test_routes(void)
     mh_resolver_free(r);
 }
 
+/* issue 17 item 1: by default only the backend map is routed; networks= limits the rest */
+static void test_unmapped(void)
+{
+    static const struct {
+        const char *policy, *value; enum mh_route_status st;
+    } t[] = {
+        {"none", "mail-old.example.org", MH_ROUTE_OK},
+        {"none", "mail-new.example.org:2143", MH_ROUTE_OK},
+        {"none", "localhost", MH_ROUTE_UNMAPPED},
+        {"none", "localhost:2143", MH_ROUTE_UNMAPPED},
+        {"none", "198.51.100.5", MH_ROUTE_UNMAPPED},
+        {"none", "[2001:db8::99]:2525", MH_ROUTE_UNMAPPED},
+        {"none", "no-such-host.invalid", MH_ROUTE_UNMAPPED},   /* never asked to DNS */
+        {"none", "bad host name", MH_ROUTE_INVALID},
+        {"networks=198.51.100.0/24,2001:db8::/64", "198.51.100.5:4143", MH_ROUTE_OK},
+        {"networks=198.51.100.0/24,2001:db8::/64", "2001:db8::99", MH_ROUTE_OK},
+        {"networks=198.51.100.0/24,2001:db8::/64", "198.51.101.5", MH_ROUTE_UNMAPPED},
+        {"networks=198.51.100.0/24,2001:db8::/64", "2001:db8:1::99", MH_ROUTE_UNMAPPED},
+        {"networks=198.51.100.0/24,2001:db8::/64", "localhost", MH_ROUTE_UNMAPPED},
+        {"networks=127.0.0.0/8,::1", "localhost:2143", MH_ROUTE_OK},
+        {"networks=192.0.2.7", "192.0.2.7", MH_ROUTE_OK},
+        {"networks=192.0.2.7", "192.0.2.8", MH_ROUTE_UNMAPPED},
+        {"resolve", "198.51.101.5", MH_ROUTE_OK},
+    };
+    static const char *bad[] = {"", "yes", "networks=", "networks=1.2.3.4/33",
+                                "networks=10.0.0.0/8,", "networks=::1/129", "networks=host"};
+    struct mh_resolver *r = mh_resolver_new(60, 16);
+    char err[256];
+    struct mh_route first;
+    CHECK(mh_backend_route(map, r, "198.51.100.5", MH_PROTO_IMAP, &first) == MH_ROUTE_UNMAPPED,
+          "a new map routes only its backends");
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct mh_route out;
+        CHECK(mh_backend_map_set_unmapped(map, t[i].policy, err, sizeof err) == 0, "%s: %s",
+              t[i].policy, err);
+        enum mh_route_status st = mh_backend_route(map, r, t[i].value, MH_PROTO_IMAP, &out);
+        CHECK(st == t[i].st, "%s \"%s\": status %d, want %d", t[i].policy, t[i].value, st,
+              t[i].st);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(mh_backend_map_set_unmapped(map, bad[i], err, sizeof err) < 0 && err[0],
+              "\"%s\" refused", bad[i]);
+    CHECK(mh_backend_map_set_unmapped(map, "resolve", err, sizeof err) == 0, "back to resolve");
+    mh_resolver_free(r);
+}
+
 static void test_rewrite(void)
 {
     struct mh_route out;
@@ -120,6 +167,7 @@ int main(void)
         printf("setup: %s\n", err);
         return 1;
     }
+    test_unmapped();
     test_routes();
     test_rewrite();
     test_parse();

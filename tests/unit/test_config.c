@@ -86,6 +86,8 @@ static void test_good(void)
         "ldap_tls starttls\n"
         "ldap_tls_reqcert demand\n"
         "verify_password no\n"
+        "smtp_password_checked_by backend\n"
+        "route_unmapped networks=192.0.2.0/24,2001:db8::/32\n"
         "backend mail-old.example.org address=192.0.2.10 imap=143 pop3=110 smtp=25 login=localpart\n"
         "backend mail-new.example.org address=2001:db8::20\n"
         "default_backend mail-new.example.org\n"
@@ -211,6 +213,10 @@ static void test_bad(void)
         {BASE "default_backend nowhere\n", "default_backend: \"nowhere\" is not a configured backend"},
         {BASE "default_ports imap=x\n", "default_ports: imap: port must be"},
         {BASE "default_ports lmtp=24\n", "expected imap=, pop3= or smtp="},
+        {BASE "route_unmapped dns\n", "route_unmapped: expected none, resolve or networks="},
+        {BASE "route_unmapped networks=10.0.0.0/8,300.1.1.1\n", "\"300.1.1.1\" is not an address"},
+        {BASE "verify_password no\n", "verify_password no: nobody checks the password of an SMTP AUTH"},
+        {BASE "verify_password no\nsmtp_password_checked_by nginx\n", "smtp_password_checked_by: expected mailhostd or backend"},
         {BASE "socket_mode 999\n", "socket_mode: expected an octal mode"},
         {BASE "log journal\n", "log: expected syslog or stderr"},
         {BASE "log_facility kernel\n", "unknown syslog facility"},
