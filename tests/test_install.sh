@@ -16,6 +16,7 @@ root="$dest$prefix"
 for f in sbin/mailhostd sbin/mailhostctl share/man/man8/mailhostd.8 share/man/man5/mailhostd.conf.5 \
          share/mailhostd/schema/mailhostd.ldif share/mailhostd/schema/mailhostd.schema \
          share/mailhostd/ldif/sample.ldif share/mailhostd/ldif/acl.ldif \
+         share/mailhostd/ldif/acl.slapd.conf \
          share/mailhostd/ldif/indexes.ldif share/mailhostd/ldif/migration/04-flip.ldif \
          share/mailhostd/mailhostd.conf.sample; do
     label="installed $f"; ok test -s "$root/$f"
