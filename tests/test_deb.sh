@@ -141,6 +141,7 @@ label="installed mailhostctl --help"; ok /usr/sbin/mailhostctl --help
 unit=/lib/systemd/system/mailhostd.service
 label="the unit runs /usr/sbin/mailhostd -c $conf"
 ok grep -qx "ExecStart=/usr/sbin/mailhostd -c $conf" $unit
+label="item 12: the unit is Type=notify"; ok grep -qx "Type=notify" $unit
 label="the unit is enabled (multi-user.target.wants)"
 ok test -L /etc/systemd/system/multi-user.target.wants/mailhostd.service
 if command -v systemd-analyze >/dev/null 2>&1; then

@@ -29,6 +29,8 @@ label="systemd unit installed with the real paths"
 ok grep -q "^ExecStart=$prefix/sbin/mailhostd -c $sysconf/mailhostd/mailhostd.conf" "$unit"
 label="systemd unit is sandboxed"
 ok grep -q "^ProtectSystem=strict" "$unit"
+label="item 12: systemd unit is Type=notify (mailhostd sends READY=1, tests/test_notify.py)"
+ok grep -qx "Type=notify" "$unit"
 if command -v systemd-analyze >/dev/null 2>&1; then
     label="systemd-analyze verify accepts the unit (paths mapped into the DESTDIR)"
     sed "s|$prefix/sbin|$root/sbin|g" "$unit" > "$dest/mailhostd.service"
