@@ -48,6 +48,10 @@ label="installed mailhostd -t accepts the installed sample once the bind passwor
 ok "$root/sbin/mailhostd" -t -c "$dest/test.conf"
 label="installed mailhostctl --help"
 ok "$root/sbin/mailhostctl" --help
+# README / migration.md: a source build reads sysconfdir/mailhostd/mailhostd.conf (no -c)
+label="item 11: without -c the installed mailhostd reads $sysconf/mailhostd/mailhostd.conf"
+out=$("$root/sbin/mailhostd" -t 2>&1)
+ok grep -qF "$sysconf/mailhostd/mailhostd.conf" <<<"$out"
 label="make uninstall leaves only the directories"
 ok make -C "$build" uninstall DESTDIR="$dest"
 left=$(find "$dest$prefix" "$dest$sysconf" -type f 2>/dev/null | wc -l)
