@@ -365,6 +365,25 @@ def _sample_checks(R, s):
     R.check("item 7: after acl.ldif the site's existing rule still works (a Dovecot account "
             "reads userPassword/mail)", site_rule_kept)
 
+    def load_twice_remove():
+        def rules():
+            e = s.search("olcDatabase={1}mdb,cn=config", "(objectClass=*)", ["olcAccess"],
+                         scope="base", external=True)[0]
+            return [" ".join(v.split()) for v in e["olcAccess"]]
+        before = rules()
+        r = s.config_modify(read(os.path.join(SRC, "ldif", "acl.ldif")), check=False)
+        expect(r.returncode == 20, "second load: exit %d, want 20: %s" % (r.returncode, r.stderr))
+        expect(rules() == before, "a failed second load changed olcAccess")
+        # the removal ldif/README.md shows: six deletes of {0}
+        rec = "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\ndelete: olcAccess\n" \
+              "olcAccess: {0}\n"
+        s.config_modify("\n".join([rec] * len(acl_rules())))
+        expect(rules() == Slapd.site_access(0), "after removal: %s" % rules())
+        s.config_modify(read(os.path.join(SRC, "ldif", "acl.ldif")))
+        expect(rules() == before, "reloading after the removal differs")
+    R.check("item 7: loading acl.ldif twice fails (20) and changes nothing; README's removal "
+            "leaves the site's rules", load_twice_remove)
+
     for uid, domain, host, _ in FIXED:
         def fixed(uid=uid, domain=domain, host=host):
             r = s.search(udn(uid, domain), "(objectClass=*)", ["mail", "mailHost"], scope="base")
