@@ -304,6 +304,48 @@ def t_bulk_10000_interrupted(c):
         s.close()
 
 
+def t_item6_list(c):
+    """list --state/--host: exactly the users a root search finds, one mail a line, sorted;
+    "none" selects entries without the attribute; values are escaped; bad use is exit 2."""
+    def want(filt):
+        return sorted(e["mail"][0] for e in c.slapd.search(c.slapd.base, filt, ["mail"]))
+    cases = [
+        (("--state", "waiting", "--host", OLD),
+         "(&(mail=*)(mailhostMigrationState=waiting)(mailHost=%s))" % OLD),
+        (("--state", "done"), "(&(mail=*)(mailhostMigrationState=done))"),
+        (("--host", "none"), "(&(mail=*)(!(mailHost=*)))"),
+        (("--state", "none", "--host", NEW), "(&(mail=*)(!(mailhostMigrationState=*))"
+                                             "(mailHost=%s))" % NEW),
+        (("--host", NEW, "--filter", "(mail=*@example.net)"),
+         "(&(mail=*@example.net)(mailHost=%s))" % NEW),
+    ]
+    for args, filt in cases:
+        r = c.ctl.run("list", *args, bind=False)     # the read-only account is enough
+        got = r.stdout.splitlines()
+        check(r.returncode == 0, "list %s: %s", args, r.stderr)
+        check(got == want(filt) and got, "list %s: %d lines, want %d", args, len(got),
+              len(want(filt)))
+    r = c.ctl.run("list", "--host", "x)(mailHost=*", bind=False)
+    check(r.returncode == 0 and r.stdout == "", "escaped value: %r %r", r.stdout, r.stderr)
+    r = c.ctl.run("list", "extra", bind=False)
+    check(r.returncode == 2, "an argument: %s", r.stderr)
+    nostate = os.path.join(c.work, "nostate.conf")
+    with open(c.conf) as f, open(nostate, "w") as g:
+        g.write(f.read() + "ldap_state_attribute none\n")
+    r = c.ctl.run("-c", nostate, "list", "--state", "frozen", bind=False)
+    check(r.returncode == 2 and "ldap_state_attribute" in r.stderr, "no state attr: %s",
+          r.stderr)
+    # the output is a --file for set: a dry run plans exactly those users
+    wave = os.path.join(c.work, "listed.txt")
+    r = c.ctl.run("list", "--state", "waiting", "--host", OLD)
+    with open(wave, "w") as f:
+        f.write(r.stdout)
+    n = len(r.stdout.splitlines())
+    r = c.ctl.run("-n", "set", NEW, "--file", wave, "--from", OLD)
+    check(n > 0 and r.returncode == 0 and "%d changes would be made" % n in r.stderr,
+          "set -n --file of the %d listed: %s", n, r.stderr[-300:])
+
+
 def t_progress_lines(c):
     r = c.ctl.run("set", NEW, "--domain", "example.com", "--from", OLD, "--journal",
                   "prog.journal")
@@ -332,7 +374,8 @@ def main():
                     "backend mail-old.example.org address=192.0.2.10 login=localpart\n"
                     "backend mail-new.example.org address=192.0.2.20\n"
                     % (c.slapd.uri, c.slapd.base, c.slapd.service_dn))
-        for t in (t_show, t_exit_codes, t_schema_check, t_stats, t_set_users_and_undo,
+        for t in (t_show, t_exit_codes, t_schema_check, t_stats, t_item6_list,
+                  t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_bulk_10000_interrupted):
