@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cachewait.h"
 #include "cli.h"
 #include "ctllist.h"
 #include "filter.h"
@@ -75,7 +76,8 @@ static void usage(FILE *fp)
         "  --batch N       apply at most N changes in this run (re-run to continue)\n"
         "  --journal FILE  the run's journal (default: ./mailhostctl-<id>.journal); a re-run\n"
         "                  of the same command resumes it; FILE.undo.ldif undoes the run\n"
-        "  --state STATE   migration state to record (default: done)\n"
+        "  --state STATE   migration state to record (default: done); frozen with -c waits\n"
+        "                  out mailhostd's route_cache_ttl before returning\n"
         "  --no-track      do not record state, previous host and time of the move\n"
         "stragglers options:\n"
         "  --since AGE     only logins newer than AGE: 90m, 36h, 7d (default 30d)\n"
@@ -1003,6 +1005,14 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     write_undo(c, &j, host, track, upath);
     fprintf(stderr, "%s: %zu planned: %zu done, %zu skipped, %zu failed, %zu pending; undo: %s\n",
             prog, j.n, done, skipped, failed, pending, upath);
+    /* a freeze holds only once mailhostd's route cache has forgotten the earlier answers */
+    if (applied_now > 0 && !unreachable && !interrupted && track && c->cli.conf != NULL &&
+        strcasecmp(c->state, "frozen") == 0 &&
+        mh_cachewait(c->cli.conf->route_cache_ttl_ms, &interrupted, stderr, prog) != 0) {
+        fprintf(stderr, "%s: stopped waiting: mailhostd may still route some of them to the "
+                "previous host from its route cache\n", prog);
+        interrupted = 0;   /* the changes are complete; only the wait was cut short */
+    }
     if (unreachable) {
         fprintf(stderr, "%s: the directory is unreachable: re-run the same command to "
                 "finish\n", prog);

@@ -346,6 +346,43 @@ def t_item6_list(c):
           "set -n --file of the %d listed: %s", n, r.stderr[-300:])
 
 
+def t_item6_freeze_waits_out_route_cache(c):
+    """mailhostd with route_cache_ttl 2s has user003's old route cached; set --state frozen
+    with -c of that configuration returns only after the TTL, so the very next login is
+    "try again later", not the cached old server.  Undo restores the entry."""
+    sys.path.insert(0, HERE)
+    from mhtest import Daemon, request
+    import test_daemon as td
+    user, pw = "user003@example.com", "Sample-pw-0"
+    d = Daemon(c.work, td.config(c.work, c.slapd, extra="route_cache_ttl 2s\n"),
+               name="routecache").start()
+    try:
+        td.expect_ok(request(d.addr, user, pw), td.OLD, user="user003")   # now cached
+        t0 = time.time()
+        r = c.ctl.run("-c", d.conf_path, "set", NEW, user, "--state", "frozen",
+                      "--journal", "freeze-rc.journal")
+        took = time.time() - t0
+        ans = request(d.addr, user, pw)
+        check(r.returncode == 0, "set: %s", r.stderr)
+        td.expect_tempfail(ans)      # the old code: OK to the cached old server
+        check(took >= 2.0, "set returned %.2fs after the change, before the 2s TTL", took)
+        check("route_cache_ttl 2000ms" in r.stderr, "set says why it waits: %s", r.stderr)
+        check("reason=migration-frozen" in d.read_log().rsplit("auth user=", 1)[-1],
+              "the last answer is the freeze: %s", d.read_log()[-500:])
+        # without -c the tool cannot know the TTL: no wait (migration.md says to wait)
+        r = c.ctl.run("undo", os.path.join(c.work, "freeze-rc.journal.undo.ldif"))
+        check(r.returncode == 0, "undo: %s", r.stderr)
+        t0 = time.time()
+        r = c.ctl.run("set", NEW, user, "--state", "frozen", "--journal", "freeze-nc.journal")
+        check(r.returncode == 0 and "route_cache_ttl" not in r.stderr and
+              time.time() - t0 < 2.0, "without -c: %s", r.stderr)
+        r = c.ctl.run("undo", os.path.join(c.work, "freeze-nc.journal.undo.ldif"))
+        check(r.returncode == 0, "undo: %s", r.stderr)
+    finally:
+        status = d.stop()
+    check(status == 0, "mailhostd exit status %s", status)
+
+
 def t_progress_lines(c):
     r = c.ctl.run("set", NEW, "--domain", "example.com", "--from", OLD, "--journal",
                   "prog.journal")
@@ -378,6 +415,7 @@ def main():
                   t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
+                  t_item6_freeze_waits_out_route_cache,
                   t_bulk_10000_interrupted):
             runner.run(t, c)
     finally:
