@@ -4,7 +4,8 @@
 It is the tests' own harness, tests/lib/slapd.py, that builds it, the way every test's
 directory is built: a cn=config made by Slapd._config_ldif() (core, cosine, inetorgperson,
 misc, schema/mailhostd.ldif, one mdb database), ldif/indexes.ldif applied online, then
-ldif/sample.ldif loaded with slapadd, then ldif/acl.ldif and ldif/syncprov.ldif (the
+ldif/sample.ldif loaded with slapadd, then ldif/acl.ldif (inserted before the harness's
+stand-in for a site's own rules, SITE_ACCESS) and ldif/syncprov.ldif (the
 change feed of mailhostd's route mirror) applied online.  Then it checks
 the result as the mailhostd and mailhostctl service accounts and stops slapd; the image
 runs slapd on the same configuration and data.

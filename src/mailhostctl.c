@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cachewait.h"
 #include "cli.h"
+#include "ctllist.h"
 #include "filter.h"
 #include "journal.h"
 
@@ -32,6 +34,7 @@ struct ctl {
     const char *file, *filter, *domain, *from, *journal, *state;
     const char *since, *host, *state_file;
     const char *backends;       /* set --backends: the names mailhostd routes to */
+    const char *state_opt;     /* --state as given (c.state defaults to "done" for set) */
     int ldif_out, json, no_track;
     long batch;
 };
@@ -51,6 +54,8 @@ static void usage(FILE *fp)
         "  set HOST --domain DOMAIN  ... of the users whose mail is in DOMAIN\n"
         "  undo FILE                 apply an undo LDIF written by set\n"
         "  stats                     users per routing value and per migration state\n"
+        "  list                      the users in --state STATE and/or on --host HOST (\"none\":\n"
+        "                            without), one mail address a line (a --file for set)\n"
         "  schema-check              is the directory's schema ready for mailhostd?\n"
         "  stragglers                who logged in lately, and through which backend (from\n"
         "                            mailhostd's state_file; no directory access needed)\n"
@@ -72,7 +77,8 @@ static void usage(FILE *fp)
         "  --batch N       apply at most N changes in this run (re-run to continue)\n"
         "  --journal FILE  the run's journal (default: ./mailhostctl-<id>.journal); a re-run\n"
         "                  of the same command resumes it; FILE.undo.ldif undoes the run\n"
-        "  --state STATE   migration state to record (default: done)\n"
+        "  --state STATE   migration state to record (default: done); frozen with -c waits\n"
+        "                  out mailhostd's route_cache_ttl before returning\n"
         "  --no-track      do not record state, previous host and time of the move\n"
         "  --backends NAME[,NAME...]  the backend names mailhostd routes to; HOST must be\n"
         "                  one (with -c instead, HOST is checked against that file's\n"
@@ -1054,6 +1060,14 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     write_undo(c, &j, host, track, upath);
     fprintf(stderr, "%s: %zu planned: %zu done, %zu skipped, %zu failed, %zu pending; undo: %s\n",
             prog, j.n, done, skipped, failed, pending, upath);
+    /* a freeze holds only once mailhostd's route cache has forgotten the earlier answers */
+    if (applied_now > 0 && !unreachable && !interrupted && track && c->cli.conf != NULL &&
+        strcasecmp(c->state, "frozen") == 0 &&
+        mh_cachewait(c->cli.conf->route_cache_ttl_ms, &interrupted, stderr, prog) != 0) {
+        fprintf(stderr, "%s: stopped waiting: mailhostd may still route some of them to the "
+                "previous host from its route cache\n", prog);
+        interrupted = 0;   /* the changes are complete; only the wait was cut short */
+    }
     if (unreachable) {
         fprintf(stderr, "%s: the directory is unreachable: re-run the same command to "
                 "finish\n", prog);
@@ -1269,6 +1283,31 @@ static int cmd_stats(struct ctl *c, int nargs)
     return MH_EXIT_OK;
 }
 
+/* ---------- list (ctllist.h) ---------- */
+
+static int cmd_list(struct ctl *c, int nargs)
+{
+    if (nargs != 0) {
+        fprintf(stderr, "%s: list takes no arguments (--state STATE, --host HOST)\n", prog);
+        return MH_EXIT_USAGE;
+    }
+    if (c->state_opt != NULL && c->cli.state_attr == NULL) {
+        fprintf(stderr, "%s: --state: the configuration has no ldap_state_attribute\n", prog);
+        return MH_EXIT_USAGE;
+    }
+    struct mh_ctllist_query q = { c->filter, c->cli.route_attr, c->cli.state_attr,
+                                  c->state_opt, c->host };
+    size_t n = 0;
+    int rc = mh_ctllist_run(c->cli.ld, c->cli.base, &q, stdout, &n);
+    if (rc != LDAP_SUCCESS) {
+        ldap_error(c, "searching", c->cli.base, rc);
+        return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
+    }
+    if (c->cli.verbose)
+        fprintf(stderr, "%s: %zu user(s)\n", prog, n);
+    return MH_EXIT_OK;
+}
+
 /* ---------- stragglers ---------- */
 
 struct straggler { long long when; char *proto, *client, *backend, *login; };
@@ -1442,7 +1481,7 @@ int main(int argc, char **argv)
         }
         case 'J': c.journal = optarg; break;
         case 'j': c.json = 1; break;
-        case 'S': c.state = optarg; break;
+        case 'S': c.state = c.state_opt = optarg; break;
         case 'T': c.no_track = 1; break;
         case 'G': c.since = optarg; break;
         case 'K': c.host = optarg; break;
@@ -1461,7 +1500,8 @@ int main(int argc, char **argv)
     cmd = argv[optind];
     args = argv + optind + 1;
     nargs = argc - optind - 1;
-    static const char *cmds[] = { "show", "set", "undo", "stats", "schema-check", "stragglers" };
+    static const char *cmds[] = { "show", "set", "undo", "stats", "schema-check", "stragglers",
+                                  "list" };
     int known = 0;
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         known |= strcmp(cmd, cmds[i]) == 0;
@@ -1471,8 +1511,8 @@ int main(int argc, char **argv)
         status = MH_EXIT_USAGE;
         goto out;
     }
-    if (c.filter && strcmp(cmd, "set") && strcmp(cmd, "stats")) {
-        fprintf(stderr, "%s: --filter goes with set or stats\n", prog);
+    if (c.filter && strcmp(cmd, "set") && strcmp(cmd, "stats") && strcmp(cmd, "list")) {
+        fprintf(stderr, "%s: --filter goes with set, stats or list\n", prog);
         status = MH_EXIT_USAGE;
         goto out;
     }
@@ -1494,6 +1534,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "set")) status = cmd_set(&c, args, nargs);
     else if (!strcmp(cmd, "undo")) status = cmd_undo(&c, args, nargs);
     else if (!strcmp(cmd, "stats")) status = cmd_stats(&c, nargs);
+    else if (!strcmp(cmd, "list")) status = cmd_list(&c, nargs);
     else status = cmd_schema_check(&c);
 out:
     mh_cli_free(&c.cli);

@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "gen.h"
 #include "lastlogin.h"
+#include "notify.h"
 #include "privdrop.h"
 #include "worker.h"
 
@@ -85,15 +86,16 @@ static void log_warnings(const struct mh_conf *c)
 }
 
 /* SIGHUP: read and check the whole file; on success swap in a new generation (requests in
- * flight finish with the old one); on any error keep the running configuration. */
-static void reload(struct mh_http *http, const struct mh_conf *running, const char *path,
-                   int debug)
+ * flight finish with the old one); on any error keep the running configuration.  0 when
+ * swapped, -1 when the running configuration stays. */
+static int reload(struct mh_http *http, const struct mh_conf *running, const char *path,
+                  int debug)
 {
     char err[2048];
     struct mh_conf *nc = NULL;
     if (mh_conf_load(path, &nc, err, sizeof err) < 0) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
-        return;
+        return -1;
     }
     log_warnings(nc);
     restart_only(running, nc);
@@ -103,13 +105,13 @@ static void reload(struct mh_http *http, const struct mh_conf *running, const ch
     if (tls_changed && mh_dir_global_init(nc, err, sizeof err) < 0) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
         mh_conf_free(nc);
-        return;
+        return -1;
     }
     struct mh_gen *g = mh_gen_new(nc, 1, err, sizeof err);
     if (g == NULL) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
         mh_conf_free(nc);
-        return;
+        return -1;
     }
     if (!debug)
         mh_log_set_level(nc->log_level);
@@ -117,6 +119,60 @@ static void reload(struct mh_http *http, const struct mh_conf *running, const ch
     mh_log(LOG_NOTICE, "reloaded %s: %zu backend(s), %zu LDAP URI(s), verify_password=%s, "
            "log_level=%s", path, mh_backend_map_count(nc->backends), nc->n_uri,
            nc->verify_password ? "yes" : "no", mh_log_level_name(nc->log_level));
+    return 0;
+}
+
+/* The longest READY=1 waits for the mirror's first copy: a directory that cannot be reached
+ * or offers no sync must not hold up the boot (logins ask the directory meanwhile). */
+#define MIRROR_READY_WAIT_MS 30000
+
+/* READY=1 to the service manager ($NOTIFY_SOCKET, notify.h) once the listeners answer (they
+ * do when this is called) and, with the mirror, once its copy is live or stale, at most
+ * MIRROR_READY_WAIT_MS.  Returns a signal of `sigs` taken meanwhile (SIGHUP: READY=1 was
+ * sent, reload now; else shut down without READY=1), or 0. */
+static int notify_ready(const struct mh_mirror *mirror, const sigset_t *sigs)
+{
+    const char *status = "STATUS=serving";
+    if (!mh_notify_wanted())
+        return 0;    /* nobody waits: no reason to wait for the mirror either */
+    if (mirror != NULL) {
+        uint64_t until = mh_now_ms() + MIRROR_READY_WAIT_MS;
+        status = "STATUS=serving, mirror live";
+        while (mh_mirror_state(mirror) == MH_MIRROR_EMPTY) {
+            if (mh_now_ms() >= until) {
+                status = "STATUS=serving, the mirror has no copy yet: logins ask the directory";
+                mh_log(LOG_WARNING, "mirror: no copy after %ds; ready anyway, logins ask the "
+                       "directory until it has one", MIRROR_READY_WAIT_MS / 1000);
+                break;
+            }
+            struct timespec slice = { 0, 20 * 1000000L };
+            int sig = sigtimedwait(sigs, NULL, &slice);
+            if (sig == SIGHUP) {
+                mh_notify("READY=1\nSTATUS=serving, reloading before the mirror was live");
+                return sig;
+            }
+            if (sig > 0)
+                return sig;
+        }
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "READY=1\n%s", status);
+    if (mh_notify(msg) == MH_NOTIFY_FAILED)
+        mh_log(LOG_WARNING, "READY=1 to $NOTIFY_SOCKET: %s", strerror(errno));
+    else
+        mh_log(LOG_INFO, "told the service manager: ready (%s)", status + 7);
+    return 0;
+}
+
+/* RELOADING=1 with the time systemd asks for (its Type=notify-reload wants it too). */
+static void notify_reloading(void)
+{
+    struct timespec now;
+    char msg[80];
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)now.tv_sec * 1000000ULL + (unsigned long long)now.tv_nsec / 1000);
+    mh_notify(msg);
 }
 
 static void usage(FILE *fp)
@@ -234,10 +290,12 @@ int main(int argc, char **argv)
     mh_log(LOG_NOTICE, "ready version=%s uid=%ld workers=%u ldap_uris=%zu verify_password=%s",
            PACKAGE_VERSION, (long)getuid(), conf->workers, conf->n_uri,
            conf->verify_password ? "yes" : "no");
+    int early = notify_ready(gen->mirror, &sigs);   /* gen is current until a reload */
 
     for (;;) {
         struct timespec every = { (time_t)conf->state_save_s, 0 };
-        int sig = sigtimedwait(&sigs, NULL, &every);
+        int sig = early ? early : sigtimedwait(&sigs, NULL, &every);
+        early = 0;
         if (sig < 0) {
             if (errno == EAGAIN && lastlogin != NULL &&
                 mh_lastlogin_save(lastlogin, conf->state_file) < 0)
@@ -245,10 +303,13 @@ int main(int argc, char **argv)
             continue;
         }
         if (sig == SIGHUP) {
-            reload(http, conf, conf_path, debug);
+            notify_reloading();
+            mh_notify(reload(http, conf, conf_path, debug) == 0 ? "READY=1\nSTATUS=serving" :
+                      "READY=1\nSTATUS=serving, the last reload failed (see the log)");
             continue;
         }
         mh_log(LOG_NOTICE, "signal %d: shutting down", sig);
+        mh_notify("STOPPING=1");
         break;
     }
     status = 0;

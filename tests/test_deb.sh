@@ -128,7 +128,8 @@ ok test "$(getent group mailhostd | cut -d: -f3)" = "$gid"
 for f in /usr/sbin/mailhostd /usr/sbin/mailhostctl /usr/share/man/man8/mailhostd.8.gz \
          /usr/share/man/man5/mailhostd.conf.5.gz /usr/share/mailhostd/schema/mailhostd.ldif \
          /usr/share/mailhostd/schema/mailhostd.schema /usr/share/mailhostd/ldif/sample.ldif \
-         /usr/share/mailhostd/ldif/acl.ldif /usr/share/mailhostd/ldif/indexes.ldif \
+         /usr/share/mailhostd/ldif/acl.ldif /usr/share/mailhostd/ldif/acl.slapd.conf \
+         /usr/share/mailhostd/ldif/indexes.ldif \
          /usr/share/mailhostd/ldif/migration/04-flip.ldif /usr/share/mailhostd/mailhostd.conf.sample \
          /usr/share/doc/mailhostd/copyright /usr/share/doc/mailhostd/README.Debian \
          /lib/systemd/system/mailhostd.service /etc/mailhostd/mailhostd.conf; do
@@ -151,6 +152,7 @@ label="installed mailhostctl --help"; ok /usr/sbin/mailhostctl --help
 unit=/lib/systemd/system/mailhostd.service
 label="the unit runs /usr/sbin/mailhostd -c $conf"
 ok grep -qx "ExecStart=/usr/sbin/mailhostd -c $conf" $unit
+label="item 12: the unit is Type=notify"; ok grep -qx "Type=notify" $unit
 label="the unit is enabled (multi-user.target.wants)"
 ok test -L /etc/systemd/system/multi-user.target.wants/mailhostd.service
 if command -v systemd-analyze >/dev/null 2>&1; then

@@ -16,6 +16,7 @@ root="$dest$prefix"
 for f in sbin/mailhostd sbin/mailhostctl share/man/man8/mailhostd.8 share/man/man5/mailhostd.conf.5 \
          share/mailhostd/schema/mailhostd.ldif share/mailhostd/schema/mailhostd.schema \
          share/mailhostd/ldif/sample.ldif share/mailhostd/ldif/acl.ldif \
+         share/mailhostd/ldif/acl.slapd.conf \
          share/mailhostd/ldif/indexes.ldif share/mailhostd/ldif/migration/04-flip.ldif \
          share/mailhostd/mailhostd.conf.sample; do
     label="installed $f"; ok test -s "$root/$f"
@@ -28,6 +29,8 @@ label="systemd unit installed with the real paths"
 ok grep -q "^ExecStart=$prefix/sbin/mailhostd -c $sysconf/mailhostd/mailhostd.conf" "$unit"
 label="systemd unit is sandboxed"
 ok grep -q "^ProtectSystem=strict" "$unit"
+label="item 12: systemd unit is Type=notify (mailhostd sends READY=1, tests/test_notify.py)"
+ok grep -qx "Type=notify" "$unit"
 if command -v systemd-analyze >/dev/null 2>&1; then
     label="systemd-analyze verify accepts the unit (paths mapped into the DESTDIR)"
     sed "s|$prefix/sbin|$root/sbin|g" "$unit" > "$dest/mailhostd.service"
@@ -45,6 +48,10 @@ label="installed mailhostd -t accepts the installed sample once the bind passwor
 ok "$root/sbin/mailhostd" -t -c "$dest/test.conf"
 label="installed mailhostctl --help"
 ok "$root/sbin/mailhostctl" --help
+# README / migration.md: a source build reads sysconfdir/mailhostd/mailhostd.conf (no -c)
+label="item 11: without -c the installed mailhostd reads $sysconf/mailhostd/mailhostd.conf"
+out=$("$root/sbin/mailhostd" -t 2>&1)
+ok grep -qF "$sysconf/mailhostd/mailhostd.conf" <<<"$out"
 label="make uninstall leaves only the directories"
 ok make -C "$build" uninstall DESTDIR="$dest"
 left=$(find "$dest$prefix" "$dest$sysconf" -type f 2>/dev/null | wc -l)

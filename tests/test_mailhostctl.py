@@ -337,6 +337,85 @@ def t_bulk_10000_interrupted(c):
         s.close()
 
 
+def t_item6_list(c):
+    """list --state/--host: exactly the users a root search finds, one mail a line, sorted;
+    "none" selects entries without the attribute; values are escaped; bad use is exit 2."""
+    def want(filt):
+        return sorted(e["mail"][0] for e in c.slapd.search(c.slapd.base, filt, ["mail"]))
+    cases = [
+        (("--state", "waiting", "--host", OLD),
+         "(&(mail=*)(mailhostMigrationState=waiting)(mailHost=%s))" % OLD),
+        (("--state", "done"), "(&(mail=*)(mailhostMigrationState=done))"),
+        (("--host", "none"), "(&(mail=*)(!(mailHost=*)))"),
+        (("--state", "none", "--host", NEW), "(&(mail=*)(!(mailhostMigrationState=*))"
+                                             "(mailHost=%s))" % NEW),
+        (("--host", NEW, "--filter", "(mail=*@example.net)"),
+         "(&(mail=*@example.net)(mailHost=%s))" % NEW),
+    ]
+    for args, filt in cases:
+        r = c.ctl.run("list", *args, bind=False)     # the read-only account is enough
+        got = r.stdout.splitlines()
+        check(r.returncode == 0, "list %s: %s", args, r.stderr)
+        check(got == want(filt) and got, "list %s: %d lines, want %d", args, len(got),
+              len(want(filt)))
+    r = c.ctl.run("list", "--host", "x)(mailHost=*", bind=False)
+    check(r.returncode == 0 and r.stdout == "", "escaped value: %r %r", r.stdout, r.stderr)
+    r = c.ctl.run("list", "extra", bind=False)
+    check(r.returncode == 2, "an argument: %s", r.stderr)
+    nostate = os.path.join(c.work, "nostate.conf")
+    with open(c.conf) as f, open(nostate, "w") as g:
+        g.write(f.read() + "ldap_state_attribute none\n")
+    r = c.ctl.run("-c", nostate, "list", "--state", "frozen", bind=False)
+    check(r.returncode == 2 and "ldap_state_attribute" in r.stderr, "no state attr: %s",
+          r.stderr)
+    # the output is a --file for set: a dry run plans exactly those users
+    wave = os.path.join(c.work, "listed.txt")
+    r = c.ctl.run("list", "--state", "waiting", "--host", OLD)
+    with open(wave, "w") as f:
+        f.write(r.stdout)
+    n = len(r.stdout.splitlines())
+    r = c.ctl.run("-n", "set", NEW, "--file", wave, "--from", OLD)
+    check(n > 0 and r.returncode == 0 and "%d changes would be made" % n in r.stderr,
+          "set -n --file of the %d listed: %s", n, r.stderr[-300:])
+
+
+def t_item6_freeze_waits_out_route_cache(c):
+    """mailhostd with route_cache_ttl 2s has user003's old route cached; set --state frozen
+    with -c of that configuration returns only after the TTL, so the very next login is
+    "try again later", not the cached old server.  Undo restores the entry."""
+    sys.path.insert(0, HERE)
+    from mhtest import Daemon, request
+    import test_daemon as td
+    user, pw = "user003@example.com", "Sample-pw-0"
+    d = Daemon(c.work, td.config(c.work, c.slapd, extra="route_cache_ttl 2s\n"),
+               name="routecache").start()
+    try:
+        td.expect_ok(request(d.addr, user, pw), td.OLD, user="user003")   # now cached
+        t0 = time.time()
+        r = c.ctl.run("-c", d.conf_path, "set", NEW, user, "--state", "frozen",
+                      "--journal", "freeze-rc.journal")
+        took = time.time() - t0
+        ans = request(d.addr, user, pw)
+        check(r.returncode == 0, "set: %s", r.stderr)
+        td.expect_tempfail(ans)      # the old code: OK to the cached old server
+        check(took >= 2.0, "set returned %.2fs after the change, before the 2s TTL", took)
+        check("route_cache_ttl 2000ms" in r.stderr, "set says why it waits: %s", r.stderr)
+        check("reason=migration-frozen" in d.read_log().rsplit("auth user=", 1)[-1],
+              "the last answer is the freeze: %s", d.read_log()[-500:])
+        # without -c the tool cannot know the TTL: no wait (migration.md says to wait)
+        r = c.ctl.run("undo", os.path.join(c.work, "freeze-rc.journal.undo.ldif"))
+        check(r.returncode == 0, "undo: %s", r.stderr)
+        t0 = time.time()
+        r = c.ctl.run("set", NEW, user, "--state", "frozen", "--journal", "freeze-nc.journal")
+        check(r.returncode == 0 and "route_cache_ttl" not in r.stderr and
+              time.time() - t0 < 2.0, "without -c: %s", r.stderr)
+        r = c.ctl.run("undo", os.path.join(c.work, "freeze-nc.journal.undo.ldif"))
+        check(r.returncode == 0, "undo: %s", r.stderr)
+    finally:
+        status = d.stop()
+    check(status == 0, "mailhostd exit status %s", status)
+
+
 def t_progress_lines(c):
     r = c.ctl.run("set", NEW, "--domain", "example.com", "--from", OLD, "--journal",
                   "prog.journal")
@@ -365,9 +444,11 @@ def main():
                     "backend mail-old.example.org address=192.0.2.10 login=localpart\n"
                     "backend mail-new.example.org address=192.0.2.20\n"
                     % (c.slapd.uri, c.slapd.base, c.slapd.service_dn))
-        for t in (t_show, t_17_1_set_refuses_unmapped_target, t_exit_codes, t_schema_check, t_stats, t_set_users_and_undo,
+        for t in (t_show, t_17_1_set_refuses_unmapped_target, t_exit_codes, t_schema_check,
+                  t_stats, t_item6_list, t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
+                  t_item6_freeze_waits_out_route_cache,
                   t_bulk_10000_interrupted):
             runner.run(t, c)
     finally:

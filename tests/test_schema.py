@@ -24,7 +24,8 @@ SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.dont_write_bytecode = True          # keep tests/lib free of __pycache__
 
-from slapd import Slapd, SlapdError, LdapError, parse_ldif, find_tool  # noqa: E402
+from slapd import (Slapd, SlapdError, LdapError, SITE_ACCESS, parse_ldif,  # noqa: E402
+                   find_tool)
 
 SCHEMA_LDIF = os.path.join(SRC, "schema", "mailhostd.ldif")
 SCHEMA_CONF = os.path.join(SRC, "schema", "mailhostd.schema")
@@ -129,6 +130,12 @@ def norm_defs(entries, attr):
             v = re.sub(r"^\{\d+\}", "", v)
             out.append(" ".join(v.split()))
     return sorted(out)
+
+
+def acl_rules():
+    """olcAccess values of ldif/acl.ldif, whitespace collapsed, {N} kept."""
+    text = re.sub(r"(?m)^(changetype|add):.*\n", "", read(os.path.join(SRC, "ldif", "acl.ldif")))
+    return [" ".join(v.split()) for v in parse_ldif(text)[0]["olcAccess"]]
 
 
 def gen_rules(n_users=300):
@@ -259,6 +266,42 @@ def section_slapd_conf(R, work):
                "no duplicate mailHost error in: " + (p.stdout + p.stderr).strip())
     R.check("slapd.conf: with a qmail mailHost ours loads, misc fails (Duplicate)", qmail_conf)
 
+    def acl_conf():
+        """slapd.conf with `access` lines as README says (ours above the site's),
+        converted by slaptest; the same once with acl.ldif's values as `access`
+        lines: slapd's normalized rules must be identical."""
+        def converted(name, ours):
+            conf, out, db = (os.path.join(work, name + x) for x in (".conf", ".d", "-db"))
+            os.makedirs(out)
+            os.makedirs(db)
+            with open(conf, "w") as f:
+                for inc in base + ["misc"]:
+                    f.write('include "%s"\n' % os.path.join(schema_dir, inc + ".schema"))
+                f.write('include "%s"\n' % SCHEMA_CONF)
+                f.write('database ldif\nsuffix "dc=example,dc=org"\ndirectory "%s"\n'
+                        'rootdn "cn=admin,dc=example,dc=org"\n%s\n' % (db, ours))
+                for r in Slapd.site_access(0):
+                    f.write("access %s\n" % re.sub(r"^\{\d+\}", "", r))
+            p = subprocess.run([find_tool("slaptest"), "-f", conf, "-F", out],
+                               capture_output=True, text=True,
+                               env={"LDAPNOINIT": "1", "PATH": os.environ["PATH"]})
+            expect(p.returncode == 0, "%s: slaptest failed: %s"
+                   % (name, (p.stdout + p.stderr).strip()))
+            path = os.path.join(out, "cn=config", "olcDatabase={1}ldif.ldif")
+            expect(os.path.exists(path), "converted database entry %s missing" % path)
+            return [" ".join(v.split()) for v in parse_ldif(read(path))[0].get("olcAccess", [])]
+        got = converted("acl-conf", 'include "%s"' % os.path.join(SRC, "ldif",
+                                                                  "acl.slapd.conf"))
+        want = converted("acl-ldif", "\n".join("access " + re.sub(r"^\{\d+\}", "", r)
+                                               for r in acl_rules()))
+        n, m = len(acl_rules()), len(SITE_ACCESS)
+        expect(len(got) == n + m, "%d rules, want %d" % (len(got), n + m))
+        expect(got == want, "acl.slapd.conf differs from acl.ldif:\n%s\n--- vs ---\n%s"
+               % ("\n".join(got), "\n".join(want)))
+        return "%d rules + the site's %d" % (n, m)
+    R.check("item 7: ldif/acl.slapd.conf above a site's access lines = acl.ldif's rules "
+            "(slaptest)", acl_conf)
+
 
 def section_sample(R, work):
     s = Slapd(os.path.join(work, "sample"))
@@ -285,17 +328,61 @@ def _sample_checks(R, s):
         idx = sorted(v.lower() for v in e["olcDbIndex"])
         want = sorted(("%s eq" % a).lower() for a in (
             "objectClass", "uid", "mail", "mailHost", "mailhostMigrationState",
-            "mailhostPreviousHost"))
+            "mailhostPreviousHost", "entryCSN", "entryUUID"))
         expect(idx == want, "olcDbIndex %s != %s" % (idx, want))
-        acl = parse_ldif(re.sub(r"(?m)^changetype:.*\n|^replace:.*\n", "",
-                                read(os.path.join(SRC, "ldif", "acl.ldif"))))[0]["olcAccess"]
         got = [" ".join(v.split()) for v in e["olcAccess"]]
-        expect(got == [" ".join(v.split()) for v in acl],
-               "olcAccess is not the content of ldif/acl.ldif:\n%s" % "\n".join(got))
+        acl = acl_rules()
+        expect(got == acl + Slapd.site_access(len(acl)),
+               "olcAccess is not ldif/acl.ldif's rules followed by the site's:\n%s"
+               % "\n".join(got))
         sch = s.search("cn=schema,cn=config", "(cn=*mailhostd)", ["cn"], scope="one",
                        external=True)
         expect(len(sch) == 1, "cn=mailhostd schema entry not in cn=config")
-    R.check("cn=config has mailhostd schema, indexes.ldif and acl.ldif", config_applied)
+    R.check("items 7, 9: cn=config has mailhostd schema, indexes.ldif (entryCSN, entryUUID "
+            "too) and acl.ldif (inserted before the site's rules)", config_applied)
+
+    def site_rule_kept():
+        # The site's Dovecot passdb account, whose rule came before acl.ldif was loaded.
+        dovecot = dict(dn=s.dovecot_dn, pw="dovecot-secret")
+        s.ldapmodify("dn: %s\nobjectClass: applicationProcess\nobjectClass: simpleSecurityObject"
+                     "\ncn: dovecot\nuserPassword: %s\n" % (s.dovecot_dn, dovecot["pw"]),
+                     add=True)
+        try:
+            r = s.search(PEOPLE, "(mail=alice@example.com)", ["userPassword", "mail", "cn"],
+                         **dovecot)
+            expect(len(r) == 1, "dovecot finds %d entries for alice" % len(r))
+            expect(r[0].get("userPassword", [""])[0].startswith("{SSHA}"),
+                   "dovecot cannot read alice's userPassword: %s" % r[0])
+            expect(r[0].get("mail") == ["alice@example.com"] and "cn" in r[0],
+                   "dovecot cannot read mail/cn: %s" % r[0])
+            # and the site's own self/anonymous rules still decide for users
+            expect(s.bind_ok(udn("bob", "example.com"), "Bob-pw-2"), "bob cannot bind")
+            n = len(s.search(PEOPLE, "(objectClass=inetOrgPerson)", ["1.1"], **dovecot))
+            expect(n == 307, "dovecot sees %d users, want 307" % n)
+        finally:
+            s.ldapmodify("dn: %s\nchangetype: delete\n" % s.dovecot_dn)
+        return "Dovecot reads userPassword and mail of %d users" % n
+    R.check("item 7: after acl.ldif the site's existing rule still works (a Dovecot account "
+            "reads userPassword/mail)", site_rule_kept)
+
+    def load_twice_remove():
+        def rules():
+            e = s.search("olcDatabase={1}mdb,cn=config", "(objectClass=*)", ["olcAccess"],
+                         scope="base", external=True)[0]
+            return [" ".join(v.split()) for v in e["olcAccess"]]
+        before = rules()
+        r = s.config_modify(read(os.path.join(SRC, "ldif", "acl.ldif")), check=False)
+        expect(r.returncode == 20, "second load: exit %d, want 20: %s" % (r.returncode, r.stderr))
+        expect(rules() == before, "a failed second load changed olcAccess")
+        # the removal ldif/README.md shows: six deletes of {0}
+        rec = "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\ndelete: olcAccess\n" \
+              "olcAccess: {0}\n"
+        s.config_modify("\n".join([rec] * len(acl_rules())))
+        expect(rules() == Slapd.site_access(0), "after removal: %s" % rules())
+        s.config_modify(read(os.path.join(SRC, "ldif", "acl.ldif")))
+        expect(rules() == before, "reloading after the removal differs")
+    R.check("item 7: loading acl.ldif twice fails (20) and changes nothing; README's removal "
+            "leaves the site's rules", load_twice_remove)
 
     for uid, domain, host, _ in FIXED:
         def fixed(uid=uid, domain=domain, host=host):
@@ -359,11 +446,10 @@ def _sample_checks(R, s):
         r = s.search(s.base, "(mail=bob@example.com)", ["mailHost"], **svc)
         expect([e["dn"] for e in r] == [udn("bob", "example.com")], "got %s" % r)
         allr = s.search(s.base, "(objectClass=*)", ["1.1"], **svc)
-        stray = [e["dn"] for e in allr
-                 if not e["dn"].endswith(PEOPLE) and e["dn"] != s.service_dn]
+        stray = [e["dn"] for e in allr if not e["dn"].endswith(PEOPLE)]
         expect(not stray, "service account sees entries outside ou=people: %s" % stray)
-        expect(len(allr) == 307 + 3 + 1, "sees %d entries, want 311" % len(allr))
-    R.check("service account may search from the suffix, sees only ou=people (+self)",
+        expect(len(allr) == 307 + 3, "sees %d entries, want 310" % len(allr))
+    R.check("service account may search from the suffix, sees only ou=people",
             from_suffix)
 
     def no_password():
@@ -530,6 +616,8 @@ def _sample_checks(R, s):
     # --- harness life cycle ---------------------------------------------------
     def indexes_used():
         port = s.port
+        op = s.search(udn("bob", "example.com"), "(objectClass=*)", ["entryUUID", "entryCSN"],
+                      scope="base")[0]
         s.stop()
         s.loglevel = "trace"
         offset = os.path.getsize(s.log_path)
@@ -540,7 +628,10 @@ def _sample_checks(R, s):
                        "mailHost": "(mailHost=127.0.0.33)",
                        "mailhostMigrationState": "(mailhostMigrationState=waiting)",
                        "mailhostPreviousHost": "(mailhostPreviousHost=%s)" % OLD,
-                       "objectClass": "(objectClass=mailhostMigration)"}
+                       "objectClass": "(objectClass=mailhostMigration)",
+                       # syncprov's (item 9)
+                       "entryUUID": "(entryUUID=%s)" % op["entryUUID"][0],
+                       "entryCSN": "(entryCSN=%s)" % op["entryCSN"][0]}
             for f in filters.values():
                 s.search(PEOPLE, f, ["1.1"])
         finally:
@@ -561,7 +652,8 @@ def _sample_checks(R, s):
             if not m or int(m.group(1)) <= 0:
                 bad.append("%s:%s" % (attr, m.group(1) if m else "?"))
         expect(not bad, "not answered from an index: %s" % bad)
-    R.check("restart on same port; searches use the indexes (slapd trace log)", indexes_used)
+    R.check("item 9: restart on same port; searches use the indexes, entryCSN/entryUUID "
+            "too (slapd trace log)", indexes_used)
 
     def persisted():
         expect(s.bind_ok("uid=user300,ou=example.net," + PEOPLE, "New-pw-300"),

@@ -110,9 +110,10 @@ def request(addr, user="", password="", protocol="imap", method="plain", attempt
 class Daemon:
     """Runs mailhostd with a config text in workdir; logs go to workdir/mailhostd.log."""
 
-    def __init__(self, workdir, conf_text, name="mailhostd"):
+    def __init__(self, workdir, conf_text, name="mailhostd", env=None):
         self.workdir = workdir
         self.name = name
+        self.env = env            # None: this process's environment
         self.conf_path = os.path.join(workdir, name + ".conf")
         self.log_path = os.path.join(workdir, name + ".log")
         with open(self.conf_path, "w") as f:
@@ -130,7 +131,8 @@ class Daemon:
         # its own process group: a Ctrl-C in a terminal reaches the test, which stops the
         # daemon itself (a daemon killed by the terminal's SIGINT would look like a crash)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log, start_new_session=True)
+                                     stderr=self.log, env=self.env,
+                                     start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = self.read_log()[start_at:]

@@ -19,7 +19,8 @@ The first start() builds everything from the repository's own files:
   3. ldif/sample.ldif (or another sample) and extra_ldif are loaded with
      `slapadd -n1`;
   4. slapd is started and ldif/acl.ldif is applied over ldapi, again the
-     shipped file, online.
+     shipped file, online: it inserts mailhostd's rules before the site's own
+     (SITE_ACCESS, part of the cn=config of step 1).
 
 With tls=True, the first start() also makes a throwaway CA and a server
 certificate for "localhost" (subjectAltName DNS:localhost, IP:127.0.0.1) with
@@ -69,7 +70,7 @@ import tempfile
 import time
 import urllib.parse
 
-__all__ = ["Slapd", "SlapdError", "LdapError", "Entry", "find_tool", "make_ca",
+__all__ = ["Slapd", "SlapdError", "LdapError", "Entry", "SITE_ACCESS", "find_tool", "make_ca",
            "make_server_cert"]
 
 # Which Debian package ships which binary, for the error message.
@@ -88,6 +89,18 @@ _MODULE_DIRS = ("/usr/lib/ldap", "/usr/lib/x86_64-linux-gnu/ldap",
                 "/usr/libexec/openldap", "/usr/local/libexec/openldap")
 
 _MARKER = ".mailhostd-slapd-workdir"   # lets us wipe only what we created
+
+# The site's own access rules, as a directory has them before mailhostd comes:
+# users bind and change their password, a Dovecot passdb account
+# (Slapd.dovecot_dn, not in the sample: tests add it) reads userPassword and
+# mail, users read their own entry, nobody else anything.  ldif/acl.ldif
+# inserts its rules before these and must leave them working.
+SITE_ACCESS = (
+    'to attrs=userPassword by self =xw by anonymous auth '
+    'by dn.exact="%(dovecot)s" read by * none',
+    'to dn.subtree="%(people)s" by self read by dn.exact="%(dovecot)s" read by * none',
+    'to * by self read by * none',
+)
 
 
 class SlapdError(RuntimeError):
@@ -358,6 +371,7 @@ class Slapd:
     service_pw = "mailhostd-secret"
     ctl_dn = "cn=mailhostctl,ou=services,dc=example,dc=org"
     ctl_pw = "mailhostctl-secret"
+    dovecot_dn = "cn=dovecot,ou=services,dc=example,dc=org"   # see SITE_ACCESS
     host = "127.0.0.1"
 
     def __init__(self, workdir, srcdir=None, schema_misc=True, extra_ldif=(), *,
@@ -377,8 +391,9 @@ class Slapd:
                          by gen-sample.py --users 100000); False: no data
         pre_schema       cn=config schema LDIF files slapadd'ed before misc
                          (e.g. a conflicting qmail-style mailHost)
-        apply_config     apply ldif/indexes.ldif and ldif/acl.ldif; default:
-                         only when both schema_misc and mailhostd_schema
+        apply_config     apply ldif/indexes.ldif and ldif/acl.ldif (without:
+                         only the SITE_ACCESS rules); default: only when both
+                         schema_misc and mailhostd_schema
         unauth_bind      olcAllows: bind_anon_dn (see module docstring)
         syncprov         add the syncprov overlay (RFC 4533 provider)
         loglevel         slapd -d level ('none' = errors only; 'stats' ...)
@@ -467,6 +482,12 @@ class Slapd:
         except OSError:
             return "(no slapd log)"
         return "\n".join(data.splitlines()[-lines:])
+
+    @classmethod
+    def site_access(cls, first=0):
+        """SITE_ACCESS filled in, as olcAccess values numbered {first}, {first+1}..."""
+        return ["{%d}%s" % (first + i, r % {"people": cls.people, "dovecot": cls.dovecot_dn})
+                for i, r in enumerate(SITE_ACCESS)]
 
     # --------------------------------------------------------------- control
     def start(self):
@@ -793,10 +814,7 @@ class Slapd:
             "olcRootPW: " + _ssha(self.root_pw),
             'olcLimits: {0}dn.exact="%s" %s' % (self.service_dn, limits),
             'olcLimits: {1}dn.exact="%s" %s' % (self.ctl_dn, limits),
-            # Until acl.ldif replaces it (or for apply_config=False): root only.
-            "olcAccess: {0}to * by * none",
-            "",
-        ]
+        ] + ["olcAccess: " + r for r in self.site_access()] + [""]
         # syncprov itself comes from the shipped ldif/syncprov.ldif once slapd runs
         return text + "\n".join(out) + "\n"
 
