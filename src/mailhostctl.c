@@ -113,6 +113,22 @@ static char *b64(const void *data, size_t len)
     return out;
 }
 
+/* For the terminal: s itself when it is printable ASCII, else "base64:" and its base64 (a
+ * DN or a value from the directory may hold a newline).  Malloc'ed; NULL for NULL. */
+static char *shown(const char *s)
+{
+    if (s == NULL)
+        return NULL;
+    size_t n = strlen(s);
+    if (!ldif_is_not_printable(s, n) && strchr(s, '\n') == NULL && strchr(s, '\r') == NULL)
+        return strdup(s);
+    char *e = b64(s, n), *out = NULL;
+    if (e == NULL || asprintf(&out, "base64:%s", e) < 0)
+        out = NULL;
+    free(e);
+    return out;
+}
+
 /* "(attr=value)" with the value escaped; "(!(attr=*))" for none. */
 static char *eq_filter(const char *attr, const char *value)
 {
@@ -223,17 +239,45 @@ static void undo_change(const struct ctl *c, const struct mh_jentry *e, const ch
     }
 }
 
+/* Every value that leaves mailhostctl as LDIF goes through libldap's LDIF writer, which
+ * base64-encodes what is not plain printable text (a newline, a leading space, ':' or '<'):
+ * a DN or a directory value can never start a line of its own. */
 static void put_ldif(FILE *fp, const char *name, const char *val)
 {
-    char *s = ldif_put(LDIF_PUT_VALUE, name, val, strlen(val));
+    char *s = ldif_put_wrap(LDIF_PUT_VALUE, name, val, strlen(val), LDIF_LINE_WIDTH);
     if (s) {
         fputs(s, fp);
         ber_memfree(s);
     }
 }
 
-/* Writes the change as an ldapmodify record, the assertion as an LDIF control line. */
-static int write_change(LDAP *ld, FILE *fp, const struct change *ch, const char *comment)
+/* A comment line "# name: value" for a human reader: the "name: value" part is libldap's
+ * LDIF encoding (base64 when the value is not plain text), unwrapped, so the comment is one
+ * line of printable ASCII whatever the value holds.  NULL: "(none)". */
+static void put_comment(FILE *fp, const char *name, const char *val)
+{
+    if (val == NULL) {
+        fprintf(fp, "# %s: (none)\n", name);
+        return;
+    }
+    char *s = ldif_put_wrap(LDIF_PUT_VALUE, name, val, strlen(val), LDIF_LINE_WIDTH_MAX);
+    if (s == NULL)
+        return;
+    for (char *line = s, *nl; *line; line = nl + 1) {   /* one line; each line a comment */
+        nl = strchr(line, '\n');
+        if (nl == NULL)
+            nl = line + strlen(line) - 1;
+        fprintf(fp, "# %.*s\n", (int)(nl - line), line);
+        if (nl[1] == '\0')
+            break;
+    }
+    ber_memfree(s);
+}
+
+/* Writes the change as an ldapmodify record, the assertion as an LDIF control line.  old and
+ * host (either may be NULL) are shown in comments, LDIF-encoded. */
+static int write_change(LDAP *ld, FILE *fp, const struct change *ch, const char *attr,
+                        const char *old, const char *host)
 {
     struct berval ber = { 0, NULL };
     if (ch->assertion == NULL || ldap_create_assertion_control_value(ld, ch->assertion, &ber) !=
@@ -243,9 +287,14 @@ static int write_change(LDAP *ld, FILE *fp, const struct change *ch, const char 
     ber_memfree(ber.bv_val);
     if (val == NULL)
         return -1;
-    if (comment)
-        fprintf(fp, "# %s\n", comment);
-    fprintf(fp, "# assertion: %s\n", ch->assertion);
+    if (attr != NULL) {
+        char name[300];
+        snprintf(name, sizeof name, "%s-was", attr);
+        put_comment(fp, name, old);
+        snprintf(name, sizeof name, "%s-becomes", attr);
+        put_comment(fp, name, host);
+    }
+    put_comment(fp, "assertion", ch->assertion);
     put_ldif(fp, "dn", ch->dn);
     fprintf(fp, "control: %s true:: %s\n", LDAP_CONTROL_ASSERT, val);
     free(val);
@@ -499,9 +548,14 @@ static int cmd_show(struct ctl *c, char **args, int nargs)
     char *state = mh_cli_first_value(c->cli.ld, e, c->cli.state_attr);
     char *prev = mh_cli_first_value(c->cli.ld, e, PREV_ATTR);
     char *moved = mh_cli_first_value(c->cli.ld, e, MOVED_ATTR);
-    printf("dn: %s\n%s: %s\nmigration state: %s\nprevious host: %s\nmoved at: %s\n", dn,
-           c->cli.route_attr, host ? host : "(none)", state ? state : "(none)",
-           prev ? prev : "(none)", moved ? moved : "(none)");
+    {   /* values from the directory: printable, or shown as base64 */
+        char *v[5] = { shown(dn), shown(host), shown(state), shown(prev), shown(moved) };
+        printf("dn: %s\n%s: %s\nmigration state: %s\nprevious host: %s\nmoved at: %s\n",
+               v[0] ? v[0] : "?", c->cli.route_attr, v[1] ? v[1] : "(none)",
+               v[2] ? v[2] : "(none)", v[3] ? v[3] : "(none)", v[4] ? v[4] : "(none)");
+        for (int k = 0; k < 5; k++)
+            free(v[k]);
+    }
     const struct mh_conf *conf = c->cli.conf;
     if (conf == NULL) {
         printf("routes: give -c mailhostd.conf to see the backend mailhostd would choose\n");
@@ -695,17 +749,20 @@ static void write_undo(struct ctl *c, struct mh_journal *j, const char *host, in
         fprintf(stderr, "%s: %s: %s\n", prog, tmp, strerror(errno));
         return;
     }
-    fprintf(fp, "# undo of: mailhostctl set %s (journal %s)\n"
-            "# apply with: mailhostctl undo %s   or: ldapmodify -f %s\n"
-            "# each change asserts %s=%s, so an entry changed since is left alone\n\n",
-            host, j->path, path, path, c->cli.route_attr, host);
+    fprintf(fp, "# undo of a run of mailhostctl set; apply with mailhostctl undo FILE or "
+            "ldapmodify -f FILE\n"
+            "# each change asserts the value the run set, so an entry changed since is left "
+            "alone\n");
+    put_comment(fp, "host", host);
+    put_comment(fp, "journal", j->path);
+    fputc('\n', fp);
     size_t n = 0;
     for (size_t i = 0; i < j->n; i++) {
         if (j->e[i].status != MH_J_DONE)
             continue;
         struct change ch;
         undo_change(c, &j->e[i], host, track, &ch);
-        write_change(c->cli.ld, fp, &ch, NULL);
+        write_change(c->cli.ld, fp, &ch, NULL, NULL, NULL);
         free(ch.assertion);
         n++;
     }
@@ -893,14 +950,16 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     if (!applying) {
         for (size_t i = 0; i < p.nmem; i++) {
             struct change ch;
-            char comment[600];
             forward_change(c, &p.mem[i], host, track, now, &ch);
-            snprintf(comment, sizeof comment, "%s: %s -> %s", p.mem[i].dn,
-                     p.mem[i].old_host ? p.mem[i].old_host : "(none)", host);
-            if (c->ldif_out)
-                write_change(c->cli.ld, stdout, &ch, comment);
-            else
-                printf("would set %s\n", comment);
+            if (c->ldif_out) {
+                write_change(c->cli.ld, stdout, &ch, c->cli.route_attr, p.mem[i].old_host,
+                             host);
+            } else {
+                char *dn = shown(p.mem[i].dn), *old = shown(p.mem[i].old_host);
+                printf("would set %s: %s -> %s\n", dn ? dn : "?", old ? old : "(none)", host);
+                free(dn);
+                free(old);
+            }
             free(ch.assertion);
         }
         fprintf(stderr, "%s: %zu change%s %s\n", prog, p.nmem, p.nmem == 1 ? "" : "s",

@@ -6,6 +6,7 @@ ldapmodify accepts, and a 10,000-user bulk move interrupted twice (slapd killed,
 killed) and re-run: exact final state, one journal record per entry, and an undo that
 restores the directory exactly.  Needs slapd and ldap-utils: without them it FAILS.
 """
+import base64
 import glob
 import json
 import os
@@ -237,6 +238,88 @@ def t_from_guard_concurrent(c):
     check(all(final[dn] == before[dn] for dn in on_old if dn != victim), "undo exact")
 
 
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def ldapmodify_dry(path):
+    """ldapmodify -n -v: libldap's LDIF reader on the file, nothing sent.  Returns the
+    DNs of the records it parsed (in order) and the completed process."""
+    lm = subprocess.run(["ldapmodify", "-n", "-v", "-x", "-H", "ldap://127.0.0.1:1", "-f", path],
+                        capture_output=True, env=dict(os.environ, LDAPNOINIT="1"))
+    out = lm.stdout.decode("utf-8", "replace")
+    dns, i = [], 0
+    while True:   # '!modifying entry "DN"' (the DN may span lines: it holds a newline)
+        i = out.find('modifying entry "', i)
+        if i < 0:
+            break
+        j = out.find('"\n', i + 17)
+        dns.append(out[i + 17:j])
+        i = j
+    return dns, lm
+
+
+C6_EVIL_RDN = "evil\ndn: cn=mailhostd,ou=services,dc=example,dc=org"
+C6_EVIL_HOST = (" :<x\ndn: cn=mailhostd,ou=services,dc=example,dc=org\nchangetype: modify\n"
+                "replace: userPassword\nuserPassword: pwned\n-\n")
+
+
+def t_c6_ldif_injection(c):
+    """A DN holding a newline and a mailHost holding a whole LDIF record (with a leading
+    space, ':' and '<'): set --ldif and the undo file parse to exactly the intended records,
+    and applying them changes those entries only (the service account keeps its password)."""
+    ou = "ou=example.com," + c.slapd.people
+    dn1 = "uid=evil\\0Adn: cn\\3Dmailhostd\\2Cou\\3Dservices\\2Cdc\\3Dexample\\2Cdc\\3Dorg," + ou
+    dn2 = "uid=c6b," + ou
+    c.slapd.ldapmodify(
+        "dn: %s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n"
+        "uid:: %s\ncn: evil\nsn: evil\nmail: evil@c6.example\nmailHost: %s\n\n"
+        "dn: %s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n"
+        "uid: c6b\ncn: c6b\nsn: c6b\nmail: c6b@c6.example\nmailHost:: %s\n"
+        % (dn1, b64(C6_EVIL_RDN), OLD, dn2, b64(C6_EVIL_HOST)), add=True)
+    try:
+        got = {e["dn"]: e for e in c.slapd.search(ou, "(mail=*@c6.example)", ["mailHost"])}
+        check(len(got) == 2 and any("\n" in d for d in got), "the entries: %s", list(got))
+        r = c.ctl.run("set", NEW, "--filter", "(mail=*@c6.example)", "--ldif")
+        check(r.returncode == 0, "set --ldif: %s", r.stderr)
+        comments = [l for l in r.stdout.split("\n") if l.startswith("#")]
+        check(all(l.isprintable() for l in comments), "comments printable: %s", comments)
+        path = os.path.join(c.work, "c6.ldif")
+        with open(path, "w") as f:
+            f.write(r.stdout)
+        dns, lm = ldapmodify_dry(path)
+        check(lm.returncode == 0 and sorted(dns) == sorted(got),
+              "ldapmodify -n parses exactly the two records: %s %s", dns,
+              lm.stderr.decode("utf-8", "replace"))
+        lm = subprocess.run(["ldapmodify", "-x", "-H", c.slapd.uri, "-D", c.slapd.ctl_dn, "-w",
+                             c.slapd.ctl_pw, "-f", path], capture_output=True,
+                            env=dict(os.environ, LDAPNOINIT="1"))
+        check(lm.returncode == 0, "ldapmodify: %s", lm.stderr)
+        after = {e["dn"]: e for e in c.slapd.search(ou, "(mail=*@c6.example)",
+                                                 ["mailHost", "mailhostPreviousHost"])}
+        check(all(e["mailHost"] == [NEW] for e in after.values()), "both moved: %s", after)
+        check(after[dn2]["mailhostPreviousHost"] == [C6_EVIL_HOST],
+              "the old value recorded byte for byte")
+        check(c.slapd.bind_ok(c.slapd.service_dn, c.slapd.service_pw),
+              "the service account's password is untouched")
+        # back with set (journal + undo file), then the undo file parsed and applied
+        r = c.ctl.run("set", OLD, "--filter", "(mail=*@c6.example)", "--journal", "c6.journal")
+        check(r.returncode == 0, "set: %s", r.stderr)
+        undo = os.path.join(c.work, "c6.journal.undo.ldif")
+        text = open(undo, "rb").read().decode()
+        check(all(l.isprintable() for l in text.split("\n") if l.startswith("#")),
+              "undo comments printable")
+        dns, lm = ldapmodify_dry(undo)
+        check(lm.returncode == 0 and sorted(dns) == sorted(got), "undo parses to the two "
+              "records: %s", dns)
+        r = c.ctl.run("undo", undo)
+        check(r.returncode == 0 and "2 restored" in r.stderr, "undo: %s", r.stderr)
+        check(c.slapd.bind_ok(c.slapd.service_dn, c.slapd.service_pw), "password untouched")
+    finally:
+        c.slapd.ldapmodify("dn: %s\nchangetype: delete\n\ndn: %s\nchangetype: delete\n"
+                           % (dn1, dn2))
+
+
 def t_bulk_10000_interrupted(c):
     """10,000 users: slapd killed mid-run (tool gives up: exit 4), re-run; the tool killed
     mid-run, re-run.  Exact final state; one done record per entry; undo exact."""
@@ -335,6 +418,7 @@ def main():
         for t in (t_show, t_exit_codes, t_schema_check, t_stats, t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
+                  t_c6_ldif_injection,
                   t_bulk_10000_interrupted):
             runner.run(t, c)
     finally:
