@@ -12,6 +12,10 @@
  * modify and the write) is found again on the re-run by its assertion failing while the
  * entry already holds the new value: it is then recorded as done, never applied twice.
  *
+ * The journal is opened without following a symbolic link (O_NOFOLLOW) and a new one is
+ * written to a temporary file and renamed into place: a link planted at its (predictable)
+ * name is refused or replaced, never written through.
+ *
  * Not thread-safe.  All strings are owned by the journal.
  */
 #ifndef MH_JOURNAL_H
@@ -59,5 +63,15 @@ int mh_journal_sync(struct mh_journal *j);
 int mh_journal_finished(const struct mh_journal *j);
 
 void mh_journal_close(struct mh_journal *j);
+
+/* Safe replacement of a file: mh_journal_tmp_open creates a new file next to `path` (same
+ * directory, so the rename stays in one file system) with a random name, O_EXCL (never an
+ * existing file or a planted symlink), mode 0666 & ~umask, and returns it open for writing
+ * with its name in *tmp (malloc'ed, the caller frees).  NULL with errno on failure.
+ * mh_journal_tmp_commit flushes, fsyncs and renames it over `path` (a symlink at `path` is
+ * replaced, never followed); with keep, fp stays open (the caller closes it), else it is
+ * closed; on failure the temporary file is removed.  0 or -1 with errno. */
+FILE *mh_journal_tmp_open(const char *path, char **tmp);
+int mh_journal_tmp_commit(FILE *fp, const char *tmp, const char *path, int keep);
 
 #endif

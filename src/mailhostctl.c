@@ -742,11 +742,10 @@ static char **read_lines(const char *path, size_t *n)
 static void write_undo(struct ctl *c, struct mh_journal *j, const char *host, int track,
                        const char *path)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *fp = fopen(tmp, "we");
+    char *tmp = NULL;
+    FILE *fp = mh_journal_tmp_open(path, &tmp);   /* a new file, renamed over path */
     if (fp == NULL) {
-        fprintf(stderr, "%s: %s: %s\n", prog, tmp, strerror(errno));
+        fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
         return;
     }
     fprintf(fp, "# undo of a run of mailhostctl set; apply with mailhostctl undo FILE or "
@@ -766,10 +765,11 @@ static void write_undo(struct ctl *c, struct mh_journal *j, const char *host, in
         free(ch.assertion);
         n++;
     }
-    if (fflush(fp) != 0 || fsync(fileno(fp)) != 0 || fclose(fp) != 0 || rename(tmp, path) != 0)
+    if (mh_journal_tmp_commit(fp, tmp, path, 0) != 0)
         fprintf(stderr, "%s: writing %s: %s\n", prog, path, strerror(errno));
     else if (c->cli.verbose)
         fprintf(stderr, "%s: %s: %zu changes to undo\n", prog, path, n);
+    free(tmp);
 }
 
 /* Reconnects after the directory went away: a few tries, with back-off. */

@@ -320,6 +320,39 @@ def t_c6_ldif_injection(c):
                            % (dn1, dn2))
 
 
+def t_c7_tmp_symlink_not_followed(c):
+    """Symbolic links planted at the journal's name, at the undo file's name and at the old
+    predictable temporary name (FILE.undo.ldif.tmp): set never writes through them."""
+    alice = "uid=alice,ou=example.com,ou=people,dc=example,dc=org"
+    before = hosts(c.slapd)
+    victims = {}
+    for name, text in (("v-empty", ""), ("v-tmp", "precious\n"), ("v-undo", "precious\n")):
+        victims[name] = os.path.join(c.work, name)
+        with open(victims[name], "w") as f:
+            f.write(text)
+    # 1: the journal's name is a link to an empty file (which looks like a journal to start)
+    os.symlink(victims["v-empty"], os.path.join(c.work, "c7a.journal"))
+    r = c.ctl.run("set", NEW, "alice@example.com", "--journal", "c7a.journal")
+    check(r.returncode == 1 and "symbolic link" in r.stderr, "journal link refused: %s",
+          r.stderr)
+    check(hosts(c.slapd) == before, "nothing changed")
+    # 2: the undo file's name and its old temporary name are links
+    os.symlink(victims["v-tmp"], os.path.join(c.work, "c7b.journal.undo.ldif.tmp"))
+    os.symlink(victims["v-undo"], os.path.join(c.work, "c7b.journal.undo.ldif"))
+    r = c.ctl.run("set", NEW, "alice@example.com", "--journal", "c7b.journal")
+    check(r.returncode == 0, "set: %s", r.stderr)
+    undo = os.path.join(c.work, "c7b.journal.undo.ldif")
+    check(not os.path.islink(undo) and "dn: " + alice in open(undo).read(),
+          "the undo file replaced the link")
+    check(os.path.islink(undo + ".tmp"), "the old temporary name is not touched")
+    for name, text in (("v-empty", ""), ("v-tmp", "precious\n"), ("v-undo", "precious\n")):
+        check(open(victims[name]).read() == text, "%s untouched", name)
+    check(not glob.glob(os.path.join(c.work, ".c7*")), "no temporary file left: %s",
+          glob.glob(os.path.join(c.work, ".c7*")))
+    r = c.ctl.run("undo", undo)
+    check(r.returncode == 0 and hosts(c.slapd) == before, "undo: %s", r.stderr)
+
+
 def t_bulk_10000_interrupted(c):
     """10,000 users: slapd killed mid-run (tool gives up: exit 4), re-run; the tool killed
     mid-run, re-run.  Exact final state; one done record per entry; undo exact."""
@@ -418,7 +451,7 @@ def main():
         for t in (t_show, t_exit_codes, t_schema_check, t_stats, t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
-                  t_c6_ldif_injection,
+                  t_c6_ldif_injection, t_c7_tmp_symlink_not_followed,
                   t_bulk_10000_interrupted):
             runner.run(t, c)
     finally:
