@@ -413,13 +413,15 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
         mh_metrics_source(d->via);
     if (d->outcome == MH_OUT_REFUSED && strcmp(d->reason, "rate-limited") == 0)
         mh_metrics_rate_limited();
-    char rewrite[MH_LOGIN_MAX * 4 + 8];
+    char rewrite[MH_LOGIN_MAX * 4 + 8], backend[4 * sizeof d->route.name + 8];
     mh_log_safe(user, sizeof user, req->login, req->login_len);
     mh_log_safe(rewrite, sizeof rewrite, d->user, strlen(d->user));
+    /* the backend's name may be the routing value's host part: from the directory */
+    mh_log_safe(backend, sizeof backend, d->route.name, strlen(d->route.name));
     if (d->outcome == MH_OUT_OK)
         mh_log(LOG_INFO, "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=ok "
                "reason=%s backend=%s server=%s port=%u%s%s%s via=%s ms=%.1f", user,
-               mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, d->route.name,
+               mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, backend,
                d->route.server, d->route.port, d->user[0] ? " rewrite=\"" : "", rewrite,
                d->user[0] ? "\"" : "", d->via ? d->via : "-", ms);
     else
@@ -756,12 +758,13 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    char msg[512];
+    char msg[512], safe[4 * sizeof msg + 8];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    mh_log(LOG_DEBUG, "libmicrohttpd: %s", msg);
+    /* the library's messages may quote what a client sent */
+    mh_log(LOG_DEBUG, "libmicrohttpd: \"%s\"", mh_log_safe(safe, sizeof safe, msg, n));
 }
 
 int mh_http_start(struct mh_http *h, struct mh_gen *g, char *err, size_t errsize)
