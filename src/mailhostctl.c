@@ -57,7 +57,7 @@ static void usage(FILE *fp)
         "LDAP options (as ldapsearch; ldap.conf and ~/.ldaprc are read):\n"
         "  -H URI      directory URI(s)            -D DN       bind DN\n"
         "  -w PASS     bind password               -W          prompt for it\n"
-        "  -y FILE     read it from FILE           -Z / -ZZ    StartTLS (-ZZ: required)\n"
+        "  -y FILE     all of FILE (as ldapsearch) -Z / -ZZ    StartTLS (-ZZ: required)\n"
         "  -x          simple bind (the default)   -b BASE     search base\n"
         "  -c FILE     take URIs, base, filter, attributes and backends from a\n"
         "              mailhostd.conf (its secret files are not read)\n"
@@ -440,6 +440,71 @@ static void schema_free(struct schema_info *si)
     if (si->route)
         ldap_attributetype_free(si->route);
     si->route = NULL;
+}
+
+/* A --filter that selected nothing: say why when it can be told.  A filter on an attribute
+ * the schema does not define, or one the bind DN may not search on (slapd's ACL: a filter
+ * item on such an attribute is Undefined, so it matches nothing, silently), gives "0
+ * changes" like an honest empty selection.  For each attribute the filter names (objectClass
+ * aside): not in the subschema -> warning; in it, but no entry under the base shows it to
+ * this account (a presence search among the entries with uid or mail, size limit 1) ->
+ * warning naming the two causes. */
+static void filter_diagnose(struct ctl *c, const char *filter)
+{
+    struct berval **ats = NULL, **ocs = NULL;
+    int have_schema = read_subschema(c->cli.ld, &ats, &ocs) == LDAP_SUCCESS && ats != NULL;
+    char seen[16][128];
+    int nseen = 0;
+    for (const char *f = filter; (f = strchr(f, '(')) != NULL && nseen < 16;) {
+        f++;
+        while (*f == ' ' || *f == '&' || *f == '|' || *f == '!')
+            f++;
+        if (*f == '(')
+            continue;
+        size_t n = strcspn(f, "=~<>:;() ");
+        if (n == 0 || n >= sizeof seen[0] || strncasecmp(f, "objectClass", n) == 0)
+            continue;
+        char name[128];
+        memcpy(name, f, n);
+        name[n] = '\0';
+        int dup = 0;
+        for (int k = 0; k < nseen; k++)
+            dup |= strcasecmp(seen[k], name) == 0;
+        if (dup)
+            continue;
+        snprintf(seen[nseen++], sizeof seen[0], "%s", name);
+        int defined = !have_schema;
+        for (size_t i = 0; have_schema && ats[i] && !defined; i++) {
+            int code;
+            const char *errp;
+            LDAPAttributeType *at = ldap_str2attributetype(ats[i]->bv_val, &code, &errp,
+                                                           LDAP_SCHEMA_ALLOW_ALL);
+            if (at != NULL)
+                defined = has_name(at->at_names, name) || strcmp(at->at_oid, name) == 0;
+            ldap_attributetype_free(at);
+        }
+        if (!defined) {
+            fprintf(stderr, "%s: warning: --filter: the directory's schema defines no attribute "
+                    "\"%s\": the filter can match nothing on it\n", prog, name);
+            continue;
+        }
+        char *pf = NULL, *attrs[] = { LDAP_NO_ATTRS, NULL };
+        LDAPMessage *res = NULL;
+        if (asprintf(&pf, "(&(%s=*)(|(uid=*)(mail=*)))", name) < 0)
+            continue;
+        int rc = ldap_search_ext_s(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE, pf, attrs, 0,
+                                   NULL, NULL, NULL, 1, &res);
+        if ((rc == LDAP_SUCCESS || rc == LDAP_SIZELIMIT_EXCEEDED) &&
+            ldap_count_entries(c->cli.ld, res) == 0)
+            fprintf(stderr, "%s: warning: --filter: no user entry under %s shows \"%s\" to "
+                    "this account (%s): either the directory's ACL does not let it search on \"%s\" "
+                    "(then a filter on it matches nothing), or no entry holds it\n", prog,
+                    c->cli.base, name, c->cli.bind_dn ? c->cli.bind_dn : "anonymous", name);
+        ldap_msgfree(res);
+        free(pf);
+    }
+    ber_bvecfree(ats);
+    ber_bvecfree(ocs);
 }
 
 static const char *syntax_name(const char *oid)
@@ -940,6 +1005,9 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
             status = MH_EXIT_ERROR;
             goto out;
         }
+        if (c->filter && p.nmem == 0 && (!applying || j.n == 0) && p.already == 0 &&
+            p.not_from == 0)
+            filter_diagnose(c, c->filter);
         if (p.already)
             fprintf(stderr, "%s: %zu already on %s: not planned\n", prog, p.already, host);
         if (p.not_from)
@@ -1236,6 +1304,8 @@ static int cmd_stats(struct ctl *c, int nargs)
         ldap_error(c, "searching", c->cli.base, rc);
         return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
     }
+    if (s.total == 0 && c->filter)
+        filter_diagnose(c, c->filter);
     qsort(s.h, s.nh, sizeof *s.h, by_count);
     qsort(s.s, s.ns, sizeof *s.s, by_count);
     if (c->json) {

@@ -353,6 +353,53 @@ def t_c7_tmp_symlink_not_followed(c):
     check(r.returncode == 0 and hosts(c.slapd) == before, "undo: %s", r.stderr)
 
 
+def t_i17_10_y_file_as_ldapsearch(c):
+    """-y FILE: the whole file is the password, as ldapsearch -y reads it; the same file
+    binds (or fails) in both, also with a trailing newline or a second line."""
+    env = dict(os.environ, LDAPNOINIT="1")
+    cases = (("exact", c.slapd.ctl_pw, True), ("newline", c.slapd.ctl_pw + "\n", False),
+             ("two-lines", c.slapd.ctl_pw + "\nsecond\n", False))
+    for name, text, ok in cases:
+        path = os.path.join(c.work, "pw-" + name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+        ls = subprocess.run(["ldapsearch", "-x", "-H", c.slapd.uri, "-D", c.slapd.ctl_dn, "-y",
+                             path, "-b", c.slapd.base, "-s", "base", "1.1"],
+                            capture_output=True, text=True, env=env)
+        r = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D",
+                            c.slapd.ctl_dn, "-y", path, "stats"], capture_output=True,
+                           text=True, env=env)
+        check((ls.returncode == 0) == ok, "ldapsearch -y %s: %s", name, ls.stderr)
+        check((r.returncode == 0) == ok and (ok or "Invalid credentials" in r.stderr),
+              "mailhostctl -y %s like ldapsearch: %s", name, r.stderr)
+    path = os.path.join(c.work, "pw-exact")
+    os.chmod(path, 0o644)
+    r = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D",
+                        c.slapd.ctl_dn, "-y", path, "stats"], capture_output=True, text=True,
+                       env=env)
+    check(r.returncode == 0 and "publicly readable" in r.stderr, "warning: %s", r.stderr)
+
+
+def t_i17_10_filter_unreadable_attribute(c):
+    """--filter on an attribute the account may not search on (description: not in the
+    ACL), or one the schema lacks: 0 changes, but a warning saying why."""
+    for cmd in (("set", NEW, "--filter", "(&(mail=*)(description=*))", "-n"),
+                ("stats", "--filter", "(&(mail=*)(description=staff))")):
+        r = c.ctl.run(*cmd)
+        check(r.returncode == 0 and 'warning: --filter: no user entry under' in r.stderr and
+              '"description"' in r.stderr, "%s: %s", cmd[0], r.stderr)
+    r = c.ctl.run("set", NEW, "--filter", "(&(mail=*)(nosuchattr=1))", "--ldif")
+    check(r.returncode == 0 and 'defines no attribute "nosuchattr"' in r.stderr and
+          "no user entry under" not in r.stderr, "undefined attribute: %s", r.stderr)
+    # a filter that selects something warns about nothing
+    r = c.ctl.run("stats", "--filter", "(mail=*@example.net)")
+    check(r.returncode == 0 and "warning" not in r.stderr, "no warning: %s", r.stderr)
+    # an empty but honest selection on a readable attribute: no warning either
+    r = c.ctl.run("-n", "set", NEW, "--filter", "(mail=nobody@nowhere.example)")
+    check(r.returncode == 0 and "warning" not in r.stderr, "honest empty: %s", r.stderr)
+
+
 def t_bulk_10000_interrupted(c):
     """10,000 users: slapd killed mid-run (tool gives up: exit 4), re-run; the tool killed
     mid-run, re-run.  Exact final state; one done record per entry; undo exact."""
@@ -452,6 +499,7 @@ def main():
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_c6_ldif_injection, t_c7_tmp_symlink_not_followed,
+                  t_i17_10_y_file_as_ldapsearch, t_i17_10_filter_unreadable_attribute,
                   t_bulk_10000_interrupted):
             runner.run(t, c)
     finally:
