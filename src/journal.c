@@ -155,7 +155,10 @@ static int load(struct mh_journal *j, FILE *fp, const char *op, off_t *whole, ch
             e.old_state = unb64(f[3], &ok);
             e.old_prev = unb64(f[4], &ok);
             e.old_moved = unb64(f[5], &ok);
-            e.had_class = strcmp(f[6], "1") == 0;
+            if (f[6][0] < '0' || f[6][0] > '3' || f[6][1] != '\0')
+                ok = 0;
+            e.had_class = (f[6][0] - '0') & MH_J_HAD_CLASS ? 1 : 0;
+            e.add_route_class = (f[6][0] - '0') & MH_J_ADD_ROUTE_CLASS ? 1 : 0;
             if (!ok || e.dn == NULL || add_entry(j, &e) < 0) {
                 entry_free(&e);
                 snprintf(err, errsize, "%s:%lu: damaged plan line", j->path, lineno);
@@ -311,7 +314,7 @@ int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char
 
 int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
                     const char *old_state, const char *old_prev, const char *old_moved,
-                    int had_class)
+                    int flags)
 {
     struct mh_jentry e = { 0 };
     char *f[5] = { b64(dn), b64(old_host), b64(old_state), b64(old_prev), b64(old_moved) };
@@ -321,10 +324,12 @@ int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
     e.old_state = old_state ? strdup(old_state) : NULL;
     e.old_prev = old_prev ? strdup(old_prev) : NULL;
     e.old_moved = old_moved ? strdup(old_moved) : NULL;
-    e.had_class = had_class;
+    flags &= MH_J_HAD_CLASS | MH_J_ADD_ROUTE_CLASS;
+    e.had_class = flags & MH_J_HAD_CLASS ? 1 : 0;
+    e.add_route_class = flags & MH_J_ADD_ROUTE_CLASS ? 1 : 0;
     if (f[0] && f[1] && f[2] && f[3] && f[4] && e.dn &&
         fprintf(j->fp, "plan %zu %s %s %s %s %s %d\n", j->n, f[0], f[1], f[2], f[3], f[4],
-                had_class) > 0 &&
+                flags) > 0 &&
         add_entry(j, &e) == 0)
         rc = 0;
     else

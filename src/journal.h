@@ -3,10 +3,13 @@
  * A journal is a text file, appended to and fsync'ed:
  *   mailhostctl-journal 1
  *   op <description of the operation>
- *   plan <i> <dn> <old host> <old state> <old previous host> <old moved-at> <had class 0|1>
+ *   plan <i> <dn> <old host> <old state> <old previous host> <old moved-at> <flags 0..3>
  *   planned <count>                      (the plan is complete: changes may start)
  *   done <i>  |  skip <i> <reason>  |  fail <i> <reason>
- * Fields are base64 (values may hold any byte), "-" for none.  The plan is written in full
+ * Fields are base64 (values may hold any byte), "-" for none.  Flags: MH_J_HAD_CLASS (1) the
+ * entry had the mailhostMigration class, MH_J_ADD_ROUTE_CLASS (2) it had no object class
+ * allowing the routing attribute, so the change adds one (journals of earlier versions hold
+ * 0 or 1 here, which read the same).  The plan is written in full
  * before the first change, so a re-run knows the exact intended final state; "done" lines
  * are written after each change.  A change whose "done" line was lost (killed between the
  * modify and the write) is found again on the re-run by its assertion failing while the
@@ -25,11 +28,13 @@
 #include <stdio.h>
 
 enum mh_jstatus { MH_J_PENDING, MH_J_DONE, MH_J_SKIPPED, MH_J_FAILED };
+enum { MH_J_HAD_CLASS = 1, MH_J_ADD_ROUTE_CLASS = 2 };   /* plan flags */
 
 struct mh_jentry {
     char *dn;
     char *old_host, *old_state, *old_prev, *old_moved; /* NULL: none */
-    int had_class;
+    int had_class;                                     /* MH_J_HAD_CLASS */
+    int add_route_class;                               /* MH_J_ADD_ROUTE_CLASS */
     enum mh_jstatus status;
     char *note;                                        /* skip/fail reason */
 };
@@ -52,7 +57,7 @@ int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char
 /* Plan phase: add entries, then mark the plan complete (fsync). */
 int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
                     const char *old_state, const char *old_prev, const char *old_moved,
-                    int had_class);
+                    int flags);
 int mh_journal_planned(struct mh_journal *j);
 
 /* Records the outcome of entry i (fsync every 100 records and on mh_journal_sync). */

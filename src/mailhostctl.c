@@ -33,6 +33,7 @@ struct ctl {
     const char *since, *host, *state_file;
     int ldif_out, json, no_track;
     long batch;
+    const struct schema_info *schema;   /* set: the classes allowing the routing attribute */
 };
 
 static void usage(FILE *fp)
@@ -207,12 +208,33 @@ static void add_mod(struct change *ch, int op, const char *attr, const char *val
     ch->m[ch->n++] = (struct mod){ op, attr, val };
 }
 
+static const char *schema_route_class(const struct schema_info *si);
+
+/* The auxiliary class set adds to entries without one allowing the routing attribute. */
+static const char *route_class(const struct ctl *c)
+{
+    const char *cls = c->schema ? schema_route_class(c->schema) : NULL;
+    return cls && *cls ? cls : "inetLocalMailRecipient";
+}
+
 static void forward_change(const struct ctl *c, const struct mh_jentry *e, const char *host,
                            int track, const char *now, struct change *ch)
 {
     memset(ch, 0, sizeof *ch);
     ch->dn = e->dn;
     ch->assertion = eq_filter(c->cli.route_attr, e->old_host);
+    if (e->add_route_class) {
+        /* no class of the entry allows the routing attribute: add one in the same modify,
+         * asserting the entry still lacks it */
+        const char *cls = route_class(c);
+        char *a = NULL;
+        if (ch->assertion == NULL ||
+            asprintf(&a, "(&%s(!(objectClass=%s)))", ch->assertion, cls) < 0)
+            a = NULL;
+        free(ch->assertion);
+        ch->assertion = a;
+        add_mod(ch, LDAP_MOD_ADD, "objectClass", cls);
+    }
     add_mod(ch, LDAP_MOD_REPLACE, c->cli.route_attr, host);
     if (track) {
         if (!e->had_class)
@@ -237,6 +259,8 @@ static void undo_change(const struct ctl *c, const struct mh_jentry *e, const ch
         add_mod(ch, LDAP_MOD_REPLACE, PREV_ATTR, e->had_class ? e->old_prev : NULL);
         add_mod(ch, LDAP_MOD_REPLACE, MOVED_ATTR, e->had_class ? e->old_moved : NULL);
     }
+    if (e->add_route_class)   /* the run added it: removed with the value it allowed */
+        add_mod(ch, LDAP_MOD_DELETE, "objectClass", route_class(c));
 }
 
 /* Every value that leaves mailhostctl as LDIF goes through libldap's LDIF writer, which
@@ -341,7 +365,98 @@ struct schema_info {
     LDAPAttributeType *route;   /* NULL: not defined */
     int has_class, class_attrs_ok;
     char conflict[256];         /* our names defined under other OIDs */
+    char **allow;               /* names and OIDs of the classes allowing the routing
+                                 * attribute (directly or through SUP), extensibleObject */
+    size_t nallow;
+    char route_class[128];      /* the auxiliary class set adds to an entry that has none of
+                                 * them (inetLocalMailRecipient for mailHost); "" none */
 };
+
+static int has_name(char **names, const char *want);
+
+static int names_hit(char **names, char **want)
+{
+    for (char **w = want; w && *w; w++)
+        for (char **n = names; n && *n; n++)
+            if (strcasecmp(*n, *w) == 0)
+                return 1;
+    return 0;
+}
+
+static void allow_add(struct schema_info *si, const char *name)
+{
+    char **v = realloc(si->allow, (si->nallow + 2) * sizeof *v);
+    if (v == NULL)
+        return;
+    si->allow = v;
+    if ((v[si->nallow] = strdup(name)) != NULL)
+        si->nallow++;
+    v[si->nallow] = NULL;
+}
+
+/* Which object classes allow the routing attribute: those naming it (by any of its names or
+ * its OID) in MUST or MAY, then, until nothing changes, those whose SUP is one of them. */
+static void route_classes(struct schema_info *si, struct berval **ocs)
+{
+    size_t n = 0;
+    for (size_t i = 0; ocs && ocs[i]; i++)
+        n++;
+    LDAPObjectClass **v = calloc(n + 1, sizeof *v);
+    char *oid1[2] = { NULL, NULL };
+    int *ok = calloc(n + 1, sizeof *ok), changed = 1;
+    if (v == NULL || ok == NULL || si->route == NULL)
+        goto out;
+    oid1[0] = si->route->at_oid;
+    for (size_t i = 0; i < n; i++) {
+        int code;
+        const char *errp;
+        v[i] = ldap_str2objectclass(ocs[i]->bv_val, &code, &errp, LDAP_SCHEMA_ALLOW_ALL);
+        ok[i] = v[i] && (names_hit(v[i]->oc_at_oids_must, si->route->at_names) ||
+                         names_hit(v[i]->oc_at_oids_may, si->route->at_names) ||
+                         names_hit(v[i]->oc_at_oids_must, oid1) ||
+                         names_hit(v[i]->oc_at_oids_may, oid1));
+    }
+    while (changed) {
+        changed = 0;
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; v[i] && !ok[i] && k < n; k++)
+                if (ok[k] && (names_hit(v[i]->oc_sup_oids, v[k]->oc_names) ||
+                              has_name(v[i]->oc_sup_oids, v[k]->oc_oid)))
+                    ok[i] = changed = 1;
+    }
+    allow_add(si, "extensibleObject");
+    for (size_t i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        allow_add(si, v[i]->oc_oid);
+        for (char **nm = v[i]->oc_names; nm && *nm; nm++) {
+            allow_add(si, *nm);
+            if (v[i]->oc_kind == LDAP_SCHEMA_AUXILIARY &&
+                (si->route_class[0] == '\0' || strcasecmp(*nm, "inetLocalMailRecipient") == 0))
+                snprintf(si->route_class, sizeof si->route_class, "%s", *nm);
+        }
+    }
+out:
+    for (size_t i = 0; v && i < n; i++)
+        if (v[i])
+            ldap_objectclass_free(v[i]);
+    free(v);
+    free(ok);
+}
+
+/* 1 if one of the entry's object classes allows the routing attribute (or the schema could
+ * not tell: then nothing is added). */
+static int entry_allows_route(const struct schema_info *si, struct berval **oc)
+{
+    if (si->nallow <= 1)   /* only extensibleObject: the routing attribute is not defined */
+        return 1;
+    for (size_t i = 0; oc && oc[i]; i++)
+        for (size_t k = 0; k < si->nallow; k++)
+            if (oc[i]->bv_len == strlen(si->allow[k]) &&
+                strncasecmp(oc[i]->bv_val, si->allow[k], oc[i]->bv_len) == 0)
+                return 1;
+    return 0;
+}
 
 static int read_subschema(LDAP *ld, struct berval ***ats, struct berval ***ocs)
 {
@@ -430,9 +545,15 @@ static int schema_read(LDAP *ld, const char *route_attr, struct schema_info *si)
         }
         ldap_objectclass_free(oc);
     }
+    route_classes(si, ocs);
     ber_bvecfree(ats);
     ber_bvecfree(ocs);
     return LDAP_SUCCESS;
+}
+
+static const char *schema_route_class(const struct schema_info *si)
+{
+    return si->route_class;
 }
 
 static void schema_free(struct schema_info *si)
@@ -440,6 +561,11 @@ static void schema_free(struct schema_info *si)
     if (si->route)
         ldap_attributetype_free(si->route);
     si->route = NULL;
+    for (size_t i = 0; i < si->nallow; i++)
+        free(si->allow[i]);
+    free(si->allow);
+    si->allow = NULL;
+    si->nallow = 0;
 }
 
 /* A --filter that selected nothing: say why when it can be told.  A filter on an attribute
@@ -516,6 +642,14 @@ static const char *syntax_name(const char *oid)
     return "other";
 }
 
+static int count_entry(void *ctx, LDAP *ld, LDAPMessage *e)
+{
+    (void)ld;
+    (void)e;
+    (*(size_t *)ctx)++;
+    return 0;
+}
+
 static int cmd_schema_check(struct ctl *c)
 {
     struct schema_info si;
@@ -557,6 +691,30 @@ static int cmd_schema_check(struct ctl *c)
         printf("migration schema: class %s is NOT loaded\n"
                "  next: ldapadd -Y EXTERNAL -H ldapi:/// -f schema/mailhostd.ldif"
                " (slapd.conf: include mailhostd.schema)\n", MIGRATION_CLASS);
+    }
+    if (si.route != NULL && si.nallow > 1 && c->cli.base != NULL) {
+        /* entries that set must give a class before they can hold the routing attribute */
+        size_t n = 0, len = 64;
+        for (size_t i = 0; i < si.nallow; i++)
+            len += strlen(si.allow[i]) + 16;
+        char *f = malloc(len);
+        if (f != NULL) {
+            strcpy(f, "(&(|(uid=*)(mail=*))(!(|");
+            for (size_t i = 0; i < si.nallow; i++)
+                strcat(strcat(strcat(f, "(objectClass="), si.allow[i]), ")");
+            strcat(f, ")))");
+            char *attrs[] = { LDAP_NO_ATTRS, NULL };
+            rc = mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE, f, attrs,
+                                    count_entry, &n);
+            free(f);
+            if (rc == LDAP_SUCCESS && n > 0)
+                printf("entries without a class allowing %s: %zu (set adds %s to them in the "
+                       "same modify; the bind DN needs write access to objectClass value %s)\n",
+                       attr, n, si.route_class[0] ? si.route_class : "an auxiliary class",
+                       si.route_class[0] ? si.route_class : "it");
+            else if (rc == LDAP_SUCCESS)
+                printf("entries without a class allowing %s: none\n", attr);
+        }
     }
     printf("%s\n", ready ? "ready: nothing to load" : "not ready: see next steps above");
     schema_free(&si);
@@ -671,6 +829,7 @@ struct plan_ctx {
     struct mh_journal *j;       /* NULL: dry run / --ldif, plan kept in mem */
     const char *host;
     size_t already, not_from;
+    size_t add_class;           /* planned entries that get the routing attribute's class */
     struct mh_jentry *mem;      /* in-memory plan for dry runs */
     size_t nmem, capmem;
 };
@@ -695,17 +854,20 @@ static int plan_entry(void *vctx, LDAP *ld, LDAPMessage *e)
                     host ? host : "(none)", c->from);
     } else {
         struct berval **oc = ldap_get_values_len(ld, e, "objectClass");
-        int had = 0;
+        int had = 0, lacks = c->schema != NULL && !entry_allows_route(c->schema, oc);
         for (size_t i = 0; oc && oc[i]; i++)
             if (oc[i]->bv_len == strlen(MIGRATION_CLASS) &&
                 strncasecmp(oc[i]->bv_val, MIGRATION_CLASS, oc[i]->bv_len) == 0)
                 had = 1;
         ldap_value_free_len(oc);
+        if (lacks)
+            p->add_class++;
         char *st = mh_cli_first_value(ld, e, c->cli.state_attr);
         char *pv = mh_cli_first_value(ld, e, PREV_ATTR);
         char *mv = mh_cli_first_value(ld, e, MOVED_ATTR);
         if (p->j) {
-            rc = mh_journal_plan(p->j, dn, host, st, pv, mv, had);
+            rc = mh_journal_plan(p->j, dn, host, st, pv, mv,
+                                 (had ? MH_J_HAD_CLASS : 0) | (lacks ? MH_J_ADD_ROUTE_CLASS : 0));
         } else {
             if (p->nmem == p->capmem) {
                 size_t cap = p->capmem ? p->capmem * 2 : 64;
@@ -726,6 +888,7 @@ static int plan_entry(void *vctx, LDAP *ld, LDAPMessage *e)
                 je->old_prev = pv;
                 je->old_moved = mv;
                 je->had_class = had;
+                je->add_route_class = lacks;
                 host = st = pv = mv = NULL;
             }
         }
@@ -912,15 +1075,15 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     }
 
     int track = !c->no_track && c->cli.state_attr != NULL;
-    if (track) {
-        struct schema_info si;
-        if (schema_read(c->cli.ld, c->cli.route_attr, &si) != LDAP_SUCCESS || !si.has_class ||
-            !si.class_attrs_ok) {
-            track = 0;
-            fprintf(stderr, "%s: the directory has no %s class: migration state is not "
-                    "recorded (see mailhostctl schema-check)\n", prog, MIGRATION_CLASS);
-        }
-        schema_free(&si);
+    struct schema_info si;
+    int have_schema = schema_read(c->cli.ld, c->cli.route_attr, &si) == LDAP_SUCCESS;
+    if (!have_schema)
+        memset(&si, 0, sizeof si);
+    c->schema = have_schema ? &si : NULL;
+    if (track && (!have_schema || !si.has_class || !si.class_attrs_ok)) {
+        track = 0;
+        fprintf(stderr, "%s: the directory has no %s class: migration state is not "
+                "recorded (see mailhostctl schema-check)\n", prog, MIGRATION_CLASS);
     }
 
     char *op = NULL;
@@ -936,7 +1099,7 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
 
     struct mh_journal j;
     memset(&j, 0, sizeof j);
-    struct plan_ctx p = { c, NULL, host, 0, 0, NULL, 0, 0 };
+    struct plan_ctx p = { c, NULL, host, 0, 0, 0, NULL, 0, 0 };
     int applying = !c->ldif_out && !c->cli.dry_run, status = MH_EXIT_OK, rc;
     size_t missing = 0;
     char jpath[4096], upath[4200], err[1024] = "";
@@ -1008,6 +1171,11 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
         if (c->filter && p.nmem == 0 && (!applying || j.n == 0) && p.already == 0 &&
             p.not_from == 0)
             filter_diagnose(c, c->filter);
+        if (p.add_class)
+            fprintf(stderr, "%s: %zu entr%s without a class allowing %s: %s added in the same "
+                    "modify (needs write access to objectClass value %s)\n", prog, p.add_class,
+                    p.add_class == 1 ? "y" : "ies", c->cli.route_attr, route_class(c),
+                    route_class(c));
         if (p.already)
             fprintf(stderr, "%s: %zu already on %s: not planned\n", prog, p.already, host);
         if (p.not_from)
@@ -1024,7 +1192,10 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
                              host);
             } else {
                 char *dn = shown(p.mem[i].dn), *old = shown(p.mem[i].old_host);
-                printf("would set %s: %s -> %s\n", dn ? dn : "?", old ? old : "(none)", host);
+                int add = p.mem[i].add_route_class;
+                printf("would set %s: %s -> %s%s%s%s\n", dn ? dn : "?", old ? old : "(none)",
+                       host, add ? " (adds objectClass " : "", add ? route_class(c) : "",
+                       add ? ")" : "");
                 free(dn);
                 free(old);
             }
@@ -1153,6 +1324,8 @@ out:
     free(p.mem);
     if (applying)
         mh_journal_close(&j);
+    schema_free(&si);
+    c->schema = NULL;
     free(op);
     return status;
 }

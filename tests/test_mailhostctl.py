@@ -400,6 +400,58 @@ def t_i17_10_filter_unreadable_attribute(c):
     check(r.returncode == 0 and "warning" not in r.stderr, "honest empty: %s", r.stderr)
 
 
+C8_ACL = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcAccess\n"
+          "olcAccess: {1}to dn.subtree=\"ou=people,dc=example,dc=org\"\n"
+          "  attrs=objectClass val=inetLocalMailRecipient\n"
+          "  by dn.exact=\"cn=mailhostctl,ou=services,dc=example,dc=org\" write\n"
+          "  by * break\n")
+
+
+def t_i17_8_adds_inet_local_mail_recipient(c):
+    """An entry without inetLocalMailRecipient: -n and schema-check say so, set adds the
+    class in the same (asserted) modify once the account may write that objectClass value,
+    undo takes both away again."""
+    dn = "uid=c8,ou=example.com," + c.slapd.people
+    c.slapd.ldapmodify("dn: %s\nobjectClass: inetOrgPerson\nuid: c8\ncn: c8\nsn: c8\n"
+                       "mail: c8@example.com\n" % dn, add=True)
+
+    def entry():
+        e = c.slapd.search(dn, "(objectClass=*)", ["objectClass", "mailHost",
+                                                   "mailhostMigrationState"], scope="base")[0]
+        return (sorted(v.lower() for v in e["objectClass"]), e.get("mailHost"),
+                e.get("mailhostMigrationState"))
+    try:
+        before = entry()
+        r = c.ctl.run("-n", "set", NEW, "c8@example.com")
+        check(r.returncode == 0 and "(adds objectClass inetLocalMailRecipient)" in r.stdout and
+              "1 entry without a class allowing mailHost" in r.stderr, "-n: %s %s", r.stdout,
+              r.stderr)
+        r = c.ctl.run("schema-check", bind=False)
+        check("entries without a class allowing mailHost: 1 " in r.stdout and
+              "write access to objectClass value inetLocalMailRecipient" in r.stdout,
+              "schema-check: %s", r.stdout)
+        r = c.ctl.run("--ldif", "set", NEW, "c8@example.com")
+        check("add: objectClass\nobjectClass: inetLocalMailRecipient\n" in r.stdout and
+              "(!(objectClass=inetLocalMailRecipient))" in r.stdout, "ldif: %s", r.stdout)
+        # without the right to write that value: refused, nothing changed
+        r = c.ctl.run("set", NEW, "c8@example.com", "--journal", "c8a.journal")
+        check(r.returncode == 3 and "Insufficient access" in r.stderr, "no right: %s", r.stderr)
+        check(entry() == before, "nothing changed")
+        c.slapd.config_modify(C8_ACL)
+        r = c.ctl.run("set", NEW, "c8@example.com", "--journal", "c8.journal")
+        check(r.returncode == 0, "set: %s", r.stderr)
+        after = entry()
+        check("inetlocalmailrecipient" in after[0] and after[1] == [NEW] and
+              after[2] == ["done"], "class, value and state: %s", after)
+        r = c.ctl.run("-n", "set", NEW, "c8@example.com")
+        check("adds objectClass" not in r.stdout, "now it has the class: %s", r.stdout)
+        r = c.ctl.run("undo", os.path.join(c.work, "c8.journal.undo.ldif"))
+        check(r.returncode == 0 and entry() == before, "undo restores exactly: %s %s",
+              entry(), r.stderr)
+    finally:
+        c.slapd.ldapmodify("dn: %s\nchangetype: delete\n" % dn)
+
+
 def t_bulk_10000_interrupted(c):
     """10,000 users: slapd killed mid-run (tool gives up: exit 4), re-run; the tool killed
     mid-run, re-run.  Exact final state; one done record per entry; undo exact."""
@@ -500,6 +552,7 @@ def main():
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_c6_ldif_injection, t_c7_tmp_symlink_not_followed,
                   t_i17_10_y_file_as_ldapsearch, t_i17_10_filter_unreadable_attribute,
+                  t_i17_8_adds_inet_local_mail_recipient,
                   t_bulk_10000_interrupted):
             runner.run(t, c)
     finally:
