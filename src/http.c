@@ -519,6 +519,8 @@ static int from_mirror(struct mh_http *h, struct mh_gen *g, struct mh_job *job)
     const struct mh_request *req = &job->req;
     enum mh_mirror_state st = mh_mirror_state(g->mirror);
     int needs_directory = 0, verified = 0;
+    if (g->credcache != NULL)   /* a stale period ends every cached verification */
+        mh_credcache_epoch(g->credcache, mh_mirror_stale_count(g->mirror));
     if (st == MH_MIRROR_EMPTY)
         return 0;
     unsigned kind = req->method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT : MH_MKEY_LOGIN;
@@ -672,10 +674,24 @@ answered:
     return r;
 }
 
+/* Overwrites the raw Auth-Pass (nginx's %-escaped password) where libmicrohttpd parsed it:
+ * in place, in the connection's read buffer, which the library keeps until the connection
+ * is reset or closed and does not read again once the request is complete. */
+static enum MHD_Result wipe_pass(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
+{
+    (void)cls;
+    (void)kind;
+    if (value != NULL && key_size == 9 && strncasecmp(key, "Auth-Pass", 9) == 0)
+        OPENSSL_cleanse((char *)value, value_size);
+    return MHD_YES;
+}
+
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
     struct pending *p = *con_cls;
+    (void)MHD_get_connection_values_n(conn, MHD_HEADER_KIND, wipe_pass, NULL);
     if (p != NULL) {
         struct mh_gen *g = p->gen;
         mh_request_wipe(&p->job.req);

@@ -75,6 +75,82 @@ def t_d8_log_injection(work, slapd):
     check(status == 0, "exit status %s", status)
 
 
+def t_e_stale_drops_cached_credentials(work, slapd):
+    """A credential cached before the change feed broke is never used again: not while the
+    copy is stale (the directory decides), and not after it is live again (the first login
+    binds again, via=mirror+directory, then is cached anew)."""
+    from test_daemon import NEW
+    from test_mirror import via
+    with FaultProxy(("127.0.0.1", slapd.port)) as p:
+        d = Daemon(work, config(work, slapd, uris=p.uri, extra=MIRROR), name="stalecc").start()
+        try:
+            wait_log(d, r"mirror: live")
+            mark = len(d.read_log())
+            for _ in range(2):
+                expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+            check(via(d, "bob@example.com", mark) == "mirror+credential-cache",
+                  "cached before the stale period")
+            p.refuse()
+            wait_log(d, r"mirror: stale", start=mark)
+            mark = len(d.read_log())
+            p.restore()
+            wait_log(d, r"mirror: live.*\(was stale\)", start=mark, timeout=30)
+            mark = len(d.read_log())
+            expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+            check(via(d, "bob@example.com", mark) == "mirror+directory",
+                  "after the stale period the password is checked by the directory again: %s",
+                  via(d, "bob@example.com", mark))
+            mark = len(d.read_log())
+            expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+            check(via(d, "bob@example.com", mark) == "mirror+credential-cache",
+                  "then cached anew")
+        finally:
+            status = d.stop()
+        check(status == 0, "exit status %s", status)
+
+
+def process_memory(pid):
+    """The bytes of every writable private mapping of pid (heap, anonymous memory, stacks),
+    read through /proc/PID/mem (the test is the daemon's parent: allowed under Yama's
+    ptrace_scope 1 too)."""
+    out = []
+    with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+        for line in maps:
+            f = line.split()
+            if len(f) < 2 or f[1][:2] != "rw" or (len(f) >= 6 and f[5].startswith("/")):
+                continue
+            lo, hi = (int(x, 16) for x in f[0].split("-"))
+            try:
+                mem.seek(lo)
+                out.append(mem.read(hi - lo))
+            except OSError:
+                continue
+    return b"".join(out)
+
+
+def t_e_auth_pass_wiped(work, slapd):
+    """After the answer no copy of a password is left in mailhostd's memory: neither the
+    decoded copy nor the raw Auth-Pass header in libmicrohttpd's connection buffer.
+    verify_password no: without a bind, libldap never holds the password either."""
+    from test_daemon import NEW
+    needle = "Zq9coreNeedle7731x"
+    d = Daemon(work, config(work, slapd, extra="verify_password no\n"), name="wipe").start()
+    try:
+        for i in range(20):
+            expect_ok(request(d.addr, "bob@example.com", needle + "%02d" % i), NEW)
+        # the answers are sent; the completion callbacks run right after: poll for them
+        deadline = time.time() + 10
+        while True:
+            found = process_memory(d.proc.pid).count(needle.encode())
+            if found == 0 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        check(found == 0, "the password is still in memory %d time(s)", found)
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="mh-test-hardening-")
     os.chmod(work, 0o755)
@@ -82,7 +158,7 @@ def main():
     slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
     try:
         slapd.start()
-        for t in (t_d8_log_injection,):
+        for t in (t_d8_log_injection, t_e_stale_drops_cached_credentials, t_e_auth_pass_wiped):
             runner.run(t, work, slapd)
     finally:
         slapd.stop()
