@@ -749,10 +749,17 @@ static int cmd_show(struct ctl *c, char **args, int nargs)
         fprintf(stderr, "%s: show takes one USER\n", prog);
         return MH_EXIT_USAGE;
     }
-    char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, PREV_ATTR,
-                      MOVED_ATTR, "mail", "uid", NULL };
+    char *attrs[7 + MH_LOGIN_ATTRS_MAX] = { (char *)c->cli.route_attr,
+                                            (char *)c->cli.state_attr, PREV_ATTR, MOVED_ATTR,
+                                            "mail", "uid", NULL };
     if (c->cli.state_attr == NULL)
         attrs[1] = PREV_ATTR;
+    if (c->cli.conf != NULL) {   /* the attributes of login=attribute:NAME backends */
+        const char *la[MH_LOGIN_ATTRS_MAX];
+        size_t n = mh_backend_map_login_attrs(c->cli.conf->backends, la, MH_LOGIN_ATTRS_MAX);
+        for (size_t i = 0; i < n; i++)
+            attrs[6 + i] = (char *)la[i];
+    }
     LDAPMessage *res, *e;
     int rc = find_user(c, args[0], attrs, &res, &e);
     if (rc != LDAP_SUCCESS) {
@@ -795,9 +802,17 @@ static int cmd_show(struct ctl *c, char **args, int nargs)
             } else {
                 switch (mh_backend_route(conf->backends, r, value, (enum mh_proto)p, &route)) {
                 case MH_ROUTE_OK: {
-                    char buf[MH_LOGIN_MAX + 1];
+                    char buf[MH_LOGIN_MAX + 1], *fromattr = NULL;
                     const char *login = mh_backend_rewrite_login(route.rewrite, args[0], buf,
                                                                  sizeof buf);
+                    if (route.rewrite == MH_LOGIN_ATTRIBUTE) {
+                        fromattr = mh_cli_first_value(c->cli.ld, e, route.login_attr);
+                        char *sh = shown(fromattr);
+                        snprintf(buf, sizeof buf, "%s", sh ? sh : "(none: temporary failure)");
+                        free(sh);
+                        free(fromattr);
+                        login = buf;
+                    }
                     printf("%s port %u (%s%s)%s%s\n", route.server, route.port,
                            host && *host ? "backend " : "default_backend ", route.name,
                            login ? ", login " : "", login ? login : "");

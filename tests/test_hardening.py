@@ -6,6 +6,8 @@ the real daemon:
   log lines (the mirror's debug lines and the login path);
 - t_e_stale_drops_cached_credentials: a stale mirror ends every cached credential; after
   the copy is live again the first login binds again;
+- t_e_auth_pass_wiped: no copy of a password left in the daemon's memory after the answer
+  (the raw Auth-Pass in libmicrohttpd's buffer included);
 - t_e_login_attribute: login=attribute:uid sends the entry's own uid to the backend, also
   for an alias login (a mail address whose local part is not the uid).
 Needs slapd and ldap-utils: without them this test FAILS, it never skips.
@@ -151,6 +153,39 @@ def t_e_auth_pass_wiped(work, slapd):
     check(status == 0, "exit status %s", status)
 
 
+def t_e_login_attribute(work, slapd):
+    """login=attribute:uid sends the entry's own uid: an alias login (info-e@..., a mail
+    value of alice's entry) reaches the backend as "alice", where login=localpart sends
+    "info-e"; the same with the mirror (which hands such logins to a worker) as without."""
+    alice = "uid=alice,ou=example.com," + slapd.people
+    slapd.ldapmodify("dn: %s\nchangetype: modify\nadd: mail\nmail: info-e@example.com\n"
+                     % alice)
+    try:
+        for name, extra in (("attr", ""), ("attr-mirror", MIRROR)):
+            conf = config(work, slapd, extra=extra).replace("login=localpart",
+                                                            "login=attribute:uid")
+            check("login=attribute:uid" in conf, "configured")
+            d = Daemon(work, conf, name=name).start()
+            try:
+                if extra:
+                    wait_log(d, r"mirror: live")
+                for login in ("info-e@example.com", "alice@example.com", "info-e@example.com"):
+                    expect_ok(request(d.addr, login, "Alice-pw-1"), OLD, user="alice")
+                # the localpart rewrite would have sent "info-e": the mapping is the entry's
+                check('rewrite="alice"' in d.read_log(), "logged rewrite")
+            finally:
+                status = d.stop()
+            check(status == 0, "exit status %s", status)
+        d = Daemon(work, config(work, slapd), name="localpart").start()
+        try:
+            expect_ok(request(d.addr, "info-e@example.com", "Alice-pw-1"), OLD, user="info-e")
+        finally:
+            d.stop()
+    finally:
+        slapd.ldapmodify("dn: %s\nchangetype: modify\ndelete: mail\nmail: info-e@example.com\n"
+                         % alice)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="mh-test-hardening-")
     os.chmod(work, 0o755)
@@ -158,7 +193,8 @@ def main():
     slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
     try:
         slapd.start()
-        for t in (t_d8_log_injection, t_e_stale_drops_cached_credentials, t_e_auth_pass_wiped):
+        for t in (t_d8_log_injection, t_e_stale_drops_cached_credentials, t_e_auth_pass_wiped,
+                  t_e_login_attribute):
             runner.run(t, work, slapd)
     finally:
         slapd.stop()

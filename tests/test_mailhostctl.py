@@ -74,6 +74,12 @@ def t_show(c):
     r = c.ctl.run("-c", c.conf, "show", "alice@example.com")
     check(r.returncode == 0 and "imap: 192.0.2.10 port 143 (backend mail-old.example.org), "
           "login alice" in r.stdout, "show with -c: %s %s", r.stdout, r.stderr)
+    conf2 = c.conf + ".attr"
+    with open(conf2, "w") as f:
+        f.write(open(c.conf).read().replace("login=localpart", "login=attribute:uid"))
+    r = c.ctl.run("-c", conf2, "show", "alice@example.com")
+    check(r.returncode == 0 and "(backend mail-old.example.org), login alice" in r.stdout,
+          "show with login=attribute:uid: %s %s", r.stdout, r.stderr)
     r = c.ctl.run("-c", c.conf, "show", "carol@example.net")
     check("refused (no routing value" in r.stdout, "unrouted: %s", r.stdout)
     r = c.ctl.run("show", "ghost@example.com")
