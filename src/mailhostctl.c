@@ -445,11 +445,11 @@ out:
 }
 
 /* 1 if one of the entry's object classes allows the routing attribute (or the schema could
- * not tell: then nothing is added). */
+ * not tell, or has no auxiliary class that allows it: then nothing is added). */
 static int entry_allows_route(const struct schema_info *si, struct berval **oc)
 {
-    if (si->nallow <= 1)   /* only extensibleObject: the routing attribute is not defined */
-        return 1;
+    if (si->nallow <= 1 || si->route_class[0] == '\0')
+        return 1;   /* the attribute is not defined, or no auxiliary class could be added */
     for (size_t i = 0; oc && oc[i]; i++)
         for (size_t k = 0; k < si->nallow; k++)
             if (oc[i]->bv_len == strlen(si->allow[k]) &&
@@ -1494,8 +1494,10 @@ static int cmd_stats(struct ctl *c, int nargs)
     }
     if (s.total == 0 && c->filter)
         filter_diagnose(c, c->filter);
-    qsort(s.h, s.nh, sizeof *s.h, by_count);
-    qsort(s.s, s.ns, sizeof *s.s, by_count);
+    if (s.nh > 0)   /* qsort must not get NULL, even for no elements */
+        qsort(s.h, s.nh, sizeof *s.h, by_count);
+    if (s.ns > 0)
+        qsort(s.s, s.ns, sizeof *s.s, by_count);
     if (c->json) {
         printf("{\"total\": %zu, \"by_host\": {", s.total);
         for (size_t i = 0; i < s.nh; i++) {
@@ -1620,7 +1622,8 @@ static int cmd_stragglers(struct ctl *c, int nargs)
     }
     free(line);
     fclose(fp);
-    qsort(v, n, sizeof *v, by_time);
+    if (n > 0)
+        qsort(v, n, sizeof *v, by_time);
     if (c->json) {
         printf("[");
         for (size_t i = 0; i < n; i++) {
