@@ -20,6 +20,7 @@ struct backend {
     char address[46];
     unsigned port[MH_PROTO_COUNT];
     enum mh_login_rewrite rewrite;
+    char login_attr[MH_LOGIN_ATTR_MAX + 1];
 };
 
 #define MAX_NETWORKS 32
@@ -76,7 +77,8 @@ void mh_backend_map_dump(const struct mh_backend_map *map, FILE *fp)
         const struct backend *b = &map->items[i];
         fprintf(fp, "backend %s address=%s", b->name, b->address);
         dump_ports(b->port, fp);
-        fprintf(fp, " login=%s\n", b->rewrite == MH_LOGIN_LOCALPART ? "localpart" : "keep");
+        fprintf(fp, " login=%s%s\n", b->rewrite == MH_LOGIN_LOCALPART ? "localpart"
+                    : b->rewrite == MH_LOGIN_ATTRIBUTE ? "attribute:" : "keep", b->login_attr);
     }
 }
 
@@ -185,11 +187,25 @@ static int backend_word(void *ctx, const char *key, size_t klen, const char *val
     }
     if (klen == 5 && strncmp(key, "login", 5) == 0) {
         if (vlen == 4 && strncmp(val, "keep", 4) == 0)
-            b->rewrite = MH_LOGIN_KEEP;
+            b->rewrite = MH_LOGIN_KEEP, b->login_attr[0] = '\0';
         else if (vlen == 9 && strncmp(val, "localpart", 9) == 0)
-            b->rewrite = MH_LOGIN_LOCALPART;
-        else {
-            snprintf(err, errsize, "login: expected keep or localpart");
+            b->rewrite = MH_LOGIN_LOCALPART, b->login_attr[0] = '\0';
+        else if (vlen > 10 && strncmp(val, "attribute:", 10) == 0) {
+            /* an attribute type name (RFC 4512 descr): a letter, then letters, digits, '-' */
+            const char *a = val + 10;
+            size_t alen = vlen - 10, i = 0;
+            while (i < alen && (isalnum((unsigned char)a[i]) || a[i] == '-'))
+                i++;
+            if (i != alen || !isalpha((unsigned char)a[0]) || alen > MH_LOGIN_ATTR_MAX) {
+                snprintf(err, errsize, "login=attribute:NAME: NAME must be an attribute type "
+                         "name (a letter, then letters, digits and '-')");
+                return -1;
+            }
+            b->rewrite = MH_LOGIN_ATTRIBUTE;
+            memcpy(b->login_attr, a, alen);
+            b->login_attr[alen] = '\0';
+        } else {
+            snprintf(err, errsize, "login: expected keep, localpart or attribute:NAME");
             return -1;
         }
         return 0;
@@ -231,6 +247,17 @@ int mh_backend_map_add(struct mh_backend_map *map, const char *args, char *err, 
     if (b.address[0] == '\0') {
         snprintf(err, errsize, "backend \"%s\" needs address=IP", b.name);
         return -1;
+    }
+    if (b.rewrite == MH_LOGIN_ATTRIBUTE) {
+        const char *names[MH_LOGIN_ATTRS_MAX];
+        size_t n = mh_backend_map_login_attrs(map, names, MH_LOGIN_ATTRS_MAX), i = 0;
+        while (i < n && strcasecmp(names[i], b.login_attr) != 0)
+            i++;
+        if (i == MH_LOGIN_ATTRS_MAX) {
+            snprintf(err, errsize, "login=attribute:%s: at most %d different attributes in "
+                     "login=attribute: of all backends", b.login_attr, MH_LOGIN_ATTRS_MAX);
+            return -1;
+        }
     }
     if (map->n == map->cap) {
         size_t cap = map->cap ? map->cap * 2 : 8;
@@ -309,6 +336,23 @@ static int allowed(const struct mh_backend_map *map, const char *ip)
         if (mh_cidr_contains(&map->networks[i], ip))
             return 1;
     return 0;
+}
+
+size_t mh_backend_map_login_attrs(const struct mh_backend_map *map, const char **names,
+                                  size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < map->n; i++) {
+        const struct backend *b = &map->items[i];
+        if (b->rewrite != MH_LOGIN_ATTRIBUTE)
+            continue;
+        size_t k = 0;
+        while (k < n && strcasecmp(names[k], b->login_attr) != 0)
+            k++;
+        if (k == n && n < max)
+            names[n++] = b->login_attr;
+    }
+    return n;
 }
 
 const char *mh_backend_rewrite_login(enum mh_login_rewrite rewrite, const char *login, char *out,
@@ -492,6 +536,7 @@ enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
         snprintf(out->server, sizeof out->server, "%s", b->address);
         snprintf(out->name, sizeof out->name, "%s", b->name);
         out->rewrite = b->rewrite;
+        snprintf(out->login_attr, sizeof out->login_attr, "%s", b->login_attr);
         if (port == 0)
             port = b->port[proto] ? b->port[proto] : map->default_port[proto];
     } else if (is_ip(hostbuf)) {

@@ -26,12 +26,19 @@
 
 #define MH_BACKEND_NAME_MAX 255
 
-enum mh_login_rewrite { MH_LOGIN_KEEP, MH_LOGIN_LOCALPART };
+#define MH_LOGIN_ATTR_MAX 63           /* login=attribute:NAME */
+#define MH_LOGIN_ATTRS_MAX 2           /* distinct NAMEs in one backend map */
+
+/* KEEP: the login as typed; LOCALPART: its part before the last '@'; ATTRIBUTE: the first
+ * value of an attribute of the user's entry (login=attribute:uid), so an alias login
+ * (info@... of alice's entry) reaches the backend as the entry's own uid. */
+enum mh_login_rewrite { MH_LOGIN_KEEP, MH_LOGIN_LOCALPART, MH_LOGIN_ATTRIBUTE };
 
 struct mh_route {
     char server[46];                 /* IP literal, IPv6 unbracketed */
     unsigned port;
     enum mh_login_rewrite rewrite;
+    char login_attr[MH_LOGIN_ATTR_MAX + 1]; /* MH_LOGIN_ATTRIBUTE: the attribute's name */
     char name[MH_BACKEND_NAME_MAX + 1]; /* backend name or the value's host part, for logs */
 };
 
@@ -49,8 +56,14 @@ struct mh_backend_map *mh_backend_map_new(void);
 void mh_backend_map_free(struct mh_backend_map *map);
 
 /* Adds a backend from the arguments of a "backend" line: "NAME address=IP [imap=PORT]
- * [pop3=PORT] [smtp=PORT] [login=keep|localpart]".  Returns 0, or -1 with a message in err. */
+ * [pop3=PORT] [smtp=PORT] [login=keep|localpart|attribute:NAME]".  At most
+ * MH_LOGIN_ATTRS_MAX distinct NAMEs in a map.  Returns 0, or -1 with a message in err. */
 int mh_backend_map_add(struct mh_backend_map *map, const char *args, char *err, size_t errsize);
+
+/* The distinct login=attribute: names of the map, at most max, into names (pointers owned by
+ * the map); returns how many. */
+size_t mh_backend_map_login_attrs(const struct mh_backend_map *map, const char **names,
+                                  size_t max);
 
 /* Sets the ports used when neither the value nor the backend gives one: "imap=N pop3=N
  * smtp=N" (any subset).  Returns 0, or -1 with a message in err. */
@@ -82,7 +95,8 @@ enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
                                       enum mh_proto proto, struct mh_route *out);
 
 /* Rewrites login for the backend into out (size outsize).  Returns out, or NULL when the
- * login stays as it is (MH_LOGIN_KEEP, or no '@' to strip). */
+ * login stays as it is (MH_LOGIN_KEEP, or no '@' to strip) and for MH_LOGIN_ATTRIBUTE, whose
+ * value comes from the entry (router.c). */
 const char *mh_backend_rewrite_login(enum mh_login_rewrite rewrite, const char *login,
                                      char *out, size_t outsize);
 

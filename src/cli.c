@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@ int mh_cli_option(struct mh_cli *cli, int opt, char *arg)
     case 'w':
         free(cli->password);
         cli->password = strdup(arg);
+        cli->password_len = strlen(arg);
         /* like ldapsearch: the password must not stay visible in ps */
         memset(arg, '*', strlen(arg));
         return cli->password ? 1 : -1;
@@ -34,20 +36,52 @@ int mh_cli_option(struct mh_cli *cli, int opt, char *arg)
     }
 }
 
-static char *read_password_file(const char *path, const char *prog)
+/* Exactly what the OpenLDAP tools do with -y (lutil_get_filed_password): the whole file, every
+ * byte, a trailing newline included, and a warning when others may read or write it; so the
+ * same file works (or fails) in mailhostctl and in ldapsearch alike. */
+static char *read_password_file(const char *path, const char *prog, size_t *len)
 {
     FILE *fp = fopen(path, "re");
-    char buf[1024];
+    char *pw = NULL;
+    size_t cap = 4096, n = 0;
+    struct stat st;
     if (fp == NULL) {
         fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
         return NULL;
     }
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    if (fstat(fileno(fp), &st) == 0) {
+        if (st.st_mode & 006)
+            fprintf(stderr, "%s: warning: password file %s is publicly readable/writeable\n",
+                    prog, path);
+        if (st.st_size > 0)
+            cap = (size_t)st.st_size;
+    }
+    pw = malloc(cap + 1);
+    while (pw != NULL) {
+        n += fread(pw + n, 1, cap - n, fp);
+        if (ferror(fp) || feof(fp))
+            break;
+        char *bigger = n == cap ? malloc(2 * cap + 1) : pw;  /* never realloc: wipe the old */
+        if (bigger != pw && bigger != NULL)
+            memcpy(bigger, pw, n);
+        if (bigger != pw) {
+            OPENSSL_cleanse(pw, cap);
+            free(pw);
+            pw = bigger;
+            cap *= 2;
+        }
+    }
+    int bad = pw == NULL || ferror(fp);
     fclose(fp);
-    buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-    char *pw = strdup(buf);
-    OPENSSL_cleanse(buf, sizeof buf);
+    if (bad) {
+        fprintf(stderr, "%s: %s: cannot read the password\n", prog, path);
+        if (pw != NULL)
+            OPENSSL_cleanse(pw, cap);
+        free(pw);
+        return NULL;
+    }
+    pw[n] = '\0';
+    *len = n;
     return pw;
 }
 
@@ -93,7 +127,7 @@ int mh_cli_setup(struct mh_cli *cli, const char *prog)
     }
     if (cli->pw_file != NULL) {
         free(cli->password);
-        if ((cli->password = read_password_file(cli->pw_file, prog)) == NULL)
+        if ((cli->password = read_password_file(cli->pw_file, prog, &cli->password_len)) == NULL)
             return -1;
     } else if (cli->prompt) {
         free(cli->password);
@@ -101,6 +135,7 @@ int mh_cli_setup(struct mh_cli *cli, const char *prog)
             fprintf(stderr, "%s: no password read\n", prog);
             return -1;
         }
+        cli->password_len = strlen(cli->password);
     }
     if (cli->bind_dn != NULL && cli->password == NULL) {
         fprintf(stderr, "%s: -D needs a password: -W, -y FILE or -w PASSWORD\n", prog);
@@ -191,7 +226,7 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
     struct berval cred = { 0, NULL };
     if (cli->password) {
         cred.bv_val = cli->password;
-        cred.bv_len = strlen(cli->password);
+        cred.bv_len = cli->password_len;
     }
     rc = ldap_sasl_bind_s(cli->ld, cli->bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
     if (rc != LDAP_SUCCESS) {
@@ -212,9 +247,10 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
 void mh_cli_free(struct mh_cli *cli)
 {
     if (cli->password) {
-        OPENSSL_cleanse(cli->password, strlen(cli->password));
+        OPENSSL_cleanse(cli->password, cli->password_len);
         free(cli->password);
         cli->password = NULL;
+        cli->password_len = 0;
     }
     if (cli->ld)
         ldap_unbind_ext_s(cli->ld, NULL, NULL);

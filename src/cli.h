@@ -1,6 +1,7 @@
 /* cli.h - the layer the command-line tools share, in the OpenLDAP tools' tradition.
  *
- * Common options: -H URI, -D DN, -w PASS (wiped from argv), -W (prompt), -y FILE, -Z / -ZZ
+ * Common options: -H URI, -D DN, -w PASS (wiped from argv), -W (prompt), -y FILE (the whole
+ * file is the password, exactly as ldapsearch reads it: a trailing newline included), -Z / -ZZ
  * (StartTLS, required), -x (simple bind; the only kind), -b BASE, -n (dry run), -v (verbose),
  * -c FILE (a mailhostd.conf: its ldap_uri, ldap_base, filters, attributes and backends).
  * Unlike the daemon, the tools honour ldap.conf and ~/.ldaprc (URI, BASE, TLS_CACERT...), as
@@ -28,6 +29,7 @@ enum {
 struct mh_cli {
     const char *uri, *bind_dn, *base, *conf_path;
     char *password;            /* owned; wiped and freed by mh_cli_free */
+    size_t password_len;       /* its length: a -y file may hold any byte, NUL included */
     int prompt, starttls, dry_run, verbose;
     const char *pw_file;
     struct mh_conf *conf;      /* from -c, or NULL */

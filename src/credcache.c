@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct mh_credcache {
     uint64_t ttl_ms;
     EVP_MAC *mac;
     EVP_MAC_CTX *tmpl;       /* keyed once; duplicated per call */
+    atomic_uint_fast64_t epoch;   /* mh_credcache_epoch: the last value + 1, 0 none yet */
 };
 
 struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *err,
@@ -44,6 +46,7 @@ struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *er
         return NULL;
     }
     memset(c, 0, sizeof *c);
+    atomic_init(&c->epoch, 0);
     c->ttl_ms = ttl_ms;
     c->nbuckets = 1;
     while (c->nbuckets * WAYS < capacity)
@@ -173,6 +176,23 @@ void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_le
     use->stored_ms = now_ms ? now_ms : 1;
     pthread_mutex_unlock(&s->lock);
     OPENSSL_cleanse(m, sizeof m);
+}
+
+void mh_credcache_epoch(struct mh_credcache *c, uint64_t epoch)
+{
+    uint_fast64_t seen = atomic_load(&c->epoch), want = epoch + 1;
+    if (seen == want || !atomic_compare_exchange_strong(&c->epoch, &seen, want))
+        return;   /* unchanged, or another thread is wiping for the same change */
+    if (seen == 0)
+        return;   /* the first value: nothing was cached under another one */
+    for (size_t sh = 0; sh < NSHARD; sh++) {
+        pthread_mutex_lock(&c->shard[sh].lock);
+        for (size_t b = sh; b < c->nbuckets; b += NSHARD) {
+            OPENSSL_cleanse(&c->slot[b * WAYS], WAYS * sizeof *c->slot);
+        }
+        c->shard[sh].used = 0;
+        pthread_mutex_unlock(&c->shard[sh].lock);
+    }
 }
 
 size_t mh_credcache_count(struct mh_credcache *c)

@@ -5,7 +5,8 @@
  * under a random key drawn at creation (and wiped at free), of the login's length, the login
  * and the password, together with the version of the user's mirror entry (mirror.h) it was
  * verified against.  Any change to the entry in the directory (a new password, a lock, a
- * move) gives the entry a new version, so its cached passwords stop matching at once.
+ * move) gives the entry a new version, so its cached passwords stop matching at once; a
+ * broken change feed ends them all (mh_credcache_epoch).
  *
  * Memory is fixed at creation: `capacity` entries in set-associative buckets; a full bucket
  * replaces its oldest entry.  Nothing is allocated per call.
@@ -36,6 +37,13 @@ int mh_credcache_check(struct mh_credcache *c, const char *login, size_t login_l
 /* Records a successful verification at now_ms (replacing an earlier one of the same pair). */
 void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_len,
                       const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms);
+
+/* Ends every cached verification (the table is wiped) when `epoch` differs from the value
+ * given last time; the first call only records it.  The caller passes a count that changes
+ * whenever cached passwords must stop vouching: the mirror's count of stale periods
+ * (mh_mirror_stale_count), so a credential cached before the change feed broke is never
+ * used again, not even after the copy is live again.  One atomic load when unchanged. */
+void mh_credcache_epoch(struct mh_credcache *c, uint64_t epoch);
 
 /* Occupied slots (expired ones included until reused), for metrics. */
 size_t mh_credcache_count(struct mh_credcache *c);

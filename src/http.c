@@ -427,13 +427,15 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
         mh_metrics_route_gap(MH_METRICS_NO_ROUTE);
     if (d->outcome == MH_OUT_TEMPFAIL && strncmp(d->reason, "unmapped-route ", 15) == 0)
         mh_metrics_route_gap(MH_METRICS_UNMAPPED_ROUTE);
-    char rewrite[MH_LOGIN_MAX * 4 + 8];
+    char rewrite[MH_LOGIN_MAX * 4 + 8], backend[4 * sizeof d->route.name + 8];
     mh_log_safe(user, sizeof user, req->login, req->login_len);
     mh_log_safe(rewrite, sizeof rewrite, d->user, strlen(d->user));
+    /* the backend's name may be the routing value's host part: from the directory */
+    mh_log_safe(backend, sizeof backend, d->route.name, strlen(d->route.name));
     if (d->outcome == MH_OUT_OK)
         mh_log(LOG_INFO, "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=ok "
                "reason=%s backend=%s server=%s port=%u%s%s%s via=%s ms=%.1f", user,
-               mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, d->route.name,
+               mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, backend,
                d->route.server, d->route.port, d->user[0] ? " rewrite=\"" : "", rewrite,
                d->user[0] ? "\"" : "", d->via ? d->via : "-", ms);
     else
@@ -533,6 +535,8 @@ static int from_mirror(struct mh_http *h, struct mh_gen *g, struct mh_job *job)
     const struct mh_request *req = &job->req;
     enum mh_mirror_state st = mh_mirror_state(g->mirror);
     int needs_directory = 0, verified = 0;
+    if (g->credcache != NULL)   /* a stale period ends every cached verification */
+        mh_credcache_epoch(g->credcache, mh_mirror_stale_count(g->mirror));
     unsigned kind = req->method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT : MH_MKEY_LOGIN;
     if (st == MH_MIRROR_EMPTY ||
         (kind == MH_MKEY_RECIPIENT && g->conf->mirror_recipient_attributes == NULL))
@@ -701,10 +705,24 @@ answered:
     return r;
 }
 
+/* Overwrites the raw Auth-Pass (nginx's %-escaped password) where libmicrohttpd parsed it:
+ * in place, in the connection's read buffer, which the library keeps until the connection
+ * is reset or closed and does not read again once the request is complete. */
+static enum MHD_Result wipe_pass(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
+{
+    (void)cls;
+    (void)kind;
+    if (value != NULL && key_size == 9 && strncasecmp(key, "Auth-Pass", 9) == 0)
+        OPENSSL_cleanse((char *)value, value_size);
+    return MHD_YES;
+}
+
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
     struct pending *p = *con_cls;
+    (void)MHD_get_connection_values_n(conn, MHD_HEADER_KIND, wipe_pass, NULL);
     if (p != NULL) {
         struct mh_gen *g = p->gen;
         mh_request_wipe(&p->job.req);
@@ -793,12 +811,13 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    char msg[512];
+    char msg[512], safe[4 * sizeof msg + 8];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    mh_log(LOG_DEBUG, "libmicrohttpd: %s", msg);
+    /* the library's messages may quote what a client sent */
+    mh_log(LOG_DEBUG, "libmicrohttpd: \"%s\"", mh_log_safe(safe, sizeof safe, msg, n));
 }
 
 int mh_http_start(struct mh_http *h, struct mh_gen *g, char *err, size_t errsize)

@@ -3,9 +3,11 @@
 #include "journal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -153,7 +155,10 @@ static int load(struct mh_journal *j, FILE *fp, const char *op, off_t *whole, ch
             e.old_state = unb64(f[3], &ok);
             e.old_prev = unb64(f[4], &ok);
             e.old_moved = unb64(f[5], &ok);
-            e.had_class = strcmp(f[6], "1") == 0;
+            if (f[6][0] < '0' || f[6][0] > '3' || f[6][1] != '\0')
+                ok = 0;
+            e.had_class = (f[6][0] - '0') & MH_J_HAD_CLASS ? 1 : 0;
+            e.add_route_class = (f[6][0] - '0') & MH_J_ADD_ROUTE_CLASS ? 1 : 0;
             if (!ok || e.dn == NULL || add_entry(j, &e) < 0) {
                 entry_free(&e);
                 snprintf(err, errsize, "%s:%lu: damaged plan line", j->path, lineno);
@@ -185,6 +190,54 @@ out:
     return rc;
 }
 
+FILE *mh_journal_tmp_open(const char *path, char **tmp)
+{
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path + 1) : 0, fd = -1, saved;
+    FILE *fp = NULL;
+    *tmp = NULL;
+    if (asprintf(tmp, "%.*s.%s.XXXXXX", dirlen, path, slash ? slash + 1 : path) < 0) {
+        *tmp = NULL;
+        errno = ENOMEM;
+        return NULL;
+    }
+    fd = mkostemp(*tmp, O_CLOEXEC);   /* O_CREAT|O_EXCL: never an existing name or link */
+    if (fd < 0)
+        goto fail;
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) < 0 || (fp = fdopen(fd, "w")) == NULL)
+        goto fail;
+    return fp;
+fail:
+    saved = errno;
+    if (fd >= 0) {
+        close(fd);
+        unlink(*tmp);
+    }
+    free(*tmp);
+    *tmp = NULL;
+    errno = saved;
+    return NULL;
+}
+
+int mh_journal_tmp_commit(FILE *fp, const char *tmp, const char *path, int keep)
+{
+    int ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+    int saved = errno;
+    if (!keep && fclose(fp) != 0 && ok) {
+        ok = 0;
+        saved = errno;
+    }
+    if (ok && rename(tmp, path) == 0)
+        return 0;
+    if (ok)
+        saved = errno;
+    unlink(tmp);
+    errno = saved;
+    return -1;
+}
+
 int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char *err,
                     size_t errsize)
 {
@@ -195,16 +248,24 @@ int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char
         snprintf(err, errsize, "out of memory");
         return -1;
     }
-    FILE *fp = fopen(path, "re");
+    /* O_NOFOLLOW: a symbolic link at the journal's name is refused, not written through */
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    FILE *fp = fd >= 0 ? fdopen(fd, "r+") : NULL;
+    if (fd >= 0 && fp == NULL) {
+        snprintf(err, errsize, "%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
     if (fp != NULL) {
         /* never overwrite a file that is not ours: only an empty file, or one that is the
          * start of our first line (killed while creating it), may be started afresh */
         char head[sizeof MAGIC + 1];
+        struct stat st;
         size_t got = fread(head, 1, sizeof head, fp);
         rewind(fp);
         int ours = got == 0 || (got <= sizeof MAGIC && memcmp(head, MAGIC "\n", got) == 0) ||
                    (got > sizeof MAGIC - 1 && memcmp(head, MAGIC "\n", sizeof MAGIC) == 0);
-        if (!ours) {
+        if (!ours || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
             fclose(fp);
             snprintf(err, errsize, "%s: not a mailhostctl journal; not touched (choose another "
                      "file with --journal)", path);
@@ -212,38 +273,48 @@ int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char
         }
         off_t whole = 0;
         int r = load(j, fp, op, &whole, err, errsize);
-        fclose(fp);
-        if (r < 0)
+        if (r < 0) {
+            fclose(fp);
             return -1;
+        }
         if (r == 1) {
-            if (truncate(path, whole) < 0) {
+            /* the same file, through the descriptor already open: cut a torn last line */
+            if (fflush(fp) != 0 || ftruncate(fd, whole) < 0 || fseeko(fp, 0, SEEK_END) < 0) {
                 snprintf(err, errsize, "%s: %s", path, strerror(errno));
+                fclose(fp);
                 return -1;
             }
-            j->fp = fopen(path, "ae");
-            if (j->fp == NULL) {
-                snprintf(err, errsize, "%s: %s", path, strerror(errno));
-                return -1;
-            }
+            j->fp = fp;
             return 0;
         }
+        fclose(fp);
         reset(j); /* killed while planning: nothing was changed, plan again */
+    } else if (errno == ELOOP) {
+        snprintf(err, errsize, "%s: is a symbolic link: not followed (choose another file "
+                 "with --journal)", path);
+        return -1;
     } else if (errno != ENOENT) {
         snprintf(err, errsize, "%s: %s", path, strerror(errno));
         return -1;
     }
-    j->fp = fopen(path, "we");
+    /* a new journal: written to a new temporary file and renamed into place */
+    char *tmp = NULL;
+    j->fp = mh_journal_tmp_open(path, &tmp);
     if (j->fp == NULL) {
         snprintf(err, errsize, "%s: %s", path, strerror(errno));
         return -1;
     }
     fprintf(j->fp, MAGIC "\nop %s\n", op);
-    return mh_journal_sync(j) < 0 ? -1 : 0;
+    int rc = mh_journal_tmp_commit(j->fp, tmp, path, 1);
+    if (rc < 0)
+        snprintf(err, errsize, "%s: %s", path, strerror(errno));
+    free(tmp);
+    return rc;
 }
 
 int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
                     const char *old_state, const char *old_prev, const char *old_moved,
-                    int had_class)
+                    int flags)
 {
     struct mh_jentry e = { 0 };
     char *f[5] = { b64(dn), b64(old_host), b64(old_state), b64(old_prev), b64(old_moved) };
@@ -253,10 +324,12 @@ int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
     e.old_state = old_state ? strdup(old_state) : NULL;
     e.old_prev = old_prev ? strdup(old_prev) : NULL;
     e.old_moved = old_moved ? strdup(old_moved) : NULL;
-    e.had_class = had_class;
+    flags &= MH_J_HAD_CLASS | MH_J_ADD_ROUTE_CLASS;
+    e.had_class = flags & MH_J_HAD_CLASS ? 1 : 0;
+    e.add_route_class = flags & MH_J_ADD_ROUTE_CLASS ? 1 : 0;
     if (f[0] && f[1] && f[2] && f[3] && f[4] && e.dn &&
         fprintf(j->fp, "plan %zu %s %s %s %s %s %d\n", j->n, f[0], f[1], f[2], f[3], f[4],
-                had_class) > 0 &&
+                flags) > 0 &&
         add_entry(j, &e) == 0)
         rc = 0;
     else

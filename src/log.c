@@ -90,6 +90,10 @@ void mh_log(int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* the last guard (see log.h): values are escaped by mh_log_safe before they get here */
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
 
     if (log_target == MH_LOG_SYSLOG) {
         syslog(level, "%s", msg);

@@ -4,8 +4,12 @@
  * lines from several threads never interleave.  All functions are thread-safe once
  * mh_log_open() has returned; mh_log_open() itself is called once from main().
  *
- * Nothing here ever receives a password: callers pass logins through mh_log_safe() so that
- * control bytes and non-ASCII bytes from the network are shown escaped (\xHH), never raw.
+ * Nothing here ever receives a password.  Every value that came from the network or from the
+ * directory (logins, DNs, routing values, sync cookies and OIDs, libmicrohttpd's messages) is
+ * passed through mh_log_safe(), the one escaping helper, and written inside double quotes:
+ * control bytes, non-ASCII bytes, '"', '\\' and '=' are shown as \xHH, so a value can neither
+ * end its line nor forge a key=value field.  As a last guard mh_log() itself turns any control
+ * byte left in a formatted line into '?': no caller can split a line, even by mistake.
  */
 #ifndef MH_LOG_H
 #define MH_LOG_H

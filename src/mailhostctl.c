@@ -37,6 +37,7 @@ struct ctl {
     const char *state_opt;     /* --state as given (c.state defaults to "done" for set) */
     int ldif_out, json, no_track;
     long batch;
+    const struct schema_info *schema;   /* set: the classes allowing the routing attribute */
 };
 
 static void usage(FILE *fp)
@@ -63,7 +64,7 @@ static void usage(FILE *fp)
         "LDAP options (as ldapsearch; ldap.conf and ~/.ldaprc are read):\n"
         "  -H URI      directory URI(s)            -D DN       bind DN\n"
         "  -w PASS     bind password               -W          prompt for it\n"
-        "  -y FILE     read it from FILE           -Z / -ZZ    StartTLS (-ZZ: required)\n"
+        "  -y FILE     all of FILE (as ldapsearch) -Z / -ZZ    StartTLS (-ZZ: required)\n"
         "  -x          simple bind (the default)   -b BASE     search base\n"
         "  -c FILE     take URIs, base, filter, attributes and backends from a\n"
         "              mailhostd.conf (its secret files are not read)\n"
@@ -120,6 +121,22 @@ static char *b64(const void *data, size_t len)
     char *out = malloc(4 * ((len + 2) / 3) + 1);
     if (out)
         EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+    return out;
+}
+
+/* For the terminal: s itself when it is printable ASCII, else "base64:" and its base64 (a
+ * DN or a value from the directory may hold a newline).  Malloc'ed; NULL for NULL. */
+static char *shown(const char *s)
+{
+    if (s == NULL)
+        return NULL;
+    size_t n = strlen(s);
+    if (!ldif_is_not_printable(s, n) && strchr(s, '\n') == NULL && strchr(s, '\r') == NULL)
+        return strdup(s);
+    char *e = b64(s, n), *out = NULL;
+    if (e == NULL || asprintf(&out, "base64:%s", e) < 0)
+        out = NULL;
+    free(e);
     return out;
 }
 
@@ -201,12 +218,33 @@ static void add_mod(struct change *ch, int op, const char *attr, const char *val
     ch->m[ch->n++] = (struct mod){ op, attr, val };
 }
 
+static const char *schema_route_class(const struct schema_info *si);
+
+/* The auxiliary class set adds to entries without one allowing the routing attribute. */
+static const char *route_class(const struct ctl *c)
+{
+    const char *cls = c->schema ? schema_route_class(c->schema) : NULL;
+    return cls && *cls ? cls : "inetLocalMailRecipient";
+}
+
 static void forward_change(const struct ctl *c, const struct mh_jentry *e, const char *host,
                            int track, const char *now, struct change *ch)
 {
     memset(ch, 0, sizeof *ch);
     ch->dn = e->dn;
     ch->assertion = eq_filter(c->cli.route_attr, e->old_host);
+    if (e->add_route_class) {
+        /* no class of the entry allows the routing attribute: add one in the same modify,
+         * asserting the entry still lacks it */
+        const char *cls = route_class(c);
+        char *a = NULL;
+        if (ch->assertion == NULL ||
+            asprintf(&a, "(&%s(!(objectClass=%s)))", ch->assertion, cls) < 0)
+            a = NULL;
+        free(ch->assertion);
+        ch->assertion = a;
+        add_mod(ch, LDAP_MOD_ADD, "objectClass", cls);
+    }
     add_mod(ch, LDAP_MOD_REPLACE, c->cli.route_attr, host);
     if (track) {
         if (!e->had_class)
@@ -231,19 +269,49 @@ static void undo_change(const struct ctl *c, const struct mh_jentry *e, const ch
         add_mod(ch, LDAP_MOD_REPLACE, PREV_ATTR, e->had_class ? e->old_prev : NULL);
         add_mod(ch, LDAP_MOD_REPLACE, MOVED_ATTR, e->had_class ? e->old_moved : NULL);
     }
+    if (e->add_route_class)   /* the run added it: removed with the value it allowed */
+        add_mod(ch, LDAP_MOD_DELETE, "objectClass", route_class(c));
 }
 
+/* Every value that leaves mailhostctl as LDIF goes through libldap's LDIF writer, which
+ * base64-encodes what is not plain printable text (a newline, a leading space, ':' or '<'):
+ * a DN or a directory value can never start a line of its own. */
 static void put_ldif(FILE *fp, const char *name, const char *val)
 {
-    char *s = ldif_put(LDIF_PUT_VALUE, name, val, strlen(val));
+    char *s = ldif_put_wrap(LDIF_PUT_VALUE, name, val, strlen(val), LDIF_LINE_WIDTH);
     if (s) {
         fputs(s, fp);
         ber_memfree(s);
     }
 }
 
-/* Writes the change as an ldapmodify record, the assertion as an LDIF control line. */
-static int write_change(LDAP *ld, FILE *fp, const struct change *ch, const char *comment)
+/* A comment line "# name: value" for a human reader: the "name: value" part is libldap's
+ * LDIF encoding (base64 when the value is not plain text), unwrapped, so the comment is one
+ * line of printable ASCII whatever the value holds.  NULL: "(none)". */
+static void put_comment(FILE *fp, const char *name, const char *val)
+{
+    if (val == NULL) {
+        fprintf(fp, "# %s: (none)\n", name);
+        return;
+    }
+    char *s = ldif_put_wrap(LDIF_PUT_VALUE, name, val, strlen(val), LDIF_LINE_WIDTH_MAX);
+    if (s == NULL)
+        return;
+    for (char *line = s, *nl; *line; line = nl + 1) {   /* one line; each line a comment */
+        nl = strchr(line, '\n');
+        if (nl == NULL)
+            nl = line + strlen(line) - 1;
+        fprintf(fp, "# %.*s\n", (int)(nl - line), line);
+        if (nl[1] == '\0')
+            break;
+    }
+    ber_memfree(s);
+}
+
+/* Writes the change as an ldapmodify record, the assertion as an LDIF control line.  old and
+ * host (either may be NULL) are shown in comments, LDIF-encoded. */
+static int write_change(LDAP *ld, FILE *fp, const struct change *ch, const char *attr,
+                        const char *old, const char *host)
 {
     struct berval ber = { 0, NULL };
     if (ch->assertion == NULL || ldap_create_assertion_control_value(ld, ch->assertion, &ber) !=
@@ -253,9 +321,14 @@ static int write_change(LDAP *ld, FILE *fp, const struct change *ch, const char 
     ber_memfree(ber.bv_val);
     if (val == NULL)
         return -1;
-    if (comment)
-        fprintf(fp, "# %s\n", comment);
-    fprintf(fp, "# assertion: %s\n", ch->assertion);
+    if (attr != NULL) {
+        char name[300];
+        snprintf(name, sizeof name, "%s-was", attr);
+        put_comment(fp, name, old);
+        snprintf(name, sizeof name, "%s-becomes", attr);
+        put_comment(fp, name, host);
+    }
+    put_comment(fp, "assertion", ch->assertion);
     put_ldif(fp, "dn", ch->dn);
     fprintf(fp, "control: %s true:: %s\n", LDAP_CONTROL_ASSERT, val);
     free(val);
@@ -302,7 +375,98 @@ struct schema_info {
     LDAPAttributeType *route;   /* NULL: not defined */
     int has_class, class_attrs_ok;
     char conflict[256];         /* our names defined under other OIDs */
+    char **allow;               /* names and OIDs of the classes allowing the routing
+                                 * attribute (directly or through SUP), extensibleObject */
+    size_t nallow;
+    char route_class[128];      /* the auxiliary class set adds to an entry that has none of
+                                 * them (inetLocalMailRecipient for mailHost); "" none */
 };
+
+static int has_name(char **names, const char *want);
+
+static int names_hit(char **names, char **want)
+{
+    for (char **w = want; w && *w; w++)
+        for (char **n = names; n && *n; n++)
+            if (strcasecmp(*n, *w) == 0)
+                return 1;
+    return 0;
+}
+
+static void allow_add(struct schema_info *si, const char *name)
+{
+    char **v = realloc(si->allow, (si->nallow + 2) * sizeof *v);
+    if (v == NULL)
+        return;
+    si->allow = v;
+    if ((v[si->nallow] = strdup(name)) != NULL)
+        si->nallow++;
+    v[si->nallow] = NULL;
+}
+
+/* Which object classes allow the routing attribute: those naming it (by any of its names or
+ * its OID) in MUST or MAY, then, until nothing changes, those whose SUP is one of them. */
+static void route_classes(struct schema_info *si, struct berval **ocs)
+{
+    size_t n = 0;
+    for (size_t i = 0; ocs && ocs[i]; i++)
+        n++;
+    LDAPObjectClass **v = calloc(n + 1, sizeof *v);
+    char *oid1[2] = { NULL, NULL };
+    int *ok = calloc(n + 1, sizeof *ok), changed = 1;
+    if (v == NULL || ok == NULL || si->route == NULL)
+        goto out;
+    oid1[0] = si->route->at_oid;
+    for (size_t i = 0; i < n; i++) {
+        int code;
+        const char *errp;
+        v[i] = ldap_str2objectclass(ocs[i]->bv_val, &code, &errp, LDAP_SCHEMA_ALLOW_ALL);
+        ok[i] = v[i] && (names_hit(v[i]->oc_at_oids_must, si->route->at_names) ||
+                         names_hit(v[i]->oc_at_oids_may, si->route->at_names) ||
+                         names_hit(v[i]->oc_at_oids_must, oid1) ||
+                         names_hit(v[i]->oc_at_oids_may, oid1));
+    }
+    while (changed) {
+        changed = 0;
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; v[i] && !ok[i] && k < n; k++)
+                if (ok[k] && (names_hit(v[i]->oc_sup_oids, v[k]->oc_names) ||
+                              has_name(v[i]->oc_sup_oids, v[k]->oc_oid)))
+                    ok[i] = changed = 1;
+    }
+    allow_add(si, "extensibleObject");
+    for (size_t i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        allow_add(si, v[i]->oc_oid);
+        for (char **nm = v[i]->oc_names; nm && *nm; nm++) {
+            allow_add(si, *nm);
+            if (v[i]->oc_kind == LDAP_SCHEMA_AUXILIARY &&
+                (si->route_class[0] == '\0' || strcasecmp(*nm, "inetLocalMailRecipient") == 0))
+                snprintf(si->route_class, sizeof si->route_class, "%s", *nm);
+        }
+    }
+out:
+    for (size_t i = 0; v && i < n; i++)
+        if (v[i])
+            ldap_objectclass_free(v[i]);
+    free(v);
+    free(ok);
+}
+
+/* 1 if one of the entry's object classes allows the routing attribute (or the schema could
+ * not tell, or has no auxiliary class that allows it: then nothing is added). */
+static int entry_allows_route(const struct schema_info *si, struct berval **oc)
+{
+    if (si->nallow <= 1 || si->route_class[0] == '\0')
+        return 1;   /* the attribute is not defined, or no auxiliary class could be added */
+    for (size_t i = 0; oc && oc[i]; i++)
+        for (size_t k = 0; k < si->nallow; k++)
+            if (oc[i]->bv_len == strlen(si->allow[k]) &&
+                strncasecmp(oc[i]->bv_val, si->allow[k], oc[i]->bv_len) == 0)
+                return 1;
+    return 0;
+}
 
 static int read_subschema(LDAP *ld, struct berval ***ats, struct berval ***ocs)
 {
@@ -391,9 +555,15 @@ static int schema_read(LDAP *ld, const char *route_attr, struct schema_info *si)
         }
         ldap_objectclass_free(oc);
     }
+    route_classes(si, ocs);
     ber_bvecfree(ats);
     ber_bvecfree(ocs);
     return LDAP_SUCCESS;
+}
+
+static const char *schema_route_class(const struct schema_info *si)
+{
+    return si->route_class;
 }
 
 static void schema_free(struct schema_info *si)
@@ -401,6 +571,76 @@ static void schema_free(struct schema_info *si)
     if (si->route)
         ldap_attributetype_free(si->route);
     si->route = NULL;
+    for (size_t i = 0; i < si->nallow; i++)
+        free(si->allow[i]);
+    free(si->allow);
+    si->allow = NULL;
+    si->nallow = 0;
+}
+
+/* A --filter that selected nothing: say why when it can be told.  A filter on an attribute
+ * the schema does not define, or one the bind DN may not search on (slapd's ACL: a filter
+ * item on such an attribute is Undefined, so it matches nothing, silently), gives "0
+ * changes" like an honest empty selection.  For each attribute the filter names (objectClass
+ * aside): not in the subschema -> warning; in it, but no entry under the base shows it to
+ * this account (a presence search among the entries with uid or mail, size limit 1) ->
+ * warning naming the two causes. */
+static void filter_diagnose(struct ctl *c, const char *filter)
+{
+    struct berval **ats = NULL, **ocs = NULL;
+    int have_schema = read_subschema(c->cli.ld, &ats, &ocs) == LDAP_SUCCESS && ats != NULL;
+    char seen[16][128];
+    int nseen = 0;
+    for (const char *f = filter; (f = strchr(f, '(')) != NULL && nseen < 16;) {
+        f++;
+        while (*f == ' ' || *f == '&' || *f == '|' || *f == '!')
+            f++;
+        if (*f == '(')
+            continue;
+        size_t n = strcspn(f, "=~<>:;() ");
+        if (n == 0 || n >= sizeof seen[0] || strncasecmp(f, "objectClass", n) == 0)
+            continue;
+        char name[128];
+        memcpy(name, f, n);
+        name[n] = '\0';
+        int dup = 0;
+        for (int k = 0; k < nseen; k++)
+            dup |= strcasecmp(seen[k], name) == 0;
+        if (dup)
+            continue;
+        snprintf(seen[nseen++], sizeof seen[0], "%s", name);
+        int defined = !have_schema;
+        for (size_t i = 0; have_schema && ats[i] && !defined; i++) {
+            int code;
+            const char *errp;
+            LDAPAttributeType *at = ldap_str2attributetype(ats[i]->bv_val, &code, &errp,
+                                                           LDAP_SCHEMA_ALLOW_ALL);
+            if (at != NULL)
+                defined = has_name(at->at_names, name) || strcmp(at->at_oid, name) == 0;
+            ldap_attributetype_free(at);
+        }
+        if (!defined) {
+            fprintf(stderr, "%s: warning: --filter: the directory's schema defines no attribute "
+                    "\"%s\": the filter can match nothing on it\n", prog, name);
+            continue;
+        }
+        char *pf = NULL, *attrs[] = { LDAP_NO_ATTRS, NULL };
+        LDAPMessage *res = NULL;
+        if (asprintf(&pf, "(&(%s=*)(|(uid=*)(mail=*)))", name) < 0)
+            continue;
+        int rc = ldap_search_ext_s(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE, pf, attrs, 0,
+                                   NULL, NULL, NULL, 1, &res);
+        if ((rc == LDAP_SUCCESS || rc == LDAP_SIZELIMIT_EXCEEDED) &&
+            ldap_count_entries(c->cli.ld, res) == 0)
+            fprintf(stderr, "%s: warning: --filter: no user entry under %s shows \"%s\" to "
+                    "this account (%s): either the directory's ACL does not let it search on \"%s\" "
+                    "(then a filter on it matches nothing), or no entry holds it\n", prog,
+                    c->cli.base, name, c->cli.bind_dn ? c->cli.bind_dn : "anonymous", name);
+        ldap_msgfree(res);
+        free(pf);
+    }
+    ber_bvecfree(ats);
+    ber_bvecfree(ocs);
 }
 
 static const char *syntax_name(const char *oid)
@@ -410,6 +650,14 @@ static const char *syntax_name(const char *oid)
     if (!strcmp(oid, "1.3.6.1.4.1.1466.115.121.1.15")) return "Directory String";
     if (!strcmp(oid, "1.3.6.1.4.1.1466.115.121.1.44")) return "Printable String";
     return "other";
+}
+
+static int count_entry(void *ctx, LDAP *ld, LDAPMessage *e)
+{
+    (void)ld;
+    (void)e;
+    (*(size_t *)ctx)++;
+    return 0;
 }
 
 static int cmd_schema_check(struct ctl *c)
@@ -454,6 +702,30 @@ static int cmd_schema_check(struct ctl *c)
                "  next: ldapadd -Y EXTERNAL -H ldapi:/// -f schema/mailhostd.ldif"
                " (slapd.conf: include mailhostd.schema)\n", MIGRATION_CLASS);
     }
+    if (si.route != NULL && si.nallow > 1 && c->cli.base != NULL) {
+        /* entries that set must give a class before they can hold the routing attribute */
+        size_t n = 0, len = 64;
+        for (size_t i = 0; i < si.nallow; i++)
+            len += strlen(si.allow[i]) + 16;
+        char *f = malloc(len);
+        if (f != NULL) {
+            strcpy(f, "(&(|(uid=*)(mail=*))(!(|");
+            for (size_t i = 0; i < si.nallow; i++)
+                strcat(strcat(strcat(f, "(objectClass="), si.allow[i]), ")");
+            strcat(f, ")))");
+            char *attrs[] = { LDAP_NO_ATTRS, NULL };
+            rc = mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE, f, attrs,
+                                    count_entry, &n);
+            free(f);
+            if (rc == LDAP_SUCCESS && n > 0)
+                printf("entries without a class allowing %s: %zu (set adds %s to them in the "
+                       "same modify; the bind DN needs write access to objectClass value %s)\n",
+                       attr, n, si.route_class[0] ? si.route_class : "an auxiliary class",
+                       si.route_class[0] ? si.route_class : "it");
+            else if (rc == LDAP_SUCCESS)
+                printf("entries without a class allowing %s: none\n", attr);
+        }
+    }
     printf("%s\n", ready ? "ready: nothing to load" : "not ready: see next steps above");
     schema_free(&si);
     return ready ? MH_EXIT_OK : MH_EXIT_ERROR;
@@ -487,10 +759,17 @@ static int cmd_show(struct ctl *c, char **args, int nargs)
         fprintf(stderr, "%s: show takes one USER\n", prog);
         return MH_EXIT_USAGE;
     }
-    char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, PREV_ATTR,
-                      MOVED_ATTR, "mail", "uid", NULL };
+    char *attrs[7 + MH_LOGIN_ATTRS_MAX] = { (char *)c->cli.route_attr,
+                                            (char *)c->cli.state_attr, PREV_ATTR, MOVED_ATTR,
+                                            "mail", "uid", NULL };
     if (c->cli.state_attr == NULL)
         attrs[1] = PREV_ATTR;
+    if (c->cli.conf != NULL) {   /* the attributes of login=attribute:NAME backends */
+        const char *la[MH_LOGIN_ATTRS_MAX];
+        size_t n = mh_backend_map_login_attrs(c->cli.conf->backends, la, MH_LOGIN_ATTRS_MAX);
+        for (size_t i = 0; i < n; i++)
+            attrs[6 + i] = (char *)la[i];
+    }
     LDAPMessage *res, *e;
     int rc = find_user(c, args[0], attrs, &res, &e);
     if (rc != LDAP_SUCCESS) {
@@ -509,9 +788,14 @@ static int cmd_show(struct ctl *c, char **args, int nargs)
     char *state = mh_cli_first_value(c->cli.ld, e, c->cli.state_attr);
     char *prev = mh_cli_first_value(c->cli.ld, e, PREV_ATTR);
     char *moved = mh_cli_first_value(c->cli.ld, e, MOVED_ATTR);
-    printf("dn: %s\n%s: %s\nmigration state: %s\nprevious host: %s\nmoved at: %s\n", dn,
-           c->cli.route_attr, host ? host : "(none)", state ? state : "(none)",
-           prev ? prev : "(none)", moved ? moved : "(none)");
+    {   /* values from the directory: printable, or shown as base64 */
+        char *v[5] = { shown(dn), shown(host), shown(state), shown(prev), shown(moved) };
+        printf("dn: %s\n%s: %s\nmigration state: %s\nprevious host: %s\nmoved at: %s\n",
+               v[0] ? v[0] : "?", c->cli.route_attr, v[1] ? v[1] : "(none)",
+               v[2] ? v[2] : "(none)", v[3] ? v[3] : "(none)", v[4] ? v[4] : "(none)");
+        for (int k = 0; k < 5; k++)
+            free(v[k]);
+    }
     const struct mh_conf *conf = c->cli.conf;
     if (conf == NULL) {
         printf("routes: give -c mailhostd.conf to see the backend mailhostd would choose\n");
@@ -528,9 +812,17 @@ static int cmd_show(struct ctl *c, char **args, int nargs)
             } else {
                 switch (mh_backend_route(conf->backends, r, value, (enum mh_proto)p, &route)) {
                 case MH_ROUTE_OK: {
-                    char buf[MH_LOGIN_MAX + 1];
+                    char buf[MH_LOGIN_MAX + 1], *fromattr = NULL;
                     const char *login = mh_backend_rewrite_login(route.rewrite, args[0], buf,
                                                                  sizeof buf);
+                    if (route.rewrite == MH_LOGIN_ATTRIBUTE) {
+                        fromattr = mh_cli_first_value(c->cli.ld, e, route.login_attr);
+                        char *sh = shown(fromattr);
+                        snprintf(buf, sizeof buf, "%s", sh ? sh : "(none: temporary failure)");
+                        free(sh);
+                        free(fromattr);
+                        login = buf;
+                    }
                     printf("%s port %u (%s%s)%s%s\n", route.server, route.port,
                            host && *host ? "backend " : "default_backend ", route.name,
                            login ? ", login " : "", login ? login : "");
@@ -566,6 +858,7 @@ struct plan_ctx {
     struct mh_journal *j;       /* NULL: dry run / --ldif, plan kept in mem */
     const char *host;
     size_t already, not_from;
+    size_t add_class;           /* planned entries that get the routing attribute's class */
     struct mh_jentry *mem;      /* in-memory plan for dry runs */
     size_t nmem, capmem;
 };
@@ -590,17 +883,20 @@ static int plan_entry(void *vctx, LDAP *ld, LDAPMessage *e)
                     host ? host : "(none)", c->from);
     } else {
         struct berval **oc = ldap_get_values_len(ld, e, "objectClass");
-        int had = 0;
+        int had = 0, lacks = c->schema != NULL && !entry_allows_route(c->schema, oc);
         for (size_t i = 0; oc && oc[i]; i++)
             if (oc[i]->bv_len == strlen(MIGRATION_CLASS) &&
                 strncasecmp(oc[i]->bv_val, MIGRATION_CLASS, oc[i]->bv_len) == 0)
                 had = 1;
         ldap_value_free_len(oc);
+        if (lacks)
+            p->add_class++;
         char *st = mh_cli_first_value(ld, e, c->cli.state_attr);
         char *pv = mh_cli_first_value(ld, e, PREV_ATTR);
         char *mv = mh_cli_first_value(ld, e, MOVED_ATTR);
         if (p->j) {
-            rc = mh_journal_plan(p->j, dn, host, st, pv, mv, had);
+            rc = mh_journal_plan(p->j, dn, host, st, pv, mv,
+                                 (had ? MH_J_HAD_CLASS : 0) | (lacks ? MH_J_ADD_ROUTE_CLASS : 0));
         } else {
             if (p->nmem == p->capmem) {
                 size_t cap = p->capmem ? p->capmem * 2 : 64;
@@ -621,6 +917,7 @@ static int plan_entry(void *vctx, LDAP *ld, LDAPMessage *e)
                 je->old_prev = pv;
                 je->old_moved = mv;
                 je->had_class = had;
+                je->add_route_class = lacks;
                 host = st = pv = mv = NULL;
             }
         }
@@ -702,31 +999,34 @@ static char **read_lines(const char *path, size_t *n)
 static void write_undo(struct ctl *c, struct mh_journal *j, const char *host, int track,
                        const char *path)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *fp = fopen(tmp, "we");
+    char *tmp = NULL;
+    FILE *fp = mh_journal_tmp_open(path, &tmp);   /* a new file, renamed over path */
     if (fp == NULL) {
-        fprintf(stderr, "%s: %s: %s\n", prog, tmp, strerror(errno));
+        fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
         return;
     }
-    fprintf(fp, "# undo of: mailhostctl set %s (journal %s)\n"
-            "# apply with: mailhostctl undo %s   or: ldapmodify -f %s\n"
-            "# each change asserts %s=%s, so an entry changed since is left alone\n\n",
-            host, j->path, path, path, c->cli.route_attr, host);
+    fprintf(fp, "# undo of a run of mailhostctl set; apply with mailhostctl undo FILE or "
+            "ldapmodify -f FILE\n"
+            "# each change asserts the value the run set, so an entry changed since is left "
+            "alone\n");
+    put_comment(fp, "host", host);
+    put_comment(fp, "journal", j->path);
+    fputc('\n', fp);
     size_t n = 0;
     for (size_t i = 0; i < j->n; i++) {
         if (j->e[i].status != MH_J_DONE)
             continue;
         struct change ch;
         undo_change(c, &j->e[i], host, track, &ch);
-        write_change(c->cli.ld, fp, &ch, NULL);
+        write_change(c->cli.ld, fp, &ch, NULL, NULL, NULL);
         free(ch.assertion);
         n++;
     }
-    if (fflush(fp) != 0 || fsync(fileno(fp)) != 0 || fclose(fp) != 0 || rename(tmp, path) != 0)
+    if (mh_journal_tmp_commit(fp, tmp, path, 0) != 0)
         fprintf(stderr, "%s: writing %s: %s\n", prog, path, strerror(errno));
     else if (c->cli.verbose)
         fprintf(stderr, "%s: %s: %zu changes to undo\n", prog, path, n);
+    free(tmp);
 }
 
 /* Reconnects after the directory went away: a few tries, with back-off. */
@@ -851,15 +1151,15 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     }
 
     int track = !c->no_track && c->cli.state_attr != NULL;
-    if (track) {
-        struct schema_info si;
-        if (schema_read(c->cli.ld, c->cli.route_attr, &si) != LDAP_SUCCESS || !si.has_class ||
-            !si.class_attrs_ok) {
-            track = 0;
-            fprintf(stderr, "%s: the directory has no %s class: migration state is not "
-                    "recorded (see mailhostctl schema-check)\n", prog, MIGRATION_CLASS);
-        }
-        schema_free(&si);
+    struct schema_info si;
+    int have_schema = schema_read(c->cli.ld, c->cli.route_attr, &si) == LDAP_SUCCESS;
+    if (!have_schema)
+        memset(&si, 0, sizeof si);
+    c->schema = have_schema ? &si : NULL;
+    if (track && (!have_schema || !si.has_class || !si.class_attrs_ok)) {
+        track = 0;
+        fprintf(stderr, "%s: the directory has no %s class: migration state is not "
+                "recorded (see mailhostctl schema-check)\n", prog, MIGRATION_CLASS);
     }
 
     char *op = NULL;
@@ -875,7 +1175,7 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
 
     struct mh_journal j;
     memset(&j, 0, sizeof j);
-    struct plan_ctx p = { c, NULL, host, 0, 0, NULL, 0, 0 };
+    struct plan_ctx p = { c, NULL, host, 0, 0, 0, NULL, 0, 0 };
     int applying = !c->ldif_out && !c->cli.dry_run, status = MH_EXIT_OK, rc;
     size_t missing = 0;
     char jpath[4096], upath[4200], err[1024] = "";
@@ -944,6 +1244,14 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
             status = MH_EXIT_ERROR;
             goto out;
         }
+        if (c->filter && p.nmem == 0 && (!applying || j.n == 0) && p.already == 0 &&
+            p.not_from == 0)
+            filter_diagnose(c, c->filter);
+        if (p.add_class)
+            fprintf(stderr, "%s: %zu entr%s without a class allowing %s: %s added in the same "
+                    "modify (needs write access to objectClass value %s)\n", prog, p.add_class,
+                    p.add_class == 1 ? "y" : "ies", c->cli.route_attr, route_class(c),
+                    route_class(c));
         if (p.already)
             fprintf(stderr, "%s: %zu already on %s: not planned\n", prog, p.already, host);
         if (p.not_from)
@@ -954,14 +1262,19 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     if (!applying) {
         for (size_t i = 0; i < p.nmem; i++) {
             struct change ch;
-            char comment[600];
             forward_change(c, &p.mem[i], host, track, now, &ch);
-            snprintf(comment, sizeof comment, "%s: %s -> %s", p.mem[i].dn,
-                     p.mem[i].old_host ? p.mem[i].old_host : "(none)", host);
-            if (c->ldif_out)
-                write_change(c->cli.ld, stdout, &ch, comment);
-            else
-                printf("would set %s\n", comment);
+            if (c->ldif_out) {
+                write_change(c->cli.ld, stdout, &ch, c->cli.route_attr, p.mem[i].old_host,
+                             host);
+            } else {
+                char *dn = shown(p.mem[i].dn), *old = shown(p.mem[i].old_host);
+                int add = p.mem[i].add_route_class;
+                printf("would set %s: %s -> %s%s%s%s\n", dn ? dn : "?", old ? old : "(none)",
+                       host, add ? " (adds objectClass " : "", add ? route_class(c) : "",
+                       add ? ")" : "");
+                free(dn);
+                free(old);
+            }
             free(ch.assertion);
         }
         fprintf(stderr, "%s: %zu change%s %s\n", prog, p.nmem, p.nmem == 1 ? "" : "s",
@@ -1095,6 +1408,8 @@ out:
     free(p.mem);
     if (applying)
         mh_journal_close(&j);
+    schema_free(&si);
+    c->schema = NULL;
     free(op);
     return status;
 }
@@ -1246,8 +1561,12 @@ static int cmd_stats(struct ctl *c, int nargs)
         ldap_error(c, "searching", c->cli.base, rc);
         return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
     }
-    qsort(s.h, s.nh, sizeof *s.h, by_count);
-    qsort(s.s, s.ns, sizeof *s.s, by_count);
+    if (s.total == 0 && c->filter)
+        filter_diagnose(c, c->filter);
+    if (s.nh > 0)   /* qsort must not get NULL, even for no elements */
+        qsort(s.h, s.nh, sizeof *s.h, by_count);
+    if (s.ns > 0)
+        qsort(s.s, s.ns, sizeof *s.s, by_count);
     if (c->json) {
         printf("{\"total\": %zu, \"by_host\": {", s.total);
         for (size_t i = 0; i < s.nh; i++) {
@@ -1397,7 +1716,8 @@ static int cmd_stragglers(struct ctl *c, int nargs)
     }
     free(line);
     fclose(fp);
-    qsort(v, n, sizeof *v, by_time);
+    if (n > 0)
+        qsort(v, n, sizeof *v, by_time);
     if (c->json) {
         printf("[");
         for (size_t i = 0; i < n; i++) {

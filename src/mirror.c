@@ -66,6 +66,7 @@ struct mh_mirror {
     struct kshard shard[NSHARD];
     uint64_t seed;
     atomic_int state;
+    atomic_uint_fast64_t stale_count;   /* transitions to MH_MIRROR_STALE */
     atomic_int incomplete;      /* an entry could not be stored whole: misses ask the directory */
     atomic_int wild[2];         /* entries with F_WILD_LOGIN, F_WILD_RECIPIENT */
     /* writer only */
@@ -130,6 +131,7 @@ struct mh_mirror *mh_mirror_new(char *err, size_t errsize)
     for (size_t i = 0; i < NSHARD; i++)
         pthread_rwlock_init(&m->shard[i].lock, NULL);
     atomic_init(&m->state, MH_MIRROR_EMPTY);
+    atomic_init(&m->stale_count, 0);
     return m;
 }
 
@@ -164,7 +166,14 @@ void mh_mirror_set_incomplete(struct mh_mirror *m) { atomic_store(&m->incomplete
 
 void mh_mirror_set_state(struct mh_mirror *m, enum mh_mirror_state s)
 {
-    atomic_store(&m->state, (int)s);
+    int old = atomic_exchange(&m->state, (int)s);
+    if (s == MH_MIRROR_STALE && old != MH_MIRROR_STALE)
+        atomic_fetch_add(&m->stale_count, 1);
+}
+
+uint64_t mh_mirror_stale_count(const struct mh_mirror *m)
+{
+    return atomic_load(&((struct mh_mirror *)m)->stale_count);
 }
 
 enum mh_mirror_state mh_mirror_state(const struct mh_mirror *m)

@@ -113,6 +113,10 @@ size_t mh_mirror_sweep_before(struct mh_mirror *m, uint32_t t);
 
 void mh_mirror_set_state(struct mh_mirror *m, enum mh_mirror_state s);
 
+/* How many times the copy went from another state to MH_MIRROR_STALE (any thread): a
+ * change says that cached password verifications must end (credcache.h). */
+uint64_t mh_mirror_stale_count(const struct mh_mirror *m);
+
 /* Says an entry could not be stored whole (no memory, more than 255 keys): from then on a
  * miss is not an answer, the directory is asked (*needs_directory).  Sticky. */
 void mh_mirror_set_incomplete(struct mh_mirror *m);

@@ -41,12 +41,64 @@ int mh_router_precheck(const struct mh_conf *conf, const struct mh_request *req,
 
 /* After the entry is found: the password, the migration state, the backend.  Returns -1
  * (d unfinished) when resolver is NULL and the routing value is a host name to resolve. */
+/* The login=attribute: values read with the entry; NULL when the entry came from the mirror
+ * or the route cache, which do not hold them. */
+struct login_attrs {
+    const char *names[MH_LOGIN_ATTRS_MAX];
+    const char *values[MH_LOGIN_ATTRS_MAX];
+    size_t n;
+};
+
+/* The routing value, or default_backend when there is none (NULL: neither). */
+static const char *effective_route(const struct mh_conf *conf, const char *value)
+{
+    return value == NULL || value[0] == '\0' ? conf->default_backend : value;
+}
+
+int mh_router_needs_login_attr(const struct mh_conf *conf, const struct mh_request *req,
+                               const char *value)
+{
+    struct mh_route r;
+    const char *v = effective_route(conf, value);
+    return req->method != MH_METHOD_NONE && v != NULL &&
+           mh_backend_route(conf->backends, NULL, v, req->proto, &r) == MH_ROUTE_OK &&
+           r.rewrite == MH_LOGIN_ATTRIBUTE;
+}
+
+/* Auth-User from the entry's attribute (login=attribute:NAME): 0, or -1 with d set to a
+ * temporary failure when the entry has no usable value (a data problem, never "invalid
+ * password"). */
+static int login_from_attribute(const struct login_attrs *la, struct mh_decision *d)
+{
+    const char *v = NULL;
+    for (size_t i = 0; i < la->n; i++)
+        if (strcasecmp(la->names[i], d->route.login_attr) == 0)
+            v = la->values[i];
+    size_t n = v ? strlen(v) : 0;
+    int ok = n > 0 && n < sizeof d->user;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)v[i] >= 0x20 && v[i] != 0x7f;
+    if (!ok) {
+        d->outcome = MH_OUT_TEMPFAIL;
+        snprintf(d->reason, sizeof d->reason, "no-login-attribute attribute=%s",
+                 d->route.login_attr);
+        return -1;
+    }
+    memcpy(d->user, v, n + 1);
+    return 0;
+}
+
+/* Returns 0 with *d decided; -1 (d unfinished) when resolver is NULL and the routing value
+ * is a host name to resolve; -2 (d untouched, no bind made) when la is NULL and the backend
+ * takes the login from an entry attribute: a directory search must read it. */
 static int finish(const struct mh_conf *conf, struct mh_resolver *resolver,
                    struct mh_ldap *bind, const struct mh_request *req, uint64_t deadline_ms,
                    const char *dn, const char *value, int frozen, int verified,
-                   struct mh_decision *d)
+                   const struct login_attrs *la, struct mh_decision *d)
 {
     int recipient = req->method == MH_METHOD_NONE;
+    if (la == NULL && mh_router_needs_login_attr(conf, req, value))
+        return -2;
     if (!recipient && conf->verify_password && !verified) {
         switch (mh_ldap_check_password(bind, dn, req->pass, req->pass_len, deadline_ms)) {
         case MH_DIR_OK:
@@ -109,9 +161,13 @@ static int finish(const struct mh_conf *conf, struct mh_resolver *resolver,
         return 0;
     }
     }
-    if (!recipient &&
-        mh_backend_rewrite_login(d->route.rewrite, req->login, d->user, sizeof d->user) == NULL)
+    if (!recipient && d->route.rewrite == MH_LOGIN_ATTRIBUTE) {
+        if (login_from_attribute(la, d) < 0)
+            return 0;
+    } else if (!recipient && mh_backend_rewrite_login(d->route.rewrite, req->login, d->user,
+                                                      sizeof d->user) == NULL) {
         d->user[0] = '\0';
+    }
     set(d, MH_OUT_OK, value == NULL || value[0] == '\0' ? "default-backend" : "routed");
     return 0;
 }
@@ -133,7 +189,19 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
     char *filter = NULL, *dn = NULL, *values[MH_LDAP_MAX_ATTRS] = { NULL };
     if (lookup != NULL)
         *lookup = 0;
-    const char *attrs[] = { conf->ldap_route_attribute, conf->ldap_state_attribute, NULL };
+    /* the routing value, the state (if any), the login=attribute: names of the backend map;
+     * values[] follows attrs[] */
+    const char *attrs[2 + MH_LOGIN_ATTRS_MAX + 1] = { conf->ldap_route_attribute };
+    size_t na = 1, state_i = 0, la_i;
+    if (conf->ldap_state_attribute != NULL) {
+        state_i = na;
+        attrs[na++] = conf->ldap_state_attribute;
+    }
+    la_i = na;
+    struct login_attrs la = { .n = 0 };
+    la.n = mh_backend_map_login_attrs(conf->backends, la.names, MH_LOGIN_ATTRS_MAX);
+    for (size_t i = 0; i < la.n; i++)
+        attrs[na++] = la.names[i];
     int recipient = req->method == MH_METHOD_NONE;
 
     if (mh_router_precheck(conf, req, d))
@@ -162,7 +230,7 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
         snprintf(d->reason, sizeof d->reason, "\"%s\"", mh_ldap_error(search));
         goto done;
     }
-    int frozen = values[1] != NULL && strcasecmp(values[1], "frozen") == 0;
+    int frozen = state_i && values[state_i] != NULL && strcasecmp(values[state_i], "frozen") == 0;
     if (found != NULL && lookup != NULL && strlen(dn) < sizeof found->dn &&
         (values[0] == NULL || strlen(values[0]) < sizeof found->route)) {
         snprintf(found->dn, sizeof found->dn, "%s", dn);
@@ -170,7 +238,9 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
         found->frozen = frozen;
         *lookup = 1;
     }
-    (void)finish(conf, resolver, bind, req, deadline_ms, dn, values[0], frozen, 0, d);
+    for (size_t i = 0; i < la.n; i++)
+        la.values[i] = values[la_i + i];
+    (void)finish(conf, resolver, bind, req, deadline_ms, dn, values[0], frozen, 0, &la, d);
 done:
     free(filter);
     free(dn);
@@ -185,7 +255,8 @@ void mh_router_decide_entry(const struct mh_conf *conf, struct mh_resolver *reso
 {
     if (mh_router_precheck(conf, req, d))
         return;
-    (void)finish(conf, resolver, bind, req, deadline_ms, hit->dn, hit->route, hit->frozen, 0, d);
+    (void)finish(conf, resolver, bind, req, deadline_ms, hit->dn, hit->route, hit->frozen, 0,
+                 NULL, d);
 }
 
 int mh_router_from_mirror(const struct mh_conf *conf, const struct mh_request *req,
@@ -204,8 +275,9 @@ int mh_router_from_mirror(const struct mh_conf *conf, const struct mh_request *r
     if (!recipient && conf->verify_password && !verified)
         return 0;                       /* a bind is needed: a worker's job */
     struct mh_decision saved = *d;
-    if (finish(conf, NULL, NULL, req, 0, hit->dn, hit->route, hit->frozen, 1, d) < 0) {
-        *d = saved;                     /* a host name to resolve: a worker's job */
+    if (finish(conf, NULL, NULL, req, 0, hit->dn, hit->route, hit->frozen, 1, NULL, d) < 0) {
+        *d = saved;                     /* a host name to resolve, or an entry attribute to
+                                         * read: a worker's job */
         return 0;
     }
     return 1;

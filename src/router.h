@@ -42,8 +42,16 @@ void mh_router_decide(const struct mh_conf *conf, struct mh_resolver *resolver,
                       const struct mh_request *req, uint64_t deadline_ms, struct mh_decision *d,
                       struct mh_mirror_hit *found, int *lookup);
 
+/* 1 if the backend that `value` (the entry's routing value, "" or NULL for none) routes
+ * req to takes the login from an entry attribute (login=attribute:NAME): the mirror and the
+ * route cache do not hold it, so only mh_router_decide (a directory search) can answer.
+ * Never blocks (no DNS). */
+int mh_router_needs_login_attr(const struct mh_conf *conf, const struct mh_request *req,
+                               const char *value);
+
 /* As mh_router_decide, for an entry already found in the mirror: binds with its DN when the
- * password must be checked, then decides.  Runs on a worker thread. */
+ * password must be checked, then decides.  Runs on a worker thread.  Not for an entry whose
+ * backend needs an entry attribute (mh_router_needs_login_attr): d is left undecided. */
 void mh_router_decide_entry(const struct mh_conf *conf, struct mh_resolver *resolver,
                             struct mh_ldap *bind, const struct mh_request *req,
                             uint64_t deadline_ms, const struct mh_mirror_hit *hit,

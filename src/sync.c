@@ -331,9 +331,10 @@ static int on_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *msg)
         if (rc == 0 && s->live) {
             atomic_fetch_add(&s->changes, 1);
             if (mh_log_get_level() >= LOG_DEBUG) {
-                char *dn = ldap_get_dn(ld, msg);
+                char *dn = ldap_get_dn(ld, msg), safe[1024];
                 mh_log(LOG_DEBUG, "mirror: %s dn=\"%s\"", state == LDAP_SYNC_DELETE ? "delete"
-                       : state == LDAP_SYNC_ADD ? "add" : "modify", dn ? dn : "?");
+                       : state == LDAP_SYNC_ADD ? "add" : "modify",
+                       mh_log_safe(safe, sizeof safe, dn ? dn : "?", dn ? strlen(dn) : 1));
                 ldap_memfree(dn);
             }
         }
@@ -455,8 +456,11 @@ static int on_intermediate(struct mh_sync *s, LDAP *ld, LDAPMessage *msg)
         break;
     }
 done:
-    if (rc < 0)
-        mh_log(LOG_ERR, "mirror: an unreadable Sync Info message (oid %s)", oid ? oid : "none");
+    if (rc < 0) {
+        char safe[200];
+        mh_log(LOG_ERR, "mirror: an unreadable Sync Info message (oid \"%s\")",
+               mh_log_safe(safe, sizeof safe, oid ? oid : "none", strlen(oid ? oid : "none")));
+    }
     if (ber != NULL)
         ber_free(ber, 1);
     ldap_memfree(oid);
@@ -540,9 +544,11 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
         snprintf(why, sizeof why, "%s", mh_ldap_error(l));
         goto out;
     }
-    if (s->cookie.bv_val != NULL)
-        mh_log(LOG_INFO, "mirror: resuming from %s at %s", c->ldap_uri[mh_ldap_uri(l)],
-               s->cookie.bv_val);
+    if (s->cookie.bv_val != NULL) {
+        char safe[512];
+        mh_log(LOG_INFO, "mirror: resuming from %s at \"%s\"", c->ldap_uri[mh_ldap_uri(l)],
+               mh_log_safe(safe, sizeof safe, s->cookie.bv_val, s->cookie.bv_len));
+    }
     else
         mh_log(LOG_INFO, "mirror: refreshing from %s (filter %s)%s", c->ldap_uri[mh_ldap_uri(l)],
                c->mirror_filter, c->mirror_recipient_attributes ? "" : "; recipients ask the "

@@ -63,7 +63,7 @@ static void *run(void *arg)
             finish_unserved(job, "queue-timeout");
             continue;
         }
-        if (job->has_entry) {
+        if (job->has_entry && !mh_router_needs_login_attr(p->conf, &job->req, job->hit.route)) {
             mh_router_decide_entry(p->conf, p->resolver, w->bind, &job->req, job->deadline_ms,
                                    &job->hit, &job->decision);
             job->decision.via = job->cached_entry ? "route-cache+directory" : "mirror+directory";

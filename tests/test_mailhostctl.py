@@ -6,6 +6,7 @@ ldapmodify accepts, and a 10,000-user bulk move interrupted twice (slapd killed,
 killed) and re-run: exact final state, one journal record per entry, and an undo that
 restores the directory exactly.  Needs slapd and ldap-utils: without them it FAILS.
 """
+import base64
 import glob
 import json
 import os
@@ -73,6 +74,12 @@ def t_show(c):
     r = c.ctl.run("-c", c.conf, "show", "alice@example.com")
     check(r.returncode == 0 and "imap: 192.0.2.10 port 143 (backend mail-old.example.org), "
           "login alice" in r.stdout, "show with -c: %s %s", r.stdout, r.stderr)
+    conf2 = c.conf + ".attr"
+    with open(conf2, "w") as f:
+        f.write(open(c.conf).read().replace("login=localpart", "login=attribute:uid"))
+    r = c.ctl.run("-c", conf2, "show", "alice@example.com")
+    check(r.returncode == 0 and "(backend mail-old.example.org), login alice" in r.stdout,
+          "show with login=attribute:uid: %s %s", r.stdout, r.stderr)
     r = c.ctl.run("-c", c.conf, "show", "carol@example.net")
     check("temporary failure (no routing value" in r.stdout, "unrouted: %s", r.stdout)
     r = c.ctl.run("-c", c.conf, "show", "erin@example.com")
@@ -270,6 +277,220 @@ def t_from_guard_concurrent(c):
     check(all(final[dn] == before[dn] for dn in on_old if dn != victim), "undo exact")
 
 
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def ldapmodify_dry(path):
+    """ldapmodify -n -v: libldap's LDIF reader on the file, nothing sent.  Returns the
+    DNs of the records it parsed (in order) and the completed process."""
+    lm = subprocess.run(["ldapmodify", "-n", "-v", "-x", "-H", "ldap://127.0.0.1:1", "-f", path],
+                        capture_output=True, env=dict(os.environ, LDAPNOINIT="1"))
+    out = lm.stdout.decode("utf-8", "replace")
+    dns, i = [], 0
+    while True:   # '!modifying entry "DN"' (the DN may span lines: it holds a newline)
+        i = out.find('modifying entry "', i)
+        if i < 0:
+            break
+        j = out.find('"\n', i + 17)
+        dns.append(out[i + 17:j])
+        i = j
+    return dns, lm
+
+
+C6_EVIL_RDN = "evil\ndn: cn=mailhostd,ou=services,dc=example,dc=org"
+C6_EVIL_HOST = (" :<x\ndn: cn=mailhostd,ou=services,dc=example,dc=org\nchangetype: modify\n"
+                "replace: userPassword\nuserPassword: pwned\n-\n")
+
+
+def t_c6_ldif_injection(c):
+    """A DN holding a newline and a mailHost holding a whole LDIF record (with a leading
+    space, ':' and '<'): set --ldif and the undo file parse to exactly the intended records,
+    and applying them changes those entries only (the service account keeps its password)."""
+    ou = "ou=example.com," + c.slapd.people
+    dn1 = "uid=evil\\0Adn: cn\\3Dmailhostd\\2Cou\\3Dservices\\2Cdc\\3Dexample\\2Cdc\\3Dorg," + ou
+    dn2 = "uid=c6b," + ou
+    c.slapd.ldapmodify(
+        "dn: %s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n"
+        "uid:: %s\ncn: evil\nsn: evil\nmail: evil@c6.example\nmailHost: %s\n\n"
+        "dn: %s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n"
+        "uid: c6b\ncn: c6b\nsn: c6b\nmail: c6b@c6.example\nmailHost:: %s\n"
+        % (dn1, b64(C6_EVIL_RDN), OLD, dn2, b64(C6_EVIL_HOST)), add=True)
+    try:
+        got = {e["dn"]: e for e in c.slapd.search(ou, "(mail=*@c6.example)", ["mailHost"])}
+        check(len(got) == 2 and any("\n" in d for d in got), "the entries: %s", list(got))
+        r = c.ctl.run("set", NEW, "--filter", "(mail=*@c6.example)", "--ldif")
+        check(r.returncode == 0, "set --ldif: %s", r.stderr)
+        comments = [l for l in r.stdout.split("\n") if l.startswith("#")]
+        check(all(l.isprintable() for l in comments), "comments printable: %s", comments)
+        path = os.path.join(c.work, "c6.ldif")
+        with open(path, "w") as f:
+            f.write(r.stdout)
+        dns, lm = ldapmodify_dry(path)
+        check(lm.returncode == 0 and sorted(dns) == sorted(got),
+              "ldapmodify -n parses exactly the two records: %s %s", dns,
+              lm.stderr.decode("utf-8", "replace"))
+        lm = subprocess.run(["ldapmodify", "-x", "-H", c.slapd.uri, "-D", c.slapd.ctl_dn, "-w",
+                             c.slapd.ctl_pw, "-f", path], capture_output=True,
+                            env=dict(os.environ, LDAPNOINIT="1"))
+        check(lm.returncode == 0, "ldapmodify: %s", lm.stderr)
+        after = {e["dn"]: e for e in c.slapd.search(ou, "(mail=*@c6.example)",
+                                                 ["mailHost", "mailhostPreviousHost"])}
+        check(all(e["mailHost"] == [NEW] for e in after.values()), "both moved: %s", after)
+        check(after[dn2]["mailhostPreviousHost"] == [C6_EVIL_HOST],
+              "the old value recorded byte for byte")
+        check(c.slapd.bind_ok(c.slapd.service_dn, c.slapd.service_pw),
+              "the service account's password is untouched")
+        # back with set (journal + undo file), then the undo file parsed and applied
+        r = c.ctl.run("set", OLD, "--filter", "(mail=*@c6.example)", "--journal", "c6.journal")
+        check(r.returncode == 0, "set: %s", r.stderr)
+        undo = os.path.join(c.work, "c6.journal.undo.ldif")
+        text = open(undo, "rb").read().decode()
+        check(all(l.isprintable() for l in text.split("\n") if l.startswith("#")),
+              "undo comments printable")
+        dns, lm = ldapmodify_dry(undo)
+        check(lm.returncode == 0 and sorted(dns) == sorted(got), "undo parses to the two "
+              "records: %s", dns)
+        r = c.ctl.run("undo", undo)
+        check(r.returncode == 0 and "2 restored" in r.stderr, "undo: %s", r.stderr)
+        check(c.slapd.bind_ok(c.slapd.service_dn, c.slapd.service_pw), "password untouched")
+    finally:
+        c.slapd.ldapmodify("dn: %s\nchangetype: delete\n\ndn: %s\nchangetype: delete\n"
+                           % (dn1, dn2))
+
+
+def t_c7_tmp_symlink_not_followed(c):
+    """Symbolic links planted at the journal's name, at the undo file's name and at the old
+    predictable temporary name (FILE.undo.ldif.tmp): set never writes through them."""
+    alice = "uid=alice,ou=example.com,ou=people,dc=example,dc=org"
+    before = hosts(c.slapd)
+    victims = {}
+    for name, text in (("v-empty", ""), ("v-tmp", "precious\n"), ("v-undo", "precious\n")):
+        victims[name] = os.path.join(c.work, name)
+        with open(victims[name], "w") as f:
+            f.write(text)
+    # 1: the journal's name is a link to an empty file (which looks like a journal to start)
+    os.symlink(victims["v-empty"], os.path.join(c.work, "c7a.journal"))
+    r = c.ctl.run("set", NEW, "alice@example.com", "--journal", "c7a.journal")
+    check(r.returncode == 1 and "symbolic link" in r.stderr, "journal link refused: %s",
+          r.stderr)
+    check(hosts(c.slapd) == before, "nothing changed")
+    # 2: the undo file's name and its old temporary name are links
+    os.symlink(victims["v-tmp"], os.path.join(c.work, "c7b.journal.undo.ldif.tmp"))
+    os.symlink(victims["v-undo"], os.path.join(c.work, "c7b.journal.undo.ldif"))
+    r = c.ctl.run("set", NEW, "alice@example.com", "--journal", "c7b.journal")
+    check(r.returncode == 0, "set: %s", r.stderr)
+    undo = os.path.join(c.work, "c7b.journal.undo.ldif")
+    check(not os.path.islink(undo) and "dn: " + alice in open(undo).read(),
+          "the undo file replaced the link")
+    check(os.path.islink(undo + ".tmp"), "the old temporary name is not touched")
+    for name, text in (("v-empty", ""), ("v-tmp", "precious\n"), ("v-undo", "precious\n")):
+        check(open(victims[name]).read() == text, "%s untouched", name)
+    check(not glob.glob(os.path.join(c.work, ".c7*")), "no temporary file left: %s",
+          glob.glob(os.path.join(c.work, ".c7*")))
+    r = c.ctl.run("undo", undo)
+    check(r.returncode == 0 and hosts(c.slapd) == before, "undo: %s", r.stderr)
+
+
+def t_i17_10_y_file_as_ldapsearch(c):
+    """-y FILE: the whole file is the password, as ldapsearch -y reads it; the same file
+    binds (or fails) in both, also with a trailing newline or a second line."""
+    env = dict(os.environ, LDAPNOINIT="1")
+    cases = (("exact", c.slapd.ctl_pw, True), ("newline", c.slapd.ctl_pw + "\n", False),
+             ("two-lines", c.slapd.ctl_pw + "\nsecond\n", False))
+    for name, text, ok in cases:
+        path = os.path.join(c.work, "pw-" + name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+        ls = subprocess.run(["ldapsearch", "-x", "-H", c.slapd.uri, "-D", c.slapd.ctl_dn, "-y",
+                             path, "-b", c.slapd.base, "-s", "base", "1.1"],
+                            capture_output=True, text=True, env=env)
+        r = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D",
+                            c.slapd.ctl_dn, "-y", path, "stats"], capture_output=True,
+                           text=True, env=env)
+        check((ls.returncode == 0) == ok, "ldapsearch -y %s: %s", name, ls.stderr)
+        check((r.returncode == 0) == ok and (ok or "Invalid credentials" in r.stderr),
+              "mailhostctl -y %s like ldapsearch: %s", name, r.stderr)
+    path = os.path.join(c.work, "pw-exact")
+    os.chmod(path, 0o644)
+    r = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D",
+                        c.slapd.ctl_dn, "-y", path, "stats"], capture_output=True, text=True,
+                       env=env)
+    check(r.returncode == 0 and "publicly readable" in r.stderr, "warning: %s", r.stderr)
+
+
+def t_i17_10_filter_unreadable_attribute(c):
+    """--filter on an attribute the account may not search on (description: not in the
+    ACL), or one the schema lacks: 0 changes, but a warning saying why."""
+    for cmd in (("set", NEW, "--filter", "(&(mail=*)(description=*))", "-n"),
+                ("stats", "--filter", "(&(mail=*)(description=staff))")):
+        r = c.ctl.run(*cmd)
+        check(r.returncode == 0 and 'warning: --filter: no user entry under' in r.stderr and
+              '"description"' in r.stderr, "%s: %s", cmd[0], r.stderr)
+    r = c.ctl.run("set", NEW, "--filter", "(&(mail=*)(nosuchattr=1))", "--ldif")
+    check(r.returncode == 0 and 'defines no attribute "nosuchattr"' in r.stderr and
+          "no user entry under" not in r.stderr, "undefined attribute: %s", r.stderr)
+    # a filter that selects something warns about nothing
+    r = c.ctl.run("stats", "--filter", "(mail=*@example.net)")
+    check(r.returncode == 0 and "warning" not in r.stderr, "no warning: %s", r.stderr)
+    # an empty but honest selection on a readable attribute: no warning either
+    r = c.ctl.run("-n", "set", NEW, "--filter", "(mail=nobody@nowhere.example)")
+    check(r.returncode == 0 and "warning" not in r.stderr, "honest empty: %s", r.stderr)
+
+
+C8_ACL = ("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcAccess\n"
+          "olcAccess: {1}to dn.subtree=\"ou=people,dc=example,dc=org\"\n"
+          "  attrs=objectClass val=inetLocalMailRecipient\n"
+          "  by dn.exact=\"cn=mailhostctl,ou=services,dc=example,dc=org\" write\n"
+          "  by * break\n")
+
+
+def t_i17_8_adds_inet_local_mail_recipient(c):
+    """An entry without inetLocalMailRecipient: -n and schema-check say so, set adds the
+    class in the same (asserted) modify once the account may write that objectClass value,
+    undo takes both away again."""
+    dn = "uid=c8,ou=example.com," + c.slapd.people
+    c.slapd.ldapmodify("dn: %s\nobjectClass: inetOrgPerson\nuid: c8\ncn: c8\nsn: c8\n"
+                       "mail: c8@example.com\n" % dn, add=True)
+
+    def entry():
+        e = c.slapd.search(dn, "(objectClass=*)", ["objectClass", "mailHost",
+                                                   "mailhostMigrationState"], scope="base")[0]
+        return (sorted(v.lower() for v in e["objectClass"]), e.get("mailHost"),
+                e.get("mailhostMigrationState"))
+    try:
+        before = entry()
+        r = c.ctl.run("-n", "set", NEW, "c8@example.com")
+        check(r.returncode == 0 and "(adds objectClass inetLocalMailRecipient)" in r.stdout and
+              "1 entry without a class allowing mailHost" in r.stderr, "-n: %s %s", r.stdout,
+              r.stderr)
+        r = c.ctl.run("schema-check", bind=False)
+        check("entries without a class allowing mailHost: 1 " in r.stdout and
+              "write access to objectClass value inetLocalMailRecipient" in r.stdout,
+              "schema-check: %s", r.stdout)
+        r = c.ctl.run("--ldif", "set", NEW, "c8@example.com")
+        check("add: objectClass\nobjectClass: inetLocalMailRecipient\n" in r.stdout and
+              "(!(objectClass=inetLocalMailRecipient))" in r.stdout, "ldif: %s", r.stdout)
+        # without the right to write that value: refused, nothing changed
+        r = c.ctl.run("set", NEW, "c8@example.com", "--journal", "c8a.journal")
+        check(r.returncode == 3 and "Insufficient access" in r.stderr, "no right: %s", r.stderr)
+        check(entry() == before, "nothing changed")
+        c.slapd.config_modify(C8_ACL)
+        r = c.ctl.run("set", NEW, "c8@example.com", "--journal", "c8.journal")
+        check(r.returncode == 0, "set: %s", r.stderr)
+        after = entry()
+        check("inetlocalmailrecipient" in after[0] and after[1] == [NEW] and
+              after[2] == ["done"], "class, value and state: %s", after)
+        r = c.ctl.run("-n", "set", NEW, "c8@example.com")
+        check("adds objectClass" not in r.stdout, "now it has the class: %s", r.stdout)
+        r = c.ctl.run("undo", os.path.join(c.work, "c8.journal.undo.ldif"))
+        check(r.returncode == 0 and entry() == before, "undo restores exactly: %s %s",
+              entry(), r.stderr)
+    finally:
+        c.slapd.ldapmodify("dn: %s\nchangetype: delete\n" % dn)
+
+
 def t_bulk_10000_interrupted(c):
     """10,000 users: slapd killed mid-run (tool gives up: exit 4), re-run; the tool killed
     mid-run, re-run.  Exact final state; one done record per entry; undo exact."""
@@ -449,6 +670,9 @@ def main():
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_item6_freeze_waits_out_route_cache,
+                  t_c6_ldif_injection, t_c7_tmp_symlink_not_followed,
+                  t_i17_10_y_file_as_ldapsearch, t_i17_10_filter_unreadable_attribute,
+                  t_i17_8_adds_inet_local_mail_recipient,
                   t_bulk_10000_interrupted):
             runner.run(t, c)
     finally:

@@ -17,6 +17,17 @@
  *   - read_lines: every line it returns is non-empty, trimmed, and not a comment.
  * Undo LDIFs with "include:" lines or "<" (URL values) are not given to cmd_undo: libldap
  * would read the files they name.
+ *
+ * 4. the LDIF writer (write_change, write_undo; issue 11 C6): the input is cut at NUL bytes
+ *    into a DN, the old values and the host; the forward change (as set --ldif writes it,
+ *    with its comments) and the undo file are parsed back with libldap's LDIF reader
+ *    (ldif_read_record, ldap_parse_ldif_record): exactly one modify record each, with
+ *    exactly the DN, the assertion control, the modifications and the values that were
+ *    written, byte for byte; every comment line is printable ASCII.
+ *
+ * The journal is a real file in a private directory (mkdtemp), not the memfd of
+ * fuzz_file.h: the journal is opened with O_NOFOLLOW and replaced by rename, which a
+ * /proc/self/fd link does not allow.
  */
 #include "config.h"
 
@@ -125,9 +136,73 @@ static void check_loaded(const struct mh_journal *j)
     }
 }
 
+/* A private directory for the journal and the undo files; removed at exit. */
+static char jdir[64];
+
+static void jdir_cleanup(void)
+{
+    char p[128];
+    static const char *names[] = { "journal", "undo.ldif" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", jdir, names[i]);
+        unlink(p);
+    }
+    rmdir(jdir);
+}
+
+static const char *jdir_path(const char *name)
+{
+    static char p[128];
+    if (jdir[0] == '\0') {
+        const char *t = getenv("TMPDIR");
+        snprintf(jdir, sizeof jdir, "%s/fuzz-journal-XXXXXX", t && *t && strlen(t) < 40 ? t
+                                                                                         : "/tmp");
+        if (mkdtemp(jdir) == NULL)
+            abort();
+        atexit(jdir_cleanup);
+    }
+    snprintf(p, sizeof p, "%s/%s", jdir, name);
+    return p;
+}
+
+/* Puts the input in the journal file; returns its path. */
+static const char *journal_file(const uint8_t *data, size_t size)
+{
+    const char *path = jdir_path("journal");
+    FILE *fp = fopen(path, "we");
+    if (fp == NULL || (size > 0 && fwrite(data, 1, size, fp) != size) || fclose(fp) != 0)
+        abort();
+    return path;
+}
+
+/* A whole file as a NUL-terminated string (malloc'ed); *len its length. */
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "re");
+    char *s = NULL;
+    size_t cap = 0;
+    *len = 0;
+    if (fp == NULL)
+        abort();
+    for (;;) {
+        if (*len + 4096 + 1 > cap) {
+            cap = 2 * cap + 8192;
+            if ((s = realloc(s, cap)) == NULL)
+                abort();
+        }
+        size_t r = fread(s + *len, 1, 4096, fp);
+        *len += r;
+        if (r < 4096)
+            break;
+    }
+    fclose(fp);
+    s[*len] = '\0';
+    return s;
+}
+
 static void fuzz_journal(const uint8_t *data, size_t size)
 {
-    const char *path = fuzz_file(data, size);
+    const char *path = journal_file(data, size);
     struct mh_journal j;
     char err[1024];
 
@@ -155,7 +230,7 @@ static void fuzz_journal(const uint8_t *data, size_t size)
         }
         REQUIRE(j.n == 0);
         size_t len;
-        char *now = fuzz_file_read(&len), expect[sizeof OP + 64];
+        char *now = read_all(path, &len), expect[sizeof OP + 64];
         snprintf(expect, sizeof expect, "mailhostctl-journal 1\nop %s\n", OP);
         REQUIRE(len == strlen(expect) && strcmp(now, expect) == 0);
         free(now);
@@ -256,6 +331,159 @@ static void fuzz_undo(const uint8_t *data, size_t size)
     REQUIRE(rc == MH_EXIT_OK || rc == MH_EXIT_USAGE || rc == MH_EXIT_PARTIAL);
 }
 
+/* ---- 4. the LDIF writer ---- */
+
+static int bv_is(const struct berval *bv, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return s != NULL && bv != NULL && bv->bv_len == n && memcmp(bv->bv_val, s, n) == 0;
+}
+
+/* Every line starting with '#' is printable ASCII (a comment can never carry a line of its
+ * own into the LDIF). */
+static void check_comments(const char *text)
+{
+    for (const char *l = text; *l; ) {
+        const char *nl = strchr(l, '\n');
+        size_t n = nl ? (size_t)(nl - l) : strlen(l);
+        if (l[0] == '#')
+            for (size_t i = 0; i < n; i++)
+                REQUIRE(l[i] >= 0x20 && l[i] < 0x7f);
+        l += n + (nl != NULL);
+    }
+}
+
+/* Parses the LDIF file at path with libldap's reader: exactly one record, and it is ch. */
+static void parse_back(LDAP *ld, const char *path, const struct change *ch)
+{
+    LDIFFP *fp = ldif_open(path, "r");
+    REQUIRE(fp != NULL);
+    char *buf = NULL;
+    int buflen = 0, records = 0;
+    unsigned long lineno = 0;
+    while (ldif_read_record(fp, &lineno, &buf, &buflen) > 0) {
+        REQUIRE(buf != NULL);
+        records++;
+        LDIFRecord lr;
+        struct berval rbuf = { strlen(buf), buf };
+        if (ldap_parse_ldif_record(&rbuf, lineno, &lr, "fuzz", 0) != 0) {
+            fprintf(real_stderr, "fuzz_journal: the LDIF writer's record does not parse:\n%s\n",
+                    buf);
+            abort();
+        }
+        REQUIRE(lr.lr_op == LDAP_REQ_MODIFY);
+        REQUIRE(bv_is(&lr.lr_dn, ch->dn));
+        /* the assertion control: its OID, critical, the value libldap makes of the filter */
+        struct berval want = { 0, NULL };
+        REQUIRE(ldap_create_assertion_control_value(ld, ch->assertion, &want) == LDAP_SUCCESS);
+        REQUIRE(lr.lr_ctrls != NULL && lr.lr_ctrls[0] != NULL && lr.lr_ctrls[1] == NULL);
+        REQUIRE(strcmp(lr.lr_ctrls[0]->ldctl_oid, LDAP_CONTROL_ASSERT) == 0);
+        REQUIRE(lr.lr_ctrls[0]->ldctl_iscritical);
+        REQUIRE(lr.lr_ctrls[0]->ldctl_value.bv_len == want.bv_len &&
+                memcmp(lr.lr_ctrls[0]->ldctl_value.bv_val, want.bv_val, want.bv_len) == 0);
+        ber_memfree(want.bv_val);
+        /* the modifications, in order, each value byte for byte */
+        int n = 0;
+        for (LDAPMod **m = lr.lrop_mods; m && *m; m++, n++) {
+            REQUIRE(n < ch->n);
+            const struct mod *w = &ch->m[n];
+            REQUIRE(((*m)->mod_op & ~LDAP_MOD_BVALUES) == w->op);
+            REQUIRE(strcmp((*m)->mod_type, w->attr) == 0);
+            struct berval **v = (*m)->mod_bvalues;
+            if (w->val == NULL)
+                REQUIRE(v == NULL || v[0] == NULL);
+            else
+                REQUIRE(v != NULL && bv_is(v[0], w->val) && v[1] == NULL);
+        }
+        REQUIRE(n == ch->n);
+        ldap_ldif_record_done(&lr);
+    }
+    REQUIRE(records == 1);
+    ber_memfree(buf);
+    ldif_close(fp);
+}
+
+static void fuzz_ldif_writer(const uint8_t *data, size_t size)
+{
+    /* flags byte, then DN, old host, old state, old previous host, old moved-at, host,
+     * separated by NUL bytes; a missing piece is "none" */
+    if (size < 2)
+        return;
+    int flags = data[0];
+    char *copy = malloc(size), *piece[6] = { NULL };
+    if (copy == NULL)
+        abort();
+    memcpy(copy, data + 1, size - 1);
+    copy[size - 1] = '\0';
+    size_t k = 0, len = size - 1;
+    for (size_t off = 0; k < 6 && off < len; k++) {
+        piece[k] = copy + off;
+        off += strlen(copy + off) + 1;
+    }
+    static LDAP *ld;
+    if (ld == NULL && ldap_initialize(&ld, "ldap://127.0.0.1:1") != LDAP_SUCCESS)
+        abort();
+    struct ctl c;
+    memset(&c, 0, sizeof c);
+    c.cli.route_attr = "mailHost";
+    c.cli.state_attr = "mailhostMigrationState";
+    c.state = "done";
+    const char *host = "mail-new.example.org";
+    if (piece[5] != NULL && *piece[5] != '\0') {   /* set takes a host without controls */
+        int ok = 1;
+        for (const char *h = piece[5]; *h; h++)
+            ok &= (unsigned char)*h >= 0x21 && *h != 0x7f;
+        if (ok)
+            host = piece[5];
+    }
+    struct mh_jentry e = { 0 };
+    e.dn = piece[0];
+    e.old_host = piece[1];
+    e.old_state = piece[2];
+    e.old_prev = piece[3];
+    e.old_moved = piece[4];
+    e.had_class = flags & 1;
+    e.add_route_class = (flags >> 1) & 1;
+    e.status = MH_J_DONE;
+    int track = (flags >> 2) & 1;
+    if (e.dn == NULL || *e.dn == '\0') {
+        free(copy);
+        return;
+    }
+
+    /* set --ldif: the forward change with its comments */
+    const char *path = jdir_path("undo.ldif");
+    struct change ch;
+    forward_change(&c, &e, host, track, "20261129000000Z", &ch);
+    REQUIRE(ch.assertion != NULL);
+    FILE *fp = fopen(path, "we");
+    REQUIRE(fp != NULL);
+    REQUIRE(write_change(ld, fp, &ch, c.cli.route_attr, e.old_host, host) == 0);
+    REQUIRE(fclose(fp) == 0);
+    size_t n;
+    char *text = read_all(path, &n);
+    check_comments(text);
+    free(text);
+    parse_back(ld, path, &ch);
+    free(ch.assertion);
+
+    /* the undo file of a run that made this change */
+    struct mh_journal j;
+    memset(&j, 0, sizeof j);
+    j.path = (char *)"fuzz.journal";
+    j.e = &e;
+    j.n = j.cap = 1;
+    c.cli.ld = ld;
+    write_undo(&c, &j, host, track, path);
+    text = read_all(path, &n);
+    check_comments(text);
+    free(text);
+    undo_change(&c, &e, host, track, &ch);
+    parse_back(ld, path, &ch);
+    free(ch.assertion);
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -266,6 +494,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_journal(data, size);
     fuzz_logins(data, size);
     fuzz_undo(data, size);
+    fuzz_ldif_writer(data, size);
     fflush(devnull);
     loud();
     return 0;

@@ -3,6 +3,7 @@
 #include "backend.h"
 #include "check.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static struct mh_backend_map *map;
@@ -155,6 +156,49 @@ static void test_parse(void)
     mh_backend_map_free(NULL);
 }
 
+/* login=attribute:NAME (issue 11 E): parsed, routed, listed, at most two names, dumped */
+static void test_login_attribute(void)
+{
+    char err[256];
+    struct mh_backend_map *m = mh_backend_map_new();
+    struct mh_route r;
+    const char *names[MH_LOGIN_ATTRS_MAX];
+    CHECK(mh_backend_map_add(m, "a address=192.0.2.1 imap=143 login=attribute:uid", err,
+                             sizeof err) == 0, "attribute:uid: %s", err);
+    CHECK(mh_backend_map_add(m, "b address=192.0.2.2 imap=143 login=attribute:UID", err,
+                             sizeof err) == 0, "the same name again: %s", err);
+    CHECK(mh_backend_map_add(m, "c address=192.0.2.3 imap=143 login=attribute:mailLogin-2",
+                             err, sizeof err) == 0, "a second name: %s", err);
+    CHECK(mh_backend_map_add(m, "d address=192.0.2.4 login=attribute:cn", err,
+                             sizeof err) < 0 && strstr(err, "at most 2") != NULL,
+          "a third name refused: %s", err);
+    static const char *bad[] = { "attribute:", "attribute:1uid", "attribute:u id",
+                                 "attribute:uid;lang-de", "attribute:u\"id" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "e address=192.0.2.5 login=%s", bad[i]);
+        CHECK(mh_backend_map_add(m, line, err, sizeof err) < 0, "refused: %s", bad[i]);
+    }
+    CHECK(mh_backend_map_login_attrs(m, names, MH_LOGIN_ATTRS_MAX) == 2 &&
+          strcmp(names[0], "uid") == 0 && strcmp(names[1], "mailLogin-2") == 0, "listed");
+    CHECK(mh_backend_route(m, NULL, "b", MH_PROTO_IMAP, &r) == MH_ROUTE_OK &&
+          r.rewrite == MH_LOGIN_ATTRIBUTE && strcmp(r.login_attr, "UID") == 0, "routed");
+    char buf[32];
+    CHECK(mh_backend_rewrite_login(r.rewrite, "info@example.com", buf, sizeof buf) == NULL,
+          "the value comes from the entry, not the login");
+    CHECK(mh_backend_route(m, NULL, "192.0.2.9:143", MH_PROTO_IMAP, &r) == MH_ROUTE_OK &&
+          r.rewrite == MH_LOGIN_KEEP && r.login_attr[0] == '\0', "unmapped: kept");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+    mh_backend_map_dump(m, fp);
+    fclose(fp);
+    CHECK(strstr(text, "backend a address=192.0.2.1 imap=143 login=attribute:uid\n") != NULL,
+          "dumped: %s", text);
+    free(text);
+    mh_backend_map_free(m);
+}
+
 int main(void)
 {
     char err[256];
@@ -171,6 +215,7 @@ int main(void)
     test_routes();
     test_rewrite();
     test_parse();
+    test_login_attribute();
     mh_backend_map_free(map);
     return check_done("test_backend");
 }

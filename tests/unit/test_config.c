@@ -207,7 +207,7 @@ static void test_bad(void)
         {BASE "backend old address=mail.example.org\n", "is not an IP literal"},
         {BASE "backend old address=192.0.2.1 imap=0\n", "imap: port must be 1-65535"},
         {BASE "backend old address=192.0.2.1 nntp=119\n", "unknown backend option \"nntp\""},
-        {BASE "backend old address=192.0.2.1 login=upper\n", "login: expected keep or localpart"},
+        {BASE "backend old address=192.0.2.1 login=upper\n", "login: expected keep, localpart or attribute:NAME"},
         {BASE "backend old address=192.0.2.1\nbackend OLD address=192.0.2.2\n", "test.conf:5: backend: backend \"OLD\" defined twice"},
         {BASE "backend o/d address=192.0.2.1\n", "backend name must be"},
         {BASE "default_backend nowhere\n", "default_backend: \"nowhere\" is not a configured backend"},

@@ -38,6 +38,19 @@ int main(void)
 
     mh_credcache_put(c, L("alice@example.com"), L("Alice-pw-1"), 7, 1000);
     CHECK(mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000), "hit");
+    /* a stale period (a new epoch) ends every cached verification; the same epoch does not */
+    mh_credcache_epoch(c, 0);
+    CHECK(mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000),
+          "the first epoch keeps what was cached");
+    mh_credcache_epoch(c, 0);
+    CHECK(mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000),
+          "the same epoch keeps it");
+    mh_credcache_epoch(c, 1);
+    CHECK(!mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000),
+          "a new epoch ends it");
+    CHECK(mh_credcache_count(c) == 0, "and wipes the table");
+    mh_credcache_put(c, L("alice@example.com"), L("Alice-pw-1"), 7, 1000);
+    CHECK(mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000), "hit");
     CHECK(!mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-2"), 7, 2000),
           "another password");
     CHECK(!mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-"), 7, 2000),
