@@ -143,7 +143,7 @@ def t_e_auth_pass_wiped(work, slapd):
     verify_password no: without a bind, libldap never holds the password either."""
     from test_daemon import NEW
     needle = "Zq9coreNeedle7731x"
-    d = Daemon(work, config(work, slapd, extra="verify_password no\n"), name="wipe").start()
+    d = Daemon(work, config(work, slapd, extra="verify_password no\nsmtp_password_checked_by backend\n"), name="wipe").start()
     try:
         for i in range(20):
             expect_ok(request(d.addr, "bob@example.com", needle + "%02d" % i), NEW)

@@ -35,7 +35,9 @@ from test_daemon import (NEW, PASSWORDS, WRONG, config, expect_ok, expect_refuse
 # one limiter setup for the direct tests: Auth-Wait from the second failure, a host blocked
 # at its fifth, never a network (so host buckets are what is measured)
 LIMITS = ("limit_slow 2\nlimit_block_host 5\nlimit_block_net 0\nlimit_max_wait 64\n"
-          "limit_trusted 198.51.100.0/24\nauth_wait 1\nmax_login_attempts 99\n")
+          "limit_trusted 198.51.100.0/24\nauth_wait 1\nmax_login_attempts 99\n"
+          # erin's mailHost in the sample directory is an IP literal (127.0.0.33)
+          "route_unmapped resolve\n")
 
 
 def expect_blocked(ans, proto="imap"):

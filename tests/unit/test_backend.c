@@ -186,6 +186,7 @@ static void test_login_attribute(void)
     char buf[32];
     CHECK(mh_backend_rewrite_login(r.rewrite, "info@example.com", buf, sizeof buf) == NULL,
           "the value comes from the entry, not the login");
+    CHECK(mh_backend_map_set_unmapped(m, "resolve", err, sizeof err) == 0, "route_unmapped resolve");
     CHECK(mh_backend_route(m, NULL, "192.0.2.9:143", MH_PROTO_IMAP, &r) == MH_ROUTE_OK &&
           r.rewrite == MH_LOGIN_KEEP && r.login_attr[0] == '\0', "unmapped: kept");
     char *text = NULL;
