@@ -41,6 +41,8 @@ struct mh_http {
     pthread_mutex_t gen_lock;      /* guards gen, gens and every generation's refs */
     struct mh_gen *gen;            /* the generation new requests use */
     struct mh_gen *gens;           /* every live generation (current and draining) */
+    struct mh_gen *retired;        /* replaced generations whose last request is done, for
+                                    * the sweeper to free (linked by next; under gen_lock) */
     struct mh_lastlogin *lastlogin; /* NULL: not kept */
     /* the request deadline: libmicrohttpd's timeout is per idle period, so a client sending
      * a byte a second would hold its connection for ever; the sweeper ends connections whose
@@ -111,6 +113,22 @@ static void request_arrived(struct mh_http *h, struct MHD_Connection *conn)
     }
 }
 
+/* Frees the generations on h->retired (a reload replaced them, their last request is
+ * done). */
+static void free_retired(struct mh_http *h)
+{
+    pthread_mutex_lock(&h->gen_lock);
+    struct mh_gen *g = h->retired;
+    h->retired = NULL;
+    pthread_mutex_unlock(&h->gen_lock);
+    while (g != NULL) {
+        struct mh_gen *next = g->next;
+        mh_gen_free(g);
+        mh_log(LOG_INFO, "reload: the previous configuration's last request is done");
+        g = next;
+    }
+}
+
 static void *sweep(void *arg)
 {
     struct mh_http *h = arg;
@@ -135,6 +153,12 @@ static void *sweep(void *arg)
         if (cut)
             mh_log(LOG_INFO, "client_timeout: %u connection(s) without a complete request "
                    "closed", cut);
+        /* freeing a generation joins its threads (a probe of a hung server takes up to
+         * ldap_connect_timeout + ldap_timeout): here, never on a request's thread, and
+         * without track_lock, which new connections take */
+        pthread_mutex_unlock(&h->track_lock);
+        free_retired(h);
+        pthread_mutex_lock(&h->track_lock);
     }
     pthread_mutex_unlock(&h->track_lock);
     return NULL;
@@ -164,6 +188,14 @@ static void gen_put(struct mh_http *h, struct mh_gen *g)
                 *pp = g->next;
                 break;
             }
+    if (last && replaced && h->sweeper_started) {
+        /* the caller may be a request's thread: the sweeper frees it (free_retired) */
+        g->next = h->retired;
+        h->retired = g;
+        pthread_mutex_unlock(&h->gen_lock);
+        pthread_cond_signal(&h->sweep_cond);
+        return;
+    }
     pthread_mutex_unlock(&h->gen_lock);
     if (last) {
         mh_gen_free(g);
@@ -943,7 +975,11 @@ void mh_http_free(struct mh_http *h)
         pthread_cond_signal(&h->sweep_cond);
         pthread_mutex_unlock(&h->track_lock);
         pthread_join(h->sweeper, NULL);
+        pthread_mutex_lock(&h->gen_lock);
+        h->sweeper_started = 0;     /* from now on gen_put frees on its own thread */
+        pthread_mutex_unlock(&h->gen_lock);
     }
+    free_retired(h);
     if (h->status != NULL)
         MHD_stop_daemon(h->status);
     if (h->status_fd >= 0)
