@@ -1,6 +1,7 @@
 /* backend.c - see backend.h. */
 #include "config.h"
 #include "backend.h"
+#include "addr.h"
 #include "cidr.h"
 
 #include <arpa/inet.h>
@@ -540,7 +541,10 @@ enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
         if (port == 0)
             port = b->port[proto] ? b->port[proto] : map->default_port[proto];
     } else if (is_ip(hostbuf)) {
-        if (strlen(hostbuf) >= sizeof out->server)
+        /* nginx gets the address that route_unmapped checked: an IPv4-mapped or -compatible
+         * literal is the IPv4 address (addr.h), never an IPv6 text the check did not see */
+        if (mh_addr_canonical(hostbuf, sizeof hostbuf) < 0 ||
+            strlen(hostbuf) >= sizeof out->server)
             return MH_ROUTE_INVALID;
         if (!allowed(map, hostbuf))
             return MH_ROUTE_UNMAPPED;
