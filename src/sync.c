@@ -42,7 +42,6 @@ struct mh_sync {
     struct berval cookie;           /* where to resume; malloc'ed */
     uint32_t mark;
     int live;                       /* the current session finished its refresh */
-    int rules_checked;              /* the attributes' matching rules fold as the mirror does */
     atomic_int refused;             /* they do not: the mirror stays empty until a reload */
     int refresh_seen_present;       /* this refresh ended a present phase */
     uint64_t refresh_started_ms;
@@ -241,16 +240,18 @@ static int check_rules(struct mh_sync *s, LDAP *ld, char *why, size_t whysize)
     }
     LDAPMessage *e = rc == LDAP_SUCCESS ? ldap_first_entry(ld, res) : NULL;
     struct berval **v = e != NULL ? ldap_get_values_len(ld, e, "attributeTypes") : NULL;
-    if (rc == LDAP_SERVER_DOWN || rc == LDAP_TIMEOUT || rc == LDAP_CONNECT_ERROR ||
-        rc == LDAP_BUSY || rc == LDAP_UNAVAILABLE) {
+    if (rc != LDAP_SUCCESS) {
+        /* any error (down, timeout, busy, a time or admin limit, a replica that hides its
+         * subschema for a moment) is a session failure: retried, never "mirror off" */
         snprintf(why, whysize, "reading the schema: %s", ldap_err2string(rc));
         rc = -1;
         goto done;
     }
     if (v == NULL) {
-        snprintf(why, whysize, "cannot read the attribute types of the subschema (%s%s%s): "
+        char safe[512];
+        snprintf(why, whysize, "cannot read the attribute types of the subschema (at \"%s\"): "
                  "the mirror cannot tell whether it compares values as the directory does",
-                 ldap_err2string(rc), sub ? " at " : "", sub ? sub : "");
+                 sub ? mh_log_safe(safe, sizeof safe, sub, strlen(sub)) : "cn=Subschema");
         rc = 1;
         goto done;
     }
@@ -519,10 +520,9 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
     pthread_mutex_unlock(&s->lock);
 
     int msgid = -1, probe_id = -1, rc;
-    if (!s->rules_checked) {
+    {   /* on every connection: a failover may reach a server with another schema */
         switch (check_rules(s, ld, why, sizeof why)) {
         case 0:
-            s->rules_checked = 1;
             break;
         case 1:
             mh_log(LOG_ERR, "mirror: off: %s; every login asks the directory (set mirror no, "
@@ -584,10 +584,13 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
                     drop_cookie(s);   /* the server cannot resume: start over */
                     snprintf(why, sizeof why, "the server asks for a full refresh");
                 } else {
+                    char safe[256];   /* the server's text, escaped for the log line */
                     mh_ldap_set_error(l, "sync search", err);
                     snprintf(why, sizeof why, "%s%s%s%s", mh_ldap_error(l),
-                             text && *text ? " (" : "", text ? text : "",
-                             text && *text ? ")" : "");
+                             text && *text ? " (\"" : "",
+                             text && *text ? mh_log_safe(safe, sizeof safe, text, strlen(text))
+                                           : "",
+                             text && *text ? "\")" : "");
                     if (err == LDAP_UNAVAILABLE_CRITICAL_EXTENSION)
                         strncat(why, " [the directory offers no RFC 4533 sync: load slapd's "
                                 "syncprov overlay (ldif/syncprov.ldif) or set mirror no]",
