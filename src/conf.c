@@ -576,6 +576,7 @@ static const struct key {
     {"mirror", h_bool, OFF(mirror), 0, 0, 0},
     {"mirror_filter", h_plain_filter, OFF(mirror_filter), 0, 0, 0},
     {"mirror_login_attributes", h_attr_list, OFF(mirror_login_attributes), 0, 0, 0},
+    {"mirror_ready_wait", h_ms, OFF(mirror_ready_wait_ms), 0, 600000, 0},
     {"mirror_recipient_attributes", h_attr_list, OFF(mirror_recipient_attributes), 0, 0, 0},
     {"queue_size", h_uint, OFF(queue_size), 1, 1000000, 0},
     {"request_timeout", h_ms, OFF(request_timeout_ms), 100, 120000, 0},
@@ -641,6 +642,7 @@ static void defaults(struct mh_conf *c)
     c->resolve_ttl_s = 60;
     c->credential_cache_entries = 100000;
     c->route_cache_entries = 100000;
+    c->mirror_ready_wait_ms = 30000;
     c->route_cache_negative_ttl_ms = 10000;
     c->limit_prefix4[0] = 32;
     c->limit_prefix4[1] = 24;
@@ -1009,7 +1011,7 @@ static int check(struct ctx *x)
                     "credential_cache_ttl needs \"mirror yes\": the change feed is what "
                     "drops a cached password when its entry changes");
     if (!c->verify_password && !c->smtp_backend_checks)
-        return fail(x, "verify_password no: nobody checks the password of an SMTP AUTH login "
+        return fail(at(x, "verify_password"), "verify_password no: nobody checks the password of an SMTP AUTH login "
                     "unless nginx hands it to the backend (proxy_smtp_auth on in every smtp "
                     "server block with smtp_auth login/plain); after configuring that, say so "
                     "with \"smtp_password_checked_by backend\"");
@@ -1224,7 +1226,8 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
         fprintf(fp, "ldap_tls_reqcert %s\n", reqcert[c->ldap_tls_reqcert]);
     fprintf(fp, "verify_password %s\nsmtp_password_checked_by %s\n",
             c->verify_password ? "yes" : "no", c->smtp_backend_checks ? "backend" : "mailhostd");
-    fprintf(fp, "mirror %s\n", c->mirror ? "yes" : "no");
+    fprintf(fp, "mirror %s\nmirror_ready_wait %ums\n", c->mirror ? "yes" : "no",
+            c->mirror_ready_wait_ms);
     opt(fp, "mirror_filter", c->mirror_filter);
     opt(fp, "mirror_login_attributes", c->mirror_login_attributes);
     opt(fp, "mirror_recipient_attributes", c->mirror_recipient_attributes);

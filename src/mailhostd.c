@@ -122,27 +122,24 @@ static int reload(struct mh_http *http, const struct mh_conf *running, const cha
     return 0;
 }
 
-/* The longest READY=1 waits for the mirror's first copy: a directory that cannot be reached
- * or offers no sync must not hold up the boot (logins ask the directory meanwhile). */
-#define MIRROR_READY_WAIT_MS 30000
-
 /* READY=1 to the service manager ($NOTIFY_SOCKET, notify.h) once the listeners answer (they
  * do when this is called) and, with the mirror, once its copy is live or stale, at most
- * MIRROR_READY_WAIT_MS.  Returns a signal of `sigs` taken meanwhile (SIGHUP: READY=1 was
+ * wait_ms (mirror_ready_wait: a directory that cannot be reached or offers no sync must not
+ * hold up the boot; logins ask the directory meanwhile).  Returns a signal of `sigs` taken meanwhile (SIGHUP: READY=1 was
  * sent, reload now; else shut down without READY=1), or 0. */
-static int notify_ready(const struct mh_mirror *mirror, const sigset_t *sigs)
+static int notify_ready(const struct mh_mirror *mirror, unsigned wait_ms, const sigset_t *sigs)
 {
     const char *status = "STATUS=serving";
     if (!mh_notify_wanted())
         return 0;    /* nobody waits: no reason to wait for the mirror either */
     if (mirror != NULL) {
-        uint64_t until = mh_now_ms() + MIRROR_READY_WAIT_MS;
+        uint64_t until = mh_now_ms() + wait_ms;
         status = "STATUS=serving, mirror live";
         while (mh_mirror_state(mirror) == MH_MIRROR_EMPTY) {
             if (mh_now_ms() >= until) {
                 status = "STATUS=serving, the mirror has no copy yet: logins ask the directory";
-                mh_log(LOG_WARNING, "mirror: no copy after %ds; ready anyway, logins ask the "
-                       "directory until it has one", MIRROR_READY_WAIT_MS / 1000);
+                mh_log(LOG_WARNING, "mirror: no copy after %ums (mirror_ready_wait); ready "
+                       "anyway, logins ask the directory until it has one", wait_ms);
                 break;
             }
             struct timespec slice = { 0, 20 * 1000000L };
@@ -290,7 +287,8 @@ int main(int argc, char **argv)
     mh_log(LOG_NOTICE, "ready version=%s uid=%ld workers=%u ldap_uris=%zu verify_password=%s",
            PACKAGE_VERSION, (long)getuid(), conf->workers, conf->n_uri,
            conf->verify_password ? "yes" : "no");
-    int early = notify_ready(gen->mirror, &sigs);   /* gen is current until a reload */
+    /* gen is current until a reload */
+    int early = notify_ready(gen->mirror, conf->mirror_ready_wait_ms, &sigs);
 
     for (;;) {
         struct timespec every = { (time_t)conf->state_save_s, 0 };
