@@ -1063,10 +1063,15 @@ static int check_target(const struct ctl *c, const char *host)
                 "mailhostd.conf or --backends NAME,...\n", prog, host);
         return 0;
     }
+    /* routed for any protocol is routed: a backend may serve only SMTP, or only POP3 */
     struct mh_resolver *r = mh_resolver_new(0, 1);
     struct mh_route route;
-    enum mh_route_status st = r == NULL ? MH_ROUTE_TEMPFAIL
-                            : mh_backend_route(conf->backends, r, host, MH_PROTO_IMAP, &route);
+    enum mh_route_status st = MH_ROUTE_TEMPFAIL;
+    for (int p = 0; r != NULL && p < MH_PROTO_COUNT; p++) {
+        st = mh_backend_route(conf->backends, r, host, (enum mh_proto)p, &route);
+        if (st != MH_ROUTE_INVALID)
+            break;      /* INVALID may be only "no port for this protocol": try the next */
+    }
     mh_resolver_free(r);
     switch (st) {
     case MH_ROUTE_OK:
