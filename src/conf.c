@@ -8,9 +8,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <ldap.h>
 #include <limits.h>
 #include <openssl/crypto.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -665,6 +667,28 @@ static void defaults(struct mh_conf *c)
     c->log_level = LOG_INFO;
 }
 
+/* path quoted for a POSIX shell ('...', a ' inside as '\''), for hints meant to be pasted. */
+static void shell_quote(const char *path, char *out, size_t size)
+{
+    size_t o = 0;
+    if (size < 3) {
+        if (size)
+            out[0] = '\0';
+        return;
+    }
+    out[o++] = '\'';
+    for (const char *p = path; *p && o + 6 < size; p++) {
+        if (*p == '\'') {
+            memcpy(out + o, "'\\''", 4);
+            o += 4;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o++] = '\'';
+    out[o] = '\0';
+}
+
 /* Reads the first line of a secret file; refuses files that others may read.  x is at the
  * key that names the file; what: what the file holds, for the hint on creating it. */
 static int read_secret(struct ctx *x, const char *path, const char *what, char **out)
@@ -673,12 +697,25 @@ static int read_secret(struct ctx *x, const char *path, const char *what, char *
     if (fd < 0 && errno == ENOENT) {
         /* the first start from the sample: say what to create, and how, without putting
          * the secret on a command line */
-        const char *grp = x->c->group ? x->c->group : x->c->user;
+        char grpbuf[256] = "", q[1100], missing[300] = "";
+        const char *grp = x->c->group;
+        if (grp == NULL && x->c->user != NULL) {     /* the user's primary group, as privdrop */
+            struct passwd *pw = getpwnam(x->c->user);
+            struct group *gr = pw ? getgrgid(pw->pw_gid) : NULL;
+            if (gr != NULL)
+                snprintf(grpbuf, sizeof grpbuf, "%s", gr->gr_name);
+            else
+                snprintf(missing, sizeof missing, " (there is no user \"%s\" yet: create it "
+                         "first, see README, Build and install by hand)", x->c->user);
+            grp = grpbuf[0] ? grpbuf : x->c->user;
+        }
+        shell_quote(path, q, sizeof q);
         return fail(x, "cannot open \"%s\": %s; create it with %s on its first line, "
                     "readable by root and the daemon's group only, e.g. as root: "
                     "install -m 0640 -o root%s%s /dev/null %s && "
-                    "read -rs pw && printf '%%s\\n' \"$pw\" > %s",
-                    path, strerror(ENOENT), what, grp ? " -g " : "", grp ? grp : "", path, path);
+                    "read -rs pw && printf '%%s\\n' \"$pw\" > %s%s",
+                    path, strerror(ENOENT), what, grp ? " -g " : "", grp ? grp : "", q, q,
+                    missing);
     }
     if (fd < 0)
         return fail(x, "cannot open \"%s\": %s", path, strerror(errno));

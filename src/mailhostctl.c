@@ -87,7 +87,8 @@ static void usage(FILE *fp)
         "stragglers options:\n"
         "  --since AGE     only logins newer than AGE: 90m, 36h, 7d (default 30d)\n"
         "  --host BACKEND  only logins routed to this backend (e.g. the old server)\n"
-        "  --state-file FILE  mailhostd's state_file (default: state_file of -c)  --json\n"
+        "  --state-file FILE  mailhostd's state_file (default: state_file of -c)\n"
+        "  --json          JSON output\n"
         "stats options:\n"
         "  --filter FILTER the users to count (default: (mail=*))   --json  JSON output\n"
         "\n"
@@ -1212,8 +1213,9 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
                 status = MH_EXIT_ERROR;
                 goto out;
             }
-            fprintf(stderr, "%s: an earlier identical run was complete: kept as %s\n", prog,
-                    old);
+            fprintf(stderr, "%s: an earlier identical run was complete: its journal is kept as "
+                    "%s and its undo file as %s (undo that one to reverse the earlier run; %s "
+                    "will hold this run's changes only)\n", prog, old, oldu, upath);
         }
         p.j = &j;
         fprintf(stderr, "%s: journal %s%s\n", prog, jpath, j.planned ? " (resuming)" : "");
@@ -1489,6 +1491,10 @@ static int cmd_undo(struct ctl *c, char **args, int nargs)
     ldif_close(fp);
     fprintf(stderr, "%s: undo: %zu %s, %zu skipped, %zu failed\n", prog, done,
             c->cli.dry_run ? "would be restored (dry run)" : "restored", skipped, failed);
+    if (status == MH_EXIT_OK && done + skipped + failed == 0)
+        fprintf(stderr, "%s: warning: %s holds no change to undo (a run that changed nothing; "
+                "a repeated identical run keeps the earlier run's undo file as "
+                "JOURNAL.<time>Z.undo.ldif)\n", prog, args[0]);
     if (status == MH_EXIT_OK && (skipped || failed))
         status = MH_EXIT_PARTIAL;
     return status;

@@ -33,6 +33,7 @@ procs_naming() {
 none_naming() { [ -z "$(procs_naming "$1")" ]; }
 empty_dir() { [ -z "$(find "$1" -mindepth 1 -maxdepth 1 2>/dev/null)" ]; }
 alive() { kill -0 "$1" 2>/dev/null; }
+no_warning() { ! grep -q 'warning:' "$1"; }
 own_group() { [ "$(ps -o pgid= -p "$1" | tr -d ' ')" = "$1" ]; }
 not_alive() { ! kill -0 "$1" 2>/dev/null; }
 # (these read $tmp, the run's TMPDIR, each time they are called)
@@ -86,6 +87,7 @@ os.execvp(sys.argv[1], sys.argv[1:])' "$top/quickstart" demo >"$out" 2>&1 </dev/
                 [ "$rc" -eq 0 ] || echo "$res" | sed 's/^/     /'
             done < <(sed -n '/try more/,$p' "$out")
             label="the demo suggests logins and commands ($n)"; ok test "$n" -ge 4
+            label="the demo and its suggestions print no warning"; ok no_warning "$out"
         fi
     fi
     case "$mode" in

@@ -248,9 +248,17 @@ def t_12_10_sample_bindpw_hint(work):
     check(r.returncode == 1 and "%s:%d: ldap_bind_pw_file: cannot open \"%s\"" % (sample, lineno,
                                                                                 pwfile) in r.stderr,
           "names file:line: key and the file: %s", r.stderr)
-    check("install -m 0640 -o root -g mailhostd /dev/null %s" % pwfile in r.stderr and
-          "read -rs pw" in r.stderr and "> %s" % pwfile in r.stderr,
+    # the group: the user's primary group (mailhostd here, made by useradd --user-group);
+    # the path quoted for the shell, so the advice can be pasted as it is
+    check("install -m 0640 -o root -g mailhostd /dev/null '%s'" % pwfile in r.stderr and
+          "read -rs pw" in r.stderr and "> '%s'" % pwfile in r.stderr,
           "says what to create and how: %s", r.stderr)
+    import pwd
+    try:
+        pwd.getpwnam("mailhostd")
+    except KeyError:
+        check('there is no user "mailhostd" yet: create it first' in r.stderr,
+              "says the user must be made first: %s", r.stderr)
     with open(os.path.join(SRCDIR, "etc", "mailhostd.conf.sample")) as f:
         text = f.read()
     check("#   install -m 0640 -o root -g mailhostd /dev/null /etc/mailhostd/bindpw" in text,
