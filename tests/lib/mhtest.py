@@ -107,6 +107,16 @@ def request(addr, user="", password="", protocol="imap", method="plain", attempt
     return ans
 
 
+def _term_with_parent():
+    """preexec_fn: SIGTERM the daemon when the test process dies (it runs in its own
+    session, so a kill of the test's process group does not reach it)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except Exception:            # pragma: no cover
+        pass
+
+
 class Daemon:
     """Runs mailhostd with a config text in workdir; logs go to workdir/mailhostd.log."""
 
@@ -132,7 +142,7 @@ class Daemon:
         # daemon itself (a daemon killed by the terminal's SIGINT would look like a crash)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, env=self.env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_term_with_parent)
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = self.read_log()[start_at:]
