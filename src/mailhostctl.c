@@ -1380,8 +1380,9 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     write_undo(c, &j, host, track, upath);
     fprintf(stderr, "%s: %zu planned: %zu done, %zu skipped, %zu failed, %zu pending; undo: %s\n",
             prog, j.n, done, skipped, failed, pending, upath);
-    /* a freeze holds only once mailhostd's route cache has forgotten the earlier answers */
-    if (applied_now > 0 && !unreachable && !interrupted && track && c->cli.conf != NULL &&
+    /* a freeze holds only once mailhostd's route cache has forgotten the earlier answers;
+     * also when this run changed nothing (a re-run after a run killed while it waited) */
+    if (!unreachable && !interrupted && track && c->cli.conf != NULL &&
         strcasecmp(c->state, "frozen") == 0 &&
         mh_cachewait(c->cli.conf->route_cache_ttl_ms, &interrupted, stderr, prog) != 0) {
         fprintf(stderr, "%s: stopped waiting: mailhostd may still route some of them to the "
