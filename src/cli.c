@@ -46,7 +46,7 @@ static char *read_password_file(const char *path, const char *prog, size_t *len)
     size_t cap = 4096, n = 0;
     struct stat st;
     if (fp == NULL) {
-        fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
+        fprintf(stderr, "%s: -y %s (the password file): %s\n", prog, path, strerror(errno));
         return NULL;
     }
     if (fstat(fileno(fp), &st) == 0) {
@@ -238,6 +238,11 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
         fprintf(stderr, "%s: bind%s%s to %s: %s\n", prog, cli->bind_dn ? " as " : "",
                 cli->bind_dn ? cli->bind_dn : "", uri ? uri : "?",
                 unresolved ? why : ldap_err2string(rc));
+        if (rc == LDAP_INVALID_CREDENTIALS && cli->password && cli->password_len > 0 &&
+            cli->password[cli->password_len - 1] == '\n')
+            fprintf(stderr, "%s: hint: the password ends with a newline, which is part of it "
+                    "(-y uses the whole file, as ldapsearch -y does): write the file with "
+                    "printf '%%s' \"$pw\" > FILE\n", prog);
         ldap_memfree(uri);
         return rc;
     }

@@ -729,6 +729,21 @@ static int read_secret(struct ctx *x, const char *path, const char *what, char *
         return fail(x, "\"%s\" holds a secret and is accessible by others (mode %04o): "
                     "chmod o-rwx it", path, (unsigned)(st.st_mode & 07777));
     }
+    /* root reads it now; after the privilege drop, a reload reads it as the user */
+    if (geteuid() == 0 && x->c->user != NULL) {
+        struct passwd *pw = getpwnam(x->c->user);
+        struct group *gr = x->c->group ? getgrnam(x->c->group) : NULL;
+        gid_t gid = gr ? gr->gr_gid : pw ? pw->pw_gid : (gid_t)-1;
+        if (pw != NULL && pw->pw_uid != 0 &&
+            !(st.st_uid == pw->pw_uid && (st.st_mode & S_IRUSR)) &&
+            !(st.st_gid == gid && (st.st_mode & S_IRGRP))) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "\"%s\" is not readable by user %s, which the daemon "
+                     "runs as after start: every reload (SIGHUP) would fail; chgrp it to that "
+                     "user's group and chmod 0640", path, x->c->user);
+            warn(x, msg);
+        }
+    }
     char buf[1024];
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);

@@ -13,7 +13,9 @@
 Needs no directory server: `mailhostd -t` contacts none.  mandoc and groff must be installed
 (apt-get install mandoc groff-base): without them the lint test FAILS, it never skips.
 """
+import grp
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -344,13 +346,39 @@ def t_12_12_man_cross_references(work):
                   "%s names the package's and a source build's configuration path", page)
 
 
+def t_secret_unreadable_after_the_privilege_drop(work):
+    """A secret only root can read passes the start (root reads it) but every reload, made
+    as the configured user, would fail: -t says so (a newcomer's finding)."""
+    base = "".join("%s %s\n" % kv for kv in BASE)
+    secret = os.path.join(work, "root-only")
+    with open(secret, "w") as f:
+        f.write("pw\n")
+    os.chmod(secret, 0o600)
+    os.chown(secret, 0, 0)
+    path = os.path.join(work, "root-only.conf")
+    with open(path, "w") as f:
+        f.write(base + "ldap_bind_dn cn=x,dc=example,dc=org\nldap_bind_pw_file %s\n"
+                "user nobody\nbackend a address=192.0.2.1\n" % secret)
+    r = mailhostd_t(path)
+    check(os.geteuid() == 0, "this check needs root (the test command runs as root)")
+    check(r.returncode == 0 and ":5: ldap_bind_pw_file: \"%s\" is not readable by user "
+          "nobody" % secret in r.stderr and "every reload (SIGHUP) would fail" in r.stderr,
+          "-t warns: %s", r.stderr)
+    nogroup = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_gid
+    os.chown(secret, 0, nogroup)
+    os.chmod(secret, 0o640)
+    r = mailhostd_t(path)
+    check(r.returncode == 0 and "not readable by user" not in r.stderr,
+          "no warning once nobody's group may read it: %s", r.stderr)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="mh-test-docs-")
     runner = Runner("test_docs")
     for t in (t_12_8_readme_snippets, t_12_8_man_snippets, t_12_8_sample_loads,
               t_12_8_trailing_comment_hint, t_12_9_secret_file_errors, t_12_10_sample_bindpw_hint,
               t_12_11_help_version, t_12_12_man_lint, t_12_12_man_no_glued_words,
-              t_12_12_man_cross_references):
+              t_12_12_man_cross_references, t_secret_unreadable_after_the_privilege_drop):
         runner.run(t, work)
     return runner.finish(work)
 

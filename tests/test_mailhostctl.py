@@ -412,6 +412,13 @@ def t_i17_10_y_file_as_ldapsearch(c):
         check((ls.returncode == 0) == ok, "ldapsearch -y %s: %s", name, ls.stderr)
         check((r.returncode == 0) == ok and (ok or "Invalid credentials" in r.stderr),
               "mailhostctl -y %s like ldapsearch: %s", name, r.stderr)
+        check(("hint: the password ends with a newline" in r.stderr) == text.endswith("\n"),
+              "the trailing-newline hint exactly when the file ends with one: %s", r.stderr)
+    r = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D",
+                        c.slapd.ctl_dn, "-y", os.path.join(c.work, "no-such-pw"), "stats"],
+                       capture_output=True, text=True, env=env)
+    check(r.returncode != 0 and "-y %s (the password file): No such file" %
+          os.path.join(c.work, "no-such-pw") in r.stderr, "a missing -y file: %s", r.stderr)
     path = os.path.join(c.work, "pw-exact")
     os.chmod(path, 0o644)
     r = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D",
