@@ -107,16 +107,6 @@ def request(addr, user="", password="", protocol="imap", method="plain", attempt
     return ans
 
 
-def _term_with_parent():
-    """preexec_fn: SIGTERM the daemon when the test process dies (it runs in its own
-    session, so a kill of the test's process group does not reach it)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-    except Exception:            # pragma: no cover
-        pass
-
-
 class Daemon:
     """Runs mailhostd with a config text in workdir; logs go to workdir/mailhostd.log."""
 
@@ -138,11 +128,10 @@ class Daemon:
             argv = shlex.split(wrapper) + argv
         self.log = open(self.log_path, "ab")
         start_at = len(self.read_log())   # a restart appends: look only at this run's lines
-        # its own process group: a Ctrl-C in a terminal reaches the test, which stops the
-        # daemon itself (a daemon killed by the terminal's SIGINT would look like a crash)
+        # in the test's process group: a kill of the group stops it too (the daemon's
+        # privilege drop clears PR_SET_PDEATHSIG, so that alone would not)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log, env=self.env,
-                                     start_new_session=True, preexec_fn=_term_with_parent)
+                                     stderr=self.log, env=self.env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = self.read_log()[start_at:]
