@@ -538,6 +538,7 @@ static const struct key {
     {"credential_cache_ttl", h_ms, OFF(credential_cache_ttl_ms), 0, 86400000, 0},
     {"default_backend", h_default_backend, OFF(default_backend), 0, 0, 0},
     {"default_ports", h_default_ports, NONE, 0},
+    {"frozen_warn_after", h_ms, OFF(frozen_warn_after_ms), 0, 86400000, 0},
     {"group", h_string, OFF(group), 0, 0, 0},
     {"http_threads", h_uint, OFF(http_threads), 1, 64, 0},
     {"lastlogin_entries", h_uint, OFF(lastlogin_entries), 1, 100000000, 0},
@@ -634,6 +635,7 @@ static void defaults(struct mh_conf *c)
     c->ldap_timeout_ms = 3000;
     c->ldap_connect_timeout_ms = 2000;
     c->request_timeout_ms = 5000;
+    c->frozen_warn_after_ms = 14400000;   /* 4h */
     c->ldap_retry_s = 10;
     c->ldap_tls = MH_TLS_NONE;
     c->ldap_tls_reqcert = LDAP_OPT_X_TLS_DEMAND;
@@ -1230,6 +1232,7 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
     opt(fp, "mirror_recipient_attributes", c->mirror_recipient_attributes);
     fprintf(fp, "credential_cache_ttl %ums\ncredential_cache_entries %u\n",
             c->credential_cache_ttl_ms, c->credential_cache_entries);
+    fprintf(fp, "frozen_warn_after %ums\n", c->frozen_warn_after_ms);
     fprintf(fp, "route_cache_ttl %ums\nroute_cache_negative_ttl %ums\nroute_cache_entries %u\n",
             c->route_cache_ttl_ms, c->route_cache_negative_ttl_ms, c->route_cache_entries);
     mh_backend_map_dump(c->backends, fp);
