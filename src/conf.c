@@ -540,6 +540,7 @@ static const struct key {
     {"credential_cache_ttl", h_ms, OFF(credential_cache_ttl_ms), 0, 86400000, 0},
     {"default_backend", h_default_backend, OFF(default_backend), 0, 0, 0},
     {"default_ports", h_default_ports, NONE, 0},
+    {"frozen_warn_after", h_ms, OFF(frozen_warn_after_ms), 0, 86400000, 0},
     {"group", h_string, OFF(group), 0, 0, 0},
     {"http_threads", h_uint, OFF(http_threads), 1, 64, 0},
     {"lastlogin_entries", h_uint, OFF(lastlogin_entries), 1, 100000000, 0},
@@ -637,6 +638,7 @@ static void defaults(struct mh_conf *c)
     c->ldap_timeout_ms = 3000;
     c->ldap_connect_timeout_ms = 2000;
     c->request_timeout_ms = 5000;
+    c->frozen_warn_after_ms = 14400000;   /* 4h */
     c->ldap_retry_s = 10;
     c->ldap_tls = MH_TLS_NONE;
     c->ldap_tls_reqcert = LDAP_OPT_X_TLS_DEMAND;
@@ -734,9 +736,19 @@ static int read_secret(struct ctx *x, const char *path, const char *what, char *
         struct passwd *pw = getpwnam(x->c->user);
         struct group *gr = x->c->group ? getgrnam(x->c->group) : NULL;
         gid_t gid = gr ? gr->gr_gid : pw ? pw->pw_gid : (gid_t)-1;
+        /* the groups the daemon has after the drop: that group and, as privdrop's
+         * initgroups() gives them, the user's supplementary groups */
+        int in_group = st.st_gid == gid;
+        if (pw != NULL && !in_group) {
+            gid_t groups[256];
+            int ng = (int)(sizeof groups / sizeof groups[0]);
+            if (getgrouplist(x->c->user, gid, groups, &ng) >= 0)
+                for (int i = 0; i < ng && !in_group; i++)
+                    in_group = groups[i] == st.st_gid;
+        }
         if (pw != NULL && pw->pw_uid != 0 &&
             !(st.st_uid == pw->pw_uid && (st.st_mode & S_IRUSR)) &&
-            !(st.st_gid == gid && (st.st_mode & S_IRGRP))) {
+            !(in_group && (st.st_mode & S_IRGRP))) {
             char msg[700];
             snprintf(msg, sizeof msg, "\"%s\" is not readable by user %s, which the daemon "
                      "runs as after start: every reload (SIGHUP) would fail; chgrp it to that "
@@ -1285,6 +1297,7 @@ void mh_conf_dump(const struct mh_conf *c, FILE *fp)
     opt(fp, "mirror_recipient_attributes", c->mirror_recipient_attributes);
     fprintf(fp, "credential_cache_ttl %ums\ncredential_cache_entries %u\n",
             c->credential_cache_ttl_ms, c->credential_cache_entries);
+    fprintf(fp, "frozen_warn_after %ums\n", c->frozen_warn_after_ms);
     fprintf(fp, "route_cache_ttl %ums\nroute_cache_negative_ttl %ums\nroute_cache_entries %u\n",
             c->route_cache_ttl_ms, c->route_cache_negative_ttl_ms, c->route_cache_entries);
     mh_backend_map_dump(c->backends, fp);

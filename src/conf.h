@@ -63,6 +63,7 @@ struct mh_conf {
     unsigned ldap_timeout_ms;         /* one LDAP operation */
     unsigned ldap_connect_timeout_ms;
     unsigned request_timeout_ms;      /* whole request, queue wait included */
+    unsigned frozen_warn_after_ms;    /* warn about users frozen this long; 0: off */
     unsigned ldap_retry_s;            /* a failed URI is skipped this long; then failback */
     enum mh_tls ldap_tls;
     char *ldap_tls_ca_file;

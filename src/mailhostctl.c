@@ -36,6 +36,7 @@ struct ctl {
     const char *backends;       /* set --backends: the names mailhostd routes to */
     const char *state_opt;     /* --state as given (c.state defaults to "done" for set) */
     int ldif_out, json, no_track;
+    int state_only;             /* freeze/unfreeze: only the migration state changes */
     long batch;
     const struct schema_info *schema;   /* set: the classes allowing the routing attribute */
 };
@@ -53,7 +54,10 @@ static void usage(FILE *fp)
         "  set HOST --file FILE      ... of the logins in FILE (one per line, # comments)\n"
         "  set HOST --filter FILTER  ... of the entries matching an LDAP filter\n"
         "  set HOST --domain DOMAIN  ... of the users whose mail is in DOMAIN\n"
-        "  undo FILE                 apply an undo LDIF written by set\n"
+        "  freeze USER...            set the migration state of users to frozen (also\n"
+        "                            --file, --filter, --domain); waits out route_cache_ttl\n"
+        "  unfreeze USER...          set frozen users' state to --state (default done)\n"
+        "  undo FILE                 apply an undo LDIF written by set, freeze or unfreeze\n"
         "  stats                     users per routing value and per migration state\n"
         "  list                      the users in --state STATE and/or on --host HOST (\"none\":\n"
         "                            without), one mail address a line (a --file for set)\n"
@@ -233,6 +237,13 @@ static void forward_change(const struct ctl *c, const struct mh_jentry *e, const
 {
     memset(ch, 0, sizeof *ch);
     ch->dn = e->dn;
+    if (c->state_only) {   /* freeze/unfreeze: the state read at planning time, asserted */
+        ch->assertion = eq_filter(c->cli.state_attr, e->old_state);
+        if (!e->had_class)
+            add_mod(ch, LDAP_MOD_ADD, "objectClass", MIGRATION_CLASS);
+        add_mod(ch, LDAP_MOD_REPLACE, c->cli.state_attr, host);
+        return;
+    }
     ch->assertion = eq_filter(c->cli.route_attr, e->old_host);
     if (e->add_route_class) {
         /* no class of the entry allows the routing attribute: add one in the same modify,
@@ -261,6 +272,13 @@ static void undo_change(const struct ctl *c, const struct mh_jentry *e, const ch
 {
     memset(ch, 0, sizeof *ch);
     ch->dn = e->dn;
+    if (c->state_only) {
+        ch->assertion = eq_filter(c->cli.state_attr, host);
+        add_mod(ch, LDAP_MOD_REPLACE, c->cli.state_attr, e->old_state);
+        if (!e->had_class)
+            add_mod(ch, LDAP_MOD_DELETE, "objectClass", MIGRATION_CLASS);
+        return;
+    }
     ch->assertion = eq_filter(c->cli.route_attr, host);
     add_mod(ch, LDAP_MOD_REPLACE, c->cli.route_attr, e->old_host);
     if (track) {
@@ -875,8 +893,12 @@ static int plan_entry(void *vctx, LDAP *ld, LDAPMessage *e)
         free(host);
         return -1;
     }
-    if (host && strcasecmp(host, p->host) == 0) {
+    char *cur = c->state_only ? mh_cli_first_value(ld, e, c->cli.state_attr) : NULL;
+    if (c->state_only ? cur && strcasecmp(cur, p->host) == 0
+                      : host && strcasecmp(host, p->host) == 0) {
         p->already++;
+    } else if (c->state_only == 2 && (cur == NULL || strcasecmp(cur, "frozen") != 0)) {
+        p->not_from++;   /* unfreeze touches frozen users only */
     } else if (c->from && (host == NULL || strcasecmp(host, c->from) != 0)) {
         p->not_from++;
         if (c->cli.verbose)
@@ -926,6 +948,7 @@ static int plan_entry(void *vctx, LDAP *ld, LDAPMessage *e)
         free(pv);
         free(mv);
     }
+    free(cur);
     free(host);
     ldap_memfree(dn);
     return rc;
@@ -1095,18 +1118,28 @@ static int check_target(const struct ctl *c, const char *host)
 static volatile sig_atomic_t interrupted;
 static void on_signal(int sig) { (void)sig; interrupted = 1; }
 
+/* set HOST USERS, and freeze/unfreeze USERS (c->state_only: 1 freeze, 2 unfreeze), which
+ * change the migration state only, with the same plan, journal, assertion, undo and resume;
+ * for those "host" below is the new state. */
 static int cmd_set(struct ctl *c, char **args, int nargs)
 {
-    if (nargs < 1) {
+    const char *cmd = c->state_only == 1 ? "freeze" : c->state_only == 2 ? "unfreeze" : "set";
+    if (nargs < 1 && !c->state_only) {
         fprintf(stderr, "%s: set needs HOST and users (USER..., --file, --filter or "
                 "--domain)\n", prog);
         return MH_EXIT_USAGE;
     }
-    const char *host = args[0];
-    int kinds = (nargs > 1) + (c->file != NULL) + (c->filter != NULL) + (c->domain != NULL);
+    const char *host = c->state_only ? c->state : args[0];
+    char **users = c->state_only ? args : args + 1;
+    int nusers = c->state_only ? nargs : nargs - 1;
+    int kinds = (nusers > 0) + (c->file != NULL) + (c->filter != NULL) + (c->domain != NULL);
     if (kinds != 1) {
-        fprintf(stderr, "%s: set: give exactly one of USER..., --file, --filter, --domain\n",
-                prog);
+        fprintf(stderr, "%s: %s: give exactly one of USER..., --file, --filter, --domain\n",
+                prog, cmd);
+        return MH_EXIT_USAGE;
+    }
+    if (c->state_only && c->cli.state_attr == NULL) {
+        fprintf(stderr, "%s: %s: the configuration has no ldap_state_attribute\n", prog, cmd);
         return MH_EXIT_USAGE;
     }
     for (const char *s = host; *s; s++)
@@ -1119,7 +1152,7 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
         fprintf(stderr, "%s: set: empty HOST\n", prog);
         return MH_EXIT_USAGE;
     }
-    if (check_target(c, host) < 0)
+    if (!c->state_only && check_target(c, host) < 0)
         return MH_EXIT_USAGE;
 
     /* the selection */
@@ -1130,10 +1163,10 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
         logins = read_lines(c->file, &nlogins);
         if (logins == NULL)
             return MH_EXIT_USAGE;
-    } else if (nargs > 1) {
-        logins = calloc((size_t)nargs, sizeof *logins);
-        for (int i = 1; i < nargs; i++)
-            logins[nlogins++] = strdup(args[i]);
+    } else if (nusers > 0) {
+        logins = calloc((size_t)nusers, sizeof *logins);
+        for (int i = 0; i < nusers; i++)
+            logins[nlogins++] = strdup(users[i]);
     } else if (c->domain) {
         char *esc = mh_filter_expand("%s", c->domain, strlen(c->domain));
         if (esc && asprintf(&sel_filter, "(mail=*@%s)", esc) < 0)
@@ -1162,7 +1195,25 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     if (!have_schema)
         memset(&si, 0, sizeof si);
     c->schema = have_schema ? &si : NULL;
+    if (c->state_only && !track) {
+        fprintf(stderr, "%s: %s: migration state is not tracked (--no-track, or see "
+                "mailhostctl schema-check)\n", prog, cmd);
+        free(sel_filter);
+        for (size_t i = 0; i < nlogins; i++)
+            free(logins[i]);
+        free(logins);
+        return MH_EXIT_USAGE;
+    }
     if (track && (!have_schema || !si.has_class || !si.class_attrs_ok)) {
+        if (c->state_only) {
+            fprintf(stderr, "%s: %s: the directory has no %s class (see mailhostctl "
+                    "schema-check)\n", prog, cmd, MIGRATION_CLASS);
+            free(sel_filter);
+            for (size_t i = 0; i < nlogins; i++)
+                free(logins[i]);
+            free(logins);
+            return MH_EXIT_ERROR;
+        }
         track = 0;
         fprintf(stderr, "%s: the directory has no %s class: migration state is not "
                 "recorded (see mailhostctl schema-check)\n", prog, MIGRATION_CLASS);
@@ -1171,7 +1222,7 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
     char *op = NULL;
     char *hb = b64(host, strlen(host)), *fb = c->from ? b64(c->from, strlen(c->from)) : NULL;
     char *bb = b64(c->cli.base, strlen(c->cli.base));
-    if (asprintf(&op, "set host=%s from=%s attr=%s track=%d state=%s base=%s sel=%s", hb,
+    if (asprintf(&op, "%s host=%s from=%s attr=%s track=%d state=%s base=%s sel=%s", cmd, hb,
                  fb ? fb : "-", c->cli.route_attr, track, track ? c->state : "-", bb,
                  sel_id) < 0)
         op = NULL;
@@ -1206,16 +1257,22 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
             mh_journal_close(&j);
             snprintf(old, sizeof old, "%s.%s", jpath, now_generalized());
             snprintf(oldu, sizeof oldu, "%s.undo.ldif", old);
-            if (rename(jpath, old) < 0 || (rename(upath, oldu) < 0 && errno != ENOENT) ||
+            int kept_undo = 1;
+            if (rename(jpath, old) < 0 ||
+                (rename(upath, oldu) < 0 && (errno != ENOENT || (kept_undo = 0))) ||
                 mh_journal_open(&j, jpath, op, err, sizeof err) < 0) {
                 fprintf(stderr, "%s: %s: cannot start a new run: %s\n", prog, jpath,
                         err[0] ? err : strerror(errno));
                 status = MH_EXIT_ERROR;
                 goto out;
             }
-            fprintf(stderr, "%s: an earlier identical run was complete: its journal is kept as "
-                    "%s and its undo file as %s (undo that one to reverse the earlier run; %s "
-                    "will hold this run's changes only)\n", prog, old, oldu, upath);
+            if (kept_undo)
+                fprintf(stderr, "%s: an earlier identical run was complete: its journal is kept "
+                        "as %s and its undo file as %s (undo that one to reverse the earlier "
+                        "run; %s will hold this run's changes only)\n", prog, old, oldu, upath);
+            else
+                fprintf(stderr, "%s: an earlier identical run was complete: its journal is kept "
+                        "as %s (its undo file %s was not there any more)\n", prog, old, upath);
         }
         p.j = &j;
         fprintf(stderr, "%s: journal %s%s\n", prog, jpath, j.planned ? " (resuming)" : "");
@@ -1260,8 +1317,14 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
                     p.add_class == 1 ? "y" : "ies", c->cli.route_attr, route_class(c),
                     route_class(c));
         if (p.already)
-            fprintf(stderr, "%s: %zu already on %s: not planned\n", prog, p.already, host);
-        if (p.not_from)
+            fprintf(stderr, "%s: %zu already %s %s: not planned\n", prog, p.already,
+                    c->state_only ? "in state" : "on", host);
+        if (p.not_from && c->state_only == 2 && c->from)
+            fprintf(stderr, "%s: %zu not frozen or not on %s: not planned\n", prog,
+                    p.not_from, c->from);
+        else if (p.not_from && c->state_only == 2)
+            fprintf(stderr, "%s: %zu not frozen: not planned\n", prog, p.not_from);
+        else if (p.not_from)
             fprintf(stderr, "%s: %zu not on %s: not planned\n", prog, p.not_from, c->from);
     }
 
@@ -1271,10 +1334,12 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
             struct change ch;
             forward_change(c, &p.mem[i], host, track, now, &ch);
             if (c->ldif_out) {
-                write_change(c->cli.ld, stdout, &ch, c->cli.route_attr, p.mem[i].old_host,
-                             host);
+                write_change(c->cli.ld, stdout, &ch,
+                             c->state_only ? c->cli.state_attr : c->cli.route_attr,
+                             c->state_only ? p.mem[i].old_state : p.mem[i].old_host, host);
             } else {
-                char *dn = shown(p.mem[i].dn), *old = shown(p.mem[i].old_host);
+                char *dn = shown(p.mem[i].dn),
+                     *old = shown(c->state_only ? p.mem[i].old_state : p.mem[i].old_host);
                 int add = p.mem[i].add_route_class;
                 printf("would set %s: %s -> %s%s%s%s\n", dn ? dn : "?", old ? old : "(none)",
                        host, add ? " (adds objectClass " : "", add ? route_class(c) : "",
@@ -1331,21 +1396,22 @@ static int cmd_set(struct ctl *c, char **args, int nargs)
         } else if (rc == LDAP_ASSERTION_FAILED) {
             /* already applied by an earlier run whose journal line was lost, or changed by
              * someone else since the plan: look which */
-            char *attrs[] = { (char *)c->cli.route_attr, NULL };
+            const char *look = c->state_only ? c->cli.state_attr : c->cli.route_attr;
+            char *attrs[] = { (char *)look, NULL };
             LDAPMessage *res = NULL;
             char *now_host = NULL;
             int r2 = ldap_search_ext_s(c->cli.ld, e->dn, LDAP_SCOPE_BASE, "(objectClass=*)",
                                        attrs, 0, NULL, NULL, NULL, 1, &res);
             if (r2 == LDAP_SUCCESS)
                 now_host = mh_cli_first_value(c->cli.ld, ldap_first_entry(c->cli.ld, res),
-                                              c->cli.route_attr);
+                                              look);
             ldap_msgfree(res);
             if (now_host && strcasecmp(now_host, host) == 0) {
                 mh_journal_mark(&j, i, MH_J_DONE, "already applied");
             } else {
                 char note[512];
                 snprintf(note, sizeof note, "changed concurrently: %s is now %s",
-                         c->cli.route_attr, now_host ? now_host : "(none)");
+                         look, now_host ? now_host : "(none)");
                 fprintf(stderr, "%s: %s: %s: left alone\n", prog, e->dn, note);
                 mh_journal_mark(&j, i, MH_J_SKIPPED, note);
             }
@@ -1833,7 +1899,7 @@ int main(int argc, char **argv)
     args = argv + optind + 1;
     nargs = argc - optind - 1;
     static const char *cmds[] = { "show", "set", "undo", "stats", "schema-check", "stragglers",
-                                  "list" };
+                                  "list", "freeze", "unfreeze" };
     int known = 0;
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         known |= strcmp(cmd, cmds[i]) == 0;
@@ -1843,8 +1909,9 @@ int main(int argc, char **argv)
         status = MH_EXIT_USAGE;
         goto out;
     }
-    if (c.filter && strcmp(cmd, "set") && strcmp(cmd, "stats") && strcmp(cmd, "list")) {
-        fprintf(stderr, "%s: --filter goes with set, stats or list\n", prog);
+    if (c.filter && strcmp(cmd, "set") && strcmp(cmd, "stats") && strcmp(cmd, "list") &&
+        strcmp(cmd, "freeze") && strcmp(cmd, "unfreeze")) {
+        fprintf(stderr, "%s: --filter goes with set, freeze, unfreeze, stats or list\n", prog);
         status = MH_EXIT_USAGE;
         goto out;
     }
@@ -1864,6 +1931,23 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "show")) status = cmd_show(&c, args, nargs);
     else if (!strcmp(cmd, "set")) status = cmd_set(&c, args, nargs);
+    else if (!strcmp(cmd, "freeze") || !strcmp(cmd, "unfreeze")) {
+        c.state_only = cmd[0] == 'f' ? 1 : 2;
+        if (c.state_only == 1 && c.state_opt && strcasecmp(c.state_opt, "frozen") != 0) {
+            fprintf(stderr, "%s: freeze sets the state frozen; --state is for unfreeze\n",
+                    prog);
+            status = MH_EXIT_USAGE;
+            goto out;
+        }
+        if (c.state_only == 1)
+            c.state = "frozen";
+        else if (c.state_opt && strcasecmp(c.state_opt, "frozen") == 0) {
+            fprintf(stderr, "%s: unfreeze --state frozen changes nothing\n", prog);
+            status = MH_EXIT_USAGE;
+            goto out;
+        }
+        status = cmd_set(&c, args, nargs);
+    }
     else if (!strcmp(cmd, "undo")) status = cmd_undo(&c, args, nargs);
     else if (!strcmp(cmd, "stats")) status = cmd_stats(&c, nargs);
     else if (!strcmp(cmd, "list")) status = cmd_list(&c, nargs);

@@ -2,6 +2,8 @@
 #include "config.h"
 #include "metrics.h"
 #include "conf.h"
+#include "frozenwatch.h"
+#include "ldapconn.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -209,6 +211,15 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
             "the routing value is not in the backend map and route_unmapped refuses it.\n"
             "# TYPE mailhostd_unmapped_route_total counter\nmailhostd_unmapped_route_total "
             "%llu\n", LOAD(no_route), LOAD(unmapped_route));
+    unsigned too_long = 0, tracked = 0;
+    mh_frozenwatch_count(conf->frozen_warn_after_ms, mh_now_ms(), &too_long, &tracked);
+    put(&o, "# HELP mailhostd_frozen_users Users whose last login was answered \"frozen\" "
+            "(since mailhostd started).\n# TYPE mailhostd_frozen_users gauge\n"
+            "mailhostd_frozen_users %u\n"
+            "# HELP mailhostd_frozen_too_long_users Of those, users frozen (first frozen "
+            "answer) longer than frozen_warn_after.\n"
+            "# TYPE mailhostd_frozen_too_long_users gauge\nmailhostd_frozen_too_long_users "
+            "%u\n", tracked, too_long);
     put(&o, "# HELP mailhostd_decisions_total Decided requests by what decided them.\n"
             "# TYPE mailhostd_decisions_total counter\n");
     for (size_t i = 0; i < NSRC; i++)

@@ -2,6 +2,8 @@
 #include "config.h"
 #include "router.h"
 #include "filter.h"
+#include "frozenwatch.h"
+#include "ldapconn.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -115,6 +117,8 @@ static int finish(const struct mh_conf *conf, struct mh_resolver *resolver,
     }
 
     /* the final copy of a mailbox runs while its user is frozen: no session may change it */
+    if (!recipient)
+        mh_frozenwatch_seen(dn, frozen, conf->frozen_warn_after_ms, mh_now_ms());
     if (frozen) {
         set(d, MH_OUT_TEMPFAIL, "migration-frozen");
         return 0;

@@ -247,12 +247,12 @@ static int check_rules(struct mh_sync *s, LDAP *ld, char *why, size_t whysize)
         rc = -1;
         goto done;
     }
-    if (v == NULL) {
+    if (v == NULL) {   /* an ACL or a replica hiding it: retried like any read error */
         char safe[512];
         snprintf(why, whysize, "cannot read the attribute types of the subschema (at \"%s\"): "
                  "the mirror cannot tell whether it compares values as the directory does",
                  sub ? mh_log_safe(safe, sizeof safe, sub, strlen(sub)) : "cn=Subschema");
-        rc = 1;
+        rc = -1;
         goto done;
     }
     size_t nv = (size_t)ldap_count_values_len(v);
@@ -506,7 +506,7 @@ static void go_stale(struct mh_sync *s, const char *why)
 static void session(struct mh_sync *s, struct mh_ldap *l)
 {
     const struct mh_conf *c = s->conf;
-    char why[300] = "";
+    char why[600] = "";
     int server_failed = 0;
     LDAP *ld = mh_ldap_session(l, mh_now_ms() + c->ldap_connect_timeout_ms + c->ldap_timeout_ms);
     if (ld == NULL) {
@@ -528,6 +528,9 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             mh_log(LOG_ERR, "mirror: off: %s; every login asks the directory (set mirror no, "
                    "or compare the login with attributes such as uid and mail)", why);
             atomic_store(&s->refused, 1);
+            /* a copy made on an earlier connection must not go on routing (stale) for ever:
+             * without a feed it would never see another change */
+            mh_mirror_set_state(s->mirror, MH_MIRROR_EMPTY);
             why[0] = '\0';
             goto out;
         default:

@@ -400,6 +400,44 @@ def t_17_5_no_route_try_later(work, slapd):
         expect_refused(request(d.addr, "carol@example.net", WRONG))
 
 
+def t_17_6_frozen_too_long(work, slapd):
+    """Issue 17.6: with frozen_warn_after 1s, a user answered "frozen" for longer than that
+    shows in mailhostd_frozen_too_long_users (polled, no sleep) and gets one warning line,
+    not one per login; a login answered otherwise forgets the user."""
+    user, pw = "user007@example.com", "Sample-pw-0"
+    dn = "uid=user007,ou=example.com,ou=people,dc=example,dc=org"
+    slapd.ldapmodify("dn: %s\nchangetype: modify\nadd: objectClass\nobjectClass: "
+                     "mailhostMigration\n-\nadd: mailhostMigrationState\n"
+                     "mailhostMigrationState: frozen\n-\n" % dn,
+                     dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+    try:
+        d = Daemon(work, config(work, slapd, "status_listen 127.0.0.1:0\n"
+                                "frozen_warn_after 1s\n"), "frozenlong")
+        with d:
+            expect_tempfail(request(d.addr, user, pw))       # the first sighting
+            check(metric(d, "mailhostd_frozen_users") == 1, "mailhostd_frozen_users = 1")
+            deadline = time.time() + 30
+            while metric(d, "mailhostd_frozen_too_long_users") != 1 and time.time() < deadline:
+                time.sleep(0.05)   # polling interval; the condition is the metric
+            check(metric(d, "mailhostd_frozen_too_long_users") == 1,
+                  "mailhostd_frozen_too_long_users = 1 after frozen_warn_after")
+            for _ in range(3):
+                expect_tempfail(request(d.addr, user, pw))
+            warnings = [ln for ln in d.read_log().splitlines() if "frozen-too-long" in ln]
+            check(len(warnings) == 1 and 'uid\\x3duser007,' in warnings[0],
+                  "one warning line: %r", warnings)
+            slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailhostMigrationState\n"
+                             "mailhostMigrationState: done\n-\n" % dn,
+                             dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+            expect_ok(request(d.addr, user, pw), OLD, user="user007")
+            check(metric(d, "mailhostd_frozen_users") == 0 and
+                  metric(d, "mailhostd_frozen_too_long_users") == 0, "unfrozen: forgotten")
+    finally:
+        slapd.ldapmodify("dn: %s\nchangetype: modify\ndelete: mailhostMigrationState\n-\n"
+                         "delete: objectClass\nobjectClass: mailhostMigration\n-\n" % dn,
+                         dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+
+
 def t_17_2_smtp_without_password_check_refused(work, slapd):
     """Issue 17.2: verify_password no leaves SMTP AUTH unchecked unless nginx hands the login
     to the backend (proxy_smtp_auth on): the check refuses it until the admin says so."""
@@ -689,7 +727,7 @@ def main():
         log = c.d.read_log()
         for t in (t_17_1_unmapped_host_refused, t_literal_and_resolved_values,
                   t_17_2_smtp_without_password_check_refused, t_17_5_no_route_try_later,
-                  t_17_16_bind_timeout_is_try_later,
+                  t_17_16_bind_timeout_is_try_later, t_17_6_frozen_too_long,
                   t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
                   t_bruteforce, t_metrics_healthz, t_reload, t_state_file_stragglers,
                   t_config_check):

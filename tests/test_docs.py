@@ -115,6 +115,16 @@ def check_snippet(work, where, lines, n):
             with open(secret, "w") as f:
                 f.write("dummy-secret\n")
             os.chmod(secret, 0o600)
+            # as the docs say: readable by the daemon's user too (where that user exists,
+            # -t checks it), so the snippet loads without a warning on any machine
+            users = [l.split()[1] for l in lines if l.split()[:1] == ["user"]]
+            try:
+                gid = pwd.getpwnam(users[0] if users else "").pw_gid
+            except (KeyError, IndexError):
+                gid = None
+            if gid is not None and os.geteuid() == 0:
+                os.chown(secret, 0, gid)
+                os.chmod(secret, 0o640)
             line = "%s %s" % (words[0], secret)
         if words:
             given.add(words[0])

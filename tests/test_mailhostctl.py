@@ -657,6 +657,60 @@ class Ctx:
     pass
 
 
+def t_17_6_freeze_unfreeze(c):
+    """freeze changes only the migration state (the route stays), waits out the route cache
+    with -c, and mailhostd answers try-later; unfreeze sets frozen users to done; each run
+    writes an undo LDIF whose assertion is the state it set, so undo refuses an entry
+    changed since."""
+    sys.path.insert(0, HERE)
+    from mhtest import Daemon, request
+    import test_daemon as td
+    user, pw = "user005@example.com", "Sample-pw-0"
+    dn = "uid=user005,ou=example.com,ou=people,dc=example,dc=org"
+    before = hosts(c.slapd)[dn]
+    d = Daemon(c.work, td.config(c.work, c.slapd, extra="route_cache_ttl 1s\n"),
+               name="freeze").start()
+    try:
+        td.expect_ok(request(d.addr, user, pw), td.OLD, user="user005")   # now cached
+        r = c.ctl.run("-c", d.conf_path, "freeze", user, "--journal", "fz.journal")
+        check(r.returncode == 0 and "route_cache_ttl" in r.stderr, "freeze: %s", r.stderr)
+        check(hosts(c.slapd)[dn][:2] == (before[0], "frozen"), "frozen, route kept: %s",
+              hosts(c.slapd)[dn])
+        td.expect_tempfail(request(d.addr, user, pw))
+        check("reason=migration-frozen" in d.read_log().rsplit("auth user=", 1)[-1],
+              "the answer is the freeze: %s", d.read_log()[-500:])
+    finally:
+        status = d.stop()
+    check(status == 0, "mailhostd exit status %s", status)
+    r = c.ctl.run("freeze", user, "--journal", "fz2.journal")
+    check(r.returncode == 0 and "1 already in state frozen" in r.stderr, "again: %s",
+          r.stderr)
+    r = c.ctl.run("unfreeze", "alice@example.com", user, "--journal", "uf.journal")
+    check(r.returncode == 0 and "1 not frozen" in r.stderr, "unfreeze: %s", r.stderr)
+    check(hosts(c.slapd)[dn][:2] == (before[0], "done"), "unfrozen: %s", hosts(c.slapd)[dn])
+    # someone changes the state after the unfreeze: its undo (assert state=done) refuses
+    def set_state(v):
+        lm = subprocess.run(["ldapmodify", "-x", "-H", c.slapd.uri, "-D", c.slapd.ctl_dn,
+                             "-w", c.slapd.ctl_pw], capture_output=True, text=True,
+                            input="dn: %s\nchangetype: modify\nreplace: "
+                                  "mailhostMigrationState\nmailhostMigrationState: %s\n"
+                                  % (dn, v), env=dict(os.environ, LDAPNOINIT="1"))
+        check(lm.returncode == 0, "ldapmodify: %s", lm.stderr)
+    set_state("copying")
+    r = c.ctl.run("undo", os.path.join(c.work, "uf.journal.undo.ldif"))
+    check(r.returncode == 3 and "1 skipped" in r.stderr, "undo refused: %s", r.stderr)
+    check(hosts(c.slapd)[dn][1] == "copying", "concurrent change kept")
+    set_state("done")
+    r = c.ctl.run("undo", os.path.join(c.work, "uf.journal.undo.ldif"))
+    check(r.returncode == 0 and hosts(c.slapd)[dn][1] == "frozen", "undo unfreeze: %s",
+          r.stderr)
+    r = c.ctl.run("undo", os.path.join(c.work, "fz.journal.undo.ldif"))
+    check(r.returncode == 0, "undo freeze: %s", r.stderr)
+    check(hosts(c.slapd)[dn] == before, "undo restores exactly: %s", hosts(c.slapd)[dn])
+    r = c.ctl.run("freeze", user, "--state", "done")
+    check(r.returncode == 2, "freeze --state done is a usage error: %s", r.stderr)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="mh-test-ctl-")
     runner = Runner("test_mailhostctl")
@@ -677,7 +731,7 @@ def main():
                   t_stats, t_item6_list, t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
-                  t_item6_freeze_waits_out_route_cache,
+                  t_item6_freeze_waits_out_route_cache, t_17_6_freeze_unfreeze,
                   t_c6_ldif_injection, t_c7_tmp_symlink_not_followed,
                   t_i17_10_y_file_as_ldapsearch, t_i17_10_filter_unreadable_attribute,
                   t_i17_8_adds_inet_local_mail_recipient,
