@@ -1157,6 +1157,14 @@ int mh_conf_load_opts(const char *path, int flags, struct mh_conf **out, char *e
             fail(&x, "missing value");
             goto done;
         }
+        for (const char *q = p; *q; q++)
+            if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f) {
+                /* e.g. a CR inside the line: it would be part of the value, and a dump
+                 * (-T) would not load back to the same (found by fuzz_config) */
+                fail(&x, "the value holds a control character (0x%02x) at byte %zu",
+                     (unsigned)(unsigned char)*q, (size_t)(q - p) + 1);
+                goto done;
+            }
         x.comment_like = comment_like(p);
         if (seen[kd - keys].line && !kd->repeat) {
             fail(&x, "given twice");

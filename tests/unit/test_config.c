@@ -216,6 +216,7 @@ static void test_bad(void)
         {BASE "route_unmapped dns\n", "route_unmapped: expected none, resolve or networks="},
         {BASE "route_unmapped networks=10.0.0.0/8,300.1.1.1\n", "\"300.1.1.1\" is not an address"},
         {BASE "verify_password no\n", "verify_password: verify_password no: nobody checks the password of an SMTP AUTH"},
+        {BASE "state_file /var/lib/x\r/y\n", "state_file: the value holds a control character (0x0d) at byte 11"},
         {BASE "verify_password no\nsmtp_password_checked_by nginx\n", "smtp_password_checked_by: expected mailhostd or backend"},
         {BASE "socket_mode 999\n", "socket_mode: expected an octal mode"},
         {BASE "log journal\n", "log: expected syslog or stderr"},
