@@ -715,9 +715,13 @@ if __name__ == "__main__":
     # python3 tests/e2e/stack.py: run the stack in the foreground until Ctrl-C or SIGTERM
     signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
+    # held until the work directory exists and the try below can clean it up: a Ctrl-C in
+    # between would leave the directory behind (seen once in tests/test_demo.sh)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     st = Stack()
     print("WORKDIR=%s" % st.workdir, flush=True)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         st.start()
         print("work directory: %s" % st.workdir)
         for name, port in st.ports.items():
