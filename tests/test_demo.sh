@@ -83,7 +83,7 @@ os.execvp(sys.argv[1], sys.argv[1:])' "$top/quickstart" demo >"$out" 2>&1 </dev/
                 printf '%s\n' "$res" >> "$tmp.suggested"
                 case "$cmd" in
                 curl\ *) label="suggested login works: ${cmd%%:*}..."; ok grep -qE 'Subject: on (OLD|NEW)' <<<"$res" ;;
-                *) label="suggested command works (exit $rc): ${cmd##*-w * }"; ok test "$rc" -eq 0 ;;
+                *) label="suggested command works (exit $rc): ${cmd##*-y * }"; ok test "$rc" -eq 0 ;;
                 esac
                 [ "$rc" -eq 0 ] || echo "$res" | sed 's/^/     /'
             done < <(sed -n '/try more/,$p' "$out")

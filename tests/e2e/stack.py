@@ -727,9 +727,15 @@ if __name__ == "__main__":
         for name, port in st.ports.items():
             print("nginx %-15s 127.0.0.1:%d" % (name, port))
         # key=value lines for scripts (./quickstart demo)
-        print("SLAPD_URI=%s\nBASE=%s\nCTL_DN=%s\nCTL_PW=%s\nMAILHOSTD_CONF=%s\n"
+        # the mailhostctl account's password in a file (mailhostctl -y), never on a
+        # command line
+        ctl_pw_file = os.path.join(st.workdir, "mailhostctl.pw")
+        fd = os.open(ctl_pw_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, st.slapd.ctl_pw.encode())
+        os.close(fd)
+        print("SLAPD_URI=%s\nBASE=%s\nCTL_DN=%s\nCTL_PW_FILE=%s\nMAILHOSTD_CONF=%s\n"
               "MAILHOSTD_LOG=%s" % (st.slapd.uri, st.slapd.base, st.slapd.ctl_dn,
-                                    st.slapd.ctl_pw, st.mailhostd.conf_path,
+                                    ctl_pw_file, st.mailhostd.conf_path,
                                     st.mailhostd.log_path))
         # users with a mailbox on the backend their mailHost names (the demo's hints)
         print("DEMO_USERS=%s" % " ".join(
@@ -748,5 +754,9 @@ if __name__ == "__main__":
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("stopped: %s" % st.stop(), flush=True)
+        t0 = time.monotonic()
+        status = st.stop()
+        print("stopped in %.1f s: %s; each took %s" % (
+            time.monotonic() - t0, status,
+            {k: round(v, 1) for k, v in getattr(st, "stop_timings", {}).items()}), flush=True)
         st.remove_workdir()
