@@ -157,6 +157,8 @@ enum store {
 
 #define KEY_REPEAT 1    /* may be given more than once */
 #define KEY_RESTART 2   /* read once at start-up: a reload says the change waits for a restart */
+#define KEY_TLS 4       /* libldap's process-wide TLS context: a reload that changes it builds
+                         * a new one (mh_conf_tls_changed) */
 
 struct key;
 typedef int (*parser)(struct ctx *x, const char *v, const struct key *k);
@@ -730,10 +732,10 @@ static const struct key keys[] = {
     {"ldap_connect_timeout", T_MS, OFF(ldap_connect_timeout_ms), 10, 60000, RELOAD, "2000ms"},
     {"request_timeout", T_MS, OFF(request_timeout_ms), 100, 120000, RELOAD, "5000ms"},
     {"ldap_retry", T_SECONDS, OFF(ldap_retry_s), 1, 3600, RELOAD, "10s"},
-    {"ldap_tls", h_tls, d_tls, ST_INT, OFF(ldap_tls), NO_RANGE, RELOAD, "none"},
-    {"ldap_tls_ca_file", T_STRING, OFF(ldap_tls_ca_file), NO_RANGE, RELOAD, NULL},
-    {"ldap_tls_reqcert", h_reqcert, d_reqcert, ST_INT, OFF(ldap_tls_reqcert), NO_RANGE, RELOAD,
-     "demand"},
+    {"ldap_tls", h_tls, d_tls, ST_INT, OFF(ldap_tls), NO_RANGE, KEY_TLS, "none"},
+    {"ldap_tls_ca_file", T_STRING, OFF(ldap_tls_ca_file), NO_RANGE, KEY_TLS, NULL},
+    {"ldap_tls_reqcert", h_reqcert, d_reqcert, ST_INT, OFF(ldap_tls_reqcert), NO_RANGE,
+     KEY_TLS, "demand"},
     {"verify_password", T_BOOL, OFF(verify_password), NO_RANGE, RELOAD, "yes"},
     {"smtp_password_checked_by", h_smtp_checker, d_smtp_checker, ST_INT,
      OFF(smtp_backend_checks), NO_RANGE, RELOAD, "mailhostd"},
@@ -1393,7 +1395,7 @@ static int same_string(const char *a, const char *b)
 }
 
 /* 1 if key k has the same value in a and b.  Keys in the backend map (ST_MAP) are never
- * compared: they all reload (test_config checks that no restart key is one). */
+ * compared: they all reload (test_config checks that no restart or TLS key is one). */
 static int same_value(const struct key *k, const struct mh_conf *a, const struct mh_conf *b)
 {
     switch (k->store) {
@@ -1426,17 +1428,29 @@ static int same_value(const struct key *k, const struct mh_conf *a, const struct
     return 0;
 }
 
-size_t mh_conf_restart_changes(const struct mh_conf *running, const struct mh_conf *next,
-                               void (*fn)(const char *key, void *arg), void *arg)
+/* The keys with `flag` whose values differ: fn for each (if not NULL); how many. */
+static size_t changes(const struct mh_conf *a, const struct mh_conf *b, unsigned flag,
+                      void (*fn)(const char *key, void *arg), void *arg)
 {
     size_t n = 0;
     for (const struct key *k = keys; k < keys + NKEYS; k++)
-        if ((k->flags & KEY_RESTART) && !same_value(k, running, next)) {
+        if ((k->flags & flag) && !same_value(k, a, b)) {
             n++;
             if (fn != NULL)
                 fn(k->name, arg);
         }
     return n;
+}
+
+size_t mh_conf_restart_changes(const struct mh_conf *running, const struct mh_conf *next,
+                               void (*fn)(const char *key, void *arg), void *arg)
+{
+    return changes(running, next, KEY_RESTART, fn, arg);
+}
+
+int mh_conf_tls_changed(const struct mh_conf *running, const struct mh_conf *next)
+{
+    return changes(running, next, KEY_TLS, NULL, NULL) > 0;
 }
 
 int mh_conf_key_info(size_t i, struct mh_conf_key_info *out)
@@ -1447,6 +1461,7 @@ int mh_conf_key_info(size_t i, struct mh_conf_key_info *out)
     out->def = keys[i].def;
     out->repeat = (keys[i].flags & KEY_REPEAT) != 0;
     out->restart = (keys[i].flags & KEY_RESTART) != 0;
+    out->tls = (keys[i].flags & KEY_TLS) != 0;
     out->in_backend_map = keys[i].store == ST_MAP;
     return 0;
 }

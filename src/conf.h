@@ -148,6 +148,10 @@ int mh_conf_dump_key(const struct mh_conf *c, const char *name, FILE *fp);
 size_t mh_conf_restart_changes(const struct mh_conf *running, const struct mh_conf *next,
                                void (*fn)(const char *key, void *arg), void *arg);
 
+/* 1 if a key of libldap's process-wide TLS context (ldap_tls, ldap_tls_ca_file,
+ * ldap_tls_reqcert) differs: the reload must build a new context (mh_dir_global_init). */
+int mh_conf_tls_changed(const struct mh_conf *running, const struct mh_conf *next);
+
 /* One row of the key table (for tests and tools).  Strings are static. */
 struct mh_conf_key_info {
     const char *name;
@@ -155,6 +159,7 @@ struct mh_conf_key_info {
                              * NULL: not set, or kept by the backend map (backend.h) */
     int repeat;             /* may be given more than once */
     int restart;            /* a reload cannot change it (mh_conf_restart_changes) */
+    int tls;                /* part of libldap's TLS context (mh_conf_tls_changed) */
     int in_backend_map;     /* its value lives in the backend map */
 };
 /* Row i (0, 1, ... in the order of mh_conf_dump) into *out; -1 past the last row. */

@@ -69,10 +69,7 @@ static int reload(struct mh_http *http, const struct mh_conf *running, const cha
     }
     log_warnings(nc);
     mh_conf_restart_changes(running, nc, log_restart_key, NULL);
-    int tls_changed = (running->ldap_tls_ca_file == NULL) != (nc->ldap_tls_ca_file == NULL) ||
-        (nc->ldap_tls_ca_file && strcmp(running->ldap_tls_ca_file, nc->ldap_tls_ca_file)) ||
-        running->ldap_tls_reqcert != nc->ldap_tls_reqcert || running->ldap_tls != nc->ldap_tls;
-    if (tls_changed && mh_dir_global_init(nc, err, sizeof err) < 0) {
+    if (mh_conf_tls_changed(running, nc) && mh_dir_global_init(nc, err, sizeof err) < 0) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
         mh_conf_free(nc);
         return -1;

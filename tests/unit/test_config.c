@@ -304,8 +304,8 @@ static void test_key_table(void)
         for (size_t j = 0; j < i; j++)
             twice += mh_conf_key_info(j, &other) == 0 && strcmp(other.name, k.name) == 0;
         CHECK(twice == 0, "case %s: the key has two rows", k.name);
-        CHECK(!(k.restart && k.in_backend_map),
-              "case %s: a key of the backend map cannot be restart-only (not compared)", k.name);
+        CHECK(!((k.restart || k.tls) && k.in_backend_map),
+              "case %s: a key of the backend map is never compared on reload", k.name);
         char *d0 = dump_key(c0, k.name);
         CHECK(d0 != NULL, "case %s: mh_conf_dump_key knows the key", k.name);
         if (d0 == NULL)
@@ -439,6 +439,33 @@ static void test_restart_changes(void)
     mh_conf_free(a);
 }
 
+/* Which reloads rebuild libldap's TLS context: a change of one of its keys, nothing else. */
+static void test_tls_changes(void)
+{
+    static const struct { const char *name, *line; int want; } t[] = {
+        {"ldap_tls", "ldap_tls starttls\n", 1},
+        {"ldap_tls_reqcert", "ldap_tls_reqcert never\n", 1},
+        {"ldap_tls_ca_file", "ldap_tls_ca_file @D@/secret\n", 1},
+        {"the same values", "ldap_tls none\nldap_tls_reqcert demand\n", 0},
+        {"other keys", "workers 3\nlisten [::1]:0\nldap_uri ldaps://127.0.0.2\n", 0},
+    };
+    struct mh_conf *a = NULL;
+    char err[1024] = "";
+    CHECK(load(BASE, &a, err, sizeof err) == 0, "minimal: %s", err);
+    for (size_t i = 0; a != NULL && i < sizeof t / sizeof t[0]; i++) {
+        char *text = malloc(sizeof BASE + strlen(t[i].line));
+        struct mh_conf *b = NULL;
+        strcat(strcpy(text, BASE), t[i].line);
+        CHECK(load(text, &b, err, sizeof err) == 0, "case %s: %s", t[i].name, err);
+        if (b != NULL)
+            CHECK(mh_conf_tls_changed(a, b) == t[i].want && mh_conf_tls_changed(b, a) == t[i].want,
+                  "case %s: want %d", t[i].name, t[i].want);
+        mh_conf_free(b);
+        free(text);
+    }
+    mh_conf_free(a);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL) {
@@ -456,6 +483,7 @@ int main(void)
     test_bad();
     test_key_table();
     test_restart_changes();
+    test_tls_changes();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
