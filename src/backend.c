@@ -71,9 +71,19 @@ static void dump_ports(const unsigned *port, FILE *fp)
 
 void mh_backend_map_dump(const struct mh_backend_map *map, FILE *fp)
 {
+    mh_backend_map_dump_default_ports(map, fp);
+    mh_backend_map_dump_backends(map, fp);
+}
+
+void mh_backend_map_dump_default_ports(const struct mh_backend_map *map, FILE *fp)
+{
     fprintf(fp, "default_ports");
     dump_ports(map->default_port, fp);
     fputc('\n', fp);
+}
+
+void mh_backend_map_dump_backends(const struct mh_backend_map *map, FILE *fp)
+{
     for (size_t i = 0; i < map->n; i++) {
         const struct backend *b = &map->items[i];
         fprintf(fp, "backend %s address=%s", b->name, b->address);

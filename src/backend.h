@@ -83,8 +83,11 @@ size_t mh_backend_map_count(const struct mh_backend_map *map);
 /* The name of backend i (0 <= i < count), owned by the map. */
 const char *mh_backend_map_name(const struct mh_backend_map *map, size_t i);
 
-/* Writes the map as configuration lines (default_ports, then one backend line each). */
+/* Writes the map as configuration lines (default_ports, then one backend line each); the
+ * two parts alone (for the configuration's key table). */
 void mh_backend_map_dump(const struct mh_backend_map *map, FILE *fp);
+void mh_backend_map_dump_default_ports(const struct mh_backend_map *map, FILE *fp);
+void mh_backend_map_dump_backends(const struct mh_backend_map *map, FILE *fp);
 
 /* Resolves `value` for protocol `proto` into *out.  `resolver` may be NULL: then host names
  * that are neither backends nor IP literals, and that the unmapped policy would resolve, are

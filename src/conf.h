@@ -8,6 +8,9 @@
  * Secrets (ldap_bind_pw_file, secret_file) are read at load time, while the daemon still has
  * its start-up privileges; a secret file readable by others is refused.
  *
+ * Every key is one row of conf.c's key table: its default, parser, dumper, storage (which
+ * frees and compares it) and whether a reload can change it.
+ *
  * A struct mh_conf is built by mh_conf_load(), owned by the caller, freed with mh_conf_free()
  * and never changed after loading: any number of threads may read it at once.
  */
@@ -108,7 +111,6 @@ struct mh_conf {
     unsigned auth_wait_s;
     unsigned tempfail_wait_s;
 
-    int state_attribute_set;     /* internal: ldap_state_attribute was given */
     /* "file:line: key: ..." lines, each ending in '\n', about values that loaded but are
      * probably not what was meant (a "# comment" after a value); NULL: none.  mailhostd
      * prints them with -t and logs them at start and on reload. */
@@ -132,7 +134,35 @@ int mh_conf_load_opts(const char *path, int flags, struct mh_conf **out, char *e
 
 void mh_conf_free(struct mh_conf *c);
 
-/* Writes every setting as "key value" lines; secrets are shown as "(set, N bytes)". */
+/* Writes every setting as "key value" lines that load back to the same configuration; an
+ * unset key as "#key (not set)"; of a secret only its length. */
 void mh_conf_dump(const struct mh_conf *c, FILE *fp);
+
+/* Writes the lines of one key as mh_conf_dump does.  -1 if there is no such key. */
+int mh_conf_dump_key(const struct mh_conf *c, const char *name, FILE *fp);
+
+/* The keys that a reload cannot apply (read once at start-up: sockets, identity, thread and
+ * connection limits, logging, the brute-force table, the last-login store) whose values
+ * differ between running and next: fn(key, arg) for each (fn may be NULL), in the order of
+ * mh_conf_dump.  Returns how many.  Compares values, not text: any size of configuration. */
+size_t mh_conf_restart_changes(const struct mh_conf *running, const struct mh_conf *next,
+                               void (*fn)(const char *key, void *arg), void *arg);
+
+/* 1 if a key of libldap's process-wide TLS context (ldap_tls, ldap_tls_ca_file,
+ * ldap_tls_reqcert) differs: the reload must build a new context (mh_dir_global_init). */
+int mh_conf_tls_changed(const struct mh_conf *running, const struct mh_conf *next);
+
+/* One row of the key table (for tests and tools).  Strings are static. */
+struct mh_conf_key_info {
+    const char *name;
+    const char *def;        /* the default as a file gives it (and mh_conf_dump writes it);
+                             * NULL: not set, or kept by the backend map (backend.h) */
+    int repeat;             /* may be given more than once */
+    int restart;            /* a reload cannot change it (mh_conf_restart_changes) */
+    int tls;                /* part of libldap's TLS context (mh_conf_tls_changed) */
+    int in_backend_map;     /* its value lives in the backend map */
+};
+/* Row i (0, 1, ... in the order of mh_conf_dump) into *out; -1 past the last row. */
+int mh_conf_key_info(size_t i, struct mh_conf_key_info *out);
 
 #endif

@@ -41,41 +41,11 @@ static void startup_error(const char *msg, int to_stderr)
         fprintf(stderr, "mailhostd: %s\n", msg);
 }
 
-/* Keys read once at start-up (sockets, identity, thread and memory sizes, brute-force
- * table): a reload that changes them logs that they wait for a restart. */
-static void restart_only(const struct mh_conf *a, const struct mh_conf *b)
+/* For mh_conf_restart_changes(): a key read once at start-up changed on reload. */
+static void log_restart_key(const char *key, void *arg)
 {
-    char da[8192], db[8192];
-    FILE *fa = fmemopen(da, sizeof da, "w"), *fb = fmemopen(db, sizeof db, "w");
-    if (fa == NULL || fb == NULL) {
-        if (fa) fclose(fa);
-        if (fb) fclose(fb);
-        return;
-    }
-    mh_conf_dump(a, fa);
-    mh_conf_dump(b, fb);
-    fclose(fa);
-    fclose(fb);
-    static const char *keys[] = { "listen", "status_listen", "socket_mode", "socket_group",
-                                  "user", "group", "http_threads", "max_connections",
-                                  "client_timeout", "max_request_size", "log", "log_facility",
-                                  "limit_", "state_file", "lastlogin_entries",
-                                  "state_save_interval", NULL };
-    for (const char **k = keys; *k; k++) {
-        /* compare the dump lines of this key ("limit_": of every key with that prefix) */
-        char la[2048] = "", lb[2048] = "", want[64];
-        size_t kl = strlen(*k);
-        snprintf(want, sizeof want, "%s%s", *k, (*k)[kl - 1] == '_' ? "" : " ");
-        for (const char *p = da; (p = strstr(p, want)) != NULL; p++)
-            if ((p == da || p[-1] == '\n') && strlen(la) + 256 < sizeof la)
-                strncat(la, p, strcspn(p, "\n") + 1);
-        for (const char *p = db; (p = strstr(p, want)) != NULL; p++)
-            if ((p == db || p[-1] == '\n') && strlen(lb) + 256 < sizeof lb)
-                strncat(lb, p, strcspn(p, "\n") + 1);
-        if (strcmp(la, lb) != 0)
-            mh_log(LOG_WARNING, "reload: %.*s%s changed: takes effect after a restart", (int)kl,
-                   *k, (*k)[kl - 1] == '_' ? "*" : "");
-    }
+    (void)arg;
+    mh_log(LOG_WARNING, "reload: %s changed: takes effect after a restart", key);
 }
 
 /* Values that loaded but probably are not what was meant (conf.h: warnings). */
@@ -98,11 +68,8 @@ static int reload(struct mh_http *http, const struct mh_conf *running, const cha
         return -1;
     }
     log_warnings(nc);
-    restart_only(running, nc);
-    int tls_changed = (running->ldap_tls_ca_file == NULL) != (nc->ldap_tls_ca_file == NULL) ||
-        (nc->ldap_tls_ca_file && strcmp(running->ldap_tls_ca_file, nc->ldap_tls_ca_file)) ||
-        running->ldap_tls_reqcert != nc->ldap_tls_reqcert || running->ldap_tls != nc->ldap_tls;
-    if (tls_changed && mh_dir_global_init(nc, err, sizeof err) < 0) {
+    mh_conf_restart_changes(running, nc, log_restart_key, NULL);
+    if (mh_conf_tls_changed(running, nc) && mh_dir_global_init(nc, err, sizeof err) < 0) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
         mh_conf_free(nc);
         return -1;

@@ -631,6 +631,37 @@ def t_reload(work, slapd):
               "restart-only key reported")
 
 
+def t_reload_500_backends(work, slapd):
+    """A reload compares the keys read only at start-up value by value, whatever the size of
+    the configuration: after 500 backends (a 40 KB -T dump) a changed restart-only key is
+    still reported; before, a text dump cut at 8 KiB never saw it."""
+    import signal as sig
+    many = "".join("backend b%d.example.org address=192.0.2.%d imap=%d\n"
+                   % (i, i % 250 + 1, 10000 + i) for i in range(500))
+    text = config(work, slapd, extra=many)
+    d = Daemon(work, text, "reload500")
+    with d:
+        expect_ok(request(d.addr, "bob@example.com", "Bob-pw-2"), NEW)
+        with open(d.conf_path, "w") as f:   # one key before the backends, one after
+            f.write(text.replace("workers 4\n", "workers 3\nhttp_threads 3\n") +
+                    "log_facility local3\n")
+        d.proc.send_signal(sig.SIGHUP)
+        deadline = time.time() + 10
+        while "reloaded " not in d.read_log():
+            check(time.time() < deadline, "no reload in the log after SIGHUP: %s",
+                  d.read_log()[-2000:])
+            time.sleep(0.02)
+        log = d.read_log()
+        check("502 backend(s)" in log, "the reload took the 502 backends: %s", log[-2000:])
+        for key in ("http_threads", "log_facility"):
+            check("reload: %s changed: takes effect after a restart" % key in log,
+                  "restart-only key %s changed on reload, not reported: %s", key, log[-2000:])
+        check("workers changed" not in log, "workers (reloadable) reported as waiting for a "
+              "restart")
+        check(request(d.addr, "bob@example.com", "Bob-pw-2").status == "OK",
+              "answers after the reload")
+
+
 def state_path(work, name):
     """A last-login state file in its own directory, writable by the daemon's user."""
     state_dir = os.path.join(work, name)
@@ -729,7 +760,8 @@ def main():
                   t_17_2_smtp_without_password_check_refused, t_17_5_no_route_try_later,
                   t_17_16_bind_timeout_is_try_later, t_17_6_frozen_too_long,
                   t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
-                  t_bruteforce, t_metrics_healthz, t_reload, t_state_file_stragglers,
+                  t_bruteforce, t_metrics_healthz, t_reload, t_reload_500_backends,
+                  t_state_file_stragglers,
                   t_config_check):
             runner.run(t, work, slapd)
 

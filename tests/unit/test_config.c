@@ -246,6 +246,226 @@ static void test_bad(void)
           strstr(err, "/nonexistent/mailhostd.conf: cannot open"), "missing file: %s", err);
 }
 
+/* text as a memory stream's contents (caller frees) */
+static char *dump_key(const struct mh_conf *c, const char *name)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    if (fp == NULL)
+        return NULL;
+    int rc = mh_conf_dump_key(c, name, fp);
+    fclose(fp);
+    if (rc < 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* BASE without the lines of `key`, then `more` */
+static char *base_but(const char *key, const char *more)
+{
+    char *t = malloc(sizeof BASE + strlen(more)), *o = t;
+    size_t kl = strlen(key);
+    for (const char *p = BASE; *p;) {
+        size_t n = strcspn(p, "\n") + 1;
+        if (!(strncmp(p, key, kl) == 0 && p[kl] == ' ')) {
+            memcpy(o, p, n);
+            o += n;
+        }
+        p += n;
+    }
+    strcpy(o, more);
+    return t;
+}
+
+static int in_base(const char *key)
+{
+    char *t = base_but(key, "");
+    int in = strlen(t) != strlen(BASE);
+    free(t);
+    return in;
+}
+
+/* One case per row of the key table: the key's default (or its unset value) dumps as the
+ * row says and loads back to itself. */
+static void test_key_table(void)
+{
+    struct mh_conf *c0 = NULL;
+    char err[1024] = "";
+    CHECK(load(BASE, &c0, err, sizeof err) == 0, "minimal: %s", err);
+    if (c0 == NULL)
+        return;
+    struct mh_conf_key_info k, other;
+    size_t n = 0;
+    for (size_t i = 0; mh_conf_key_info(i, &k) == 0; i++, n++) {
+        size_t twice = 0;
+        for (size_t j = 0; j < i; j++)
+            twice += mh_conf_key_info(j, &other) == 0 && strcmp(other.name, k.name) == 0;
+        CHECK(twice == 0, "case %s: the key has two rows", k.name);
+        CHECK(!((k.restart || k.tls) && k.in_backend_map),
+              "case %s: a key of the backend map is never compared on reload", k.name);
+        char *d0 = dump_key(c0, k.name);
+        CHECK(d0 != NULL, "case %s: mh_conf_dump_key knows the key", k.name);
+        if (d0 == NULL)
+            continue;
+        if (k.def != NULL) {
+            char want[300];
+            snprintf(want, sizeof want, "%s %s\n", k.name, k.def);
+            CHECK(strcmp(d0, want) == 0, "case %s: the default dumps as \"%s\", got \"%s\"",
+                  k.name, want, d0);
+        } else if (!k.in_backend_map && !in_base(k.name)) {
+            char want[300];
+            snprintf(want, sizeof want, "#%s (not set)\n", k.name);
+            CHECK(d0[0] == '\0' || strcmp(d0, want) == 0,
+                  "case %s: no default: dumps as not set, got \"%s\"", k.name, d0);
+        }
+        /* the dumped default, given in a file, loads to the same value */
+        char *text = base_but(k.name, d0);
+        struct mh_conf *c1 = NULL;
+        CHECK(load(text, &c1, err, sizeof err) == 0, "case %s: \"%s\" does not load: %s",
+              k.name, d0, err);
+        if (c1 != NULL) {
+            char *d1 = dump_key(c1, k.name);
+            CHECK(d1 && strcmp(d0, d1) == 0, "case %s: \"%s\" dumps back as \"%s\"", k.name,
+                  d0, d1 ? d1 : "(null)");
+            CHECK(mh_conf_restart_changes(c0, c1, NULL, NULL) == 0,
+                  "case %s: the same value counts as a change", k.name);
+            free(d1);
+            mh_conf_free(c1);
+        }
+        free(text);
+        free(d0);
+    }
+    CHECK(n > 60, "the table has %zu rows", n);
+    CHECK(mh_conf_key_info(n, &k) == -1 && dump_key(c0, "no_such_key") == NULL,
+          "past the table");
+    mh_conf_free(c0);
+}
+
+static void add_key(const char *key, void *arg)
+{
+    char *out = arg;
+    if (strlen(out) + strlen(key) + 2 < 512)
+        strcat(strcat(out, key), " ");
+}
+
+/* Which keys a reload reports as waiting for a restart: each restart-only key, changed
+ * alone, is reported by name; a reloadable change is not. */
+static void test_restart_changes(void)
+{
+    static const struct { const char *name, *line, *want; } t[] = {
+        {"listen", "listen [::1]:0\n", "listen "},
+        {"status_listen", "status_listen 127.0.0.1:0\n", "status_listen "},
+        {"socket_mode", "socket_mode 0600\n", "socket_mode "},
+        {"socket_group", "socket_group mail\n", "socket_group "},
+        {"user", "user nobody\n", "user "},
+        {"group", "group nogroup\n", "group "},
+        {"http_threads", "http_threads 3\n", "http_threads "},
+        {"max_connections", "max_connections 10\n", "max_connections "},
+        {"client_timeout", "client_timeout 5\n", "client_timeout "},
+        {"max_request_size", "max_request_size 2048\n", "max_request_size "},
+        {"limit_prefix4", "limit_prefix4 32 16\n", "limit_prefix4 "},
+        {"limit_prefix6", "limit_prefix6 64 40\n", "limit_prefix6 "},
+        {"limit_slow", "limit_slow 4\n", "limit_slow "},
+        {"limit_block_host", "limit_block_host 31\n", "limit_block_host "},
+        {"limit_block_net", "limit_block_net 201\n", "limit_block_net "},
+        {"limit_window", "limit_window 60\n", "limit_window "},
+        {"limit_max_wait", "limit_max_wait 10\n", "limit_max_wait "},
+        {"limit_entries", "limit_entries 5\n", "limit_entries "},
+        {"limit_success_ttl", "limit_success_ttl 60\n", "limit_success_ttl "},
+        {"limit_trusted", "limit_trusted 10.0.0.0/8\n", "limit_trusted "},
+        {"state_file", "state_file /var/lib/mailhostd/state\n", "state_file "},
+        {"lastlogin_entries", "lastlogin_entries 5\n", "lastlogin_entries "},
+        {"state_save_interval", "state_save_interval 5\n", "state_save_interval "},
+        {"log", "log stderr\n", "log "},
+        {"log_facility", "log_facility daemon\n", "log_facility "},
+        {"three at once", "user nobody\nlimit_slow 4\nlog_facility daemon\n",
+         "user limit_slow log_facility "},
+        /* reloadable */
+        {"reloadable workers", "workers 3\n", ""},
+        {"reloadable log_level", "log_level debug\n", ""},
+        {"reloadable ldap_uri", "ldap_uri ldap://127.0.0.2:389\n", ""},
+        {"reloadable backend", "backend a address=192.0.2.1\n", ""},
+        {"reloadable default_ports", "default_ports imap=1143\n", ""},
+        {"reloadable verify_password", "verify_password yes\n", ""},
+    };
+    struct mh_conf *a = NULL;
+    char err[1024] = "";
+    CHECK(load(BASE, &a, err, sizeof err) == 0, "minimal: %s", err);
+    if (a == NULL)
+        return;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char *text = malloc(sizeof BASE + strlen(t[i].line));
+        struct mh_conf *b = NULL;
+        char got[512] = "";
+        strcat(strcpy(text, BASE), t[i].line);
+        CHECK(load(text, &b, err, sizeof err) == 0, "case %s: %s", t[i].name, err);
+        if (b != NULL) {
+            size_t n = mh_conf_restart_changes(a, b, add_key, got);
+            CHECK(strcmp(got, t[i].want) == 0 && (n > 0) == (t[i].want[0] != '\0'),
+                  "case %s: want \"%s\", got \"%s\" (%zu)", t[i].name, t[i].want, got, n);
+            mh_conf_free(b);
+        }
+        free(text);
+    }
+    /* every restart-only key has its case above */
+    struct mh_conf_key_info k;
+    for (size_t i = 0; mh_conf_key_info(i, &k) == 0; i++) {
+        int has = 0;
+        for (size_t j = 0; j < sizeof t / sizeof t[0] && !has; j++)
+            has = strcmp(t[j].name, k.name) == 0 && t[j].want[0] != '\0';
+        CHECK(has == k.restart, "case %s: restart-only %d, a case that changes it %d", k.name,
+              k.restart, has);
+    }
+    /* a configuration of any size: 500 backends before the key that changed (a text dump
+     * cut at 8 KiB never saw it) */
+    char *big = malloc(sizeof BASE + 500 * 64 + 64), *o = big;
+    o += sprintf(o, "%s", BASE);
+    for (int i = 0; i < 500; i++)
+        o += sprintf(o, "backend b%d.example.org address=192.0.2.%d\n", i, i % 250 + 1);
+    struct mh_conf *c1 = NULL, *c2 = NULL;
+    char got[512] = "";
+    CHECK(load(big, &c1, err, sizeof err) == 0, "500 backends: %s", err);
+    strcpy(o, "log_facility local3\n");
+    CHECK(load(big, &c2, err, sizeof err) == 0, "500 backends, log_facility: %s", err);
+    if (c1 && c2)
+        CHECK(mh_conf_restart_changes(c1, c2, add_key, got) == 1 &&
+              strcmp(got, "log_facility ") == 0, "500 backends: got \"%s\"", got);
+    mh_conf_free(c1);
+    mh_conf_free(c2);
+    free(big);
+    mh_conf_free(a);
+}
+
+/* Which reloads rebuild libldap's TLS context: a change of one of its keys, nothing else. */
+static void test_tls_changes(void)
+{
+    static const struct { const char *name, *line; int want; } t[] = {
+        {"ldap_tls", "ldap_tls starttls\n", 1},
+        {"ldap_tls_reqcert", "ldap_tls_reqcert never\n", 1},
+        {"ldap_tls_ca_file", "ldap_tls_ca_file @D@/secret\n", 1},
+        {"the same values", "ldap_tls none\nldap_tls_reqcert demand\n", 0},
+        {"other keys", "workers 3\nlisten [::1]:0\nldap_uri ldaps://127.0.0.2\n", 0},
+    };
+    struct mh_conf *a = NULL;
+    char err[1024] = "";
+    CHECK(load(BASE, &a, err, sizeof err) == 0, "minimal: %s", err);
+    for (size_t i = 0; a != NULL && i < sizeof t / sizeof t[0]; i++) {
+        char *text = malloc(sizeof BASE + strlen(t[i].line));
+        struct mh_conf *b = NULL;
+        strcat(strcpy(text, BASE), t[i].line);
+        CHECK(load(text, &b, err, sizeof err) == 0, "case %s: %s", t[i].name, err);
+        if (b != NULL)
+            CHECK(mh_conf_tls_changed(a, b) == t[i].want && mh_conf_tls_changed(b, a) == t[i].want,
+                  "case %s: want %d", t[i].name, t[i].want);
+        mh_conf_free(b);
+        free(text);
+    }
+    mh_conf_free(a);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL) {
@@ -261,6 +481,9 @@ int main(void)
     write_file("long", long_secret, 0600);
     test_good();
     test_bad();
+    test_key_table();
+    test_restart_changes();
+    test_tls_changes();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
