@@ -1,0 +1,108 @@
+/* ctl_show.c - show USER: the entry and the backend mailhostd would choose. */
+#include "config.h"
+#include "ctl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "backend.h"
+
+int mh_ctl_cmd_show(struct mh_ctl *c, char **args, int nargs)
+{
+    if (nargs != 1) {
+        fprintf(stderr, "%s: show takes one USER\n", MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
+    char *attrs[7 + MH_LOGIN_ATTRS_MAX] = { (char *)c->cli.route_attr,
+                                            (char *)c->cli.state_attr, MH_CTL_PREV_ATTR, MH_CTL_MOVED_ATTR,
+                                            "mail", "uid", NULL };
+    if (c->cli.state_attr == NULL)
+        attrs[1] = MH_CTL_PREV_ATTR;
+    if (c->cli.conf != NULL) {   /* the attributes of login=attribute:NAME backends */
+        const char *la[MH_LOGIN_ATTRS_MAX];
+        size_t n = mh_backend_map_login_attrs(c->cli.conf->backends, la, MH_LOGIN_ATTRS_MAX);
+        for (size_t i = 0; i < n; i++)
+            attrs[6 + i] = (char *)la[i];
+    }
+    LDAPMessage *res, *e;
+    int rc = mh_ctl_find_user(c, args[0], attrs, &res, &e);
+    if (rc != LDAP_SUCCESS) {
+        ldap_msgfree(res);
+        if (rc == LDAP_NO_SUCH_OBJECT)
+            fprintf(stderr, "%s: %s: no such user\n", MH_CTL_PROG, args[0]);
+        else if (rc == LDAP_SIZELIMIT_EXCEEDED)
+            fprintf(stderr, "%s: %s: more than one entry matches: mailhostd refuses this "
+                    "login\n", MH_CTL_PROG, args[0]);
+        else
+            mh_ctl_ldap_error(c, "searching for", args[0], rc);
+        return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
+    }
+    char *dn = ldap_get_dn(c->cli.ld, e);
+    char *host = mh_cli_first_value(c->cli.ld, e, c->cli.route_attr);
+    char *state = mh_cli_first_value(c->cli.ld, e, c->cli.state_attr);
+    char *prev = mh_cli_first_value(c->cli.ld, e, MH_CTL_PREV_ATTR);
+    char *moved = mh_cli_first_value(c->cli.ld, e, MH_CTL_MOVED_ATTR);
+    {   /* values from the directory: printable, or shown as base64 */
+        char *v[5] = { mh_ctl_shown(dn), mh_ctl_shown(host), mh_ctl_shown(state), mh_ctl_shown(prev), mh_ctl_shown(moved) };
+        printf("dn: %s\n%s: %s\nmigration state: %s\nprevious host: %s\nmoved at: %s\n",
+               v[0] ? v[0] : "?", c->cli.route_attr, v[1] ? v[1] : "(none)",
+               v[2] ? v[2] : "(none)", v[3] ? v[3] : "(none)", v[4] ? v[4] : "(none)");
+        for (int k = 0; k < 5; k++)
+            free(v[k]);
+    }
+    const struct mh_conf *conf = c->cli.conf;
+    if (conf == NULL) {
+        printf("routes: give -c mailhostd.conf to see the backend mailhostd would choose\n");
+    } else {
+        struct mh_resolver *r = mh_resolver_new(60, 16);
+        for (int p = 0; p < MH_PROTO_COUNT; p++) {
+            const char *value = host && *host ? host : conf->default_backend;
+            struct mh_route route;
+            printf("%s: ", mh_proto_name((enum mh_proto)p));
+            if (state && strcasecmp(state, "frozen") == 0) {
+                printf("temporary failure (migration state frozen)\n");
+            } else if (value == NULL) {
+                printf("temporary failure (no routing value and no default_backend)\n");
+            } else {
+                switch (mh_backend_route(conf->backends, r, value, (enum mh_proto)p, &route)) {
+                case MH_ROUTE_OK: {
+                    char buf[MH_LOGIN_MAX + 1], *fromattr = NULL;
+                    const char *login = mh_backend_rewrite_login(route.rewrite, args[0], buf,
+                                                                 sizeof buf);
+                    if (route.rewrite == MH_LOGIN_ATTRIBUTE) {
+                        fromattr = mh_cli_first_value(c->cli.ld, e, route.login_attr);
+                        char *sh = mh_ctl_shown(fromattr);
+                        snprintf(buf, sizeof buf, "%s", sh ? sh : "(none: temporary failure)");
+                        free(sh);
+                        free(fromattr);
+                        login = buf;
+                    }
+                    printf("%s port %u (%s%s)%s%s\n", route.server, route.port,
+                           host && *host ? "backend " : "default_backend ", route.name,
+                           login ? ", login " : "", login ? login : "");
+                    break;
+                }
+                case MH_ROUTE_INVALID:
+                    printf("temporary failure (invalid routing value \"%s\")\n", value);
+                    break;
+                case MH_ROUTE_UNMAPPED:
+                    printf("temporary failure (\"%s\" is not in the backend map and "
+                           "route_unmapped refuses it)\n", value);
+                    break;
+                default:
+                    printf("temporary failure (cannot resolve \"%s\")\n", value);
+                }
+            }
+        }
+        mh_resolver_free(r);
+    }
+    ldap_memfree(dn);
+    free(host);
+    free(state);
+    free(prev);
+    free(moved);
+    ldap_msgfree(res);
+    return MH_EXIT_OK;
+}
