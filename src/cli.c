@@ -264,23 +264,6 @@ void mh_cli_free(struct mh_cli *cli)
     cli->conf = NULL;
 }
 
-char *mh_cli_first_value(LDAP *ld, LDAPMessage *e, const char *attr)
-{
-    if (attr == NULL)
-        return NULL;
-    struct berval **v = ldap_get_values_len(ld, e, attr);
-    char *s = NULL;
-    if (v && v[0]) {
-        s = malloc(v[0]->bv_len + 1);
-        if (s) {
-            memcpy(s, v[0]->bv_val, v[0]->bv_len);
-            s[v[0]->bv_len] = '\0';
-        }
-    }
-    ldap_value_free_len(v);
-    return s;
-}
-
 int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter,
                        char **attrs, mh_cli_entry_fn fn, void *ctx)
 {
@@ -302,10 +285,13 @@ int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter
             break;
         }
         for (LDAPMessage *e = ldap_first_entry(ld, res); e; e = ldap_next_entry(ld, e)) {
-            if (fn(ctx, ld, e) != 0) {
+            struct mh_entry *en = mh_entry_new(ld, e);
+            int nomem = en == NULL, stop = nomem || fn(ctx, en) != 0;
+            mh_entry_free(en);
+            if (stop) {
                 ldap_msgfree(res);
                 ber_bvfree(cookie);
-                return LDAP_SUCCESS;
+                return nomem ? LDAP_NO_MEMORY : LDAP_SUCCESS;
             }
         }
         int err = LDAP_SUCCESS;

@@ -87,7 +87,7 @@ void mh_ctl_schema_free(struct mh_ctl_schema *si);
 int mh_ctl_schema_tracks(const struct mh_ctl_schema *si);
 /* 1 if one of the object classes oc allows the routing attribute (or the schema could not
  * tell, or has no auxiliary class that allows it: then nothing is added). */
-int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval **oc);
+int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval *const *oc);
 /* The auxiliary class set adds to entries without one allowing the routing attribute
  * (inetLocalMailRecipient when the schema cannot tell).  Static or owned by c->schema. */
 const char *mh_ctl_route_class(const struct mh_ctl *c);

@@ -95,7 +95,7 @@ out:
 
 /* 1 if one of the entry's object classes allows the routing attribute (or the schema could
  * not tell, or has no auxiliary class that allows it: then nothing is added). */
-int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval **oc)
+int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval *const *oc)
 {
     if (si->nallow <= 1 || si->route_class[0] == '\0')
         return 1;   /* the attribute is not defined, or no auxiliary class could be added */
@@ -110,19 +110,19 @@ int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval **o
 static int read_subschema(LDAP *ld, struct berval ***ats, struct berval ***ocs)
 {
     char *a1[] = { "subschemaSubentry", NULL }, *a2[] = { "attributeTypes", "objectClasses", NULL };
-    LDAPMessage *res = NULL;
-    char *sub = NULL;
+    LDAPMessage *dse_res = NULL, *res = NULL;
     int rc = ldap_search_ext_s(ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", a1, 0, NULL, NULL,
-                               NULL, 1, &res);
-    if (rc == LDAP_SUCCESS)
-        sub = mh_cli_first_value(ld, ldap_first_entry(ld, res), "subschemaSubentry");
-    ldap_msgfree(res);
-    res = NULL;
-    if (rc != LDAP_SUCCESS)
+                               NULL, 1, &dse_res);
+    if (rc != LDAP_SUCCESS) {
+        ldap_msgfree(dse_res);
         return rc;
+    }
+    struct mh_entry *dse = mh_entry_new(ld, ldap_first_entry(ld, dse_res));
+    const char *sub = dse != NULL ? mh_entry_get(dse, "subschemaSubentry") : NULL;
     rc = ldap_search_ext_s(ld, sub ? sub : "cn=Subschema", LDAP_SCOPE_BASE,
                            "(objectClass=subschema)", a2, 0, NULL, NULL, NULL, 1, &res);
-    free(sub);
+    mh_entry_free(dse);
+    ldap_msgfree(dse_res);
     if (rc == LDAP_SUCCESS) {
         LDAPMessage *e = ldap_first_entry(ld, res);
         *ats = e ? ldap_get_values_len(ld, e, "attributeTypes") : NULL;
@@ -319,9 +319,8 @@ static const char *syntax_name(const char *oid)
     return "other";
 }
 
-static int count_entry(void *ctx, LDAP *ld, LDAPMessage *e)
+static int count_entry(void *ctx, struct mh_entry *e)
 {
-    (void)ld;
     (void)e;
     (*(size_t *)ctx)++;
     return 0;

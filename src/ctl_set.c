@@ -61,80 +61,108 @@ struct plan_ctx {
     const char *host;
     size_t already, not_from;
     size_t add_class;           /* planned entries that get the routing attribute's class */
+    size_t refused;             /* entries left alone: a value they hold has a NUL byte */
     struct mh_jentry *mem;      /* in-memory plan for dry runs */
     size_t nmem, capmem;
 };
 
-static int plan_entry(void *vctx, LDAP *ld, LDAPMessage *e)
+/* The first value of attr into *v (NULL: none): 0; a value holding a NUL byte is refused,
+ * never cut short (ldapentry.h): said, counted, 1; out of memory: -1. */
+static int plan_value(struct plan_ctx *p, struct mh_entry *e, const char *attr, const char **v)
+{
+    switch (mh_entry_first(e, attr, v)) {
+    case MH_VALUE_NOMEM:
+        return -1;
+    case MH_VALUE_REFUSED: {
+        char *dn = mh_ctl_shown(mh_entry_dn(e));
+        fprintf(stderr, "%s: %s: %s holds a NUL byte: left alone\n", MH_CTL_PROG,
+                dn ? dn : "?", attr);
+        free(dn);
+        p->refused++;
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+static char *dup_or_null(const char *s, int *nomem)
+{
+    char *d = s != NULL ? strdup(s) : NULL;
+    *nomem |= s != NULL && d == NULL;
+    return d;
+}
+
+/* Keeps a planned entry in memory (a dry run, --ldif).  0 or -1. */
+static int plan_keep(struct plan_ctx *p, const char *dn, const char *host, const char *st,
+                     const char *pv, const char *mv, int had, int lacks)
+{
+    if (p->nmem == p->capmem) {
+        size_t cap = p->capmem ? p->capmem * 2 : 64;
+        struct mh_jentry *m = realloc(p->mem, cap * sizeof *m);
+        if (m == NULL)
+            return -1;
+        p->mem = m;
+        p->capmem = cap;
+    }
+    struct mh_jentry *je = &p->mem[p->nmem++];
+    int nomem = 0;
+    memset(je, 0, sizeof *je);
+    je->dn = dup_or_null(dn, &nomem);
+    je->old_host = dup_or_null(host, &nomem);
+    je->old_state = dup_or_null(st, &nomem);
+    je->old_prev = dup_or_null(pv, &nomem);
+    je->old_moved = dup_or_null(mv, &nomem);
+    je->had_class = had;
+    je->add_route_class = lacks;
+    return nomem ? -1 : 0;
+}
+
+static int plan_entry(void *vctx, struct mh_entry *e)
 {
     struct plan_ctx *p = vctx;
     struct mh_ctl *c = p->c;
-    char *dn = ldap_get_dn(ld, e);
-    char *host = mh_cli_first_value(ld, e, c->cli.route_attr);
-    int rc = 0;
-    if (dn == NULL) {
-        free(host);
+    const char *dn = mh_entry_dn(e), *host = NULL, *cur = NULL, *st = NULL, *pv = NULL,
+               *mv = NULL;
+    int rc;
+    if (dn == NULL)
         return -1;
-    }
-    char *cur = c->state_only ? mh_cli_first_value(ld, e, c->cli.state_attr) : NULL;
+    if ((rc = plan_value(p, e, c->cli.route_attr, &host)) != 0 ||
+        (c->state_only && (rc = plan_value(p, e, c->cli.state_attr, &cur)) != 0))
+        return rc < 0 ? -1 : 0;
     if (c->state_only ? cur && strcasecmp(cur, p->host) == 0
                       : host && strcasecmp(host, p->host) == 0) {
         p->already++;
-    } else if (c->state_only == 2 && (cur == NULL || strcasecmp(cur, "frozen") != 0)) {
+        return 0;
+    }
+    if (c->state_only == 2 && (cur == NULL || strcasecmp(cur, "frozen") != 0)) {
         p->not_from++;   /* unfreeze touches frozen users only */
-    } else if (c->from && (host == NULL || strcasecmp(host, c->from) != 0)) {
+        return 0;
+    }
+    if (c->from && (host == NULL || strcasecmp(host, c->from) != 0)) {
         p->not_from++;
         if (c->cli.verbose)
             fprintf(stderr, "%s: %s: on %s, not %s: left alone\n", MH_CTL_PROG, dn,
                     host ? host : "(none)", c->from);
-    } else {
-        struct berval **oc = ldap_get_values_len(ld, e, "objectClass");
-        int had = 0, lacks = c->schema != NULL && !mh_ctl_schema_allows_route(c->schema, oc);
-        for (size_t i = 0; oc && oc[i]; i++)
-            if (oc[i]->bv_len == strlen(MH_CTL_CLASS) &&
-                strncasecmp(oc[i]->bv_val, MH_CTL_CLASS, oc[i]->bv_len) == 0)
-                had = 1;
-        ldap_value_free_len(oc);
-        if (lacks)
-            p->add_class++;
-        char *st = mh_cli_first_value(ld, e, c->cli.state_attr);
-        char *pv = mh_cli_first_value(ld, e, MH_CTL_PREV_ATTR);
-        char *mv = mh_cli_first_value(ld, e, MH_CTL_MOVED_ATTR);
-        if (p->j) {
-            rc = mh_journal_plan(p->j, dn, host, st, pv, mv,
-                                 (had ? MH_J_HAD_CLASS : 0) | (lacks ? MH_J_ADD_ROUTE_CLASS : 0));
-        } else {
-            if (p->nmem == p->capmem) {
-                size_t cap = p->capmem ? p->capmem * 2 : 64;
-                struct mh_jentry *m = realloc(p->mem, cap * sizeof *m);
-                if (m == NULL)
-                    rc = -1;
-                else {
-                    p->mem = m;
-                    p->capmem = cap;
-                }
-            }
-            if (rc == 0) {
-                struct mh_jentry *je = &p->mem[p->nmem++];
-                memset(je, 0, sizeof *je);
-                je->dn = strdup(dn);
-                je->old_host = host;
-                je->old_state = st;
-                je->old_prev = pv;
-                je->old_moved = mv;
-                je->had_class = had;
-                je->add_route_class = lacks;
-                host = st = pv = mv = NULL;
-            }
-        }
-        free(st);
-        free(pv);
-        free(mv);
+        return 0;
     }
-    free(cur);
-    free(host);
-    ldap_memfree(dn);
-    return rc;
+    /* what an undo restores must be read whole, too */
+    if ((rc = plan_value(p, e, c->cli.state_attr, &st)) != 0 ||
+        (rc = plan_value(p, e, MH_CTL_PREV_ATTR, &pv)) != 0 ||
+        (rc = plan_value(p, e, MH_CTL_MOVED_ATTR, &mv)) != 0)
+        return rc < 0 ? -1 : 0;
+    struct berval *const *oc = mh_entry_values(e, "objectClass");
+    int had = 0, lacks = c->schema != NULL && !mh_ctl_schema_allows_route(c->schema, oc);
+    for (size_t i = 0; oc && oc[i]; i++)
+        if (oc[i]->bv_len == strlen(MH_CTL_CLASS) &&
+            strncasecmp(oc[i]->bv_val, MH_CTL_CLASS, oc[i]->bv_len) == 0)
+            had = 1;
+    if (lacks)
+        p->add_class++;
+    if (p->j)
+        return mh_journal_plan(p->j, dn, host, st, pv, mv,
+                               (had ? MH_J_HAD_CLASS : 0) | (lacks ? MH_J_ADD_ROUTE_CLASS : 0));
+    return plan_keep(p, dn, host, st, pv, mv, had, lacks);
 }
 
 /* Reads logins from FILE (or the arguments) and plans each one. */
@@ -147,7 +175,9 @@ static int plan_logins(struct plan_ctx *p, char **logins, size_t n, size_t *miss
         LDAPMessage *res, *e;
         int rc = mh_ctl_find_user(c, logins[i], attrs, &res, &e);
         if (rc == LDAP_SUCCESS) {
-            rc = plan_entry(p, c->cli.ld, e);
+            struct mh_entry *en = mh_entry_new(c->cli.ld, e);
+            rc = en != NULL ? plan_entry(p, en) : -1;
+            mh_entry_free(en);
             ldap_msgfree(res);
             if (rc != 0)
                 return LDAP_NO_MEMORY;
@@ -470,6 +500,9 @@ static void set_plan_notes(struct run *r)
                 "modify (needs write access to objectClass value %s)\n", MH_CTL_PROG,
                 p->add_class, p->add_class == 1 ? "y" : "ies", c->cli.route_attr,
                 mh_ctl_route_class(c), mh_ctl_route_class(c));
+    if (p->refused)
+        fprintf(stderr, "%s: %zu entr%s holding a value with a NUL byte: not planned\n",
+                MH_CTL_PROG, p->refused, p->refused == 1 ? "y" : "ies");
     if (p->already)
         fprintf(stderr, "%s: %zu already %s %s: not planned\n", MH_CTL_PROG, p->already,
                 c->state_only ? "in state" : "on", r->host);
@@ -510,6 +543,7 @@ static int set_plan(struct run *r)
     }
     if (rc != LDAP_SUCCESS)
         return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
+    r->missing += r->p.refused;
     if (r->applying && mh_journal_planned(&r->j) < 0) {
         fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, r->jpath, strerror(errno));
         return MH_EXIT_ERROR;
@@ -558,12 +592,12 @@ static void set_verify(struct run *r, size_t i)
     const char *look = c->state_only ? c->cli.state_attr : c->cli.route_attr;
     char *attrs[] = { (char *)look, NULL };
     LDAPMessage *res = NULL;
-    char *now_host = NULL;
+    struct mh_entry *en = NULL;
+    const char *now_host = NULL;
     int r2 = ldap_search_ext_s(c->cli.ld, e->dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
                                NULL, NULL, NULL, 1, &res);
-    if (r2 == LDAP_SUCCESS)
-        now_host = mh_cli_first_value(c->cli.ld, ldap_first_entry(c->cli.ld, res), look);
-    ldap_msgfree(res);
+    if (r2 == LDAP_SUCCESS && (en = mh_entry_new(c->cli.ld, ldap_first_entry(c->cli.ld, res))))
+        now_host = mh_entry_get(en, look);
     if (now_host && strcasecmp(now_host, r->host) == 0) {
         mh_journal_mark(&r->j, i, MH_J_DONE, "already applied");
     } else {
@@ -573,7 +607,8 @@ static void set_verify(struct run *r, size_t i)
         fprintf(stderr, "%s: %s: %s: left alone\n", MH_CTL_PROG, e->dn, note);
         mh_journal_mark(&r->j, i, MH_J_SKIPPED, note);
     }
-    free(now_host);
+    mh_entry_free(en);
+    ldap_msgfree(res);
 }
 
 /* Applies the change of journal entry i and records its outcome; reconnects when the
@@ -727,7 +762,7 @@ int mh_ctl_cmd_set(struct mh_ctl *c, char **args, int nargs)
         status = set_check_schema(&r);
     if (status != MH_EXIT_OK)
         goto out;
-    r.p = (struct plan_ctx){ c, NULL, r.host, 0, 0, 0, NULL, 0, 0 };
+    r.p = (struct plan_ctx){ .c = c, .host = r.host };
     set_op_line(&r);
     if (r.applying && (status = set_open_journal(&r)) != MH_EXIT_OK)
         goto out;

@@ -9,7 +9,12 @@
 #include "ctllist.h"
 
 struct count { char *key; size_t n; };
-struct stats { const char *route, *state; struct count *h, *s; size_t nh, ns, total; };
+struct stats {
+    const char *route, *state;
+    struct count *h, *s;
+    size_t nh, ns, total;
+    size_t refused;             /* values holding a NUL byte, counted as none */
+};
 
 static void bump(struct count **v, size_t *n, const char *key)
 {
@@ -27,17 +32,17 @@ static void bump(struct count **v, size_t *n, const char *key)
     (*n)++;
 }
 
-static int stats_entry(void *vctx, LDAP *ld, LDAPMessage *e)
+static int stats_entry(void *vctx, struct mh_entry *e)
 {
     struct stats *s = vctx;
-    char *h = mh_cli_first_value(ld, e, s->route);
-    char *st = s->state ? mh_cli_first_value(ld, e, s->state) : NULL;
+    const char *h = NULL, *st = NULL;
+    /* a value with a NUL byte counts as none, as mailhostd reads it, and is reported */
+    s->refused += mh_entry_first(e, s->route, &h) == MH_VALUE_REFUSED;
+    s->refused += s->state && mh_entry_first(e, s->state, &st) == MH_VALUE_REFUSED;
     bump(&s->h, &s->nh, h ? h : "");
     if (s->state)
         bump(&s->s, &s->ns, st ? st : "");
     s->total++;
-    free(h);
-    free(st);
     return 0;
 }
 
@@ -56,7 +61,7 @@ int mh_ctl_cmd_stats(struct mh_ctl *c, char **args, int nargs)
         fprintf(stderr, "%s: stats takes no arguments\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
-    struct stats s = { c->cli.route_attr, c->cli.state_attr, NULL, NULL, 0, 0, 0 };
+    struct stats s = { .route = c->cli.route_attr, .state = c->cli.state_attr };
     char *attrs[] = { (char *)s.route, (char *)s.state, NULL };   /* state NULL: route only */
     int rc = mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE,
                                 c->filter ? c->filter : "(mail=*)", attrs, stats_entry, &s);
@@ -66,6 +71,9 @@ int mh_ctl_cmd_stats(struct mh_ctl *c, char **args, int nargs)
     }
     if (s.total == 0 && c->filter)
         mh_ctl_filter_diagnose(c, c->filter);
+    if (s.refused)
+        fprintf(stderr, "%s: warning: %zu value%s with a NUL byte counted as (none), as "
+                "mailhostd reads them\n", MH_CTL_PROG, s.refused, s.refused == 1 ? "" : "s");
     if (s.nh > 0)   /* qsort must not get NULL, even for no elements */
         qsort(s.h, s.nh, sizeof *s.h, by_count);
     if (s.ns > 0)

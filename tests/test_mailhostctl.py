@@ -359,6 +359,39 @@ def t_c6_ldif_injection(c):
                            % (dn1, dn2))
 
 
+def t_13_nul_value_refused(c):
+    """Issue 13: a directory value holding a NUL byte is refused, never cut short at it (the
+    tool cut "mail-old.example.org\\0x" to mail-old.example.org, which mailhostd never
+    routes to: mailhostd reads the value as none).  show says so, set leaves the entry alone
+    (exit 3), stats counts it as none with a warning, list writes a comment line."""
+    ou = "ou=example.com," + c.slapd.people
+    dn = "uid=nul13," + ou
+    c.slapd.ldapmodify(
+        "dn: %s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n"
+        "uid: nul13\ncn: nul13\nsn: nul13\nmail: nul13@nul.example\nmailHost:: %s\n"
+        % (dn, b64(OLD + "\0x")), add=True)
+    try:
+        r = c.ctl.run("-c", c.conf, "show", "nul13@nul.example")
+        check(r.returncode == 0 and "mailHost: (refused: it holds a NUL byte" in r.stdout
+              and OLD not in r.stdout and "no routing value" in r.stdout,
+              "show: refused, routed as mailhostd does (as none): %s %s", r.stdout, r.stderr)
+        for args in (("set", NEW), ("set", OLD), ("set", NEW, "--from", OLD)):
+            r = c.ctl.run("-n", *args, "--filter", "(mail=*@nul.example)")
+            check(r.returncode == 3 and "holds a NUL byte: left alone" in r.stderr
+                  and "0 changes" in r.stderr and "already" not in r.stderr,
+                  "%s: refused, exit 3: %s %s", args, r.returncode, r.stderr)
+        r = c.ctl.run("set", NEW, "--filter", "(mail=*@nul.example)", "--journal", "nul.j")
+        check(r.returncode == 3 and "0 planned" in r.stderr, "set: %s", r.stderr)
+        got = c.slapd.search(ou, "(uid=nul13)", ["mailHost"])
+        check(len(got) == 1 and got[0].get("mailHost") != [NEW], "entry unchanged: %s", got)
+        r = c.ctl.run("stats", "--json", "--filter", "(mail=*@nul.example)")
+        st = json.loads(r.stdout or "{}")
+        check(r.returncode == 0 and st.get("by_host") == {"": 1}
+              and "NUL byte" in r.stderr, "stats: as none, warned: %s %s", r.stdout, r.stderr)
+    finally:
+        c.slapd.ldapmodify("dn: %s\nchangetype: delete\n" % dn)
+
+
 def t_c7_tmp_symlink_not_followed(c):
     """Symbolic links planted at the journal's name, at the undo file's name and at the old
     predictable temporary name (FILE.undo.ldif.tmp): set never writes through them."""
@@ -732,7 +765,7 @@ def main():
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_item6_freeze_waits_out_route_cache, t_17_6_freeze_unfreeze,
-                  t_c6_ldif_injection, t_c7_tmp_symlink_not_followed,
+                  t_c6_ldif_injection, t_13_nul_value_refused, t_c7_tmp_symlink_not_followed,
                   t_i17_10_y_file_as_ldapsearch, t_i17_10_filter_unreadable_attribute,
                   t_i17_8_adds_inet_local_mail_recipient,
                   t_bulk_10000_interrupted):
