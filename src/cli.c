@@ -150,6 +150,23 @@ int mh_cli_setup(struct mh_cli *cli, const char *prog)
     return 0;
 }
 
+void mh_cli_perror(LDAP *ld, const char *prog, const char *what, const char *dn, int rc,
+                   const char *extra)
+{
+    char *diag = NULL, *matched = NULL;
+    if (ld != NULL) {
+        ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
+        ldap_get_option(ld, LDAP_OPT_MATCHED_DN, &matched);
+    }
+    fprintf(stderr, "%s: %s%s%s: %s (%d)%s%s%s\n", prog, what, dn ? " " : "", dn ? dn : "",
+            ldap_err2string(rc), rc, diag && *diag ? ": " : "", diag && *diag ? diag : "",
+            extra ? extra : "");
+    if (matched && *matched)
+        fprintf(stderr, "\tmatched DN: %s\n", matched);
+    ldap_memfree(diag);
+    ldap_memfree(matched);
+}
+
 int mh_cli_unreachable(int rc)
 {
     return rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT ||
@@ -187,8 +204,7 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
     /* NULL: the URI from ldap.conf / ~/.ldaprc, as the OpenLDAP tools do */
     rc = ldap_initialize(&cli->ld, uris[0] ? uris : NULL);
     if (rc != LDAP_SUCCESS) {
-        fprintf(stderr, "%s: %s: %s\n", prog, uris[0] ? uris : "(ldap.conf URI)",
-                ldap_err2string(rc));
+        mh_cli_perror(NULL, prog, uris[0] ? uris : "(ldap.conf URI)", NULL, rc, NULL);
         return rc;
     }
     ldap_set_option(cli->ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
@@ -211,14 +227,11 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
     if (cli->starttls) {
         rc = ldap_start_tls_s(cli->ld, NULL, NULL);
         if (rc != LDAP_SUCCESS) {
-            char *diag = NULL, why[300];
-            ldap_get_option(cli->ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
+            char why[300];
             if (rc == LDAP_SERVER_DOWN && uris[0] && mh_ldap_uri_unresolved(uris, why, sizeof why))
                 fprintf(stderr, "%s: StartTLS: %s\n", prog, why);
             else
-                fprintf(stderr, "%s: StartTLS: %s%s%s\n", prog, ldap_err2string(rc),
-                        diag ? ": " : "", diag ? diag : "");
-            ldap_memfree(diag);
+                mh_cli_perror(cli->ld, prog, "StartTLS", NULL, rc, NULL);
             if (cli->starttls > 1)
                 return rc == LDAP_SUCCESS ? LDAP_CONNECT_ERROR : rc;
         }
@@ -233,11 +246,13 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
         char *uri = NULL, why[300];
         ldap_get_option(cli->ld, LDAP_OPT_URI, &uri);
         /* libldap says "Can't contact LDAP server" for a name that does not resolve, too */
-        int unresolved = rc == LDAP_SERVER_DOWN && uri && mh_ldap_uri_unresolved(uri, why,
-                                                                                   sizeof why);
-        fprintf(stderr, "%s: bind%s%s to %s: %s\n", prog, cli->bind_dn ? " as " : "",
-                cli->bind_dn ? cli->bind_dn : "", uri ? uri : "?",
-                unresolved ? why : ldap_err2string(rc));
+        char what[2400];
+        snprintf(what, sizeof what, "bind%s%s to %s", cli->bind_dn ? " as " : "",
+                 cli->bind_dn ? cli->bind_dn : "", uri ? uri : "?");
+        if (rc == LDAP_SERVER_DOWN && uri && mh_ldap_uri_unresolved(uri, why, sizeof why))
+            fprintf(stderr, "%s: %s: %s\n", prog, what, why);
+        else
+            mh_cli_perror(cli->ld, prog, what, NULL, rc, NULL);
         if (rc == LDAP_INVALID_CREDENTIALS && cli->password && cli->password_len > 0 &&
             cli->password[cli->password_len - 1] == '\n')
             fprintf(stderr, "%s: hint: the password ends with a newline, which is part of it "

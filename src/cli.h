@@ -53,6 +53,15 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog);
 
 void mh_cli_free(struct mh_cli *cli);
 
+/* The one way the tools report an LDAP error, as the OpenLDAP tools' tool_perror does: with
+ * the server's own words (its diagnostic message) and, when it sent one, its matched DN:
+ *   PROG: WHAT[ DN]: <rc's text> (rc)[: <diagnostic message>][EXTRA]
+ *   \tmatched DN: <DN>
+ * ld NULL (no connection yet): no diagnostic message or matched DN.  dn and extra may be
+ * NULL. */
+void mh_cli_perror(LDAP *ld, const char *prog, const char *what, const char *dn, int rc,
+                   const char *extra);
+
 /* 1 if rc means "the directory is unreachable" (server down, timeout, connect error). */
 int mh_cli_unreachable(int rc);
 

@@ -68,8 +68,6 @@ char *mh_ctl_shown(const char *s);
 char *mh_ctl_eq_filter(const char *attr, const char *value);
 /* s as a JSON string, quotes included, on stdout. */
 void mh_ctl_json_str(const char *s);
-/* Reports an LDAP error of c's connection on stderr (see mh_cli_perror). */
-void mh_ctl_ldap_error(const struct mh_ctl *c, const char *what, const char *dn, int rc);
 /* The one entry the user filter finds for login, with attrs.  On LDAP_SUCCESS *entry is in
  * *res; LDAP_NO_SUCH_OBJECT: none, LDAP_SIZELIMIT_EXCEEDED: more than one.  The caller
  * frees *res (ldap_msgfree) whatever the result. */

@@ -64,15 +64,6 @@ char *mh_ctl_eq_filter(const char *attr, const char *value)
     return mh_filter_expand(tmpl, value, strlen(value));
 }
 
-void mh_ctl_ldap_error(const struct mh_ctl *c, const char *what, const char *dn, int rc)
-{
-    char *diag = NULL;
-    ldap_get_option(c->cli.ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
-    fprintf(stderr, "%s: %s%s%s: %s (%d)%s%s\n", MH_CTL_PROG, what, dn ? " " : "", dn ? dn : "",
-            ldap_err2string(rc), rc, diag && *diag ? ": " : "", diag ? diag : "");
-    ldap_memfree(diag);
-}
-
 int mh_ctl_find_user(const struct mh_ctl *c, const char *login, char **attrs,
                      LDAPMessage **res, LDAPMessage **entry)
 {

@@ -334,7 +334,7 @@ int mh_ctl_cmd_schema_check(struct mh_ctl *c, char **args, int nargs)
     const char *attr = c->cli.route_attr;
     int rc = mh_ctl_schema_read(c->cli.ld, attr, &si), ready = 1;
     if (rc != LDAP_SUCCESS) {
-        mh_ctl_ldap_error(c, "reading the subschema", NULL, rc);
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "reading the subschema", NULL, rc, NULL);
         return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
     }
     if (si->route) {

@@ -190,7 +190,7 @@ static int plan_logins(struct plan_ctx *p, char **logins, size_t n, size_t *miss
             (*missing)++;
             continue;
         }
-        mh_ctl_ldap_error(c, "searching for", logins[i], rc);
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching for", logins[i], rc, NULL);
         return rc;
     }
     return LDAP_SUCCESS;
@@ -536,9 +536,9 @@ static int set_plan(struct run *r)
                                     plan_entry, &r->p)
                : LDAP_NO_MEMORY;
         if (rc == LDAP_FILTER_ERROR)
-            fprintf(stderr, "%s: bad filter %s\n", MH_CTL_PROG, f);
+            mh_cli_perror(c->cli.ld, MH_CTL_PROG, "bad filter", f, rc, NULL);
         else if (rc != LDAP_SUCCESS)
-            mh_ctl_ldap_error(c, "searching", c->cli.base, rc);
+            mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching", c->cli.base, rc, NULL);
         free(f);
     }
     if (rc != LDAP_SUCCESS)
@@ -624,7 +624,7 @@ static void set_modify(struct run *r, size_t i, const char *now)
         rc = ch.assertion ? mh_ctl_apply_change(c->cli.ld, &ch) : LDAP_NO_MEMORY;
         if (!mh_cli_unreachable(rc))
             break;
-        fprintf(stderr, "%s: %s: %s; reconnecting\n", MH_CTL_PROG, e->dn, ldap_err2string(rc));
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "modifying", e->dn, rc, "; reconnecting");
         if (reconnect(c) < 0) {
             r->unreachable = 1;
             free(ch.assertion);
@@ -640,7 +640,7 @@ static void set_modify(struct run *r, size_t i, const char *now)
         fprintf(stderr, "%s: %s: entry no longer exists\n", MH_CTL_PROG, e->dn);
         mh_journal_mark(&r->j, i, MH_J_SKIPPED, "entry no longer exists");
     } else {
-        mh_ctl_ldap_error(c, "modifying", e->dn, rc);
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "modifying", e->dn, rc, NULL);
         mh_journal_mark(&r->j, i, MH_J_FAILED, ldap_err2string(rc));
     }
 }

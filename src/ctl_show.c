@@ -95,7 +95,7 @@ int mh_ctl_cmd_show(struct mh_ctl *c, char **args, int nargs)
             fprintf(stderr, "%s: %s: more than one entry matches: mailhostd refuses this "
                     "login\n", MH_CTL_PROG, args[0]);
         else
-            mh_ctl_ldap_error(c, "searching for", args[0], rc);
+            mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching for", args[0], rc, NULL);
         return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
     }
     struct mh_entry *e = mh_entry_new(c->cli.ld, msg);

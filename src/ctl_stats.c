@@ -66,7 +66,7 @@ int mh_ctl_cmd_stats(struct mh_ctl *c, char **args, int nargs)
     int rc = mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE,
                                 c->filter ? c->filter : "(mail=*)", attrs, stats_entry, &s);
     if (rc != LDAP_SUCCESS) {
-        mh_ctl_ldap_error(c, "searching", c->cli.base, rc);
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching", c->cli.base, rc, NULL);
         return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
     }
     if (s.total == 0 && c->filter)
@@ -129,7 +129,7 @@ int mh_ctl_cmd_list(struct mh_ctl *c, char **args, int nargs)
     size_t n = 0;
     int rc = mh_ctllist_run(c->cli.ld, c->cli.base, &q, stdout, &n);
     if (rc != LDAP_SUCCESS) {
-        mh_ctl_ldap_error(c, "searching", c->cli.base, rc);
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching", c->cli.base, rc, NULL);
         return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
     }
     if (c->cli.verbose)

@@ -61,7 +61,7 @@ int mh_ctl_cmd_undo(struct mh_ctl *c, char **args, int nargs)
             fprintf(stderr, "%s: %s: changed since the run: left alone\n", MH_CTL_PROG,
                     lr.lr_dn.bv_val);
         } else {
-            mh_ctl_ldap_error(c, "undoing", lr.lr_dn.bv_val, rc);
+            mh_cli_perror(c->cli.ld, MH_CTL_PROG, "undoing", lr.lr_dn.bv_val, rc, NULL);
             failed++;
             if (mh_cli_unreachable(rc)) {
                 ldap_ldif_record_done(&lr);

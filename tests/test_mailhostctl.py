@@ -138,6 +138,24 @@ def t_exit_codes(c):
     check(bad.returncode == 1 and "Invalid credentials" in bad.stderr, "bad bind: %s", bad.stderr)
 
 
+def t_13_ldap_errors_in_the_servers_words(c):
+    """Issue 13: every LDAP error mailhostctl reports goes through one printer that adds
+    the server's diagnostic message and matched DN (as OpenLDAP's tool_perror): the bind
+    error said only "Invalid DN syntax", a search under a missing base did not say how much
+    of it exists."""
+    env = dict(os.environ, LDAPNOINIT="1")
+    r = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", "not a dn",
+                        "-w", "x", "stats"], capture_output=True, text=True, env=env)
+    check(r.returncode == 1 and "Invalid DN syntax (34): invalid DN" in r.stderr,
+          "bind: code and the server's diagnostic message: %s", r.stderr)
+    missing = "ou=nowhere," + c.slapd.base
+    for args in (("stats",), ("list",), ("set", NEW, "--filter", "(mail=*)", "-n")):
+        r = c.ctl.run("-b", missing, *args)
+        check(r.returncode == 1 and "No such object (32)" in r.stderr
+              and "\tmatched DN: %s\n" % c.slapd.base in r.stderr,
+              "%s: code and matched DN: %s", args, r.stderr)
+
+
 def t_schema_check(c):
     r = c.ctl.run("schema-check", bind=False)
     check(r.returncode == 0 and "2.16.840.1.113730.3.1.18" in r.stdout and
@@ -760,7 +778,8 @@ def main():
                     "backend mail-old.example.org address=192.0.2.10 login=localpart\n"
                     "backend mail-new.example.org address=192.0.2.20\n"
                     % (c.slapd.uri, c.slapd.base, c.slapd.service_dn))
-        for t in (t_show, t_17_1_set_refuses_unmapped_target, t_exit_codes, t_schema_check,
+        for t in (t_show, t_17_1_set_refuses_unmapped_target, t_exit_codes,
+                  t_13_ldap_errors_in_the_servers_words, t_schema_check,
                   t_stats, t_item6_list, t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
