@@ -7,6 +7,8 @@
  *
  * Ownership, for every function below: a returned char * is malloc'ed and the caller frees
  * it; a const char * points into something the caller passed in, or is static.
+ * Directory values are read through ldapentry.h (owned by their entry; a value with a NUL
+ * byte refused); every LDAP error is reported by mh_cli_perror (cli.h).
  * Not thread-safe: mailhostctl is single-threaded.
  */
 #ifndef MH_CTL_H

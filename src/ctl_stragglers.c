@@ -1,4 +1,5 @@
-/* ctl_stragglers.c - stragglers: who logged in lately, from mailhostd's state file. */
+/* ctl_stragglers.c - stragglers: who logged in lately, from mailhostd's state file (read by
+ * lastlogin.h's parser, the one mailhostd loads it with). */
 #include "config.h"
 #include "ctl.h"
 
@@ -9,7 +10,21 @@
 #include <strings.h>
 #include <time.h>
 
-struct straggler { long long when; char *proto, *client, *backend, *login; };
+#include "lastlogin.h"
+
+struct straggler {
+    long long when;
+    char proto[MH_LL_PROTO_MAX + 1], client[MH_LL_CLIENT_MAX + 1];
+    char backend[MH_LL_BACKEND_MAX + 1], login[MH_LL_LOGIN_MAX + 1];
+};
+
+struct collect {
+    long long cutoff;
+    const char *host;           /* --host, or NULL */
+    struct straggler *v;        /* owned */
+    size_t n, cap;
+    int nomem;
+};
 
 static int by_time(const void *a, const void *b)
 {
@@ -22,8 +37,9 @@ static const char *utc(long long when, int iso, char *buf, size_t size)
 {
     time_t t = (time_t)when;
     struct tm tm;
-    gmtime_r(&t, &tm);
-    if (iso)
+    if (gmtime_r(&t, &tm) == NULL)   /* a year past int */
+        snprintf(buf, size, "(time out of range)");
+    else if (iso)
         strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
     else
         strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
@@ -44,6 +60,62 @@ static int parse_age(const char *s, long long *secs)
     return 0;
 }
 
+static int collect(void *ctx, const struct mh_lastlogin_rec *r)
+{
+    struct collect *c = ctx;
+    if (r->when < c->cutoff || (c->host && strcasecmp(r->backend, c->host) != 0))
+        return 0;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        struct straggler *nv = realloc(c->v, cap * sizeof *nv);
+        if (nv == NULL) {
+            c->nomem = 1;
+            return -1;
+        }
+        c->v = nv;
+        c->cap = cap;
+    }
+    struct straggler *s = &c->v[c->n++];
+    s->when = r->when;   /* the parser bounds every field by its MH_LL_*_MAX */
+    snprintf(s->proto, sizeof s->proto, "%s", r->proto);
+    snprintf(s->client, sizeof s->client, "%s", r->client);
+    snprintf(s->backend, sizeof s->backend, "%s", r->backend);
+    snprintf(s->login, sizeof s->login, "%s", r->login);
+    return 0;
+}
+
+static void print_json(const struct straggler *v, size_t n)
+{
+    printf("[");
+    for (size_t i = 0; i < n; i++) {
+        char iso[32];
+        printf("%s{\"login\": ", i ? ", " : "");
+        mh_ctl_json_str(v[i].login);
+        printf(", \"last_login\": \"%s\", \"protocol\": ", utc(v[i].when, 1, iso, sizeof iso));
+        mh_ctl_json_str(v[i].proto);
+        printf(", \"client\": ");
+        mh_ctl_json_str(v[i].client);
+        printf(", \"backend\": ");
+        mh_ctl_json_str(v[i].backend);
+        printf("}");
+    }
+    printf("]\n");
+}
+
+static void print_table(const struct mh_ctl *c, const struct straggler *v, size_t n)
+{
+    printf("%-20s %-5s %-39s %-28s %s\n", "last login (UTC)", "proto", "client", "backend",
+           "login");
+    for (size_t i = 0; i < n; i++) {
+        char when[32];
+        printf("%-20s %-5s %-39s %-28s %s\n", utc(v[i].when, 0, when, sizeof when), v[i].proto,
+               v[i].client, v[i].backend, v[i].login);
+    }
+    fprintf(stderr, "%s: %zu user%s logged in%s%s within %s\n", MH_CTL_PROG, n,
+            n == 1 ? "" : "s", c->host ? " through " : "", c->host ? c->host : "",
+            c->since ? c->since : "30d");
+}
+
 int mh_ctl_cmd_stragglers(struct mh_ctl *c, char **args, int nargs)
 {
     (void)args;
@@ -62,75 +134,23 @@ int mh_ctl_cmd_stragglers(struct mh_ctl *c, char **args, int nargs)
                 "mailhostd.conf with state_file set\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
-    FILE *fp = fopen(path, "re");
-    if (fp == NULL) {
-        fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, path, strerror(errno));
+    struct collect col = { .cutoff = (long long)time(NULL) - age, .host = c->host };
+    size_t damaged = 0;
+    if (mh_lastlogin_read(path, collect, &col, &damaged) < 0 || col.nomem) {
+        fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, path,
+                col.nomem ? "out of memory" : strerror(errno));
+        free(col.v);
         return MH_EXIT_ERROR;
     }
-    long long cutoff = (long long)time(NULL) - age;
-    struct straggler *v = NULL;
-    size_t n = 0, cap = 0;
-    char *line = NULL;
-    size_t lcap = 0;
-    while (getline(&line, &lcap, fp) > 0) {
-        if (line[0] == '#')
-            continue;
-        line[strcspn(line, "\n")] = '\0';
-        char *f[5], *save = NULL;
-        int k = 0;
-        for (char *q = strtok_r(line, "\t", &save); q && k < 5; q = strtok_r(NULL, "\t", &save))
-            f[k++] = q;
-        if (k != 5)
-            continue;
-        long long when = strtoll(f[0], NULL, 10);
-        if (when < cutoff || (c->host && strcasecmp(f[3], c->host) != 0))
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            struct straggler *nv = realloc(v, cap * sizeof *nv);
-            if (nv == NULL)
-                break;
-            v = nv;
-        }
-        v[n++] = (struct straggler){ when, strdup(f[1]), strdup(f[2]), strdup(f[3]),
-                                     strdup(f[4]) };
-    }
-    free(line);
-    fclose(fp);
-    if (n > 0)
-        qsort(v, n, sizeof *v, by_time);
-    if (c->json) {
-        printf("[");
-        for (size_t i = 0; i < n; i++) {
-            char iso[32];
-            printf("%s{\"login\": ", i ? ", " : "");
-            mh_ctl_json_str(v[i].login);
-            printf(", \"last_login\": \"%s\", \"protocol\": ",
-                   utc(v[i].when, 1, iso, sizeof iso));
-            mh_ctl_json_str(v[i].proto);
-            printf(", \"client\": ");
-            mh_ctl_json_str(v[i].client);
-            printf(", \"backend\": ");
-            mh_ctl_json_str(v[i].backend);
-            printf("}");
-        }
-        printf("]\n");
-    } else {
-        printf("%-20s %-5s %-39s %-28s %s\n", "last login (UTC)", "proto", "client", "backend",
-               "login");
-        for (size_t i = 0; i < n; i++) {
-            char iso[32];
-            printf("%-20s %-5s %-39s %-28s %s\n", utc(v[i].when, 0, iso, sizeof iso), v[i].proto, v[i].client, v[i].backend, v[i].login);
-        }
-        fprintf(stderr, "%s: %zu user%s logged in%s%s within %s\n", MH_CTL_PROG, n, n == 1 ? "" : "s",
-                c->host ? " through " : "", c->host ? c->host : "", c->since ? c->since : "30d");
-    }
-    for (size_t i = 0; i < n; i++) {
-        free(v[i].proto);
-        free(v[i].client);
-        free(v[i].backend);
-        free(v[i].login);
-    }
-    free(v);
+    if (damaged > 0)
+        fprintf(stderr, "%s: warning: %s: %zu damaged line%s skipped\n", MH_CTL_PROG, path,
+                damaged, damaged == 1 ? "" : "s");
+    if (col.n > 0)
+        qsort(col.v, col.n, sizeof *col.v, by_time);
+    if (c->json)
+        print_json(col.v, col.n);
+    else
+        print_table(c, col.v, col.n);
+    free(col.v);
     return MH_EXIT_OK;
 }
