@@ -196,18 +196,28 @@ static int plan_logins(struct plan_ctx *p, char **logins, size_t n, size_t *miss
     return LDAP_SUCCESS;
 }
 
+/* The logins of a --file (or "-": standard input), one a line, blanks around them and
+ * "#" comment lines ignored.  NULL (said why) when it cannot be read whole: an unreadable
+ * file, a line with a NUL byte (never cut short at it), out of memory. */
 static char **read_lines(const char *path, size_t *n)
 {
     FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
     char **v = NULL, *line = NULL;
+    const char *why = NULL;
     size_t cap = 0, lcap = 0;
+    unsigned long lineno = 0;
     ssize_t len;
     *n = 0;
     if (fp == NULL) {
         fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, path, strerror(errno));
         return NULL;
     }
-    while ((len = getline(&line, &lcap, fp)) >= 0) {
+    while (why == NULL && (len = getline(&line, &lcap, fp)) >= 0) {
+        lineno++;
+        if (memchr(line, '\0', (size_t)len) != NULL) {
+            why = "holds a NUL byte";
+            break;
+        }
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' ||
                            line[len - 1] == ' ' || line[len - 1] == '\t'))
             line[--len] = '\0';
@@ -219,17 +229,30 @@ static char **read_lines(const char *path, size_t *n)
         if (*n + 1 >= cap) {
             cap = cap ? cap * 2 : 256;
             char **nv = realloc(v, cap * sizeof *nv);
-            if (nv == NULL)
+            if (nv == NULL) {
+                why = "out of memory";
                 break;
+            }
             v = nv;
         }
-        v[(*n)++] = strdup(s);
+        if ((v[(*n)++] = strdup(s)) == NULL)
+            why = "out of memory";
     }
+    if (why == NULL && ferror(fp))
+        why = strerror(errno);
     free(line);
     if (fp != stdin)
         fclose(fp);
-    if (v == NULL)
-        v = calloc(1, sizeof *v);
+    if (why == NULL && v == NULL && (v = calloc(1, sizeof *v)) == NULL)
+        why = "out of memory";
+    if (why != NULL) {
+        fprintf(stderr, "%s: %s:%lu: %s\n", MH_CTL_PROG, path, lineno, why);
+        for (size_t i = 0; i < *n; i++)
+            free(v[i]);
+        free(v);
+        *n = 0;
+        return NULL;
+    }
     return v;
 }
 
@@ -378,6 +401,13 @@ static int set_select(struct run *r)
         free(esc);
     } else {
         r->sel_filter = strdup(c->filter);
+    }
+    int nomem = r->logins == NULL && r->sel_filter == NULL;   /* never "select everything" */
+    for (size_t i = 0; i < r->nlogins; i++)
+        nomem |= r->logins[i] == NULL;
+    if (nomem) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        return MH_EXIT_ERROR;
     }
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned char d[32];

@@ -402,6 +402,13 @@ def t_13_nul_value_refused(c):
         check(r.returncode == 3 and "0 planned" in r.stderr, "set: %s", r.stderr)
         got = c.slapd.search(ou, "(uid=nul13)", ["mailHost"])
         check(len(got) == 1 and got[0].get("mailHost") != [NEW], "entry unchanged: %s", got)
+        # a --file line with a NUL byte: the file is refused, not read as "alice"
+        path = os.path.join(c.work, "nul13.txt")
+        with open(path, "wb") as f:
+            f.write(b"nul13@nul.example\nalice\0@example.com\n")
+        r = c.ctl.run("-n", "set", NEW, "--file", path)
+        check(r.returncode == 2 and "nul13.txt:2: holds a NUL byte" in r.stderr
+              and "would set" not in r.stdout, "--file with a NUL: %s %s", r.returncode, r.stderr)
         r = c.ctl.run("stats", "--json", "--filter", "(mail=*@nul.example)")
         st = json.loads(r.stdout or "{}")
         check(r.returncode == 0 and st.get("by_host") == {"": 1}
