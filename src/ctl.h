@@ -122,4 +122,32 @@ int mh_ctl_apply_change(LDAP *ld, const struct mh_ctl_change *ch);
 void mh_ctl_write_undo(const struct mh_ctl *c, const struct mh_journal *j, const char *host,
                        int track, const char *path);
 
+/* ---- ctl_plan.c: which entries a run changes, and what they hold before it ---- */
+
+struct mh_ctl_plan {
+    struct mh_ctl *c;
+    struct mh_journal *j;       /* NULL: dry run / --ldif, plan kept in mem; not owned */
+    const char *host;           /* the new value (state for freeze/unfreeze); not owned */
+    size_t already, not_from;
+    size_t add_class;           /* planned entries that get the routing attribute's class */
+    size_t refused;             /* entries left alone: a value they hold has a NUL byte */
+    struct mh_jentry *mem;      /* in-memory plan for dry runs; owned: mh_ctl_plan_free */
+    size_t nmem, capmem;
+};
+
+/* A mh_cli_search_each callback (ctx: a mh_ctl_plan): plans entry e, or counts why not (already
+ * there, not on --from, not frozen for unfreeze, a value with a NUL byte: said on stderr).
+ * Into p->j, or p->mem when p->j is NULL.  0, or -1 when out of memory or the journal fails. */
+int mh_ctl_plan_entry(void *ctx, struct mh_entry *e);
+/* Finds and plans each login; *missing counts those with no entry or more than one (said on
+ * stderr).  Returns an LDAP result code (the search error said on stderr). */
+int mh_ctl_plan_logins(struct mh_ctl_plan *p, char **logins, size_t n, size_t *missing);
+/* Frees p->mem. */
+void mh_ctl_plan_free(struct mh_ctl_plan *p);
+/* The logins of a --file (or "-": standard input), one a line, blanks around them and "#"
+ * comment lines ignored: a malloc'ed array of malloc'ed strings, *n of them.  NULL (said why
+ * on stderr) when it cannot be read whole: unreadable, a line with a NUL byte (never cut
+ * short at it), out of memory. */
+char **mh_ctl_read_lines(const char *path, size_t *n);
+
 #endif

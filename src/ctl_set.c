@@ -55,207 +55,6 @@ static void progress_show(struct progress *p, int final)
     }
 }
 
-struct plan_ctx {
-    struct mh_ctl *c;
-    struct mh_journal *j;       /* NULL: dry run / --ldif, plan kept in mem */
-    const char *host;
-    size_t already, not_from;
-    size_t add_class;           /* planned entries that get the routing attribute's class */
-    size_t refused;             /* entries left alone: a value they hold has a NUL byte */
-    struct mh_jentry *mem;      /* in-memory plan for dry runs */
-    size_t nmem, capmem;
-};
-
-/* The first value of attr into *v (NULL: none): 0; a value holding a NUL byte is refused,
- * never cut short (ldapentry.h): said, counted, 1; out of memory: -1. */
-static int plan_value(struct plan_ctx *p, struct mh_entry *e, const char *attr, const char **v)
-{
-    switch (mh_entry_first(e, attr, v)) {
-    case MH_VALUE_NOMEM:
-        return -1;
-    case MH_VALUE_REFUSED: {
-        char *dn = mh_ctl_shown(mh_entry_dn(e));
-        fprintf(stderr, "%s: %s: %s holds a NUL byte: left alone\n", MH_CTL_PROG,
-                dn ? dn : "?", attr);
-        free(dn);
-        p->refused++;
-        return 1;
-    }
-    default:
-        return 0;
-    }
-}
-
-static char *dup_or_null(const char *s, int *nomem)
-{
-    char *d = s != NULL ? strdup(s) : NULL;
-    *nomem |= s != NULL && d == NULL;
-    return d;
-}
-
-/* Keeps a planned entry in memory (a dry run, --ldif).  0 or -1. */
-static int plan_keep(struct plan_ctx *p, const char *dn, const char *host, const char *st,
-                     const char *pv, const char *mv, int had, int lacks)
-{
-    if (p->nmem == p->capmem) {
-        size_t cap = p->capmem ? p->capmem * 2 : 64;
-        struct mh_jentry *m = realloc(p->mem, cap * sizeof *m);
-        if (m == NULL)
-            return -1;
-        p->mem = m;
-        p->capmem = cap;
-    }
-    struct mh_jentry *je = &p->mem[p->nmem++];
-    int nomem = 0;
-    memset(je, 0, sizeof *je);
-    je->dn = dup_or_null(dn, &nomem);
-    je->old_host = dup_or_null(host, &nomem);
-    je->old_state = dup_or_null(st, &nomem);
-    je->old_prev = dup_or_null(pv, &nomem);
-    je->old_moved = dup_or_null(mv, &nomem);
-    je->had_class = had;
-    je->add_route_class = lacks;
-    return nomem ? -1 : 0;
-}
-
-static int plan_entry(void *vctx, struct mh_entry *e)
-{
-    struct plan_ctx *p = vctx;
-    struct mh_ctl *c = p->c;
-    const char *dn = mh_entry_dn(e), *host = NULL, *cur = NULL, *st = NULL, *pv = NULL,
-               *mv = NULL;
-    int rc;
-    if (dn == NULL)
-        return -1;
-    if ((rc = plan_value(p, e, c->cli.route_attr, &host)) != 0 ||
-        (c->state_only && (rc = plan_value(p, e, c->cli.state_attr, &cur)) != 0))
-        return rc < 0 ? -1 : 0;
-    if (c->state_only ? cur && strcasecmp(cur, p->host) == 0
-                      : host && strcasecmp(host, p->host) == 0) {
-        p->already++;
-        return 0;
-    }
-    if (c->state_only == 2 && (cur == NULL || strcasecmp(cur, "frozen") != 0)) {
-        p->not_from++;   /* unfreeze touches frozen users only */
-        return 0;
-    }
-    if (c->from && (host == NULL || strcasecmp(host, c->from) != 0)) {
-        p->not_from++;
-        if (c->cli.verbose)
-            fprintf(stderr, "%s: %s: on %s, not %s: left alone\n", MH_CTL_PROG, dn,
-                    host ? host : "(none)", c->from);
-        return 0;
-    }
-    /* what an undo restores must be read whole, too */
-    if ((rc = plan_value(p, e, c->cli.state_attr, &st)) != 0 ||
-        (rc = plan_value(p, e, MH_CTL_PREV_ATTR, &pv)) != 0 ||
-        (rc = plan_value(p, e, MH_CTL_MOVED_ATTR, &mv)) != 0)
-        return rc < 0 ? -1 : 0;
-    struct berval *const *oc = mh_entry_values(e, "objectClass");
-    int had = 0, lacks = c->schema != NULL && !mh_ctl_schema_allows_route(c->schema, oc);
-    for (size_t i = 0; oc && oc[i]; i++)
-        if (oc[i]->bv_len == strlen(MH_CTL_CLASS) &&
-            strncasecmp(oc[i]->bv_val, MH_CTL_CLASS, oc[i]->bv_len) == 0)
-            had = 1;
-    if (lacks)
-        p->add_class++;
-    if (p->j)
-        return mh_journal_plan(p->j, dn, host, st, pv, mv,
-                               (had ? MH_J_HAD_CLASS : 0) | (lacks ? MH_J_ADD_ROUTE_CLASS : 0));
-    return plan_keep(p, dn, host, st, pv, mv, had, lacks);
-}
-
-/* Reads logins from FILE (or the arguments) and plans each one. */
-static int plan_logins(struct plan_ctx *p, char **logins, size_t n, size_t *missing)
-{
-    struct mh_ctl *c = p->c;
-    char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, MH_CTL_PREV_ATTR,
-                      MH_CTL_MOVED_ATTR, "objectClass", NULL };
-    for (size_t i = 0; i < n; i++) {
-        LDAPMessage *res, *e;
-        int rc = mh_ctl_find_user(c, logins[i], attrs, &res, &e);
-        if (rc == LDAP_SUCCESS) {
-            struct mh_entry *en = mh_entry_new(c->cli.ld, e);
-            rc = en != NULL ? plan_entry(p, en) : -1;
-            mh_entry_free(en);
-            ldap_msgfree(res);
-            if (rc != 0)
-                return LDAP_NO_MEMORY;
-            continue;
-        }
-        ldap_msgfree(res);
-        if (rc == LDAP_NO_SUCH_OBJECT || rc == LDAP_SIZELIMIT_EXCEEDED) {
-            fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, logins[i],
-                    rc == LDAP_NO_SUCH_OBJECT ? "no such user" : "more than one entry matches");
-            (*missing)++;
-            continue;
-        }
-        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching for", logins[i], rc, NULL);
-        return rc;
-    }
-    return LDAP_SUCCESS;
-}
-
-/* The logins of a --file (or "-": standard input), one a line, blanks around them and
- * "#" comment lines ignored.  NULL (said why) when it cannot be read whole: an unreadable
- * file, a line with a NUL byte (never cut short at it), out of memory. */
-static char **read_lines(const char *path, size_t *n)
-{
-    FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-    char **v = NULL, *line = NULL;
-    const char *why = NULL;
-    size_t cap = 0, lcap = 0;
-    unsigned long lineno = 0;
-    ssize_t len;
-    *n = 0;
-    if (fp == NULL) {
-        fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, path, strerror(errno));
-        return NULL;
-    }
-    while (why == NULL && (len = getline(&line, &lcap, fp)) >= 0) {
-        lineno++;
-        if (memchr(line, '\0', (size_t)len) != NULL) {
-            why = "holds a NUL byte";
-            break;
-        }
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' ||
-                           line[len - 1] == ' ' || line[len - 1] == '\t'))
-            line[--len] = '\0';
-        char *s = line;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (*s == '\0' || *s == '#')
-            continue;
-        if (*n + 1 >= cap) {
-            cap = cap ? cap * 2 : 256;
-            char **nv = realloc(v, cap * sizeof *nv);
-            if (nv == NULL) {
-                why = "out of memory";
-                break;
-            }
-            v = nv;
-        }
-        if ((v[(*n)++] = strdup(s)) == NULL)
-            why = "out of memory";
-    }
-    if (why == NULL && ferror(fp))
-        why = strerror(errno);
-    free(line);
-    if (fp != stdin)
-        fclose(fp);
-    if (why == NULL && v == NULL && (v = calloc(1, sizeof *v)) == NULL)
-        why = "out of memory";
-    if (why != NULL) {
-        fprintf(stderr, "%s: %s:%lu: %s\n", MH_CTL_PROG, path, lineno, why);
-        for (size_t i = 0; i < *n; i++)
-            free(v[i]);
-        free(v);
-        *n = 0;
-        return NULL;
-    }
-    return v;
-}
-
 /* Reconnects after the directory went away: a few tries, with back-off. */
 static int reconnect(struct mh_ctl *c)
 {
@@ -339,7 +138,7 @@ struct run {
     int applying;               /* not a dry run, not --ldif */
     struct mh_journal j;        /* when applying */
     char jpath[4096], upath[4200];
-    struct plan_ctx p;
+    struct mh_ctl_plan p;
     size_t missing;             /* logins with no entry, or more than one */
     int unreachable;
 };
@@ -387,7 +186,7 @@ static int set_select(struct run *r)
 {
     struct mh_ctl *c = r->c;
     if (c->file) {
-        r->logins = read_lines(c->file, &r->nlogins);
+        r->logins = mh_ctl_read_lines(c->file, &r->nlogins);
         if (r->logins == NULL)
             return MH_EXIT_USAGE;
     } else if (r->nusers > 0) {
@@ -521,7 +320,7 @@ static int set_open_journal(struct run *r)
 static void set_plan_notes(struct run *r)
 {
     struct mh_ctl *c = r->c;
-    struct plan_ctx *p = &r->p;
+    struct mh_ctl_plan *p = &r->p;
     if (c->filter && p->nmem == 0 && (!r->applying || r->j.n == 0) && p->already == 0 &&
         p->not_from == 0)
         mh_ctl_filter_diagnose(c, c->filter);
@@ -552,7 +351,7 @@ static int set_plan(struct run *r)
     struct mh_ctl *c = r->c;
     int rc;
     if (r->logins) {
-        rc = plan_logins(&r->p, r->logins, r->nlogins, &r->missing);
+        rc = mh_ctl_plan_logins(&r->p, r->logins, r->nlogins, &r->missing);
     } else {
         char *f = NULL;
         char *fromf = c->from ? mh_ctl_eq_filter(c->cli.route_attr, c->from) : NULL;
@@ -563,7 +362,7 @@ static int set_plan(struct run *r)
         char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr,
                           MH_CTL_PREV_ATTR, MH_CTL_MOVED_ATTR, "objectClass", NULL };
         rc = f ? mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE, f, attrs,
-                                    plan_entry, &r->p)
+                                    mh_ctl_plan_entry, &r->p)
                : LDAP_NO_MEMORY;
         if (rc == LDAP_FILTER_ERROR)
             mh_cli_perror(c->cli.ld, MH_CTL_PROG, "bad filter", f, rc, NULL);
@@ -586,7 +385,7 @@ static int set_plan(struct run *r)
 static int set_print_plan(struct run *r, const char *now)
 {
     struct mh_ctl *c = r->c;
-    struct plan_ctx *p = &r->p;
+    struct mh_ctl_plan *p = &r->p;
     for (size_t i = 0; i < p->nmem; i++) {
         const struct mh_jentry *e = &p->mem[i];
         struct mh_ctl_change ch;
@@ -760,14 +559,7 @@ static void run_free(struct run *r)
         free(r->logins[i]);
     free(r->logins);
     free(r->sel_filter);
-    for (size_t i = 0; i < r->p.nmem; i++) {
-        free(r->p.mem[i].dn);
-        free(r->p.mem[i].old_host);
-        free(r->p.mem[i].old_state);
-        free(r->p.mem[i].old_prev);
-        free(r->p.mem[i].old_moved);
-    }
-    free(r->p.mem);
+    mh_ctl_plan_free(&r->p);
     if (r->applying)
         mh_journal_close(&r->j);
     mh_ctl_schema_free(r->schema);
@@ -792,7 +584,7 @@ int mh_ctl_cmd_set(struct mh_ctl *c, char **args, int nargs)
         status = set_check_schema(&r);
     if (status != MH_EXIT_OK)
         goto out;
-    r.p = (struct plan_ctx){ .c = c, .host = r.host };
+    r.p = (struct mh_ctl_plan){ .c = c, .host = r.host };
     set_op_line(&r);
     if (r.applying && (status = set_open_journal(&r)) != MH_EXIT_OK)
         goto out;
