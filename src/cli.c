@@ -150,15 +150,103 @@ int mh_cli_setup(struct mh_cli *cli, const char *prog)
     return 0;
 }
 
+void mh_cli_perror(LDAP *ld, const char *prog, const char *what, const char *dn, int rc,
+                   const char *extra)
+{
+    char *diag = NULL, *matched = NULL;
+    if (ld != NULL) {
+        ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
+        ldap_get_option(ld, LDAP_OPT_MATCHED_DN, &matched);
+    }
+    fprintf(stderr, "%s: %s%s%s: %s (%d)%s%s%s\n", prog, what, dn ? " " : "", dn ? dn : "",
+            ldap_err2string(rc), rc, diag && *diag ? ": " : "", diag && *diag ? diag : "",
+            extra ? extra : "");
+    if (matched && *matched)
+        fprintf(stderr, "\tmatched DN: %s\n", matched);
+    ldap_memfree(diag);
+    ldap_memfree(matched);
+}
+
 int mh_cli_unreachable(int rc)
 {
     return rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT ||
            rc == LDAP_UNAVAILABLE || rc == LDAP_BUSY;
 }
 
+/* The URIs to try: -H, else the -c file's (blank-separated); "" for ldap.conf's. */
+static void uri_list(const struct mh_cli *cli, char *uris, size_t size)
+{
+    uris[0] = '\0';
+    if (cli->uri != NULL) {
+        snprintf(uris, size, "%s", cli->uri);
+    } else if (cli->conf != NULL) {
+        for (size_t i = 0; i < cli->conf->n_uri; i++) {
+            size_t n = strlen(uris);
+            snprintf(uris + n, size - n, "%s%s", i ? " " : "", cli->conf->ldap_uri[i]);
+        }
+    }
+}
+
+/* The -c file's TLS settings, unless ldap.conf / -Z say more. */
+static void conf_tls(struct mh_cli *cli)
+{
+    if (cli->conf == NULL)
+        return;
+    if (cli->conf->ldap_tls_ca_file)
+        ldap_set_option(NULL, LDAP_OPT_X_TLS_CACERTFILE, cli->conf->ldap_tls_ca_file);
+    ldap_set_option(NULL, LDAP_OPT_X_TLS_REQUIRE_CERT, &cli->conf->ldap_tls_reqcert);
+    int is_server = 0;
+    ldap_set_option(NULL, LDAP_OPT_X_TLS_NEWCTX, &is_server);
+    if (cli->conf->ldap_tls == MH_TLS_STARTTLS && cli->starttls == 0)
+        cli->starttls = 2;
+}
+
+/* -Z: a failure is reported and ignored; -ZZ: a failure is the result. */
+static int start_tls(struct mh_cli *cli, const char *prog, const char *uris)
+{
+    int rc = ldap_start_tls_s(cli->ld, NULL, NULL);
+    if (rc == LDAP_SUCCESS)
+        return rc;
+    char why[300];
+    /* libldap says "Can't contact LDAP server" for a name that does not resolve, too */
+    if (rc == LDAP_SERVER_DOWN && uris[0] && mh_ldap_uri_unresolved(uris, why, sizeof why))
+        fprintf(stderr, "%s: StartTLS: %s\n", prog, why);
+    else
+        mh_cli_perror(cli->ld, prog, "StartTLS", NULL, rc, NULL);
+    return cli->starttls > 1 ? rc : LDAP_SUCCESS;
+}
+
+/* Simple bind with -D and the password, else anonymous. */
+static int simple_bind(struct mh_cli *cli, const char *prog)
+{
+    struct berval cred = { 0, NULL };
+    if (cli->password) {
+        cred.bv_val = cli->password;
+        cred.bv_len = cli->password_len;
+    }
+    int rc = ldap_sasl_bind_s(cli->ld, cli->bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
+    if (rc == LDAP_SUCCESS)
+        return rc;
+    char *uri = NULL, why[300], what[2400];
+    ldap_get_option(cli->ld, LDAP_OPT_URI, &uri);
+    snprintf(what, sizeof what, "bind%s%s to %s", cli->bind_dn ? " as " : "",
+             cli->bind_dn ? cli->bind_dn : "", uri ? uri : "?");
+    if (rc == LDAP_SERVER_DOWN && uri && mh_ldap_uri_unresolved(uri, why, sizeof why))
+        fprintf(stderr, "%s: %s: %s\n", prog, what, why);
+    else
+        mh_cli_perror(cli->ld, prog, what, NULL, rc, NULL);
+    if (rc == LDAP_INVALID_CREDENTIALS && cli->password && cli->password_len > 0 &&
+        cli->password[cli->password_len - 1] == '\n')
+        fprintf(stderr, "%s: hint: the password ends with a newline, which is part of it "
+                "(-y uses the whole file, as ldapsearch -y does): write the file with "
+                "printf '%%s' \"$pw\" > FILE\n", prog);
+    ldap_memfree(uri);
+    return rc;
+}
+
 int mh_cli_connect(struct mh_cli *cli, const char *prog)
 {
-    char uris[2048] = "";
+    char uris[2048];
     int rc, v3 = LDAP_VERSION3;
     struct timeval tv = { 10, 0 };
 
@@ -166,29 +254,12 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
         ldap_unbind_ext_s(cli->ld, NULL, NULL);
         cli->ld = NULL;
     }
-    if (cli->uri != NULL) {
-        snprintf(uris, sizeof uris, "%s", cli->uri);
-    } else if (cli->conf != NULL) {
-        for (size_t i = 0; i < cli->conf->n_uri; i++) {
-            size_t n = strlen(uris);
-            snprintf(uris + n, sizeof uris - n, "%s%s", i ? " " : "", cli->conf->ldap_uri[i]);
-        }
-    }
-    if (cli->conf != NULL) {
-        /* the daemon's TLS settings, unless ldap.conf / -Z say more */
-        if (cli->conf->ldap_tls_ca_file)
-            ldap_set_option(NULL, LDAP_OPT_X_TLS_CACERTFILE, cli->conf->ldap_tls_ca_file);
-        ldap_set_option(NULL, LDAP_OPT_X_TLS_REQUIRE_CERT, &cli->conf->ldap_tls_reqcert);
-        int is_server = 0;
-        ldap_set_option(NULL, LDAP_OPT_X_TLS_NEWCTX, &is_server);
-        if (cli->conf->ldap_tls == MH_TLS_STARTTLS && cli->starttls == 0)
-            cli->starttls = 2;
-    }
+    uri_list(cli, uris, sizeof uris);
+    conf_tls(cli);
     /* NULL: the URI from ldap.conf / ~/.ldaprc, as the OpenLDAP tools do */
     rc = ldap_initialize(&cli->ld, uris[0] ? uris : NULL);
     if (rc != LDAP_SUCCESS) {
-        fprintf(stderr, "%s: %s: %s\n", prog, uris[0] ? uris : "(ldap.conf URI)",
-                ldap_err2string(rc));
+        mh_cli_perror(NULL, prog, uris[0] ? uris : "(ldap.conf URI)", NULL, rc, NULL);
         return rc;
     }
     ldap_set_option(cli->ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
@@ -208,45 +279,9 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog)
                 "ldap.conf\n", prog);
         return LDAP_PARAM_ERROR;
     }
-    if (cli->starttls) {
-        rc = ldap_start_tls_s(cli->ld, NULL, NULL);
-        if (rc != LDAP_SUCCESS) {
-            char *diag = NULL, why[300];
-            ldap_get_option(cli->ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
-            if (rc == LDAP_SERVER_DOWN && uris[0] && mh_ldap_uri_unresolved(uris, why, sizeof why))
-                fprintf(stderr, "%s: StartTLS: %s\n", prog, why);
-            else
-                fprintf(stderr, "%s: StartTLS: %s%s%s\n", prog, ldap_err2string(rc),
-                        diag ? ": " : "", diag ? diag : "");
-            ldap_memfree(diag);
-            if (cli->starttls > 1)
-                return rc == LDAP_SUCCESS ? LDAP_CONNECT_ERROR : rc;
-        }
-    }
-    struct berval cred = { 0, NULL };
-    if (cli->password) {
-        cred.bv_val = cli->password;
-        cred.bv_len = cli->password_len;
-    }
-    rc = ldap_sasl_bind_s(cli->ld, cli->bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
-    if (rc != LDAP_SUCCESS) {
-        char *uri = NULL, why[300];
-        ldap_get_option(cli->ld, LDAP_OPT_URI, &uri);
-        /* libldap says "Can't contact LDAP server" for a name that does not resolve, too */
-        int unresolved = rc == LDAP_SERVER_DOWN && uri && mh_ldap_uri_unresolved(uri, why,
-                                                                                   sizeof why);
-        fprintf(stderr, "%s: bind%s%s to %s: %s\n", prog, cli->bind_dn ? " as " : "",
-                cli->bind_dn ? cli->bind_dn : "", uri ? uri : "?",
-                unresolved ? why : ldap_err2string(rc));
-        if (rc == LDAP_INVALID_CREDENTIALS && cli->password && cli->password_len > 0 &&
-            cli->password[cli->password_len - 1] == '\n')
-            fprintf(stderr, "%s: hint: the password ends with a newline, which is part of it "
-                    "(-y uses the whole file, as ldapsearch -y does): write the file with "
-                    "printf '%%s' \"$pw\" > FILE\n", prog);
-        ldap_memfree(uri);
+    if (cli->starttls && (rc = start_tls(cli, prog, uris)) != LDAP_SUCCESS)
         return rc;
-    }
-    return LDAP_SUCCESS;
+    return simple_bind(cli, prog);
 }
 
 void mh_cli_free(struct mh_cli *cli)
@@ -262,23 +297,6 @@ void mh_cli_free(struct mh_cli *cli)
     cli->ld = NULL;
     mh_conf_free(cli->conf);
     cli->conf = NULL;
-}
-
-char *mh_cli_first_value(LDAP *ld, LDAPMessage *e, const char *attr)
-{
-    if (attr == NULL)
-        return NULL;
-    struct berval **v = ldap_get_values_len(ld, e, attr);
-    char *s = NULL;
-    if (v && v[0]) {
-        s = malloc(v[0]->bv_len + 1);
-        if (s) {
-            memcpy(s, v[0]->bv_val, v[0]->bv_len);
-            s[v[0]->bv_len] = '\0';
-        }
-    }
-    ldap_value_free_len(v);
-    return s;
 }
 
 int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter,
@@ -302,10 +320,13 @@ int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter
             break;
         }
         for (LDAPMessage *e = ldap_first_entry(ld, res); e; e = ldap_next_entry(ld, e)) {
-            if (fn(ctx, ld, e) != 0) {
+            struct mh_entry *en = mh_entry_new(ld, e);
+            int nomem = en == NULL, stop = nomem || fn(ctx, en) != 0;
+            mh_entry_free(en);
+            if (stop) {
                 ldap_msgfree(res);
                 ber_bvfree(cookie);
-                return LDAP_SUCCESS;
+                return nomem ? LDAP_NO_MEMORY : LDAP_SUCCESS;
             }
         }
         int err = LDAP_SUCCESS;

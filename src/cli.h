@@ -16,6 +16,7 @@
 #include <ldap.h>
 #include <stddef.h>
 #include "conf.h"
+#include "ldapentry.h"
 
 /* Exit codes for scripts. */
 enum {
@@ -52,17 +53,24 @@ int mh_cli_connect(struct mh_cli *cli, const char *prog);
 
 void mh_cli_free(struct mh_cli *cli);
 
+/* The one way the tools report an LDAP error, as the OpenLDAP tools' tool_perror does: with
+ * the server's own words (its diagnostic message) and, when it sent one, its matched DN:
+ *   PROG: WHAT[ DN]: <rc's text> (rc)[: <diagnostic message>][EXTRA]
+ *   \tmatched DN: <DN>
+ * ld NULL (no connection yet): no diagnostic message or matched DN.  dn and extra may be
+ * NULL. */
+void mh_cli_perror(LDAP *ld, const char *prog, const char *what, const char *dn, int rc,
+                   const char *extra);
+
 /* 1 if rc means "the directory is unreachable" (server down, timeout, connect error). */
 int mh_cli_unreachable(int rc);
 
 /* Calls fn for every entry under base matching filter, with the simple paged results
  * control (RFC 2696) so that server size limits do not cut the result.  fn returns 0 to go
- * on.  Returns an LDAP result code. */
-typedef int (*mh_cli_entry_fn)(void *ctx, LDAP *ld, LDAPMessage *entry);
+ * on.  The entry, and every value read from it, is valid during the call only.  Returns an
+ * LDAP result code (LDAP_NO_MEMORY when an entry cannot be read). */
+typedef int (*mh_cli_entry_fn)(void *ctx, struct mh_entry *entry);
 int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter,
                        char **attrs, mh_cli_entry_fn fn, void *ctx);
-
-/* The first value of attr as a malloc'ed string, or NULL. */
-char *mh_cli_first_value(LDAP *ld, LDAPMessage *e, const char *attr);
 
 #endif

@@ -50,17 +50,20 @@ done:
 
 struct lines { char **v; size_t n, cap; int oom; };
 
-static int collect(void *vctx, LDAP *ld, LDAPMessage *e)
+static int collect(void *vctx, struct mh_entry *e)
 {
     struct lines *l = vctx;
-    char *line = mh_cli_first_value(ld, e, "mail");
-    if (line == NULL) {
-        char *dn = ldap_get_dn(ld, e);
-        size_t n = dn ? strlen(dn) + 20 : 0;
-        line = dn ? malloc(n) : NULL;
-        if (line != NULL)
-            snprintf(line, n, "# no mail: %s", dn);
-        ldap_memfree(dn);
+    const char *mail = NULL, *dn = mh_entry_dn(e);
+    enum mh_value st = mh_entry_first(e, "mail", &mail);
+    char *line = NULL;
+    if (st == MH_VALUE_OK) {
+        line = strdup(mail);
+    } else if (st != MH_VALUE_NOMEM && dn != NULL) {
+        /* a comment, so the output stays a --file for set */
+        const char *why = st == MH_VALUE_REFUSED ? "mail holds a NUL byte" : "no mail";
+        size_t n = strlen(dn) + strlen(why) + 5;
+        if ((line = malloc(n)) != NULL)
+            snprintf(line, n, "# %s: %s", why, dn);
     }
     if (line != NULL && l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 256;

@@ -170,28 +170,96 @@ long mh_lastlogin_save(struct mh_lastlogin *t, const char *path)
     return n;
 }
 
-long mh_lastlogin_load(struct mh_lastlogin *t, const char *path)
+/* Splits off the next tab-separated field of at most max bytes, printable; NULL if none. */
+static char *field(char **p, char *end, size_t max)
+{
+    char *f = *p;
+    if (f >= end)
+        return NULL;
+    char *tab = memchr(f, '\t', (size_t)(end - f));
+    char *stop = tab != NULL ? tab : end;
+    size_t n = (size_t)(stop - f);
+    if (n == 0 || n > max)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)f[i] < 0x20 || f[i] == 0x7f)
+            return NULL;
+    *stop = '\0';
+    *p = tab != NULL ? tab + 1 : end + 1;   /* past end: no field after the last one */
+    return f;
+}
+
+enum mh_ll_line mh_lastlogin_parse(char *line, size_t len, struct mh_lastlogin_rec *rec)
+{
+    if (len > 0 && line[len - 1] == '\n')
+        line[--len] = '\0';
+    if (len == 0 || line[0] == '#')
+        return MH_LL_COMMENT;
+    char *p = line, *end = line + len, *when;
+    if ((when = field(&p, end, 19)) == NULL ||
+        (rec->proto = field(&p, end, MH_LL_PROTO_MAX)) == NULL ||
+        (rec->client = field(&p, end, MH_LL_CLIENT_MAX)) == NULL ||
+        (rec->backend = field(&p, end, MH_LL_BACKEND_MAX)) == NULL ||
+        (rec->login = field(&p, end, MH_LL_LOGIN_MAX)) == NULL || p <= end)
+        return MH_LL_DAMAGED;   /* p <= end: a sixth field */
+    long long v = 0;
+    for (const char *d = when; *d; d++) {
+        if (*d < '0' || *d > '9' || v > (1LL << 62) / 10)
+            return MH_LL_DAMAGED;
+        v = v * 10 + (*d - '0');
+    }
+    if (v > (1LL << 62))
+        return MH_LL_DAMAGED;
+    rec->when = v;
+    return MH_LL_RECORD;
+}
+
+long mh_lastlogin_read(const char *path, mh_lastlogin_fn fn, void *ctx, size_t *damaged)
 {
     FILE *fp = fopen(path, "re");
     if (fp == NULL)
-        return errno == ENOENT ? 0 : -1;
+        return -1;
     char *line = NULL;
-    size_t cap = 0;
+    size_t cap = 0, bad = 0;
+    ssize_t len;
     long n = 0;
-    while (getline(&line, &cap, fp) > 0) {
-        if (line[0] == '#')
-            continue;
-        line[strcspn(line, "\n")] = '\0';
-        char *f[5], *save = NULL;
-        int k = 0;
-        for (char *p = strtok_r(line, "\t", &save); p && k < 5; p = strtok_r(NULL, "\t", &save))
-            f[k++] = p;
-        if (k != 5)
-            continue;   /* a damaged line is skipped, never fatal */
-        mh_lastlogin_note(t, f[4], strlen(f[4]), f[1], f[2], f[3], (time_t)strtoll(f[0], NULL, 10));
-        n++;
+    while ((len = getline(&line, &cap, fp)) > 0) {
+        struct mh_lastlogin_rec rec;
+        switch (mh_lastlogin_parse(line, (size_t)len, &rec)) {
+        case MH_LL_RECORD:
+            n++;
+            if (fn(ctx, &rec) != 0)
+                goto done;
+            break;
+        case MH_LL_DAMAGED:
+            bad++;   /* a damaged line is skipped, never fatal */
+            break;
+        default:
+            break;
+        }
     }
+done:;
+    int err = ferror(fp) ? EIO : 0;
     free(line);
     fclose(fp);
+    if (damaged != NULL)
+        *damaged = bad;
+    if (err) {
+        errno = err;
+        return -1;
+    }
     return n;
+}
+
+static int load_one(void *ctx, const struct mh_lastlogin_rec *r)
+{
+    mh_lastlogin_note(ctx, r->login, strlen(r->login), r->proto, r->client, r->backend,
+                      (time_t)r->when);
+    return 0;
+}
+
+long mh_lastlogin_load(struct mh_lastlogin *t, const char *path)
+{
+    long n = mh_lastlogin_read(path, load_one, t, NULL);
+    return n < 0 && errno == ENOENT ? 0 : n;
 }

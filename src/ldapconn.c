@@ -1,6 +1,7 @@
 /* ldapconn.c - see ldapconn.h.  Failover, retry and timing live here and nowhere else. */
 #include "config.h"
 #include "ldapconn.h"
+#include "ldapentry.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -421,24 +422,6 @@ static int begin_op(struct mh_ldap *l, uint64_t deadline, struct timeval *tv)
     return 0;
 }
 
-/* The first value of attr as a string; NULL if absent or holding a NUL byte. */
-static char *first_value(LDAP *ld, LDAPMessage *e, const char *attr, int *nomem)
-{
-    struct berval **vals = ldap_get_values_len(ld, e, attr);
-    char *v = NULL;
-    if (vals != NULL && vals[0] != NULL && memchr(vals[0]->bv_val, '\0', vals[0]->bv_len) == NULL) {
-        v = malloc(vals[0]->bv_len + 1);
-        if (v == NULL) {
-            *nomem = 1;
-        } else {
-            memcpy(v, vals[0]->bv_val, vals[0]->bv_len);
-            v[vals[0]->bv_len] = '\0';
-        }
-    }
-    ldap_value_free_len(vals);
-    return v;
-}
-
 enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter,
                                 const char *const *attrs, uint64_t deadline_ms, char **dn,
                                 char **values)
@@ -466,14 +449,18 @@ enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter,
             } else if (n != 1 || rc == LDAP_SIZELIMIT_EXCEEDED) {
                 st = MH_DIR_AMBIGUOUS;
             } else {
-                LDAPMessage *e = ldap_first_entry(l->ld, res);
-                char *d = ldap_get_dn(l->ld, e);
+                /* a value with a NUL byte is refused (ldapentry.h): read as none */
+                struct mh_entry *e = mh_entry_new(l->ld, ldap_first_entry(l->ld, res));
+                const char *d = e != NULL ? mh_entry_dn(e) : NULL;
                 int nomem = d == NULL;
                 if (!nomem)
                     *dn = strdup(d);
                 nomem |= *dn == NULL;
-                for (size_t i = 0; i < nattrs && !nomem; i++)
-                    values[i] = first_value(l->ld, e, attrs[i], &nomem);
+                for (size_t i = 0; i < nattrs && !nomem; i++) {
+                    const char *v = NULL;
+                    nomem = mh_entry_first(e, attrs[i], &v) == MH_VALUE_NOMEM ||
+                            (v != NULL && (values[i] = strdup(v)) == NULL);
+                }
                 st = MH_DIR_OK;
                 if (nomem) {
                     free(*dn);
@@ -485,7 +472,7 @@ enum mh_dir_status mh_ldap_find(struct mh_ldap *l, const char *filter,
                     snprintf(l->err, sizeof l->err, "out of memory");
                     st = MH_DIR_TEMPFAIL;
                 }
-                ldap_memfree(d);
+                mh_entry_free(e);
             }
             ldap_msgfree(res);
             return st;

@@ -8,6 +8,7 @@
  */
 #include "config.h"
 #include "sync.h"
+#include "ldapentry.h"
 #include "log.h"
 
 #include <ldap.h>
@@ -108,21 +109,6 @@ static unsigned kinds_of(const struct mh_sync *s, const char *desc)
     return kinds;
 }
 
-static char *first_string(LDAP *ld, LDAPMessage *e, const char *attr)
-{
-    if (attr == NULL)
-        return NULL;
-    struct berval **v = ldap_get_values_len(ld, e, attr);
-    char *s = NULL;
-    if (v != NULL && v[0] != NULL && memchr(v[0]->bv_val, '\0', v[0]->bv_len) == NULL &&
-        (s = malloc(v[0]->bv_len + 1)) != NULL) {
-        memcpy(s, v[0]->bv_val, v[0]->bv_len);
-        s[v[0]->bv_len] = '\0';
-    }
-    ldap_value_free_len(v);
-    return s;
-}
-
 static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsigned char *uuid)
 {
     struct berval ***held = NULL;
@@ -132,8 +118,12 @@ static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsign
     int rc = -1, nomem = 0;
     BerElement *ber = NULL;
     char *dn = ldap_get_dn(ld, e);
-    char *route = first_string(ld, e, s->conf->ldap_route_attribute);
-    char *state = first_string(ld, e, s->conf->ldap_state_attribute);
+    /* a value with a NUL byte is refused (ldapentry.h): read as none, as mh_ldap_find does */
+    struct mh_entry *en = mh_entry_new(ld, e);
+    const char *route = NULL, *state = NULL;
+    nomem = en == NULL ||
+            mh_entry_first(en, s->conf->ldap_route_attribute, &route) == MH_VALUE_NOMEM ||
+            mh_entry_first(en, s->conf->ldap_state_attribute, &state) == MH_VALUE_NOMEM;
 
     /* every value of every attribute: a login matching the 200th mail alias must be found
      * too, and so must a value with options (mail;lang-de) */
@@ -184,8 +174,7 @@ static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsign
     free(held);
     free(held_kinds);
     ldap_memfree(dn);
-    free(route);
-    free(state);
+    mh_entry_free(en);
     return rc;
 }
 
@@ -232,7 +221,10 @@ static int check_rules(struct mh_sync *s, LDAP *ld, char *why, size_t whysize)
     int rc = ldap_search_ext_s(ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", dse_attrs, 0, NULL,
                                NULL, &tv, 1, &res);
     if (rc == LDAP_SUCCESS) {
-        sub = first_string(ld, ldap_first_entry(ld, res), "subschemaSubentry");
+        struct mh_entry *dse = mh_entry_new(ld, ldap_first_entry(ld, res));
+        const char *v = dse != NULL ? mh_entry_get(dse, "subschemaSubentry") : NULL;
+        sub = v != NULL ? strdup(v) : NULL;
+        mh_entry_free(dse);
         ldap_msgfree(res);
         res = NULL;
         rc = ldap_search_ext_s(ld, sub ? sub : "cn=Subschema", LDAP_SCOPE_BASE,

@@ -138,6 +138,24 @@ def t_exit_codes(c):
     check(bad.returncode == 1 and "Invalid credentials" in bad.stderr, "bad bind: %s", bad.stderr)
 
 
+def t_13_ldap_errors_in_the_servers_words(c):
+    """Issue 13: every LDAP error mailhostctl reports goes through one printer that adds
+    the server's diagnostic message and matched DN (as OpenLDAP's tool_perror): the bind
+    error said only "Invalid DN syntax", a search under a missing base did not say how much
+    of it exists."""
+    env = dict(os.environ, LDAPNOINIT="1")
+    r = subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", "not a dn",
+                        "-w", "x", "stats"], capture_output=True, text=True, env=env)
+    check(r.returncode == 1 and "Invalid DN syntax (34): invalid DN" in r.stderr,
+          "bind: code and the server's diagnostic message: %s", r.stderr)
+    missing = "ou=nowhere," + c.slapd.base
+    for args in (("stats",), ("list",), ("set", NEW, "--filter", "(mail=*)", "-n")):
+        r = c.ctl.run("-b", missing, *args)
+        check(r.returncode == 1 and "No such object (32)" in r.stderr
+              and "\tmatched DN: %s\n" % c.slapd.base in r.stderr,
+              "%s: code and matched DN: %s", args, r.stderr)
+
+
 def t_schema_check(c):
     r = c.ctl.run("schema-check", bind=False)
     check(r.returncode == 0 and "2.16.840.1.113730.3.1.18" in r.stdout and
@@ -357,6 +375,46 @@ def t_c6_ldif_injection(c):
     finally:
         c.slapd.ldapmodify("dn: %s\nchangetype: delete\n\ndn: %s\nchangetype: delete\n"
                            % (dn1, dn2))
+
+
+def t_13_nul_value_refused(c):
+    """Issue 13: a directory value holding a NUL byte is refused, never cut short at it (the
+    tool cut "mail-old.example.org\\0x" to mail-old.example.org, which mailhostd never
+    routes to: mailhostd reads the value as none).  show says so, set leaves the entry alone
+    (exit 3), stats counts it as none with a warning, list writes a comment line."""
+    ou = "ou=example.com," + c.slapd.people
+    dn = "uid=nul13," + ou
+    c.slapd.ldapmodify(
+        "dn: %s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\n"
+        "uid: nul13\ncn: nul13\nsn: nul13\nmail: nul13@nul.example\nmailHost:: %s\n"
+        % (dn, b64(OLD + "\0x")), add=True)
+    try:
+        r = c.ctl.run("-c", c.conf, "show", "nul13@nul.example")
+        check(r.returncode == 0 and "mailHost: (refused: it holds a NUL byte" in r.stdout
+              and OLD not in r.stdout and "no routing value" in r.stdout,
+              "show: refused, routed as mailhostd does (as none): %s %s", r.stdout, r.stderr)
+        for args in (("set", NEW), ("set", OLD), ("set", NEW, "--from", OLD)):
+            r = c.ctl.run("-n", *args, "--filter", "(mail=*@nul.example)")
+            check(r.returncode == 3 and "holds a NUL byte: left alone" in r.stderr
+                  and "0 changes" in r.stderr and "already" not in r.stderr,
+                  "%s: refused, exit 3: %s %s", args, r.returncode, r.stderr)
+        r = c.ctl.run("set", NEW, "--filter", "(mail=*@nul.example)", "--journal", "nul.j")
+        check(r.returncode == 3 and "0 planned" in r.stderr, "set: %s", r.stderr)
+        got = c.slapd.search(ou, "(uid=nul13)", ["mailHost"])
+        check(len(got) == 1 and got[0].get("mailHost") != [NEW], "entry unchanged: %s", got)
+        # a --file line with a NUL byte: the file is refused, not read as "alice"
+        path = os.path.join(c.work, "nul13.txt")
+        with open(path, "wb") as f:
+            f.write(b"nul13@nul.example\nalice\0@example.com\n")
+        r = c.ctl.run("-n", "set", NEW, "--file", path)
+        check(r.returncode == 2 and "nul13.txt:2: holds a NUL byte" in r.stderr
+              and "would set" not in r.stdout, "--file with a NUL: %s %s", r.returncode, r.stderr)
+        r = c.ctl.run("stats", "--json", "--filter", "(mail=*@nul.example)")
+        st = json.loads(r.stdout or "{}")
+        check(r.returncode == 0 and st.get("by_host") == {"": 1}
+              and "NUL byte" in r.stderr, "stats: as none, warned: %s %s", r.stdout, r.stderr)
+    finally:
+        c.slapd.ldapmodify("dn: %s\nchangetype: delete\n" % dn)
 
 
 def t_c7_tmp_symlink_not_followed(c):
@@ -727,12 +785,13 @@ def main():
                     "backend mail-old.example.org address=192.0.2.10 login=localpart\n"
                     "backend mail-new.example.org address=192.0.2.20\n"
                     % (c.slapd.uri, c.slapd.base, c.slapd.service_dn))
-        for t in (t_show, t_17_1_set_refuses_unmapped_target, t_exit_codes, t_schema_check,
+        for t in (t_show, t_17_1_set_refuses_unmapped_target, t_exit_codes,
+                  t_13_ldap_errors_in_the_servers_words, t_schema_check,
                   t_stats, t_item6_list, t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_item6_freeze_waits_out_route_cache, t_17_6_freeze_unfreeze,
-                  t_c6_ldif_injection, t_c7_tmp_symlink_not_followed,
+                  t_c6_ldif_injection, t_13_nul_value_refused, t_c7_tmp_symlink_not_followed,
                   t_i17_10_y_file_as_ldapsearch, t_i17_10_filter_unreadable_attribute,
                   t_i17_8_adds_inet_local_mail_recipient,
                   t_bulk_10000_interrupted):

@@ -1,0 +1,153 @@
+/* ctl.h - what mailhostctl's subcommands share (ctl_*.c; main and the dispatch table are in
+ * mailhostctl.c).
+ *
+ * struct mh_ctl is the run: the common LDAP options (cli.h) and the subcommand options, set
+ * by main from the command line.  Its strings point into argv (never freed); the
+ * connection and the configuration belong to its cli member (mh_cli_free).
+ *
+ * Ownership, for every function below: a returned char * is malloc'ed and the caller frees
+ * it; a const char * points into something the caller passed in, or is static.
+ * Directory values are read through ldapentry.h (owned by their entry; a value with a NUL
+ * byte refused); every LDAP error is reported by mh_cli_perror (cli.h).
+ * Not thread-safe: mailhostctl is single-threaded.
+ */
+#ifndef MH_CTL_H
+#define MH_CTL_H
+
+#include <ldap.h>
+#include <stdio.h>
+
+#include "cli.h"
+#include "journal.h"
+
+#define MH_CTL_PROG "mailhostctl"
+
+/* the migration schema (schema/mailhostd.ldif) */
+#define MH_CTL_CLASS "mailhostMigration"
+#define MH_CTL_PREV_ATTR "mailhostPreviousHost"
+#define MH_CTL_MOVED_ATTR "mailhostMovedAt"
+
+struct mh_ctl_schema;
+
+struct mh_ctl {
+    struct mh_cli cli;
+    const char *file, *filter, *domain, *from, *journal, *state;
+    const char *since, *host, *state_file;
+    const char *backends;       /* set --backends: the names mailhostd routes to */
+    const char *state_opt;      /* --state as given (state defaults to "done" for set) */
+    int ldif_out, json, no_track;
+    int state_only;             /* freeze (1) / unfreeze (2): only the migration state changes */
+    long batch;
+    const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
+                                           * owned by the running set, NULL outside it */
+};
+
+/* A subcommand: args are the words after its name.  Returns an MH_EXIT_* code. */
+typedef int mh_ctl_cmd_fn(struct mh_ctl *c, char **args, int nargs);
+
+mh_ctl_cmd_fn mh_ctl_cmd_show;          /* ctl_show.c */
+mh_ctl_cmd_fn mh_ctl_cmd_set;           /* ctl_set.c */
+mh_ctl_cmd_fn mh_ctl_cmd_freeze;        /* ctl_freeze.c */
+mh_ctl_cmd_fn mh_ctl_cmd_unfreeze;      /* ctl_freeze.c */
+mh_ctl_cmd_fn mh_ctl_cmd_undo;          /* ctl_undo.c */
+mh_ctl_cmd_fn mh_ctl_cmd_stats;         /* ctl_stats.c */
+mh_ctl_cmd_fn mh_ctl_cmd_list;          /* ctl_stats.c */
+mh_ctl_cmd_fn mh_ctl_cmd_schema_check;  /* ctl_schema.c */
+mh_ctl_cmd_fn mh_ctl_cmd_stragglers;    /* ctl_stragglers.c: needs no directory */
+
+/* ---- ctl_common.c: small helpers ---- */
+
+/* The current time as an LDAP GeneralizedTime; a static buffer, overwritten by each call. */
+const char *mh_ctl_now_generalized(void);
+/* SHA-256 of data as 64 hex digits and a NUL. */
+void mh_ctl_sha256_hex(const void *data, size_t len, char out[65]);
+/* base64 of data; malloc'ed, NULL when out of memory. */
+char *mh_ctl_b64(const void *data, size_t len);
+/* For the terminal: s itself when it is printable ASCII, else "base64:" and its base64 (a DN
+ * or a value from the directory may hold a newline).  Malloc'ed; NULL for NULL. */
+char *mh_ctl_shown(const char *s);
+/* "(attr=value)" with the value escaped; "(!(attr=*))" for value NULL.  Malloc'ed. */
+char *mh_ctl_eq_filter(const char *attr, const char *value);
+/* s as a JSON string, quotes included, on stdout. */
+void mh_ctl_json_str(const char *s);
+/* The one entry the user filter finds for login, with attrs.  On LDAP_SUCCESS *entry is in
+ * *res; LDAP_NO_SUCH_OBJECT: none, LDAP_SIZELIMIT_EXCEEDED: more than one.  The caller
+ * frees *res (ldap_msgfree) whatever the result. */
+int mh_ctl_find_user(const struct mh_ctl *c, const char *login, char **attrs,
+                     LDAPMessage **res, LDAPMessage **entry);
+
+/* ---- ctl_schema.c: the directory's schema ---- */
+
+/* Reads what set needs of the subschema.  On LDAP_SUCCESS *out is a new mh_ctl_schema for
+ * the caller to free with mh_ctl_schema_free (which accepts NULL); else *out is NULL.
+ * Returns an LDAP result code. */
+int mh_ctl_schema_read(LDAP *ld, const char *route_attr, struct mh_ctl_schema **out);
+void mh_ctl_schema_free(struct mh_ctl_schema *si);
+/* 1 if the migration class and its attributes are loaded, with our OIDs. */
+int mh_ctl_schema_tracks(const struct mh_ctl_schema *si);
+/* 1 if one of the object classes oc allows the routing attribute (or the schema could not
+ * tell, or has no auxiliary class that allows it: then nothing is added). */
+int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval *const *oc);
+/* The auxiliary class set adds to entries without one allowing the routing attribute
+ * (inetLocalMailRecipient when the schema cannot tell).  Static or owned by c->schema. */
+const char *mh_ctl_route_class(const struct mh_ctl *c);
+/* A --filter that selected nothing: warns on stderr about the attributes it names that the
+ * schema does not define or this account cannot search on. */
+void mh_ctl_filter_diagnose(const struct mh_ctl *c, const char *filter);
+
+/* ---- ctl_change.c: one modify, applied or written as LDIF ---- */
+
+struct mh_ctl_mod { int op; const char *attr; const char *val; };  /* val NULL: no values */
+struct mh_ctl_change {
+    const char *dn;             /* points into the journal entry */
+    char *assertion;            /* filter, owned: free it (NULL when out of memory) */
+    struct mh_ctl_mod m[8];     /* attr and val point into the journal entry, c or static */
+    int n;
+};
+
+/* The change a run makes to journal entry e (host: the new routing value, or the new state
+ * for freeze/unfreeze), asserting the value read when the run was planned. */
+void mh_ctl_forward_change(const struct mh_ctl *c, const struct mh_jentry *e, const char *host,
+                           int track, const char *now, struct mh_ctl_change *ch);
+/* The change that reverses it, asserting the value the run set. */
+void mh_ctl_undo_change(const struct mh_ctl *c, const struct mh_jentry *e, const char *host,
+                        int track, struct mh_ctl_change *ch);
+/* Writes ch as an ldapmodify record with its assertion control; with attr, comments show
+ * attr's old and new value.  0 or -1. */
+int mh_ctl_write_change(LDAP *ld, FILE *fp, const struct mh_ctl_change *ch, const char *attr,
+                        const char *old, const char *host);
+/* Applies ch; returns the LDAP result code. */
+int mh_ctl_apply_change(LDAP *ld, const struct mh_ctl_change *ch);
+/* Writes the undo LDIF of the entries of j done so far to path (a new file, renamed over). */
+void mh_ctl_write_undo(const struct mh_ctl *c, const struct mh_journal *j, const char *host,
+                       int track, const char *path);
+
+/* ---- ctl_plan.c: which entries a run changes, and what they hold before it ---- */
+
+struct mh_ctl_plan {
+    struct mh_ctl *c;
+    struct mh_journal *j;       /* NULL: dry run / --ldif, plan kept in mem; not owned */
+    const char *host;           /* the new value (state for freeze/unfreeze); not owned */
+    size_t already, not_from;
+    size_t add_class;           /* planned entries that get the routing attribute's class */
+    size_t refused;             /* entries left alone: a value they hold has a NUL byte */
+    struct mh_jentry *mem;      /* in-memory plan for dry runs; owned: mh_ctl_plan_free */
+    size_t nmem, capmem;
+};
+
+/* A mh_cli_search_each callback (ctx: a mh_ctl_plan): plans entry e, or counts why not (already
+ * there, not on --from, not frozen for unfreeze, a value with a NUL byte: said on stderr).
+ * Into p->j, or p->mem when p->j is NULL.  0, or -1 when out of memory or the journal fails. */
+int mh_ctl_plan_entry(void *ctx, struct mh_entry *e);
+/* Finds and plans each login; *missing counts those with no entry or more than one (said on
+ * stderr).  Returns an LDAP result code (the search error said on stderr). */
+int mh_ctl_plan_logins(struct mh_ctl_plan *p, char **logins, size_t n, size_t *missing);
+/* Frees p->mem. */
+void mh_ctl_plan_free(struct mh_ctl_plan *p);
+/* The logins of a --file (or "-": standard input), one a line, blanks around them and "#"
+ * comment lines ignored: a malloc'ed array of malloc'ed strings, *n of them.  NULL (said why
+ * on stderr) when it cannot be read whole: unreadable, a line with a NUL byte (never cut
+ * short at it), out of memory. */
+char **mh_ctl_read_lines(const char *path, size_t *n);
+
+#endif
