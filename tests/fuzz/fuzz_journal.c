@@ -1,10 +1,10 @@
 /* fuzz_journal.c - libFuzzer target for mailhostctl's input files:
  *   1. the journal (src/journal.c): mh_journal_open on the input, for a fixed op;
- *   2. the login list of "set --file" (read_lines, static in src/mailhostctl.c);
- *   3. the undo LDIF of "undo FILE" (cmd_undo, static in src/mailhostctl.c), in dry-run
+ *   2. the login list of "set --file" (mh_ctl_read_lines, src/ctl_plan.c);
+ *   3. the undo LDIF of "undo FILE" (mh_ctl_cmd_undo, src/ctl_undo.c), in dry-run
  *      mode (-n): parsed, nothing sent (the LDIF parser itself is libldap's).
- * read_lines and cmd_undo are reached by compiling src/mailhostctl.c into this file with its
- * main() renamed; src/ is not changed.
+ * src/ctl_undo.c is compiled into this file (its LDIF parser wrapped, below); the rest of the
+ * tool links as it is; src/ is not changed.
  *
  * The same input goes to all three (the corpus holds journals, login lists and undo LDIFs).
  * Properties checked (abort() on violation):
@@ -14,7 +14,8 @@
  *     header with an incomplete plan are started afresh);
  *   - resuming: after mh_journal_mark and mh_journal_close, opening the journal again gives
  *     exactly the statuses and notes the closed journal had (what a re-run will see);
- *   - read_lines: every line it returns is non-empty, trimmed, and not a comment.
+ *   - mh_ctl_read_lines: every line it returns is non-empty, trimmed, and not a comment; a
+ *     file with a NUL byte is refused whole.
  * Undo LDIFs with "include:" lines or "<" (URL values) are not given to cmd_undo: libldap
  * would read the files they name.
  *
@@ -45,13 +46,11 @@
 static int fuzz_parse_ldif_record(struct berval *rbuf, unsigned long linenum, LDIFRecord *lr,
                                   const char *errstr, unsigned int flags);
 
-/* mailhostctl.c, with its main() renamed so that libFuzzer's main() is the program's */
-int mailhostctl_main(int argc, char **argv);
-#define main mailhostctl_main
+/* ctl_undo.c, compiled into this file so that its LDIF parser is the wrapper below */
+#include <stdlib.h>
 #define ldap_parse_ldif_record fuzz_parse_ldif_record
-#include "mailhostctl.c"
+#include "ctl_undo.c"
 #undef ldap_parse_ldif_record
-#undef main
 
 static int fuzz_parse_ldif_record(struct berval *rbuf, unsigned long linenum, LDIFRecord *lr,
                                   const char *errstr, unsigned int flags)
@@ -296,14 +295,20 @@ static void fuzz_logins(const uint8_t *data, size_t size)
 {
     const char *path = fuzz_file(data, size);
     size_t n = 0;
-    char **v = read_lines(path, &n);
+    quiet();                                    /* a refused file is said on stderr */
+    char **v = mh_ctl_read_lines(path, &n);
+    loud();
+    /* a file holding a NUL byte is refused whole, never cut short at it; any other is read */
+    if (memchr(data, '\0', size) != NULL) {
+        REQUIRE(v == NULL && n == 0);
+        return;
+    }
     REQUIRE(v != NULL);
     for (size_t i = 0; i < n; i++) {
         const char *s = v[i];
         size_t len = strlen(s);
         REQUIRE(len > 0 && s[0] != '#' && s[0] != ' ' && s[0] != '\t');
-        if (memchr(data, '\0', size) == NULL)   /* a NUL byte ends the line early */
-            REQUIRE(strchr(" \t\r\n", s[len - 1]) == NULL);
+        REQUIRE(strchr(" \t\r\n", s[len - 1]) == NULL);
         free(v[i]);
     }
     free(v);
@@ -323,11 +328,11 @@ static void fuzz_undo(const uint8_t *data, size_t size)
     if (memchr(data, '<', size) != NULL || has_ci(data, size, "include"))
         return;
     const char *path = fuzz_file(data, size);
-    struct ctl c;
+    struct mh_ctl c;
     memset(&c, 0, sizeof c);
     c.cli.dry_run = 1;
     char *args[] = { (char *)path, NULL };
-    int rc = cmd_undo(&c, args, 1);
+    int rc = mh_ctl_cmd_undo(&c, args, 1);
     REQUIRE(rc == MH_EXIT_OK || rc == MH_EXIT_USAGE || rc == MH_EXIT_PARTIAL);
 }
 
@@ -354,7 +359,7 @@ static void check_comments(const char *text)
 }
 
 /* Parses the LDIF file at path with libldap's reader: exactly one record, and it is ch. */
-static void parse_back(LDAP *ld, const char *path, const struct change *ch)
+static void parse_back(LDAP *ld, const char *path, const struct mh_ctl_change *ch)
 {
     LDIFFP *fp = ldif_open(path, "r");
     REQUIRE(fp != NULL);
@@ -386,7 +391,7 @@ static void parse_back(LDAP *ld, const char *path, const struct change *ch)
         int n = 0;
         for (LDAPMod **m = lr.lrop_mods; m && *m; m++, n++) {
             REQUIRE(n < ch->n);
-            const struct mod *w = &ch->m[n];
+            const struct mh_ctl_mod *w = &ch->m[n];
             REQUIRE(((*m)->mod_op & ~LDAP_MOD_BVALUES) == w->op);
             REQUIRE(strcmp((*m)->mod_type, w->attr) == 0);
             struct berval **v = (*m)->mod_bvalues;
@@ -423,7 +428,7 @@ static void fuzz_ldif_writer(const uint8_t *data, size_t size)
     static LDAP *ld;
     if (ld == NULL && ldap_initialize(&ld, "ldap://127.0.0.1:1") != LDAP_SUCCESS)
         abort();
-    struct ctl c;
+    struct mh_ctl c;
     memset(&c, 0, sizeof c);
     c.cli.route_attr = "mailHost";
     c.cli.state_attr = "mailhostMigrationState";
@@ -453,12 +458,12 @@ static void fuzz_ldif_writer(const uint8_t *data, size_t size)
 
     /* set --ldif: the forward change with its comments */
     const char *path = jdir_path("undo.ldif");
-    struct change ch;
-    forward_change(&c, &e, host, track, "20261129000000Z", &ch);
+    struct mh_ctl_change ch;
+    mh_ctl_forward_change(&c, &e, host, track, "20261129000000Z", &ch);
     REQUIRE(ch.assertion != NULL);
     FILE *fp = fopen(path, "we");
     REQUIRE(fp != NULL);
-    REQUIRE(write_change(ld, fp, &ch, c.cli.route_attr, e.old_host, host) == 0);
+    REQUIRE(mh_ctl_write_change(ld, fp, &ch, c.cli.route_attr, e.old_host, host) == 0);
     REQUIRE(fclose(fp) == 0);
     size_t n;
     char *text = read_all(path, &n);
@@ -474,11 +479,11 @@ static void fuzz_ldif_writer(const uint8_t *data, size_t size)
     j.e = &e;
     j.n = j.cap = 1;
     c.cli.ld = ld;
-    write_undo(&c, &j, host, track, path);
+    mh_ctl_write_undo(&c, &j, host, track, path);
     text = read_all(path, &n);
     check_comments(text);
     free(text);
-    undo_change(&c, &e, host, track, &ch);
+    mh_ctl_undo_change(&c, &e, host, track, &ch);
     parse_back(ld, path, &ch);
     free(ch.assertion);
     free(copy);
