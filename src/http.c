@@ -1,6 +1,7 @@
 /* http.c - see http.h. */
 #include "config.h"
 #include "http.h"
+#include "clock.h"
 #include "gen.h"
 #include "lastlogin.h"
 #include "limiter.h"
@@ -221,16 +222,14 @@ static void limiter_note(struct mh_http *h, const struct mh_conf *c, struct mh_j
 {
     const struct mh_request *req = &job->req;
     struct mh_decision *d = &job->decision;
-    int named = d->outcome == MH_OUT_OK || !strcmp(d->reason, "bad-password");
+    int named = d->outcome == MH_OUT_OK || d->reason == MH_REASON_BAD_PASSWORD;
     const char *dn = named && job->hit.dn[0] ? job->hit.dn : NULL;
     if (h->limiter == NULL || req->method != MH_METHOD_PLAIN)
         return;
     if (d->outcome == MH_OUT_OK)
         mh_limiter_success(h->limiter, req->client_ip, req->login, req->login_len, dn,
                            c->verify_password);
-    else if (d->outcome == MH_OUT_REFUSED &&
-             (!strcmp(d->reason, "bad-password") || !strcmp(d->reason, "unknown-user") ||
-              !strcmp(d->reason, "empty-password") || !strcmp(d->reason, "ambiguous-login")))
+    else if (d->outcome == MH_OUT_REFUSED && mh_reason_counts_as_failure(d->reason))
         mh_limiter_fail(h->limiter, req->client_ip, req->login, req->login_len, dn, req->pass,
                         req->pass_len, &d->extra_wait);
 }
@@ -450,15 +449,20 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
     uint64_t us = mh_now_us() - start_us;
     double ms = (double)us / 1000.0;
     mh_metrics_answer(req->proto, d->outcome, us, d->outcome == MH_OUT_OK ? d->route.name : NULL);
-    if (d->via != NULL)
-        mh_metrics_source(d->via);
-    int blocked = strcmp(d->reason, "rate-limited") == 0;
+    mh_metrics_source(d->via);
+    int blocked = d->reason == MH_REASON_RATE_LIMITED;
     if (blocked)
         mh_metrics_rate_limited();
-    if (d->outcome == MH_OUT_TEMPFAIL && strcmp(d->reason, "no-route") == 0)
+    if (d->reason == MH_REASON_NO_ROUTE)
         mh_metrics_route_gap(MH_METRICS_NO_ROUTE);
-    if (d->outcome == MH_OUT_TEMPFAIL && strncmp(d->reason, "unmapped-route ", 15) == 0)
+    if (d->reason == MH_REASON_UNMAPPED_ROUTE)
         mh_metrics_route_gap(MH_METRICS_UNMAPPED_ROUTE);
+    /* the reason's name, then its detail ("unmapped-route value=..."); a reason without a
+     * name is its detail alone (a quoted error) */
+    char reason[sizeof d->detail + 32];
+    const char *rname = mh_reason_name(d->reason);
+    snprintf(reason, sizeof reason, "%s%s%s", rname, rname[0] && d->detail[0] ? " " : "",
+             d->detail);
     char rewrite[MH_LOGIN_MAX * 4 + 8], backend[4 * sizeof d->route.name + 8];
     mh_log_safe(user, sizeof user, req->login, req->login_len);
     mh_log_safe(rewrite, sizeof rewrite, d->user, strlen(d->user));
@@ -467,14 +471,14 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
     if (d->outcome == MH_OUT_OK)
         mh_log(LOG_INFO, "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=ok "
                "reason=%s backend=%s server=%s port=%u%s%s%s via=%s ms=%.1f", user,
-               mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, backend,
+               mh_proto_name(req->proto), req->client_ip, req->attempt, reason, backend,
                d->route.server, d->route.port, d->user[0] ? " rewrite=\"" : "", rewrite,
-               d->user[0] ? "\"" : "", d->via ? d->via : "-", ms);
+               d->user[0] ? "\"" : "", mh_source_name(d->via), ms);
     else
         mh_log(d->outcome == MH_OUT_TEMPFAIL && !blocked ? LOG_WARNING : LOG_INFO,
                "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=%s reason=%s via=%s "
                "ms=%.1f", user, mh_proto_name(req->proto), req->client_ip, req->attempt,
-               mh_outcome_name(d->outcome), d->reason, d->via ? d->via : "-", ms);
+               mh_outcome_name(d->outcome), reason, mh_source_name(d->via), ms);
 }
 
 static enum MHD_Result queue_headers(struct MHD_Connection *conn, unsigned status,
@@ -589,8 +593,8 @@ static int from_mirror(struct mh_http *h, struct mh_gen *g, struct mh_job *job)
     }
     if (!mh_router_from_mirror(g->conf, req, r, &job->hit, verified, &job->decision))
         return 0;
-    job->decision.via = st == MH_MIRROR_STALE ? "mirror(stale)"
-                        : verified ? "mirror+credential-cache" : "mirror";
+    job->decision.via = st == MH_MIRROR_STALE ? MH_SOURCE_MIRROR_STALE
+                        : verified ? MH_SOURCE_MIRROR_CREDCACHE : MH_SOURCE_MIRROR;
     (void)h;
     return 1;
 }
@@ -616,7 +620,7 @@ static int from_route_cache(struct mh_gen *g, struct mh_job *job)
         job->routecache = g->routecache;
         return 0;
     }
-    job->decision.via = "route-cache";
+    job->decision.via = MH_SOURCE_ROUTE_CACHE;
     return 1;
 }
 
@@ -682,7 +686,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     if (rc == -2) {
         memset(d, 0, sizeof *d);
         d->outcome = MH_OUT_REFUSED;
-        snprintf(d->reason, sizeof d->reason, "\"%s\"", why);
+        d->reason = MH_REASON_BAD_LOGIN;
+        snprintf(d->detail, sizeof d->detail, "\"%s\"", why);
     }
     unsigned extra_wait = 0;
     if (rc == 0 && h->limiter != NULL && p->job.req.method == MH_METHOD_PLAIN &&
@@ -695,7 +700,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         d->no_wait = 1;
         d->text = blocked_text(p->job.req.proto);
         d->smtp_code = "454 4.7.0";
-        snprintf(d->reason, sizeof d->reason, "rate-limited");
+        d->reason = MH_REASON_RATE_LIMITED;
         rc = -2;
     }
     if (rc == -2 || mh_router_precheck(c, &p->job.req, d)) {
@@ -725,7 +730,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     if (mh_pool_submit(g->pool, &p->job) < 0) {
         memset(d, 0, sizeof *d);
         d->outcome = MH_OUT_TEMPFAIL;
-        snprintf(d->reason, sizeof d->reason, "queue-full");
+        d->reason = MH_REASON_QUEUE_FULL;
         job_done(&p->job);
     }
     return MHD_YES;

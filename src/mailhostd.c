@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "clock.h"
 #include "conf.h"
 #include "http.h"
 #include "ldapconn.h"

@@ -1,6 +1,7 @@
 /* worker.c - see worker.h. */
 #include "config.h"
 #include "worker.h"
+#include "clock.h"
 #include "credcache.h"
 #include "routecache.h"
 #include "log.h"
@@ -30,11 +31,11 @@ struct mh_pool {
     struct worker *w;
 };
 
-static void finish_unserved(struct mh_job *job, const char *why)
+static void finish_unserved(struct mh_job *job, enum mh_reason why)
 {
     memset(&job->decision, 0, sizeof job->decision);
     job->decision.outcome = MH_OUT_TEMPFAIL;
-    snprintf(job->decision.reason, sizeof job->decision.reason, "%s", why);
+    job->decision.reason = why;
     job->done(job);
 }
 
@@ -60,13 +61,18 @@ static void *run(void *arg)
         mh_metrics_queue(-1);
 
         if (mh_now_ms() >= job->deadline_ms) {
-            finish_unserved(job, "queue-timeout");
+            finish_unserved(job, MH_REASON_QUEUE_TIMEOUT);
             continue;
         }
         if (job->has_entry && !mh_router_needs_login_attr(p->conf, &job->req, job->hit.route)) {
+            struct mh_router_entry e;
+            mh_router_entry_from_hit(&job->hit, &e);
+            unsigned extra_wait = job->decision.extra_wait;
             mh_router_decide_entry(p->conf, p->resolver, w->bind, &job->req, job->deadline_ms,
-                                   &job->hit, &job->decision);
-            job->decision.via = job->cached_entry ? "route-cache+directory" : "mirror+directory";
+                                   &e, 0, &job->decision);
+            job->decision.extra_wait = extra_wait;
+            job->decision.via = job->cached_entry ? MH_SOURCE_ROUTE_CACHE_DIRECTORY
+                                                  : MH_SOURCE_MIRROR_DIRECTORY;
             if (job->credcache != NULL && job->decision.verified)
                 mh_credcache_put(job->credcache, job->req.login, job->req.login_len,
                                  job->req.pass, job->req.pass_len, job->hit.version,
@@ -76,9 +82,11 @@ static void *run(void *arg)
             /* the cached result's age counts from before the search was sent, not from
              * after the bind: what route_cache_ttl promises (and mailhostctl waits out) */
             uint64_t asked_ms = mh_now_ms();
+            unsigned extra_wait = job->decision.extra_wait;
             mh_router_decide(p->conf, p->resolver, w->search, w->bind, &job->req,
                              job->deadline_ms, &job->decision, &job->hit, &lookup);
-            job->decision.via = "directory";
+            job->decision.extra_wait = extra_wait;
+            job->decision.via = MH_SOURCE_DIRECTORY;
             if (job->routecache != NULL && lookup)
                 mh_routecache_put(job->routecache,
                                   job->req.method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT
@@ -168,7 +176,7 @@ void mh_pool_stop(struct mh_pool *p)
     while (pending) {
         struct mh_job *next = pending->next;
         mh_metrics_queue(-1);
-        finish_unserved(pending, "shutting-down");
+        finish_unserved(pending, MH_REASON_SHUTTING_DOWN);
         pending = next;
     }
     for (unsigned i = 0; i < p->n; i++)
