@@ -229,7 +229,14 @@ void mh_decide_free(struct mh_decide *p)
         pthread_join(p->reaper, NULL);
         pthread_mutex_lock(&p->lock);
         p->reaper_started = 0;      /* from now on gen_put frees on its own thread */
+        struct live *l = p->retired;
+        p->retired = NULL;
         pthread_mutex_unlock(&p->lock);
+        while (l != NULL) {         /* none, as every request has ended; but never leak */
+            struct live *next = l->next;
+            free_gen(l, 1);
+            l = next;
+        }
     }
     /* the current generation's own reference (requests have all ended by now) */
     if (p->cur != NULL)
