@@ -136,17 +136,6 @@ const char *mh_proto_name(enum mh_proto p)
     }
 }
 
-const char *mh_outcome_name(enum mh_outcome o)
-{
-    switch (o) {
-    case MH_OUT_OK: return "ok";
-    case MH_OUT_REFUSED: return "refused";
-    case MH_OUT_TEMPFAIL: return "tempfail";
-    case MH_OUT_BADREQ: return "badrequest";
-    default: return "?";
-    }
-}
-
 /* Fetches a header that must be present exactly once. */
 static const char *need_once(mh_header_getter get, void *ctx, const char *name, size_t *len,
                              const char **why, const char *missing, const char *dup,
@@ -177,7 +166,8 @@ static const char *need_once(mh_header_getter get, void *ctx, const char *name, 
             return -1;                                                                   \
     } while (0)
 
-int mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx, const char **why)
+enum mh_parse mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx,
+                               const char **why)
 {
     const char *v;
     size_t len;
@@ -189,7 +179,7 @@ int mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx, co
     if (len == 4 && strncasecmp(v, "imap", 4) == 0) req->proto = MH_PROTO_IMAP;
     else if (len == 4 && strncasecmp(v, "pop3", 4) == 0) req->proto = MH_PROTO_POP3;
     else if (len == 4 && strncasecmp(v, "smtp", 4) == 0) req->proto = MH_PROTO_SMTP;
-    else { *why = "unknown Auth-Protocol"; return -1; }
+    else { *why = "unknown Auth-Protocol"; return MH_PARSE_BADREQ; }
 
     NEED("Auth-Method", v, len);
     if (len == 5 && strncasecmp(v, "plain", 5) == 0) req->method = MH_METHOD_PLAIN;
@@ -197,16 +187,16 @@ int mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx, co
     else if (len == 4 && strncasecmp(v, "apop", 4) == 0) req->method = MH_METHOD_APOP;
     else if (len == 8 && strncasecmp(v, "cram-md5", 8) == 0) req->method = MH_METHOD_CRAM_MD5;
     else if (len == 8 && strncasecmp(v, "external", 8) == 0) req->method = MH_METHOD_EXTERNAL;
-    else { *why = "unknown Auth-Method"; return -1; }
+    else { *why = "unknown Auth-Method"; return MH_PARSE_BADREQ; }
 
     NEED("Auth-Login-Attempt", v, len);
     unsigned long attempt = 0;
-    if (len == 0 || len > 6) { *why = "bad Auth-Login-Attempt"; return -1; }
+    if (len == 0 || len > 6) { *why = "bad Auth-Login-Attempt"; return MH_PARSE_BADREQ; }
     for (size_t i = 0; i < len; i++) {
-        if (v[i] < '0' || v[i] > '9') { *why = "bad Auth-Login-Attempt"; return -1; }
+        if (v[i] < '0' || v[i] > '9') { *why = "bad Auth-Login-Attempt"; return MH_PARSE_BADREQ; }
         attempt = attempt * 10 + (unsigned long)(v[i] - '0');
     }
-    if (attempt == 0) { *why = "bad Auth-Login-Attempt"; return -1; }
+    if (attempt == 0) { *why = "bad Auth-Login-Attempt"; return MH_PARSE_BADREQ; }
     req->attempt = (unsigned)attempt;
 
     NEED("Client-IP", v, len);
@@ -216,16 +206,16 @@ int mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx, co
     if (mh_addr_parse(v, len, &client) < 0 ||
         mh_addr_text(&client, req->client_ip, sizeof req->client_ip) < 0) {
         *why = "bad Client-IP";
-        return -1;
+        return MH_PARSE_BADREQ;
     }
 
     NEED("Auth-User", v, len);
     n = mh_unescape(v, len, req->login, sizeof req->login);
-    if (n == -1) { *why = "bad %-escape in Auth-User"; return -1; }
+    if (n == -1) { *why = "bad %-escape in Auth-User"; return MH_PARSE_BADREQ; }
     if (n < 0) {
         req->login_len = MH_LOGIN_MAX; /* the first bytes, for the log */
         *why = "login too long";
-        return -2;
+        return MH_PARSE_BADLOGIN;
     }
     req->login_len = (size_t)n;
 
@@ -234,30 +224,30 @@ int mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx, co
     if (n < 0) {
         mh_request_wipe(req);
         *why = n == -1 ? "bad %-escape in Auth-Pass" : "password too long";
-        return n == -1 ? -1 : -2;
+        return n == -1 ? MH_PARSE_BADREQ : MH_PARSE_BADLOGIN;
     }
     req->pass_len = (size_t)n;
 
     if (req->method == MH_METHOD_NONE) {
         /* smtp_auth none: nginx sends no login; the recipient is what we route by */
-        if (req->proto != MH_PROTO_SMTP) { *why = "Auth-Method none outside SMTP"; return -1; }
+        if (req->proto != MH_PROTO_SMTP) { *why = "Auth-Method none outside SMTP"; return MH_PARSE_BADREQ; }
         NEED("Auth-SMTP-To", v, len);
         n = mh_smtp_address(v, len, req->login, sizeof req->login);
-        if (n < 0) { *why = "bad Auth-SMTP-To"; return -1; }
+        if (n < 0) { *why = "bad Auth-SMTP-To"; return MH_PARSE_BADREQ; }
         req->login_len = (size_t)n;
     }
 
     if (has_control(req->login, req->login_len)) {
         mh_request_wipe(req);
         *why = "control character or NUL in login";
-        return -2;
+        return MH_PARSE_BADLOGIN;
     }
     if (!valid_utf8((const unsigned char *)req->login, req->login_len)) {
         mh_request_wipe(req);
         *why = "login is not valid UTF-8";
-        return -2;
+        return MH_PARSE_BADLOGIN;
     }
-    return 0;
+    return MH_PARSE_OK;
 }
 
 void mh_request_wipe(struct mh_request *req)

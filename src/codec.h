@@ -13,6 +13,7 @@
 #define MH_CODEC_H
 
 #include <stddef.h>
+#include "outcome.h"
 
 enum mh_proto { MH_PROTO_IMAP, MH_PROTO_POP3, MH_PROTO_SMTP, MH_PROTO_COUNT };
 enum mh_method { MH_METHOD_PLAIN, MH_METHOD_NONE, MH_METHOD_APOP, MH_METHOD_CRAM_MD5,
@@ -42,12 +43,19 @@ struct mh_request {
 typedef const char *(*mh_header_getter)(void *ctx, const char *name, size_t *len,
                                         unsigned *count);
 
-/* Fills *req from the headers.  Returns 0; -1 for a request nginx would never send (missing,
- * duplicated or oversized header, bad %-escape, unknown protocol or method): a bad request;
- * -2 when the request is well-formed but the login cannot be valid (too long, control
- * characters, not UTF-8, password too long): a refusal, with req->proto and req->attempt set.
- * *why is a static text naming the problem (for the log, never shown to mail clients). */
-int mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx, const char **why);
+/* Fills *req from the headers.  Returns MH_PARSE_OK; MH_PARSE_BADREQ for a request nginx
+ * would never send (missing, duplicated or oversized header, bad %-escape, unknown protocol
+ * or method); MH_PARSE_BADLOGIN when the request is well-formed but the login cannot be
+ * valid (too long, control characters, not UTF-8, password too long), with req->proto and
+ * req->attempt set.  *why is a static text naming the problem (for the log, never shown to
+ * mail clients). */
+enum mh_parse {
+    MH_PARSE_OK = 0,
+    MH_PARSE_BADREQ = -1,     /* a request nginx would never send: a bad request */
+    MH_PARSE_BADLOGIN = -2,   /* well-formed, but the login cannot be valid: a refusal */
+};
+enum mh_parse mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx,
+                               const char **why);
 
 /* Overwrites the password with zeros (OPENSSL_cleanse). */
 void mh_request_wipe(struct mh_request *req);
@@ -66,9 +74,6 @@ long mh_escape(const char *in, size_t inlen, char *out, size_t outsize);
 long mh_smtp_address(const char *cmd, size_t len, char *out, size_t outsize);
 
 const char *mh_proto_name(enum mh_proto p);
-
-enum mh_outcome { MH_OUT_OK, MH_OUT_REFUSED, MH_OUT_TEMPFAIL, MH_OUT_BADREQ };
-const char *mh_outcome_name(enum mh_outcome o);
 
 /* What to answer.  Strings are borrowed from the caller. */
 struct mh_answer {

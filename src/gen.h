@@ -1,36 +1,31 @@
-/* gen.h - a serving generation: one loaded configuration with the directory state, resolver
- * and LDAP worker pool built from it.
+/* gen.h - a serving generation: one loaded configuration with the directory state, resolver,
+ * caches, route mirror and LDAP worker pool built from it.
  *
  * A reload (SIGHUP) builds a whole new generation and swaps it in; requests in flight finish
  * with the generation they started with, which is freed when its last request is done.  The
- * reference count is kept by the holder (http.c) under its lock; nothing here is
- * thread-safe by itself.
+ * reference count is kept by the holder (decide.c), not here.  The accessors are
+ * thread-safe (they read what never changes after mh_gen_new); mh_gen_stop and mh_gen_free
+ * are for one thread, once no request uses the generation (free) or at shutdown (stop).
  */
 #ifndef MH_GEN_H
 #define MH_GEN_H
 
+#include <stddef.h>
 #include "backend.h"
 #include "conf.h"
-#include "ldapconn.h"
 #include "credcache.h"
+#include "ldapconn.h"
+#include "metrics.h"
 #include "mirror.h"
 #include "routecache.h"
-#include "sync.h"
 #include "worker.h"
 
-struct mh_gen {
-    struct mh_conf *conf;
-    int owns_conf;                 /* free conf with the generation */
-    struct mh_dir *dir;
-    struct mh_resolver *resolver;
-    struct mh_pool *pool;
-    struct mh_mirror *mirror;      /* NULL: mirror no */
-    struct mh_sync *sync;          /* keeps mirror current */
-    struct mh_credcache *credcache; /* NULL: credential_cache_ttl 0 */
-    struct mh_routecache *routecache; /* NULL: route_cache_ttl 0 */
-    unsigned char secret_digest[32];
-    unsigned refs;                 /* requests in flight + 1 while current */
-    struct mh_gen *next;           /* the holder's list of live generations */
+struct mh_gen;
+
+/* What each worker thread of the generation's pool owns (its pool's local object): a
+ * service connection for searches and one for user binds. */
+struct mh_gen_conns {
+    struct mh_ldap *search, *bind;
 };
 
 /* Starts the generation's workers.  conf is freed with it when owns_conf.  NULL + err on
@@ -40,7 +35,31 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
 /* Stops the pool: queued requests are answered "try later" (idempotent). */
 void mh_gen_stop(struct mh_gen *g);
 
-/* Stops (if needed) and frees everything, conf too when owned. */
+/* Stops (if needed) and frees everything, conf too when owned.  NULL ok. */
 void mh_gen_free(struct mh_gen *g);
+
+/* The parts, owned by the generation (NULL: not configured: mirror no, credential_cache_ttl
+ * 0, route_cache_ttl 0). */
+const struct mh_conf *mh_gen_conf(const struct mh_gen *g);
+struct mh_resolver *mh_gen_resolver(const struct mh_gen *g);
+struct mh_pool *mh_gen_pool(const struct mh_gen *g);
+struct mh_mirror *mh_gen_mirror(const struct mh_gen *g);
+struct mh_credcache *mh_gen_credcache(const struct mh_gen *g);
+struct mh_routecache *mh_gen_routecache(const struct mh_gen *g);
+
+/* 1 if value (len bytes) is the configured shared secret; compared in constant time on
+ * digests, so neither the content nor the length of the secret shows in the timing. */
+int mh_gen_secret_ok(const struct mh_gen *g, const char *value, size_t len);
+
+/* After a reload: g's directory starts with old's knowledge of the URIs both have
+ * (mh_dir_inherit), so /healthz does not forget what it knew. */
+void mh_gen_inherit(struct mh_gen *g, const struct mh_gen *old);
+
+/* For /healthz and /metrics: up[i] for each URI (conf->n_uri of them), *unknown not asked
+ * yet, returns how many are up (mh_dir_health). */
+size_t mh_gen_health(const struct mh_gen *g, int *up, size_t *unknown);
+
+/* The route mirror's figures (mm->enabled = 0: mirror no). */
+void mh_gen_mirror_figures(const struct mh_gen *g, struct mh_metrics_mirror *mm);
 
 #endif

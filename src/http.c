@@ -1,9 +1,9 @@
 /* http.c - see http.h. */
 #include "config.h"
 #include "http.h"
-#include "gen.h"
-#include "lastlogin.h"
-#include "limiter.h"
+#include "clock.h"
+#include "codec.h"
+#include "decide.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -14,7 +14,6 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,15 +34,9 @@ struct mh_http {
     int fd[MH_MAX_LISTEN];
     struct MHD_Daemon *d[MH_MAX_LISTEN];
     size_t n;
-    struct mh_limiter *limiter;   /* NULL: brute-force control off */
     int status_fd;                 /* status_listen socket, -1: none */
     struct MHD_Daemon *status;
-    pthread_mutex_t gen_lock;      /* guards gen, gens and every generation's refs */
-    struct mh_gen *gen;            /* the generation new requests use */
-    struct mh_gen *gens;           /* every live generation (current and draining) */
-    struct mh_gen *retired;        /* replaced generations whose last request is done, for
-                                    * the sweeper to free (linked by next; under gen_lock) */
-    struct mh_lastlogin *lastlogin; /* NULL: not kept */
+    struct mh_decide *decide;      /* the pipeline (borrowed), from mh_http_start */
     /* the request deadline: libmicrohttpd's timeout is per idle period, so a client sending
      * a byte a second would hold its connection for ever; the sweeper ends connections whose
      * request is not complete client_timeout after accept */
@@ -113,22 +106,6 @@ static void request_arrived(struct mh_http *h, struct MHD_Connection *conn)
     }
 }
 
-/* Frees the generations on h->retired (a reload replaced them, their last request is
- * done). */
-static void free_retired(struct mh_http *h)
-{
-    pthread_mutex_lock(&h->gen_lock);
-    struct mh_gen *g = h->retired;
-    h->retired = NULL;
-    pthread_mutex_unlock(&h->gen_lock);
-    while (g != NULL) {
-        struct mh_gen *next = g->next;
-        mh_gen_free(g);
-        mh_log(LOG_INFO, "reload: the previous configuration's last request is done");
-        g = next;
-    }
-}
-
 static void *sweep(void *arg)
 {
     struct mh_http *h = arg;
@@ -153,93 +130,30 @@ static void *sweep(void *arg)
         if (cut)
             mh_log(LOG_INFO, "client_timeout: %u connection(s) without a complete request "
                    "closed", cut);
-        /* freeing a generation joins its threads (a probe of a hung server takes up to
-         * ldap_connect_timeout + ldap_timeout): here, never on a request's thread, and
-         * without track_lock, which new connections take */
-        pthread_mutex_unlock(&h->track_lock);
-        free_retired(h);
-        pthread_mutex_lock(&h->track_lock);
     }
     pthread_mutex_unlock(&h->track_lock);
     return NULL;
 }
 
-/* A reference to the current generation, for one request. */
-static struct mh_gen *gen_get(struct mh_http *h)
-{
-    pthread_mutex_lock(&h->gen_lock);
-    struct mh_gen *g = h->gen;
-    g->refs++;
-    pthread_mutex_unlock(&h->gen_lock);
-    return g;
-}
-
-/* Drops a reference; the last one frees the generation.  Only a generation that a reload
- * replaced is "the previous configuration": the current one is freed at shutdown. */
-static void gen_put(struct mh_http *h, struct mh_gen *g)
-{
-    int last, replaced;
-    pthread_mutex_lock(&h->gen_lock);
-    last = --g->refs == 0;
-    replaced = g != h->gen;
-    if (last)
-        for (struct mh_gen **pp = &h->gens; *pp; pp = &(*pp)->next)
-            if (*pp == g) {
-                *pp = g->next;
-                break;
-            }
-    if (last && replaced && h->sweeper_started) {
-        /* the caller may be a request's thread: the sweeper frees it (free_retired) */
-        g->next = h->retired;
-        h->retired = g;
-        pthread_mutex_unlock(&h->gen_lock);
-        pthread_cond_signal(&h->sweep_cond);
-        return;
-    }
-    pthread_mutex_unlock(&h->gen_lock);
-    if (last) {
-        mh_gen_free(g);
-        if (replaced)
-            mh_log(LOG_INFO, "reload: the previous configuration's last request is done");
-    }
-}
-
-/* One request that waits for a worker.  Freed in the completion callback. */
+/* One request, from its first call to its completion. */
 struct pending {
-    struct mh_job job;
     struct mh_http *h;
-    struct mh_gen *gen;           /* the generation the request started with */
+    struct mh_decide_req *r;
     struct MHD_Connection *conn;
     uint64_t start_us;
 };
 
-/* Feeds a decision to the brute-force control: failures that the directory confirmed (or
- * an empty password) count; a success clears the account's count and, when the password was
- * checked (verify_password), is remembered for its address.  The entry's DN keys the account
- * when the decision came from one. */
-static void limiter_note(struct mh_http *h, const struct mh_conf *c, struct mh_job *job)
+/* The pipeline hands the request to a worker: park the connection. */
+static void suspend_conn(void *arg)
 {
-    const struct mh_request *req = &job->req;
-    struct mh_decision *d = &job->decision;
-    int named = d->outcome == MH_OUT_OK || !strcmp(d->reason, "bad-password");
-    const char *dn = named && job->hit.dn[0] ? job->hit.dn : NULL;
-    if (h->limiter == NULL || req->method != MH_METHOD_PLAIN)
-        return;
-    if (d->outcome == MH_OUT_OK)
-        mh_limiter_success(h->limiter, req->client_ip, req->login, req->login_len, dn,
-                           c->verify_password);
-    else if (d->outcome == MH_OUT_REFUSED &&
-             (!strcmp(d->reason, "bad-password") || !strcmp(d->reason, "unknown-user") ||
-              !strcmp(d->reason, "empty-password") || !strcmp(d->reason, "ambiguous-login")))
-        mh_limiter_fail(h->limiter, req->client_ip, req->login, req->login_len, dn, req->pass,
-                        req->pass_len, &d->extra_wait);
+    struct pending *p = arg;
+    MHD_suspend_connection(p->conn);
 }
 
-static void job_done(struct mh_job *job)
+/* The worker's decision is in. */
+static void resume_conn(void *arg)
 {
-    struct pending *p = (struct pending *)job;
-    limiter_note(p->h, p->gen->conf, job);
-    mh_request_wipe(&job->req);
+    struct pending *p = arg;
     MHD_resume_connection(p->conn); /* the last touch: the HTTP thread owns p again */
 }
 
@@ -356,7 +270,6 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
     }
     h->conf = conf;
     h->status_fd = -1;
-    pthread_mutex_init(&h->gen_lock, NULL);
     pthread_mutex_init(&h->track_lock, NULL);
     pthread_cond_init(&h->sweep_cond, NULL);
     for (size_t i = 0; i < conf->n_listen; i++) {
@@ -372,20 +285,6 @@ struct mh_http *mh_http_bind(const struct mh_conf *conf, char *err, size_t errsi
         const struct mh_listen *l = &conf->status_listen;
         h->status_fd = l->is_unix ? bind_unix(conf, l, err, errsize) : bind_tcp(l, err, errsize);
         if (h->status_fd < 0) {
-            mh_http_free(h);
-            return NULL;
-        }
-    }
-    if (conf->limit_capacity > 0) {
-        struct mh_limiter_conf lc = {
-            { conf->limit_prefix4[0], conf->limit_prefix4[1] },
-            { conf->limit_prefix6[0], conf->limit_prefix6[1] },
-            conf->limit_slow, conf->limit_block_host, conf->limit_block_net,
-            conf->limit_window_s, conf->limit_max_wait_s, conf->limit_capacity,
-            conf->limit_trusted, conf->limit_success_ttl_s,
-        };
-        h->limiter = mh_limiter_new(&lc, err, errsize);
-        if (h->limiter == NULL) {
             mh_http_free(h);
             return NULL;
         }
@@ -425,40 +324,36 @@ static const char *get_header(void *ctx, const char *name, size_t *len, unsigned
     return v;
 }
 
-/* Checks the shared secret in constant time: both sides are hashed first, so neither the
- * content nor the length of the configured secret shows in the timing. */
-static int secret_ok(const struct mh_gen *g, struct MHD_Connection *conn)
+/* Checks the shared secret (mh_decide_secret_ok compares in constant time). */
+static int secret_ok(const struct mh_decide_req *r, struct MHD_Connection *conn)
 {
     size_t len = 0;
     unsigned count = 0;
-    unsigned char got[32];
-    const char *v = get_header(conn, g->conf->secret_header, &len, &count);
-    if (v == NULL || count != 1)
-        return 0;
-    if (!EVP_Digest(v, len, got, NULL, EVP_sha256(), NULL))
-        return 0;
-    return CRYPTO_memcmp(got, g->secret_digest, sizeof got) == 0;
+    const char *v = get_header(conn, mh_decide_conf(r)->secret_header, &len, &count);
+    return v != NULL && count == 1 && mh_decide_secret_ok(r, v, len);
 }
 
-static void log_decision(struct mh_http *h, const struct mh_request *req,
-                         const struct mh_decision *d, uint64_t start_us)
+static void log_decision(const struct mh_request *req, const struct mh_decision *d,
+                         uint64_t start_us)
 {
-    if (d->outcome == MH_OUT_OK && h->lastlogin != NULL && req->method == MH_METHOD_PLAIN)
-        mh_lastlogin_note(h->lastlogin, req->login, req->login_len, mh_proto_name(req->proto),
-                          req->client_ip, d->route.name, time(NULL));
     char user[MH_LOGIN_MAX * 4 + 8];
     uint64_t us = mh_now_us() - start_us;
     double ms = (double)us / 1000.0;
     mh_metrics_answer(req->proto, d->outcome, us, d->outcome == MH_OUT_OK ? d->route.name : NULL);
-    if (d->via != NULL)
-        mh_metrics_source(d->via);
-    int blocked = strcmp(d->reason, "rate-limited") == 0;
+    mh_metrics_source(d->via);
+    int blocked = d->reason == MH_REASON_RATE_LIMITED;
     if (blocked)
         mh_metrics_rate_limited();
-    if (d->outcome == MH_OUT_TEMPFAIL && strcmp(d->reason, "no-route") == 0)
+    if (d->reason == MH_REASON_NO_ROUTE)
         mh_metrics_route_gap(MH_METRICS_NO_ROUTE);
-    if (d->outcome == MH_OUT_TEMPFAIL && strncmp(d->reason, "unmapped-route ", 15) == 0)
+    if (d->reason == MH_REASON_UNMAPPED_ROUTE)
         mh_metrics_route_gap(MH_METRICS_UNMAPPED_ROUTE);
+    /* the reason's name, then its detail ("unmapped-route value=..."); a reason without a
+     * name is its detail alone (a quoted error) */
+    char reason[sizeof d->detail + 32];
+    const char *rname = mh_reason_name(d->reason);
+    snprintf(reason, sizeof reason, "%s%s%s", rname, rname[0] && d->detail[0] ? " " : "",
+             d->detail);
     char rewrite[MH_LOGIN_MAX * 4 + 8], backend[4 * sizeof d->route.name + 8];
     mh_log_safe(user, sizeof user, req->login, req->login_len);
     mh_log_safe(rewrite, sizeof rewrite, d->user, strlen(d->user));
@@ -467,14 +362,14 @@ static void log_decision(struct mh_http *h, const struct mh_request *req,
     if (d->outcome == MH_OUT_OK)
         mh_log(LOG_INFO, "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=ok "
                "reason=%s backend=%s server=%s port=%u%s%s%s via=%s ms=%.1f", user,
-               mh_proto_name(req->proto), req->client_ip, req->attempt, d->reason, backend,
+               mh_proto_name(req->proto), req->client_ip, req->attempt, reason, backend,
                d->route.server, d->route.port, d->user[0] ? " rewrite=\"" : "", rewrite,
-               d->user[0] ? "\"" : "", d->via ? d->via : "-", ms);
+               d->user[0] ? "\"" : "", mh_source_name(d->via), ms);
     else
         mh_log(d->outcome == MH_OUT_TEMPFAIL && !blocked ? LOG_WARNING : LOG_INFO,
                "auth user=\"%s\" proto=%s client=%s attempt=%u outcome=%s reason=%s via=%s "
                "ms=%.1f", user, mh_proto_name(req->proto), req->client_ip, req->attempt,
-               mh_outcome_name(d->outcome), d->reason, d->via ? d->via : "-", ms);
+               mh_outcome_name(d->outcome), reason, mh_source_name(d->via), ms);
 }
 
 static enum MHD_Result queue_headers(struct MHD_Connection *conn, unsigned status,
@@ -559,181 +454,58 @@ static enum MHD_Result bad_request(struct MHD_Connection *conn,
     return queue_headers(conn, status, hdr, n < 0 ? 0 : n);
 }
 
-/* Answers from the route mirror when it can, on this thread, without a directory round
- * trip.  Returns 1 if job->decision holds the answer; 0 if a worker must finish, with
- * job->hit filled when the mirror found the entry (the worker then only binds). */
-static int from_mirror(struct mh_http *h, struct mh_gen *g, struct mh_job *job)
-{
-    const struct mh_request *req = &job->req;
-    enum mh_mirror_state st = mh_mirror_state(g->mirror);
-    int needs_directory = 0, verified = 0;
-    if (g->credcache != NULL)   /* a stale period ends every cached verification */
-        mh_credcache_epoch(g->credcache, mh_mirror_stale_count(g->mirror));
-    unsigned kind = req->method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT : MH_MKEY_LOGIN;
-    if (st == MH_MIRROR_EMPTY ||
-        (kind == MH_MKEY_RECIPIENT && g->conf->mirror_recipient_attributes == NULL))
-        return 0;   /* no copy yet; or recipients are not mirrored (conf.c check_mirror) */
-    enum mh_mirror_result r = mh_mirror_lookup(g->mirror, kind, req->login, req->login_len,
-                                               &job->hit, &needs_directory);
-    if (r == MH_MIRROR_HIT) {
-        job->has_entry = 1;
-        /* a stale copy still routes, but never vouches for a password */
-        if (st == MH_MIRROR_LIVE && g->credcache != NULL && req->method == MH_METHOD_PLAIN) {
-            verified = mh_credcache_check(g->credcache, req->login, req->login_len, req->pass,
-                                          req->pass_len, job->hit.version, mh_now_ms());
-            if (!verified)
-                job->credcache = g->credcache;
-        }
-    } else if (st != MH_MIRROR_LIVE || needs_directory) {
-        return 0;   /* a negative answer only from a live copy that can judge the key */
-    }
-    if (!mh_router_from_mirror(g->conf, req, r, &job->hit, verified, &job->decision))
-        return 0;
-    job->decision.via = st == MH_MIRROR_STALE ? "mirror(stale)"
-                        : verified ? "mirror+credential-cache" : "mirror";
-    (void)h;
-    return 1;
-}
-
-/* The same from the route cache (mirror no, route_cache_ttl set); a miss goes to a worker,
- * which records what the directory says. */
-static int from_route_cache(struct mh_gen *g, struct mh_job *job)
-{
-    const struct mh_request *req = &job->req;
-    unsigned kind = req->method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT : MH_MKEY_LOGIN;
-    switch (mh_routecache_get(g->routecache, kind, req->login, req->login_len, mh_now_ms(),
-                              &job->hit)) {
-    case MH_RC_FOUND:
-        job->has_entry = 1;
-        job->cached_entry = 1;
-        if (!mh_router_from_mirror(g->conf, req, MH_MIRROR_HIT, &job->hit, 0, &job->decision))
-            return 0;
-        break;
-    case MH_RC_UNKNOWN:
-        mh_router_from_mirror(g->conf, req, MH_MIRROR_MISS, &job->hit, 0, &job->decision);
-        break;
-    default:
-        job->routecache = g->routecache;
-        return 0;
-    }
-    job->decision.via = "route-cache";
-    return 1;
-}
-
-/* What a blocked address hears: temporary, with the code mail clients know for it (RFC 5530
- * for IMAP, RFC 3206 for POP3; SMTP gets 454 4.7.0 in Auth-Error-Code, RFC 4954). */
-static const char *blocked_text(enum mh_proto p)
-{
-    switch (p) {
-    case MH_PROTO_IMAP: return "[UNAVAILABLE] Too many failed logins, please try again later";
-    case MH_PROTO_POP3: return "[SYS/TEMP] Too many failed logins, please try again later";
-    default: return "Too many failed logins, please try again later";
-    }
-}
-
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls)
 {
     struct mh_http *h = cls;
     struct pending *p = *con_cls;
+    enum MHD_Result r;
 
-    if (p == NULL)
-        request_arrived(h, conn);
     if (p != NULL) {
         /* resumed by a worker: the decision is in */
         if (*upload_data_size != 0) {
             *upload_data_size = 0;
             return MHD_YES;
         }
-        log_decision(h, &p->job.req, &p->job.decision, p->start_us);
-        return answer(p->gen->conf, conn, &p->job.req, &p->job.decision);
+        log_decision(mh_decide_request(p->r), mh_decide_decision(p->r), p->start_us);
+        return answer(mh_decide_conf(p->r), conn, mh_decide_request(p->r),
+                      mh_decide_decision(p->r));
     }
+    request_arrived(h, conn);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0)
         return bad_request(conn, NULL, "method is not GET", MHD_HTTP_METHOD_NOT_ALLOWED);
 
-    struct mh_gen *g = gen_get(h);
-    const struct mh_conf *c = g->conf;
-    enum MHD_Result r;
-    if (c->secret != NULL && !secret_ok(g, conn)) {
-        r = bad_request(conn, NULL, "missing or wrong shared secret", MHD_HTTP_FORBIDDEN);
-        gen_put(h, g);
-        return r;
-    }
     p = calloc(1, sizeof *p);
-    if (p == NULL) {
-        gen_put(h, g);
+    if (p == NULL || (p->r = mh_decide_begin(h->decide)) == NULL) {
+        free(p);
         return MHD_NO;
     }
-    p->conn = conn;
     p->h = h;
-    p->gen = g;
+    p->conn = conn;
     p->start_us = mh_now_us();
-    p->job.deadline_ms = p->start_us / 1000u + c->request_timeout_ms;
-    p->job.done = job_done;
-
+    struct mh_request *req = mh_decide_request(p->r);
+    const struct mh_conf *c = mh_decide_conf(p->r);
+    if (c->secret != NULL && !secret_ok(p->r, conn)) {
+        r = bad_request(conn, NULL, "missing or wrong shared secret", MHD_HTTP_FORBIDDEN);
+        goto answered;
+    }
     const char *why = NULL;
-    int rc = mh_request_parse(&p->job.req, get_header, conn, &why);
-    if (rc == -1) {
-        r = bad_request(conn, &p->job.req, why, MHD_HTTP_BAD_REQUEST);
+    enum mh_parse parsed = mh_request_parse(req, get_header, conn, &why);
+    if (parsed == MH_PARSE_BADREQ) {
+        r = bad_request(conn, req, why, MHD_HTTP_BAD_REQUEST);
         goto answered;
     }
-    struct mh_decision *d = &p->job.decision;
-    if (rc == -2) {
-        memset(d, 0, sizeof *d);
-        d->outcome = MH_OUT_REFUSED;
-        snprintf(d->reason, sizeof d->reason, "\"%s\"", why);
-    }
-    unsigned extra_wait = 0;
-    if (rc == 0 && h->limiter != NULL && p->job.req.method == MH_METHOD_PLAIN &&
-        mh_limiter_check(h->limiter, p->job.req.client_ip, p->job.req.login,
-                         p->job.req.login_len, &extra_wait) == MH_LIMIT_BLOCKED) {
-        /* a blocked address: "try again later" without a directory query (the password was
-         * not looked at, so it is never called wrong), and the session ends */
-        memset(d, 0, sizeof *d);
-        d->outcome = MH_OUT_TEMPFAIL;
-        d->no_wait = 1;
-        d->text = blocked_text(p->job.req.proto);
-        d->smtp_code = "454 4.7.0";
-        snprintf(d->reason, sizeof d->reason, "rate-limited");
-        rc = -2;
-    }
-    if (rc == -2 || mh_router_precheck(c, &p->job.req, d)) {
-        if (rc == 0)
-            limiter_note(h, c, &p->job);
-        log_decision(h, &p->job.req, d, p->start_us);
-        r = answer(c, conn, &p->job.req, d);
-        goto answered;
-    }
-    if (g->routecache != NULL && from_route_cache(g, &p->job)) {
-        d->extra_wait = extra_wait;
-        limiter_note(h, c, &p->job);
-        log_decision(h, &p->job.req, d, p->start_us);
-        r = answer(c, conn, &p->job.req, d);
-        goto answered;
-    }
-    if (g->mirror != NULL && from_mirror(h, g, &p->job)) {
-        d->extra_wait = extra_wait;
-        limiter_note(h, c, &p->job);
-        log_decision(h, &p->job.req, d, p->start_us);
-        r = answer(c, conn, &p->job.req, d);
-        goto answered;
-    }
-    p->job.decision.extra_wait = extra_wait; /* kept by the worker for a refusal */
-    *con_cls = p;
-    MHD_suspend_connection(conn);
-    if (mh_pool_submit(g->pool, &p->job) < 0) {
-        memset(d, 0, sizeof *d);
-        d->outcome = MH_OUT_TEMPFAIL;
-        snprintf(d->reason, sizeof d->reason, "queue-full");
-        job_done(&p->job);
-    }
-    return MHD_YES;
+    *con_cls = p;   /* from here on a worker may resume the connection */
+    if (mh_decide_run(p->r, parsed, why, suspend_conn, resume_conn, p) == MH_DECIDE_SUBMITTED)
+        return MHD_YES;
+    *con_cls = NULL;
+    log_decision(req, mh_decide_decision(p->r), p->start_us);
+    r = answer(c, conn, req, mh_decide_decision(p->r));
 
 answered:
-    mh_request_wipe(&p->job.req);
+    mh_decide_end(p->r);
     free(p);
-    gen_put(h, g);
     return r;
 }
 
@@ -756,11 +528,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct pending *p = *con_cls;
     (void)MHD_get_connection_values_n(conn, MHD_HEADER_KIND, wipe_pass, NULL);
     if (p != NULL) {
-        struct mh_gen *g = p->gen;
-        mh_request_wipe(&p->job.req);
+        mh_decide_end(p->r);
         free(p);
         *con_cls = NULL;
-        gen_put(cls, g);
     }
 }
 
@@ -771,8 +541,6 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
                                      void **con_cls)
 {
     struct mh_http *h = cls;
-    struct mh_gen *g = gen_get(h);
-    int up[MH_MAX_URIS];
     char *body = NULL;
     unsigned status = MHD_HTTP_OK;
     const char *type = "text/plain; charset=utf-8";
@@ -781,52 +549,30 @@ static enum MHD_Result handle_status(void *cls, struct MHD_Connection *conn, con
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
         body = strdup("GET only\n");
     } else if (strcmp(url, "/metrics") == 0) {
-        struct mh_metrics_mirror mm = { 0 };
-        size_t unknown;
-        mh_dir_health(g->dir, up, &unknown);
-        if (g->mirror != NULL) {
-            struct mh_mirror_stats st;
-            struct mh_sync_info si = { 0 };
-            mh_mirror_stats(g->mirror, &st);
-            if (g->sync != NULL)
-                mh_sync_info(g->sync, &si);
-            mm.enabled = 1;
-            mm.state = (int)mh_mirror_state(g->mirror);
-            mm.entries = st.entries;
-            mm.keys = st.keys;
-            mm.routes = st.routes;
-            mm.bytes = st.bytes;
-            mm.changes = si.changes;
-            mm.refreshes = si.refreshes;
-            mm.last_refresh_ms = si.last_refresh_ms;
-            mm.stale_ms = si.stale_since_ms ? mh_now_ms() - si.stale_since_ms : 0;
-            mm.credcache_entries = g->credcache ? mh_credcache_count(g->credcache) : 0;
-        }
-        body = mh_metrics_render(g->conf, up, &mm);
+        body = mh_decide_metrics(h->decide);
         type = "text/plain; version=0.0.4; charset=utf-8";
     } else if (strcmp(url, "/healthz") == 0) {
         /* ready when the configuration is loaded (it is, or we would not run) and the
          * directory answers: at least one URI has answered and not failed since */
-        size_t unknown, n = mh_dir_health(g->dir, up, &unknown);
+        size_t unknown, n_uri, n = mh_decide_health(h->decide, &unknown, &n_uri);
         if (n > 0) {
-            if (asprintf(&body, "ok: %zu of %zu directory URIs up\n", n, g->conf->n_uri) < 0)
+            if (asprintf(&body, "ok: %zu of %zu directory URIs up\n", n, n_uri) < 0)
                 body = NULL;
         } else if (unknown > 0) {
             status = MHD_HTTP_SERVICE_UNAVAILABLE;
             if (asprintf(&body, "not ready: no directory URI has answered yet (%zu of %zu "
-                         "not asked yet)\n", unknown, g->conf->n_uri) < 0)
+                         "not asked yet)\n", unknown, n_uri) < 0)
                 body = NULL;
         } else {
             status = MHD_HTTP_SERVICE_UNAVAILABLE;
             if (asprintf(&body, "not ready: all %zu directory URIs are down (logins get "
-                         "\"try again later\")\n", g->conf->n_uri) < 0)
+                         "\"try again later\")\n", n_uri) < 0)
                 body = NULL;
         }
     } else {
         status = MHD_HTTP_NOT_FOUND;
         body = strdup("not found: /metrics or /healthz\n");
     }
-    gen_put(h, g);
     if (body == NULL)
         return MHD_NO;
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
@@ -852,10 +598,10 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     mh_log(LOG_DEBUG, "libmicrohttpd: \"%s\"", mh_log_safe(safe, sizeof safe, msg, n));
 }
 
-int mh_http_start(struct mh_http *h, struct mh_gen *g, char *err, size_t errsize)
+int mh_http_start(struct mh_http *h, struct mh_decide *p, char *err, size_t errsize)
 {
     const struct mh_conf *c = h->conf;
-    h->gen = h->gens = g;
+    h->decide = p;
     if (h->status_fd >= 0) {
         h->status = MHD_start_daemon(
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
@@ -931,40 +677,6 @@ void mh_http_quiesce(struct mh_http *h)
         }
 }
 
-int mh_http_started(const struct mh_http *h) { return h->gen != NULL; }
-
-void mh_http_set_lastlogin(struct mh_http *h, struct mh_lastlogin *t) { h->lastlogin = t; }
-
-int mh_http_swap(struct mh_http *h, struct mh_gen *g)
-{
-    pthread_mutex_lock(&h->gen_lock);
-    struct mh_gen *old = h->gen;
-    mh_dir_inherit(g->dir, old->dir);   /* /healthz does not forget what it knew */
-    g->next = h->gens;
-    h->gens = h->gen = g;
-    pthread_mutex_unlock(&h->gen_lock);
-    gen_put(h, old);   /* the reference it had as the current generation */
-    return 0;
-}
-
-void mh_http_stop_workers(struct mh_http *h)
-{
-    /* collect under the lock, stop outside it: stopping answers queued requests, whose
-     * completion needs the lock */
-    struct mh_gen *list[64];
-    size_t n = 0;
-    pthread_mutex_lock(&h->gen_lock);
-    for (struct mh_gen *g = h->gens; g && n < 64; g = g->next) {
-        g->refs++;
-        list[n++] = g;
-    }
-    pthread_mutex_unlock(&h->gen_lock);
-    for (size_t i = 0; i < n; i++) {
-        mh_gen_stop(list[i]);
-        gen_put(h, list[i]);
-    }
-}
-
 void mh_http_free(struct mh_http *h)
 {
     if (h == NULL)
@@ -975,11 +687,7 @@ void mh_http_free(struct mh_http *h)
         pthread_cond_signal(&h->sweep_cond);
         pthread_mutex_unlock(&h->track_lock);
         pthread_join(h->sweeper, NULL);
-        pthread_mutex_lock(&h->gen_lock);
-        h->sweeper_started = 0;     /* from now on gen_put frees on its own thread */
-        pthread_mutex_unlock(&h->gen_lock);
     }
-    free_retired(h);
     if (h->status != NULL)
         MHD_stop_daemon(h->status);
     if (h->status_fd >= 0)
@@ -994,11 +702,6 @@ void mh_http_free(struct mh_http *h)
         if (h->conf->listen[i].is_unix)
             unlink(h->conf->listen[i].path);
     }
-    mh_limiter_free(h->limiter);
-    /* the current generation's own reference (requests have all completed by now) */
-    if (h->gen != NULL)
-        gen_put(h, h->gen);
-    pthread_mutex_destroy(&h->gen_lock);
     pthread_mutex_destroy(&h->track_lock);
     pthread_cond_destroy(&h->sweep_cond);
     free(h);

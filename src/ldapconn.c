@@ -1,6 +1,7 @@
 /* ldapconn.c - see ldapconn.h.  Failover, retry and timing live here and nowhere else. */
 #include "config.h"
 #include "ldapconn.h"
+#include "clock.h"
 #include "ldapentry.h"
 #include "log.h"
 #include "metrics.h"
@@ -39,20 +40,6 @@ struct mh_ldap {
     uint64_t connected_at;  /* ms */
     char err[512];
 };
-
-uint64_t mh_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint64_t mh_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 const char *mh_dir_status_name(enum mh_dir_status s)
 {

@@ -66,10 +66,6 @@ int mh_ldap_uri_unresolved(const char *uris, char *msg, size_t msgsize);
 struct mh_ldap *mh_ldap_new(struct mh_dir *dir, int service);
 void mh_ldap_free(struct mh_ldap *l);
 
-/* Monotonic milliseconds (the clock deadlines are measured on), and microseconds. */
-uint64_t mh_now_ms(void);
-uint64_t mh_now_us(void);
-
 /* Finds exactly one entry matching `filter` under the configured base and scope.  attrs is
  * a NULL-terminated list of attribute names (at most MH_LDAP_MAX_ATTRS).  On MH_DIR_OK, *dn
  * and values[i] (the first value of attrs[i], NULL if the entry has none) are malloc'ed for

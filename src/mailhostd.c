@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "clock.h"
 #include "conf.h"
+#include "decide.h"
 #include "http.h"
 #include "ldapconn.h"
 #include "log.h"
@@ -26,7 +28,6 @@
 #include "lastlogin.h"
 #include "notify.h"
 #include "privdrop.h"
-#include "worker.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -58,7 +59,7 @@ static void log_warnings(const struct mh_conf *c)
 /* SIGHUP: read and check the whole file; on success swap in a new generation (requests in
  * flight finish with the old one); on any error keep the running configuration.  0 when
  * swapped, -1 when the running configuration stays. */
-static int reload(struct mh_http *http, const struct mh_conf *running, const char *path,
+static int reload(struct mh_decide *decide, const struct mh_conf *running, const char *path,
                   int debug)
 {
     char err[2048];
@@ -82,7 +83,7 @@ static int reload(struct mh_http *http, const struct mh_conf *running, const cha
     }
     if (!debug)
         mh_log_set_level(nc->log_level);
-    mh_http_swap(http, g);
+    mh_decide_swap(decide, g);
     mh_log(LOG_NOTICE, "reloaded %s: %zu backend(s), %zu LDAP URI(s), verify_password=%s, "
            "log_level=%s", path, mh_backend_map_count(nc->backends), nc->n_uri,
            nc->verify_password ? "yes" : "no", mh_log_level_name(nc->log_level));
@@ -165,6 +166,7 @@ int main(int argc, char **argv)
     char err[2048] = "";
     struct mh_conf *conf = NULL;
     struct mh_http *http = NULL;
+    struct mh_decide *decide = NULL;
     struct mh_gen *gen = NULL;
     struct mh_lastlogin *lastlogin = NULL;
 
@@ -225,6 +227,7 @@ int main(int argc, char **argv)
 
     if (mh_dir_global_init(conf, err, sizeof err) < 0 ||
         (http = mh_http_bind(conf, err, sizeof err)) == NULL ||
+        (decide = mh_decide_new(conf, err, sizeof err)) == NULL ||
         mh_privdrop(conf->user, conf->group, err, sizeof err) < 0) {
         startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
@@ -239,23 +242,21 @@ int main(int argc, char **argv)
             startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
             goto done;
         }
-        mh_http_set_lastlogin(http, lastlogin);
+        mh_decide_set_lastlogin(decide, lastlogin);
         mh_log(LOG_INFO, "state_file %s: %ld last logins loaded", conf->state_file, n);
     }
     if (mh_metrics_init(conf) < 0 || (gen = mh_gen_new(conf, 0, err, sizeof err)) == NULL ||
-        mh_http_start(http, gen, err, sizeof err) < 0) {
+        mh_decide_start(decide, gen, err, sizeof err) < 0 ||   /* takes gen over */
+        mh_http_start(http, decide, err, sizeof err) < 0) {
         startup_error(err[0] ? err : "out of memory",
                       to_stderr || conf->log_target == MH_LOG_STDERR);
-        if (gen != NULL && http != NULL && mh_http_started(http))
-            gen = NULL; /* the handle owns it now */
-        mh_gen_free(gen);
         goto done;
     }
     mh_log(LOG_NOTICE, "ready version=%s uid=%ld workers=%u ldap_uris=%zu verify_password=%s",
            PACKAGE_VERSION, (long)getuid(), conf->workers, conf->n_uri,
            conf->verify_password ? "yes" : "no");
     /* gen is current until a reload */
-    int early = notify_ready(gen->mirror, conf->mirror_ready_wait_ms, &sigs);
+    int early = notify_ready(mh_gen_mirror(gen), conf->mirror_ready_wait_ms, &sigs);
 
     for (;;) {
         struct timespec every = { (time_t)conf->state_save_s, 0 };
@@ -269,7 +270,7 @@ int main(int argc, char **argv)
         }
         if (sig == SIGHUP) {
             notify_reloading();
-            mh_notify(reload(http, conf, conf_path, debug) == 0 ? "READY=1\nSTATUS=serving" :
+            mh_notify(reload(decide, conf, conf_path, debug) == 0 ? "READY=1\nSTATUS=serving" :
                       "READY=1\nSTATUS=serving, the last reload failed (see the log)");
             continue;
         }
@@ -279,11 +280,12 @@ int main(int argc, char **argv)
     }
     status = 0;
 done:
-    if (http) {
+    if (http)
         mh_http_quiesce(http);
-        mh_http_stop_workers(http); /* answers queued requests and resumes their connections */
-    }
-    mh_http_free(http);             /* frees the generations */
+    if (decide)
+        mh_decide_stop_workers(decide); /* answers queued requests, resumes their connections */
+    mh_http_free(http);             /* ends the requests */
+    mh_decide_free(decide);         /* frees the generations */
     if (lastlogin != NULL) {
         long n = mh_lastlogin_save(lastlogin, conf->state_file);
         if (n < 0)

@@ -1,9 +1,9 @@
 /* metrics.c - see metrics.h. */
 #include "config.h"
 #include "metrics.h"
+#include "clock.h"
 #include "conf.h"
 #include "frozenwatch.h"
-#include "ldapconn.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -15,7 +15,7 @@
 static const double bucket_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                    0.25, 0.5, 1, 2.5, 5};
 #define NBUCKETS (sizeof bucket_le / sizeof bucket_le[0])
-#define NOUT 4
+#define NOUT MH_OUT_COUNT
 
 static atomic_ullong answers[MH_PROTO_COUNT][NOUT];
 static atomic_ullong buckets[NBUCKETS + 1];  /* last: +Inf */
@@ -136,25 +136,21 @@ static void put_label(struct out *o, const char *s)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static const char *sources[] = { "directory", "mirror", "mirror+credential-cache",
-                                  "mirror+directory", "mirror(stale)", "route-cache",
-                                  "route-cache+directory", "other" };
-#define NSRC (sizeof sources / sizeof sources[0])
+/* by_source[s] for each tier s >= 1; the last series, "other", stays 0: it is kept so the
+ * exposition keeps its shape (every tier has its own series now) */
+#define NSRC MH_SOURCE_COUNT
 static atomic_ullong by_source[NSRC];
 
-void mh_metrics_source(const char *via)
+void mh_metrics_source(enum mh_source via)
 {
-    size_t i = 0;
-    while (i < NSRC - 1 && (via == NULL || strcmp(via, sources[i]) != 0))
-        i++;
-    atomic_fetch_add_explicit(&by_source[i], 1, memory_order_relaxed);
+    if (via > MH_SOURCE_NONE && via < MH_SOURCE_COUNT)
+        atomic_fetch_add_explicit(&by_source[via], 1, memory_order_relaxed);
 }
 
 char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
                         const struct mh_metrics_mirror *mm)
 {
     size_t n_uri = conf->n_uri;
-    static const char *outs[NOUT] = {"ok", "refused", "tempfail", "badrequest"};
     struct out o = { malloc(8192), 0, 8192, 0 };
     if (o.p == NULL)
         return NULL;
@@ -163,7 +159,8 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
     for (int p = 0; p < MH_PROTO_COUNT; p++)
         for (int k = 0; k < NOUT; k++)
             put(&o, "mailhostd_answers_total{protocol=\"%s\",outcome=\"%s\"} %llu\n",
-                mh_proto_name((enum mh_proto)p), outs[k], LOAD(answers[p][k]));
+                mh_proto_name((enum mh_proto)p), mh_outcome_name((enum mh_outcome)k),
+                LOAD(answers[p][k]));
     put(&o, "# HELP mailhostd_routes_total OK answers per backend (other: IP literals and "
             "resolved host names).\n# TYPE mailhostd_routes_total counter\n");
     for (size_t i = 0; i <= n_backends; i++) {
@@ -222,9 +219,10 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
             "%u\n", tracked, too_long);
     put(&o, "# HELP mailhostd_decisions_total Decided requests by what decided them.\n"
             "# TYPE mailhostd_decisions_total counter\n");
-    for (size_t i = 0; i < NSRC; i++)
-        put(&o, "mailhostd_decisions_total{source=\"%s\"} %llu\n", sources[i],
-            LOAD(by_source[i]));
+    for (size_t i = 1; i <= NSRC; i++)
+        put(&o, "mailhostd_decisions_total{source=\"%s\"} %llu\n",
+            i < NSRC ? mh_source_name((enum mh_source)i) : "other",
+            i < NSRC ? LOAD(by_source[i]) : 0ull);
     if (mm != NULL && mm->enabled) {
         put(&o, "# HELP mailhostd_mirror_state 0 no copy yet, 1 live, 2 stale.\n"
                 "# TYPE mailhostd_mirror_state gauge\nmailhostd_mirror_state %d\n"

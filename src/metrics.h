@@ -29,8 +29,8 @@ void mh_metrics_route_gap(enum mh_metrics_route_gap kind);
 void mh_metrics_ldap_error(size_t uri);
 void mh_metrics_queue(int delta);
 
-/* Which path decided a request (d->via: "directory", "mirror", ...). */
-void mh_metrics_source(const char *via);
+/* Which tier decided a request (MH_SOURCE_NONE is not counted). */
+void mh_metrics_source(enum mh_source via);
 
 /* The route mirror's figures for the exposition (enabled = 0: mirror no). */
 struct mh_metrics_mirror {

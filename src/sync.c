@@ -8,7 +8,9 @@
  */
 #include "config.h"
 #include "sync.h"
+#include "clock.h"
 #include "ldapentry.h"
+#include "outcome.h"
 #include "log.h"
 
 #include <ldap.h>
@@ -156,7 +158,7 @@ static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsign
                 keys[n++] = (struct mh_mirror_key){ held[i][j]->bv_val, held[i][j]->bv_len,
                                                     held_kinds[i] };
         rc = mh_mirror_upsert(s->mirror, uuid, dn, route,
-                              state != NULL && strcasecmp(state, "frozen") == 0, keys, n,
+                              mh_user_state_parse(state) == MH_STATE_FROZEN, keys, n,
                               s->mark);
     }
     if (rc < 0) {

@@ -1,9 +1,7 @@
 /* worker.c - see worker.h. */
 #include "config.h"
 #include "worker.h"
-#include "credcache.h"
-#include "routecache.h"
-#include "log.h"
+#include "clock.h"
 #include "metrics.h"
 
 #include <pthread.h>
@@ -15,12 +13,12 @@
 struct worker {
     struct mh_pool *pool;
     pthread_t tid;
-    struct mh_ldap *search, *bind;
+    void *local;
 };
 
 struct mh_pool {
-    const struct mh_conf *conf;
-    struct mh_resolver *resolver;
+    unsigned queue_size;
+    void (*local_free)(void *local);
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct mh_job *head, *tail;
@@ -29,14 +27,6 @@ struct mh_pool {
     unsigned n;
     struct worker *w;
 };
-
-static void finish_unserved(struct mh_job *job, const char *why)
-{
-    memset(&job->decision, 0, sizeof job->decision);
-    job->decision.outcome = MH_OUT_TEMPFAIL;
-    snprintf(job->decision.reason, sizeof job->decision.reason, "%s", why);
-    job->done(job);
-}
 
 static void *run(void *arg)
 {
@@ -58,52 +48,24 @@ static void *run(void *arg)
         p->queued--;
         pthread_mutex_unlock(&p->lock);
         mh_metrics_queue(-1);
-
-        if (mh_now_ms() >= job->deadline_ms) {
-            finish_unserved(job, "queue-timeout");
-            continue;
-        }
-        if (job->has_entry && !mh_router_needs_login_attr(p->conf, &job->req, job->hit.route)) {
-            mh_router_decide_entry(p->conf, p->resolver, w->bind, &job->req, job->deadline_ms,
-                                   &job->hit, &job->decision);
-            job->decision.via = job->cached_entry ? "route-cache+directory" : "mirror+directory";
-            if (job->credcache != NULL && job->decision.verified)
-                mh_credcache_put(job->credcache, job->req.login, job->req.login_len,
-                                 job->req.pass, job->req.pass_len, job->hit.version,
-                                 mh_now_ms());
-        } else {
-            int lookup = 0;
-            /* the cached result's age counts from before the search was sent, not from
-             * after the bind: what route_cache_ttl promises (and mailhostctl waits out) */
-            uint64_t asked_ms = mh_now_ms();
-            mh_router_decide(p->conf, p->resolver, w->search, w->bind, &job->req,
-                             job->deadline_ms, &job->decision, &job->hit, &lookup);
-            job->decision.via = "directory";
-            if (job->routecache != NULL && lookup)
-                mh_routecache_put(job->routecache,
-                                  job->req.method == MH_METHOD_NONE ? MH_MKEY_RECIPIENT
-                                                                    : MH_MKEY_LOGIN,
-                                  job->req.login, job->req.login_len,
-                                  job->hit.dn[0] ? job->hit.dn : NULL,
-                                  job->hit.route[0] ? job->hit.route : NULL, job->hit.frozen,
-                                  asked_ms);
-        }
-        job->done(job);
+        int late = job->deadline_ms != 0 && mh_now_ms() >= job->deadline_ms;
+        job->run(job->arg, late ? MH_JOB_LATE : MH_JOB_RUN, w->local);
     }
     return NULL;
 }
 
-struct mh_pool *mh_pool_start(const struct mh_conf *conf, struct mh_dir *dir,
-                              struct mh_resolver *resolver, char *err, size_t errsize)
+struct mh_pool *mh_pool_start(unsigned threads, unsigned queue_size,
+                              void *(*local_new)(void *ctx), void (*local_free)(void *local),
+                              void *ctx, char *err, size_t errsize)
 {
     struct mh_pool *p = calloc(1, sizeof *p);
-    if (p == NULL || (p->w = calloc(conf->workers, sizeof *p->w)) == NULL) {
+    if (p == NULL || (p->w = calloc(threads, sizeof *p->w)) == NULL) {
         free(p);
         snprintf(err, errsize, "out of memory");
         return NULL;
     }
-    p->conf = conf;
-    p->resolver = resolver;
+    p->queue_size = queue_size;
+    p->local_free = local_free;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
 
@@ -111,15 +73,14 @@ struct mh_pool *mh_pool_start(const struct mh_conf *conf, struct mh_dir *dir,
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    for (unsigned i = 0; i < conf->workers; i++) {
+    for (unsigned i = 0; i < threads; i++) {
         struct worker *w = &p->w[i];
         w->pool = p;
-        w->search = mh_ldap_new(dir, 1);
-        w->bind = mh_ldap_new(dir, 0);
-        if (w->search == NULL || w->bind == NULL ||
+        w->local = local_new != NULL ? local_new(ctx) : NULL;
+        if ((local_new != NULL && w->local == NULL) ||
             pthread_create(&w->tid, NULL, run, w) != 0) {
-            mh_ldap_free(w->search);
-            mh_ldap_free(w->bind);
+            if (w->local != NULL && local_free != NULL)
+                local_free(w->local);
             snprintf(err, errsize, "cannot start worker thread %u", i);
             pthread_sigmask(SIG_SETMASK, &old, NULL);
             mh_pool_free(p);
@@ -136,7 +97,7 @@ int mh_pool_submit(struct mh_pool *p, struct mh_job *job)
     int rc = -1;
     job->next = NULL;
     pthread_mutex_lock(&p->lock);
-    if (!p->stopping && p->queued < p->conf->queue_size) {
+    if (!p->stopping && p->queued < p->queue_size) {
         if (p->tail)
             p->tail->next = job;
         else
@@ -168,7 +129,7 @@ void mh_pool_stop(struct mh_pool *p)
     while (pending) {
         struct mh_job *next = pending->next;
         mh_metrics_queue(-1);
-        finish_unserved(pending, "shutting-down");
+        pending->run(pending->arg, MH_JOB_STOPPED, NULL);
         pending = next;
     }
     for (unsigned i = 0; i < p->n; i++)
@@ -180,10 +141,9 @@ void mh_pool_free(struct mh_pool *p)
     if (p == NULL)
         return;
     mh_pool_stop(p);
-    for (unsigned i = 0; i < p->n; i++) {
-        mh_ldap_free(p->w[i].search);
-        mh_ldap_free(p->w[i].bind);
-    }
+    for (unsigned i = 0; i < p->n; i++)
+        if (p->w[i].local != NULL && p->local_free != NULL)
+            p->local_free(p->w[i].local);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
     free(p->w);

@@ -1,49 +1,52 @@
-/* worker.h - a fixed pool of threads that do the blocking part of a login (LDAP, DNS).
+/* worker.h - a fixed pool of threads for blocking work (LDAP, DNS), fed by one bounded FIFO.
  *
- * Each worker owns two persistent LDAP connections (one for searches, one for user binds),
- * opened on first use and reused across requests.  Jobs wait in one bounded FIFO queue; a
- * job that has waited past its deadline is answered "temporary failure" without touching the
- * directory, so a slow directory server cannot build an unbounded backlog.
+ * The pool knows nothing of logins: a job carries its run function and its argument.  Each
+ * thread may own a "local" object (a decision worker's LDAP connections), made by local_new
+ * when the thread starts and freed with local_free when the pool is freed; run gets it.
  *
- * mh_pool_submit() is thread-safe.  A job belongs to the submitter; the pool only borrows it
- * until it calls job->done, from a worker thread, as its very last access to the job.
+ * A job that waited past its deadline is run with MH_JOB_LATE instead of MH_JOB_RUN, so a
+ * slow directory server cannot build an unbounded backlog; jobs still queued when the pool
+ * stops are run with MH_JOB_STOPPED, on the stopping thread (local is then NULL).
+ *
+ * mh_pool_submit() is thread-safe.  A job belongs to the submitter; the pool borrows it from
+ * mh_pool_submit until it calls run, and never touches it after run returns (run may free
+ * it or hand it back to its owner).
  */
 #ifndef MH_WORKER_H
 #define MH_WORKER_H
 
+#include <stddef.h>
 #include <stdint.h>
-#include "router.h"
 
-struct mh_credcache;
-struct mh_routecache;
+enum mh_job_call {
+    MH_JOB_RUN,       /* do the work; local is this thread's */
+    MH_JOB_LATE,      /* the deadline passed while queued: answer without working */
+    MH_JOB_STOPPED,   /* the pool stopped with the job queued: answer without working */
+};
 
 struct mh_job {
-    struct mh_request req;
-    uint64_t deadline_ms;
-    struct mh_decision decision;
-    int has_entry;                   /* hit holds the user's entry (mirror or route cache) */
-    int cached_entry;                /* ... from the route cache */
-    struct mh_mirror_hit hit;
-    struct mh_credcache *credcache;  /* not NULL: record a password the directory accepted */
-    struct mh_routecache *routecache; /* not NULL: record what the directory's search said */
-    void (*done)(struct mh_job *job);
-    struct mh_job *next;  /* queue link, owned by the pool while queued */
+    void (*run)(void *arg, enum mh_job_call call, void *local);
+    void *arg;
+    uint64_t deadline_ms;  /* mh_now_ms (clock.h) after which the job is late; 0: none */
+    struct mh_job *next;   /* queue link, owned by the pool while queued */
 };
 
 struct mh_pool;
 
-/* Starts conf->workers threads.  conf, dir and resolver must outlive the pool. */
-struct mh_pool *mh_pool_start(const struct mh_conf *conf, struct mh_dir *dir,
-                              struct mh_resolver *resolver, char *err, size_t errsize);
+/* Starts `threads` threads with a queue of at most queue_size jobs.  local_new(ctx) makes a
+ * thread's local object (NULL: failure; local_new NULL: no locals).  NULL + err on failure. */
+struct mh_pool *mh_pool_start(unsigned threads, unsigned queue_size,
+                              void *(*local_new)(void *ctx), void (*local_free)(void *local),
+                              void *ctx, char *err, size_t errsize);
 
 /* Queues job; returns 0, or -1 when the queue is full or the pool is stopping (the job is
  * then untouched and the caller answers it). */
 int mh_pool_submit(struct mh_pool *pool, struct mh_job *job);
 
-/* Stops taking jobs (mh_pool_submit then fails), answers every queued job "temporary
- * failure", joins the threads.  Idempotent.  The pool stays allocated until mh_pool_free, so
- * a concurrent mh_pool_submit is safe. */
+/* Stops taking jobs (mh_pool_submit then fails), runs every queued job with
+ * MH_JOB_STOPPED, joins the threads.  Idempotent.  The pool stays allocated until
+ * mh_pool_free, so a concurrent mh_pool_submit is safe. */
 void mh_pool_stop(struct mh_pool *pool);
-void mh_pool_free(struct mh_pool *pool);
+void mh_pool_free(struct mh_pool *pool);   /* NULL ok */
 
 #endif

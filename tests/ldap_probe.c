@@ -13,6 +13,7 @@
 #include "config.h"
 #include "conf.h"
 #include "ldapconn.h"
+#include "clock.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
