@@ -246,6 +246,11 @@ static void test_bad(void)
           strstr(err, "/nonexistent/mailhostd.conf: cannot open"), "missing file: %s", err);
 }
 
+static const struct check_case cases[] = {
+    CHECK_CASE(test_good),
+    CHECK_CASE(test_bad),
+};
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL) {
@@ -259,11 +264,10 @@ int main(void)
     static char long_secret[1100];
     memset(long_secret, 'x', sizeof long_secret - 1);
     write_file("long", long_secret, 0600);
-    test_good();
-    test_bad();
+    int rc = CHECK_RUN("test_config", cases);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", dir);
-    return check_done("test_config");
+    return rc;
 }

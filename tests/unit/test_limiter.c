@@ -124,16 +124,24 @@ static void test_recent_success(void)
     }
 }
 
-int main(void)
+static void test_cidr_lists(void)
 {
     char err[200];
     CHECK(mh_limiter_check_cidrs("::ffff:10.0.0.0/104 192.0.2.0/24", err, sizeof err) == 0,
           "mapped network: %s", err);
     CHECK(mh_limiter_check_cidrs("::ffff:10.0.0.0/95", err, sizeof err) < 0,
           "a mapped prefix wider than the mapped range is refused");
-    test_addresses();
-    test_accounts();
-    test_recent_success();
     mh_limiter_free(NULL);
-    return check_done("test_limiter");
+}
+
+static const struct check_case cases[] = {
+    CHECK_CASE(test_cidr_lists),
+    CHECK_CASE(test_addresses),
+    CHECK_CASE(test_accounts),
+    CHECK_CASE(test_recent_success),
+};
+
+int main(void)
+{
+    return CHECK_RUN("test_limiter", cases);
 }
