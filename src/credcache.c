@@ -1,11 +1,9 @@
 /* credcache.c - see credcache.h. */
 #include "config.h"
 #include "credcache.h"
+#include "digest.h"
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,8 +29,7 @@ struct mh_credcache {
     struct slot *slot;
     size_t nbuckets;         /* buckets of WAYS slots; a power of two */
     uint64_t ttl_ms;
-    EVP_MAC *mac;
-    EVP_MAC_CTX *tmpl;       /* keyed once; duplicated per call */
+    struct mh_digest_key *key;   /* random, drawn at creation */
     atomic_uint_fast64_t epoch;   /* mh_credcache_epoch: the last value + 1, 0 none yet */
 };
 
@@ -40,7 +37,6 @@ struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *er
                                       size_t errsize)
 {
     struct mh_credcache *c = aligned_alloc(64, sizeof *c);
-    unsigned char key[32];
     if (c == NULL) {
         snprintf(err, errsize, "out of memory");
         return NULL;
@@ -54,20 +50,11 @@ struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *er
     if (c->nbuckets < NSHARD)
         c->nbuckets = NSHARD;
     c->slot = calloc(c->nbuckets * WAYS, sizeof *c->slot);
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_end(),
-    };
-    if (c->slot == NULL || RAND_bytes(key, sizeof key) != 1 ||
-        (c->mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
-        (c->tmpl = EVP_MAC_CTX_new(c->mac)) == NULL ||
-        !EVP_MAC_init(c->tmpl, key, sizeof key, params)) {
-        OPENSSL_cleanse(key, sizeof key);
+    if (c->slot == NULL || (c->key = mh_digest_key_new(NULL, 0)) == NULL) {
         snprintf(err, errsize, "credential cache: cannot set up HMAC-SHA256 or its key");
         mh_credcache_free(c);
         return NULL;
     }
-    OPENSSL_cleanse(key, sizeof key);
     for (size_t i = 0; i < NSHARD; i++)
         pthread_mutex_init(&c->shard[i].lock, NULL);
     return c;
@@ -77,11 +64,10 @@ void mh_credcache_free(struct mh_credcache *c)
 {
     if (c == NULL)
         return;
-    if (c->tmpl != NULL)
+    if (c->key != NULL)
         for (size_t i = 0; i < NSHARD; i++)
             pthread_mutex_destroy(&c->shard[i].lock);
-    EVP_MAC_CTX_free(c->tmpl);
-    EVP_MAC_free(c->mac);
+    mh_digest_key_free(c->key);
     if (c->slot != NULL) {
         OPENSSL_cleanse(c->slot, c->nbuckets * WAYS * sizeof *c->slot);
         free(c->slot);
@@ -93,17 +79,11 @@ void mh_credcache_free(struct mh_credcache *c)
 static int mac(struct mh_credcache *c, char prefix, const char *login, size_t login_len,
                const char *pw, size_t pw_len, unsigned char out[32])
 {
-    EVP_MAC_CTX *x = EVP_MAC_CTX_dup(c->tmpl);
     unsigned char head[5] = { (unsigned char)prefix, (unsigned char)(login_len >> 24),
                               (unsigned char)(login_len >> 16), (unsigned char)(login_len >> 8),
                               (unsigned char)login_len };
-    size_t n = 0;
-    int ok = x != NULL && EVP_MAC_update(x, head, sizeof head) &&
-             EVP_MAC_update(x, (const unsigned char *)login, login_len) &&
-             (pw == NULL || EVP_MAC_update(x, (const unsigned char *)pw, pw_len)) &&
-             EVP_MAC_final(x, out, &n, 32) && n == 32;
-    EVP_MAC_CTX_free(x);
-    return ok ? 0 : -1;
+    struct mh_bytes parts[] = { { head, sizeof head }, { login, login_len }, { pw, pw_len } };
+    return mh_digest_hmac(c->key, parts, pw != NULL ? 3 : 2, out);
 }
 
 static size_t bucket_of(const struct mh_credcache *c, const unsigned char m[32])

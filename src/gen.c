@@ -1,8 +1,8 @@
 /* gen.c - see gen.h. */
 #include "config.h"
 #include "gen.h"
+#include "digest.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +22,8 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
         goto fail;
     }
     if (conf->secret != NULL)
-        EVP_Digest(conf->secret, strlen(conf->secret), g->secret_digest, NULL, EVP_sha256(),
-                   NULL);
+        mh_digest_sha256(&(struct mh_bytes){ conf->secret, strlen(conf->secret) }, 1,
+                         g->secret_digest);
     if (conf->mirror) {
         g->mirror = mh_mirror_new(err, errsize);
         if (g->mirror == NULL)

@@ -3,12 +3,10 @@
 #include "limiter.h"
 #include "addr.h"
 #include "cidr.h"
+#include "digest.h"
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,7 +46,7 @@ static const unsigned char none[16];   /* all zero: a free slot's key, no link *
 
 struct mh_limiter {
     struct mh_limiter_conf c;
-    unsigned char secret[32];
+    struct mh_digest_key *key;   /* random, drawn at creation */
     struct table fails;
     struct table ok;         /* recent successes; unused when success_ttl_s is 0 */
     struct mh_cidr *trusted;
@@ -135,7 +133,7 @@ struct mh_limiter *mh_limiter_new(const struct mh_limiter_conf *conf, char *err,
         goto nomem;
     l->c = *conf;
     l->c.trusted = NULL;
-    if (RAND_bytes(l->secret, sizeof l->secret) != 1) {
+    if ((l->key = mh_digest_key_new(NULL, 0)) == NULL) {
         snprintf(err, errsize, "no random bytes for the limiter key");
         free(l);
         return NULL;
@@ -143,7 +141,7 @@ struct mh_limiter *mh_limiter_new(const struct mh_limiter_conf *conf, char *err,
     if (conf->trusted) {
         size_t n;
         if (each_cidr(conf->trusted, NULL, &n, err, errsize) < 0) {
-            free(l);
+            mh_limiter_free(l);
             return NULL;
         }
         l->trusted = calloc(n ? n : 1, sizeof *l->trusted);
@@ -168,7 +166,7 @@ void mh_limiter_free(struct mh_limiter *l)
     table_free(&l->fails);
     table_free(&l->ok);
     free(l->trusted);
-    OPENSSL_cleanse(l->secret, sizeof l->secret);
+    mh_digest_key_free(l->key);
     free(l);
 }
 
@@ -176,23 +174,14 @@ void mh_limiter_free(struct mh_limiter *l)
 static void keyed(const struct mh_limiter *l, enum kind k, const void *a, size_t alen,
                   const void *b, size_t blen, unsigned char out[16])
 {
-    unsigned char buf[1 + NAME_MAX_BYTES + 1 + 64], md[32];
-    unsigned int mdlen = 0;
-    size_t n = 0;
+    static const unsigned char nul = 0;
+    unsigned char kind = (unsigned char)k, md[MH_DIGEST_LEN];
     if (alen > NAME_MAX_BYTES)
         alen = NAME_MAX_BYTES;   /* longer than any login or password we accept */
     if (blen > 64)
         blen = 64;
-    buf[n++] = (unsigned char)k;
-    memcpy(buf + n, a, alen);
-    n += alen;
-    if (b != NULL) {
-        buf[n++] = 0;
-        memcpy(buf + n, b, blen);
-        n += blen;
-    }
-    HMAC(EVP_sha256(), l->secret, (int)sizeof l->secret, buf, n, md, &mdlen);
-    OPENSSL_cleanse(buf, n);
+    struct mh_bytes parts[] = { { &kind, 1 }, { a, alen }, { &nul, 1 }, { b, blen } };
+    mh_digest_hmac(l->key, parts, b != NULL ? 4 : 2, md);
     memcpy(out, md, 16);
     OPENSSL_cleanse(md, sizeof md);
     if (!memcmp(out, none, sizeof none))
