@@ -2,6 +2,7 @@
 #include "config.h"
 #include "mirror.h"
 #include "mirror_unicode.h"
+#include "shtable.h"
 
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -88,27 +89,6 @@ struct mh_mirror {
 
 #define UTOMB ((struct ment *)1)
 
-static uint64_t mix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= UINT64_C(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h *= UINT64_C(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    return h;
-}
-
-static uint64_t hash_bytes(uint64_t seed, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    uint64_t h = UINT64_C(0xcbf29ce484222325) ^ seed;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return mix(h ^ n);
-}
-
 static size_t chunk_bytes(size_t n)
 {
     /* what malloc really takes: 8 bytes of header, rounded up to 16 */
@@ -192,7 +172,7 @@ static const unsigned char *next_key(const unsigned char *k) { return k + 2 + k[
 
 static uint64_t key_hash(const struct mh_mirror *m, const unsigned char *k)
 {
-    return hash_bytes(m->seed, k + 2, k[1]);
+    return mh_shtable_hash(m->seed, k + 2, k[1]);
 }
 
 /* ---- values as the directory compares them ---- */
@@ -413,7 +393,7 @@ static void keys_remove(struct mh_mirror *m, const struct ment *e, unsigned upto
 
 static size_t uuid_pos(const struct mh_mirror *m, const unsigned char *uuid)
 {
-    return (size_t)hash_bytes(m->seed, uuid, 16);
+    return (size_t)mh_shtable_hash(m->seed, uuid, 16);
 }
 
 static struct ment **uuid_find(struct mh_mirror *m, const unsigned char *uuid)
@@ -481,7 +461,7 @@ static uint32_t intern(struct mh_mirror *m, const char *v, size_t len)
         for (size_t i = 0; i < m->rcap; i++)
             if (m->rslot[i] != 0) {
                 const char *x = string_at(m, m->rslot[i]);
-                size_t pos = (size_t)hash_bytes(m->seed, x, strlen(x));
+                size_t pos = (size_t)mh_shtable_hash(m->seed, x, strlen(x));
                 while (n[pos & (cap - 1)] != 0)
                     pos++;
                 n[pos & (cap - 1)] = m->rslot[i];
@@ -491,7 +471,7 @@ static uint32_t intern(struct mh_mirror *m, const char *v, size_t len)
         m->rslot = n;
         m->rcap = cap;
     }
-    size_t pos = (size_t)hash_bytes(m->seed, v, len);
+    size_t pos = (size_t)mh_shtable_hash(m->seed, v, len);
     for (; m->rslot[pos & (m->rcap - 1)] != 0; pos++) {
         const char *x = string_at(m, m->rslot[pos & (m->rcap - 1)]);
         if (strncmp(x, v, len) == 0 && x[len] == '\0')
@@ -765,7 +745,7 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
         return MH_MIRROR_MISS;
     }
     len = flen;
-    uint64_t h = hash_bytes(m->seed, folded, len);
+    uint64_t h = mh_shtable_hash(m->seed, folded, len);
     uint64_t tag = h >> 48;
     struct kshard *s = &m->shard[h & (NSHARD - 1)];
     const struct ment *found[2] = { NULL, NULL };

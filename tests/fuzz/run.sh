@@ -71,11 +71,11 @@ cflags=(-std=c11 -g -O1 -fno-omit-frame-pointer -pthread
 sources() {
     case $1 in
         codec)   echo src/codec.c src/addr.c src/log.c ;;
-        config)  echo src/conf.c src/backend.c src/cidr.c src/codec.c src/addr.c src/filter.c src/limiter.c src/digest.c src/log.c ;;
+        config)  echo src/conf.c src/backend.c src/cidr.c src/codec.c src/addr.c src/filter.c src/limiter.c src/digest.c src/shtable.c src/log.c ;;
         backend) echo src/backend.c src/cidr.c src/codec.c src/addr.c src/filter.c ;;
         journal) echo src/journal.c src/cli.c src/cachewait.c src/ctllist.c src/ldapconn.c src/metrics.c src/frozenwatch.c src/conf.c src/backend.c src/cidr.c src/codec.c src/addr.c src/filter.c \
-                     src/limiter.c src/digest.c src/log.c ;;
-        mirror)  echo src/mirror.c ;;
+                     src/limiter.c src/digest.c src/shtable.c src/log.c ;;
+        mirror)  echo src/mirror.c src/shtable.c ;;
     esac
 }
 max_len() {
