@@ -8,7 +8,7 @@
  *   <unix time> <protocol> <client address> <backend> <login>
  * Logins never hold tabs or newlines (the codec refuses control characters).
  *
- * Thread-safe: shards, each behind a mutex.
+ * Thread-safe: shards, each behind a mutex (shtable.h).
  */
 #ifndef MH_LASTLOGIN_H
 #define MH_LASTLOGIN_H
