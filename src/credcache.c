@@ -31,11 +31,10 @@ static int slot_free(const void *p) { return ((const struct slot *)p)->stored_ms
 struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *err,
                                       size_t errsize)
 {
+    const char *why = "out of memory";
     struct mh_credcache *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        snprintf(err, errsize, "out of memory");
-        return NULL;
-    }
+    if (c == NULL)
+        goto fail;
     atomic_init(&c->epoch, 0);
     c->ttl_ms = ttl_ms;
     size_t nbuckets = 1;     /* a power of two, at least one per shard */
@@ -46,17 +45,16 @@ struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *er
     struct mh_shtable_conf tc = { .shards = NSHARD, .slots = nbuckets / NSHARD * WAYS,
                                   .window = WAYS, .align = WAYS, .slot_size = sizeof(struct slot),
                                   .is_free = slot_free };
-    if ((c->t = mh_shtable_new(&tc)) == NULL) {
-        snprintf(err, errsize, "out of memory");
-        mh_credcache_free(c);
-        return NULL;
-    }
-    if ((c->key = mh_digest_key_new(NULL, 0)) == NULL) {
-        snprintf(err, errsize, "credential cache: cannot set up HMAC-SHA256 or its key");
-        mh_credcache_free(c);
-        return NULL;
-    }
+    if ((c->t = mh_shtable_new(&tc)) == NULL)
+        goto fail;
+    why = "credential cache: cannot set up HMAC-SHA256 or its key";
+    if ((c->key = mh_digest_key_new(NULL, 0)) == NULL)
+        goto fail;
     return c;
+fail:
+    snprintf(err, errsize, "%s", why);
+    mh_credcache_free(c);
+    return NULL;
 }
 
 void mh_credcache_free(struct mh_credcache *c)
