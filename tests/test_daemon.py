@@ -10,11 +10,10 @@ import shutil
 import socket
 import stat
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from mhtest import Daemon, Runner, check, find_daemon, free_port, request, tcp_connections  # noqa: E402
+from mhtest import Daemon, Runner, check, find_daemon, free_port, request, tcp_connections, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 
 OLD = ("127.0.0.11", {"imap": 1143, "pop3": 1110, "smtp": 1025})
@@ -703,8 +702,7 @@ def t_config_check(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-daemon-")
-    os.chmod(work, 0o755)
+    work = work_dir("daemon")
     runner = Runner("test_daemon")
     slapd = Slapd(os.path.join(work, "slapd"))
     try:

@@ -14,14 +14,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Daemon, Runner, check, find_daemon, free_port, request  # noqa: E402
+from mhtest import Daemon, Runner, check, find_daemon, free_port, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import NEW, config, expect_ok, expect_tempfail  # noqa: E402
 
@@ -165,8 +164,7 @@ def t_12_16_stats_no_base(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-diag-")
-    os.chmod(work, 0o755)
+    work = work_dir("diag")
     runner = Runner("test_diag")
     slapd = Slapd(os.path.join(work, "slapd"))
     try:

@@ -16,14 +16,13 @@ import base64
 import os
 import re
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Daemon, Runner, check, request  # noqa: E402
+from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import OLD, config, expect_ok, expect_tempfail  # noqa: E402
 from test_mirror import MIRROR, wait_log  # noqa: E402
@@ -194,8 +193,7 @@ def t_e_login_attribute(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-hardening-")
-    os.chmod(work, 0o755)
+    work = work_dir("hardening")
     runner = Runner("test_hardening")
     slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
     try:

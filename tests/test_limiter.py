@@ -18,7 +18,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True     # no __pycache__ in the source tree (or in make dist)
@@ -26,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, os.path.join(HERE, "e2e"))
 sys.path.insert(0, HERE)
-from mhtest import Daemon, Runner, check, request  # noqa: E402
+from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from stack import AuthTap, _die_with_parent, _run_as, _stop_proc, find, free_port, wait_for  # noqa: E402
 from test_daemon import (NEW, PASSWORDS, WRONG, config, expect_ok, expect_refused,  # noqa: E402
@@ -299,8 +298,7 @@ def t_17_14_unknown_login_spray_blocked(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-limiter-")
-    os.chmod(work, 0o755)
+    work = work_dir("limiter")
     runner = Runner("test_limiter")
     slapd = Slapd(os.path.join(work, "slapd"), loglevel="stats")
     try:

@@ -11,13 +11,12 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
-from mhtest import Daemon, Runner, check, request  # noqa: E402
+from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
 from slapd import LdapError, Slapd, make_ca  # noqa: E402
 from test_daemon import NEW, config, expect_ok  # noqa: E402
 
@@ -166,8 +165,7 @@ def t_starttls_without_server_tls(c):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-tls-")
-    os.chmod(work, 0o755)
+    work = work_dir("tls")
     runner = Runner("test_tls")
     c = Ctx()
     c.work = work
