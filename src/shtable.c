@@ -3,6 +3,7 @@
 #include "shtable.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -173,4 +174,163 @@ const void *mh_shtable_debug_memory(const struct mh_shtable *t, size_t *len)
 {
     *len = t->c.shards * t->c.slots * t->c.slot_size;
     return t->slot;
+}
+
+/* ---- the growing index ---- */
+
+#define EMPTY UINT64_C(0)
+#define TOMB UINT64_C(1)
+
+struct ishard {
+    pthread_rwlock_t lock;
+    uint64_t *slot;
+    size_t cap, used, tomb;
+} __attribute__((aligned(64)));
+
+struct mh_shindex {
+    struct ishard *shard;
+    size_t nshards, nlocks;
+    void (*rehash)(uint64_t v, size_t shard, mh_shindex_place *place, void *ctx, void *arg);
+    void *arg;
+    atomic_size_t bytes;
+};
+
+struct mh_shindex *mh_shindex_new(size_t shards,
+                                  void (*rehash)(uint64_t v, size_t shard,
+                                                 mh_shindex_place *place, void *ctx, void *arg),
+                                  void *arg)
+{
+    struct mh_shindex *x = NULL;
+    if (shards == 0 || (x = calloc(1, sizeof *x)) == NULL)
+        return NULL;
+    x->nshards = shards;
+    x->rehash = rehash;
+    x->arg = arg;
+    if (shards > SIZE_MAX / sizeof *x->shard ||
+        (x->shard = aligned_alloc(64, shards * sizeof *x->shard)) == NULL) {
+        mh_shindex_free(x);
+        return NULL;
+    }
+    memset(x->shard, 0, shards * sizeof *x->shard);
+    for (; x->nlocks < shards; x->nlocks++)
+        pthread_rwlock_init(&x->shard[x->nlocks].lock, NULL);
+    atomic_init(&x->bytes, sizeof *x + shards * sizeof *x->shard);
+    return x;
+}
+
+void mh_shindex_free(struct mh_shindex *x)
+{
+    if (x == NULL)
+        return;
+    for (size_t i = 0; i < x->nlocks; i++) {
+        free(x->shard[i].slot);
+        pthread_rwlock_destroy(&x->shard[i].lock);
+    }
+    free(x->shard);
+    free(x);
+}
+
+static int too_full(size_t n, size_t cap) { return n * 5 > cap * 4; }
+static size_t grown(size_t used) { return 16 + (used + 1) * 3 / 2; }
+
+struct regrow {
+    uint64_t *slot, v;
+    size_t cap, placed, shards;
+};
+
+/* Places the value being moved under h in the new array; a value standing twice under
+ * hashes with the same start is placed once. */
+static void regrow_place(void *ctx, uint64_t h)
+{
+    struct regrow *r = ctx;
+    size_t pos = (size_t)((h / r->shards) % r->cap);
+    while (r->slot[pos] != EMPTY && r->slot[pos] != r->v)
+        pos = pos + 1 == r->cap ? 0 : pos + 1;
+    if (r->slot[pos] == EMPTY)
+        r->placed++;
+    r->slot[pos] = r->v;
+}
+
+static int ishard_grow(struct mh_shindex *x, struct ishard *s)
+{
+    struct regrow r = { NULL, 0, grown(s->used), 0, x->nshards };
+    if ((r.slot = calloc(r.cap, sizeof *r.slot)) == NULL)
+        return -1;
+    for (size_t i = 0; i < s->cap; i++) {
+        if (s->slot[i] == EMPTY || s->slot[i] == TOMB)
+            continue;
+        r.v = s->slot[i];
+        x->rehash(r.v, (size_t)(s - x->shard), regrow_place, &r, x->arg);
+    }
+    atomic_fetch_add(&x->bytes, r.cap * sizeof *r.slot);
+    atomic_fetch_sub(&x->bytes, s->cap * sizeof *r.slot);
+    free(s->slot);
+    s->slot = r.slot;
+    s->cap = r.cap;
+    s->used = r.placed;
+    s->tomb = 0;
+    return 0;
+}
+
+int mh_shindex_insert(struct mh_shindex *x, uint64_t hash, uint64_t v)
+{
+    struct ishard *s = &x->shard[hash % x->nshards];
+    int rc = 0;
+    pthread_rwlock_wrlock(&s->lock);
+    if (too_full(s->used + s->tomb + 1, s->cap) && ishard_grow(x, s) < 0) {
+        rc = -1;
+    } else {
+        size_t pos = (size_t)((hash / x->nshards) % s->cap);
+        while (s->slot[pos] != EMPTY && s->slot[pos] != TOMB)
+            pos = pos + 1 == s->cap ? 0 : pos + 1;
+        if (s->slot[pos] == TOMB)
+            s->tomb--;
+        s->slot[pos] = v;
+        s->used++;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    return rc;
+}
+
+void mh_shindex_remove(struct mh_shindex *x, uint64_t hash, uint64_t v)
+{
+    struct ishard *s = &x->shard[hash % x->nshards];
+    pthread_rwlock_wrlock(&s->lock);
+    if (s->cap > 0) {
+        size_t pos = (size_t)((hash / x->nshards) % s->cap);
+        for (size_t n = 0; n < s->cap && s->slot[pos] != EMPTY;
+             n++, pos = pos + 1 == s->cap ? 0 : pos + 1)
+            if (s->slot[pos] == v) {
+                s->slot[pos] = TOMB;
+                s->used--;
+                s->tomb++;
+                break;
+            }
+    }
+    pthread_rwlock_unlock(&s->lock);
+}
+
+void mh_shindex_lookup(struct mh_shindex *x, uint64_t hash, int (*visit)(uint64_t v, void *arg),
+                       void (*done)(void *arg), void *arg)
+{
+    struct ishard *s = &x->shard[hash % x->nshards];
+    pthread_rwlock_rdlock(&s->lock);
+    if (s->cap > 0) {
+        size_t pos = (size_t)((hash / x->nshards) % s->cap);
+        for (size_t n = 0; n < s->cap; n++, pos = pos + 1 == s->cap ? 0 : pos + 1) {
+            uint64_t v = s->slot[pos];
+            if (v == EMPTY)
+                break;
+            if (v != TOMB && visit(v, arg))
+                break;
+        }
+    }
+    if (done != NULL)
+        done(arg);
+    pthread_rwlock_unlock(&s->lock);
+}
+
+size_t mh_shindex_bytes(const struct mh_shindex *x)
+{
+    return atomic_load(&((struct mh_shindex *)x)->bytes);
 }

@@ -1,5 +1,7 @@
-/* shtable.h - a fixed-size hash table split into shards, each behind its own mutex: the one
- * table under the credential cache, the limiter and the last-login store.
+/* shtable.h - the sharded hash tables: a fixed-size one (mh_shtable: shards behind a mutex
+ * each; under the credential cache, the limiter and the last-login store) and a growing one
+ * (mh_shindex, below: shards behind a read-write lock each; the mirror's key index, which
+ * the route cache uses too), with the hash they share.
  *
  * Memory is fixed at creation (nothing is allocated per call): `shards` x `slots` slots of
  * `slot_size` bytes, in one zeroed block.  A key lives in a window of `window` slots of one
@@ -80,5 +82,47 @@ uint64_t mh_shtable_hash(uint64_t seed, const void *p, size_t n);
 
 /* Tests only: the slots' memory (one block, shard after shard). */
 const void *mh_shtable_debug_memory(const struct mh_shtable *t, size_t *len);
+
+/* ---- a growing index: the mirror's key index ----
+ *
+ * For a table that grows with its content and is read far more often than written: each
+ * shard is an open-addressed array of 64-bit values (linear probing, removed values leave a
+ * tombstone) of any capacity, kept at most 4/5 full and rebuilt 2/3 full, behind a
+ * read-write lock.  Values are the caller's (0 and 1 are reserved); several values may share
+ * a hash, and one value may stand under several hashes.  Placement, from the caller's 64-bit
+ * hash: shard = hash % shards, start = (hash / shards) % capacity.
+ *
+ * When a shard grows, its values are placed anew: rehash(v, shard, place, ctx, arg) must call
+ * place(ctx, h) for each hash h that v stands under in that shard (the index does not keep
+ * hashes).  The index owns its arrays; values are only numbers to it.
+ *
+ * Thread-safe: mh_shindex_lookup from any number of threads, concurrently with one writer
+ * (insert, remove) per shard at a time; new and free run alone.
+ */
+struct mh_shindex;
+
+typedef void mh_shindex_place(void *ctx, uint64_t hash);
+
+/* shards >= 1.  NULL when out of memory. */
+struct mh_shindex *mh_shindex_new(size_t shards,
+                                  void (*rehash)(uint64_t v, size_t shard,
+                                                 mh_shindex_place *place, void *ctx, void *arg),
+                                  void *arg);
+void mh_shindex_free(struct mh_shindex *x);   /* NULL ok */
+
+/* Adds v under hash.  0, or -1 when the shard cannot grow (out of memory). */
+int mh_shindex_insert(struct mh_shindex *x, uint64_t hash, uint64_t v);
+
+/* Removes the first v met from hash's start, if any. */
+void mh_shindex_remove(struct mh_shindex *x, uint64_t hash, uint64_t v);
+
+/* With hash's shard read-locked: visit(v, arg) for each value from hash's start up to the
+ * first empty slot, until visit returns nonzero; then done(arg) (may be NULL), still locked,
+ * so the caller can copy out what the values point at before a writer may free it. */
+void mh_shindex_lookup(struct mh_shindex *x, uint64_t hash, int (*visit)(uint64_t v, void *arg),
+                       void (*done)(void *arg), void *arg);
+
+/* Bytes the index holds (its shards and their arrays); any thread. */
+size_t mh_shindex_bytes(const struct mh_shindex *x);
 
 #endif

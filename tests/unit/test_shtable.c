@@ -5,6 +5,7 @@
 #include "check.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +273,129 @@ static void test_threads(void)
     mh_shtable_free(t);
 }
 
+/* ---- the growing index ---- */
+
+/* Values in these tests: (key << 8) | 0x42, standing under hash = key * 0x9e3779b97f4a7c15
+ * (keys below 2^48, so no value is 0 or 1). */
+static uint64_t ihash(uint64_t key) { return key * UINT64_C(0x9e3779b97f4a7c15); }
+static uint64_t ival(uint64_t key) { return key << 8 | 0x42; }
+
+static int rehashed;
+
+static void rehash(uint64_t v, size_t shard, mh_shindex_place *place, void *ctx, void *arg)
+{
+    uint64_t h = ihash(v >> 8);
+    rehashed++;
+    if (h % 8 == shard)
+        place(ctx, h);
+}
+
+struct find {
+    uint64_t want;
+    int seen, done;
+};
+
+static int find_visit(uint64_t v, void *arg)
+{
+    struct find *f = arg;
+    f->seen += v == f->want;
+    return 0;
+}
+
+static void find_done(void *arg) { ((struct find *)arg)->done = 1; }
+
+static int ifind(struct mh_shindex *x, uint64_t key)
+{
+    struct find f = { ival(key), 0, 0 };
+    mh_shindex_lookup(x, ihash(key), find_visit, find_done, &f);
+    return f.done ? f.seen : -1;
+}
+
+static void test_index(void)
+{
+    struct mh_shindex *x = mh_shindex_new(8, rehash, NULL);
+    CHECK(x != NULL, "new");
+    if (x == NULL)
+        return;
+    size_t b0 = mh_shindex_bytes(x);
+    CHECK(ifind(x, 5) == 0, "an empty index: nothing, and done is called");
+    int fails = 0;
+    for (uint64_t k = 1; k <= 5000; k++)
+        fails += mh_shindex_insert(x, ihash(k), ival(k)) != 0;
+    CHECK(fails == 0, "%d inserts failed", fails);
+    CHECK(rehashed > 0 && mh_shindex_bytes(x) > b0 + 5000 * 8, "grew: %d rehashed, %zu bytes",
+          rehashed, mh_shindex_bytes(x));
+    int found = 0;
+    for (uint64_t k = 1; k <= 5000; k++)
+        found += ifind(x, k) == 1;
+    CHECK(found == 5000, "found %d of 5000 after growing", found);
+    for (uint64_t k = 1; k <= 5000; k += 2)
+        mh_shindex_remove(x, ihash(k), ival(k));
+    found = 0;
+    for (uint64_t k = 1; k <= 5000; k++)
+        found += ifind(x, k) == (k % 2 == 0);
+    CHECK(found == 5000, "after removing the odd keys: %d of 5000 right", found);
+    /* one hash, two values: both seen; removing one leaves the other */
+    CHECK(mh_shindex_insert(x, ihash(2), ival(7001)) == 0, "a second value under one hash");
+    struct find f = { ival(7001), 0, 0 };
+    mh_shindex_lookup(x, ihash(2), find_visit, NULL, &f);
+    CHECK(f.seen == 1 && ifind(x, 2) == 1, "both values under hash(2)");
+    mh_shindex_remove(x, ihash(2), ival(2));
+    f.seen = 0;
+    mh_shindex_lookup(x, ihash(2), find_visit, NULL, &f);
+    CHECK(f.seen == 1 && ifind(x, 2) == 0, "one removed, the other kept");
+    mh_shindex_free(x);
+    mh_shindex_free(NULL);
+}
+
+struct ireader {
+    struct mh_shindex *x;
+    atomic_int *stop;
+    long misses, lookups;
+};
+
+static void *ireader(void *p)
+{
+    struct ireader *r = p;
+    uint64_t k = 1;
+    while (!atomic_load(r->stop)) {
+        k = k % 1000 + 1;   /* keys 1..1000 are always there */
+        r->misses += ifind(r->x, k) != 1;
+        r->lookups++;
+    }
+    return NULL;
+}
+
+static void test_index_threads(void)
+{
+    /* readers look up stable keys while the writer adds and removes others (and grows) */
+    struct mh_shindex *x = mh_shindex_new(8, rehash, NULL);
+    CHECK(x != NULL, "new");
+    if (x == NULL)
+        return;
+    for (uint64_t k = 1; k <= 1000; k++)
+        mh_shindex_insert(x, ihash(k), ival(k));
+    atomic_int stop = 0;
+    pthread_t th[3];
+    struct ireader r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = (struct ireader){ x, &stop, 0, 0 };
+        CHECK(pthread_create(&th[i], NULL, ireader, &r[i]) == 0, "reader %d", i);
+    }
+    for (uint64_t k = 10000; k < 60000; k++) {
+        mh_shindex_insert(x, ihash(k), ival(k));
+        if (k % 3)
+            mh_shindex_remove(x, ihash(k), ival(k));
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(r[i].misses == 0 && r[i].lookups > 0, "reader %d: %ld misses in %ld lookups", i,
+              r[i].misses, r[i].lookups);
+    }
+    mh_shindex_free(x);
+}
+
 static const struct check_case cases[] = {
     CHECK_CASE(test_conf),
     CHECK_CASE(test_put_get_delete),
@@ -280,6 +404,8 @@ static const struct check_case cases[] = {
     CHECK_CASE(test_sweep_and_copy),
     CHECK_CASE(test_hash),
     CHECK_CASE(test_threads),
+    CHECK_CASE(test_index),
+    CHECK_CASE(test_index_threads),
 };
 
 int main(void)
