@@ -34,14 +34,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define REQUIRE(cond)                                                                  \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "fuzz_codec: property violated at line %d: %s\n", __LINE__, \
-                    #cond);                                                            \
-            abort();                                                                   \
-        }                                                                              \
-    } while (0)
+#define FUZZ_TARGET "fuzz_codec"
+#include "fuzz_require.h"
 
 /* A NUL-terminated copy of the first header `name`, or NULL. */
 static char *field(struct fake_headers *h, const char *name)
