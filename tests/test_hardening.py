@@ -22,8 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
-from slapd import Slapd  # noqa: E402
+from mhtest import Daemon, check, request, run_with_slapd  # noqa: E402
 from test_daemon import OLD, config, expect_ok, expect_tempfail  # noqa: E402
 from test_mirror import MIRROR, wait_log  # noqa: E402
 
@@ -193,17 +192,9 @@ def t_e_login_attribute(work, slapd):
 
 
 def main():
-    work = work_dir("hardening")
-    runner = Runner("test_hardening")
-    slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
-    try:
-        slapd.start()
-        for t in (t_d8_log_injection, t_e_stale_drops_cached_credentials, t_e_auth_pass_wiped,
-                  t_e_login_attribute):
-            runner.run(t, work, slapd)
-    finally:
-        slapd.stop()
-    return runner.finish(work)
+    return run_with_slapd("hardening", (t_d8_log_injection, t_e_stale_drops_cached_credentials,
+                                        t_e_auth_pass_wiped, t_e_login_attribute),
+                          syncprov=True)
 
 
 if __name__ == "__main__":

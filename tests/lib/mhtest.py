@@ -225,6 +225,23 @@ def work_dir(name, exit_on_signals=False):
     return work
 
 
+def run_with_slapd(name, tests, **slapd_args):
+    """The main() of a test file whose tests take (work, slapd): a work directory, one
+    private slapd (slapd.py, with slapd_args) for all of them, each test run by a Runner
+    "test_<name>"; returns the exit status."""
+    from slapd import Slapd   # here: slapd.py imports this module
+    work = work_dir(name)
+    runner = Runner("test_" + name)
+    slapd = Slapd(os.path.join(work, "slapd"), **slapd_args)
+    try:
+        slapd.start()
+        for t in tests:
+            runner.run(t, work, slapd)
+    finally:
+        slapd.stop()
+    return runner.finish(work)
+
+
 def read_text(path):
     """A log file's text, undecodable bytes replaced; "" while it does not exist."""
     try:
