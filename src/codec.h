@@ -4,7 +4,10 @@
  * The HTTP front (http.c) hands request headers in through a getter; the answer comes
  * back as a short list of (name, value) pairs that point into the caller's storage.
  *
- * Facts this relies on (../shared/PROTOCOL.md, nginx's ngx_mail_auth_http_module.c):
+ * Facts this relies on, from nginx's documentation of the protocol
+ * (https://nginx.org/en/docs/mail/ngx_mail_auth_http_module.html) and its source
+ * (src/mail/ngx_mail_auth_http_module.c; src/core/ngx_string.c, ngx_escape_uri with
+ * NGX_ESCAPE_MAIL_AUTH), checked against a real nginx by tests/test_e2e.py:
  * nginx escapes bytes 0x00-0x1f, space and '%' in Auth-User and Auth-Pass as %XX and sends
  * every other byte raw; it reads the whole answer into a 1024-byte buffer; an answer with
  * neither an error nor a server and port makes it say "internal server error".

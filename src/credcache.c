@@ -1,12 +1,10 @@
 /* credcache.c - see credcache.h. */
 #include "config.h"
 #include "credcache.h"
+#include "digest.h"
+#include "shtable.h"
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,71 +19,50 @@ struct slot {
     uint64_t stored_ms;      /* 0: empty */
 };
 
-struct shard {
-    pthread_mutex_t lock;
-    size_t used;
-} __attribute__((aligned(64)));
-
 struct mh_credcache {
-    struct shard shard[NSHARD];
-    struct slot *slot;
-    size_t nbuckets;         /* buckets of WAYS slots; a power of two */
+    struct mh_shtable *t;    /* set-associative buckets of WAYS slots */
     uint64_t ttl_ms;
-    EVP_MAC *mac;
-    EVP_MAC_CTX *tmpl;       /* keyed once; duplicated per call */
-    atomic_uint_fast64_t epoch;   /* mh_credcache_epoch: the last value + 1, 0 none yet */
+    struct mh_digest_key *key;   /* random, drawn at creation */
+    atomic_uint_fast64_t epoch;  /* mh_credcache_epoch: the last value + 1, 0 none yet */
 };
+
+static int slot_free(const void *p) { return ((const struct slot *)p)->stored_ms == 0; }
 
 struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *err,
                                       size_t errsize)
 {
-    struct mh_credcache *c = aligned_alloc(64, sizeof *c);
-    unsigned char key[32];
-    if (c == NULL) {
-        snprintf(err, errsize, "out of memory");
-        return NULL;
-    }
-    memset(c, 0, sizeof *c);
+    const char *why = "out of memory";
+    struct mh_credcache *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        goto fail;
     atomic_init(&c->epoch, 0);
     c->ttl_ms = ttl_ms;
-    c->nbuckets = 1;
-    while (c->nbuckets * WAYS < capacity)
-        c->nbuckets *= 2;
-    if (c->nbuckets < NSHARD)
-        c->nbuckets = NSHARD;
-    c->slot = calloc(c->nbuckets * WAYS, sizeof *c->slot);
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_end(),
-    };
-    if (c->slot == NULL || RAND_bytes(key, sizeof key) != 1 ||
-        (c->mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
-        (c->tmpl = EVP_MAC_CTX_new(c->mac)) == NULL ||
-        !EVP_MAC_init(c->tmpl, key, sizeof key, params)) {
-        OPENSSL_cleanse(key, sizeof key);
-        snprintf(err, errsize, "credential cache: cannot set up HMAC-SHA256 or its key");
-        mh_credcache_free(c);
-        return NULL;
-    }
-    OPENSSL_cleanse(key, sizeof key);
-    for (size_t i = 0; i < NSHARD; i++)
-        pthread_mutex_init(&c->shard[i].lock, NULL);
+    size_t nbuckets = 1;     /* a power of two, at least one per shard */
+    while (nbuckets * WAYS < capacity)
+        nbuckets *= 2;
+    if (nbuckets < NSHARD)
+        nbuckets = NSHARD;
+    struct mh_shtable_conf tc = { .shards = NSHARD, .slots = nbuckets / NSHARD * WAYS,
+                                  .window = WAYS, .align = WAYS, .slot_size = sizeof(struct slot),
+                                  .is_free = slot_free };
+    if ((c->t = mh_shtable_new(&tc)) == NULL)
+        goto fail;
+    why = "credential cache: cannot set up HMAC-SHA256 or its key";
+    if ((c->key = mh_digest_key_new(NULL, 0)) == NULL)
+        goto fail;
     return c;
+fail:
+    snprintf(err, errsize, "%s", why);
+    mh_credcache_free(c);
+    return NULL;
 }
 
 void mh_credcache_free(struct mh_credcache *c)
 {
     if (c == NULL)
         return;
-    if (c->tmpl != NULL)
-        for (size_t i = 0; i < NSHARD; i++)
-            pthread_mutex_destroy(&c->shard[i].lock);
-    EVP_MAC_CTX_free(c->tmpl);
-    EVP_MAC_free(c->mac);
-    if (c->slot != NULL) {
-        OPENSSL_cleanse(c->slot, c->nbuckets * WAYS * sizeof *c->slot);
-        free(c->slot);
-    }
+    mh_digest_key_free(c->key);
+    mh_shtable_free(c->t);
     free(c);
 }
 
@@ -93,56 +70,79 @@ void mh_credcache_free(struct mh_credcache *c)
 static int mac(struct mh_credcache *c, char prefix, const char *login, size_t login_len,
                const char *pw, size_t pw_len, unsigned char out[32])
 {
-    EVP_MAC_CTX *x = EVP_MAC_CTX_dup(c->tmpl);
     unsigned char head[5] = { (unsigned char)prefix, (unsigned char)(login_len >> 24),
                               (unsigned char)(login_len >> 16), (unsigned char)(login_len >> 8),
                               (unsigned char)login_len };
-    size_t n = 0;
-    int ok = x != NULL && EVP_MAC_update(x, head, sizeof head) &&
-             EVP_MAC_update(x, (const unsigned char *)login, login_len) &&
-             (pw == NULL || EVP_MAC_update(x, (const unsigned char *)pw, pw_len)) &&
-             EVP_MAC_final(x, out, &n, 32) && n == 32;
-    EVP_MAC_CTX_free(x);
-    return ok ? 0 : -1;
+    struct mh_bytes parts[] = { { head, sizeof head }, { login, login_len }, { pw, pw_len } };
+    return mh_digest_hmac(c->key, parts, pw != NULL ? 3 : 2, out);
 }
 
-static size_t bucket_of(const struct mh_credcache *c, const unsigned char m[32])
+/* The slot's place: the MAC's first 8 bytes (a keyed hash). */
+static uint64_t place(const unsigned char m[32])
 {
     uint64_t v;
     memcpy(&v, m, sizeof v);
-    return (size_t)(v & (c->nbuckets - 1));
+    return v;
 }
 
-static struct shard *shard_of(struct mh_credcache *c, size_t bucket)
+static int same_mac(const void *slot, const void *m)
 {
-    return &c->shard[bucket & (NSHARD - 1)];
+    const struct slot *e = slot;
+    return e->stored_ms != 0 && CRYPTO_memcmp(e->mac, m, sizeof e->mac) == 0;
+}
+
+/* an empty slot, else the oldest */
+static int older(const void *a, const void *b, const void *m)
+{
+    const struct slot *e = a, *victim = b;
+    return victim->stored_ms != 0 && (e->stored_ms == 0 || e->stored_ms < victim->stored_ms);
+}
+
+struct use {
+    uint32_t version;
+    uint64_t now_ms, ttl_ms;
+    int hit;
+};
+
+static void check_slot(void *slot, int found, void *arg)
+{
+    struct slot *e = slot;
+    struct use *u = arg;
+    if (!found)
+        return;
+    if (e->version == u->version && u->now_ms - e->stored_ms < u->ttl_ms)
+        u->hit = 1;
+    else
+        OPENSSL_cleanse(e, sizeof *e);   /* expired or outdated: removed */
 }
 
 int mh_credcache_check(struct mh_credcache *c, const char *login, size_t login_len,
                        const char *pw, size_t pw_len, uint32_t version, uint64_t now_ms)
 {
     unsigned char m[32];
-    int hit = 0;
+    struct use u = { version, now_ms, c->ttl_ms, 0 };
     if (mac(c, 'P', login, login_len, pw, pw_len, m) < 0)
         return 0;
-    size_t b = bucket_of(c, m);
-    struct shard *s = shard_of(c, b);
-    pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < WAYS; i++) {
-        struct slot *e = &c->slot[b * WAYS + i];
-        if (e->stored_ms == 0 || CRYPTO_memcmp(e->mac, m, sizeof m) != 0)
-            continue;
-        if (e->version == version && now_ms - e->stored_ms < c->ttl_ms)
-            hit = 1;
-        else {
-            memset(e, 0, sizeof *e);
-            s->used--;
-        }
-        break;
-    }
-    pthread_mutex_unlock(&s->lock);
+    struct mh_shtable_probe p = { same_mac, older, m };
+    mh_shtable_access(c->t, place(m), &p, 0, check_slot, &u);
     OPENSSL_cleanse(m, sizeof m);
-    return hit;
+    return u.hit;
+}
+
+struct put {
+    const unsigned char *mac;
+    uint32_t version;
+    uint64_t now_ms;
+};
+
+/* the same pair is refreshed; else an empty slot, or the oldest, is taken */
+static void put_slot(void *slot, int found, void *arg)
+{
+    struct slot *e = slot;
+    const struct put *p = arg;
+    memcpy(e->mac, p->mac, sizeof e->mac);
+    e->version = p->version;
+    e->stored_ms = p->now_ms ? p->now_ms : 1;
 }
 
 void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_len,
@@ -151,30 +151,9 @@ void mh_credcache_put(struct mh_credcache *c, const char *login, size_t login_le
     unsigned char m[32];
     if (mac(c, 'P', login, login_len, pw, pw_len, m) < 0)
         return;
-    size_t b = bucket_of(c, m);
-    struct shard *s = shard_of(c, b);
-    pthread_mutex_lock(&s->lock);
-    struct slot *use = NULL, *victim = NULL;
-    for (size_t i = 0; i < WAYS; i++) {
-        struct slot *e = &c->slot[b * WAYS + i];
-        if (e->stored_ms != 0 && CRYPTO_memcmp(e->mac, m, sizeof m) == 0) {
-            use = e;                           /* the same pair: refresh it */
-            break;
-        }
-        /* else an empty slot, or the oldest */
-        if (victim == NULL ||
-            (victim->stored_ms != 0 && (e->stored_ms == 0 || e->stored_ms < victim->stored_ms)))
-            victim = e;
-    }
-    if (use == NULL) {
-        use = victim;
-        if (use->stored_ms == 0)
-            s->used++;
-    }
-    memcpy(use->mac, m, sizeof m);
-    use->version = version;
-    use->stored_ms = now_ms ? now_ms : 1;
-    pthread_mutex_unlock(&s->lock);
+    struct put arg = { m, version, now_ms };
+    struct mh_shtable_probe p = { same_mac, older, m };
+    mh_shtable_access(c->t, place(m), &p, 1, put_slot, &arg);
     OPENSSL_cleanse(m, sizeof m);
 }
 
@@ -185,29 +164,15 @@ void mh_credcache_epoch(struct mh_credcache *c, uint64_t epoch)
         return;   /* unchanged, or another thread is wiping for the same change */
     if (seen == 0)
         return;   /* the first value: nothing was cached under another one */
-    for (size_t sh = 0; sh < NSHARD; sh++) {
-        pthread_mutex_lock(&c->shard[sh].lock);
-        for (size_t b = sh; b < c->nbuckets; b += NSHARD) {
-            OPENSSL_cleanse(&c->slot[b * WAYS], WAYS * sizeof *c->slot);
-        }
-        c->shard[sh].used = 0;
-        pthread_mutex_unlock(&c->shard[sh].lock);
-    }
+    mh_shtable_sweep(c->t, NULL, NULL);
 }
 
 size_t mh_credcache_count(struct mh_credcache *c)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < NSHARD; i++) {
-        pthread_mutex_lock(&c->shard[i].lock);
-        n += c->shard[i].used;
-        pthread_mutex_unlock(&c->shard[i].lock);
-    }
-    return n;
+    return mh_shtable_count(c->t);
 }
 
 const void *mh_credcache_debug_memory(struct mh_credcache *c, size_t *len)
 {
-    *len = c->nbuckets * WAYS * sizeof *c->slot;
-    return c->slot;
+    return mh_shtable_debug_memory(c->t, len);
 }

@@ -59,8 +59,6 @@ mh_ctl_cmd_fn mh_ctl_cmd_stragglers;    /* ctl_stragglers.c: needs no directory 
 
 /* The current time as an LDAP GeneralizedTime; a static buffer, overwritten by each call. */
 const char *mh_ctl_now_generalized(void);
-/* SHA-256 of data as 64 hex digits and a NUL. */
-void mh_ctl_sha256_hex(const void *data, size_t len, char out[65]);
 /* base64 of data; malloc'ed, NULL when out of memory. */
 char *mh_ctl_b64(const void *data, size_t len);
 /* For the terminal: s itself when it is printable ASCII, else "base64:" and its base64 (a DN

@@ -21,14 +21,6 @@ const char *mh_ctl_now_generalized(void)
     return buf;
 }
 
-void mh_ctl_sha256_hex(const void *data, size_t len, char out[65])
-{
-    unsigned char d[32];
-    EVP_Digest(data, len, d, NULL, EVP_sha256(), NULL);
-    for (int i = 0; i < 32; i++)
-        sprintf(out + 2 * i, "%02x", d[i]);
-}
-
 char *mh_ctl_b64(const void *data, size_t len)
 {
     char *out = malloc(4 * ((len + 2) / 3) + 1);

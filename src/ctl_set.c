@@ -4,7 +4,6 @@
 #include "ctl.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 
 #include "backend.h"
 #include "cachewait.h"
+#include "digest.h"
 #include "filter.h"
 
 struct progress {
@@ -208,16 +208,25 @@ static int set_select(struct run *r)
         fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
         return MH_EXIT_ERROR;
     }
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned char d[32];
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    /* the selection's identity: SHA-256 of each login with its NUL, then the filter */
+    struct mh_bytes *parts = malloc((r->nlogins + 1) * sizeof *parts);
+    unsigned char d[MH_DIGEST_LEN];
+    size_t np = 0;
+    if (parts == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        return MH_EXIT_ERROR;
+    }
     for (size_t i = 0; i < r->nlogins; i++)
-        EVP_DigestUpdate(md, r->logins[i], strlen(r->logins[i]) + 1);
+        parts[np++] = (struct mh_bytes){ r->logins[i], strlen(r->logins[i]) + 1 };
     if (r->sel_filter)
-        EVP_DigestUpdate(md, r->sel_filter, strlen(r->sel_filter));
-    EVP_DigestFinal_ex(md, d, NULL);
-    EVP_MD_CTX_free(md);
-    for (int i = 0; i < 32; i++)
+        parts[np++] = (struct mh_bytes){ r->sel_filter, strlen(r->sel_filter) };
+    int drc = mh_digest_sha256(parts, np, d);
+    free(parts);
+    if (drc < 0) {
+        fprintf(stderr, "%s: cannot compute SHA-256 (libcrypto)\n", MH_CTL_PROG);
+        return MH_EXIT_ERROR;
+    }
+    for (int i = 0; i < MH_DIGEST_LEN; i++)
         sprintf(r->sel_id + 2 * i, "%02x", d[i]);
     return MH_EXIT_OK;
 }
@@ -275,7 +284,7 @@ static int set_open_journal(struct run *r)
         fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
         return MH_EXIT_ERROR;
     }
-    mh_ctl_sha256_hex(r->op, strlen(r->op), id);
+    mh_digest_sha256_hex(r->op, strlen(r->op), id);
     if (c->journal)
         snprintf(r->jpath, sizeof r->jpath, "%s", c->journal);
     else

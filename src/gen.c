@@ -2,10 +2,10 @@
 #include "config.h"
 #include "gen.h"
 #include "clock.h"
+#include "digest.h"
 #include "sync.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,8 +65,8 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
         goto fail;
     }
     if (conf->secret != NULL)
-        EVP_Digest(conf->secret, strlen(conf->secret), g->secret_digest, NULL, EVP_sha256(),
-                   NULL);
+        mh_digest_sha256(&(struct mh_bytes){ conf->secret, strlen(conf->secret) }, 1,
+                         g->secret_digest);
     if (conf->mirror) {
         g->mirror = mh_mirror_new(err, errsize);
         if (g->mirror == NULL)
@@ -142,7 +142,7 @@ struct mh_routecache *mh_gen_routecache(const struct mh_gen *g) { return g->rout
 int mh_gen_secret_ok(const struct mh_gen *g, const char *value, size_t len)
 {
     unsigned char got[32];
-    if (!EVP_Digest(value, len, got, NULL, EVP_sha256(), NULL))
+    if (mh_digest_sha256(&(struct mh_bytes){ value, len }, 1, got) < 0)
         return 0;
     return CRYPTO_memcmp(got, g->secret_digest, sizeof got) == 0;
 }

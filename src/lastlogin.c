@@ -2,10 +2,10 @@
 #include "config.h"
 #include "lastlogin.h"
 #include "addr.h"
+#include "shtable.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,14 +24,8 @@ struct entry {
     int64_t when;
 };
 
-struct shard {
-    pthread_mutex_t lock;
-    struct entry *e;
-    size_t n;
-};
-
 struct mh_lastlogin {
-    struct shard sh[SHARDS];
+    struct mh_shtable *t;    /* sliding windows of PROBE entries */
 };
 
 /* FNV-1a over the lower-cased login: the same user in any case is one entry */
@@ -47,22 +41,17 @@ static uint64_t hash(const char *s, size_t len)
     return h;
 }
 
+static int entry_free(const void *e) { return ((const struct entry *)e)->login[0] == '\0'; }
+
 struct mh_lastlogin *mh_lastlogin_new(size_t capacity)
 {
     struct mh_lastlogin *t = calloc(1, sizeof *t);
-    if (t == NULL)
+    struct mh_shtable_conf c = { .shards = SHARDS, .slots = (capacity + SHARDS - 1) / SHARDS,
+                                 .window = PROBE, .align = 1, .slot_size = sizeof(struct entry),
+                                 .is_free = entry_free };
+    if (t == NULL || (t->t = mh_shtable_new(&c)) == NULL) {
+        mh_lastlogin_free(t);
         return NULL;
-    size_t per = (capacity + SHARDS - 1) / SHARDS;
-    if (per < PROBE)
-        per = PROBE;
-    for (int i = 0; i < SHARDS; i++) {
-        pthread_mutex_init(&t->sh[i].lock, NULL);
-        t->sh[i].n = per;
-        t->sh[i].e = calloc(per, sizeof *t->sh[i].e);
-        if (t->sh[i].e == NULL) {
-            mh_lastlogin_free(t);
-            return NULL;
-        }
     }
     return t;
 }
@@ -71,10 +60,7 @@ void mh_lastlogin_free(struct mh_lastlogin *t)
 {
     if (t == NULL)
         return;
-    for (int i = 0; i < SHARDS; i++) {
-        free(t->sh[i].e);
-        pthread_mutex_destroy(&t->sh[i].lock);
-    }
+    mh_shtable_free(t->t);
     free(t);
 }
 
@@ -90,41 +76,52 @@ static void copy(char *dst, size_t size, const char *src)
             dst[i] = '_';
 }
 
+struct note {
+    const char *login, *proto, *client, *backend;
+    size_t login_len;
+    int64_t when;
+};
+
+static int same_login(const void *slot, const void *arg)
+{
+    const struct entry *e = slot;
+    const struct note *n = arg;
+    return e->login[0] && strlen(e->login) == n->login_len &&
+           strncasecmp(e->login, n->login, n->login_len) == 0;
+}
+
+/* a free slot, or the one whose last login is oldest */
+static int older(const void *a, const void *b, const void *arg)
+{
+    const struct entry *e = a, *slot = b;
+    return slot->login[0] && (!e->login[0] || e->when < slot->when);
+}
+
+static void note_slot(void *p, int same, void *arg)
+{
+    struct entry *slot = p;
+    const struct note *n = arg;
+    if (!same || n->when >= slot->when) {   /* an older record never wins */
+        memcpy(slot->login, n->login, n->login_len);
+        slot->login[n->login_len] = '\0';
+        copy(slot->backend, sizeof slot->backend, n->backend);
+        copy(slot->client, sizeof slot->client, n->client);
+        /* a record from before IPv4-mapped clients were unmapped, or from a direct caller */
+        (void)mh_addr_canonical(slot->client, sizeof slot->client);
+        copy(slot->proto, sizeof slot->proto, n->proto);
+        slot->when = n->when;
+    }
+}
+
 void mh_lastlogin_note(struct mh_lastlogin *t, const char *login, size_t login_len,
                        const char *proto, const char *client, const char *backend, time_t when)
 {
     if (t == NULL || login_len == 0 || login_len > MH_LL_LOGIN_MAX ||
         memchr(login, '\t', login_len) || memchr(login, '\n', login_len))
         return;
-    uint64_t h = hash(login, login_len);
-    struct shard *sh = &t->sh[h % SHARDS];
-    pthread_mutex_lock(&sh->lock);
-    size_t start = (size_t)((h / SHARDS) % sh->n);
-    struct entry *slot = NULL;
-    int same = 0;
-    for (size_t i = 0; i < PROBE; i++) {
-        struct entry *e = &sh->e[(start + i) % sh->n];
-        if (e->login[0] && strlen(e->login) == login_len &&
-            strncasecmp(e->login, login, login_len) == 0) {
-            slot = e;
-            same = 1;
-            break;
-        }
-        /* else: a free slot, or the one whose last login is oldest */
-        if (slot == NULL || (slot->login[0] && (!e->login[0] || e->when < slot->when)))
-            slot = e;
-    }
-    if (!same || (int64_t)when >= slot->when) {   /* an older record never wins */
-        memcpy(slot->login, login, login_len);
-        slot->login[login_len] = '\0';
-        copy(slot->backend, sizeof slot->backend, backend);
-        copy(slot->client, sizeof slot->client, client);
-        /* a record from before IPv4-mapped clients were unmapped, or from a direct caller */
-        (void)mh_addr_canonical(slot->client, sizeof slot->client);
-        copy(slot->proto, sizeof slot->proto, proto);
-        slot->when = (int64_t)when;
-    }
-    pthread_mutex_unlock(&sh->lock);
+    struct note n = { login, proto, client, backend, login_len, (int64_t)when };
+    struct mh_shtable_probe p = { same_login, older, &n };
+    mh_shtable_access(t->t, hash(login, login_len), &p, 1, note_slot, &n);
 }
 
 long mh_lastlogin_save(struct mh_lastlogin *t, const char *path)
@@ -141,26 +138,21 @@ long mh_lastlogin_save(struct mh_lastlogin *t, const char *path)
         return -1;
     }
     fprintf(fp, "# mailhostd last logins: time protocol client backend login\n");
-    struct entry *copyv = NULL;
-    for (int s = 0; s < SHARDS; s++) {
-        struct shard *sh = &t->sh[s];
+    size_t per = mh_shtable_shard_slots(t->t);
+    struct entry *copyv = calloc(per, sizeof *copyv);
+    for (size_t s = 0; copyv != NULL && s < mh_shtable_shards(t->t); s++) {
         /* copy the shard under its lock, write it without holding the lock */
-        struct entry *c = realloc(copyv, sh->n * sizeof *c);
-        if (c == NULL)
-            break;
-        copyv = c;
-        pthread_mutex_lock(&sh->lock);
-        memcpy(copyv, sh->e, sh->n * sizeof *copyv);
-        pthread_mutex_unlock(&sh->lock);
-        for (size_t i = 0; i < sh->n; i++)
+        mh_shtable_copy_shard(t->t, s, copyv);
+        for (size_t i = 0; i < per; i++)
             if (copyv[i].login[0]) {
                 fprintf(fp, "%lld\t%s\t%s\t%s\t%s\n", (long long)copyv[i].when, copyv[i].proto,
                         copyv[i].client, copyv[i].backend, copyv[i].login);
                 n++;
             }
     }
+    int err = copyv == NULL;   /* no memory: the old file stays, never an empty one */
     free(copyv);
-    int err = ferror(fp) || fflush(fp) != 0 || fsync(fileno(fp)) != 0;
+    err = ferror(fp) || fflush(fp) != 0 || fsync(fileno(fp)) != 0 || err;
     if (fclose(fp) != 0 || err || rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);

@@ -10,8 +10,8 @@
  * with '#', and empty lines, are comments.  The file is read by one parser
  * (mh_lastlogin_parse), for mailhostd's load and for "mailhostctl stragglers" alike.
  *
- * The table is thread-safe: shards, each behind a mutex.  The parser and the reader are
- * pure / use only their arguments (thread-safe).
+ * The table is thread-safe: shards, each behind a mutex (shtable.h).  The parser and the
+ * reader are pure / use only their arguments (thread-safe).
  */
 #ifndef MH_LASTLOGIN_H
 #define MH_LASTLOGIN_H

@@ -3,13 +3,11 @@
 #include "limiter.h"
 #include "addr.h"
 #include "cidr.h"
+#include "digest.h"
+#include "shtable.h"
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,23 +30,16 @@ struct slot {
                               * K_USER: the K_ENTRY key of the login's entry, zero: none */
 };
 
-struct shard {
-    pthread_mutex_t lock;
-    struct slot *s;
-    size_t n;
-};
-
 struct table {
-    struct shard sh[SHARDS];
+    struct mh_shtable *t;    /* sliding windows of PROBE slots */
     uint32_t ttl;            /* a slot is live this long after its `last` */
-    int ready;               /* shards allocated and locks initialised */
 };
 
 static const unsigned char none[16];   /* all zero: a free slot's key, no link */
 
 struct mh_limiter {
     struct mh_limiter_conf c;
-    unsigned char secret[32];
+    struct mh_digest_key *key;   /* random, drawn at creation */
     struct table fails;
     struct table ok;         /* recent successes; unused when success_ttl_s is 0 */
     struct mh_cidr *trusted;
@@ -93,38 +84,22 @@ int mh_limiter_check_cidrs(const char *list, char *err, size_t errsize)
     return each_cidr(list, NULL, &n, err, errsize);
 }
 
+static int slot_free(const void *slot) { return ((const struct slot *)slot)->count == 0; }
+
 static int table_init(struct table *t, size_t capacity, uint32_t ttl)
 {
-    size_t per = (capacity + SHARDS - 1) / SHARDS;
-    if (per < PROBE)
-        per = PROBE;
+    struct mh_shtable_conf c = { .shards = SHARDS, .slots = (capacity + SHARDS - 1) / SHARDS,
+                                 .window = PROBE, .align = 1, .slot_size = sizeof(struct slot),
+                                 .is_free = slot_free };
     t->ttl = ttl;
-    for (int i = 0; i < SHARDS; i++) {
-        t->sh[i].n = per;
-        t->sh[i].s = calloc(per, sizeof *t->sh[i].s);
-        if (t->sh[i].s == NULL) {
-            for (int j = 0; j < i; j++) {
-                free(t->sh[j].s);
-                t->sh[j].s = NULL;
-            }
-            return -1;
-        }
-    }
-    for (int i = 0; i < SHARDS; i++)
-        pthread_mutex_init(&t->sh[i].lock, NULL);
-    t->ready = 1;
-    return 0;
+    t->t = mh_shtable_new(&c);
+    return t->t != NULL ? 0 : -1;
 }
 
 static void table_free(struct table *t)
 {
-    if (!t->ready)
-        return;
-    for (int i = 0; i < SHARDS; i++) {
-        free(t->sh[i].s);
-        pthread_mutex_destroy(&t->sh[i].lock);
-    }
-    t->ready = 0;
+    mh_shtable_free(t->t);
+    t->t = NULL;
 }
 
 struct mh_limiter *mh_limiter_new(const struct mh_limiter_conf *conf, char *err,
@@ -135,7 +110,7 @@ struct mh_limiter *mh_limiter_new(const struct mh_limiter_conf *conf, char *err,
         goto nomem;
     l->c = *conf;
     l->c.trusted = NULL;
-    if (RAND_bytes(l->secret, sizeof l->secret) != 1) {
+    if ((l->key = mh_digest_key_new(NULL, 0)) == NULL) {
         snprintf(err, errsize, "no random bytes for the limiter key");
         free(l);
         return NULL;
@@ -143,7 +118,7 @@ struct mh_limiter *mh_limiter_new(const struct mh_limiter_conf *conf, char *err,
     if (conf->trusted) {
         size_t n;
         if (each_cidr(conf->trusted, NULL, &n, err, errsize) < 0) {
-            free(l);
+            mh_limiter_free(l);
             return NULL;
         }
         l->trusted = calloc(n ? n : 1, sizeof *l->trusted);
@@ -168,7 +143,7 @@ void mh_limiter_free(struct mh_limiter *l)
     table_free(&l->fails);
     table_free(&l->ok);
     free(l->trusted);
-    OPENSSL_cleanse(l->secret, sizeof l->secret);
+    mh_digest_key_free(l->key);
     free(l);
 }
 
@@ -176,23 +151,14 @@ void mh_limiter_free(struct mh_limiter *l)
 static void keyed(const struct mh_limiter *l, enum kind k, const void *a, size_t alen,
                   const void *b, size_t blen, unsigned char out[16])
 {
-    unsigned char buf[1 + NAME_MAX_BYTES + 1 + 64], md[32];
-    unsigned int mdlen = 0;
-    size_t n = 0;
+    static const unsigned char nul = 0;
+    unsigned char kind = (unsigned char)k, md[MH_DIGEST_LEN];
     if (alen > NAME_MAX_BYTES)
         alen = NAME_MAX_BYTES;   /* longer than any login or password we accept */
     if (blen > 64)
         blen = 64;
-    buf[n++] = (unsigned char)k;
-    memcpy(buf + n, a, alen);
-    n += alen;
-    if (b != NULL) {
-        buf[n++] = 0;
-        memcpy(buf + n, b, blen);
-        n += blen;
-    }
-    HMAC(EVP_sha256(), l->secret, (int)sizeof l->secret, buf, n, md, &mdlen);
-    OPENSSL_cleanse(buf, n);
+    struct mh_bytes parts[] = { { &kind, 1 }, { a, alen }, { &nul, 1 }, { b, blen } };
+    mh_digest_hmac(l->key, parts, b != NULL ? 4 : 2, md);
     memcpy(out, md, 16);
     OPENSSL_cleanse(md, sizeof md);
     if (!memcmp(out, none, sizeof none))
@@ -257,47 +223,79 @@ static int counted(const struct mh_limiter *l, const char *ip, struct mh_addr *a
     return 0;
 }
 
-/* Finds the slot of key in t (creating it when create), with the shard locked; NULL if
- * absent.  The caller unlocks *shp. */
-static struct slot *find(struct table *t, const unsigned char key[16], int create,
-                         struct shard **shp, uint32_t now)
+struct probe_key {
+    const unsigned char *key;
+    uint32_t now, ttl;
+};
+
+static int live(const struct slot *s, const struct probe_key *k)
+{
+    return s->count && k->now - s->last < k->ttl;
+}
+
+static int slot_match(const void *slot, const void *key)
+{
+    const struct probe_key *k = key;
+    return live(slot, k) && memcmp(((const struct slot *)slot)->key, k->key, 16) == 0;
+}
+
+/* a free or expired slot, else the live one with the oldest failure */
+static int reuse_before(const void *a, const void *b, const void *key)
+{
+    const struct slot *s = a, *victim = b;
+    if (!live(s, key))
+        return victim->count != 0;
+    return victim->count && s->last < victim->last;
+}
+
+struct access {
+    const struct probe_key *k;
+    void (*fn)(struct slot *s, void *arg);
+    void *arg;
+};
+
+static void access_slot(void *slot, int found, void *arg)
+{
+    struct access *a = arg;
+    struct slot *s = slot;
+    if (s != NULL && !found) {   /* a slot reused for this key */
+        memset(s, 0, sizeof *s);
+        memcpy(s->key, a->k->key, 16);
+    }
+    a->fn(s, a->arg);
+}
+
+/* Calls fn with key's slot in t (created when create; NULL if absent), its shard locked. */
+static void with_slot(struct table *t, const unsigned char key[16], int create, uint32_t now,
+                      void (*fn)(struct slot *s, void *arg), void *arg)
 {
     uint64_t h;
-    memcpy(&h, key + 8, sizeof h);
-    struct shard *sh = &t->sh[key[0] % SHARDS];
-    *shp = sh;
-    pthread_mutex_lock(&sh->lock);
-    size_t start = (size_t)(h % sh->n);
-    struct slot *victim = NULL;
-    for (size_t i = 0; i < PROBE; i++) {
-        struct slot *s = &sh->s[(start + i) % sh->n];
-        int live = s->count && now - s->last < t->ttl;
-        if (live && memcmp(s->key, key, 16) == 0)
-            return s;
-        if (!live) {
-            if (victim == NULL || victim->count)
-                victim = s;
-        } else if (victim == NULL || (victim->count && s->last < victim->last)) {
-            victim = s;
-        }
-    }
-    if (!create)
-        return NULL;
-    memset(victim, 0, sizeof *victim);
-    memcpy(victim->key, key, 16);
-    return victim;
+    memcpy(&h, key + 8, sizeof h);   /* a keyed hash already */
+    struct probe_key k = { key, now, t->ttl };
+    struct mh_shtable_probe p = { slot_match, reuse_before, &k };
+    struct access a = { &k, fn, arg };
+    mh_shtable_access(t->t, h, &p, create, access_slot, &a);
+}
+
+struct count {
+    unsigned n;
+    unsigned char *link;
+};
+
+static void count_slot(struct slot *s, void *arg)
+{
+    struct count *c = arg;
+    c->n = s ? s->count : 0;
+    if (c->link != NULL)
+        memcpy(c->link, s ? s->aux : none, sizeof none);
 }
 
 static unsigned count_of(struct mh_limiter *l, const unsigned char key[16], uint32_t now,
                          unsigned char *link)
 {
-    struct shard *sh;
-    struct slot *s = find(&l->fails, key, 0, &sh, now);
-    unsigned n = s ? s->count : 0;
-    if (link != NULL)
-        memcpy(link, s ? s->aux : none, sizeof none);
-    pthread_mutex_unlock(&sh->lock);
-    return n;
+    struct count c = { 0, link };
+    with_slot(&l->fails, key, 0, now, count_slot, &c);
+    return c.n;
 }
 
 /* The account's failures: its entry's count once a failure named the entry (shared by every
@@ -321,14 +319,14 @@ static void success_key(struct mh_limiter *l, const unsigned char *name, size_t 
     keyed(l, K_OK, name, nlen, host, hlen, out);
 }
 
+static void found_slot(struct slot *s, void *arg) { *(int *)arg = s != NULL; }
+
 static int recent_success(struct mh_limiter *l, const unsigned char key[16], uint32_t now)
 {
-    struct shard *sh;
+    int found = 0;
     if (l->c.success_ttl_s == 0)
         return 0;
-    struct slot *s = find(&l->ok, key, 0, &sh, now);
-    int found = s != NULL;
-    pthread_mutex_unlock(&sh->lock);
+    with_slot(&l->ok, key, 0, now, found_slot, &found);
     return found;
 }
 
@@ -381,26 +379,37 @@ enum mh_limit_verdict mh_limiter_check(struct mh_limiter *l, const char *client_
 /* Counts one failure of key and returns the count before it; with pw, reports in *repeat
  * whether pw was this key's last wrong password (then nothing is counted); with link, the
  * slot points at that entry key. */
+struct bump {
+    const unsigned char *pw, *link;
+    uint32_t now;
+    int *repeat;
+    unsigned before;
+};
+
+static void bump_slot(struct slot *s, void *arg)
+{
+    struct bump *b = arg;
+    b->before = s->count;
+    if (b->pw != NULL) {
+        /* the same wrong password again for this login from this address: once only */
+        *b->repeat = s->count > 0 && memcmp(s->aux, b->pw, sizeof s->aux) == 0;
+        memcpy(s->aux, b->pw, sizeof s->aux);
+    }
+    if (b->link != NULL)
+        memcpy(s->aux, b->link, sizeof s->aux);
+    if (!*b->repeat) {
+        if (s->count < UINT32_MAX)
+            s->count++;
+        s->last = b->now;
+    }
+}
+
 static unsigned bump(struct mh_limiter *l, const unsigned char key[16], const unsigned char *pw,
                      const unsigned char *link, uint32_t now, int *repeat)
 {
-    struct shard *sh;
-    struct slot *s = find(&l->fails, key, 1, &sh, now);
-    unsigned before = s->count;
-    if (pw != NULL) {
-        /* the same wrong password again for this login from this address: once only */
-        *repeat = s->count > 0 && memcmp(s->aux, pw, sizeof s->aux) == 0;
-        memcpy(s->aux, pw, sizeof s->aux);
-    }
-    if (link != NULL)
-        memcpy(s->aux, link, sizeof s->aux);
-    if (!*repeat) {
-        if (s->count < UINT32_MAX)
-            s->count++;
-        s->last = now;
-    }
-    pthread_mutex_unlock(&sh->lock);
-    return before;
+    struct bump b = { pw, link, now, repeat, 0 };
+    with_slot(&l->fails, key, 1, now, bump_slot, &b);
+    return b.before;
 }
 
 void mh_limiter_fail(struct mh_limiter *l, const char *client_ip, const char *login,
@@ -453,13 +462,22 @@ void mh_limiter_fail(struct mh_limiter *l, const char *client_ip, const char *lo
     }
 }
 
-static void clear(struct mh_limiter *l, const unsigned char key[16], uint32_t now)
+static void clear_slot(struct slot *s, void *arg)
 {
-    struct shard *sh;
-    struct slot *s = find(&l->fails, key, 0, &sh, now);
     if (s)
         s->count = 0;
-    pthread_mutex_unlock(&sh->lock);
+}
+
+static void clear(struct mh_limiter *l, const unsigned char key[16], uint32_t now)
+{
+    with_slot(&l->fails, key, 0, now, clear_slot, NULL);
+}
+
+/* a success: live for success_ttl_s from now */
+static void success_slot(struct slot *s, void *arg)
+{
+    s->count = 1;
+    s->last = *(const uint32_t *)arg;
 }
 
 void mh_limiter_success(struct mh_limiter *l, const char *client_ip, const char *login,
@@ -479,11 +497,7 @@ void mh_limiter_success(struct mh_limiter *l, const char *client_ip, const char 
         clear(l, key, now);
     }
     if (checked && l->c.success_ttl_s > 0 && counted(l, client_ip, &a) == 0) {
-        struct shard *sh;
         success_key(l, name, nlen, &a, key);
-        struct slot *s = find(&l->ok, key, 1, &sh, now);
-        s->count = 1;
-        s->last = now;
-        pthread_mutex_unlock(&sh->lock);
+        with_slot(&l->ok, key, 1, now, success_slot, &now);
     }
 }

@@ -27,7 +27,7 @@
  * an old password) counts once: the limiter remembers a keyed hash of it, never the password.
  * Trusted networks are never counted.
  *
- * Thread-safe: each table is split into shards, each behind its own mutex.
+ * Thread-safe: each table is split into shards, each behind its own mutex (shtable.h).
  */
 #ifndef MH_LIMITER_H
 #define MH_LIMITER_H

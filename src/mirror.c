@@ -2,9 +2,9 @@
 #include "config.h"
 #include "mirror.h"
 #include "mirror_unicode.h"
+#include "shtable.h"
 
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <sys/mman.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,8 +14,6 @@
 
 #define NSHARD 64            /* key index shards, each with its own lock */
 #define KEY_MAX MH_MIRROR_KEY_MAX  /* longer folded keys are not indexed (the directory is asked) */
-#define EMPTY 0u
-#define TOMB 1u
 #define PTR_MASK ((UINT64_C(1) << 48) - 1)
 /* Entries live in 1 MiB blocks, one free list per 16-byte size class up to 1 KiB: no
  * per-entry malloc header, and no interleaving with the refresh's short-lived LDAP
@@ -54,16 +52,10 @@ struct ment {
 #define F_WILD_LOGIN 4u         /* holds a login value the mirror cannot judge */
 #define F_WILD_RECIPIENT 8u     /* ... a recipient value */
 
-/* Key slots hold (tag << 48) | pointer: the tag (16 bits of the key's hash) skips most
- * foreign entries without touching them. */
-struct kshard {
-    pthread_rwlock_t lock;
-    uint64_t *slot;
-    size_t cap, used, tomb;
-} __attribute__((aligned(64)));
-
 struct mh_mirror {
-    struct kshard shard[NSHARD];
+    /* the key index (shtable.h): its values are (tag << 48) | entry pointer, the tag (16
+     * bits of the key's hash) skips most foreign entries without touching them */
+    struct mh_shindex *idx;
     uint64_t seed;
     atomic_int state;
     atomic_uint_fast64_t stale_count;   /* transitions to MH_MIRROR_STALE */
@@ -75,7 +67,7 @@ struct mh_mirror {
     uint32_t *rslot;            /* intern table: string numbers, by hash (writer only) */
     size_t rcap, rused;
     /* interned strings by number: chunks that never move, so readers may follow a number
-     * while the writer adds strings (published to them through the shard locks) */
+     * while the writer adds strings (published to them through the index's shard locks) */
     char **sdir[SDIR_CHUNKS];
     uint32_t version;
     void *slab_free[SLAB_CLASSES + 1];  /* free entries per size class (writer only) */
@@ -88,48 +80,32 @@ struct mh_mirror {
 
 #define UTOMB ((struct ment *)1)
 
-static uint64_t mix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= UINT64_C(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h *= UINT64_C(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    return h;
-}
-
-static uint64_t hash_bytes(uint64_t seed, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    uint64_t h = UINT64_C(0xcbf29ce484222325) ^ seed;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return mix(h ^ n);
-}
-
 static size_t chunk_bytes(size_t n)
 {
     /* what malloc really takes: 8 bytes of header, rounded up to 16 */
     return (n + 8 + 15) & ~(size_t)15;
 }
 
+static void rehash_keys(uint64_t v, size_t shard, mh_shindex_place *place, void *ctx,
+                        void *arg);
+
 struct mh_mirror *mh_mirror_new(char *err, size_t errsize)
 {
-    struct mh_mirror *m = aligned_alloc(64, sizeof *m);
+    struct mh_mirror *m = calloc(1, sizeof *m);
     if (m == NULL) {
         snprintf(err, errsize, "out of memory");
         return NULL;
     }
-    memset(m, 0, sizeof *m);
     if (RAND_bytes((unsigned char *)&m->seed, sizeof m->seed) != 1) {
         snprintf(err, errsize, "no random bytes for the mirror's hash seed");
         free(m);
         return NULL;
     }
-    for (size_t i = 0; i < NSHARD; i++)
-        pthread_rwlock_init(&m->shard[i].lock, NULL);
+    if ((m->idx = mh_shindex_new(NSHARD, rehash_keys, m)) == NULL) {
+        snprintf(err, errsize, "out of memory");
+        free(m);
+        return NULL;
+    }
     atomic_init(&m->state, MH_MIRROR_EMPTY);
     atomic_init(&m->stale_count, 0);
     return m;
@@ -155,10 +131,7 @@ void mh_mirror_free(struct mh_mirror *m)
         free(m->sdir[c]);
     }
     free(m->rslot);
-    for (size_t i = 0; i < NSHARD; i++) {
-        free(m->shard[i].slot);
-        pthread_rwlock_destroy(&m->shard[i].lock);
-    }
+    mh_shindex_free(m->idx);
     free(m);
 }
 
@@ -192,7 +165,7 @@ static const unsigned char *next_key(const unsigned char *k) { return k + 2 + k[
 
 static uint64_t key_hash(const struct mh_mirror *m, const unsigned char *k)
 {
-    return hash_bytes(m->seed, k + 2, k[1]);
+    return mh_shtable_hash(m->seed, k + 2, k[1]);
 }
 
 /* ---- values as the directory compares them ---- */
@@ -324,82 +297,31 @@ static uint64_t slot_of(const struct ment *e, uint64_t h)
     return (tag << 48) | (uint64_t)(uintptr_t)e;
 }
 
-static int shard_grow(struct mh_mirror *m, struct kshard *s)
+/* A growing shard places its values anew: a value does not say which key of its entry it
+ * stands for, so each of the entry's keys that falls in this shard with this tag is placed
+ * (when two do, rare, the index places the value once). */
+static void rehash_keys(uint64_t v, size_t shard, mh_shindex_place *place, void *ctx,
+                        void *arg)
 {
-    size_t cap = grown(s->used);
-    uint64_t *n = calloc(cap, sizeof *n);
-    size_t placed = 0;
-    if (n == NULL)
-        return -1;
-    for (size_t i = 0; i < s->cap; i++) {
-        uint64_t v = s->slot[i];
-        if (v == EMPTY || v == TOMB)
-            continue;
-        /* the slot does not say which key of its entry it stands for: recompute the start
-         * from the entry's keys that fall in this shard with this tag.  When two do (rare),
-         * all of their slots are placed at the first meeting and later ones skipped. */
-        const struct ment *e = (const struct ment *)(uintptr_t)(v & PTR_MASK);
-        uint16_t tag = (uint16_t)(v >> 48);
-        const unsigned char *k = first_key(e);
-        for (unsigned j = 0; j < e->nkeys; j++, k = next_key(k)) {
-            uint64_t h = key_hash(m, k);
-            if ((uint16_t)(h >> 48) != tag || (h & (NSHARD - 1)) != (size_t)(s - m->shard))
-                continue;
-            size_t pos = (size_t)(h >> 6) % cap;
-            while (n[pos] != EMPTY && n[pos] != v)
-                pos = pos + 1 == cap ? 0 : pos + 1;
-            if (n[pos] == EMPTY)
-                placed++;
-            n[pos] = v;
-        }
+    struct mh_mirror *m = arg;
+    const struct ment *e = (const struct ment *)(uintptr_t)(v & PTR_MASK);
+    uint16_t tag = (uint16_t)(v >> 48);
+    const unsigned char *k = first_key(e);
+    for (unsigned j = 0; j < e->nkeys; j++, k = next_key(k)) {
+        uint64_t h = key_hash(m, k);
+        if ((uint16_t)(h >> 48) == tag && (h & (NSHARD - 1)) == shard)
+            place(ctx, h);
     }
-    atomic_fetch_add(&m->bytes, cap * sizeof *n);
-    atomic_fetch_sub(&m->bytes, s->cap * sizeof *n);
-    free(s->slot);
-    s->slot = n;
-    s->cap = cap;
-    s->used = placed;
-    s->tomb = 0;
-    return 0;
 }
 
 static int key_insert(struct mh_mirror *m, const struct ment *e, uint64_t h)
 {
-    struct kshard *s = &m->shard[h & (NSHARD - 1)];
-    int rc = 0;
-    pthread_rwlock_wrlock(&s->lock);
-    if (too_full(s->used + s->tomb + 1, s->cap) && shard_grow(m, s) < 0) {
-        rc = -1;
-    } else {
-        size_t pos = (size_t)(h >> 6) % s->cap;
-        while (s->slot[pos] != EMPTY && s->slot[pos] != TOMB)
-            pos = pos + 1 == s->cap ? 0 : pos + 1;
-        if (s->slot[pos] == TOMB)
-            s->tomb--;
-        s->slot[pos] = slot_of(e, h);
-        s->used++;
-    }
-    pthread_rwlock_unlock(&s->lock);
-    return rc;
+    return mh_shindex_insert(m->idx, h, slot_of(e, h));
 }
 
 static void key_remove(struct mh_mirror *m, const struct ment *e, uint64_t h)
 {
-    struct kshard *s = &m->shard[h & (NSHARD - 1)];
-    uint64_t want = slot_of(e, h);
-    pthread_rwlock_wrlock(&s->lock);
-    if (s->cap > 0) {
-        size_t pos = (size_t)(h >> 6) % s->cap;
-        for (size_t n = 0; n < s->cap && s->slot[pos] != EMPTY;
-             n++, pos = pos + 1 == s->cap ? 0 : pos + 1)
-            if (s->slot[pos] == want) {
-                s->slot[pos] = TOMB;
-                s->used--;
-                s->tomb++;
-                break;
-            }
-    }
-    pthread_rwlock_unlock(&s->lock);
+    mh_shindex_remove(m->idx, h, slot_of(e, h));
 }
 
 static void keys_remove(struct mh_mirror *m, const struct ment *e, unsigned upto)
@@ -413,7 +335,7 @@ static void keys_remove(struct mh_mirror *m, const struct ment *e, unsigned upto
 
 static size_t uuid_pos(const struct mh_mirror *m, const unsigned char *uuid)
 {
-    return (size_t)hash_bytes(m->seed, uuid, 16);
+    return (size_t)mh_shtable_hash(m->seed, uuid, 16);
 }
 
 static struct ment **uuid_find(struct mh_mirror *m, const unsigned char *uuid)
@@ -481,7 +403,7 @@ static uint32_t intern(struct mh_mirror *m, const char *v, size_t len)
         for (size_t i = 0; i < m->rcap; i++)
             if (m->rslot[i] != 0) {
                 const char *x = string_at(m, m->rslot[i]);
-                size_t pos = (size_t)hash_bytes(m->seed, x, strlen(x));
+                size_t pos = (size_t)mh_shtable_hash(m->seed, x, strlen(x));
                 while (n[pos & (cap - 1)] != 0)
                     pos++;
                 n[pos & (cap - 1)] = m->rslot[i];
@@ -491,7 +413,7 @@ static uint32_t intern(struct mh_mirror *m, const char *v, size_t len)
         m->rslot = n;
         m->rcap = cap;
     }
-    size_t pos = (size_t)hash_bytes(m->seed, v, len);
+    size_t pos = (size_t)mh_shtable_hash(m->seed, v, len);
     for (; m->rslot[pos & (m->rcap - 1)] != 0; pos++) {
         const char *x = string_at(m, m->rslot[pos & (m->rcap - 1)]);
         if (strncmp(x, v, len) == 0 && x[len] == '\0')
@@ -752,69 +674,68 @@ size_t mh_mirror_sweep_before(struct mh_mirror *m, uint32_t t) { return sweep(m,
 
 static int newer(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
 
-enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const char *key,
-                                       size_t len, struct mh_mirror_hit *out,
-                                       int *needs_directory)
-{
-    char folded[KEY_MAX];
-    size_t flen = 0;
-    int suspect = 0;
-    *needs_directory = 0;
-    if (!mh_mirror_fold_login(key, len, folded, &flen)) {
-        *needs_directory = 1;   /* only the directory can judge this login */
-        return MH_MIRROR_MISS;
-    }
-    len = flen;
-    uint64_t h = hash_bytes(m->seed, folded, len);
-    uint64_t tag = h >> 48;
-    struct kshard *s = &m->shard[h & (NSHARD - 1)];
-    const struct ment *found[2] = { NULL, NULL };
-    size_t nfound = 0;
-    enum mh_mirror_result r = MH_MIRROR_MISS;
+/* One lookup, carried through the index's callbacks (run under the shard's read lock). */
+struct look {
+    struct mh_mirror *m;
+    unsigned kind;
+    const char *folded;
+    size_t len;
+    uint64_t tag;
+    const struct ment *found[2];
+    size_t nfound;
+    int suspect, *needs_directory;
+    struct mh_mirror_hit *out;
+    enum mh_mirror_result r;
+};
 
-    pthread_rwlock_rdlock(&s->lock);
-    if (s->cap > 0) {
-        size_t pos = (size_t)(h >> 6) % s->cap;
-        for (size_t n = 0; n < s->cap; n++, pos = pos + 1 == s->cap ? 0 : pos + 1) {
-            uint64_t v = s->slot[pos];
-            if (v == EMPTY)
-                break;
-            if (v == TOMB || (v >> 48) != tag)
-                continue;
-            const struct ment *e = (const struct ment *)(uintptr_t)(v & PTR_MASK);
-            const unsigned char *k = first_key(e);
-            int match = 0;
-            for (unsigned i = 0; i < e->nkeys && !match; i++, k = next_key(k))
-                if (k[1] == len && (k[0] & (kind | kind << 2)) && memcmp(k + 2, folded, len) == 0) {
-                    match = (k[0] & kind) != 0;
-                    suspect |= !match;
-                }
-            if (!match)
-                continue;
-            size_t j;
-            for (j = 0; j < nfound; j++)
-                if (memcmp(found[j]->uuid, e->uuid, 16) == 0) {
-                    if (newer(e->version, found[j]->version))
-                        found[j] = e;       /* two versions of one entry: the newer */
-                    break;
-                }
-            if (j == nfound && nfound < 2)
-                found[nfound++] = e;
+static int look_visit(uint64_t v, void *arg)
+{
+    struct look *l = arg;
+    if ((v >> 48) != l->tag)
+        return 0;
+    const struct ment *e = (const struct ment *)(uintptr_t)(v & PTR_MASK);
+    const unsigned char *k = first_key(e);
+    int match = 0;
+    for (unsigned i = 0; i < e->nkeys && !match; i++, k = next_key(k))
+        if (k[1] == l->len && (k[0] & (l->kind | l->kind << 2)) &&
+            memcmp(k + 2, l->folded, l->len) == 0) {
+            match = (k[0] & l->kind) != 0;
+            l->suspect |= !match;
         }
-    }
+    if (!match)
+        return 0;
+    size_t j;
+    for (j = 0; j < l->nfound; j++)
+        if (memcmp(l->found[j]->uuid, e->uuid, 16) == 0) {
+            if (newer(e->version, l->found[j]->version))
+                l->found[j] = e;       /* two versions of one entry: the newer */
+            break;
+        }
+    if (j == l->nfound && l->nfound < 2)
+        l->found[l->nfound++] = e;
+    return 0;
+}
+
+/* the answer, copied out while the entries cannot go away */
+static void look_done(void *arg)
+{
+    struct look *l = arg;
+    struct mh_mirror *m = l->m;
+    unsigned kind = l->kind;
+    struct mh_mirror_hit *out = l->out;
     int wild = ((kind & MH_MKEY_LOGIN) && atomic_load(&m->wild[0])) ||
                ((kind & MH_MKEY_RECIPIENT) && atomic_load(&m->wild[1]));
-    if (nfound > 1) {
-        r = MH_MIRROR_AMBIGUOUS;    /* whatever else may match: more than one */
-    } else if (suspect || wild) {
-        *needs_directory = 1;       /* a value the mirror cannot judge may equal this login */
-    } else if (nfound == 1) {
-        const struct ment *e = found[0];
+    if (l->nfound > 1) {
+        l->r = MH_MIRROR_AMBIGUOUS;    /* whatever else may match: more than one */
+    } else if (l->suspect || wild) {
+        *l->needs_directory = 1;       /* a value the mirror cannot judge may equal this login */
+    } else if (l->nfound == 1) {
+        const struct ment *e = l->found[0];
         const char *route = string_at(m, e->route), *parent = string_at(m, e->parent);
         size_t rlen = route ? strlen(route) : 0, plen = parent ? strlen(parent) : 0;
         size_t dlen = e->dn_len + (parent ? 1 + plen : 0);
         if (rlen >= sizeof out->route || dlen >= sizeof out->dn) {
-            *needs_directory = 1;
+            *l->needs_directory = 1;
         } else {
             memcpy(out->dn, e->data, e->dn_len);
             if (parent != NULL) {
@@ -827,13 +748,29 @@ enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const
             out->negative = (e->flags & F_NEGATIVE) != 0;
             out->mark = e->mark;
             out->version = e->version;
-            r = MH_MIRROR_HIT;
+            l->r = MH_MIRROR_HIT;
         }
     }
-    pthread_rwlock_unlock(&s->lock);
-    if (r == MH_MIRROR_MISS && atomic_load(&m->incomplete))
+}
+
+enum mh_mirror_result mh_mirror_lookup(struct mh_mirror *m, unsigned kind, const char *key,
+                                       size_t len, struct mh_mirror_hit *out,
+                                       int *needs_directory)
+{
+    char folded[KEY_MAX];
+    size_t flen = 0;
+    *needs_directory = 0;
+    if (!mh_mirror_fold_login(key, len, folded, &flen)) {
+        *needs_directory = 1;   /* only the directory can judge this login */
+        return MH_MIRROR_MISS;
+    }
+    uint64_t h = mh_shtable_hash(m->seed, folded, flen);
+    struct look l = { .m = m, .kind = kind, .folded = folded, .len = flen, .tag = h >> 48,
+                      .needs_directory = needs_directory, .out = out, .r = MH_MIRROR_MISS };
+    mh_shindex_lookup(m->idx, h, look_visit, look_done, &l);
+    if (l.r == MH_MIRROR_MISS && atomic_load(&m->incomplete))
         *needs_directory = 1;
-    return r;
+    return l.r;
 }
 
 void mh_mirror_stats(struct mh_mirror *m, struct mh_mirror_stats *out)
@@ -841,5 +778,5 @@ void mh_mirror_stats(struct mh_mirror *m, struct mh_mirror_stats *out)
     out->entries = atomic_load(&m->n_entries);
     out->keys = atomic_load(&m->n_keys);
     out->routes = atomic_load(&m->n_routes);
-    out->bytes = atomic_load(&m->bytes) + sizeof *m;
+    out->bytes = atomic_load(&m->bytes) + sizeof *m + mh_shindex_bytes(m->idx);
 }

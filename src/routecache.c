@@ -1,8 +1,8 @@
 /* routecache.c - see routecache.h. */
 #include "config.h"
 #include "routecache.h"
+#include "digest.h"
 
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,12 +67,8 @@ void mh_routecache_put(struct mh_routecache *c, unsigned kind, const char *login
     if (ttl == 0 || len == 0 || !mh_mirror_fold_login(login, len, folded, &flen))
         return;
     /* one entry per (kind, folded login): its identity is a digest of both */
-    EVP_MD_CTX *x = EVP_MD_CTX_new();
-    int ok = x != NULL && EVP_DigestInit_ex(x, EVP_sha256(), NULL) &&
-             EVP_DigestUpdate(x, &k, 1) && EVP_DigestUpdate(x, folded, flen) &&
-             EVP_DigestFinal_ex(x, md, NULL);
-    EVP_MD_CTX_free(x);
-    if (!ok)
+    struct mh_bytes parts[] = { { &k, 1 }, { folded, flen } };
+    if (mh_digest_sha256(parts, 2, md) < 0)
         return;
     memcpy(uuid, md, sizeof uuid);
     struct mh_mirror_key key = { login, len, kind };

@@ -11,16 +11,14 @@ Needs slapd and ldap-utils: without them this test FAILS.
 """
 import os
 import re
-import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mhtest import Answer, Daemon, Runner, check, nginx_escape, request  # noqa: E402
+from mhtest import Answer, Daemon, Runner, check, nginx_escape, proc_net_tcp, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import NEW, PASSWORDS, config, expect_ok, expect_refused  # noqa: E402
 
@@ -115,17 +113,9 @@ def client_conns(pid, port):
         if link.startswith("socket:["):
             inodes.add(link[8:-1])
     n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if (int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] != "0A" and
-                            parts[9] in inodes):
-                        n += 1
-        except FileNotFoundError:
-            pass
+    for parts in proc_net_tcp():
+        if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] != "0A" and parts[9] in inodes:
+            n += 1
     return n
 
 
@@ -605,11 +595,8 @@ def t_no_password_in_logs(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-badreq-")
-    os.chmod(work, 0o755)
     # killed by a timeout: still run the finally blocks, so that no daemon is left behind
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    work = work_dir("badreq", exit_on_signals=True)
     runner = Runner("test_badreq")
     slapd = Slapd(os.path.join(work, "slapd"))
     c = Ctx()

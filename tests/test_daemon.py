@@ -10,11 +10,10 @@ import shutil
 import socket
 import stat
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from mhtest import Daemon, Runner, check, find_daemon, free_port, request, tcp_connections  # noqa: E402
+from mhtest import Daemon, Runner, check, find_daemon, free_port, request, tcp_connections, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 
 OLD = ("127.0.0.11", {"imap": 1143, "pop3": 1110, "smtp": 1025})
@@ -86,10 +85,24 @@ def expect_refused(ans, proto="imap", wait=True):
 def expect_tempfail(ans, proto="imap"):
     check(ans.status is not None and "try again later" in ans.status,
           "want a temporary failure, got %r", ans)
+    check(ans.get("Auth-Server") is None, "a temporary failure carries no server: %r", ans)
     check("Invalid login" not in ans.status, "tempfail must not read as a refusal: %r", ans)
     check(ans.get("Auth-Wait") is not None, "tempfail has Auth-Wait: %r", ans)
     if proto == "smtp":
         check(ans.get("Auth-Error-Code") == "451 4.3.0", "smtp tempfail code: %r", ans)
+
+
+def wait_recovered(addr, user, password, what, seconds=10):
+    """Asks until the answer is OK (each other answer must be a temporary failure), for at
+    most `seconds` after `what`; returns the OK answer."""
+    deadline = time.time() + seconds
+    while True:
+        ans = request(addr, user, password)
+        if ans.status == "OK":
+            return ans
+        check(time.time() < deadline, "no recovery %d s after %s: %r", seconds, what, ans)
+        expect_tempfail(ans)
+        time.sleep(0.2)
 
 
 class Ctx:
@@ -309,15 +322,7 @@ def t_slapd_down_and_back(c):
         expect_tempfail(request(c.d.addr, "alice@example.com", WRONG))
     finally:
         c.slapd.start()
-    deadline = time.time() + 10
-    while True:
-        ans = request(c.d.addr, "bob@example.com", "Bob-pw-2")
-        if ans.status == "OK":
-            break
-        check(time.time() < deadline, "no recovery 10 s after slapd came back: %r", ans)
-        expect_tempfail(ans)
-        time.sleep(0.2)
-    expect_ok(ans, NEW)
+    expect_ok(wait_recovered(c.d.addr, "bob@example.com", "Bob-pw-2", "slapd came back"), NEW)
     expect_refused(request(c.d.addr, "alice@example.com", WRONG))
 
 
@@ -734,8 +739,7 @@ def t_config_check(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-daemon-")
-    os.chmod(work, 0o755)
+    work = work_dir("daemon")
     runner = Runner("test_daemon")
     slapd = Slapd(os.path.join(work, "slapd"))
     try:

@@ -14,15 +14,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Daemon, Runner, check, find_daemon, free_port, request  # noqa: E402
-from slapd import Slapd  # noqa: E402
+from mhtest import Daemon, check, find_daemon, free_port, request, run_with_slapd  # noqa: E402
 from test_daemon import NEW, config, expect_ok, expect_tempfail  # noqa: E402
 
 STATUS = "status_listen 127.0.0.1:0\n"
@@ -165,19 +163,9 @@ def t_12_16_stats_no_base(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-diag-")
-    os.chmod(work, 0o755)
-    runner = Runner("test_diag")
-    slapd = Slapd(os.path.join(work, "slapd"))
-    try:
-        slapd.start()
-        for t in (t_12_13_healthz_waits_for_an_answer, t_12_13_healthz_unreachable,
-                  t_12_14_sigterm_log, t_12_15_unresolvable_name_daemon,
-                  t_12_15_unresolvable_name_ctl, t_12_16_stats_no_base):
-            runner.run(t, work, slapd)
-    finally:
-        slapd.stop()
-    return runner.finish(work)
+    return run_with_slapd("diag", (t_12_13_healthz_waits_for_an_answer, t_12_13_healthz_unreachable,
+                                   t_12_14_sigterm_log, t_12_15_unresolvable_name_daemon,
+                                   t_12_15_unresolvable_name_ctl, t_12_16_stats_no_base))
 
 
 if __name__ == "__main__":

@@ -260,7 +260,9 @@ def show(raw):
 
 def t_nginx_request_headers():
     """What nginx really sends (recorded by the tap relay in front of mailhostd), against
-    /work/shared/PROTOCOL.md."""
+    nginx's documentation (https://nginx.org/en/docs/mail/ngx_mail_auth_http_module.html)
+    and source (src/mail/ngx_mail_auth_http_module.c, ngx_mail_auth_http_create_request;
+    the escaping: src/core/ngx_string.c, ngx_escape_uri with NGX_ESCAPE_MAIL_AUTH)."""
     tap, tapu = c.st.tap, c.st.tap_unix
     tap.clear()
     tapu.clear()

@@ -11,16 +11,14 @@ staleness bound is 0 s).  Needs slapd and ldap-utils: without them this test FAI
 """
 import os
 import re
-import signal
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Daemon, Runner, check, nginx_escape, request  # noqa: E402
+from mhtest import Daemon, Runner, check, nginx_escape, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import NEW, OLD, PASSWORDS, WRONG, config, expect_tempfail  # noqa: E402
 
@@ -399,11 +397,8 @@ def t_no_password_in_logs(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-faults-")
-    os.chmod(work, 0o755)
     # killed by a timeout: still run the finally blocks, so that no daemon is left behind
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    work = work_dir("faults", exit_on_signals=True)
     runner = Runner("test_faults")
     slapd = Slapd(os.path.join(work, "slapd"))
     c = Ctx()

@@ -16,15 +16,13 @@ import base64
 import os
 import re
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Daemon, Runner, check, request  # noqa: E402
-from slapd import Slapd  # noqa: E402
+from mhtest import Daemon, check, request, run_with_slapd  # noqa: E402
 from test_daemon import OLD, config, expect_ok, expect_tempfail  # noqa: E402
 from test_mirror import MIRROR, wait_log  # noqa: E402
 
@@ -194,18 +192,9 @@ def t_e_login_attribute(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-hardening-")
-    os.chmod(work, 0o755)
-    runner = Runner("test_hardening")
-    slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
-    try:
-        slapd.start()
-        for t in (t_d8_log_injection, t_e_stale_drops_cached_credentials, t_e_auth_pass_wiped,
-                  t_e_login_attribute):
-            runner.run(t, work, slapd)
-    finally:
-        slapd.stop()
-    return runner.finish(work)
+    return run_with_slapd("hardening", (t_d8_log_injection, t_e_stale_drops_cached_credentials,
+                                        t_e_auth_pass_wiped, t_e_login_attribute),
+                          syncprov=True)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ Needs slapd and ldap-utils: without them it FAILS.
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Runner, check, find_daemon  # noqa: E402
+from mhtest import Runner, check, find_daemon, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import config  # noqa: E402
 
@@ -87,8 +86,7 @@ def t_17_16_bind_without_answer_is_tempfail(c):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-ldapconn-")
-    os.chmod(work, 0o755)
+    work = work_dir("ldapconn")
     runner = Runner("test_ldapconn")
 
     class Ctx:

@@ -18,7 +18,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True     # no __pycache__ in the source tree (or in make dist)
@@ -26,8 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, os.path.join(HERE, "e2e"))
 sys.path.insert(0, HERE)
-from mhtest import Daemon, Runner, check, request  # noqa: E402
-from slapd import Slapd  # noqa: E402
+from mhtest import Daemon, check, request, run_with_slapd  # noqa: E402
 from stack import AuthTap, _die_with_parent, _run_as, _stop_proc, find, free_port, wait_for  # noqa: E402
 from test_daemon import (NEW, PASSWORDS, WRONG, config, expect_ok, expect_refused,  # noqa: E402
                          state_path)
@@ -299,19 +297,11 @@ def t_17_14_unknown_login_spray_blocked(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-limiter-")
-    os.chmod(work, 0o755)
-    runner = Runner("test_limiter")
-    slapd = Slapd(os.path.join(work, "slapd"), loglevel="stats")
-    try:
-        slapd.start()
-        for t in (t_b4_ipv4_mapped_client, t_b4_ipv4_mapped_client_nginx_dual_stack,
-                  t_b5_case_variants_counted_once, t_17_4_nat_correct_password_try_later,
-                  t_17_14_unknown_login_spray_blocked):
-            runner.run(t, work, slapd)
-    finally:
-        slapd.stop()
-    return runner.finish(work)
+    return run_with_slapd("limiter", (t_b4_ipv4_mapped_client, t_b4_ipv4_mapped_client_nginx_dual_stack,
+                                      t_b5_case_variants_counted_once,
+                                      t_17_4_nat_correct_password_try_later,
+                                      t_17_14_unknown_login_spray_blocked),
+                          loglevel="stats")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Daemon, Runner, check, find_daemon, request  # noqa: E402
+from mhtest import Daemon, Runner, check, find_daemon, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 import test_daemon as td  # noqa: E402
 from test_daemon import NEW, OLD, expect_ok, expect_refused, expect_tempfail, config  # noqa: E402
@@ -313,8 +312,7 @@ def t_config_rules(work, slapd):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-mirror-")
-    os.chmod(work, 0o755)
+    work = work_dir("mirror")
     runner = Runner("test_mirror")
     slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
     plain = Slapd(os.path.join(work, "slapd-plain"))

@@ -16,14 +16,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
-from mhtest import Daemon, Runner, check, find_daemon, request  # noqa: E402
+from mhtest import Daemon, Runner, check, find_daemon, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import config  # noqa: E402
 
@@ -255,8 +254,7 @@ def expect(modes, login, kind, want_port=None, reason=None):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-mirror-diff-")
-    os.chmod(work, 0o755)
+    work = work_dir("mirror-diff")
     runner = Runner("test_mirror_differential")
     slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
     modes = Modes(work, slapd)

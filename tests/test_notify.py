@@ -14,14 +14,13 @@ import re
 import signal
 import socket
 import sys
-import tempfile
 import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
-from mhtest import Daemon, Runner, check, request  # noqa: E402
+from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import NEW, config, expect_ok  # noqa: E402
 
@@ -169,8 +168,7 @@ def t_item12_mirror_never_live_ready_after_the_wait(work, slapd_plain):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-notify-")
-    os.chmod(work, 0o755)
+    work = work_dir("notify")
     runner = Runner("test_notify")
     slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
     plain = Slapd(os.path.join(work, "slapd-plain"))

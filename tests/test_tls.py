@@ -11,33 +11,17 @@ import os
 import re
 import shutil
 import sys
-import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
-from mhtest import Daemon, Runner, check, request  # noqa: E402
+from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
 from slapd import LdapError, Slapd, make_ca  # noqa: E402
-from test_daemon import NEW, config, expect_ok  # noqa: E402
+from test_daemon import NEW, config, expect_ok, expect_refused, expect_tempfail, wait_recovered  # noqa: E402
 
 BOB, BOB_PW, WRONG = "bob@example.com", "Bob-pw-2", "Wr0ng-pass!"
 # what libldap/GnuTLS (or OpenSSL) say when the chain does not verify
 CERT_PROBLEM = re.compile(r"certificate|not trusted|issuer|verif|unknown ca|self.signed", re.I)
-
-
-def expect_refused(ans):
-    check(ans.status is not None and "Invalid login or password" in ans.status,
-          "want a refusal, got %r", ans)
-    check(ans.get("Auth-Server") is None, "a refusal carries no server: %r", ans)
-
-
-def expect_tempfail(ans):
-    check(ans.status != "OK" and ans.get("Auth-Server") is None, "want no route: %r", ans)
-    check(ans.status is not None and "try again later" in ans.status,
-          "want a temporary failure, got %r", ans)
-    check("Invalid login" not in ans.status, "tempfail must not read as a refusal: %r", ans)
-    check(ans.get("Auth-Wait") is not None, "tempfail has Auth-Wait: %r", ans)
 
 
 def tls_conf(c, uri, ca, starttls=False, reqcert=None):
@@ -118,15 +102,7 @@ def t_ldaps(c):
               ports, (c.tls.port, c.tls.ldaps_port))
         with open(c.tls.ca_file) as f:
             check(f.read() == ca, "the CA was remade on restart")
-        deadline = time.time() + 10
-        while True:
-            ans = request(d.addr, BOB, BOB_PW)
-            if ans.status == "OK":
-                break
-            check(time.time() < deadline, "no recovery 10 s after slapd restart: %r", ans)
-            expect_tempfail(ans)
-            time.sleep(0.2)
-        expect_ok(ans, NEW)
+        expect_ok(wait_recovered(d.addr, BOB, BOB_PW, "slapd restart"), NEW)
 
 
 def wrong_ca(c, name, uri, starttls):
@@ -166,8 +142,7 @@ def t_starttls_without_server_tls(c):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mh-test-tls-")
-    os.chmod(work, 0o755)
+    work = work_dir("tls")
     runner = Runner("test_tls")
     c = Ctx()
     c.work = work

@@ -178,12 +178,7 @@ def _stop_proc(proc, timeout=10.0):
     if proc is None:
         return None
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        mhtest.terminate(proc, timeout)
     reap_group(proc.pid)
     return proc.returncode
 
@@ -265,11 +260,7 @@ class Dovecot:
         return _tail(os.path.join(self.dir, "dovecot.out")) + "\n" + _tail(self.log_path)
 
     def read_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return mhtest.read_text(self.log_path)
 
     def stop(self):
         return _stop_proc(self.proc)

@@ -28,14 +28,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define REQUIRE(cond)                                                                    \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_backend: property violated at line %d: %s\n", __LINE__, \
-                    #cond);                                                              \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#define FUZZ_TARGET "fuzz_backend"
+#include "fuzz_require.h"
 
 static int is_ip(const char *s)
 {

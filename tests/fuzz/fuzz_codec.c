@@ -2,7 +2,7 @@
  * escaping of logins (mh_log_safe, src/log.c).
  *
  * Input: lines "Name: value" (LF or CRLF), as nginx sends its request headers.  They are fed
- * to mh_request_parse through a getter like tests/unit/test_codec.c's; every value lives in
+ * to mh_request_parse through the unit test's getter (tests/unit/fake_headers.h); every value lives in
  * its own allocation of exactly its length (no NUL after it), so a read past a value's end
  * is an AddressSanitizer report.  Lines named "X-Fuzz-*" describe an answer for
  * mh_answer_headers:
@@ -25,6 +25,7 @@
 #include "config.h"
 #include "codec.h"
 #include "log.h"
+#include "../unit/fake_headers.h"
 
 #include <arpa/inet.h>
 #include <stdint.h>
@@ -33,42 +34,11 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_HEADERS 64
-
-struct hdrs {
-    char *name[MAX_HEADERS];
-    char *value[MAX_HEADERS];   /* exactly len bytes, not NUL-terminated */
-    size_t len[MAX_HEADERS];
-    int n;
-};
-
-#define REQUIRE(cond)                                                                  \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "fuzz_codec: property violated at line %d: %s\n", __LINE__, \
-                    #cond);                                                            \
-            abort();                                                                   \
-        }                                                                              \
-    } while (0)
-
-static const char *get(void *ctx, const char *name, size_t *len, unsigned *count)
-{
-    struct hdrs *h = ctx;
-    const char *v = NULL;
-    *count = 0;
-    for (int i = 0; i < h->n; i++)
-        if (strcasecmp(h->name[i], name) == 0) {
-            if (v == NULL) {
-                v = h->value[i];
-                *len = h->len[i];
-            }
-            (*count)++;
-        }
-    return v;
-}
+#define FUZZ_TARGET "fuzz_codec"
+#include "fuzz_require.h"
 
 /* A NUL-terminated copy of the first header `name`, or NULL. */
-static char *field(struct hdrs *h, const char *name)
+static char *field(struct fake_headers *h, const char *name)
 {
     for (int i = 0; i < h->n; i++)
         if (strcasecmp(h->name[i], name) == 0) {
@@ -82,11 +52,12 @@ static char *field(struct hdrs *h, const char *name)
     return NULL;
 }
 
-static void split(struct hdrs *h, const uint8_t *data, size_t size)
+/* Each value in its own allocation of exactly its length (no NUL after it). */
+static void split(struct fake_headers *h, const uint8_t *data, size_t size)
 {
     size_t pos = 0;
     memset(h, 0, sizeof *h);
-    while (pos < size && h->n < MAX_HEADERS) {
+    while (pos < size && h->n < FAKE_HEADERS_MAX) {
         const uint8_t *nl = memchr(data + pos, '\n', size - pos);
         size_t end = nl ? (size_t)(nl - data) : size;
         size_t llen = end - pos;
@@ -104,23 +75,21 @@ static void split(struct hdrs *h, const uint8_t *data, size_t size)
             v++;
             vlen--;
         }
-        h->name[h->n] = malloc(nlen + 1);
-        h->value[h->n] = malloc(vlen ? vlen : 1);
-        if (h->name[h->n] == NULL || h->value[h->n] == NULL)
+        char *name = malloc(nlen + 1), *value = malloc(vlen ? vlen : 1);
+        if (name == NULL || value == NULL)
             abort();
-        memcpy(h->name[h->n], line, nlen);
-        h->name[h->n][nlen] = '\0';
-        memcpy(h->value[h->n], v, vlen);
-        h->len[h->n] = vlen;
-        h->n++;
+        memcpy(name, line, nlen);
+        name[nlen] = '\0';
+        memcpy(value, v, vlen);
+        fake_headers_addn(h, name, value, vlen);
     }
 }
 
-static void free_hdrs(struct hdrs *h)
+static void free_hdrs(struct fake_headers *h)
 {
     for (int i = 0; i < h->n; i++) {
-        free(h->name[i]);
-        free(h->value[i]);
+        free((void *)(uintptr_t)h->name[i]);
+        free((void *)(uintptr_t)h->value[i]);
     }
 }
 
@@ -250,7 +219,7 @@ static enum mh_proto proto_of(const char *s, enum mh_proto dflt)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct hdrs h;
+    struct fake_headers h;
     struct mh_request req;
     const char *why = NULL;
 
@@ -259,7 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     split(&h, data, size);
 
     /* the request */
-    int rc = mh_request_parse(&req, get, &h, &why);
+    int rc = mh_request_parse(&req, fake_headers_get, &h, &why);
     REQUIRE(rc == 0 || rc == -1 || rc == -2);
     REQUIRE(rc == 0 || why != NULL);
     if (rc == 0) {

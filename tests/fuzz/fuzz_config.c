@@ -21,14 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REQUIRE(cond)                                                                   \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "fuzz_config: property violated at line %d: %s\n", __LINE__, \
-                    #cond);                                                             \
-            abort();                                                                    \
-        }                                                                               \
-    } while (0)
+#define FUZZ_TARGET "fuzz_config"
+#include "fuzz_require.h"
 
 static void check_listen(const struct mh_listen *l)
 {

@@ -79,14 +79,9 @@ static int fuzz_parse_ldif_record(struct berval *rbuf, unsigned long linenum, LD
 
 #include <stdint.h>
 
-#define REQUIRE(cond)                                                                    \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(real_stderr, "fuzz_journal: property violated at line %d: %s\n",     \
-                    __LINE__, #cond);                                                    \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#define FUZZ_TARGET "fuzz_journal"
+#define FUZZ_STDERR real_stderr
+#include "fuzz_require.h"
 
 /* The op line of tests/fuzz/corpus/fuzz_journal/small*.journal, a real run of
  *   mailhostctl set mail-new.example.org alice@example.com frank@example.net \

@@ -28,14 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REQUIRE(cond)                                                                   \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "fuzz_mirror: property violated at line %d: %s\n", __LINE__, \
-                    #cond);                                                             \
-            abort();                                                                    \
-        }                                                                               \
-    } while (0)
+#define FUZZ_TARGET "fuzz_mirror"
+#include "fuzz_require.h"
 
 enum ref { R_EXACT, R_SUSPECT, R_NONE, R_UNKNOWN };
 

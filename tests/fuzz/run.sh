@@ -71,14 +71,15 @@ cflags=(-std=c11 -g -O1 -fno-omit-frame-pointer -pthread
 sources() {
     case $1 in
         codec)   echo src/codec.c src/outcome.c src/addr.c src/log.c ;;
-        config)  echo src/conf.c src/backend.c src/cidr.c src/codec.c src/outcome.c src/addr.c src/filter.c src/limiter.c src/log.c ;;
+        config)  echo src/conf.c src/backend.c src/cidr.c src/codec.c src/outcome.c src/addr.c src/filter.c src/limiter.c \
+                      src/digest.c src/shtable.c src/log.c ;;
         backend) echo src/backend.c src/cidr.c src/codec.c src/outcome.c src/addr.c src/filter.c ;;
         journal) echo src/journal.c src/cli.c src/cachewait.c src/ctllist.c src/ctl_common.c src/ctl_change.c \
                       src/ctl_plan.c src/ctl_schema.c src/ctl_show.c src/ctl_set.c src/ctl_freeze.c \
                       src/ctl_stats.c src/ctl_stragglers.c src/lastlogin.c src/ldapentry.c \
                       src/ldapconn.c src/clock.c src/metrics.c src/frozenwatch.c src/conf.c src/backend.c src/cidr.c \
-                      src/codec.c src/outcome.c src/addr.c src/filter.c src/limiter.c src/log.c ;;
-        mirror)  echo src/mirror.c ;;
+                      src/codec.c src/outcome.c src/addr.c src/filter.c src/limiter.c src/digest.c src/shtable.c src/log.c ;;
+        mirror)  echo src/mirror.c src/shtable.c ;;
     esac
 }
 max_len() {

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -155,22 +156,13 @@ class Daemon:
         return next(a for a in self.addrs if not isinstance(a, str))
 
     def read_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_text(self.log_path)
 
     def stop(self, timeout=30.0):
         """SIGTERM; returns the exit status (valgrind's error exit code shows here)."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if not terminate(self.proc, timeout):
             raise AssertionError("mailhostd did not stop within %.0fs of SIGTERM" % timeout)
         self.log.close()
         return self.proc.returncode
@@ -221,6 +213,71 @@ class Runner:
         return self.done()
 
 
+def work_dir(name, exit_on_signals=False):
+    """A fresh work directory for the test file `name` (mode 0755: servers that drop their
+    privileges still reach it).  exit_on_signals: SIGTERM and SIGHUP (a run killed by a
+    timeout) exit through sys.exit, so the caller's finally blocks still stop every server."""
+    work = tempfile.mkdtemp(prefix="mh-test-%s-" % name)
+    os.chmod(work, 0o755)
+    if exit_on_signals:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    return work
+
+
+def run_with_slapd(name, tests, **slapd_args):
+    """The main() of a test file whose tests take (work, slapd): a work directory, one
+    private slapd (slapd.py, with slapd_args) for all of them, each test run by a Runner
+    "test_<name>"; returns the exit status."""
+    from slapd import Slapd   # here: slapd.py imports this module
+    work = work_dir(name)
+    runner = Runner("test_" + name)
+    slapd = Slapd(os.path.join(work, "slapd"), **slapd_args)
+    try:
+        slapd.start()
+        for t in tests:
+            runner.run(t, work, slapd)
+    finally:
+        slapd.stop()
+    return runner.finish(work)
+
+
+def read_text(path):
+    """A log file's text, undecodable bytes replaced; "" while it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def terminate(proc, timeout):
+    """SIGTERM, then waits up to timeout seconds; past that SIGKILL and waits again.
+    Returns True when the process ended on SIGTERM."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
+def proc_net_tcp():
+    """The rows of /proc/net/tcp and /proc/net/tcp6, each split into its fields (local
+    address, remote address, state, ..., inode)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                rows = [line.split() for line in f]
+        except FileNotFoundError:
+            continue
+        for parts in rows:
+            yield parts
+
+
 def check(cond, msg, *args):
     if not cond:
         raise AssertionError(msg % args if args else msg)
@@ -237,15 +294,8 @@ def free_port():
 def tcp_connections(port, pid=None):
     """Local ports of ESTABLISHED TCP connections to 127.0.0.1:port (from /proc/net/tcp)."""
     found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    local, remote, state = parts[1], parts[2], parts[3]
-                    if state == "01" and int(remote.split(":")[1], 16) == port:
-                        found.add(int(local.split(":")[1], 16))
-        except FileNotFoundError:
-            pass
+    for parts in proc_net_tcp():
+        local, remote, state = parts[1], parts[2], parts[3]
+        if state == "01" and int(remote.split(":")[1], 16) == port:
+            found.add(int(local.split(":")[1], 16))
     return found

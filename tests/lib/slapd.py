@@ -70,6 +70,8 @@ import tempfile
 import time
 import urllib.parse
 
+from mhtest import terminate
+
 __all__ = ["Slapd", "SlapdError", "LdapError", "Entry", "SITE_ACCESS", "find_tool", "make_ca",
            "make_server_cert"]
 
@@ -509,12 +511,7 @@ class Slapd:
             if self._paused:
                 proc.send_signal(signal.SIGCONT)   # a stopped process ignores TERM
                 self._paused = False
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, timeout)
         self._forget()
         return proc.returncode
 

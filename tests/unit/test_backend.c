@@ -200,6 +200,14 @@ static void test_login_attribute(void)
     mh_backend_map_free(m);
 }
 
+static const struct check_case cases[] = {
+    CHECK_CASE(test_unmapped),
+    CHECK_CASE(test_routes),
+    CHECK_CASE(test_rewrite),
+    CHECK_CASE(test_parse),
+    CHECK_CASE(test_login_attribute),
+};
+
 int main(void)
 {
     char err[256];
@@ -212,11 +220,7 @@ int main(void)
         printf("setup: %s\n", err);
         return 1;
     }
-    test_unmapped();
-    test_routes();
-    test_rewrite();
-    test_parse();
-    test_login_attribute();
+    int rc = CHECK_RUN("test_backend", cases);
     mh_backend_map_free(map);
-    return check_done("test_backend");
+    return rc;
 }

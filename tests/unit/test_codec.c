@@ -2,46 +2,20 @@
 #include "config.h"
 #include "codec.h"
 #include "check.h"
+#include "fake_headers.h"
 
 #include <string.h>
 #include <strings.h>
 
-/* ---- a fake header set standing in for libmicrohttpd ---- */
-struct hdrs { const char *name[16]; const char *value[16]; size_t len[16]; int n; };
-
-static const char *get(void *ctx, const char *name, size_t *len, unsigned *count)
-{
-    struct hdrs *h = ctx;
-    const char *v = NULL;
-    *count = 0;
-    for (int i = 0; i < h->n; i++)
-        if (strcasecmp(h->name[i], name) == 0) {
-            if (v == NULL) {
-                v = h->value[i];
-                *len = h->len[i];
-            }
-            (*count)++;
-        }
-    return v;
-}
-
-static void add(struct hdrs *h, const char *name, const char *value)
-{
-    h->name[h->n] = name;
-    h->value[h->n] = value;
-    h->len[h->n] = strlen(value);
-    h->n++;
-}
-
-static void base(struct hdrs *h, const char *user, const char *pass)
+static void base(struct fake_headers *h, const char *user, const char *pass)
 {
     memset(h, 0, sizeof *h);
-    add(h, "Auth-Method", "plain");
-    add(h, "Auth-User", user);
-    add(h, "Auth-Pass", pass);
-    add(h, "Auth-Protocol", "imap");
-    add(h, "Auth-Login-Attempt", "1");
-    add(h, "Client-IP", "192.0.2.7");
+    fake_headers_add(h, "Auth-Method", "plain");
+    fake_headers_add(h, "Auth-User", user);
+    fake_headers_add(h, "Auth-Pass", pass);
+    fake_headers_add(h, "Auth-Protocol", "imap");
+    fake_headers_add(h, "Auth-Login-Attempt", "1");
+    fake_headers_add(h, "Client-IP", "192.0.2.7");
 }
 
 static void test_unescape(void)
@@ -97,12 +71,12 @@ static void test_roundtrip(void)
 
 static void test_parse_good(void)
 {
-    struct hdrs h;
+    struct fake_headers h;
     struct mh_request r;
     const char *why = NULL;
 
     base(&h, "dave@example.net", "p%25%20w%20\xc3\xb6+x");
-    CHECK(mh_request_parse(&r, get, &h, &why) == 0, "parse: %s", why);
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == 0, "parse: %s", why);
     CHECK(r.proto == MH_PROTO_IMAP && r.method == MH_METHOD_PLAIN && r.attempt == 1, "fields");
     CHECK(strcmp(r.login, "dave@example.net") == 0, "login");
     CHECK(r.pass_len == 9 && memcmp(r.pass, "p% w \xc3\xb6+x", 9) == 0, "password decoded");
@@ -115,17 +89,17 @@ static void test_parse_good(void)
     h.value[3] = "POP3"; h.len[3] = 4;
     h.value[4] = "3"; h.len[4] = 1;
     h.value[5] = "2001:db8::7"; h.len[5] = 11;
-    CHECK(mh_request_parse(&r, get, &h, &why) == 0 && r.proto == MH_PROTO_POP3 &&
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == 0 && r.proto == MH_PROTO_POP3 &&
           r.attempt == 3, "pop3/ipv6: %s", why);
 
     /* smtp_auth none: the recipient becomes the login */
     memset(&h, 0, sizeof h);
-    add(&h, "Auth-Method", "none"); add(&h, "Auth-User", ""); add(&h, "Auth-Pass", "");
-    add(&h, "Auth-Protocol", "smtp"); add(&h, "Auth-Login-Attempt", "1");
-    add(&h, "Client-IP", "198.51.100.2"); add(&h, "Auth-SMTP-Helo", "mx.example");
-    add(&h, "Auth-SMTP-From", "MAIL FROM:<x@y.example> SIZE=100");
-    add(&h, "Auth-SMTP-To", "RCPT TO:<bob@example.com> NOTIFY=NEVER");
-    CHECK(mh_request_parse(&r, get, &h, &why) == 0 && strcmp(r.login, "bob@example.com") == 0 &&
+    fake_headers_add(&h, "Auth-Method", "none"); fake_headers_add(&h, "Auth-User", ""); fake_headers_add(&h, "Auth-Pass", "");
+    fake_headers_add(&h, "Auth-Protocol", "smtp"); fake_headers_add(&h, "Auth-Login-Attempt", "1");
+    fake_headers_add(&h, "Client-IP", "198.51.100.2"); fake_headers_add(&h, "Auth-SMTP-Helo", "mx.example");
+    fake_headers_add(&h, "Auth-SMTP-From", "MAIL FROM:<x@y.example> SIZE=100");
+    fake_headers_add(&h, "Auth-SMTP-To", "RCPT TO:<bob@example.com> NOTIFY=NEVER");
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == 0 && strcmp(r.login, "bob@example.com") == 0 &&
           r.method == MH_METHOD_NONE, "smtp none: %s / %s", why, r.login);
 }
 
@@ -133,14 +107,14 @@ static void test_parse_good(void)
 static int parse_with(const char *name, const char *value, struct mh_request *r,
                       const char **why)
 {
-    struct hdrs h;
+    struct fake_headers h;
     base(&h, "alice", "pw");
     for (int k = 0; k < h.n; k++)
         if (strcmp(h.name[k], name) == 0) {
             h.value[k] = value;
             h.len[k] = strlen(value);
         }
-    return mh_request_parse(r, get, &h, why);
+    return mh_request_parse(r, fake_headers_get, &h, why);
 }
 
 /* Client-IP is kept as canonical text: an IPv4 client behind a dual-stack nginx
@@ -207,18 +181,18 @@ static void test_parse_bad(void)
     static const char *need[] = {"Auth-Method", "Auth-User", "Auth-Pass", "Auth-Protocol",
                                  "Auth-Login-Attempt", "Client-IP"};
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
-        struct hdrs h;
+        struct fake_headers h;
         struct mh_request r;
         const char *why = NULL;
         base(&h, "alice", "pw");
         for (int k = 0; k < h.n; k++)
             if (strcmp(h.name[k], need[i]) == 0)
                 h.name[k] = "X-Other";
-        CHECK(mh_request_parse(&r, get, &h, &why) == -1 && strstr(why, "missing") &&
+        CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == -1 && strstr(why, "missing") &&
               strstr(why, need[i]), "missing %s: %s", need[i], why ? why : "-");
         base(&h, "alice", "pw");
-        add(&h, need[i], "again");
-        CHECK(mh_request_parse(&r, get, &h, &why) == -1 && strstr(why, "duplicated"),
+        fake_headers_add(&h, need[i], "again");
+        CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == -1 && strstr(why, "duplicated"),
               "duplicated %s: %s", need[i], why ? why : "-");
     }
     /* oversized */
@@ -226,28 +200,28 @@ static void test_parse_bad(void)
     memset(big, 'a', sizeof big - 1);
     memset(login, 'a', sizeof login - 1);
     memset(pass, 'p', sizeof pass - 1);
-    struct hdrs h;
+    struct fake_headers h;
     struct mh_request r;
     const char *why = NULL;
     base(&h, big, "pw");
-    CHECK(mh_request_parse(&r, get, &h, &why) == -1 && strstr(why, "oversized"), "big header");
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == -1 && strstr(why, "oversized"), "big header");
     base(&h, login, "pw");
-    CHECK(mh_request_parse(&r, get, &h, &why) == -2 && strcmp(why, "login too long") == 0,
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == -2 && strcmp(why, "login too long") == 0,
           "login one byte too long: %s", why);
     login[MH_LOGIN_MAX] = '\0';
     base(&h, login, "pw");
-    CHECK(mh_request_parse(&r, get, &h, &why) == 0, "login at the limit");
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == 0, "login at the limit");
     base(&h, "alice", pass);
-    CHECK(mh_request_parse(&r, get, &h, &why) == -2 && r.pass_len == 0, "password too long");
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == -2 && r.pass_len == 0, "password too long");
     /* method none outside smtp; bad recipient */
     base(&h, "", "");
     h.value[0] = "none"; h.len[0] = 4;
-    CHECK(mh_request_parse(&r, get, &h, &why) == -1, "none with imap");
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == -1, "none with imap");
     h.value[3] = "smtp"; h.len[3] = 4;
-    CHECK(mh_request_parse(&r, get, &h, &why) == -1 && strstr(why, "Auth-SMTP-To"),
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == -1 && strstr(why, "Auth-SMTP-To"),
           "none without Auth-SMTP-To");
-    add(&h, "Auth-SMTP-To", "RCPT TO:bob@example.com");
-    CHECK(mh_request_parse(&r, get, &h, &why) == -1, "recipient without <>");
+    fake_headers_add(&h, "Auth-SMTP-To", "RCPT TO:bob@example.com");
+    CHECK(mh_request_parse(&r, fake_headers_get, &h, &why) == -1, "recipient without <>");
 }
 
 static void test_answers(void)
@@ -349,14 +323,17 @@ static void test_smtp_address(void)
     }
 }
 
+static const struct check_case cases[] = {
+    CHECK_CASE(test_unescape),
+    CHECK_CASE(test_roundtrip),
+    CHECK_CASE(test_parse_good),
+    CHECK_CASE(test_parse_bad),
+    CHECK_CASE(test_client_ip),
+    CHECK_CASE(test_answers),
+    CHECK_CASE(test_smtp_address),
+};
+
 int main(void)
 {
-    test_unescape();
-    test_roundtrip();
-    test_parse_good();
-    test_parse_bad();
-    test_client_ip();
-    test_answers();
-    test_smtp_address();
-    return check_done("test_codec");
+    return CHECK_RUN("test_codec", cases);
 }

@@ -466,6 +466,14 @@ static void test_tls_changes(void)
     mh_conf_free(a);
 }
 
+static const struct check_case cases[] = {
+    CHECK_CASE(test_good),
+    CHECK_CASE(test_bad),
+    CHECK_CASE(test_key_table),
+    CHECK_CASE(test_restart_changes),
+    CHECK_CASE(test_tls_changes),
+};
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL) {
@@ -479,14 +487,10 @@ int main(void)
     static char long_secret[1100];
     memset(long_secret, 'x', sizeof long_secret - 1);
     write_file("long", long_secret, 0600);
-    test_good();
-    test_bad();
-    test_key_table();
-    test_restart_changes();
-    test_tls_changes();
+    int rc = CHECK_RUN("test_config", cases);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", dir);
-    return check_done("test_config");
+    return rc;
 }

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define L(s) (s), strlen(s)
@@ -30,12 +31,19 @@ static void *hammer(void *p)
     return NULL;
 }
 
-int main(void)
+static struct mh_credcache *cache(size_t capacity)
 {
     char err[200];
-    struct mh_credcache *c = mh_credcache_new(1000, 60000, err, sizeof err);
+    struct mh_credcache *c = mh_credcache_new(capacity, 60000, err, sizeof err);
     CHECK(c != NULL, "new: %s", err);
+    if (c == NULL)
+        abort();
+    return c;
+}
 
+static void test_epoch(void)
+{
+    struct mh_credcache *c = cache(1000);
     mh_credcache_put(c, L("alice@example.com"), L("Alice-pw-1"), 7, 1000);
     CHECK(mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000), "hit");
     /* a stale period (a new epoch) ends every cached verification; the same epoch does not */
@@ -49,6 +57,12 @@ int main(void)
     CHECK(!mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000),
           "a new epoch ends it");
     CHECK(mh_credcache_count(c) == 0, "and wipes the table");
+    mh_credcache_free(c);
+}
+
+static void test_keys(void)
+{
+    struct mh_credcache *c = cache(1000);
     mh_credcache_put(c, L("alice@example.com"), L("Alice-pw-1"), 7, 1000);
     CHECK(mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000), "hit");
     CHECK(!mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-2"), 7, 2000),
@@ -67,7 +81,14 @@ int main(void)
     mh_credcache_put(c, "nul", 3, "a\0b", 3, 1, 1000);
     CHECK(mh_credcache_check(c, "nul", 3, "a\0b", 3, 1, 2000), "password with NUL");
     CHECK(!mh_credcache_check(c, "nul", 3, "a\0c", 3, 1, 2000), "differs after the NUL");
+    mh_credcache_free(c);
+}
 
+static void test_versions(void)
+{
+    struct mh_credcache *c = cache(1000);
+    mh_credcache_put(c, L("ab"), L("c"), 1, 1000);
+    mh_credcache_put(c, L("alice@example.com"), L("Alice-pw-1"), 7, 1000);
     /* a changed entry (new version) ends the cached login, and removes it */
     size_t before = mh_credcache_count(c);
     CHECK(!mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 8, 2000),
@@ -76,7 +97,12 @@ int main(void)
           mh_credcache_count(c));
     CHECK(!mh_credcache_check(c, L("alice@example.com"), L("Alice-pw-1"), 7, 2000),
           "gone for the old version too");
+    mh_credcache_free(c);
+}
 
+static void test_expiry(void)
+{
+    struct mh_credcache *c = cache(1000);
     /* expiry: trusted for less than ttl */
     mh_credcache_put(c, L("erin"), L("Erin-pw-5"), 1, 10000);
     CHECK(mh_credcache_check(c, L("erin"), L("Erin-pw-5"), 1, 10000 + 59999), "just in time");
@@ -88,8 +114,13 @@ int main(void)
     mh_credcache_put(c, L("frank"), L("F"), 1, 50000);
     CHECK(mh_credcache_count(c) == n0 + 1, "one entry per pair");
     CHECK(mh_credcache_check(c, L("frank"), L("F"), 1, 100000), "refreshed at 50000");
+    mh_credcache_free(c);
+}
 
-    /* bounded: 10x the capacity, the count stays under it, the newest are there */
+static void test_bounded(void)
+{
+    struct mh_credcache *c = cache(1000);
+    /* 10x the capacity: the count stays under it, the newest are there */
     char login[64];
     for (int i = 0; i < 10000; i++) {
         snprintf(login, sizeof login, "user%06d@example.com", i);
@@ -103,8 +134,12 @@ int main(void)
         newest += mh_credcache_check(c, L(login), L("Sample-pw-0"), 1, 210000);
     }
     CHECK(newest >= 90, "only %d of the 100 newest entries kept", newest);
+    mh_credcache_free(c);
+}
 
-    /* no password bytes anywhere in the table */
+static void test_no_password_in_memory(void)
+{
+    struct mh_credcache *c = cache(1000), *c2 = cache(1000);
     mh_credcache_put(c, L("grace"), L("Sup3r-S3cret-Passw0rd"), 1, 300000);
     size_t len;
     const unsigned char *mem = mh_credcache_debug_memory(c, &len);
@@ -114,15 +149,18 @@ int main(void)
             found = 1;
     CHECK(!found, "the password is in the cache's memory");
     CHECK(len >= 1000 * 40, "table of %zu bytes", len);
-
     /* two caches have two keys: an entry of one is no hit in the other */
-    struct mh_credcache *c2 = mh_credcache_new(1000, 60000, err, sizeof err);
-    CHECK(c2 != NULL, "second cache");
     CHECK(!mh_credcache_check(c2, L("grace"), L("Sup3r-S3cret-Passw0rd"), 1, 300001),
           "separate caches");
+    mh_credcache_free(c);
+    mh_credcache_free(c2);
+    mh_credcache_free(NULL);
+}
 
-    /* threads: own entries just put are found, nothing crashes */
-    struct mh_credcache *c3 = mh_credcache_new(100000, 60000, err, sizeof err);
+static void test_threads(void)
+{
+    /* own entries just put are found, nothing crashes */
+    struct mh_credcache *c3 = cache(100000);
     pthread_t t[4];
     struct worker_arg a[4];
     for (int i = 0; i < 4; i++) {
@@ -133,9 +171,20 @@ int main(void)
         pthread_join(t[i], NULL);
         CHECK(a[i].misses == 0, "thread %d: %d just-put entries missing", i, a[i].misses);
     }
-    mh_credcache_free(c);
-    mh_credcache_free(c2);
     mh_credcache_free(c3);
-    mh_credcache_free(NULL);
-    return check_done("test_credcache");
+}
+
+static const struct check_case cases[] = {
+    CHECK_CASE(test_epoch),
+    CHECK_CASE(test_keys),
+    CHECK_CASE(test_versions),
+    CHECK_CASE(test_expiry),
+    CHECK_CASE(test_bounded),
+    CHECK_CASE(test_no_password_in_memory),
+    CHECK_CASE(test_threads),
+};
+
+int main(void)
+{
+    return CHECK_RUN("test_credcache", cases);
 }

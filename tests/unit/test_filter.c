@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int main(void)
+static void test_expand(void)
 {
     static const struct { const char *tmpl, *login, *want; } t[] = {
         {"(|(uid=%s)(mail=%s))", "alice@example.com", "(|(uid=alice@example.com)(mail=alice@example.com))"},
@@ -30,7 +30,10 @@ int main(void)
     CHECK(f && strcmp(f, "(uid=a\\00b)") == 0, "NUL: %s", f ? f : "(null)");
     free(f);
     CHECK(mh_filter_expand("(uid=%q)", "a", 1) == NULL, "unknown token");
+}
 
+static void test_check(void)
+{
     static const struct { const char *tmpl; int ok; } c[] = {
         {"(uid=%s)", 1}, {"(|(uid=%s)(mail=%s))", 1}, {"(&(a=%u)(b=%d))", 1},
         {"uid=%s", 0}, {"(uid=%s", 0}, {"(uid=%s))", 0}, {"(uid=%s)(x=1)", 0},
@@ -40,5 +43,14 @@ int main(void)
         const char *why = mh_filter_check(c[i].tmpl);
         CHECK((why == NULL) == c[i].ok, "check %s: %s", c[i].tmpl, why ? why : "ok");
     }
-    return check_done("test_filter");
+}
+
+static const struct check_case cases[] = {
+    CHECK_CASE(test_expand),
+    CHECK_CASE(test_check),
+};
+
+int main(void)
+{
+    return CHECK_RUN("test_filter", cases);
 }

@@ -4,6 +4,7 @@
 #include "limiter.h"
 #include "check.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static struct mh_limiter *make(unsigned success_ttl)
@@ -124,16 +125,106 @@ static void test_recent_success(void)
     }
 }
 
-int main(void)
+/* The Auth-Wait added after n failures of one account (slow 2, cap 64): doubling. */
+static void test_wait_grows(void)
+{
+    static const struct { unsigned failures, want; } t[] = {
+        { 0, 0 }, { 1, 0 }, { 2, 1 }, { 3, 2 }, { 4, 4 }, { 5, 8 }, { 6, 16 }, { 7, 32 },
+        { 8, 64 }, { 9, 64 }, { 12, 64 },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        struct mh_limiter *l = make(0);
+        for (unsigned n = 0; n < t[i].failures; n++) {
+            char ip[32], pw[16];
+            snprintf(ip, sizeof ip, "172.16.%u.1", n);   /* a host each: only the account counts */
+            snprintf(pw, sizeof pw, "guess%u", n);
+            fail(l, ip, "victim", NULL, pw);
+        }
+        unsigned w = wait_of(l, "203.0.113.50", "victim");
+        CHECK(w == t[i].want, "%u failures: wait %u, want %u", t[i].failures, w, t[i].want);
+        mh_limiter_free(l);
+    }
+}
+
+/* The same wrong password again (a phone with an old one) counts once. */
+static void test_repeat_password(void)
+{
+    struct mh_limiter *l = make(0);
+    for (int i = 0; i < 5; i++)
+        fail(l, "192.0.2.77", "carol", NULL, "old-password");
+    CHECK(!blocked(l, "192.0.2.77", "carol") && wait_of(l, "192.0.2.77", "carol") == 0,
+          "five times one password: one failure");
+    fail(l, "192.0.2.77", "carol", NULL, "other-1");
+    fail(l, "192.0.2.77", "carol", NULL, "other-2");
+    CHECK(blocked(l, "192.0.2.77", "carol"), "two other passwords: three failures, blocked");
+    /* the same password for another login, or from another address, counts */
+    struct mh_limiter *l2 = make(0);
+    fail(l2, "192.0.2.78", "dave", NULL, "pw");
+    fail(l2, "192.0.2.78", "erin", NULL, "pw");
+    fail(l2, "192.0.2.78", "frank", NULL, "pw");
+    CHECK(blocked(l2, "192.0.2.78", "x"), "one password, three logins: three failures");
+    mh_limiter_free(l);
+    mh_limiter_free(l2);
+}
+
+/* block_net counts a network (/24, /48) over its hosts. */
+static void test_network_block(void)
+{
+    static const struct {
+        const char *name;
+        const char *fails[4];
+        const char *probe;
+        int want_blocked;
+    } t[] = {
+        { "IPv4 /24", { "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4" }, "192.0.2.200", 1 },
+        { "IPv4 next /24", { "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4" }, "192.0.3.1",
+          0 },
+        { "IPv6 /48 over four /64s", { "2001:db8:1:1::1", "2001:db8:1:2::1", "2001:db8:1:3::1",
+          "2001:db8:1:4::1" }, "2001:db8:1:ffff::9", 1 },
+        { "IPv6 next /48", { "2001:db8:1:1::1", "2001:db8:1:2::1", "2001:db8:1:3::1",
+          "2001:db8:1:4::1" }, "2001:db8:2::1", 0 },
+        { "three hosts: under the limit", { "192.0.2.1", "192.0.2.2", "192.0.2.3", NULL },
+          "192.0.2.200", 0 },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char err[200] = "";
+        struct mh_limiter_conf c = { { 32, 24 }, { 64, 48 }, 2, 0, 4, 900, 64, 1000, NULL, 0 };
+        struct mh_limiter *l = mh_limiter_new(&c, err, sizeof err);
+        CHECK(l != NULL, "%s: new: %s", t[i].name, err);
+        if (l == NULL)
+            continue;
+        for (int k = 0; k < 4 && t[i].fails[k] != NULL; k++) {
+            char login[16];
+            snprintf(login, sizeof login, "user%d", k);
+            fail(l, t[i].fails[k], login, NULL, "pw");
+        }
+        CHECK(blocked(l, t[i].probe, "someone") == t[i].want_blocked, "%s: %s %s", t[i].name,
+              t[i].probe, t[i].want_blocked ? "not blocked" : "blocked");
+        mh_limiter_free(l);
+    }
+}
+
+static void test_cidr_lists(void)
 {
     char err[200];
     CHECK(mh_limiter_check_cidrs("::ffff:10.0.0.0/104 192.0.2.0/24", err, sizeof err) == 0,
           "mapped network: %s", err);
     CHECK(mh_limiter_check_cidrs("::ffff:10.0.0.0/95", err, sizeof err) < 0,
           "a mapped prefix wider than the mapped range is refused");
-    test_addresses();
-    test_accounts();
-    test_recent_success();
     mh_limiter_free(NULL);
-    return check_done("test_limiter");
+}
+
+static const struct check_case cases[] = {
+    CHECK_CASE(test_cidr_lists),
+    CHECK_CASE(test_addresses),
+    CHECK_CASE(test_accounts),
+    CHECK_CASE(test_recent_success),
+    CHECK_CASE(test_wait_grows),
+    CHECK_CASE(test_repeat_password),
+    CHECK_CASE(test_network_block),
+};
+
+int main(void)
+{
+    return CHECK_RUN("test_limiter", cases);
 }

@@ -61,14 +61,26 @@ static void *reader(void *p)
     return NULL;
 }
 
-int main(void)
+/* A new mirror; a test without one cannot go on. */
+static struct mh_mirror *fresh(void)
 {
     char err[200];
     struct mh_mirror *m = mh_mirror_new(err, sizeof err);
+    CHECK(m != NULL, "new: %s", err);
+    if (m == NULL)
+        abort();
+    return m;
+}
+
+/* The first three cases tell one story on one mirror, in order. */
+static struct mh_mirror *story;
+
+static void test_kinds_and_dns(void)
+{
+    struct mh_mirror *m = story = fresh();
     struct mh_mirror_hit hit;
     struct mh_mirror_stats st;
     int nd;
-    CHECK(m != NULL, "new: %s", err);
     CHECK(mh_mirror_state(m) == MH_MIRROR_EMPTY, "starts empty");
 
     /* kinds and folding */
@@ -96,7 +108,13 @@ int main(void)
     CHECK(put(m, 4, "o=solo", "x", 0, "solo", NULL, 1) == 0, "solo");
     CHECK(look(m, MH_MKEY_LOGIN, "solo", &hit, &nd) == MH_MIRROR_HIT &&
           strcmp(hit.dn, "o=solo") == 0, "one RDN: %s", hit.dn);
+}
 
+static void test_what_the_mirror_cannot_judge(void)
+{
+    struct mh_mirror *m = story;
+    struct mh_mirror_hit hit;
+    int nd;
     /* what the mirror cannot judge */
     CHECK(look(m, MH_MKEY_LOGIN, "g\xc3\xb6st", &hit, &nd) == MH_MIRROR_MISS && nd,
           "non-ASCII miss asks the directory");
@@ -176,7 +194,14 @@ int main(void)
     }
     CHECK(look(m, MH_MKEY_RECIPIENT, "anything", &hit, &nd) == MH_MIRROR_MISS && !nd,
           "no longer wild");
+}
 
+static void test_replace_ambiguous_sweep(void)
+{
+    struct mh_mirror *m = story;
+    struct mh_mirror_hit hit;
+    struct mh_mirror_stats st;
+    int nd;
     /* replace: new keys, new version, old keys gone */
     CHECK(look(m, MH_MKEY_LOGIN, "alice@example.com", &hit, &nd) == MH_MIRROR_HIT, "alice");
     uint32_t v1 = hit.version;
@@ -213,9 +238,15 @@ int main(void)
     mh_mirror_set_incomplete(m);
     CHECK(look(m, MH_MKEY_LOGIN, "nobody", &hit, &nd) == MH_MIRROR_MISS && nd, "incomplete");
     mh_mirror_free(m);
+    story = NULL;
+}
 
-    /* growth, deletes, memory */
-    m = mh_mirror_new(err, sizeof err);
+static void test_growth_and_memory(void)
+{
+    struct mh_mirror *m = fresh();
+    struct mh_mirror_hit hit;
+    struct mh_mirror_stats st;
+    int nd;
     const unsigned N = 200000;
     char login[32], mail[48], dn[96];
     for (unsigned i = 0; i < N; i++) {
@@ -253,9 +284,13 @@ int main(void)
     }
     CHECK(found == N, "after deleting half: %u of %u right", found, N);
     mh_mirror_free(m);
+}
 
-    /* a writer flipping 1,000 entries while 3 readers look them up */
-    struct race r = { .m = mh_mirror_new(err, sizeof err) };
+/* a writer flipping 1,000 entries while 3 readers look them up */
+static void test_race(void)
+{
+    char mail[48], dn[96];
+    struct race r = { .m = fresh() };
     for (unsigned i = 0; i < 1000; i++) {
         snprintf(mail, sizeof mail, "r%u@example.com", i);
         snprintf(dn, sizeof dn, "uid=r%u,dc=example,dc=org", i);
@@ -278,5 +313,17 @@ int main(void)
           atomic_load(&r.bad), atomic_load(&r.done));
     CHECK(atomic_load(&r.done) > 0, "readers ran");
     mh_mirror_free(r.m);
-    return check_done("test_mirror");
+}
+
+static const struct check_case cases[] = {
+    CHECK_CASE(test_kinds_and_dns),
+    CHECK_CASE(test_what_the_mirror_cannot_judge),
+    CHECK_CASE(test_replace_ambiguous_sweep),
+    CHECK_CASE(test_growth_and_memory),
+    CHECK_CASE(test_race),
+};
+
+int main(void)
+{
+    return CHECK_RUN("test_mirror", cases);
 }
