@@ -210,17 +210,21 @@ static void test_huge(void)
     unlink(path_of("huge"));
 }
 
+static const struct check_case check_cases[] = {
+    CHECK_CASE(test_parse),
+    CHECK_CASE(test_store),
+    CHECK_CASE(test_huge),
+};
+
 int main(void)
 {
     if (mkdtemp(tmpdir) == NULL) {
         perror("mkdtemp");
         return 1;
     }
-    test_parse();
-    test_store();
-    test_huge();
+    int rc = CHECK_RUN("test_lastlogin", check_cases);
     unlink(path_of("in"));
     unlink(path_of("out"));
     rmdir(tmpdir);
-    return check_done("test_lastlogin");
+    return rc;
 }

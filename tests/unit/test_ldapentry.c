@@ -79,10 +79,13 @@ static void test_entry_without_message(void)
     mh_entry_free(NULL);
 }
 
+static const struct check_case check_cases[] = {
+    CHECK_CASE(test_value_text),
+    CHECK_CASE(test_huge_value),
+    CHECK_CASE(test_entry_without_message),
+};
+
 int main(void)
 {
-    test_value_text();
-    test_huge_value();
-    test_entry_without_message();
-    return check_done("test_ldapentry");
+    return CHECK_RUN("test_ldapentry", check_cases);
 }

@@ -326,23 +326,32 @@ static void test_labels(void)
               states[i].value ? states[i].value : "(none)");
 }
 
+/* the two test configurations, loaded once by main() */
+static struct mh_conf *confs[2];
+static void entries(void) { test_entries(confs); }
+static void decidable(void) { test_decidable(confs); }
+static void precheck(void) { test_precheck(confs); }
+static void from_mirror(void) { test_from_mirror(confs); }
+
+static const struct check_case check_cases[] = {
+    CHECK_CASE(entries),
+    CHECK_CASE(decidable),
+    CHECK_CASE(precheck),
+    CHECK_CASE(from_mirror),
+    CHECK_CASE(test_labels),
+};
+
 int main(void)
 {
-    struct mh_conf *confs[2] = { NULL, NULL };
     if (mkdtemp(dir) == NULL)
         return 99;
     confs[STRICT] = load(strict_text);
     confs[LENIENT] = load(lenient_text);
     rmdir(dir);
     CHECK(confs[STRICT] != NULL && confs[LENIENT] != NULL, "the test configurations load");
-    if (confs[STRICT] != NULL && confs[LENIENT] != NULL) {
-        test_entries(confs);
-        test_decidable(confs);
-        test_precheck(confs);
-        test_from_mirror(confs);
-    }
-    test_labels();
+    int rc = confs[STRICT] != NULL && confs[LENIENT] != NULL
+             ? CHECK_RUN("test_router", check_cases) : 1;
     mh_conf_free(confs[STRICT]);
     mh_conf_free(confs[LENIENT]);
-    return check_done("test_router");
+    return rc;
 }
