@@ -19,6 +19,7 @@
 
 #include "cli.h"
 #include "journal.h"
+#include "outcome.h"
 
 #define MH_CTL_PROG "mailhostctl"
 

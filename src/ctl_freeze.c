@@ -8,7 +8,7 @@
 
 int mh_ctl_cmd_freeze(struct mh_ctl *c, char **args, int nargs)
 {
-    if (c->state_opt && strcasecmp(c->state_opt, "frozen") != 0) {
+    if (c->state_opt && mh_user_state_parse(c->state_opt) != MH_STATE_FROZEN) {
         fprintf(stderr, "%s: freeze sets the state frozen; --state is for unfreeze\n",
                 MH_CTL_PROG);
         return MH_EXIT_USAGE;
@@ -20,7 +20,7 @@ int mh_ctl_cmd_freeze(struct mh_ctl *c, char **args, int nargs)
 
 int mh_ctl_cmd_unfreeze(struct mh_ctl *c, char **args, int nargs)
 {
-    if (c->state_opt && strcasecmp(c->state_opt, "frozen") == 0) {
+    if (c->state_opt && mh_user_state_parse(c->state_opt) == MH_STATE_FROZEN) {
         fprintf(stderr, "%s: unfreeze --state frozen changes nothing\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }

@@ -79,7 +79,7 @@ int mh_ctl_plan_entry(void *vctx, struct mh_entry *e)
         p->already++;
         return 0;
     }
-    if (c->state_only == 2 && (cur == NULL || strcasecmp(cur, "frozen") != 0)) {
+    if (c->state_only == 2 && mh_user_state_parse(cur) != MH_STATE_FROZEN) {
         p->not_from++;   /* unfreeze touches frozen users only */
         return 0;
     }

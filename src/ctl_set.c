@@ -540,7 +540,7 @@ static int set_finish(struct run *r)
     /* a freeze holds only once mailhostd's route cache has forgotten the earlier answers;
      * also when this run changed nothing (a re-run after a run killed while it waited) */
     if (!r->unreachable && !interrupted && r->track && c->cli.conf != NULL &&
-        strcasecmp(c->state, "frozen") == 0 &&
+        mh_user_state_parse(c->state) == MH_STATE_FROZEN &&
         mh_cachewait(c->cli.conf->route_cache_ttl_ms, &interrupted, stderr, MH_CTL_PROG) != 0) {
         fprintf(stderr, "%s: stopped waiting: mailhostd may still route some of them to the "
                 "previous host from its route cache\n", MH_CTL_PROG);

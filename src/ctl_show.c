@@ -32,7 +32,7 @@ static void show_route(const struct mh_ctl *c, struct mh_entry *e, struct mh_res
     const char *value = host && *host ? host : conf->default_backend;
     struct mh_route route;
     printf("%s: ", mh_proto_name(proto));
-    if (state && strcasecmp(state, "frozen") == 0) {
+    if (mh_user_state_parse(state) == MH_STATE_FROZEN) {
         printf("temporary failure (migration state frozen)\n");
         return;
     }
