@@ -370,6 +370,7 @@ class Slow:
             self.pos.append(0 if every else 25)
             self.closed_at.append(None)
         self.next_send = time.monotonic()
+        self.all_open_at = None
 
     def tick(self):
         now = time.monotonic()
@@ -390,6 +391,8 @@ class Slow:
                 pass
             except OSError:
                 self.closed_at[i] = now - self.t0
+        if all(x is None for x in self.closed_at):
+            self.all_open_at = now      # none closed yet: the daemon still held every one
 
     def open_count(self):
         return sum(1 for x in self.closed_at if x is None)
@@ -456,59 +459,74 @@ def t_max_connections(c):
     """max_connections 50: 50 stalled connections fill it; further connections are not
     served while it is full (libmicrohttpd stops accepting: they wait in the listen backlog,
     which nginx's auth_http_timeout bounds); the daemon never holds more than 50; once the
-    stalled ones are closed by client_timeout, the waiting requests are answered."""
+    stalled ones are closed by client_timeout, the waiting requests are answered.
+
+    "While it is full" is measured, not assumed: an extra request counts as served too early
+    only if it was answered before the last moment all 50 stalled connections were seen
+    still open.  On a loaded machine opening the 50 can take most of client_timeout; when
+    that leaves less than 0.3 s in which the limit was provably reached, the scenario runs
+    again (at most 3 times)."""
     d = c.dmax
     pid = d.proc.pid
     port = d.addr[1]
     expect_ok(request(d.addr, "bob@example.com", BOB_PW.decode()), NEW)
-    stall = Slow(d.addr, 50, None)
-    answers = [None] * 10
-    t_extra = []
+    for attempt in range(1, 4):
+        stall = Slow(d.addr, 50, None)
+        answers = [None] * 10
 
-    def extra(i):
+        def extra(i):
+            try:
+                answers[i] = (request(d.addr, "bob@example.com", BOB_PW.decode(),
+                                      timeout=10.0), time.monotonic())
+            except Exception as e:
+                answers[i] = (e, time.monotonic())
+        threads = []
         try:
-            answers[i] = (request(d.addr, "bob@example.com", BOB_PW.decode(), timeout=10.0),
-                          time.monotonic())
-        except Exception as e:
-            answers[i] = (e, time.monotonic())
-    threads = []
-    try:
-        deadline = time.monotonic() + 3.0
-        while client_conns(pid, port) < 50 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        held = client_conns(pid, port)
-        t0 = time.monotonic()
-        for i in range(10):
-            t = threading.Thread(target=extra, args=(i,), daemon=True)
-            threads.append(t)
-            t.start()
-        t_extra.append(t0)
-        peak = held
-        while time.monotonic() < t0 + 0.8:
-            stall.tick()
-            peak = max(peak, client_conns(pid, port))
-            time.sleep(0.02)
-        early = sum(1 for a in answers if a is not None)
-        for t in threads:
-            t.join(CLIENT_TIMEOUT + 6.0)
-        while stall.open_count() and time.monotonic() < t0 + CLIENT_TIMEOUT + 4.0:
-            stall.tick()
-            time.sleep(0.05)
-    finally:
-        stall.close()
-    waits = [a[1] - t0 for a in answers if a is not None and isinstance(a[0], Answer)]
-    print("  max_connections 50: %d held; 10 more: %d answered within 0.8s, the rest waited "
-          "(not accepted) and were answered after %.1f-%.1fs when client_timeout closed the "
-          "stalled ones; connections held by the daemon: peak %d"
-          % (held, early, min(waits) if waits else -1, max(waits) if waits else -1, peak))
-    check(held == 50, "the daemon accepted %d connections, want 50", held)
-    check(peak <= 50, "the daemon held %d connections, over max_connections 50", peak)
-    check(early == 0, "%d requests answered while max_connections was reached", early)
-    for a in answers:
-        check(a is not None and isinstance(a[0], Answer), "a waiting request failed: %r", a)
-        expect_ok(a[0], NEW)
-    check(max(waits) < CLIENT_TIMEOUT + 4.0, "waiting requests answered only after %.1fs",
-          max(waits))
+            deadline = time.monotonic() + 3.0
+            while client_conns(pid, port) < 50 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            held = client_conns(pid, port)
+            t0 = time.monotonic()
+            for i in range(10):
+                t = threading.Thread(target=extra, args=(i,), daemon=True)
+                threads.append(t)
+                t.start()
+            peak = held
+            while time.monotonic() < t0 + 0.8:
+                stall.tick()
+                peak = max(peak, client_conns(pid, port))
+                time.sleep(0.02)
+            full_until = stall.all_open_at      # the limit was reached until at least here
+            early = sum(1 for a in answers
+                        if a is not None and full_until is not None and a[1] < full_until)
+            for t in threads:
+                t.join(CLIENT_TIMEOUT + 6.0)
+            while stall.open_count() and time.monotonic() < t0 + CLIENT_TIMEOUT + 4.0:
+                stall.tick()
+                time.sleep(0.05)
+        finally:
+            stall.close()
+        window = (full_until - t0) if full_until is not None else -1.0
+        waits = [a[1] - t0 for a in answers if a is not None and isinstance(a[0], Answer)]
+        print("  attempt %d: max_connections 50: %d held; 10 more sent, the limit provably "
+              "reached for %.2fs after: %d answered meanwhile; the rest waited (not accepted) "
+              "and were answered after %.1f-%.1fs when client_timeout closed the stalled "
+              "ones; connections held by the daemon: peak %d"
+              % (attempt, held, window, early, min(waits) if waits else -1,
+                 max(waits) if waits else -1, peak))
+        check(held == 50, "the daemon accepted %d connections, want 50", held)
+        check(peak <= 50, "the daemon held %d connections, over max_connections 50", peak)
+        check(early == 0, "%d requests answered while max_connections was reached", early)
+        for a in answers:
+            check(a is not None and isinstance(a[0], Answer), "a waiting request failed: %r", a)
+            expect_ok(a[0], NEW)
+        check(max(waits) < CLIENT_TIMEOUT + 4.0, "waiting requests answered only after %.1fs",
+              max(waits))
+        if window >= 0.3:
+            break
+    check(window >= 0.3, "in 3 attempts the limit was never provably reached for 0.3s "
+          "(last: %.2fs): the machine is too slow to open 50 connections within "
+          "client_timeout", window)
     expect_ok(request(d.addr, "bob@example.com", BOB_PW.decode()), NEW)
     check(d.proc.poll() is None, "mailhostd died")
 
