@@ -1,4 +1,4 @@
-/* ldap_probe - drives the LDAP layer (src/ldapconn.c) alone, for tests/test_ldapconn.py.
+/* ldap_probe - drives the LDAP layer (src/common/ldapconn.c) alone, for tests/test_ldapconn.py.
  *
  *   ldap_probe CONF bind DN     simple bind as DN on a user connection, as the router
  *                               does; the password is all of standard input (may be empty:

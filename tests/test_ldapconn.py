@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The LDAP layer (src/ldapconn.c) on its own, against the test slapd.
+"""The LDAP layer (src/common/ldapconn.c) on its own, against the test slapd.
 
-tests/ldap_probe (built from tests/ldap_probe.c with libmailhost.a) makes one call of the
+tests/ldap_probe (built from tests/ldap_probe.c with the libraries of src/) makes one call of the
 layer -- mh_ldap_check_password or mh_ldap_find -- with a configuration written here, and
 prints the outcome.  No router in front: what is asserted is the layer's own decision.
 The test slapd accepts a simple bind with a DN and an EMPTY password (as anonymous,

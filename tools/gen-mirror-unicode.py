@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""gen-mirror-unicode.py - writes src/mirror_unicode.h: the non-ASCII code points whose
+"""gen-mirror-unicode.py - writes src/daemon/mirror_unicode.h: the non-ASCII code points whose
 normalization by slapd could turn into ASCII only, with their ASCII image.
 
 slapd's caseIgnoreMatch normalizes a value with UTF8bvnormalize (liblunicode/ucstr.c):
@@ -15,7 +15,7 @@ ASCII only, lower-cases them (ASCII), and records:
   - exactly one ASCII-only form: listed with that image;
   - several: listed with no image (the mirror cannot tell which; see mirror.h).
 Run with the newest Python you have; a newer Unicode version only adds code points.
-Usage: tools/gen-mirror-unicode.py > src/mirror_unicode.h
+Usage: tools/gen-mirror-unicode.py > src/daemon/mirror_unicode.h
 """
 import sys
 import unicodedata

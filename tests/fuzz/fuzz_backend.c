@@ -1,5 +1,5 @@
-/* fuzz_backend.c - libFuzzer target for the backend map (src/backend.c) and the LDAP filter
- * templates (src/filter.c).
+/* fuzz_backend.c - libFuzzer target for the backend map (src/common/backend.c) and the LDAP filter
+ * templates (src/common/filter.c).
  *
  * Input: the first line holds backend definitions separated by ';', each the arguments of a
  * "backend" line ("NAME address=IP imap=N ...") or "default_ports imap=N ..." or

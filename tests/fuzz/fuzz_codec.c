@@ -1,5 +1,5 @@
-/* fuzz_codec.c - libFuzzer target for the nginx auth_http codec (src/codec.c) and the log
- * escaping of logins (mh_log_safe, src/log.c).
+/* fuzz_codec.c - libFuzzer target for the nginx auth_http codec (src/common/codec.c) and the log
+ * escaping of logins (mh_log_safe, src/common/log.c).
  *
  * Input: lines "Name: value" (LF or CRLF), as nginx sends its request headers.  They are fed
  * to mh_request_parse through the unit test's getter (tests/unit/fake_headers.h); every value lives in

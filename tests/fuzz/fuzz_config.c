@@ -1,4 +1,4 @@
-/* fuzz_config.c - libFuzzer target for the configuration parser (src/conf.c, with the
+/* fuzz_config.c - libFuzzer target for the configuration parser (src/common/conf.c, with the
  * backend map, filter checks and limiter CIDR lists it calls).
  *
  * The input is a mailhostd.conf, loaded from a memfd with mh_conf_load_opts and

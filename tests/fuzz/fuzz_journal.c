@@ -1,9 +1,9 @@
 /* fuzz_journal.c - libFuzzer target for mailhostctl's input files:
- *   1. the journal (src/journal.c): mh_journal_open on the input, for a fixed op;
- *   2. the login list of "set --file" (mh_ctl_read_lines, src/ctl_plan.c);
- *   3. the undo LDIF of "undo FILE" (mh_ctl_cmd_undo, src/ctl_undo.c), in dry-run
+ *   1. the journal (src/ctl/journal.c): mh_journal_open on the input, for a fixed op;
+ *   2. the login list of "set --file" (mh_ctl_read_lines, src/ctl/ctl_plan.c);
+ *   3. the undo LDIF of "undo FILE" (mh_ctl_cmd_undo, src/ctl/ctl_undo.c), in dry-run
  *      mode (-n): parsed, nothing sent (the LDIF parser itself is libldap's).
- * src/ctl_undo.c is compiled into this file (its LDIF parser wrapped, below); the rest of the
+ * src/ctl/ctl_undo.c is compiled into this file (its LDIF parser wrapped, below); the rest of the
  * tool links as it is; src/ is not changed.
  *
  * The same input goes to all three (the corpus holds journals, login lists and undo LDIFs).

@@ -1,5 +1,5 @@
 /* fuzz_mirror.c - libFuzzer target: the mirror's comparison of a login with a stored value
- * (src/mirror.c) against a reference implementation of the rules documented in mirror.h.
+ * (src/daemon/mirror.c) against a reference implementation of the rules documented in mirror.h.
  *
  * Input: byte 0 holds flags (bit 0: also store the login itself, as a second entry, the
  * "ASCII twin"; bit 1: the value is a recipient value, else a login value); bytes 1-2 the
@@ -16,7 +16,7 @@
  *     equal: MISS with needs_directory;
  *   - the other kind of lookup is not disturbed.
  * The reference decodes UTF-8 and folds on its own; it shares only the table of code
- * points that may turn into ASCII (src/mirror_unicode.h, made by tools/gen-mirror-unicode.py
+ * points that may turn into ASCII (src/daemon/mirror_unicode.h, made by tools/gen-mirror-unicode.py
  * from Python's unicodedata).
  */
 #include "config.h"

@@ -64,22 +64,22 @@ libs+="$(pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)"
 read -r -a pkg_cflags <<<"$(pkg-config --cflags ldap libcrypto 2>/dev/null)"
 cflags=(-std=c11 -g -O1 -fno-omit-frame-pointer -pthread
         "-fsanitize=fuzzer,address,undefined" -fno-sanitize-recover=all
-        -DSYSCONFDIR='"/etc"' -I"$inc" -I"$top/src" -I"$here" "${pkg_cflags[@]}")
+        -DSYSCONFDIR='"/etc"' -I"$inc" -I"$top/src/common" -I"$top/src/daemon" -I"$top/src/ctl" -I"$here" "${pkg_cflags[@]}")
 
 # the sources each target links (the pure modules only; journal also compiles
-# src/ctl_undo.c into itself, see fuzz_journal.c)
+# src/ctl/ctl_undo.c into itself, see fuzz_journal.c)
 sources() {
     case $1 in
-        codec)   echo src/codec.c src/outcome.c src/addr.c src/log.c ;;
-        config)  echo src/conf.c src/backend.c src/cidr.c src/codec.c src/outcome.c src/addr.c src/filter.c src/limiter.c \
-                      src/digest.c src/shtable.c src/log.c ;;
-        backend) echo src/backend.c src/cidr.c src/codec.c src/outcome.c src/addr.c src/filter.c ;;
-        journal) echo src/journal.c src/cli.c src/cachewait.c src/ctllist.c src/ctl_common.c src/ctl_change.c \
-                      src/ctl_plan.c src/ctl_schema.c src/ctl_show.c src/ctl_set.c src/ctl_freeze.c \
-                      src/ctl_stats.c src/ctl_stragglers.c src/lastlogin.c src/ldapentry.c \
-                      src/ldapconn.c src/clock.c src/metrics.c src/frozenwatch.c src/conf.c src/backend.c src/cidr.c \
-                      src/codec.c src/outcome.c src/addr.c src/filter.c src/limiter.c src/digest.c src/shtable.c src/log.c ;;
-        mirror)  echo src/mirror.c src/shtable.c ;;
+        codec)   echo src/common/codec.c src/common/outcome.c src/common/addr.c src/common/log.c ;;
+        config)  echo src/common/conf.c src/common/backend.c src/common/cidr.c src/common/codec.c src/common/outcome.c src/common/addr.c src/common/filter.c src/common/limiter.c \
+                      src/common/digest.c src/common/shtable.c src/common/log.c ;;
+        backend) echo src/common/backend.c src/common/cidr.c src/common/codec.c src/common/outcome.c src/common/addr.c src/common/filter.c ;;
+        journal) echo src/ctl/journal.c src/ctl/cli.c src/ctl/cachewait.c src/ctl/ctllist.c src/ctl/ctl_common.c src/ctl/ctl_change.c \
+                      src/ctl/ctl_plan.c src/ctl/ctl_schema.c src/ctl/ctl_show.c src/ctl/ctl_set.c src/ctl/ctl_freeze.c \
+                      src/ctl/ctl_stats.c src/ctl/ctl_stragglers.c src/common/lastlogin.c src/common/ldapentry.c \
+                      src/common/ldapconn.c src/common/clock.c src/common/metrics.c src/common/frozenwatch.c src/common/conf.c src/common/backend.c src/common/cidr.c \
+                      src/common/codec.c src/common/outcome.c src/common/addr.c src/common/filter.c src/common/limiter.c src/common/digest.c src/common/shtable.c src/common/log.c ;;
+        mirror)  echo src/daemon/mirror.c src/common/shtable.c ;;
     esac
 }
 max_len() {
