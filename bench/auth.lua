@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: BSD-2-Clause
 -- wrk script: nginx-shaped auth_http requests, a new TCP connection per request.
 -- HTTP/1.0 without keep-alive (as nginx's auth_http sends them): the server closes
 -- after each answer and wrk reconnects.  Environment:

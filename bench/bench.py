@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """mailhostd benchmark driver (bench/run.sh runs it; see bench/README.md).
 
 Starts a private slapd (syncprov overlay) loaded with the generated directory, nginx

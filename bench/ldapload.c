@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ldapload: slapd's own raw rate for mailhostd's searches and binds (bench/ only).
  *
  *   ldapload -H ldap://127.0.0.1:PORT -b dc=example,dc=org \

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # mailhostd benchmark: the one command.  bench/run.sh [--quick] [bench.py options]
 #                                         bench/run.sh --memory-users N  (memory only)
 # (see bench/README.md; BENCH_USERS=N sets the directory size of the full run, 100000)

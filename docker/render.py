@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Renders the container configs of the docker/ stack from the end-to-end test's templates.
 
     python3 docker/render.py            # (re)write docker/generated/

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Builds the sample directory of the slapd image, at image build time (docker/slapd.Dockerfile).
 
 It is the tests' own harness, tests/lib/slapd.py, that builds it, the way every test's

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """The SMTP side of a demo backend: the end-to-end test's SmtpSink (tests/e2e/stack.py).
 
     python3 /opt/mailhostd/docker/smtp-sink.py OLD|NEW [PORT]     (default port 2525)

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Write the mailhostd sample directory (ldif/sample.ldif).
 
 The output is fully deterministic: the same arguments always give the same

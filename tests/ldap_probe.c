@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ldap_probe - drives the LDAP layer (src/common/ldapconn.c) alone, for tests/test_ldapconn.py.
  *
  *   ldap_probe CONF bind DN     simple bind as DN on a user connection, as the router

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Hostile and broken requests against the real mailhostd (raw sockets, loopback).
 
 Missing, duplicated and oversized headers, 64 KB header blocks, invalid %-escapes, NUL and

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Integration tests: the real mailhostd against a real slapd loaded from schema/ and ldif/.
 
 Every request is shaped as nginx sends it (tests/lib/mhtest.py).  Needs slapd and ldap-utils:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # test_deb.sh: build the Debian package (debian/) from a copy of the working tree with
 # dpkg-buildpackage, lint it, install it with dpkg -i, check the system user, the files and
 # their owners, then start the INSTALLED daemon the way its systemd unit does (ExecStartPre,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # test_demo.sh: ./quickstart demo as a newcomer runs it, three times:
 #   1. every login and command the demo suggests works; then Ctrl-C as a terminal sends it
 #      (SIGINT to the whole process group);

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """What the programs say about the directory and about themselves (issue 12, items 13-16).
 
 - /healthz is 200 only after a directory URI really answered: a probe at start, never "ok"

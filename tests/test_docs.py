@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """The documentation is true to the programs (issue 12, items 8-12).
 
 - Every mailhostd configuration snippet in README.md, doc/*.md (```conf blocks) and the man

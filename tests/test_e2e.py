@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """End to end through a real nginx mail proxy.
 
 Mail clients (Python's imaplib, poplib, smtplib) log in through Debian's nginx with its mail

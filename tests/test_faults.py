@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Fault injection: the real mailhostd, under continuous load, while its directory is killed,
 hung (SIGSTOP), slowed or cut off by a proxy (tests/lib/faultproxy.py) on loopback.
 

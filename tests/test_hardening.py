@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Findings of a review (issue 11 D8 and E), each against a real slapd (syncprov loaded) and
 the real daemon:
 

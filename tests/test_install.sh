@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # test_install.sh BUILDDIR: "make install" into a DESTDIR, then check what was installed and
 # run the installed programs with the installed sample configuration.
 set -u

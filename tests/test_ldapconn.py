@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """The LDAP layer (src/common/ldapconn.c) on its own, against the test slapd.
 
 tests/ldap_probe (built from tests/ldap_probe.c with the libraries of src/) makes one call of the

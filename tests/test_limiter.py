@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Brute-force control against a real slapd, and behind a real nginx listening dual-stack.
 
 Each test is named after the finding it proves (issue 11 B4/B5, issue 17 items 4 and 14):

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Integration tests for mailhostctl against a real slapd (schema/ and ldif/ loaded).
 
 Covers every command, the --from guard under a concurrent change, LDIF output that

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """The route mirror (RFC 4533 change feed) and the credential cache, against a real slapd with
 the syncprov overlay loaded from ldif/syncprov.ldif.
 

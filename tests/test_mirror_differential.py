@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Issue 11 A: the mirror, the route cache and the directory give the same answer.
 
 One corpus of tricky directory values (spaces, case, fullwidth and other characters that

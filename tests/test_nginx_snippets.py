@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Every nginx snippet in the docs is the tested template's, and nginx accepts it.
 
 Issue 17 item 3.  The template is etc/nginx-mail.conf.  This test

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Readiness for systemd's Type=notify (issue 17, item 12): mailhostd sends READY=1 to
 $NOTIFY_SOCKET once its port answers and, with "mirror yes", once the mirror is live (at most
 30 s later when it cannot be: logins ask the directory meanwhile); RELOADING=1 then READY=1

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Directory-side tests for mailhostd: schema, sample LDIF, ACLs, indexes.
 
 Runs real slapd instances (tests/lib/slapd.py) on 127.0.0.1; nothing is

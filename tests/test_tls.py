@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Integration tests: mailhostd talking to a real slapd over StartTLS and LDAPS.
 
 Two private slapd instances (tests/lib/slapd.py): one with tls=True (throwaway CA, server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* addr.c - see addr.h. */
 #include "config.h"
 #include "addr.h"

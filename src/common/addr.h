@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* addr.h - client addresses: an IPv4 client is an IPv4 address however it reached us.
  *
  * nginx listening dual-stack (`listen [::]:143 ipv6only=off`) sends `Client-IP:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* backend.c - see backend.h. */
 #include "config.h"
 #include "backend.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* backend.h - from a routing value (mailHost) to the IP and port nginx must connect to.
  *
  * A routing value is, in this order of precedence:

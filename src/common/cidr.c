@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* cidr.c - see cidr.h. */
 #include "config.h"
 #include "cidr.h"

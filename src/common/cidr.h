@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* cidr.h - IPv4/IPv6 networks ("192.0.2.0/24", "2001:db8::/32", "10.1.2.3"), for
  * limit_trusted and route_unmapped networks=.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* clock.h - the monotonic clock that deadlines, TTLs and durations are measured on.
  *
  * Never goes back (CLOCK_MONOTONIC); not wall time.  Thread-safe, no state.

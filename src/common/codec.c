@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* codec.c - see codec.h. */
 #include "config.h"
 #include "codec.h"

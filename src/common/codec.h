@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* codec.h - nginx's auth_http protocol: reading a request, writing an answer.
  *
  * Pure code: no I/O, no allocation, no global state; every function is thread-safe.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* conf.c - see conf.h.  Defaults, then the file, then checks that span several keys. */
 #include "config.h"
 #include "conf.h"

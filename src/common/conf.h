@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* conf.h - mailhostd's configuration: read, checked, dumped.
  *
  * File format: one "key value" per line, '#' starts a comment line, blank lines ignored.

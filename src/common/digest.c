@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* digest.c - see digest.h. */
 #include "config.h"
 #include "digest.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* digest.h - SHA-256 and HMAC-SHA256 for every module, over libcrypto's EVP_Digest and
  * EVP_MAC: one place that knows the OpenSSL API.
  *

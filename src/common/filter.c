@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* filter.c - see filter.h. */
 #include "config.h"
 #include "filter.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* filter.h - LDAP search filters built from a template and a login.
  *
  * Thread-safe, no global state.  The login is always escaped with libldap's

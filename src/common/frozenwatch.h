@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* frozenwatch: users answered "frozen" for longer than frozen_warn_after.
  *
  * "Frozen since" is mailhostd's own first sighting: the first login of the user answered

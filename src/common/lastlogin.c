@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* lastlogin.c - see lastlogin.h. */
 #include "config.h"
 #include "lastlogin.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* lastlogin.h - the last login mailhostd routed for each user, for "who still uses the old
  * server?" (mailhostctl stragglers).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ldapconn.c - see ldapconn.h.  Failover, retry and timing live here and nowhere else. */
 #include "config.h"
 #include "ldapconn.h"

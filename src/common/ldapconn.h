@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ldapconn.h - persistent LDAP connections with failover across several URIs.
  *
  * struct mh_dir is shared by all threads: the URI list, the options, and the health of each

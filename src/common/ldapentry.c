@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ldapentry.c - see ldapentry.h. */
 #include "config.h"
 #include "ldapentry.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ldapentry.h - the values of one entry of a search result, read the same way by mailhostd
  * and mailhostctl (as nslcd's myldap.h does it: the strings handed out are owned by the
  * entry, and freed with it).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* limiter.c - see limiter.h. */
 #include "config.h"
 #include "limiter.h"

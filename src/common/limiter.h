@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* limiter.h - brute-force control: failed logins counted per client network and per account.
  *
  * Keys are the client address cut to two prefix lengths (IPv4 /32 and /24, IPv6 /64 and /48

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* log.c - see log.h. */
 #include "config.h"
 #include "log.h"

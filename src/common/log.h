@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* log.h - one place where mailhostd writes log lines.
  *
  * Lines go to syslog (facility from the config) or to stderr, one write per line so that

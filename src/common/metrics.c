@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* metrics.c - see metrics.h. */
 #include "config.h"
 #include "metrics.h"

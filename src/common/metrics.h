@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* metrics.h - counters for /metrics (Prometheus text format) and the state behind /healthz.
  *
  * Every counter is a relaxed atomic: any thread may add to it at any time, without locks;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* outcome.c - see outcome.h. */
 #include "config.h"
 #include "outcome.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* outcome.h - what a decision is, as enums: its outcome, its reason, the tier that made it,
  * and a user's migration state.  Metrics, logs and the brute-force control share these; only
  * the functions below turn them into the labels that /metrics and the log print.

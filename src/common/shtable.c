@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* shtable.c - see shtable.h. */
 #include "config.h"
 #include "shtable.h"

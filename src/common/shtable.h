@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* shtable.h - the sharded hash tables: a fixed-size one (mh_shtable: shards behind a mutex
  * each; under the credential cache, the limiter and the last-login store) and a growing one
  * (mh_shindex, below: shards behind a read-write lock each; the mirror's key index, which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* cachewait.c - see cachewait.h. */
 #include "config.h"
 #include "cachewait.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* cachewait.h - after mailhostctl changed routes, wait until mailhostd's route cache can no
  * longer hold what was there before (route_cache_ttl, mailhostd.conf(5)).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* cli.c - see cli.h. */
 #include "config.h"
 #include "cli.h"

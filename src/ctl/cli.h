@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* cli.h - the layer the command-line tools share, in the OpenLDAP tools' tradition.
  *
  * Common options: -H URI, -D DN, -w PASS (wiped from argv), -W (prompt), -y FILE (the whole

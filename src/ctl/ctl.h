@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl.h - what mailhostctl's subcommands share (ctl_*.c; main and the dispatch table are in
  * mailhostctl.c).
  *

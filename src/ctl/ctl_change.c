@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_change.c - one modify of a run, applied or written as LDIF, and the undo file; see
  * ctl.h. */
 #include "config.h"

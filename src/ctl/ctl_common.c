@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_common.c - small helpers of mailhostctl's subcommands; see ctl.h. */
 #include "config.h"
 #include "ctl.h"

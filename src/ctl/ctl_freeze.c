@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_freeze.c - freeze and unfreeze USERS: set's machinery (plan, journal, assertion, undo,
  * resume; ctl_set.c) changing the migration state only. */
 #include "config.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_plan.c - which entries a run of set, freeze or unfreeze changes, and what they hold
  * before it (the values an undo restores); see ctl.h. */
 #include "config.h"

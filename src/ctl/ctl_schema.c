@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_schema.c - the directory's schema: what set needs of it, and schema-check. */
 #include "config.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_set.c - set HOST USERS (and the machinery freeze and unfreeze share): plan, journal,
  * apply with assertions, undo file, resume. */
 #include "config.h"

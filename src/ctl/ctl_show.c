@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_show.c - show USER: the entry and the backend mailhostd would choose. */
 #include "config.h"
 #include "ctl.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_stats.c - stats (users per routing value and state) and list (ctllist.h). */
 #include "config.h"
 #include "ctl.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_stragglers.c - stragglers: who logged in lately, from mailhostd's state file (read by
  * lastlogin.h's parser, the one mailhostd loads it with). */
 #include "config.h"

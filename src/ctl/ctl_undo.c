@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctl_undo.c - undo FILE: apply an undo LDIF written by set, freeze or unfreeze. */
 #include "config.h"
 #include "ctl.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctllist.c - see ctllist.h. */
 #include "config.h"
 #include "ctllist.h"

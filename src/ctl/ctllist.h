@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* ctllist.h - "mailhostctl list": the users in a migration state and/or on a routing value,
  * printed one login (their mail address) a line, so that the output is a wave file for
  * "set --file" (entries without a mail address become "# DN" comment lines).

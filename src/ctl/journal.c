@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* journal.c - see journal.h. */
 #include "config.h"
 #include "journal.h"

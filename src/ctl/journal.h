@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* journal.h - the record of one bulk mailHost change, so a run can be resumed and undone.
  *
  * A journal is a text file, appended to and fsync'ed:

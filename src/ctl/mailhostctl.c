@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* mailhostctl.c - the directory admin's side of a migration: options, usage and the table
  * of subcommands (each in its ctl_*.c; what they share in ctl.h).  Options in the OpenLDAP
  * tools' tradition (cli.h). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* credcache.c - see credcache.h. */
 #include "config.h"
 #include "credcache.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* credcache.h - a short-lived cache of passwords the directory accepted.
  *
  * A mail client reconnects all day with the same login and password; the cache lets such a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* decide.c - see decide.h. */
 #include "config.h"
 #include "decide.h"

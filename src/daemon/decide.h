@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* decide.h - the decision pipeline: from a parsed request (codec.h) to a decision, for any
  * front (the HTTP front for nginx, later a Postfix socketmap).
  *

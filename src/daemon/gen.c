@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* gen.c - see gen.h. */
 #include "config.h"
 #include "gen.h"

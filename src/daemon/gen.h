@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* gen.h - a serving generation: one loaded configuration with the directory state, resolver,
  * caches, route mirror and LDAP worker pool built from it.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* http.c - see http.h. */
 #include "config.h"
 #include "http.h"

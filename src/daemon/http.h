@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* http.h - the HTTP front: listening sockets and libmicrohttpd daemons answering nginx.
  *
  * It only speaks HTTP: it reads a request with the codec, hands it to the decision pipeline

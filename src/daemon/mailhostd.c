@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* mailhostd.c - main(): options, start-up order, signals, shutdown.
  *
  * Start-up order matters: read the config and its secrets, set up logging and libldap's TLS

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* mirror.c - see mirror.h. */
 #include "config.h"
 #include "mirror.h"

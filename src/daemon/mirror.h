@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* mirror.h - an in-memory copy of the routing data: login -> (DN, routing value, frozen).
  *
  * Filled and kept current by one writer, the sync thread (sync.h), from the directory's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* notify.c - see notify.h. */
 #include "config.h"
 #include "notify.h"

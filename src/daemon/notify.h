@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* notify.h - tells the service manager what the daemon is doing (systemd's sd_notify
  * protocol, without libsystemd).
  *

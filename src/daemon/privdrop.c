@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* privdrop.c - see privdrop.h. */
 #include "config.h"
 #include "privdrop.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* privdrop.h - give up root after the sockets are bound and the secrets are read. */
 #ifndef MH_PRIVDROP_H
 #define MH_PRIVDROP_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* routecache.c - see routecache.h. */
 #include "config.h"
 #include "routecache.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* routecache.h - a bounded cache of directory answers, for directories without RFC 4533
  * sync (mirror no): login -> (DN, routing value, frozen) for route_cache_ttl, and "no such
  * login" for route_cache_negative_ttl.  A change in the directory shows after at most the

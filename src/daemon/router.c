@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* router.c - see router.h. */
 #include "config.h"
 #include "router.h"

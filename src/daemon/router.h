@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* router.h - the decision for one login: find the user, check the password, pick the backend.
  *
  * LDAP results arrive here as enum mh_dir_status and leave as enum mh_outcome with an enum

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* sync.c - see sync.h.
  *
  * The RFC 4533 messages are read one at a time (ldap_result with LDAP_MSG_ONE) and decoded

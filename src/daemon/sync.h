@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* sync.h - keeps a route mirror (mirror.h) current from the directory's change feed.
  *
  * One thread per generation holds one service connection (with the same URIs, failover and

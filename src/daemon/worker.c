@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* worker.c - see worker.h. */
 #include "config.h"
 #include "worker.h"

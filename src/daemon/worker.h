@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* worker.h - a fixed pool of threads for blocking work (LDAP, DNS), fed by one bounded FIFO.
  *
  * The pool knows nothing of logins: a job carries its run function and its argument.  Each

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """The whole mail path on loopback, for mailhostd's end-to-end test (Python 3 stdlib only).
 
     client --IMAP/POP3/SMTP--> nginx mail proxy --auth_http--> mailhostd --LDAP--> slapd

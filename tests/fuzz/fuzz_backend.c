@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* fuzz_backend.c - libFuzzer target for the backend map (src/common/backend.c) and the LDAP filter
  * templates (src/common/filter.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* fuzz_codec.c - libFuzzer target for the nginx auth_http codec (src/common/codec.c) and the log
  * escaping of logins (mh_log_safe, src/common/log.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* fuzz_config.c - libFuzzer target for the configuration parser (src/common/conf.c, with the
  * backend map, filter checks and limiter CIDR lists it calls).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* fuzz_file.h - the fuzz targets' input as a file that the code under test opens by path.
  *
  * A memfd (no file on any disk, gone with the process), opened again through

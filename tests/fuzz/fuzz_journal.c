@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* fuzz_journal.c - libFuzzer target for mailhostctl's input files:
  *   1. the journal (src/ctl/journal.c): mh_journal_open on the input, for a fixed op;
  *   2. the login list of "set --file" (mh_ctl_read_lines, src/ctl/ctl_plan.c);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* fuzz_mirror.c - libFuzzer target: the mirror's comparison of a login with a stored value
  * (src/daemon/mirror.c) against a reference implementation of the rules documented in mirror.h.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* fuzz_require.h - REQUIRE(cond), a fuzz target's property check.
  *
  * On a violation it prints "<FUZZ_TARGET>: property violated at line N: <cond>" to

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # tests/fuzz/run.sh [BUILD_DIR] - build the fuzz targets with clang's libFuzzer
 # (-fsanitize=fuzzer,address,undefined) and run each for a short time.
 #

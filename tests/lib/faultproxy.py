@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """A small threaded TCP proxy on loopback that injects network faults (Python 3 stdlib only).
 
     from faultproxy import FaultProxy

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """Helpers shared by the integration tests: run mailhostd, speak nginx's side of auth_http.
 
 Nothing here is a mock: the daemon is the real binary (under valgrind when

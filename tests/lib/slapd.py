@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """A private, throwaway slapd for mailhostd's tests (Python 3 stdlib only).
 
     import sys; sys.path.insert(0, "<repo>/tests/lib")

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* check.h - the unit tests' harness: a table of named cases, CHECK() inside them.
  *
  * A test program lists its cases and runs them:

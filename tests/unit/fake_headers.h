@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* fake_headers.h - a request's headers standing in for libmicrohttpd's, for the codec's
  * unit test (tests/unit/test_codec.c) and fuzz target (tests/fuzz/fuzz_codec.c).
  *

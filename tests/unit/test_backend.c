@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Unit tests for the backend map: routing values to IP and port. */
 #include "config.h"
 #include "backend.h"

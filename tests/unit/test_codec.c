@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Unit tests for the nginx auth_http codec: escaping, request parsing, answers. */
 #include "config.h"
 #include "codec.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Unit tests for the configuration parser: configs it takes, configs it must refuse. */
 #include "config.h"
 #include "conf.h"

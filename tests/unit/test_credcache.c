@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* test_credcache.c - the credential cache: hits, misses, versions, expiry, bounds, threads,
  * and no password bytes in its memory. */
 #include "config.h"

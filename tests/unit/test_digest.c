@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* test_digest.c - SHA-256 and HMAC-SHA256 (digest.h) against published vectors (FIPS 180-2,
  * RFC 4231), parts hashed as their concatenation, random keys. */
 #include "config.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Unit tests for filter building: the login is always escaped (RFC 4515). */
 #include "config.h"
 #include "filter.h"

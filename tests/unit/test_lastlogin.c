@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Unit tests for the last-login store (lastlogin.h): the one parser of its state file, as
  * named cases, and the store around it: good lines, bad lines, an empty and a missing file,
  * huge values, a save that loads back to the same. */

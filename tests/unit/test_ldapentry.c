@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Unit tests for the one rule both programs read directory values by (ldapentry.h): a value
  * holding a NUL byte is refused, never cut short at it; the rest is copied byte for byte. */
 #include "config.h"

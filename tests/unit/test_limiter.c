@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Unit tests for the brute-force control: address forms, account keys, blocks and the
  * recent-success exception (issue 11 B4/B5, issue 17 item 4). */
 #include "config.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* test_mirror.c - the route mirror's index: kinds, folding, DNs, replace, ambiguity, sweep,
  * growth and memory, and lookups racing a writer (never a miss, never "ambiguous"). */
 #include "config.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* test_routecache.c - the route cache (routecache.h): answers kept for their TTL, negative
  * answers for theirs, folding and kinds as the mirror judges them, and the capacity bound. */
 #include "config.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* Unit tests for the router's pure part: an entry (its routing value, state and login
  * attributes) and the configuration give a decision; the precheck; a mirror lookup's
  * result; whether an entry can be decided without blocking; the labels logs and metrics

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* test_shtable.c - the sharded table (shtable.h): placement, windows and reuse, counting,
  * sweeps, copies, the hash, and threads hammering one table. */
 #include "config.h"
