@@ -770,6 +770,32 @@ def t_17_6_freeze_unfreeze(c):
     check(r.returncode == 2, "freeze --state done is a usage error: %s", r.stderr)
 
 
+def t_set_without_state_attribute(c):
+    """ldap_state_attribute none (no migration state kept): set still reads objectClass, so
+    an entry that already has the routing attribute's class is moved, not refused as
+    "changed concurrently" (the attribute list had a hole where the state attribute was,
+    which ended it before objectClass: every entry looked classless, set asserted
+    (!(objectClass=inetLocalMailRecipient)) and exited 3 moving nobody).  By login and by
+    --filter."""
+    nostate = os.path.join(c.work, "nostate-set.conf")
+    with open(c.conf) as f, open(nostate, "w") as g:
+        g.write(f.read() + "ldap_state_attribute none\n")
+    alice = "uid=alice,ou=example.com,ou=people,dc=example,dc=org"
+    before = hosts(c.slapd)[alice]
+    try:
+        r = c.ctl.run("-c", nostate, "set", NEW, "alice@example.com", "--journal",
+                      "nostate-1.journal")
+        check(r.returncode == 0 and hosts(c.slapd)[alice][0] == NEW,
+              "by login: exit %s, alice %s: %s", r.returncode, hosts(c.slapd)[alice], r.stderr)
+        r = c.ctl.run("-c", nostate, "set", OLD, "--filter", "(uid=alice)", "--journal",
+                      "nostate-2.journal")
+        check(r.returncode == 0 and hosts(c.slapd)[alice][0] == OLD,
+              "by filter: exit %s, alice %s: %s", r.returncode, hosts(c.slapd)[alice], r.stderr)
+    finally:
+        if hosts(c.slapd)[alice][0] != before[0]:
+            c.ctl.run("set", before[0], "alice@example.com", "--journal", "nostate-3.journal")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="mh-test-ctl-")
     runner = Runner("test_mailhostctl")
@@ -795,7 +821,7 @@ def main():
                   t_c6_ldif_injection, t_13_nul_value_refused, t_c7_tmp_symlink_not_followed,
                   t_i17_10_y_file_as_ldapsearch, t_i17_10_filter_unreadable_attribute,
                   t_i17_8_adds_inet_local_mail_recipient,
-                  t_bulk_10000_interrupted):
+                  t_set_without_state_attribute, t_bulk_10000_interrupted):
             runner.run(t, c)
     finally:
         c.slapd.close()

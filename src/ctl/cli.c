@@ -327,7 +327,7 @@ int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter
             if (stop) {
                 ldap_msgfree(res);
                 ber_bvfree(cookie);
-                return nomem ? LDAP_NO_MEMORY : LDAP_SUCCESS;
+                return nomem ? LDAP_NO_MEMORY : LDAP_OTHER;
             }
         }
         int err = LDAP_SUCCESS;

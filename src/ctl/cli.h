@@ -68,7 +68,9 @@ int mh_cli_unreachable(int rc);
 
 /* Calls fn for every entry under base matching filter, with the simple paged results
  * control (RFC 2696) so that server size limits do not cut the result.  fn returns 0 to go
- * on.  The entry, and every value read from it, is valid during the call only.  Returns an
+ * on; anything else is a failure that stops the search (the callback says why), and the
+ * search returns LDAP_OTHER: a caller never mistakes a cut-short walk for the whole result.
+ * The entry, and every value read from it, is valid during the call only.  Returns an
  * LDAP result code (LDAP_NO_MEMORY when an entry cannot be read). */
 typedef int (*mh_cli_entry_fn)(void *ctx, struct mh_entry *entry);
 int mh_cli_search_each(LDAP *ld, const char *base, int scope, const char *filter,

@@ -131,6 +131,7 @@ struct mh_ctl_plan {
     size_t already, not_from;
     size_t add_class;           /* planned entries that get the routing attribute's class */
     size_t refused;             /* entries left alone: a value they hold has a NUL byte */
+    int failed;                 /* planning an entry failed (out of memory, journal write) */
     struct mh_jentry *mem;      /* in-memory plan for dry runs; owned: mh_ctl_plan_free */
     size_t nmem, capmem;
 };
@@ -141,6 +142,9 @@ struct mh_ctl_plan {
 int mh_ctl_plan_entry(void *ctx, struct mh_entry *e);
 /* Finds and plans each login; *missing counts those with no entry or more than one (said on
  * stderr).  Returns an LDAP result code (the search error said on stderr). */
+/* The attributes planning reads, into attrs (NULL-terminated, no hole where the state
+ * attribute is "none": objectClass must still be read). */
+void mh_ctl_plan_attrs(const struct mh_ctl *c, char *attrs[6]);
 int mh_ctl_plan_logins(struct mh_ctl_plan *p, char **logins, size_t n, size_t *missing);
 /* Frees p->mem. */
 void mh_ctl_plan_free(struct mh_ctl_plan *p);

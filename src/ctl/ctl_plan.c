@@ -63,9 +63,19 @@ static int plan_keep(struct mh_ctl_plan *p, const char *dn, const char *host, co
     return nomem ? -1 : 0;
 }
 
+static int plan_entry(struct mh_ctl_plan *p, struct mh_entry *e);
+
 int mh_ctl_plan_entry(void *vctx, struct mh_entry *e)
 {
     struct mh_ctl_plan *p = vctx;
+    int rc = plan_entry(p, e);
+    if (rc < 0)
+        p->failed = 1;
+    return rc;
+}
+
+static int plan_entry(struct mh_ctl_plan *p, struct mh_entry *e)
+{
     struct mh_ctl *c = p->c;
     const char *dn = mh_entry_dn(e), *host = NULL, *cur = NULL, *st = NULL, *pv = NULL,
                *mv = NULL;
@@ -110,11 +120,23 @@ int mh_ctl_plan_entry(void *vctx, struct mh_entry *e)
     return plan_keep(p, dn, host, st, pv, mv, had, lacks);
 }
 
+void mh_ctl_plan_attrs(const struct mh_ctl *c, char *attrs[6])
+{
+    size_t n = 0;
+    attrs[n++] = (char *)c->cli.route_attr;
+    if (c->cli.state_attr != NULL)
+        attrs[n++] = (char *)c->cli.state_attr;
+    attrs[n++] = MH_CTL_PREV_ATTR;
+    attrs[n++] = MH_CTL_MOVED_ATTR;
+    attrs[n++] = "objectClass";
+    attrs[n] = NULL;
+}
+
 int mh_ctl_plan_logins(struct mh_ctl_plan *p, char **logins, size_t n, size_t *missing)
 {
     struct mh_ctl *c = p->c;
-    char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, MH_CTL_PREV_ATTR,
-                      MH_CTL_MOVED_ATTR, "objectClass", NULL };
+    char *attrs[6];
+    mh_ctl_plan_attrs(c, attrs);
     for (size_t i = 0; i < n; i++) {
         LDAPMessage *res, *e;
         int rc = mh_ctl_find_user(c, logins[i], attrs, &res, &e);

@@ -369,13 +369,17 @@ static int set_plan(struct run *r)
                      fromf ? fromf : "") < 0)
             f = NULL;
         free(fromf);
-        char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr,
-                          MH_CTL_PREV_ATTR, MH_CTL_MOVED_ATTR, "objectClass", NULL };
+        char *attrs[6];
+        mh_ctl_plan_attrs(c, attrs);
         rc = f ? mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE, f, attrs,
                                     mh_ctl_plan_entry, &r->p)
                : LDAP_NO_MEMORY;
         if (rc == LDAP_FILTER_ERROR)
             mh_cli_perror(c->cli.ld, MH_CTL_PROG, "bad filter", f, rc, NULL);
+        else if (rc == LDAP_OTHER && r->p.failed)
+            fprintf(stderr, "%s: the plan could not be recorded whole (out of memory, or the "
+                    "journal %s could not be written): nothing was changed\n", MH_CTL_PROG,
+                    r->jpath[0] ? r->jpath : "(none: a dry run)");
         else if (rc != LDAP_SUCCESS)
             mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching", c->cli.base, rc, NULL);
         free(f);
