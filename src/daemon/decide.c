@@ -181,13 +181,13 @@ int mh_decide_start(struct mh_decide *p, struct mh_gen *g, char *err, size_t err
     return 0;
 }
 
-void mh_decide_swap(struct mh_decide *p, struct mh_gen *g)
+int mh_decide_swap(struct mh_decide *p, struct mh_gen *g)
 {
     struct live *l = calloc(1, sizeof *l);
     if (l == NULL) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: out of memory");
         mh_gen_free(g);
-        return;
+        return -1;
     }
     l->g = g;
     l->refs = 1;
@@ -198,6 +198,7 @@ void mh_decide_swap(struct mh_decide *p, struct mh_gen *g)
     p->live = p->cur = l;
     pthread_mutex_unlock(&p->lock);
     gen_put(p, old);   /* the reference it had as the current generation */
+    return 0;
 }
 
 void mh_decide_stop_workers(struct mh_decide *p)

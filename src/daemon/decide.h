@@ -46,9 +46,10 @@ void mh_decide_set_lastlogin(struct mh_decide *p, struct mh_lastlogin *t);
 /* Serves with generation g from now on; takes g over (also on failure).  0, or -1 + err. */
 int mh_decide_start(struct mh_decide *p, struct mh_gen *g, char *err, size_t errsize);
 
-/* Reload: new requests use g (taken over) from now on; requests in flight finish with the
- * generation they began with. */
-void mh_decide_swap(struct mh_decide *p, struct mh_gen *g);
+/* Reload: new requests use g (taken over, also on failure) from now on; requests in flight
+ * finish with the generation they began with.  0, or -1 (out of memory, said in the log):
+ * g is freed and the running generation stays. */
+int mh_decide_swap(struct mh_decide *p, struct mh_gen *g);
 
 /* Shutdown, once the fronts take no new requests: stops every generation's workers,
  * answering queued requests "try later" (their done callbacks run on this thread). */

@@ -82,9 +82,10 @@ static int reload(struct mh_decide *decide, const struct mh_conf *running, const
         mh_conf_free(nc);
         return -1;
     }
+    if (mh_decide_swap(decide, g) < 0)
+        return -1;      /* said; g, and nc with it, are freed */
     if (!debug)
         mh_log_set_level(nc->log_level);
-    mh_decide_swap(decide, g);
     mh_log(LOG_NOTICE, "reloaded %s: %zu backend(s), %zu LDAP URI(s), verify_password=%s, "
            "log_level=%s", path, mh_backend_map_count(nc->backends), nc->n_uri,
            nc->verify_password ? "yes" : "no", mh_log_level_name(nc->log_level));

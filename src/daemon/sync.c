@@ -130,7 +130,7 @@ static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsign
 
     /* every value of every attribute: a login matching the 200th mail alias must be found
      * too, and so must a value with options (mail;lang-de) */
-    for (char *a = ldap_first_attribute(ld, e, &ber); a != NULL && !nomem;
+    for (char *a = nomem ? NULL : ldap_first_attribute(ld, e, &ber); a != NULL && !nomem;
          a = ldap_next_attribute(ld, e, ber)) {
         unsigned kinds = kinds_of(s, a);
         struct berval **v = kinds ? ldap_get_values_len(ld, e, a) : NULL;
