@@ -67,6 +67,39 @@ const char *mh_source_name(enum mh_source s)
     }
 }
 
+const char *mh_sm_status_word(enum mh_sm_status s)
+{
+    switch (s) {
+    case MH_SM_OK: return "OK";
+    case MH_SM_NOTFOUND: return "NOTFOUND";
+    case MH_SM_TEMP: return "TEMP";
+    case MH_SM_PERM: return "PERM";
+    default: return "?";
+    }
+}
+
+const char *mh_sm_status_name(enum mh_sm_status s)
+{
+    switch (s) {
+    case MH_SM_OK: return "ok";
+    case MH_SM_NOTFOUND: return "notfound";
+    case MH_SM_TEMP: return "temp";
+    case MH_SM_PERM: return "perm";
+    default: return "?";
+    }
+}
+
+const char *mh_sm_map_name(enum mh_sm_map m)
+{
+    switch (m) {
+    case MH_SM_MAP_TRANSPORT: return "transport";
+    case MH_SM_MAP_TRANSPORT_AT: return "transport@";
+    case MH_SM_MAP_RECIPIENT: return "recipient";
+    case MH_SM_MAP_UNKNOWN: return "unknown";
+    default: return "?";
+    }
+}
+
 enum mh_user_state mh_user_state_parse(const char *value)
 {
     return value != NULL && strcasecmp(value, "frozen") == 0 ? MH_STATE_FROZEN

@@ -68,6 +68,23 @@ enum mh_source {
 
 const char *mh_source_name(enum mh_source s);
 
+/* A Postfix socketmap reply's status (socketmap_table(5)): "OK data", "NOTFOUND ",
+ * "TEMP reason", "PERM reason". */
+enum mh_sm_status { MH_SM_OK, MH_SM_NOTFOUND, MH_SM_TEMP, MH_SM_PERM, MH_SM_STATUS_COUNT };
+
+/* As the reply writes it: "OK", "NOTFOUND", "TEMP", "PERM" */
+const char *mh_sm_status_word(enum mh_sm_status s);
+/* As metrics and the log label it: "ok", "notfound", "temp", "perm" */
+const char *mh_sm_status_name(enum mh_sm_status s);
+
+/* Which socketmap map was asked: "transport" (the MX), "transport@NAME" (the Postfix of
+ * backend NAME), "recipient" (relay_recipient_maps), or a name we do not serve. */
+enum mh_sm_map { MH_SM_MAP_TRANSPORT, MH_SM_MAP_TRANSPORT_AT, MH_SM_MAP_RECIPIENT,
+                 MH_SM_MAP_UNKNOWN, MH_SM_MAP_COUNT };
+
+/* "transport", "transport@", "recipient", "unknown" */
+const char *mh_sm_map_name(enum mh_sm_map m);
+
 /* A user's migration state (ldap_state_attribute).  Only "frozen" (any case) changes an
  * answer; every other value, and none, is MH_STATE_ACTIVE. */
 enum mh_user_state { MH_STATE_ACTIVE, MH_STATE_FROZEN };
