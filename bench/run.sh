@@ -59,6 +59,9 @@ fi
 if [ ! -x "$CACHE/ldapload" ] || [ "$HERE/ldapload.c" -nt "$CACHE/ldapload" ]; then
     cc -O2 -Wall -o "$CACHE/ldapload" "$HERE/ldapload.c" -lldap -llber -pthread
 fi
+if [ ! -x "$CACHE/smload" ] || [ "$HERE/smload.c" -nt "$CACHE/smload" ]; then
+    cc -O2 -Wall -o "$CACHE/smload" "$HERE/smload.c" -pthread
+fi
 
 exec python3 "$HERE/bench.py" --ldif "$LDIF" --users "$USERS" $MEMORY \
     --command "bench/run.sh${MEMORY:+ --memory-users $USERS}${*:+ $*}" "$@"

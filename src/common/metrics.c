@@ -245,7 +245,8 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
             "answer) longer than frozen_warn_after.\n"
             "# TYPE mailhostd_frozen_too_long_users gauge\nmailhostd_frozen_too_long_users "
             "%u\n", tracked, too_long);
-    put(&o, "# HELP mailhostd_decisions_total Decided requests by what decided them.\n"
+    put(&o, "# HELP mailhostd_decisions_total Decided requests (nginx's and socketmap "
+            "lookups) by what decided them.\n"
             "# TYPE mailhostd_decisions_total counter\n");
     for (size_t i = 1; i <= NSRC; i++)
         put(&o, "mailhostd_decisions_total{source=\"%s\"} %llu\n",

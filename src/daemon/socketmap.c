@@ -193,6 +193,7 @@ static int handle(struct conn *c, const char *data, size_t len)
     uint64_t us = mh_now_us() - start;
     snprintf(self, sizeof self, "%.*s", (int)q.self_len, q.self ? q.self : "");
     mh_metrics_socketmap(q.map, self, st, us);
+    mh_metrics_source(lk.via);      /* the tier, as for nginx's requests */
     log_lookup(c, data, len, &q, st, text, &lk, us);
     return send_all(c->fd, reply, (size_t)n);
 }
