@@ -9,7 +9,8 @@
  * ldif/gen-sample.py names them) and reading its reply before the next.  ops counts the
  * replies, ok those that are "OK ..." (generated users without a routing value get TEMP);
  * errors are lost connections and replies that are not netstrings.  Prints one line:
- * "threads=... ops=... ok=... errors=... secs=... ops_per_s=... p50_ms=... p99_ms=...".  Build: cc -O2 -o smload smload.c -pthread
+ * "threads=... ops=... ok=... errors=... secs=... ops_per_s=... p50_ms=... p99_ms=...".
+ * Build: cc -O2 -o smload smload.c -pthread (with loadgen.h beside it)
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,25 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadgen.h"
+
 static int port, users = 100000, seconds = 5, nthreads = 16;
 static const char *map = "transport";
-static volatile int stop;
 
-#define HBUCKETS 20000 /* latency histogram: 10 us buckets up to 200 ms */
-
-struct tstate {
-    pthread_t tid;
-    unsigned seed;
-    long ops, ok, errors;
-    long hist[HBUCKETS + 1];
-};
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static int open_conn(void)
 {
@@ -108,23 +95,10 @@ static void *run(void *arg)
             continue;
         }
         t->ok += got >= 3 && memcmp(data + 1, "OK ", 3) == 0;
-        long b = (long)(dt * 1e5);
-        t->hist[b > HBUCKETS ? HBUCKETS : b]++;
-        t->ops++;
+        record(t, dt);
     }
     close(fd);
     return NULL;
-}
-
-static double pct(long *hist, long total, double p)
-{
-    long want = (long)(total * p + 0.5), acc = 0;
-    for (int i = 0; i <= HBUCKETS; i++) {
-        acc += hist[i];
-        if (acc >= want && want > 0)
-            return (i + 0.5) / 100.0; /* ms */
-    }
-    return 0;
 }
 
 int main(int argc, char **argv)
@@ -146,31 +120,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "smload: -p PORT needed\n");
         return 2;
     }
-    struct tstate *ts = calloc((size_t)nthreads, sizeof *ts);
-    if (!ts)
+    static struct tstate sum;
+    double secs = run_threads(run, nthreads, seconds, &sum);
+    if (secs < 0) {
+        fprintf(stderr, "smload: cannot start the threads\n");
         return 1;
-    for (int i = 0; i < nthreads; i++) {
-        ts[i].seed = (unsigned)time(NULL) ^ (unsigned)(i * 2654435761u);
-        if (pthread_create(&ts[i].tid, NULL, run, &ts[i]) != 0) {
-            fprintf(stderr, "smload: pthread_create failed\n");
-            return 1;
-        }
     }
-    double t0 = now();
-    sleep((unsigned)seconds);
-    stop = 1;
-    long ops = 0, ok = 0, errors = 0;
-    static long hist[HBUCKETS + 1];
-    for (int i = 0; i < nthreads; i++) {
-        pthread_join(ts[i].tid, NULL);
-        ops += ts[i].ops;
-        ok += ts[i].ok;
-        errors += ts[i].errors;
-        for (int j = 0; j <= HBUCKETS; j++)
-            hist[j] += ts[i].hist[j];
-    }
-    double secs = now() - t0;
+    long ops = sum.ops, errors = sum.errors;
     printf("threads=%d ops=%ld ok=%ld errors=%ld secs=%.2f ops_per_s=%.0f p50_ms=%.2f "
-           "p99_ms=%.2f\n", nthreads, ops, ok, errors, secs, ops / secs, pct(hist, ops, 0.50), pct(hist, ops, 0.99));
+           "p99_ms=%.2f\n", nthreads, ops, sum.ok, errors, secs, ops / secs,
+           pct(sum.hist, ops, 0.50), pct(sum.hist, ops, 0.99));
     return errors && !ops ? 1 : 0;
 }
