@@ -365,6 +365,14 @@ int mh_answer_headers(const struct mh_answer *a, enum mh_proto proto, struct mh_
         }
         break;
     }
+    case MH_OUT_WAIT:
+        /* nginx asks again after Auth-Wait seconds and tells the client nothing */
+        if (a->wait == 0)
+            return -1;
+        snprintf(numbuf + 12, 12, "%u", a->wait);
+        hdr[n++] = (struct mh_header){"Auth-Status", "WAIT"};
+        hdr[n++] = (struct mh_header){"Auth-Wait", numbuf + 12};
+        break;
     default:
         return -1;
     }

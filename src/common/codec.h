@@ -96,7 +96,8 @@ struct mh_answer {
     const char *server;       /* OK: an IP literal, IPv6 unbracketed */
     unsigned port;            /* OK: 1..65535 */
     const char *user;         /* OK: login to use towards the backend, or NULL to keep */
-    unsigned wait;            /* REFUSED/TEMPFAIL: Auth-Wait seconds, 0 = none (session ends) */
+    unsigned wait;            /* REFUSED/TEMPFAIL: Auth-Wait seconds, 0 = none (session ends);
+                               * WAIT: seconds until nginx asks again, >= 1 */
     const char *text;         /* REFUSED: override of the default error text, or NULL */
     const char *smtp_code;    /* SMTP error code override ("550 5.1.1"), or NULL */
 };

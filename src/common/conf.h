@@ -72,6 +72,9 @@ struct mh_conf {
     unsigned ldap_connect_timeout_ms;
     unsigned request_timeout_ms;      /* whole request, queue wait included */
     unsigned frozen_warn_after_ms;    /* warn about users frozen this long; 0: off */
+    unsigned frozen_login_wait_s;     /* a frozen user's login waits (Auth-Status WAIT) this
+                                       * long at most, from its first frozen answer; 0: off */
+    unsigned frozen_login_wait_interval_s; /* nginx asks again after this (Auth-Wait) */
     unsigned ldap_retry_s;            /* a failed URI is skipped this long; then failback */
     enum mh_tls ldap_tls;
     char *ldap_tls_ca_file;

@@ -13,6 +13,7 @@ const char *mh_outcome_name(enum mh_outcome o)
     case MH_OUT_REFUSED: return "refused";
     case MH_OUT_TEMPFAIL: return "tempfail";
     case MH_OUT_BADREQ: return "badrequest";
+    case MH_OUT_WAIT: return "wait";
     default: return "?";
     }
 }

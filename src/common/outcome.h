@@ -8,10 +8,12 @@
 #ifndef MH_OUTCOME_H
 #define MH_OUTCOME_H
 
-/* The answer's kind, as nginx sees it. */
-enum mh_outcome { MH_OUT_OK, MH_OUT_REFUSED, MH_OUT_TEMPFAIL, MH_OUT_BADREQ, MH_OUT_COUNT };
+/* The answer's kind, as nginx sees it.  WAIT: nginx asks again after Auth-Wait seconds,
+ * without a word to the client (a frozen user's login waits out the final copy). */
+enum mh_outcome { MH_OUT_OK, MH_OUT_REFUSED, MH_OUT_TEMPFAIL, MH_OUT_BADREQ, MH_OUT_WAIT,
+                  MH_OUT_COUNT };
 
-/* "ok", "refused", "tempfail", "badrequest" */
+/* "ok", "refused", "tempfail", "badrequest", "wait" */
 const char *mh_outcome_name(enum mh_outcome o);
 
 /* Why.  The log prints mh_reason_name and, after it, the decision's detail text (a routing

@@ -304,6 +304,9 @@ static enum MHD_Result answer(const struct mh_conf *c, struct MHD_Connection *co
         a.text = d->text;
         a.smtp_code = d->smtp_code;
         break;
+    case MH_OUT_WAIT:
+        a.wait = c->frozen_login_wait_interval_s;
+        break;
     case MH_OUT_TEMPFAIL:
         a.wait = req->attempt < c->max_login_attempts && !d->no_wait ? c->tempfail_wait_s : 0;
         a.text = d->text;

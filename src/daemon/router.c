@@ -152,10 +152,15 @@ void mh_router_decide_entry(const struct mh_conf *conf, struct mh_resolver *reso
 
     /* the final copy of a mailbox runs while its user is frozen: no session may change it */
     int frozen = e->state == MH_STATE_FROZEN;
+    uint64_t frozen_for = 0;
     if (!recipient)
-        mh_frozenwatch_seen(e->dn, frozen, conf->frozen_warn_after_ms, mh_now_ms());
+        frozen_for = mh_frozenwatch_seen(e->dn, frozen, conf->frozen_warn_after_ms,
+                                         conf->frozen_login_wait_s > 0, mh_now_ms());
     if (frozen) {
-        set(d, MH_OUT_TEMPFAIL, MH_REASON_FROZEN);
+        /* frozen_login_wait: nginx asks again shortly, the client only sees a slow login
+         * that lands on the new server after the flip; past it, "try later" */
+        int wait = !recipient && frozen_for < (uint64_t)conf->frozen_login_wait_s * 1000;
+        set(d, wait ? MH_OUT_WAIT : MH_OUT_TEMPFAIL, MH_REASON_FROZEN);
         return;
     }
     const char *route_value = effective_route(conf, e->route);
