@@ -259,6 +259,9 @@ def t_directory_down(work, _slapd):
             with SocketmapClient(a) as sm:
                 check(sm.ask("transport", "alice@example.com") == "OK " + OLD_HOP,
                       "a mirrored user still routes")
+                got = sm.ask("transport", "alice+tag@example.com")
+                check(got == "OK " + OLD_HOP, "and with an extension (the stale copy judges "
+                      "alice@, not alice+tag@): %r", got)
                 for key in ("ghost@example.com", "ghost+x@example.com"):
                     got = sm.ask("transport", key)
                     check(got.startswith("TEMP "), "unknown while stale: %s -> %r", key, got)
@@ -273,6 +276,67 @@ def t_directory_down(work, _slapd):
             check(p.stop() == 0, "clean exit (plain)")
     finally:
         own.stop()
+
+
+def t_self_by_address(work, slapd):
+    """A routing value that is a backend's address (an IP literal) is that backend: its
+    transport=, and its own Postfix delivers it locally instead of relaying to itself."""
+    dn = "uid=user010,ou=example.com,ou=people,dc=example,dc=org"
+    slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n"
+                     % (dn, OLD[0]), dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+    try:
+        d = Daemon(work, sm_config(work, slapd, "route_unmapped networks=127.0.0.0/8\n"),
+                   "selfaddr").start()
+        try:
+            with SocketmapClient(socketmap_addr(d.read_log())) as sm:
+                got = sm.ask("transport", "user010@example.com")
+                check(got == "OK " + OLD_HOP, "the MX: the backend's transport=: %r", got)
+                got = sm.ask("transport@mail-old.example.org", "user010@example.com")
+                check(got == "OK " + OLD_LOCAL, "the old server: local delivery: %r", got)
+                got = sm.ask("transport@mail-new.example.org", "user010@example.com")
+                check(got == "OK " + OLD_HOP, "the new server relays it: %r", got)
+        finally:
+            check(d.stop() == 0, "clean exit")
+    finally:
+        slapd.ldapmodify("dn: %s\nchangetype: modify\ndelete: mailHost\n" % dn,
+                         dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+
+
+def t_stop_with_a_client_not_reading(work, slapd):
+    """A client that sends requests but never reads the replies holds its thread only for
+    client_timeout: SIGTERM still stops the daemon promptly."""
+    import socket as so
+    # the mirror answers faster than the client could read
+    d = Daemon(work, sm_config(work, slapd, "client_timeout 2\nmirror yes\n"),
+               "noread").start()
+    deadline = time.time() + 20
+    while "mirror: live" not in d.read_log():
+        check(time.time() < deadline, "mirror live")
+        time.sleep(0.02)
+    s = so.create_connection(socketmap_addr(d.read_log()))
+    s.setblocking(False)
+    req = netstring("transport bob@example.com") * 1000
+    sent, last, pending = 0, time.time(), req
+    deadline = time.time() + 60
+    # until the daemon's thread is stuck in sending (it stopped reading: no progress here
+    # for a second, several MB in flight)
+    while True:
+        check(time.time() < deadline, "the buffers never filled (%d bytes sent)", sent)
+        try:
+            k = s.send(pending)
+            sent += k
+            pending = pending[k:] or req        # a partial send goes on where it stopped
+            last = time.time()
+        except BlockingIOError:
+            if sent > 2 << 20 and time.time() - last > 1.0:
+                break
+            time.sleep(0.05)           # polling interval; the condition is no progress
+    t0 = time.time()
+    status = d.stop(timeout=20)
+    took = time.time() - t0
+    s.close()
+    check(status == 0, "clean exit: %s", status)
+    check(took < 6, "stopped in %.1f s (client_timeout 2 s)", took)
 
 
 def t_metrics(c):
@@ -340,7 +404,8 @@ def main():
         def t_clean_exit():
             check(status == (0, 0), "exit statuses %r", status)
         runner.run(t_clean_exit)
-        for t in (t_connection_limit, t_unix_socket_and_config, t_directory_down):
+        for t in (t_connection_limit, t_unix_socket_and_config, t_directory_down,
+                  t_self_by_address, t_stop_with_a_client_not_reading):
             runner.run(t, work, slapd)
     finally:
         for d in (c.d, c.plain):

@@ -114,6 +114,33 @@ int mh_backend_map_has(const struct mh_backend_map *map, const char *name)
     return find(map, name, strlen(name)) != NULL;
 }
 
+const char *mh_backend_map_address(const struct mh_backend_map *map, const char *name,
+                                   size_t len, const char **local_transport)
+{
+    const struct backend *b = find(map, name, len);
+    if (local_transport != NULL)
+        *local_transport = b && b->local_transport[0] ? b->local_transport : NULL;
+    return b ? b->address : NULL;
+}
+
+int mh_backend_same_address(const char *a, const char *b)
+{
+    unsigned char x[16], y[16];
+    if (inet_pton(AF_INET, a, x) == 1)
+        return inet_pton(AF_INET, b, y) == 1 && memcmp(x, y, 4) == 0;
+    return inet_pton(AF_INET6, a, x) == 1 && inet_pton(AF_INET6, b, y) == 1 &&
+           memcmp(x, y, 16) == 0;
+}
+
+/* The first backend whose address= is ip, or NULL. */
+static const struct backend *find_address(const struct mh_backend_map *map, const char *ip)
+{
+    for (size_t i = 0; i < map->n; i++)
+        if (mh_backend_same_address(map->items[i].address, ip))
+            return &map->items[i];
+    return NULL;
+}
+
 static int is_ip(const char *s)
 {
     unsigned char buf[16];
@@ -587,7 +614,6 @@ static enum mh_route_status route(const struct mh_backend_map *map,
         snprintf(out->login_attr, sizeof out->login_attr, "%s", b->login_attr);
         out->backend = 1;
         out->transport = b->transport[0] ? b->transport : NULL;
-        out->local_transport = b->local_transport[0] ? b->local_transport : NULL;
         if (port == 0 && proto >= 0)
             port = b->port[proto] ? b->port[proto] : map->default_port[proto];
     } else if (is_ip(hostbuf)) {
@@ -613,8 +639,17 @@ static enum mh_route_status route(const struct mh_backend_map *map,
         if (!allowed(map, out->server))
             return MH_ROUTE_UNMAPPED;
     }
-    if (proto < 0)
-        return MH_ROUTE_OK;   /* delivery: the port is the next hop's (mh_backend_nexthop) */
+    if (proto < 0) {
+        /* delivery: the port is the next hop's (mh_backend_nexthop); an address that is a
+         * backend's is that backend (its transport=, and "self" for its own Postfix) */
+        const struct backend *same = out->backend ? NULL : find_address(map, out->server);
+        if (same != NULL) {
+            snprintf(out->name, sizeof out->name, "%s", same->name);
+            out->backend = 1;
+            out->transport = same->transport[0] ? same->transport : NULL;
+        }
+        return MH_ROUTE_OK;
+    }
     if (port == 0)
         port = map->default_port[proto];
     if (port == 0)

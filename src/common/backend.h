@@ -43,9 +43,8 @@ struct mh_route {
     char login_attr[MH_LOGIN_ATTR_MAX + 1]; /* MH_LOGIN_ATTRIBUTE: the attribute's name */
     char name[MH_BACKEND_NAME_MAX + 1]; /* backend name or the value's host part, for logs */
     int backend;                     /* 1: a configured backend (name is its name) */
-    const char *transport;           /* its transport= (Postfix next hop), NULL: none */
-    const char *local_transport;     /* its local_transport=, NULL: none */
-    /* transport and local_transport point into the map, valid as long as it is */
+    const char *transport;           /* its transport= (Postfix next hop), NULL: none; points
+                                      * into the map, valid as long as it is */
 };
 
 enum mh_route_status {
@@ -87,6 +86,12 @@ int mh_backend_map_set_unmapped(struct mh_backend_map *map, const char *args, ch
 
 /* 1 if NAME is a configured backend. */
 int mh_backend_map_has(const struct mh_backend_map *map, const char *name);
+/* The address= of backend NAME (len bytes, any case), and in *local_transport (may be NULL)
+ * its local_transport= or NULL; owned by the map.  NULL: no such backend. */
+const char *mh_backend_map_address(const struct mh_backend_map *map, const char *name,
+                                   size_t len, const char **local_transport);
+/* 1 if the IP literals a and b are the same address (2001:db8::1 = 2001:DB8:0::1). */
+int mh_backend_same_address(const char *a, const char *b);
 size_t mh_backend_map_count(const struct mh_backend_map *map);
 /* The name of backend i (0 <= i < count), owned by the map. */
 const char *mh_backend_map_name(const struct mh_backend_map *map, size_t i);
@@ -106,7 +111,9 @@ enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
                                       enum mh_proto proto, struct mh_route *out);
 
 /* As mh_backend_route, for mail delivery (the Postfix socketmap): no port is needed or set
- * (out->port 0); the next hop comes from mh_backend_nexthop. */
+ * (out->port 0); the next hop comes from mh_backend_nexthop.  A value that is not a backend
+ * but whose address is one's (an IP literal, a resolved name) is that backend (the first
+ * with the address): its name and transport=. */
 enum mh_route_status mh_backend_route_delivery(const struct mh_backend_map *map,
                                                struct mh_resolver *resolver, const char *value,
                                                struct mh_route *out);

@@ -741,7 +741,7 @@ static const struct key keys[] = {
     {"socketmap_listen", h_socketmap_listen, d_socketmap_listen, ST_SOCKETMAP, 0, NO_RANGE,
      KEY_REPEAT | RESTART, NULL},
     {"socketmap_max_connections", T_UINT, OFF(socketmap_max_connections), 1, 10000, RESTART,
-     "100"},
+     "1000"},
     {"recipient_delimiter", h_delimiter, d_string, ST_STR, OFF(recipient_delimiter), NO_RANGE,
      RELOAD, NULL},
     {"socket_mode", h_socket_mode, d_socket_mode, ST_UINT, OFF(socket_mode), NO_RANGE, RESTART,
@@ -1233,6 +1233,39 @@ static int check_mirror(struct ctx *x)
     return set_string(x, &c->mirror_filter, login.scope);
 }
 
+/* Two listeners on one unix path (the later would replace the earlier's socket) or on one
+ * fixed TCP address are refused. */
+static int same_socket(struct ctx *x)
+{
+    const struct mh_conf *c = x->c;
+    const struct mh_listen *all[2 * MH_MAX_LISTEN + 1];
+    const char *key[2 * MH_MAX_LISTEN + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_listen; i++)
+        all[n] = &c->listen[i], key[n++] = "listen";
+    for (size_t i = 0; i < c->n_socketmap; i++)
+        all[n] = &c->socketmap_listen[i], key[n++] = "socketmap_listen";
+    if (c->has_status)
+        all[n] = &c->status_listen, key[n++] = "status_listen";
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < i; j++) {
+            const struct mh_listen *a = all[i], *b = all[j];
+            int same = a->is_unix ? b->is_unix && strcmp(a->path, b->path) == 0
+                                  : !b->is_unix && a->port != 0 && a->port == b->port &&
+                                    strcmp(a->host, b->host) == 0;
+            if (!same)
+                continue;
+            char where[160];
+            if (a->is_unix)
+                snprintf(where, sizeof where, "unix:%s", a->path);
+            else
+                snprintf(where, sizeof where, "%s:%u", a->host, a->port);
+            return fail(at(x, key[i]), "%s is also where a %s line listens: each listener "
+                        "needs its own address", where, key[j]);
+        }
+    return 0;
+}
+
 static int check(struct ctx *x)
 {
     struct mh_conf *c = x->c;
@@ -1242,6 +1275,8 @@ static int check(struct ctx *x)
 
     if (c->n_listen == 0)
         return fail(at(x, "listen"), "missing: no \"listen\" line");
+    if (same_socket(x) < 0)
+        return -1;
     if (c->n_uri == 0)
         return fail(at(x, "ldap_uri"), "missing: no \"ldap_uri\" line");
     if (c->ldap_base == NULL)

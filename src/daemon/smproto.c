@@ -47,8 +47,8 @@ long mh_sm_reply(char *out, size_t outsize, enum mh_sm_status st, const char *te
     const char *word = mh_sm_status_word(st);
     if (st == MH_SM_NOTFOUND || text == NULL)
         text = "";
-    for (const char *p = text; *p; p++)
-        if (*p < 0x20 || *p > 0x7e)
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)      /* UTF-8 passes: an SMTPUTF8 address */
             return -1;
     size_t n = strlen(word) + 1 + strlen(text);
     if (n > MH_SM_REPLY_MAX)
@@ -77,10 +77,14 @@ int mh_sm_query_parse(const char *data, size_t len, const struct mh_backend_map 
         char name[MH_BACKEND_NAME_MAX + 1];
         memcpy(name, data + 10, nlen - 10);
         name[nlen - 10] = '\0';
-        if (strlen(name) == nlen - 10 && mh_backend_map_has(map, name)) {
+        const char *addr = strlen(name) == nlen - 10
+                           ? mh_backend_map_address(map, name, nlen - 10, &q->self_local)
+                           : NULL;
+        if (addr != NULL) {
             q->map = MH_SM_MAP_TRANSPORT_AT;
             q->self = data + 10;
             q->self_len = nlen - 10;
+            q->self_address = addr;
         }
     }
     return 0;
@@ -100,6 +104,22 @@ int mh_sm_key_is_address(const char *key, size_t len)
     return at != NULL && at != key && at != key + len - 1;
 }
 
+static int local_is(const char *key, size_t local, const char *name)
+{
+    return strlen(name) == local && strncasecmp(key, name, local) == 0;
+}
+
+/* Postfix's split_addr leaves these whole. */
+static int reserved(const char *key, size_t local, const char *delimiters)
+{
+    if (local_is(key, local, "postmaster") || local_is(key, local, "mailer-daemon") ||
+        local_is(key, local, "double-bounce"))
+        return 1;
+    return strchr(delimiters, '-') != NULL &&
+           ((local > 6 && strncasecmp(key, "owner-", 6) == 0) ||
+            (local > 8 && strncasecmp(key + local - 8, "-request", 8) == 0));
+}
+
 size_t mh_sm_strip_extension(const char *key, size_t len, const char *delimiters, char *out,
                              size_t outsize)
 {
@@ -109,8 +129,9 @@ size_t mh_sm_strip_extension(const char *key, size_t len, const char *delimiters
     size_t local = (size_t)(at - key), cut = 0;
     while (cut < local && strchr(delimiters, key[cut]) == NULL)
         cut++;
-    if (cut == 0 || cut == local)
-        return 0;                                /* no extension, or nothing before it */
+    if (cut == 0 || cut == local || reserved(key, local, delimiters))
+        return 0;                                /* no extension, nothing before it, or an
+                                                  * address Postfix never splits */
     size_t n = cut + (len - local);
     if (n + 1 > outsize)
         return 0;
@@ -149,12 +170,15 @@ enum mh_sm_status mh_sm_answer(const struct mh_sm_query *q, const struct mh_deci
     } else if (d->outcome == MH_OUT_OK) {
         char buf[80];
         const char *hop;
-        if (q->map == MH_SM_MAP_TRANSPORT_AT && d->route.backend &&
-            strlen(d->route.name) == q->self_len &&
-            strncasecmp(d->route.name, q->self, q->self_len) == 0) {
-            if (d->route.local_transport == NULL)
+        int self = q->map == MH_SM_MAP_TRANSPORT_AT &&
+                   ((d->route.backend && strlen(d->route.name) == q->self_len &&
+                     strncasecmp(d->route.name, q->self, q->self_len) == 0) ||
+                    (q->self_address && mh_backend_same_address(d->route.server,
+                                                                q->self_address)));
+        if (self) {
+            if (q->self_local == NULL)
                 return MH_SM_NOTFOUND;           /* its own default delivery */
-            hop = d->route.local_transport;
+            hop = q->self_local;
         } else {
             hop = mh_backend_nexthop(&d->route, buf, sizeof buf);
         }

@@ -53,6 +53,8 @@ struct mh_sm_query {
     enum mh_sm_map map;
     const char *self;       /* MH_SM_MAP_TRANSPORT_AT: the name after '@', as asked */
     size_t self_len;
+    const char *self_address; /* ... and that backend's address= and local_transport= */
+    const char *self_local;   /* (NULL: none), owned by the map */
     const char *key;        /* the lookup key (a recipient address) */
     size_t key_len;
 };
@@ -67,15 +69,18 @@ int mh_sm_query_parse(const char *data, size_t len, const struct mh_backend_map 
  * and "<>" cannot). */
 int mh_sm_key_is_address(const char *key, size_t len);
 
-/* The key with its address extension removed, as Postfix's recipient_delimiter does:
- * "user+tag@example.com" -> "user@example.com" (the local part cut at the first of the
- * delimiter characters; an empty remainder is not cut).  Returns the new length written
+/* The key with its address extension removed, as Postfix's recipient_delimiter does
+ * (split_addr): "user+tag@example.com" -> "user@example.com", the local part cut at the
+ * first of the delimiter characters; never cut: an empty remainder, postmaster,
+ * mailer-daemon, double-bounce, and with '-' among the delimiters owner-* and *-request
+ * (Postfix's owner_request_special, on by default).  Returns the new length written
  * into out (NUL-terminated), or 0 if there is no extension to remove or it does not fit. */
 size_t mh_sm_strip_extension(const char *key, size_t len, const char *delimiters, char *out,
                              size_t outsize);
 
 /* The reply to q for decision d, the pipeline's for q->key (a recipient lookup): its status,
- * and in text the data (OK) or reason (TEMP, PERM).  text must hold MH_NEXTHOP_MAX + 64
+ * and in text the data (OK) or reason (TEMP, PERM).  For transport@NAME the user is on NAME
+ * when routed to that backend by name or to its address (never a next hop that loops).  text must hold MH_NEXTHOP_MAX + 64
  * bytes at least. */
 enum mh_sm_status mh_sm_answer(const struct mh_sm_query *q, const struct mh_decision *d,
                                char *text, size_t textsize);

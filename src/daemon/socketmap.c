@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define IDLE_MS 300000              /* an idle connection is closed after this long */
@@ -126,18 +127,29 @@ static enum mh_sm_status lookup(struct conn *c, const char *data, size_t len,
     size_t blen = mh_sm_strip_extension(q->key, q->key_len, conf->recipient_delimiter, bare,
                                         sizeof bare);
     enum mh_sm_status st = decide_key(c, r, q, q->key, q->key_len, text, textsize, lk);
-    if (st == MH_SM_NOTFOUND && lk->reason == MH_REASON_UNKNOWN_USER && blen > 0) {
-        /* user+tag@domain is unknown as such: its user's address, as Postfix would look
-         * up a table it reads itself */
-        if ((r = mh_decide_begin(c->s->decide)) == NULL) {
-            lk->reason = MH_REASON_OUT_OF_MEMORY;
-            snprintf(text, textsize, "%s", mh_reason_name(lk->reason));
-            return MH_SM_TEMP;
-        }
-        st = decide_key(c, r, q, bare, blen, text, textsize, lk);
-        memcpy(lk->asked, bare, blen + 1);
-    }
-    return st;
+    int unknown = st == MH_SM_NOTFOUND && lk->reason == MH_REASON_UNKNOWN_USER;
+    int unsure = st == MH_SM_TEMP && (lk->reason == MH_REASON_DIRECTORY ||
+                                      lk->reason == MH_REASON_QUEUE_FULL ||
+                                      lk->reason == MH_REASON_QUEUE_TIMEOUT);
+    if (blen == 0 || !(unknown || unsure))
+        return st;
+    /* user+tag@domain unknown as such: its user's address, as Postfix looks up a table it
+     * reads itself.  When the directory could not say (a stale mirror cannot judge a miss),
+     * the user's address routes only from the mirror's copy, as user@domain itself would;
+     * anything else keeps the first answer (TEMP). */
+    char text2[MH_NEXTHOP_MAX + 64];
+    struct looked lk2;
+    memset(&lk2, 0, sizeof lk2);
+    if ((r = mh_decide_begin(c->s->decide)) == NULL)
+        return st;
+    enum mh_sm_status st2 = decide_key(c, r, q, bare, blen, text2, sizeof text2, &lk2);
+    if (unsure && !(st2 == MH_SM_OK && (lk2.via == MH_SOURCE_MIRROR ||
+                                        lk2.via == MH_SOURCE_MIRROR_STALE)))
+        return st;
+    snprintf(text, textsize, "%s", text2);
+    *lk = lk2;
+    memcpy(lk->asked, bare, blen + 1);
+    return st2;
 }
 
 static void log_lookup(const struct conn *c, const char *data, size_t len,
@@ -293,6 +305,9 @@ static void start_conn(struct mh_socketmap *s, int fd)
     }
     c->s = s;
     c->fd = fd;
+    /* a client that stops reading cannot hold its thread (and shutdown) for ever */
+    struct timeval tv = { (time_t)s->conf->client_timeout_s, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     memcpy(c->peer, peer, sizeof peer);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
@@ -435,6 +450,10 @@ void mh_socketmap_free(struct mh_socketmap *s)
         return;
     mh_socketmap_quiesce(s);
     pthread_mutex_lock(&s->lock);
+    /* the pipeline has stopped (mh_decide_stop_workers): every request has its answer;
+     * a reply not sent by now is not waited for */
+    for (struct conn *c = s->conns; c != NULL; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
     while (s->active > 0)
         pthread_cond_wait(&s->none_left, &s->lock);
     pthread_mutex_unlock(&s->lock);

@@ -8,8 +8,9 @@
  * asks one question at a time on each, so every connection has a thread of its own, which
  * waits for the pipeline's answer (the workers' deadlines bound that wait); at most
  * socketmap_max_connections at once, more are closed at once and logged.  A connection
- * idle for 300 s, or silent for client_timeout in the middle of a request, is closed; so
- * is one that sends something that is not a netstring (logged).
+ * idle for 300 s, silent for client_timeout in the middle of a request, or not reading its
+ * reply for client_timeout, is closed; so is one that sends something that is not a
+ * netstring (logged).
  *
  * mh_socketmap_bind() runs before the privilege drop, the others after; all from main().
  */
@@ -35,8 +36,8 @@ int mh_socketmap_start(struct mh_socketmap *s, struct mh_decide *p, char *err,
  * (call before mh_decide_stop_workers, which answers queued ones). */
 void mh_socketmap_quiesce(struct mh_socketmap *s);
 
-/* Waits for every connection to end, closes the sockets, removes unix socket files.
- * NULL ok. */
+/* After mh_decide_stop_workers: ends every connection, waits for their threads, closes the
+ * sockets, removes unix socket files.  NULL ok. */
 void mh_socketmap_free(struct mh_socketmap *s);
 
 #endif

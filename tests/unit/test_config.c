@@ -117,7 +117,7 @@ static void test_good(void)
               c->listen[2].is_unix, "listen lines");
         CHECK(c->socket_mode == 0600, "socket mode");
         CHECK(c->n_socketmap == 2 && c->socketmap_listen[0].port == 9466 &&
-              c->socketmap_listen[1].is_unix && c->socketmap_max_connections == 100,
+              c->socketmap_listen[1].is_unix && c->socketmap_max_connections == 1000,
               "socketmap_listen lines");
         CHECK(c->recipient_delimiter && strcmp(c->recipient_delimiter, "+-") == 0,
               "recipient_delimiter");
@@ -231,6 +231,8 @@ static void test_bad(void)
         {BASE "socketmap_listen 9466\n", "socketmap_listen: expected IPv4:port"},
         {BASE "socketmap_listen unix:relative\n", "socketmap_listen: unix socket path must be absolute"},
         {BASE "recipient_delimiter a@b\n", "recipient_delimiter: expected the characters that start an address extension"},
+        {BASE "socketmap_listen unix:/tmp/x.sock\nstatus_listen unix:/tmp/x.sock\n", "status_listen: unix:/tmp/x.sock is also where a socketmap_listen line listens"},
+        {BASE "socketmap_listen 127.0.0.1:9143\nlisten 127.0.0.1:9143\n", "socketmap_listen: 127.0.0.1:9143 is also where a listen line listens"},
         {BASE "socketmap_max_connections 0\n", "socketmap_max_connections: expected a whole number from 1"},
         {BASE "backend x address=192.0.2.1 transport=smtp\n", "transport: expected a Postfix next hop"},
         {BASE "log journal\n", "log: expected syslog or stderr"},

@@ -55,6 +55,8 @@ static void test_reply(void)
     CHECK(mh_sm_reply(out, sizeof out, MH_SM_TEMP, "migration-frozen") > 0 &&
           strcmp(out, "21:TEMP migration-frozen,") == 0, "TEMP: %s", out);
     CHECK(mh_sm_reply(out, sizeof out, MH_SM_PERM, "bad\nline") == -1, "no control bytes");
+    CHECK(mh_sm_reply(out, sizeof out, MH_SM_OK, "j\xc3\xb6rg@example.com") > 0 &&
+          strcmp(out, "20:OK j\xc3\xb6rg@example.com,") == 0, "UTF-8 passes: %s", out);
     CHECK(mh_sm_reply(out, 10, MH_SM_TEMP, "migration-frozen") == -1, "does not fit");
 }
 
@@ -101,6 +103,16 @@ static void test_addresses(void)
         {"user+tag@example.com", NULL, NULL},
         {"user+tag", "+", NULL},                 /* not an address */
         {"a+b@c+d@example.com", "+", "a@example.com"},  /* the last '@' is the domain's */
+        /* never split, as Postfix's split_addr */
+        {"mailer-daemon@example.com", "-", NULL},
+        {"MAILER-DAEMON@example.com", "+-", NULL},
+        {"postmaster+x@example.com", "+", "postmaster@example.com"},
+        {"double-bounce@example.com", "-", NULL},
+        {"owner-list@example.com", "-", NULL},
+        {"list-request@example.com", "+-", NULL},
+        {"owner+x@example.com", "+", "owner@example.com"},
+        {"owner-list+x@example.com", "+", "owner-list@example.com"},  /* '-' is no delimiter */
+        {"list-request+x@example.com", "+", "list-request@example.com"},
     };
     for (size_t i = 0; i < sizeof strip / sizeof strip[0]; i++) {
         char out[64];
@@ -153,6 +165,17 @@ static void test_answers(void)
           "default next hop from address=, the port is not nginx's: %s", t);
     CHECK(answer("transport@mail-new.example.org a@b", &d, t) == MH_SM_NOTFOUND,
           "self without local_transport: its own default delivery");
+    /* an IP literal that is a backend's address is that backend: its transport=, and its
+     * own Postfix delivers locally (no loop) */
+    decision(&d, MH_OUT_OK, MH_REASON_ROUTED, "192.0.2.10");
+    CHECK(answer("transport a@b", &d, t) == MH_SM_OK &&
+          strcmp(t, "lmtp:inet:[192.0.2.10]:24") == 0, "literal of mail-old: %s", t);
+    CHECK(answer("transport@mail-old.example.org a@b", &d, t) == MH_SM_OK &&
+          strcmp(t, "lmtp:unix:private/dovecot-lmtp") == 0, "literal of mail-old, self: %s", t);
+    /* two names, one address: the other name's Postfix is the same server */
+    decision(&d, MH_OUT_OK, MH_REASON_ROUTED, "mail-old.example.org");
+    CHECK(answer("transport@alias-old.example.org a@b", &d, t) == MH_SM_NOTFOUND,
+          "a backend on the same address asks: its own delivery, never a hop to itself");
     decision(&d, MH_OUT_OK, MH_REASON_ROUTED, "2001:db8::5");
     CHECK(answer("transport a@b", &d, t) == MH_SM_OK && strcmp(t, "smtp:[2001:db8::5]:25") == 0,
           "an IP literal the policy allows: %s", t);
@@ -232,7 +255,10 @@ int main(void)
                              sizeof err) == 0, "%s", err);
     CHECK(mh_backend_map_add(map, "mail-new.example.org address=192.0.2.20", err,
                              sizeof err) == 0, "%s", err);
-    CHECK(mh_backend_map_set_unmapped(map, "networks=2001:db8::/32", err, sizeof err) == 0,
+    CHECK(mh_backend_map_add(map, "alias-old.example.org address=192.0.2.10", err,
+                             sizeof err) == 0, "%s", err);
+    CHECK(mh_backend_map_set_unmapped(map, "networks=2001:db8::/32,192.0.2.0/24", err,
+                                      sizeof err) == 0,
           "%s", err);
     static const struct check_case cases[] = {
         CHECK_CASE(test_netstring), CHECK_CASE(test_reply), CHECK_CASE(test_query),
