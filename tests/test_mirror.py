@@ -244,6 +244,48 @@ def t_unreachable_directory_is_try_later_even_when_cached(work, slapd):
         check(status == 0, "exit status %s", status)
 
 
+def t_feed_fails_back_to_the_first_uri(work, _slapd):
+    """The change feed follows the first URI: when it goes away the feed moves to the next,
+    and once the first answers again (the prober) the feed goes back to it, as the workers
+    do; a change made there then reaches the mirror."""
+    from slapd import find_tool
+    a = Slapd(os.path.join(work, "slapd-a"), syncprov=True)
+    a.start()
+    # b: a replica's copy of a (slapcat | slapadd keeps entryUUIDs and CSNs), so a change feed
+    # can resume from one to the other, as between the replicas of a real directory
+    clone = os.path.join(work, "slapd-a.ldif")
+    subprocess.run([find_tool("slapcat"), "-F", a.config_dir, "-n1", "-l", clone], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    b = Slapd(os.path.join(work, "slapd-b"), syncprov=True, sample=clone)
+    b.start()
+    d = None
+    try:
+        d = Daemon(work, config(work, a, extra=MIRROR,
+                                uris="%s %s" % (a.uri, b.uri)), name="failback").start()
+        wait_log(d, r"mirror: refreshing from %s" % re.escape(a.uri))
+        wait_log(d, r"mirror: live")
+        mark = len(d.read_log())
+        a.stop()
+        wait_log(d, r"mirror: (refreshing|resuming) from %s" % re.escape(b.uri), start=mark)
+        mark = len(d.read_log())
+        a.start()
+        t0 = time.time()
+        wait_log(d, r"mirror: failback to %s from %s" % (re.escape(a.uri), re.escape(b.uri)),
+                 start=mark)
+        wait_log(d, r"mirror: (refreshing|resuming) from %s" % re.escape(a.uri), start=mark)
+        print("     feed back on the first URI %.1f s after it returned" % (time.time() - t0))
+        # a change on the first URI only (the two servers are not replicas): seen, so the
+        # feed really follows it
+        set_host(a, "user012", "mail-old.example.org")
+        poll(lambda: request(d.addr, "user012@example.com", "Sample-pw-0").get("Auth-Server")
+             == OLD[0], 10)
+    finally:
+        if d is not None:
+            check(d.stop() == 0, "clean exit")
+        a.stop()
+        b.stop()
+
+
 # ---- 4. no syncprov; configuration ----
 
 def t_directory_without_syncprov(work, slapd_plain):
@@ -339,7 +381,8 @@ def main():
             check(status == 0, "mailhostd exit status %s:\n%s", status, c.d.read_log()[-3000:])
         runner.run(t_clean_exit)
         for t in (t_stale_copy_routes_and_catches_up,
-                  t_unreachable_directory_is_try_later_even_when_cached, t_config_rules):
+                  t_unreachable_directory_is_try_later_even_when_cached, t_config_rules,
+                  t_feed_fails_back_to_the_first_uri):
             runner.run(t, work, slapd)
         plain.start()
         runner.run(t_directory_without_syncprov, work, plain)

@@ -323,6 +323,19 @@ static int connect_uri(struct mh_ldap *l, size_t idx, uint64_t deadline)
 
 /* Makes sure l->ld is usable: keeps the current connection unless a better URI is due for
  * failback; otherwise tries the healthy URIs in order.  Returns an LDAP result code. */
+long mh_ldap_failback_due(const struct mh_ldap *l, int confirmed)
+{
+    uint64_t now = mh_now_ms();
+    if (l->ld == NULL || l->uri == 0 ||
+        now - l->connected_at < (uint64_t)l->dir->conf->ldap_retry_s * 1000u)
+        return -1;
+    for (size_t i = 0; i < l->uri; i++)
+        if (atomic_load(&l->dir->down_until[i]) <= now &&
+            (!confirmed || atomic_load(&l->dir->state[i]) == URI_UP))
+            return (long)i;
+    return -1;
+}
+
 static int ensure(struct mh_ldap *l, uint64_t deadline)
 {
     const struct mh_conf *c = l->dir->conf;
@@ -337,16 +350,11 @@ static int ensure(struct mh_ldap *l, uint64_t deadline)
                 break;
             }
     }
-    if (l->ld != NULL && l->uri > 0 &&
-        now - l->connected_at >= (uint64_t)c->ldap_retry_s * 1000u) {
-        for (size_t i = 0; i < l->uri; i++) {
-            if (atomic_load(&l->dir->down_until[i]) <= now) {
-                mh_log(LOG_INFO, "ldap_uri=%s failback from=%s", c->ldap_uri[i],
-                       c->ldap_uri[l->uri]);
-                drop(l);
-                break;
-            }
-        }
+    long better = mh_ldap_failback_due(l, 0);
+    if (better >= 0) {
+        mh_log(LOG_INFO, "ldap_uri=%s failback from=%s", c->ldap_uri[better],
+               c->ldap_uri[l->uri]);
+        drop(l);
     }
     if (l->ld != NULL)
         return LDAP_SUCCESS;

@@ -91,6 +91,13 @@ size_t mh_ldap_uri(const struct mh_ldap *l);
 void mh_ldap_reset(struct mh_ldap *l, int server_failed);
 /* 1 if the URI of l's connection has been marked down since (by any thread). */
 int mh_ldap_marked_down(const struct mh_ldap *l);
+
+/* The index of a URI listed before the one l is connected to that l should go back to: not
+ * marked down (confirmed: and it answered the prober since), once l has been connected for
+ * ldap_retry; -1 if none (or not connected).  The workers fail back on their next request;
+ * the mirror's change feed ends its session for it (confirmed, so that a server still down
+ * does not cost the feed a reconnection every ldap_retry). */
+long mh_ldap_failback_due(const struct mh_ldap *l, int confirmed);
 /* Records "URI: what: <rc's text> (rc)" as l's last error. */
 void mh_ldap_set_error(struct mh_ldap *l, const char *what, int rc);
 

@@ -502,7 +502,7 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
 {
     const struct mh_conf *c = s->conf;
     char why[600] = "";
-    int server_failed = 0;
+    int server_failed = 0, failback = 0;
     LDAP *ld = mh_ldap_session(l, mh_now_ms() + c->ldap_connect_timeout_ms + c->ldap_timeout_ms);
     if (ld == NULL) {
         snprintf(why, sizeof why, "%s", mh_ldap_error(l));
@@ -624,12 +624,21 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             snprintf(why, sizeof why, "%s was marked down by a worker", c->ldap_uri[mh_ldap_uri(l)]);
             break;
         }
+        long better = mh_ldap_failback_due(l, 1);
+        if (better >= 0 && s->live) {
+            /* the first healthy URI is back: follow it again (the cookie resumes the feed
+             * there, with only the changes since; the copy stays live meanwhile) */
+            mh_log(LOG_NOTICE, "mirror: failback to %s from %s", c->ldap_uri[better],
+                   c->ldap_uri[mh_ldap_uri(l)]);
+            failback = 1;
+            break;
+        }
     }
 out:
     pthread_mutex_lock(&s->lock);
     s->fd = -1;
     pthread_mutex_unlock(&s->lock);
-    if (!atomic_load(&s->stop) && !atomic_load(&s->refused)) {
+    if (!atomic_load(&s->stop) && !atomic_load(&s->refused) && !failback) {
         go_stale(s, why[0] ? why : "connection lost");
         if (mh_mirror_state(s->mirror) == MH_MIRROR_EMPTY)
             mh_log(LOG_WARNING, "mirror: no copy yet (%s); every login asks the directory",
