@@ -269,6 +269,12 @@ class Postfix:
         self.master_pid = None
         return clean
 
+    def reload(self):
+        """postfix reload: every process starts afresh with the next request.  smtpd keeps
+        each address's resolution (the transport lookup, a TEMP answer included) for its
+        whole process life, across SMTP sessions; a reload ends that at once."""
+        self._postfix("reload")
+
     # ------------------------------------------------------------------ queue
     def _postqueue(self, *args):
         r = subprocess.run([POSTQUEUE, "-c", self.conf_dir] + list(args),
