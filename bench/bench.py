@@ -42,6 +42,8 @@ BASELINE = "mailhostd routing only, no mirror (baseline)"
 ROUTE = "mailhostd routing only (mirror)"
 COLD = "mailhostd + bind verify, cold (mirror + credential cache)"
 BURST = "mailhostd burst 90% repeats (mirror + credential cache)"
+SOCKETMAP = "mailhostd Postfix socketmap, transport (mirror), kept-open connections"
+SMPORT = {}               # daemon name -> its socketmap_listen port
 
 
 def free_port():
@@ -164,6 +166,10 @@ def start_mailhostd(work, ldap, verify, name, mirror=False, cache=False):
         "status_listen 127.0.0.1:%d" % status,
         "mirror %s" % ("yes" if mirror else "no"),
     ]
+    if mirror and not verify:
+        # the routing-only daemon also answers Postfix: the socketmap from the same mirror
+        SMPORT[name] = free_port()
+        lines.append("socketmap_listen 127.0.0.1:%d" % SMPORT[name])
     if cache:
         lines.append("credential_cache_ttl 5m")
     if os.geteuid() == 0:
@@ -385,6 +391,20 @@ def ldapload(ldap, mode, conns, secs, users):
             "err": int(m["errors"])}
 
 
+def smload(port, conns, secs, users):
+    argv = [os.path.join(CACHE, "smload"), "-p", str(port), "-c", str(conns), "-t", str(secs),
+            "-n", str(users)]
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=secs + 60)
+    text = p.stdout.decode()
+    m = dict(kv.split("=") for kv in text.split()) if "ops_per_s=" in text else None
+    if not m:
+        raise RuntimeError("smload failed:\n" + text)
+    return {"rps": float(m["ops_per_s"]), "p50": float(m["p50_ms"]),
+            "p99": float(m["p99_ms"]), "n": int(m["ops"]), "ok": int(m["ok"]),
+            "err": int(m["errors"])}
+
+
 def first_user(users):
     """user 1 as ldif/gen-sample.py names it (the width grows with the count)."""
     return "user%0*d@example.com" % (max(3, len(str(users))), 1)
@@ -504,6 +524,15 @@ def main():
                               "credential cache)" % (name, live), flush=True)
                     run_wrk(results, label, st, mhport, c, secs, args.users, hot)
             if not verify:
+                for c in conns:
+                    before = metrics(st)
+                    r = smload(SMPORT[name], c, secs, args.users)
+                    r["dec"] = decisions(before, metrics(st))
+                    r["src"] = shares(r["dec"])
+                    results[(SOCKETMAP, c)] = r
+                    print("  %s c=%-3d %8.0f lookups/s p50 %.2f ms p99 %.2f ms ok %d/%d "
+                          "err %d [%s]" % (SOCKETMAP, c, r["rps"], r["p50"], r["p99"],
+                                           r["ok"], r["n"], r["err"], r["src"]), flush=True)
                 flips, r, d = flips_under_load(ldap, st, mhport, max(secs, 5), args.users)
                 results[("flips", 0)] = {"flips": flips, "wrk": r, "src": d}
                 lat = [f["seen"] for f in flips]
@@ -544,7 +573,8 @@ def render(res, mem, conns, secs, args, elapsed, load0, hogs, problems):
                "auth OK | errors | TCP conns/req | decided by: mirror / credential cache / "
                "mirror + bind / directory / other |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    order = [FLOOR, "slapd raw search", "slapd raw bind", BASELINE, ROUTE, COLD, BURST]
+    order = [FLOOR, "slapd raw search", "slapd raw bind", BASELINE, ROUTE, SOCKETMAP, COLD,
+             BURST]
     for label in order:
         for c in conns:
             r = res.get((label, c))
@@ -553,7 +583,10 @@ def render(res, mem, conns, secs, args, elapsed, load0, hogs, problems):
             floor = res.get((FLOOR, c), {}).get("rps", 0)
             s = res.get(("slapd raw search", c), {}).get("rps", 0)
             b = res.get(("slapd raw bind", c), {}).get("rps", 0)
-            if label in (BASELINE, ROUTE):
+            if label == SOCKETMAP:
+                vs_raw = fmt_ratio(r["rps"], res.get((ROUTE, c), {}).get("rps", 0)) + \
+                    " of HTTP routing (mirror)"
+            elif label in (BASELINE, ROUTE):
                 vs_raw = fmt_ratio(r["rps"], s) + " of search"
             elif label.startswith("mailhostd"):
                 sb = 1.0 / (1.0 / s + 1.0 / b) if s and b else 0
@@ -571,7 +604,12 @@ def render(res, mem, conns, secs, args, elapsed, load0, hogs, problems):
     out.append("slapd raw = bench/ldapload.c: that many threads, each with its own kept-open "
                "LDAP connection (no TCP connect per operation); search+bind = "
                "1/(1/search + 1/bind), what a bind-verifying login costs slapd without a "
-               "mirror or cache. \"decided by\" comes from mailhostd's "
+               "mirror or cache. The socketmap row: bench/smload.c, that many threads each "
+               "with its own kept-open connection (as Postfix's proxymap holds them) asking "
+               "`transport userN@...` one after the other, against the same routing-only "
+               "daemon and mirror as the HTTP row above it; its ratio column compares it with "
+               "that HTTP row at the same concurrency (nginx opens one TCP connection per "
+               "login, Postfix keeps them open). \"decided by\" comes from mailhostd's "
                "`mailhostd_decisions_total` counters over each run (counts below).")
     if REFRESH:
         byname = {}
@@ -586,7 +624,7 @@ def render(res, mem, conns, secs, args, elapsed, load0, hogs, problems):
 
     fl = res.get(("flips", 0))
     # decisions by source, counted
-    runs = [(label, c, res[(label, c)]) for label in (BASELINE, ROUTE, COLD, BURST)
+    runs = [(label, c, res[(label, c)]) for label in (BASELINE, ROUTE, SOCKETMAP, COLD, BURST)
             for c in conns if (label, c) in res and "dec" in res[(label, c)]]
     if fl:
         runs.append(("flips under load (routing only, mirror)", 64,

@@ -13,7 +13,7 @@
  *   bind:   simple bind as uid=userN,ou=dom,ou=people,BASE with USERPW (gen-sample.py's
  *           password for generated users) on the kept-open connection.
  * Prints one line: "mode=... threads=... ops=... errors=... secs=... ops_per_s=...
- * p50_ms=... p99_ms=...".  Build: cc -O2 -o ldapload ldapload.c -lldap -llber -pthread
+ * p50_ms=... p99_ms=...".  Build: cc -O2 -o ldapload ldapload.c -lldap -llber -pthread (loadgen.h beside it)
  */
 #define LDAP_DEPRECATED 0
 #include <ldap.h>
@@ -24,25 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadgen.h"
+
 static const char *uri, *base, *binddn, *bindpw, *userpw = "Sample-pw-0";
 static int mode_bind, users = 100000, seconds = 5, nthreads = 16;
-static volatile int stop;
 
-#define HBUCKETS 20000 /* latency histogram: 10 us buckets up to 200 ms */
-
-struct tstate {
-    pthread_t tid;
-    unsigned seed;
-    long ops, errors;
-    long hist[HBUCKETS + 1];
-};
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static LDAP *open_conn(void)
 {
@@ -108,23 +94,10 @@ static void *run(void *arg)
             }
             continue;
         }
-        long b = (long)(dt * 1e5);
-        t->hist[b > HBUCKETS ? HBUCKETS : b]++;
-        t->ops++;
+        record(t, dt);
     }
     ldap_unbind_ext_s(ld, NULL, NULL);
     return NULL;
-}
-
-static double pct(long *hist, long total, double p)
-{
-    long want = (long)(total * p + 0.5), acc = 0;
-    for (int i = 0; i <= HBUCKETS; i++) {
-        acc += hist[i];
-        if (acc >= want && want > 0)
-            return (i + 0.5) / 100.0; /* ms */
-    }
-    return 0;
 }
 
 int main(int argc, char **argv)
@@ -150,32 +123,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "ldapload: -H, -b, -D, -w needed\n");
         return 2;
     }
-    struct tstate *ts = calloc(nthreads, sizeof *ts);
-    if (!ts)
+    static struct tstate sum;
+    double secs = run_threads(run, nthreads, seconds, &sum);
+    if (secs < 0) {
+        fprintf(stderr, "ldapload: cannot start the threads\n");
         return 1;
-    for (int i = 0; i < nthreads; i++) {
-        ts[i].seed = (unsigned)time(NULL) ^ (unsigned)(i * 2654435761u);
-        if (pthread_create(&ts[i].tid, NULL, run, &ts[i]) != 0) {
-            fprintf(stderr, "ldapload: pthread_create failed\n");
-            return 1;
-        }
     }
-    double t0 = now();
-    sleep(seconds);
-    stop = 1;
-    long ops = 0, errors = 0;
-    static long hist[HBUCKETS + 1];
-    for (int i = 0; i < nthreads; i++) {
-        pthread_join(ts[i].tid, NULL);
-        ops += ts[i].ops;
-        errors += ts[i].errors;
-        for (int j = 0; j <= HBUCKETS; j++)
-            hist[j] += ts[i].hist[j];
-    }
-    double secs = now() - t0;
+    long ops = sum.ops, errors = sum.errors;
     printf("mode=%s threads=%d ops=%ld errors=%ld secs=%.2f ops_per_s=%.0f p50_ms=%.2f "
            "p99_ms=%.2f\n",
            mode_bind ? "bind" : "search", nthreads, ops, errors, secs, ops / secs,
-           pct(hist, ops, 0.50), pct(hist, ops, 0.99));
+           pct(sum.hist, ops, 0.50), pct(sum.hist, ops, 0.99));
     return errors && !ops ? 1 : 0;
 }

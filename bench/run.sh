@@ -56,8 +56,11 @@ if [ ! -s "$LDIF" ]; then
     echo "bench: generating $USERS users into $LDIF"
     python3 "$SRC/ldif/gen-sample.py" --users "$USERS" --out "$LDIF.tmp" && mv "$LDIF.tmp" "$LDIF"
 fi
-if [ ! -x "$CACHE/ldapload" ] || [ "$HERE/ldapload.c" -nt "$CACHE/ldapload" ]; then
+if [ ! -x "$CACHE/ldapload" ] || [ "$HERE/ldapload.c" -nt "$CACHE/ldapload" ] || [ "$HERE/loadgen.h" -nt "$CACHE/ldapload" ]; then
     cc -O2 -Wall -o "$CACHE/ldapload" "$HERE/ldapload.c" -lldap -llber -pthread
+fi
+if [ ! -x "$CACHE/smload" ] || [ "$HERE/smload.c" -nt "$CACHE/smload" ] || [ "$HERE/loadgen.h" -nt "$CACHE/smload" ]; then
+    cc -O2 -Wall -o "$CACHE/smload" "$HERE/smload.c" -pthread
 fi
 
 exec python3 "$HERE/bench.py" --ldif "$LDIF" --users "$USERS" $MEMORY \

@@ -444,6 +444,55 @@ def t_17_6_frozen_too_long(work, slapd):
                          dn=slapd.ctl_dn, pw=slapd.ctl_pw)
 
 
+def t_frozen_login_wait(work, slapd):
+    """frozen_login_wait: a frozen user's login is Auth-Status WAIT (nginx asks again after
+    Auth-Wait, silently) until the bound, counted from the first frozen answer, then "try
+    later"; a wrong password is still refused; a recipient is never held; after the flip and
+    unfreeze the next question is routed to the new server."""
+    user, pw = "user009@example.com", "Sample-pw-0"     # state waiting, on OLD
+    dn = "uid=user009,ou=example.com,ou=people,dc=example,dc=org"
+    frozen = ("dn: %s\nchangetype: modify\nreplace: mailhostMigrationState\n"
+              "mailhostMigrationState: frozen\n-\n" % dn)
+    slapd.ldapmodify(frozen, dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+    try:
+        d = Daemon(work, config(work, slapd, "frozen_login_wait 2\n"
+                                "frozen_login_wait_interval 1\n"), "frozenwait")
+        with d:
+            t0 = time.time()
+            ans = request(d.addr, user, pw)
+            check(ans.status == "WAIT" and ans.get("Auth-Wait") == "1" and
+                  ans.get("Auth-Server") is None, "frozen login: WAIT: %r", ans)
+            expect_refused(request(d.addr, user, WRONG))
+            extra = [("Auth-SMTP-Helo", "mx.example"), ("Auth-SMTP-From", "MAIL FROM:<x@y.example>"),
+                     ("Auth-SMTP-To", "RCPT TO:<%s>" % user)]
+            ans = request(d.addr, "", "", "smtp", method="none", extra=extra)
+            check(ans.get("Auth-Error-Code") == "451 4.3.0", "a recipient is not held: %r", ans)
+            deadline = t0 + 30
+            while True:     # WAIT until frozen_login_wait (2 s) has passed, then try later
+                ans = request(d.addr, user, pw)
+                if ans.status != "WAIT":
+                    break
+                check(time.time() < deadline, "still WAIT 30 s after the first frozen answer")
+                time.sleep(0.1)   # polling interval; the condition is the answer
+            check(time.time() - t0 >= 2, "WAIT for frozen_login_wait: %.2f s", time.time() - t0)
+            expect_tempfail(ans)
+            check(re.search(r'auth user="user009@example.com" .*outcome=wait '
+                            r'reason=migration-frozen', d.read_log()), "outcome=wait logged")
+            slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailhostMigrationState\n"
+                             "mailhostMigrationState: done\n-\nreplace: mailHost\n"
+                             "mailHost: mail-new.example.org\n-\n" % dn,
+                             dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+            expect_ok(request(d.addr, user, pw), NEW)
+            slapd.ldapmodify(frozen, dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+            ans = request(d.addr, user, pw)
+            check(ans.status == "WAIT", "frozen again: the bound starts over: %r", ans)
+    finally:
+        slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailhostMigrationState\n"
+                         "mailhostMigrationState: waiting\n-\nreplace: mailHost\n"
+                         "mailHost: mail-old.example.org\n-\n" % dn,
+                         dn=slapd.ctl_dn, pw=slapd.ctl_pw)
+
+
 def t_17_2_smtp_without_password_check_refused(work, slapd):
     """Issue 17.2: verify_password no leaves SMTP AUTH unchecked unless nginx hands the login
     to the backend (proxy_smtp_auth on): the check refuses it until the admin says so."""
@@ -763,7 +812,7 @@ def main():
         log = c.d.read_log()
         for t in (t_17_1_unmapped_host_refused, t_literal_and_resolved_values,
                   t_17_2_smtp_without_password_check_refused, t_17_5_no_route_try_later,
-                  t_17_16_bind_timeout_is_try_later, t_17_6_frozen_too_long,
+                  t_17_16_bind_timeout_is_try_later, t_17_6_frozen_too_long, t_frozen_login_wait,
                   t_failover_first_uri_dead, t_unix_socket_and_secret, t_no_verify_default_backend,
                   t_bruteforce, t_metrics_healthz, t_reload, t_reload_500_backends,
                   t_state_file_stragglers,

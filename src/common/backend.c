@@ -23,6 +23,8 @@ struct backend {
     unsigned port[MH_PROTO_COUNT];
     enum mh_login_rewrite rewrite;
     char login_attr[MH_LOGIN_ATTR_MAX + 1];
+    char transport[MH_NEXTHOP_MAX + 1];        /* "": smtp:[address]:25 */
+    char local_transport[MH_NEXTHOP_MAX + 1];  /* "": none */
 };
 
 #define MAX_NETWORKS 32
@@ -89,8 +91,13 @@ void mh_backend_map_dump_backends(const struct mh_backend_map *map, FILE *fp)
         const struct backend *b = &map->items[i];
         fprintf(fp, "backend %s address=%s", b->name, b->address);
         dump_ports(b->port, fp);
-        fprintf(fp, " login=%s%s\n", b->rewrite == MH_LOGIN_LOCALPART ? "localpart"
+        fprintf(fp, " login=%s%s", b->rewrite == MH_LOGIN_LOCALPART ? "localpart"
                     : b->rewrite == MH_LOGIN_ATTRIBUTE ? "attribute:" : "keep", b->login_attr);
+        if (b->transport[0])
+            fprintf(fp, " transport=%s", b->transport);
+        if (b->local_transport[0])
+            fprintf(fp, " local_transport=%s", b->local_transport);
+        fputc('\n', fp);
     }
 }
 
@@ -176,6 +183,30 @@ static int port_word(unsigned *ports, const char *key, size_t klen, const char *
     return 0;
 }
 
+/* A Postfix next hop as transport(5) writes one: "transport:nexthop" (lmtp:inet:[ip]:24,
+ * smtp:[ip]:25, local:): a transport name of letters, digits, '-' and '_', a colon, then
+ * printable ASCII without spaces. */
+static int nexthop_word(char *out, const char *key, size_t klen, const char *val, size_t vlen,
+                        char *err, size_t errsize)
+{
+    size_t t = 0;
+    while (t < vlen && (isalnum((unsigned char)val[t]) || val[t] == '-' || val[t] == '_'))
+        t++;
+    int ok = t > 0 && t < vlen && val[t] == ':' && vlen <= MH_NEXTHOP_MAX;
+    for (size_t i = t; ok && i < vlen; i++)
+        ok = val[i] > 0x20 && val[i] < 0x7f;
+    if (!ok) {
+        snprintf(err, errsize, "%.*s: expected a Postfix next hop such as "
+                 "lmtp:inet:[192.0.2.20]:24 or smtp:[192.0.2.20]:25 (transport:nexthop, at "
+                 "most %d printable characters, no spaces), got \"%.*s\"", (int)klen, key,
+                 MH_NEXTHOP_MAX, (int)vlen, val);
+        return -1;
+    }
+    memcpy(out, val, vlen);
+    out[vlen] = '\0';
+    return 0;
+}
+
 static int backend_word(void *ctx, const char *key, size_t klen, const char *val, size_t vlen,
                         char *err, size_t errsize)
 {
@@ -222,6 +253,10 @@ static int backend_word(void *ctx, const char *key, size_t klen, const char *val
         }
         return 0;
     }
+    if (klen == 9 && strncmp(key, "transport", 9) == 0)
+        return nexthop_word(b->transport, key, klen, val, vlen, err, errsize);
+    if (klen == 15 && strncmp(key, "local_transport", 15) == 0)
+        return nexthop_word(b->local_transport, key, klen, val, vlen, err, errsize);
     snprintf(err, errsize, "unknown backend option \"%.*s\"", (int)klen, key);
     return -1;
 }
@@ -492,9 +527,10 @@ static enum mh_route_status resolve(struct mh_resolver *r, const char *host, cha
     return ip[0] ? MH_ROUTE_OK : MH_ROUTE_TEMPFAIL;
 }
 
-enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
-                                      struct mh_resolver *resolver, const char *value,
-                                      enum mh_proto proto, struct mh_route *out)
+/* proto < 0: for delivery (no port) */
+static enum mh_route_status route(const struct mh_backend_map *map,
+                                  struct mh_resolver *resolver, const char *value, int proto,
+                                  struct mh_route *out)
 {
     size_t len = strlen(value);
     const char *host = value;
@@ -549,7 +585,10 @@ enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
         snprintf(out->name, sizeof out->name, "%s", b->name);
         out->rewrite = b->rewrite;
         snprintf(out->login_attr, sizeof out->login_attr, "%s", b->login_attr);
-        if (port == 0)
+        out->backend = 1;
+        out->transport = b->transport[0] ? b->transport : NULL;
+        out->local_transport = b->local_transport[0] ? b->local_transport : NULL;
+        if (port == 0 && proto >= 0)
             port = b->port[proto] ? b->port[proto] : map->default_port[proto];
     } else if (is_ip(hostbuf)) {
         /* nginx gets the address that route_unmapped checked: an IPv4-mapped or -compatible
@@ -574,10 +613,34 @@ enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
         if (!allowed(map, out->server))
             return MH_ROUTE_UNMAPPED;
     }
+    if (proto < 0)
+        return MH_ROUTE_OK;   /* delivery: the port is the next hop's (mh_backend_nexthop) */
     if (port == 0)
         port = map->default_port[proto];
     if (port == 0)
         return MH_ROUTE_INVALID;
     out->port = port;
     return MH_ROUTE_OK;
+}
+
+enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
+                                      struct mh_resolver *resolver, const char *value,
+                                      enum mh_proto proto, struct mh_route *out)
+{
+    return route(map, resolver, value, (int)proto, out);
+}
+
+enum mh_route_status mh_backend_route_delivery(const struct mh_backend_map *map,
+                                               struct mh_resolver *resolver, const char *value,
+                                               struct mh_route *out)
+{
+    return route(map, resolver, value, -1, out);
+}
+
+const char *mh_backend_nexthop(const struct mh_route *r, char *buf, size_t bufsize)
+{
+    if (r->transport != NULL)
+        return r->transport;
+    int n = snprintf(buf, bufsize, "smtp:[%s]:25", r->server);
+    return n > 0 && (size_t)n < bufsize ? buf : NULL;
 }

@@ -29,6 +29,7 @@
 
 #define MH_LOGIN_ATTR_MAX 63           /* login=attribute:NAME */
 #define MH_LOGIN_ATTRS_MAX 2           /* distinct NAMEs in one backend map */
+#define MH_NEXTHOP_MAX 255             /* transport= and local_transport= values */
 
 /* KEEP: the login as typed; LOCALPART: its part before the last '@'; ATTRIBUTE: the first
  * value of an attribute of the user's entry (login=attribute:uid), so an alias login
@@ -41,6 +42,10 @@ struct mh_route {
     enum mh_login_rewrite rewrite;
     char login_attr[MH_LOGIN_ATTR_MAX + 1]; /* MH_LOGIN_ATTRIBUTE: the attribute's name */
     char name[MH_BACKEND_NAME_MAX + 1]; /* backend name or the value's host part, for logs */
+    int backend;                     /* 1: a configured backend (name is its name) */
+    const char *transport;           /* its transport= (Postfix next hop), NULL: none */
+    const char *local_transport;     /* its local_transport=, NULL: none */
+    /* transport and local_transport point into the map, valid as long as it is */
 };
 
 enum mh_route_status {
@@ -57,7 +62,9 @@ struct mh_backend_map *mh_backend_map_new(void);
 void mh_backend_map_free(struct mh_backend_map *map);
 
 /* Adds a backend from the arguments of a "backend" line: "NAME address=IP [imap=PORT]
- * [pop3=PORT] [smtp=PORT] [login=keep|localpart|attribute:NAME]".  At most
+ * [pop3=PORT] [smtp=PORT] [login=keep|localpart|attribute:NAME] [transport=NEXTHOP]
+ * [local_transport=NEXTHOP]" (NEXTHOP: a Postfix next hop, transport:nexthop, for the
+ * socketmap: how other servers deliver to it, and what its own Postfix uses for its users).  At most
  * MH_LOGIN_ATTRS_MAX distinct NAMEs in a map.  Returns 0, or -1 with a message in err. */
 int mh_backend_map_add(struct mh_backend_map *map, const char *args, char *err, size_t errsize);
 
@@ -97,6 +104,16 @@ void mh_backend_map_dump_backends(const struct mh_backend_map *map, FILE *fp);
 enum mh_route_status mh_backend_route(const struct mh_backend_map *map,
                                       struct mh_resolver *resolver, const char *value,
                                       enum mh_proto proto, struct mh_route *out);
+
+/* As mh_backend_route, for mail delivery (the Postfix socketmap): no port is needed or set
+ * (out->port 0); the next hop comes from mh_backend_nexthop. */
+enum mh_route_status mh_backend_route_delivery(const struct mh_backend_map *map,
+                                               struct mh_resolver *resolver, const char *value,
+                                               struct mh_route *out);
+
+/* The Postfix next hop that delivers to route r: its backend's transport=, else
+ * "smtp:[SERVER]:25" written into buf.  NULL if that does not fit bufsize. */
+const char *mh_backend_nexthop(const struct mh_route *r, char *buf, size_t bufsize);
 
 /* Rewrites login for the backend into out (size outsize).  Returns out, or NULL when the
  * login stays as it is (MH_LOGIN_KEEP, or no '@' to strip) and for MH_LOGIN_ATTRIBUTE, whose

@@ -251,6 +251,32 @@ enum mh_parse mh_request_parse(struct mh_request *req, mh_header_getter get, voi
     return MH_PARSE_OK;
 }
 
+enum mh_parse mh_request_set_recipient(struct mh_request *req, const char *addr, size_t len,
+                                       const char **why)
+{
+    memset(req, 0, sizeof *req);
+    req->proto = MH_PROTO_SMTP;
+    req->method = MH_METHOD_NONE;
+    req->attempt = 1;
+    req->delivery = 1;
+    if (len == 0)
+        *why = "empty address";
+    else if (len > MH_LOGIN_MAX)
+        *why = "address too long";
+    else if (has_control(addr, len))
+        *why = "control character or NUL in address";
+    else if (!valid_utf8((const unsigned char *)addr, len))
+        *why = "address is not valid UTF-8";
+    else
+        *why = NULL;
+    if (*why != NULL)
+        return MH_PARSE_BADLOGIN;
+    memcpy(req->login, addr, len);
+    req->login[len] = '\0';
+    req->login_len = len;
+    return MH_PARSE_OK;
+}
+
 void mh_request_wipe(struct mh_request *req)
 {
     OPENSSL_cleanse(req->pass, sizeof req->pass);
@@ -339,6 +365,14 @@ int mh_answer_headers(const struct mh_answer *a, enum mh_proto proto, struct mh_
         }
         break;
     }
+    case MH_OUT_WAIT:
+        /* nginx asks again after Auth-Wait seconds and tells the client nothing */
+        if (a->wait == 0)
+            return -1;
+        snprintf(numbuf + 12, 12, "%u", a->wait);
+        hdr[n++] = (struct mh_header){"Auth-Status", "WAIT"};
+        hdr[n++] = (struct mh_header){"Auth-Wait", numbuf + 12};
+        break;
     default:
         return -1;
     }

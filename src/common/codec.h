@@ -40,6 +40,10 @@ struct mh_request {
     size_t pass_len;
     char client_ip[64];                /* Client-IP as canonical text (addr.h: ::ffff:a.b.c.d
                                         * becomes a.b.c.d) */
+    int delivery;                      /* 1: not from nginx but a mail delivery lookup (the
+                                        * Postfix socketmap, method NONE): login is the
+                                        * recipient, and the route needs no port
+                                        * (mh_backend_route_delivery) */
 };
 
 /* Returns the value of header `name` (case-insensitive) and its length, or NULL if absent;
@@ -60,6 +64,13 @@ enum mh_parse {
 };
 enum mh_parse mh_request_parse(struct mh_request *req, mh_header_getter get, void *ctx,
                                const char **why);
+
+/* Fills *req for a mail delivery lookup (the Postfix socketmap): SMTP, method NONE,
+ * delivery 1, attempt 1, no password, no client address; login = addr.  Returns MH_PARSE_OK,
+ * or MH_PARSE_BADLOGIN (with *why) when addr cannot be a user's address (empty, too long,
+ * control characters, not UTF-8). */
+enum mh_parse mh_request_set_recipient(struct mh_request *req, const char *addr, size_t len,
+                                       const char **why);
 
 /* Overwrites the password with zeros (OPENSSL_cleanse). */
 void mh_request_wipe(struct mh_request *req);
@@ -85,7 +96,8 @@ struct mh_answer {
     const char *server;       /* OK: an IP literal, IPv6 unbracketed */
     unsigned port;            /* OK: 1..65535 */
     const char *user;         /* OK: login to use towards the backend, or NULL to keep */
-    unsigned wait;            /* REFUSED/TEMPFAIL: Auth-Wait seconds, 0 = none (session ends) */
+    unsigned wait;            /* REFUSED/TEMPFAIL: Auth-Wait seconds, 0 = none (session ends);
+                               * WAIT: seconds until nginx asks again, >= 1 */
     const char *text;         /* REFUSED: override of the default error text, or NULL */
     const char *smtp_code;    /* SMTP error code override ("550 5.1.1"), or NULL */
 };

@@ -153,6 +153,7 @@ enum store {
     ST_STR,         /* char * at off, NULL: not set */
     ST_LISTENS,     /* listen[], n_listen */
     ST_STATUS,      /* status_listen, has_status */
+    ST_SOCKETMAP,   /* socketmap_listen[], n_socketmap */
     ST_URIS,        /* ldap_uri[], n_uri */
 };
 
@@ -274,6 +275,31 @@ static int h_listen(struct ctx *x, const char *v, const struct key *k)
         return -1;
     c->n_listen++;
     return 0;
+}
+
+static int h_socketmap_listen(struct ctx *x, const char *v, const struct key *k)
+{
+    struct mh_conf *c = x->c;
+    if (c->n_socketmap == MH_MAX_LISTEN)
+        return fail(x, "at most %d socketmap_listen lines", MH_MAX_LISTEN);
+    if (parse_listen(x, v, &c->socketmap_listen[c->n_socketmap]) < 0)
+        return -1;
+    c->n_socketmap++;
+    return 0;
+}
+
+/* Postfix's recipient_delimiter: the characters that start an address extension. */
+static int h_delimiter(struct ctx *x, const char *v, const struct key *k)
+{
+    size_t n = strlen(v);
+    int ok = n > 0 && n <= 16;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = v[i] > 0x20 && v[i] < 0x7f && v[i] != '@' && v[i] != '"';
+    if (!ok)
+        return fail(x, "expected the characters that start an address extension, as "
+                    "Postfix's recipient_delimiter (e.g. + or +-; at most 16, printable, no "
+                    "'@'), got \"%s\"", v);
+    return h_string(x, v, k);
 }
 
 static int h_status_listen(struct ctx *x, const char *v, const struct key *k)
@@ -597,6 +623,14 @@ static void d_listen(FILE *fp, const struct key *k, const struct mh_conf *c)
         dump_listen(fp, k->name, &c->listen[i]);
 }
 
+static void d_socketmap_listen(FILE *fp, const struct key *k, const struct mh_conf *c)
+{
+    for (size_t i = 0; i < c->n_socketmap; i++)
+        dump_listen(fp, k->name, &c->socketmap_listen[i]);
+    if (c->n_socketmap == 0)
+        fprintf(fp, "#%s (not set)\n", k->name);
+}
+
 static void d_status_listen(FILE *fp, const struct key *k, const struct mh_conf *c)
 {
     if (c->has_status)
@@ -704,6 +738,12 @@ static void d_level(FILE *fp, const struct key *k, const struct mh_conf *c)
 static const struct key keys[] = {
     {"listen", h_listen, d_listen, ST_LISTENS, 0, NO_RANGE, KEY_REPEAT | RESTART, NULL},
     {"status_listen", h_status_listen, d_status_listen, ST_STATUS, 0, NO_RANGE, RESTART, NULL},
+    {"socketmap_listen", h_socketmap_listen, d_socketmap_listen, ST_SOCKETMAP, 0, NO_RANGE,
+     KEY_REPEAT | RESTART, NULL},
+    {"socketmap_max_connections", T_UINT, OFF(socketmap_max_connections), 1, 10000, RESTART,
+     "100"},
+    {"recipient_delimiter", h_delimiter, d_string, ST_STR, OFF(recipient_delimiter), NO_RANGE,
+     RELOAD, NULL},
     {"socket_mode", h_socket_mode, d_socket_mode, ST_UINT, OFF(socket_mode), NO_RANGE, RESTART,
      "0660"},
     {"socket_group", T_STRING, OFF(socket_group), NO_RANGE, RESTART, NULL},
@@ -752,6 +792,9 @@ static const struct key keys[] = {
     {"credential_cache_entries", T_UINT, OFF(credential_cache_entries), 1, 100000000, RELOAD,
      "100000"},
     {"frozen_warn_after", T_MS, OFF(frozen_warn_after_ms), 0, 86400000, RELOAD, "14400000ms"},
+    {"frozen_login_wait", T_SECONDS, OFF(frozen_login_wait_s), 0, 3600, RELOAD, "0s"},
+    {"frozen_login_wait_interval", T_SECONDS, OFF(frozen_login_wait_interval_s), 1, 60, RELOAD,
+     "2s"},
     {"route_cache_ttl", T_MS, OFF(route_cache_ttl_ms), 0, 86400000, RELOAD, "0ms"},
     {"route_cache_negative_ttl", T_MS, OFF(route_cache_negative_ttl_ms), 0, 86400000, RELOAD,
      "10000ms"},
@@ -1412,6 +1455,10 @@ static int same_value(const struct key *k, const struct mh_conf *a, const struct
     case ST_LISTENS:   /* parse_listen() zeroes each one: memcmp is exact */
         return a->n_listen == b->n_listen &&
                memcmp(a->listen, b->listen, a->n_listen * sizeof a->listen[0]) == 0;
+    case ST_SOCKETMAP:
+        return a->n_socketmap == b->n_socketmap &&
+               memcmp(a->socketmap_listen, b->socketmap_listen,
+                      a->n_socketmap * sizeof a->socketmap_listen[0]) == 0;
     case ST_STATUS:
         return a->has_status == b->has_status &&
                (!a->has_status ||

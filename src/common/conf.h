@@ -2,7 +2,7 @@
 /* conf.h - mailhostd's configuration: read, checked, dumped.
  *
  * File format: one "key value" per line, '#' starts a comment line, blank lines ignored.
- * Keys that may repeat: listen, ldap_uri, backend.  Every other key at most once.
+ * Keys that may repeat: listen, socketmap_listen, ldap_uri, backend.  Every other key at most once.
  * Every error names "file:line: key: problem" ("file: key: missing: ..." for a required key
  * that is not there); unknown keys are errors.  '#' after a value is part of the value: an
  * error about such a value, and a warning (warnings below) when it loads, say so.
@@ -41,6 +41,10 @@ struct mh_conf {
     struct mh_listen listen[MH_MAX_LISTEN];
     size_t n_listen;
     struct mh_listen status_listen;  /* /metrics and /healthz; has_status = 0: off */
+    struct mh_listen socketmap_listen[MH_MAX_LISTEN]; /* Postfix socketmap (socketmap.h) */
+    size_t n_socketmap;
+    unsigned socketmap_max_connections;
+    char *recipient_delimiter;   /* as Postfix's recipient_delimiter; NULL: none */
     int has_status;
     unsigned socket_mode;        /* unix sockets */
     char *socket_group;          /* NULL: the daemon's group */
@@ -68,6 +72,9 @@ struct mh_conf {
     unsigned ldap_connect_timeout_ms;
     unsigned request_timeout_ms;      /* whole request, queue wait included */
     unsigned frozen_warn_after_ms;    /* warn about users frozen this long; 0: off */
+    unsigned frozen_login_wait_s;     /* a frozen user's login waits (Auth-Status WAIT) this
+                                       * long at most, from its first frozen answer; 0: off */
+    unsigned frozen_login_wait_interval_s; /* nginx asks again after this (Auth-Wait) */
     unsigned ldap_retry_s;            /* a failed URI is skipped this long; then failback */
     enum mh_tls ldap_tls;
     char *ldap_tls_ca_file;

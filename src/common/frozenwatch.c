@@ -25,15 +25,18 @@ static size_t find(const char *dn)
     return n;
 }
 
-void mh_frozenwatch_seen(const char *dn, int frozen, uint64_t warn_after_ms, uint64_t now_ms)
+uint64_t mh_frozenwatch_seen(const char *dn, int frozen, uint64_t warn_after_ms, int keep,
+                             uint64_t now_ms)
 {
-    if (dn == NULL || warn_after_ms == 0)
-        return;
+    if (dn == NULL || (warn_after_ms == 0 && !keep))
+        return 0;
     char buf[1024];
     const char *safe = NULL;
-    uint64_t since_s = 0;
+    uint64_t since_s = 0, frozen_for = 0;
     pthread_mutex_lock(&lock);
     size_t i = find(dn);
+    if (i < n && frozen)
+        frozen_for = now_ms - tab[i].first_ms;
     if (!frozen) {
         if (i < n) {
             free(tab[i].dn);
@@ -43,7 +46,7 @@ void mh_frozenwatch_seen(const char *dn, int frozen, uint64_t warn_after_ms, uin
         char *copy = n < MH_FROZENWATCH_MAX ? strdup(dn) : NULL;
         if (copy)
             tab[n++] = (struct seen){ copy, now_ms, 0 };
-    } else if (now_ms - tab[i].first_ms >= warn_after_ms) {
+    } else if (warn_after_ms > 0 && now_ms - tab[i].first_ms >= warn_after_ms) {
         uint64_t again = warn_after_ms > HOUR_MS ? warn_after_ms : HOUR_MS;
         if (tab[i].warned_ms == 0 || now_ms - tab[i].warned_ms >= again) {
             tab[i].warned_ms = now_ms;
@@ -57,6 +60,7 @@ void mh_frozenwatch_seen(const char *dn, int frozen, uint64_t warn_after_ms, uin
                "since start); forgotten unfreeze? mailhostctl unfreeze", safe,
                (unsigned long long)since_s);
     }
+    return frozen_for;
 }
 
 void mh_frozenwatch_count(uint64_t warn_after_ms, uint64_t now_ms, unsigned *too_long,

@@ -16,8 +16,11 @@
 
 /* Records that dn's login was answered frozen (frozen != 0) or otherwise (forgets dn).
  * Logs one warning when the user has been frozen for warn_after_ms, and again only after
- * each further max(warn_after_ms, 1 hour).  warn_after_ms 0: off, nothing recorded. */
-void mh_frozenwatch_seen(const char *dn, int frozen, uint64_t warn_after_ms, uint64_t now_ms);
+ * each further max(warn_after_ms, 1 hour).  warn_after_ms 0: no warnings, and nothing is
+ * recorded unless keep (frozen_login_wait needs the first sighting).  Returns how long dn
+ * has been frozen (ms since its first sighting; 0 at the first, and when not recorded). */
+uint64_t mh_frozenwatch_seen(const char *dn, int frozen, uint64_t warn_after_ms, int keep,
+                             uint64_t now_ms);
 
 /* Users frozen (first sighting) for at least warn_after_ms at now_ms; tracked users. */
 void mh_frozenwatch_count(uint64_t warn_after_ms, uint64_t now_ms, unsigned *too_long,

@@ -25,13 +25,21 @@ static atomic_ullong *routes;     /* per configured backend, then one for "other
 static size_t n_backends;
 static char **backend_names;
 static atomic_ullong ldap_errors[MH_MAX_URIS];
+/* socketmap lookups: by map other than transport@, and transport@ per backend (then one for
+ * names a reload added), each by reply status */
+static atomic_ullong sm_lookups[MH_SM_MAP_COUNT][MH_SM_STATUS_COUNT];
+static atomic_ullong (*sm_at)[MH_SM_STATUS_COUNT];
+static atomic_ullong sm_sum_us;
+static int sm_enabled;
 
 int mh_metrics_init(const struct mh_conf *c)
 {
     n_backends = mh_backend_map_count(c->backends);
     routes = calloc(n_backends + 1, sizeof *routes);
     backend_names = calloc(n_backends + 1, sizeof *backend_names);
-    if (routes == NULL || backend_names == NULL)
+    sm_at = calloc(n_backends + 1, sizeof *sm_at);
+    sm_enabled = c->n_socketmap > 0;
+    if (routes == NULL || backend_names == NULL || sm_at == NULL)
         return -1;
     for (size_t i = 0; i < n_backends; i++)
         backend_names[i] = strdup(mh_backend_map_name(c->backends, i));
@@ -44,8 +52,19 @@ void mh_metrics_free(void)
         free(backend_names[i]);
     free(backend_names);
     free(routes);
+    free(sm_at);
     backend_names = NULL;
     routes = NULL;
+    sm_at = NULL;
+}
+
+/* The index of a backend's series: the start-up map's position, else n_backends. */
+static size_t backend_index(const char *backend)
+{
+    size_t i = 0;
+    while (i < n_backends && (backend == NULL || strcasecmp(backend_names[i], backend)))
+        i++;
+    return i;
 }
 
 void mh_metrics_answer(enum mh_proto proto, enum mh_outcome outcome, uint64_t us,
@@ -58,12 +77,20 @@ void mh_metrics_answer(enum mh_proto proto, enum mh_outcome outcome, uint64_t us
         b++;
     atomic_fetch_add_explicit(&buckets[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&sum_us, us, memory_order_relaxed);
-    if (outcome == MH_OUT_OK && routes != NULL) {
-        size_t i = 0;
-        while (i < n_backends && (backend == NULL || strcasecmp(backend_names[i], backend)))
-            i++;
-        atomic_fetch_add_explicit(&routes[i], 1, memory_order_relaxed);
-    }
+    if (outcome == MH_OUT_OK && routes != NULL)
+        atomic_fetch_add_explicit(&routes[backend_index(backend)], 1, memory_order_relaxed);
+}
+
+void mh_metrics_socketmap(enum mh_sm_map map, const char *backend, enum mh_sm_status st,
+                          uint64_t us)
+{
+    if ((unsigned)map >= MH_SM_MAP_COUNT || (unsigned)st >= MH_SM_STATUS_COUNT)
+        return;
+    if (map == MH_SM_MAP_TRANSPORT_AT && sm_at != NULL)
+        atomic_fetch_add_explicit(&sm_at[backend_index(backend)][st], 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&sm_lookups[map][st], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sm_sum_us, us, memory_order_relaxed);
 }
 
 void mh_metrics_rate_limited(void)
@@ -218,12 +245,37 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
             "answer) longer than frozen_warn_after.\n"
             "# TYPE mailhostd_frozen_too_long_users gauge\nmailhostd_frozen_too_long_users "
             "%u\n", tracked, too_long);
-    put(&o, "# HELP mailhostd_decisions_total Decided requests by what decided them.\n"
+    put(&o, "# HELP mailhostd_decisions_total Decided requests (nginx's and socketmap "
+            "lookups) by what decided them.\n"
             "# TYPE mailhostd_decisions_total counter\n");
     for (size_t i = 1; i <= NSRC; i++)
         put(&o, "mailhostd_decisions_total{source=\"%s\"} %llu\n",
             i < NSRC ? mh_source_name((enum mh_source)i) : "other",
             i < NSRC ? LOAD(by_source[i]) : 0ull);
+    if (sm_enabled) {
+        unsigned long long total = 0;
+        put(&o, "# HELP mailhostd_socketmap_lookups_total Postfix socketmap lookups by map "
+                "(transport@NAME: the Postfix of backend NAME) and reply.\n"
+                "# TYPE mailhostd_socketmap_lookups_total counter\n");
+        for (int m = 0; m < MH_SM_MAP_COUNT; m++)
+            for (size_t i = 0; i <= (m == MH_SM_MAP_TRANSPORT_AT ? n_backends : 0); i++)
+                for (int k = 0; k < MH_SM_STATUS_COUNT; k++) {
+                    unsigned long long v = m == MH_SM_MAP_TRANSPORT_AT ? LOAD(sm_at[i][k])
+                                                                      : LOAD(sm_lookups[m][k]);
+                    total += v;
+                    put(&o, "mailhostd_socketmap_lookups_total{map=\"%s",
+                        mh_sm_map_name((enum mh_sm_map)m));
+                    if (m == MH_SM_MAP_TRANSPORT_AT)
+                        put_label(&o, i < n_backends ? backend_names[i] : "other");
+                    put(&o, "\",reply=\"%s\"} %llu\n", mh_sm_status_name((enum mh_sm_status)k),
+                        v);
+                }
+        put(&o, "# HELP mailhostd_socketmap_lookup_seconds Time spent answering socketmap "
+                "lookups.\n# TYPE mailhostd_socketmap_lookup_seconds summary\n"
+                "mailhostd_socketmap_lookup_seconds_sum %.6f\n"
+                "mailhostd_socketmap_lookup_seconds_count %llu\n",
+            (double)LOAD(sm_sum_us) / 1e6, total);
+    }
     if (mm != NULL && mm->enabled) {
         put(&o, "# HELP mailhostd_mirror_state 0 no copy yet, 1 live, 2 stale.\n"
                 "# TYPE mailhostd_mirror_state gauge\nmailhostd_mirror_state %d\n"

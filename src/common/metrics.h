@@ -30,6 +30,11 @@ void mh_metrics_route_gap(enum mh_metrics_route_gap kind);
 void mh_metrics_ldap_error(size_t uri);
 void mh_metrics_queue(int delta);
 
+/* A Postfix socketmap lookup (socketmap.h): the map (for MH_SM_MAP_TRANSPORT_AT, backend
+ * names the asking backend), the reply's status, microseconds. */
+void mh_metrics_socketmap(enum mh_sm_map map, const char *backend, enum mh_sm_status st,
+                          uint64_t us);
+
 /* Which tier decided a request (MH_SOURCE_NONE is not counted). */
 void mh_metrics_source(enum mh_source via);
 

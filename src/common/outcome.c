@@ -13,6 +13,7 @@ const char *mh_outcome_name(enum mh_outcome o)
     case MH_OUT_REFUSED: return "refused";
     case MH_OUT_TEMPFAIL: return "tempfail";
     case MH_OUT_BADREQ: return "badrequest";
+    case MH_OUT_WAIT: return "wait";
     default: return "?";
     }
 }
@@ -63,6 +64,39 @@ const char *mh_source_name(enum mh_source s)
     case MH_SOURCE_MIRROR_STALE: return "mirror(stale)";
     case MH_SOURCE_ROUTE_CACHE: return "route-cache";
     case MH_SOURCE_ROUTE_CACHE_DIRECTORY: return "route-cache+directory";
+    default: return "?";
+    }
+}
+
+const char *mh_sm_status_word(enum mh_sm_status s)
+{
+    switch (s) {
+    case MH_SM_OK: return "OK";
+    case MH_SM_NOTFOUND: return "NOTFOUND";
+    case MH_SM_TEMP: return "TEMP";
+    case MH_SM_PERM: return "PERM";
+    default: return "?";
+    }
+}
+
+const char *mh_sm_status_name(enum mh_sm_status s)
+{
+    switch (s) {
+    case MH_SM_OK: return "ok";
+    case MH_SM_NOTFOUND: return "notfound";
+    case MH_SM_TEMP: return "temp";
+    case MH_SM_PERM: return "perm";
+    default: return "?";
+    }
+}
+
+const char *mh_sm_map_name(enum mh_sm_map m)
+{
+    switch (m) {
+    case MH_SM_MAP_TRANSPORT: return "transport";
+    case MH_SM_MAP_TRANSPORT_AT: return "transport@";
+    case MH_SM_MAP_RECIPIENT: return "recipient";
+    case MH_SM_MAP_UNKNOWN: return "unknown";
     default: return "?";
     }
 }

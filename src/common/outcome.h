@@ -8,10 +8,12 @@
 #ifndef MH_OUTCOME_H
 #define MH_OUTCOME_H
 
-/* The answer's kind, as nginx sees it. */
-enum mh_outcome { MH_OUT_OK, MH_OUT_REFUSED, MH_OUT_TEMPFAIL, MH_OUT_BADREQ, MH_OUT_COUNT };
+/* The answer's kind, as nginx sees it.  WAIT: nginx asks again after Auth-Wait seconds,
+ * without a word to the client (a frozen user's login waits out the final copy). */
+enum mh_outcome { MH_OUT_OK, MH_OUT_REFUSED, MH_OUT_TEMPFAIL, MH_OUT_BADREQ, MH_OUT_WAIT,
+                  MH_OUT_COUNT };
 
-/* "ok", "refused", "tempfail", "badrequest" */
+/* "ok", "refused", "tempfail", "badrequest", "wait" */
 const char *mh_outcome_name(enum mh_outcome o);
 
 /* Why.  The log prints mh_reason_name and, after it, the decision's detail text (a routing
@@ -67,6 +69,23 @@ enum mh_source {
 };
 
 const char *mh_source_name(enum mh_source s);
+
+/* A Postfix socketmap reply's status (socketmap_table(5)): "OK data", "NOTFOUND ",
+ * "TEMP reason", "PERM reason". */
+enum mh_sm_status { MH_SM_OK, MH_SM_NOTFOUND, MH_SM_TEMP, MH_SM_PERM, MH_SM_STATUS_COUNT };
+
+/* As the reply writes it: "OK", "NOTFOUND", "TEMP", "PERM" */
+const char *mh_sm_status_word(enum mh_sm_status s);
+/* As metrics and the log label it: "ok", "notfound", "temp", "perm" */
+const char *mh_sm_status_name(enum mh_sm_status s);
+
+/* Which socketmap map was asked: "transport" (the MX), "transport@NAME" (the Postfix of
+ * backend NAME), "recipient" (relay_recipient_maps), or a name we do not serve. */
+enum mh_sm_map { MH_SM_MAP_TRANSPORT, MH_SM_MAP_TRANSPORT_AT, MH_SM_MAP_RECIPIENT,
+                 MH_SM_MAP_UNKNOWN, MH_SM_MAP_COUNT };
+
+/* "transport", "transport@", "recipient", "unknown" */
+const char *mh_sm_map_name(enum mh_sm_map m);
 
 /* A user's migration state (ldap_state_attribute).  Only "frozen" (any case) changes an
  * answer; every other value, and none, is MH_STATE_ACTIVE. */

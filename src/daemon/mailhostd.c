@@ -29,6 +29,7 @@
 #include "lastlogin.h"
 #include "notify.h"
 #include "privdrop.h"
+#include "socketmap.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -168,6 +169,7 @@ int main(int argc, char **argv)
     char err[2048] = "";
     struct mh_conf *conf = NULL;
     struct mh_http *http = NULL;
+    struct mh_socketmap *smap = NULL;
     struct mh_decide *decide = NULL;
     struct mh_gen *gen = NULL;
     struct mh_lastlogin *lastlogin = NULL;
@@ -229,6 +231,7 @@ int main(int argc, char **argv)
 
     if (mh_dir_global_init(conf, err, sizeof err) < 0 ||
         (http = mh_http_bind(conf, err, sizeof err)) == NULL ||
+        (smap = mh_socketmap_bind(conf, err, sizeof err)) == NULL ||
         (decide = mh_decide_new(conf, err, sizeof err)) == NULL ||
         mh_privdrop(conf->user, conf->group, err, sizeof err) < 0) {
         startup_error(err, to_stderr || conf->log_target == MH_LOG_STDERR);
@@ -249,7 +252,8 @@ int main(int argc, char **argv)
     }
     if (mh_metrics_init(conf) < 0 || (gen = mh_gen_new(conf, 0, err, sizeof err)) == NULL ||
         mh_decide_start(decide, gen, err, sizeof err) < 0 ||   /* takes gen over */
-        mh_http_start(http, decide, err, sizeof err) < 0) {
+        mh_http_start(http, decide, err, sizeof err) < 0 ||
+        mh_socketmap_start(smap, decide, err, sizeof err) < 0) {
         startup_error(err[0] ? err : "out of memory",
                       to_stderr || conf->log_target == MH_LOG_STDERR);
         goto done;
@@ -284,9 +288,11 @@ int main(int argc, char **argv)
 done:
     if (http)
         mh_http_quiesce(http);
+    mh_socketmap_quiesce(smap);
     if (decide)
         mh_decide_stop_workers(decide); /* answers queued requests, resumes their connections */
     mh_http_free(http);             /* ends the requests */
+    mh_socketmap_free(smap);
     mh_decide_free(decide);         /* frees the generations */
     if (lastlogin != NULL) {
         long n = mh_lastlogin_save(lastlogin, conf->state_file);

@@ -64,13 +64,22 @@ static const char *effective_route(const struct mh_conf *conf, const char *value
     return value == NULL || value[0] == '\0' ? conf->default_backend : value;
 }
 
+/* The route for req: a login's port for its protocol, or for delivery none. */
+static enum mh_route_status route_for(const struct mh_conf *conf, struct mh_resolver *resolver,
+                                      const char *value, const struct mh_request *req,
+                                      struct mh_route *out)
+{
+    return req->delivery ? mh_backend_route_delivery(conf->backends, resolver, value, out)
+                         : mh_backend_route(conf->backends, resolver, value, req->proto, out);
+}
+
 int mh_router_needs_login_attr(const struct mh_conf *conf, const struct mh_request *req,
                                const char *value)
 {
     struct mh_route r;
     const char *v = effective_route(conf, value);
     return req->method != MH_METHOD_NONE && v != NULL &&
-           mh_backend_route(conf->backends, NULL, v, req->proto, &r) == MH_ROUTE_OK &&
+           route_for(conf, NULL, v, req, &r) == MH_ROUTE_OK &&
            r.rewrite == MH_LOGIN_ATTRIBUTE;
 }
 
@@ -91,8 +100,7 @@ int mh_router_entry_decidable(const struct mh_conf *conf, const struct mh_reques
         return 1;
     const char *v = effective_route(conf, e->route);
     /* a host name is resolved on a worker (an invalid value is judged there too) */
-    return v == NULL || mh_backend_route(conf->backends, NULL, v, req->proto, &r) !=
-                        MH_ROUTE_INVALID;
+    return v == NULL || route_for(conf, NULL, v, req, &r) != MH_ROUTE_INVALID;
 }
 
 /* Auth-User from the entry's attribute (login=attribute:NAME): 0, or -1 with d set to a
@@ -144,10 +152,15 @@ void mh_router_decide_entry(const struct mh_conf *conf, struct mh_resolver *reso
 
     /* the final copy of a mailbox runs while its user is frozen: no session may change it */
     int frozen = e->state == MH_STATE_FROZEN;
+    uint64_t frozen_for = 0;
     if (!recipient)
-        mh_frozenwatch_seen(e->dn, frozen, conf->frozen_warn_after_ms, mh_now_ms());
+        frozen_for = mh_frozenwatch_seen(e->dn, frozen, conf->frozen_warn_after_ms,
+                                         conf->frozen_login_wait_s > 0, mh_now_ms());
     if (frozen) {
-        set(d, MH_OUT_TEMPFAIL, MH_REASON_FROZEN);
+        /* frozen_login_wait: nginx asks again shortly, the client only sees a slow login
+         * that lands on the new server after the flip; past it, "try later" */
+        int wait = !recipient && frozen_for < (uint64_t)conf->frozen_login_wait_s * 1000;
+        set(d, wait ? MH_OUT_WAIT : MH_OUT_TEMPFAIL, MH_REASON_FROZEN);
         return;
     }
     const char *route_value = effective_route(conf, e->route);
@@ -158,7 +171,7 @@ void mh_router_decide_entry(const struct mh_conf *conf, struct mh_resolver *reso
         set(d, MH_OUT_TEMPFAIL, MH_REASON_NO_ROUTE);
         return;
     }
-    switch (mh_backend_route(conf->backends, resolver, route_value, req->proto, &d->route)) {
+    switch (route_for(conf, resolver, route_value, req, &d->route)) {
     case MH_ROUTE_OK:
         break;
     case MH_ROUTE_INVALID:

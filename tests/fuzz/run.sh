@@ -6,7 +6,7 @@
 #   BUILD_DIR       a configured build tree whose config.h is used (default: _build, if it
 #                   has one; otherwise a minimal config.h is written to the work directory)
 #   FUZZ_SECONDS    seconds per target (default 20)
-#   FUZZ_TARGETS    which targets (default: "codec config backend journal mirror")
+#   FUZZ_TARGETS    which targets (default: "codec config backend journal mirror socketmap")
 #   FUZZ_CC         the compiler (default: clang)
 #   FUZZ_KEEP       a directory (outside the source tree) to copy each target's binary, log,
 #                   crash inputs and grown corpus into (default: none)
@@ -21,7 +21,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 seconds=${FUZZ_SECONDS:-20}
-read -r -a targets <<<"${FUZZ_TARGETS:-codec config backend journal mirror}"
+read -r -a targets <<<"${FUZZ_TARGETS:-codec config backend journal mirror socketmap}"
 cc=${FUZZ_CC:-clang}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mailhostd-fuzz.XXXXXX")
@@ -81,12 +81,13 @@ sources() {
                       src/common/ldapconn.c src/common/clock.c src/common/metrics.c src/common/frozenwatch.c src/common/conf.c src/common/backend.c src/common/cidr.c \
                       src/common/codec.c src/common/outcome.c src/common/addr.c src/common/filter.c src/common/limiter.c src/common/digest.c src/common/shtable.c src/common/log.c ;;
         mirror)  echo src/daemon/mirror.c src/common/shtable.c ;;
+        socketmap) echo src/daemon/smproto.c src/common/backend.c src/common/cidr.c src/common/codec.c src/common/outcome.c src/common/addr.c src/common/log.c ;;
     esac
 }
 max_len() {
     case $1 in
         codec) echo 4096 ;; config) echo 8192 ;; backend) echo 4096 ;; journal) echo 12288 ;;
-        mirror) echo 1024 ;;
+        mirror) echo 1024 ;; socketmap) echo 2048 ;;
     esac
 }
 

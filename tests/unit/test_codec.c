@@ -275,6 +275,16 @@ static void test_answers(void)
           !strcmp(hdr[2].value, "451 4.3.0"), "smtp tempfail");
     n = mh_answer_headers(&tf, MH_PROTO_IMAP, hdr, nums, sizeof nums, 128);
     CHECK(n == 2 && strstr(hdr[0].value, "[UNAVAILABLE]"), "imap tempfail");
+    /* WAIT: nginx asks again after Auth-Wait, silently; never without a wait */
+    struct mh_answer wt = { .outcome = MH_OUT_WAIT, .wait = 2 };
+    for (int p = 0; p < MH_PROTO_COUNT; p++) {
+        n = mh_answer_headers(&wt, (enum mh_proto)p, hdr, nums, sizeof nums, 128);
+        CHECK(n == 2 && !strcmp(hdr[0].name, "Auth-Status") && !strcmp(hdr[0].value, "WAIT") &&
+              !strcmp(hdr[1].name, "Auth-Wait") && !strcmp(hdr[1].value, "2"), "wait %d", p);
+    }
+    wt.wait = 0;
+    CHECK(mh_answer_headers(&wt, MH_PROTO_IMAP, hdr, nums, sizeof nums, 128) == -1,
+          "WAIT without Auth-Wait is refused (nginx would ask again at once)");
     /* never "OK" for a failure: nginx would then want a server */
     for (int o = MH_OUT_REFUSED; o <= MH_OUT_BADREQ; o++) {
         struct mh_answer a = { .outcome = (enum mh_outcome)o };

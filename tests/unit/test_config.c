@@ -71,6 +71,9 @@ static void test_good(void)
         "listen [::1]:9143\n"
         "listen unix:@D@/auth.sock\n"
         "socket_mode 0600\n"
+        "socketmap_listen 127.0.0.1:9466\n"
+        "socketmap_listen unix:@D@/socketmap\n"
+        "recipient_delimiter +-\n"
         "   ldap_uri   ldap://127.0.0.1:389 ldaps://ldap2.example.org\n"
         "ldap_uri ldapi://%2Fvar%2Frun%2Fslapd%2Fldapi\n"
         "ldap_base ou=people,dc=example,dc=org\n"
@@ -113,6 +116,11 @@ static void test_good(void)
         CHECK(c->n_listen == 3 && c->listen[1].port == 9143 && !strcmp(c->listen[1].host, "::1") &&
               c->listen[2].is_unix, "listen lines");
         CHECK(c->socket_mode == 0600, "socket mode");
+        CHECK(c->n_socketmap == 2 && c->socketmap_listen[0].port == 9466 &&
+              c->socketmap_listen[1].is_unix && c->socketmap_max_connections == 100,
+              "socketmap_listen lines");
+        CHECK(c->recipient_delimiter && strcmp(c->recipient_delimiter, "+-") == 0,
+              "recipient_delimiter");
         CHECK(c->n_uri == 3, "three URIs from two lines");
         CHECK(c->ldap_scope == LDAP_SCOPE_ONELEVEL, "scope");
         CHECK(c->ldap_state_attribute == NULL, "state attribute off");
@@ -220,6 +228,11 @@ static void test_bad(void)
         {BASE "state_file /var/lib/x\r/y\n", "state_file: the value holds a control character (0x0d) at byte 11"},
         {BASE "verify_password no\nsmtp_password_checked_by nginx\n", "smtp_password_checked_by: expected mailhostd or backend"},
         {BASE "socket_mode 999\n", "socket_mode: expected an octal mode"},
+        {BASE "socketmap_listen 9466\n", "socketmap_listen: expected IPv4:port"},
+        {BASE "socketmap_listen unix:relative\n", "socketmap_listen: unix socket path must be absolute"},
+        {BASE "recipient_delimiter a@b\n", "recipient_delimiter: expected the characters that start an address extension"},
+        {BASE "socketmap_max_connections 0\n", "socketmap_max_connections: expected a whole number from 1"},
+        {BASE "backend x address=192.0.2.1 transport=smtp\n", "transport: expected a Postfix next hop"},
         {BASE "log journal\n", "log: expected syslog or stderr"},
         {BASE "log_facility kernel\n", "unknown syslog facility"},
         {BASE "log_level loud\n", "log_level: expected err"},
@@ -360,6 +373,8 @@ static void test_restart_changes(void)
         {"listen", "listen [::1]:0\n", "listen "},
         {"status_listen", "status_listen 127.0.0.1:0\n", "status_listen "},
         {"socket_mode", "socket_mode 0600\n", "socket_mode "},
+        {"socketmap_listen", "socketmap_listen 127.0.0.1:0\n", "socketmap_listen "},
+        {"socketmap_max_connections", "socketmap_max_connections 5\n", "socketmap_max_connections "},
         {"socket_group", "socket_group mail\n", "socket_group "},
         {"user", "user nobody\n", "user "},
         {"group", "group nogroup\n", "group "},

@@ -5,6 +5,8 @@
  * print.  Each case has a name, printed when it fails. */
 #include "config.h"
 #include "router.h"
+#include "clock.h"
+#include "frozenwatch.h"
 #include "check.h"
 
 #include <stdlib.h>
@@ -305,7 +307,8 @@ static void test_labels(void)
     for (int s = 0; s < MH_SOURCE_COUNT; s++)
         CHECK(strcmp(mh_source_name((enum mh_source)s), sources[s]) == 0, "source %d: \"%s\"",
               s, mh_source_name((enum mh_source)s));
-    static const char *outcomes[MH_OUT_COUNT] = { "ok", "refused", "tempfail", "badrequest" };
+    static const char *outcomes[MH_OUT_COUNT] = { "ok", "refused", "tempfail", "badrequest",
+                                                  "wait" };
     for (int o = 0; o < MH_OUT_COUNT; o++)
         CHECK(strcmp(mh_outcome_name((enum mh_outcome)o), outcomes[o]) == 0, "outcome %d", o);
     CHECK(mh_reason_counts_as_failure(MH_REASON_BAD_PASSWORD) &&
@@ -327,8 +330,45 @@ static void test_labels(void)
               states[i].value ? states[i].value : "(none)");
 }
 
+/* frozen_login_wait: a frozen user's login is WAIT (nginx asks again) from its first frozen
+ * answer until the bound, then "try later"; never for a recipient; an unfrozen answer in
+ * between starts the count again. */
 /* the two test configurations, loaded once by main() */
 static struct mh_conf *confs[2];
+static struct mh_conf *waitconf;
+static void frozen_login_wait(void)
+{
+    struct mh_request login, rcpt;
+    struct mh_decision d;
+    struct mh_router_entry e = { .dn = "uid=w1,dc=example,dc=org", .route = "old",
+                                 .state = MH_STATE_FROZEN };
+    request(&login, MH_METHOD_PLAIN, MH_PROTO_IMAP, "w1@example.org", "pw");
+    request(&rcpt, MH_METHOD_NONE, MH_PROTO_SMTP, "w1@example.org", "");
+    mh_frozenwatch_reset();
+    mh_router_decide_entry(waitconf, NULL, NULL, &login, 0, &e, 1, &d);
+    CHECK(d.outcome == MH_OUT_WAIT && d.reason == MH_REASON_FROZEN, "first frozen login: WAIT");
+    mh_router_decide_entry(waitconf, NULL, NULL, &login, 0, &e, 1, &d);
+    CHECK(d.outcome == MH_OUT_WAIT, "again within the bound: WAIT");
+    mh_router_decide_entry(waitconf, NULL, NULL, &rcpt, 0, &e, 1, &d);
+    CHECK(d.outcome == MH_OUT_TEMPFAIL, "a recipient never waits: the MTA queues");
+    mh_router_decide_entry(confs[STRICT], NULL, NULL, &login, 0, &e, 1, &d);
+    CHECK(d.outcome == MH_OUT_TEMPFAIL, "frozen_login_wait 0 (the default): try later");
+    /* first seen 120 s ago (frozen_login_wait is 60 s) */
+    struct mh_router_entry e2 = e;
+    e2.dn = "uid=w2,dc=example,dc=org";
+    mh_frozenwatch_seen(e2.dn, 1, 0, 1, mh_now_ms() - 120000);
+    mh_router_decide_entry(waitconf, NULL, NULL, &login, 0, &e2, 1, &d);
+    CHECK(d.outcome == MH_OUT_TEMPFAIL && d.reason == MH_REASON_FROZEN,
+          "past frozen_login_wait: try later");
+    e2.state = MH_STATE_ACTIVE;
+    mh_router_decide_entry(waitconf, NULL, NULL, &login, 0, &e2, 1, &d);
+    CHECK(d.outcome == MH_OUT_OK, "unfrozen: routed");
+    e2.state = MH_STATE_FROZEN;
+    mh_router_decide_entry(waitconf, NULL, NULL, &login, 0, &e2, 1, &d);
+    CHECK(d.outcome == MH_OUT_WAIT, "frozen again: the bound starts over");
+    mh_frozenwatch_reset();
+}
+
 static void entries(void) { test_entries(confs); }
 static void decidable(void) { test_decidable(confs); }
 static void precheck(void) { test_precheck(confs); }
@@ -340,6 +380,7 @@ static const struct check_case check_cases[] = {
     CHECK_CASE(precheck),
     CHECK_CASE(from_mirror),
     CHECK_CASE(test_labels),
+    CHECK_CASE(frozen_login_wait),
 };
 
 int main(void)
@@ -348,11 +389,16 @@ int main(void)
         return 99;
     confs[STRICT] = load(strict_text);
     confs[LENIENT] = load(lenient_text);
+    char wait_text[4096];
+    snprintf(wait_text, sizeof wait_text, "%sfrozen_login_wait 60\nfrozen_warn_after 0\n",
+             strict_text);
+    waitconf = load(wait_text);
     rmdir(dir);
     CHECK(confs[STRICT] != NULL && confs[LENIENT] != NULL, "the test configurations load");
-    int rc = confs[STRICT] != NULL && confs[LENIENT] != NULL
+    int rc = confs[STRICT] != NULL && confs[LENIENT] != NULL && waitconf != NULL
              ? CHECK_RUN("test_router", check_cases) : 1;
     mh_conf_free(confs[STRICT]);
     mh_conf_free(confs[LENIENT]);
+    mh_conf_free(waitconf);
     return rc;
 }
