@@ -117,8 +117,11 @@ def wait_arrived(msg, user, label, timeout=DELIVERY):
     """Waits until user sees msg through nginx, then until no Postfix holds it any more;
     returns where it is, counted on both backends (and records it for the tally)."""
     t0 = time.monotonic()
-    wait_for("%s sees %s through nginx" % (user, msg.msgid),
-             lambda: via_nginx(user, msg.msgid) >= 1, timeout, log=diag)
+
+    def seen():
+        check(not bounces(), "Postfix bounced mail:\n%s\n%s", "\n".join(bounces()), diag())
+        return via_nginx(user, msg.msgid) >= 1
+    wait_for("%s sees %s through nginx" % (user, msg.msgid), seen, timeout, log=diag)
     wait_for("Postfix done with %s" % msg.msgid, lambda: settled(msg.msgid), timeout, log=diag)
     where = everywhere(user, msg.msgid)
     c.delivered[msg.msgid] = where
@@ -275,7 +278,7 @@ def t_old_server_postfix():
           "a loop in OLD's Postfix:\n%s", diag())
     lookups = c.st.mailhostd.read_log()
     check(re.search(r'socketmap map=transport@mail-old\.example\.org key="alice@example\.com"'
-                    r' .*?(?:result|reply)=ok', lookups),
+                    r' .*? reply=ok', lookups),
           "no transport@mail-old lookup for alice in mailhostd's log")
     # mailhostd's view: what each asking server is told for the same user
     check(socketmap("transport@" + HOSTS["OLD"], ALICE) ==

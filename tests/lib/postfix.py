@@ -7,8 +7,9 @@
 
 Everything is its own: a config directory (main.cf, master.cf), a queue directory, a data
 directory, a log file (maillog_file, written by postlogd) and one SMTP listener on a
-loopback address and a free port.  /etc/postfix and the system service are never touched
-or read (the Debian package needs no main.cf of its own for this; it may be unconfigured).
+loopback address and a free port.  Nothing under /etc/postfix is written and the system
+service is never started: the Debian package may stay unconfigured (no main.cf); postfix(1)
+only reads the package's own postfix-files and dynamicmaps.cf there (meta_directory).
 
 Postfix's master runs as root and drops to mail_owner (Debian: postfix); so this needs root.
 As root, postfix(1) wants maillog_file under maillog_file_prefixes and data_directory owned
