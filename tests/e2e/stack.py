@@ -180,9 +180,7 @@ class Dovecot:
         self.address = address
         self.dir = os.path.join(workdir, label.lower())
         self.users = users
-        self.imap = free_port(address)
-        self.pop3 = free_port(address)
-        self.lmtp = free_port(address)
+        self.imap, self.pop3, self.lmtp = mhtest.free_ports(3, address)
         # LMTP recipients are full addresses: OLD knows bare local parts (login=localpart)
         self.lmtp_username_format = "%Ln" if label == "OLD" else "%Lu"
         self.smtp = None                      # set by Stack: the SMTP sink's port
@@ -625,7 +623,7 @@ class Stack:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if ossl.returncode != 0:
             raise StackError("openssl req failed:\n%s" % ossl.stdout.decode(errors="replace"))
-        self.ports = {name: free_port() for name in NGINX_SERVERS}
+        self.ports = dict(zip(NGINX_SERVERS, mhtest.free_ports(len(NGINX_SERVERS))))
         user, group = _run_as()[:2]
         conf = os.path.join(self.nginx_dir, "nginx.conf")
         render("nginx.conf.in", conf, DIR=self.nginx_dir,

@@ -290,6 +290,22 @@ def free_port(address="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def free_ports(n, address="127.0.0.1"):
+    """n different free ports: all n sockets are held until each has its port (one at a
+    time, the kernel may hand out the same port twice: seen as nginx's "duplicate address
+    and port pair")."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind((address, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def greeting(addr, port, timeout=2.0):
     """The first line a server sends on connect (or raises OSError)."""
     with socket.create_connection((addr, port), timeout=timeout) as s:
