@@ -3,11 +3,21 @@
 
     client --IMAP/POP3/SMTP--> nginx mail proxy --auth_http--> mailhostd --LDAP--> slapd
                                    |
-                                   +--> OLD backend (127.0.0.11): Dovecot IMAP/POP3, SMTP sink
-                                   +--> NEW backend (127.0.0.12): Dovecot IMAP/POP3, SMTP sink
+                                   +--> OLD backend (127.0.0.11): Dovecot IMAP/POP3/LMTP, SMTP sink
+                                   +--> NEW backend (127.0.0.12): Dovecot IMAP/POP3/LMTP, SMTP sink
+
+    with Stack(postfix=True), new mail too (tests/test_postfix.py):
+
+    MTA --SMTP--> Postfix MX (127.0.0.10) --socketmap "transport", "recipient"--> mailhostd
+                    +--LMTP--> NEW's Dovecot
+                    +--SMTP--> the OLD server's Postfix (127.0.0.11)
+                                  --socketmap "transport@mail-old.example.org"--> mailhostd
+                                  +--LMTP--> OLD's Dovecot (users still on OLD: local_transport)
+                                  +--LMTP--> NEW's Dovecot (users moved meanwhile)
 
 Everything is real and private: Debian's nginx with its mail module, two Dovecot
-instances, a slapd from tests/lib/slapd.py (schema/ and ldif/sample.ldif), and the
+instances (each with an LMTP listener delivering into the mailboxes IMAP reads), private
+Postfix instances (tests/lib/postfix.py; only with postfix=True), a slapd from tests/lib/slapd.py (schema/ and ldif/sample.ldif), and the
 mailhostd binary ($MAILHOSTD) run by mhtest.Daemon; only the SMTP backends are small
 Python sinks.  All listen on loopback addresses and free ports; configs are made from the
 templates in tests/e2e/templates/ and written to the work directory.
@@ -44,6 +54,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = os.path.join(HERE, "templates")
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 import mhtest  # noqa: E402
+from postfix import Postfix  # noqa: E402
 from slapd import Slapd  # noqa: E402
 
 NGINX_MODULE_DIR = "/usr/lib/nginx/modules"
@@ -55,11 +66,20 @@ USERS = {
     "carol@example.net": ("Carol-pw-3", None),
     "dave@example.net": ("p% w \u00f6+x", "NEW"),
 }
+# with postfix=True also mailboxes for these generated sample users (ldif/gen-sample.py:
+# odd n is on mail-old.example.org, password Sample-pw-0), for test_postfix's moves
+POSTFIX_USERS = {
+    "user001@example.com": ("Sample-pw-0", "OLD"),
+    "user003@example.com": ("Sample-pw-0", "OLD"),
+}
 USER_DNS = {
     "alice@example.com": "uid=alice,ou=example.com,ou=people,dc=example,dc=org",
     "bob@example.com": "uid=bob,ou=example.com,ou=people,dc=example,dc=org",
 }
 HOSTS = {"OLD": "mail-old.example.org", "NEW": "mail-new.example.org"}
+# with postfix=True: the MX, and the OLD server's own Postfix (on the OLD backend's address)
+MX_ADDRESS = "127.0.0.10"
+RELAY_DOMAINS = "example.com"
 
 # nginx server blocks (templates/nginx.conf.in), each on its own port on 127.0.0.1
 NGINX_SERVERS = ("imap_tcp", "pop3_tcp", "imap_unix", "pop3_unix", "imap_noverify",
@@ -90,10 +110,8 @@ def _die_with_parent():
         pass
 
 
-def free_port(address="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
+free_port = mhtest.free_port
+greeting = mhtest.greeting
 
 
 def wait_for(what, fn, timeout, proc=None, log=None):
@@ -119,18 +137,6 @@ def wait_for(what, fn, timeout, proc=None, log=None):
         delay = min(delay * 2, 0.1)
 
 
-def greeting(addr, port, timeout=2.0):
-    """The first line a server sends on connect (or raises OSError)."""
-    with socket.create_connection((addr, port), timeout=timeout) as s:
-        data = b""
-        while not data.endswith(b"\n"):
-            b = s.recv(4096)
-            if not b:
-                break
-            data += b
-        return data.decode("utf-8", "replace").strip()
-
-
 def _tail(path, n=40):
     try:
         with open(path, "rb") as f:
@@ -140,37 +146,7 @@ def _tail(path, n=40):
         return "(no %s)" % path
 
 
-def _group_members(pgid):
-    """PIDs of the live processes in process group pgid (from /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read().decode("latin-1")
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            pids.append(int(entry))
-    return pids
-
-
-def reap_group(pgid, timeout=10.0):
-    """Waits until no process of group pgid is left (a master's workers and helpers end a
-    little after the master); SIGKILL for what is still there after timeout."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while _group_members(pgid):
-        if time.monotonic() > deadline:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except OSError:
-                pass
-            deadline = time.monotonic() + timeout
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+reap_group = mhtest.reap_group
 
 
 def _stop_proc(proc, timeout=10.0):
@@ -204,8 +180,9 @@ class Dovecot:
         self.address = address
         self.dir = os.path.join(workdir, label.lower())
         self.users = users
-        self.imap = free_port(address)
-        self.pop3 = free_port(address)
+        self.imap, self.pop3, self.lmtp = mhtest.free_ports(3, address)
+        # LMTP recipients are full addresses: OLD knows bare local parts (login=localpart)
+        self.lmtp_username_format = "%Ln" if label == "OLD" else "%Lu"
         self.smtp = None                      # set by Stack: the SMTP sink's port
         self.log_path = os.path.join(self.dir, "dovecot.log")
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
@@ -239,7 +216,8 @@ class Dovecot:
         internal_user = "dovecot" if os.geteuid() == 0 else user
         render("dovecot.conf.in", self.conf_path, INSTANCE="mh-e2e-" + self.label.lower(),
                DIR=self.dir, ADDRESS=self.address, LABEL=self.label, IMAP_PORT=self.imap,
-               POP3_PORT=self.pop3, LOGIN_USER=login_user, INTERNAL_USER=internal_user,
+               POP3_PORT=self.pop3, LMTP_PORT=self.lmtp,
+               LMTP_USERNAME_FORMAT=self.lmtp_username_format, LOGIN_USER=login_user, INTERNAL_USER=internal_user,
                MAIL_UID=uid, MAIL_GID=gid)
         with open(os.path.join(self.dir, "dovecot.out"), "ab") as out:
             # its own process group: a Ctrl-C in the terminal reaches the stack, which stops
@@ -254,6 +232,8 @@ class Dovecot:
         wait_for(what + " imap", lambda: greeting(self.address, self.imap).startswith("* OK"),
                  15, self.proc, self.diag)
         wait_for(what + " pop3", lambda: greeting(self.address, self.pop3).startswith("+OK"),
+                 15, self.proc, self.diag)
+        wait_for(what + " lmtp", lambda: greeting(self.address, self.lmtp).startswith("220 "),
                  15, self.proc, self.diag)
         return self
 
@@ -444,8 +424,11 @@ _TOOLS = {
     "dovecot": (("/usr/sbin/dovecot",), "dovecot-core"),
     "dovecot-imap": (("/usr/lib/dovecot/imap", "/usr/libexec/dovecot/imap"), "dovecot-imapd"),
     "dovecot-pop3": (("/usr/lib/dovecot/pop3", "/usr/libexec/dovecot/pop3"), "dovecot-pop3d"),
+    "dovecot-lmtp": (("/usr/lib/dovecot/lmtp", "/usr/libexec/dovecot/lmtp"), "dovecot-lmtpd"),
     "openssl": (("/usr/bin/openssl",), "openssl"),
+    "postfix": (("/usr/sbin/postfix",), "postfix"),
 }
+_OPTIONAL_TOOLS = {"postfix": "with_postfix"}     # needed only when the Stack flag is set
 
 
 def find(name):
@@ -460,7 +443,12 @@ def find(name):
 
 # --------------------------------------------------------------------------- the stack
 class Stack:
-    def __init__(self, workdir=None, srcdir=None):
+    def __init__(self, workdir=None, srcdir=None, postfix=False):
+        """postfix: also run a Postfix MX and the OLD server's Postfix, both routing by
+        mailhostd's socketmap (the tests that do not need them do not pay for them)."""
+        self.with_postfix = postfix
+        self.mx = self.old_mta = None
+        self.socketmap = None               # (address, port) of mailhostd's socketmap
         self.workdir = workdir or tempfile.mkdtemp(prefix="mh-e2e-")
         os.chmod(self.workdir, 0o755)       # nobody (nginx workers, mailhostd) walks into it
         self.srcdir = srcdir or mhtest.SRCDIR
@@ -480,7 +468,8 @@ class Stack:
     # ---------------------------------------------------------------- start
     def check_tools(self):
         for t in _TOOLS:
-            find(t)
+            if t not in _OPTIONAL_TOOLS or getattr(self, _OPTIONAL_TOOLS[t]):
+                find(t)
         mhtest.find_daemon()
 
     def start(self):
@@ -496,6 +485,8 @@ class Stack:
         step("slapd", self._start_slapd)
         step("backends", self._start_backends)
         step("mailhostd", self._start_mailhostd)
+        if self.with_postfix:
+            step("postfix", self._start_postfix)
         step("nginx", self._start_nginx)
         self.timings["total"] = time.monotonic() - t0
         return self
@@ -508,7 +499,8 @@ class Stack:
     def _start_backends(self):
         # the OLD host's map entry says login=localpart: it knows bare names; NEW full addresses
         old_users, new_users = {}, {}
-        for login, (pw, _) in USERS.items():
+        users = dict(USERS, **(POSTFIX_USERS if self.with_postfix else {}))
+        for login, (pw, _) in users.items():
             old_users[login.split("@")[0]] = pw
             new_users[login] = pw
         self.old = Dovecot(self.workdir, "OLD", "127.0.0.11", old_users)
@@ -516,6 +508,10 @@ class Stack:
         self.sink_old = SmtpSink("OLD", "127.0.0.11").start()
         self.sink_new = SmtpSink("NEW", "127.0.0.12").start()
         self.old.smtp, self.new.smtp = self.sink_old.port, self.sink_new.port
+        if self.with_postfix:
+            # made now (their ports go into mailhostd.conf), started once mailhostd runs
+            self.mx = Postfix(self.workdir, "mx", MX_ADDRESS)
+            self.old_mta = Postfix(self.workdir, "old", self.old.address)
         # both start at once, then both are polled until they greet
         self.old.launch()
         self.new.launch()
@@ -543,11 +539,62 @@ class Stack:
                OLD_SMTP=self.old.smtp,
                NEW_ADDRESS=self.new.address, NEW_IMAP=self.new.imap, NEW_POP3=self.new.pop3,
                NEW_SMTP=self.new.smtp,
-               USER_LINE="user nobody" if os.geteuid() == 0 else "")
+               USER_LINE="user nobody" if os.geteuid() == 0 else "",
+               **self._postfix_conf(name))
         with open(conf) as f:
             text = f.read()
         os.unlink(conf)
         return d, text
+
+    def lmtp_nexthop(self, backend):
+        return "lmtp:inet:[%s]:%d" % (backend.address, backend.lmtp)
+
+    def _postfix_conf(self, name):
+        """mailhostd.conf's socketmap lines (the main mailhostd only) and the backends'
+        next hops: other servers reach OLD through its Postfix, which delivers its own
+        users by LMTP (local_transport); NEW is reached by LMTP directly."""
+        if not self.with_postfix or name != "mailhostd":
+            return {"OLD_EXTRA": "", "NEW_EXTRA": "", "POSTFIX_LINES": ""}
+        return {
+            "OLD_EXTRA": " transport=smtp:[%s]:%d local_transport=%s"
+                         % (self.old_mta.address, self.old_mta.port, self.lmtp_nexthop(self.old)),
+            "NEW_EXTRA": " transport=%s" % self.lmtp_nexthop(self.new),
+            "POSTFIX_LINES": "# Postfix asks here (tests/lib/postfix.py instances)\n"
+                             "socketmap_listen 127.0.0.1:0\nrecipient_delimiter +",
+        }
+
+    def _start_postfix(self):
+        m = wait_for("mailhostd's socketmap listener",
+                     lambda: re.search(r"socketmap on (127\.0\.0\.1):(\d+)",
+                                       self.mailhostd.read_log()), 15)
+        self.socketmap = (m.group(1), int(m.group(2)))
+        sm = "socketmap:inet:%s:%d:" % self.socketmap
+        common = {"relay_domains": RELAY_DOMAINS, "recipient_delimiter": "+",
+                  "relay_recipient_maps": sm + "recipient"}
+        self.mx.main.update(common, transport_maps=sm + "transport")
+        self.old_mta.main.update(common, transport_maps=sm + "transport@" + HOSTS["OLD"])
+        # the MX's smtp client hands mail to the OLD server's Postfix: mail from the MX
+        # address is from a known neighbour there
+        self.mx.main.update(smtp_bind_address=self.mx.address)
+        self.old_mta.main.update(mynetworks="%s/32" % self.mx.address)
+        self._launch_postfixes()
+
+    def _launch_postfixes(self):
+        # postfix start takes seconds (postfix-script checks the installation): both at once
+        errors = []
+
+        def start(pf):
+            try:
+                pf.start()
+            except Exception as e:
+                errors.append(e)
+        threads = [threading.Thread(target=start, args=(pf,)) for pf in self.postfixes()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise StackError(str(errors[0]))
 
     def _start_mailhostd(self):
         d, text = self._mailhostd_conf("mailhostd", True)
@@ -576,7 +623,7 @@ class Stack:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if ossl.returncode != 0:
             raise StackError("openssl req failed:\n%s" % ossl.stdout.decode(errors="replace"))
-        self.ports = {name: free_port() for name in NGINX_SERVERS}
+        self.ports = dict(zip(NGINX_SERVERS, mhtest.free_ports(len(NGINX_SERVERS))))
         user, group = _run_as()[:2]
         conf = os.path.join(self.nginx_dir, "nginx.conf")
         render("nginx.conf.in", conf, DIR=self.nginx_dir,
@@ -619,6 +666,9 @@ class Stack:
                  ("dovecot-new", self.new.proc), ("mailhostd", self.mailhostd.proc),
                  ("mailhostd-noverify", self.noverify.proc))}
 
+    def postfixes(self):
+        return [p for p in (self.mx, self.old_mta) if p is not None]
+
     def nginx_log(self):
         try:
             with open(self.nginx_error_log, "rb") as f:
@@ -646,6 +696,8 @@ class Stack:
             self.stop_timings[name] = time.monotonic() - t
 
         attempt("nginx", lambda: _stop_proc(self.nginx))
+        for pf in self.postfixes():
+            attempt("postfix-" + pf.name, lambda: 0 if pf.stop() else "not clean")
         for name in ("mailhostd", "noverify"):
             d = getattr(self, name)
             if d is not None:

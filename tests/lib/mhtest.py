@@ -284,12 +284,75 @@ def check(cond, msg, *args):
         raise AssertionError(msg % args if args else msg)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_port(address="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n, address="127.0.0.1"):
+    """n different free ports: all n sockets are held until each has its port (one at a
+    time, the kernel may hand out the same port twice: seen as nginx's "duplicate address
+    and port pair")."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind((address, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def greeting(addr, port, timeout=2.0):
+    """The first line a server sends on connect (or raises OSError)."""
+    with socket.create_connection((addr, port), timeout=timeout) as s:
+        data = b""
+        while not data.endswith(b"\n"):
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        return data.decode("utf-8", "replace").strip()
+
+
+def reap_group(pgid, timeout=10.0):
+    """Waits until no process of group pgid is left (a master's workers and helpers end a
+    little after the master); SIGKILL for what is still there after timeout.  Returns
+    False when something had to be killed."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    clean = True
+    while group_members(pgid):
+        if time.monotonic() > deadline:
+            clean = False
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+            deadline = time.monotonic() + timeout
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    return clean
+
+
+def group_members(pgid):
+    """PIDs of the live (not zombie) processes in process group pgid (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                stat = f.read().decode("latin-1")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
 
 
 def tcp_connections(port, pid=None):
