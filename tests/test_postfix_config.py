@@ -150,6 +150,25 @@ def t_errors(work):
               r.stderr)
 
 
+def t_migration_doc_shows_the_real_output(work):
+    """doc/migration.md section 4: the console block is what postfix-config prints for the
+    conf block above it."""
+    with open(os.path.join(SRCDIR, "doc", "migration.md")) as f:
+        text = f.read().split("## 4. ", 1)[1].split("\n## 5. ", 1)[0]
+    conf = re.search(r"```conf\n(.*?)```", text, re.S).group(1)
+    console = re.search(r"```console\n(.*?)```", text, re.S).group(1)
+    path = write(os.path.join(work, "migration.conf"), "listen 127.0.0.1:0\nldap_uri "
+                 "ldap://127.0.0.1:1\nldap_base dc=example,dc=org\n" + conf)
+    runs = re.findall(r"^\$ mailhostctl -c /etc/mailhostd/mailhostd.conf (postfix-config.*)\n"
+                      r"((?:[^$].*\n)*)", console, re.M)
+    check(len(runs) == 2, "two runs shown: %r", console)
+    for args, shown in runs:
+        r = ctl("-c", path, *args.split())
+        check(r.returncode == 0 and r.stdout == shown.replace("/etc/mailhostd/mailhostd.conf",
+                                                              path),
+              "%s: shown\n%s\nprinted\n%s%s", args, shown, r.stdout, r.stderr)
+
+
 def postfix_dir(work, name, extra=""):
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
@@ -354,7 +373,8 @@ def t_directory_down(c):
 def main():
     work = work_dir("postfix_config")
     runner = Runner("test_postfix_config")
-    for t in (t_exact_output, t_errors, t_postconf_accepts_the_lines):
+    for t in (t_exact_output, t_errors, t_migration_doc_shows_the_real_output,
+              t_postconf_accepts_the_lines):
         runner.run(t, work)
     c = Ctx()
     c.work = work
