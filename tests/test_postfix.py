@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """New mail follows mailHost: real Postfix asks mailhostd's socketmap.
 
     MTA (tests/lib/mta.py) --SMTP--> Postfix MX --socketmap--> mailhostd --LDAP--> slapd

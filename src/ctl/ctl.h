@@ -36,6 +36,7 @@ struct mh_ctl {
     const char *file, *filter, *domain, *from, *journal, *state;
     const char *since, *host, *state_file;
     const char *backends;       /* set --backends: the names mailhostd routes to */
+    const char *for_backend;    /* postfix-config --for: the backend whose Postfix asks */
     const char *state_opt;      /* --state as given (state defaults to "done" for set) */
     int ldif_out, json, no_track;
     int state_only;             /* freeze (1) / unfreeze (2): only the migration state changes */
@@ -56,6 +57,9 @@ mh_ctl_cmd_fn mh_ctl_cmd_stats;         /* ctl_stats.c */
 mh_ctl_cmd_fn mh_ctl_cmd_list;          /* ctl_stats.c */
 mh_ctl_cmd_fn mh_ctl_cmd_schema_check;  /* ctl_schema.c */
 mh_ctl_cmd_fn mh_ctl_cmd_stragglers;    /* ctl_stragglers.c: needs no directory */
+mh_ctl_cmd_fn mh_ctl_cmd_postfix_config; /* ctl_postfix.c: needs no directory */
+/* postfix-config's usage checks, which main runs before it reads -c. */
+int mh_ctl_postfix_usage(const struct mh_ctl *c, char **args, int nargs);
 
 /* ---- ctl_common.c: small helpers ---- */
 

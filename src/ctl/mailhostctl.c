@@ -34,6 +34,8 @@ static void usage(FILE *fp)
         "  schema-check              is the directory's schema ready for mailhostd?\n"
         "  stragglers                who logged in lately, and through which backend (from\n"
         "                            mailhostd's state_file; no directory access needed)\n"
+        "  postfix-config            the main.cf lines for mailhostd's socketmap (needs -c;\n"
+        "                            no directory access), for the MX or --for BACKEND\n"
         "\n"
         "LDAP options (as ldapsearch; ldap.conf and ~/.ldaprc are read):\n"
         "  -H URI      directory URI(s)            -D DN       bind DN\n"
@@ -63,6 +65,8 @@ static void usage(FILE *fp)
         "  --host BACKEND  only logins routed to this backend (e.g. the old server)\n"
         "  --state-file FILE  mailhostd's state_file (default: state_file of -c)\n"
         "  --json          JSON output\n"
+        "postfix-config options:\n"
+        "  --for NAME      the lines for the Postfix on backend NAME (map transport@NAME)\n"
         "stats options:\n"
         "  --filter FILTER the users to count (default: (mail=*))   --json  JSON output\n"
         "\n"
@@ -79,16 +83,19 @@ static const struct command {
     mh_ctl_cmd_fn *run;
     int directory;              /* connects to the directory first */
     int filter;                 /* takes --filter */
+    /* usage checks run before -c is read (NULL: none): usage errors come first */
+    int (*usage)(const struct mh_ctl *c, char **args, int nargs);
 } commands[] = {
-    { "show", mh_ctl_cmd_show, 1, 0 },
-    { "set", mh_ctl_cmd_set, 1, 1 },
-    { "undo", mh_ctl_cmd_undo, 1, 0 },
-    { "stats", mh_ctl_cmd_stats, 1, 1 },
-    { "schema-check", mh_ctl_cmd_schema_check, 1, 0 },
-    { "stragglers", mh_ctl_cmd_stragglers, 0, 0 },   /* reads mailhostd's state file */
-    { "list", mh_ctl_cmd_list, 1, 1 },
-    { "freeze", mh_ctl_cmd_freeze, 1, 1 },
-    { "unfreeze", mh_ctl_cmd_unfreeze, 1, 1 },
+    { "show", mh_ctl_cmd_show, 1, 0, NULL },
+    { "set", mh_ctl_cmd_set, 1, 1, NULL },
+    { "undo", mh_ctl_cmd_undo, 1, 0, NULL },
+    { "stats", mh_ctl_cmd_stats, 1, 1, NULL },
+    { "schema-check", mh_ctl_cmd_schema_check, 1, 0, NULL },
+    { "stragglers", mh_ctl_cmd_stragglers, 0, 0, NULL },   /* reads mailhostd's state file */
+    { "postfix-config", mh_ctl_cmd_postfix_config, 0, 0, mh_ctl_postfix_usage },
+    { "list", mh_ctl_cmd_list, 1, 1, NULL },
+    { "freeze", mh_ctl_cmd_freeze, 1, 1, NULL },
+    { "unfreeze", mh_ctl_cmd_unfreeze, 1, 1, NULL },
 };
 
 /* Fills c from the options; returns -1 to go on (optind at the command), else the exit
@@ -103,6 +110,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"state", required_argument, NULL, 'S'}, {"no-track", no_argument, NULL, 'T'},
         {"since", required_argument, NULL, 'G'}, {"host", required_argument, NULL, 'K'},
         {"state-file", required_argument, NULL, 'Q'}, {"backends", required_argument, NULL, 'N'},
+        {"for", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -136,6 +144,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         case 'K': c->host = optarg; break;
         case 'Q': c->state_file = optarg; break;
         case 'N': c->backends = optarg; break;
+        case 'P': c->for_backend = optarg; break;
         case 'h': usage(stdout); return MH_EXIT_OK;
         case 'V': printf("mailhostctl %s\n", PACKAGE_VERSION); return MH_EXIT_OK;
         default: usage(stderr); return MH_EXIT_USAGE;
@@ -173,6 +182,13 @@ int main(int argc, char **argv)
         status = MH_EXIT_USAGE;
         goto out;
     }
+    if (c.for_backend && cmd->run != mh_ctl_cmd_postfix_config) {
+        fprintf(stderr, "%s: --for goes with postfix-config\n", MH_CTL_PROG);
+        status = MH_EXIT_USAGE;
+        goto out;
+    }
+    if (cmd->usage && (status = cmd->usage(&c, argv + optind + 1, argc - optind - 1)) != 0)
+        goto out;
     if (mh_cli_setup(&c.cli, MH_CTL_PROG) < 0) {
         status = MH_EXIT_USAGE;
         goto out;

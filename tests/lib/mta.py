@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """A small SMTP sender that behaves as a sending MTA does (Python 3 stdlib only).
 
     mta = Mta("127.0.0.21", 2525)

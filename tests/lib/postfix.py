@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """A private Postfix instance for the tests (Python 3 stdlib only; Debian's `postfix`).
 
     pf = Postfix(workdir, "mx", "127.0.0.21", {"relay_domains": "example.com", ...})
