@@ -164,9 +164,9 @@ int mh_ctl_cmd_postfix_config(struct mh_ctl *c, char **args, int nargs)
         printf("\n");
     }
     if (self) {
-        struct mh_route r;
-        if (mh_backend_route_delivery(conf->backends, NULL, self, &r) == MH_ROUTE_OK &&
-            r.local_transport == NULL)
+        const char *local = NULL;
+        if (mh_backend_map_address(conf->backends, self, strlen(self), &local) != NULL &&
+            local == NULL)
             printf("# %s has no local_transport=: for its own users mailhostd answers NOTFOUND "
                    "and this Postfix\n# delivers them as it would without the map (its "
                    "mydestination, virtual_transport...)\n", self);
