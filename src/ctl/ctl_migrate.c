@@ -424,15 +424,16 @@ static int start_step(struct muser *u, enum outcome *oc)
         /* ours (a killed run of this command) or expired: taken up at its step */
         fprintf(stderr, "%s: %s: %s %s in state %s: resuming\n", MH_CTL_PROG, u->login,
                 ours ? "this runner's claim" : "expired claim", u->claim, st);
+        int step = !strcasecmp(st, "frozen") ? 5 : 3;   /* st is u->state: renewed below */
         free(u->mine);
         u->mine = strdup(u->claim);
-        if (u->mine == NULL || transition(u, st, u->mine, 0) != LDAP_SUCCESS) {   /* renew the lease */
+        if (u->mine == NULL || transition(u, st, u->mine, 0) != LDAP_SUCCESS) {
             snprintf(u->why, sizeof u->why, "could not renew the claim: changed concurrently "
                      "or directory error");
             *oc = r->unreachable ? STOP : RETRY;
             return 0;
         }
-        return !strcasecmp(st, "frozen") ? 5 : 3;
+        return step;
     }
     if (!strcasecmp(st, "failed") && !c->retry_failed) {
         snprintf(u->why, sizeof u->why, "state failed (%s): --retry-failed moves it again",
