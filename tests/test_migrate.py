@@ -32,9 +32,10 @@ OLD, NEW = "mail-old.example.org", "mail-new.example.org"
 MASTER, MASTER_PW = "migrator", "Master-pw-9"
 PW = "User-pw-1"
 # sample users on OLD in state waiting (checked by t_sample_users)
-MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE = (
-    "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13))
-USERS = (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE)
+MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN, TERM = (
+    "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13, 15, 17))
+USERS = (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN,
+         TERM)
 
 
 def ctl_path():
@@ -146,10 +147,10 @@ def dn_of(c, login):
     return c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["1.1"])[0]["dn"]
 
 
-def migrate(c, *args, journal, copy=None, wait=True):
+def migrate(c, *args, journal, copy=None, kick=None, wait=True):
     argv = [ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", c.slapd.ctl_dn,
             "-w", c.slapd.ctl_pw, "migrate", "--to", NEW, "--from", OLD,
-            "--copy-command", copy or c.copy, "--kick-command", c.kick,
+            "--copy-command", copy or c.copy, "--kick-command", kick or c.kick,
             "--old-doveadm", "doveadm -c " + c.old.conf_path,
             "--new-doveadm", "doveadm -c " + c.new.conf_path,
             "--timeout", "120", "--journal", os.path.join(c.work, journal)] + list(args)
@@ -284,45 +285,69 @@ def wait_file(path, proc, timeout=60):
         delay = min(delay * 2, 0.1)
 
 
-def t_killed_run_resumes(c):
-    populate(c, KILLED)
-    before = c.old.imap_state(KILLED)
-    # the first run's copier hangs after its copy; the run is killed (SIGKILL) in it
-    script = os.path.join(c.work, "copy-and-hang.sh")
-    pidfile = os.path.join(c.work, "hang.pid")
+def hanging_run(c, login, journal, hang_in, sig=signal.SIGKILL):
+    """Runs migrate for login with the copier (hang_in "copy") or the kick (hang_in "kick")
+    hanging after its work; sends sig to mailhostctl while it waits.  The directory state
+    seen while it hung, and the finished process."""
+    script = os.path.join(c.work, "hang-%s.sh" % hang_in)
+    pidfile = os.path.join(c.work, "hang-%s.pid" % login)
+    real = c.copy.replace("%u", "\"$1\"") if hang_in == "copy" else \
+        c.kick.replace("%u", "\"$1\"")
     with open(script, "w") as f:
-        f.write("#!/bin/sh\ndoveadm -c %s backup -R -u \"$1\" imapc: || exit 1\n"
-                "echo $$ > %s.tmp && mv %s.tmp %s\nexec sleep 600\n"
-                % (c.migrate_conf, pidfile, pidfile, pidfile))
-    p = migrate(c, KILLED, journal="killed.journal", copy="/bin/sh %s %%u" % script,
-                wait=False)
+        f.write("#!/bin/sh\n%s\nstatus=$?\n[ $status = 0 ] || [ $status = 68 ] || exit 1\n"
+                "echo $$ > \"$2.tmp\" && mv \"$2.tmp\" \"$2\"\nexec sleep 600\n" % real)
+    cmd = "/bin/sh %s %%u %s" % (script, pidfile)
+    p = migrate(c, login, journal=journal, wait=False,
+                **({"copy": cmd} if hang_in == "copy" else {"kick": cmd}))
     try:
         wait_file(pidfile, p)
-        a = attrs(c, KILLED)
-        check(a["mailhostMigrationState"] == "copying" and
-              (a["mailhostMigrationClaim"] or "").count(" until ") == 1,
-              "while copying: %s", a)
-        p.kill()
-        p.wait()
+        seen = attrs(c, login)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
         try:
-            hang = int(open(pidfile).read())
-            os.killpg(os.getpgid(hang), signal.SIGKILL)
+            os.killpg(int(open(pidfile).read()), signal.SIGKILL)
         except (OSError, ValueError):
             pass
-    a = attrs(c, KILLED)
-    check(a["mailhostMigrationState"] == "copying" and a["mailHost"] == OLD,
-          "after the kill: %s", a)
-    r = migrate(c, KILLED, journal="killed.journal")
-    check(r.returncode == 0 and "this runner's claim" in r.stderr and "resuming" in r.stderr
-          and "(resuming)" in r.stderr and "%s: done" % KILLED in r.stdout,
-          "re-run: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
-    a = attrs(c, KILLED)
-    check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
-          a["mailhostMigrationClaim"] is None, "after the re-run: %s", a)
-    check(c.new.imap_state(KILLED) == before, "new mailbox differs from the old one")
+    return seen, p, out, err
+
+
+def t_killed_run_resumes(c):
+    """SIGKILL while copying, and while frozen: the same command again resumes each user
+    at its step (this runner's claim), and finishes the move."""
+    for login, hang_in, state in ((KILLED, "copy", "copying"), (KILLED_FROZEN, "kick",
+                                                                "frozen")):
+        populate(c, login)
+        before = c.old.imap_state(login)
+        journal = "killed-%s.journal" % hang_in
+        seen, p, out, err = hanging_run(c, login, journal, hang_in)
+        check(seen["mailhostMigrationState"] == state and
+              (seen["mailhostMigrationClaim"] or "").count(" until ") == 1,
+              "while hanging in %s: %s", hang_in, seen)
+        a = attrs(c, login)
+        check(a == seen and a["mailHost"] == OLD, "after the kill: %s", a)
+        r = migrate(c, login, journal=journal)
+        check(r.returncode == 0 and "this runner's claim" in r.stderr and
+              "in state %s: resuming" % state in r.stderr and "(resuming)" in r.stderr and
+              "%s: done" % login in r.stdout,
+              "re-run: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              a["mailhostMigrationClaim"] is None, "after the re-run: %s", a)
+        check(c.new.imap_state(login) == before, "new mailbox differs from the old one")
+
+
+def t_sigterm_puts_the_user_back(c):
+    seen, p, out, err = hanging_run(c, TERM, "term.journal", "copy", signal.SIGTERM)
+    a = attrs(c, TERM)
+    check(seen["mailhostMigrationState"] == "copying" and p.returncode == 3 and
+          "%s: stopped" % TERM in out and "interrupted: re-run" in err,
+          "exit %s: %s %s", p.returncode, out, err)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "waiting" and
+          a["mailhostMigrationClaim"] is None and a["mailhostMigrationError"] is None,
+          "after SIGTERM: %s", a)
 
 
 def t_live_lease_respected_expired_taken_over(c):
@@ -389,7 +414,8 @@ def main():
         c.kick = "doveadm -c %s kick %%u" % c.old.conf_path
         for t in (t_sample_users, t_usage, t_migrate_moves_mail_then_pointer,
                   t_target_not_empty_fails_and_keeps_pointer, t_verify_mismatch_never_flips,
-                  t_killed_run_resumes, t_live_lease_respected_expired_taken_over):
+                  t_killed_run_resumes, t_sigterm_puts_the_user_back,
+                  t_live_lease_respected_expired_taken_over):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

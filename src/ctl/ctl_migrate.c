@@ -797,8 +797,9 @@ static int finish(struct mrun *r)
         snprintf(frozen, sizeof frozen, "; frozen window p50 %lld ms, p99 %lld ms",
                  percentile(r->frozen, r->nfrozen, 50), percentile(r->frozen, r->nfrozen, 99));
     }
-    printf("migrate: %zu users: %zu moved, %zu failed, %zu skipped, %zu pending%s\n",
-           r->j.n + r->missing, r->done, r->failed, r->skipped + r->missing, pending, frozen);
+    printf("migrate: %zu user%s: %zu moved, %zu failed, %zu skipped, %zu pending%s\n",
+           r->j.n + r->missing, r->j.n + r->missing == 1 ? "" : "s", r->done, r->failed,
+           r->skipped + r->missing, pending, frozen);
     int stop = mh_ctl_stopped(r->unreachable, interrupted);
     if (stop >= 0)
         return stop;
