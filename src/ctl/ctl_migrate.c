@@ -133,7 +133,8 @@ static int read_entry(struct muser *u)
     if (rc == LDAP_SUCCESS) {
         const char *v[4] = { mh_entry_get(e, c->cli.route_attr),
                              mh_entry_get(e, c->cli.state_attr),
-                             mh_entry_get(e, MH_CTL_CLAIM_ATTR), mh_entry_get(e, MH_CTL_ERROR_ATTR) };
+                             mh_entry_get(e, MH_CTL_CLAIM_ATTR),
+                             mh_entry_get(e, MH_CTL_ERROR_ATTR) };
         char **dst[4] = { &u->host, &u->state, &u->claim, &u->error };
         for (int k = 0; k < 4; k++) {
             free(*dst[k]);
