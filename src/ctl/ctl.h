@@ -28,6 +28,8 @@
 #define MH_CTL_CLASS "mailhostMigration"
 #define MH_CTL_PREV_ATTR "mailhostPreviousHost"
 #define MH_CTL_MOVED_ATTR "mailhostMovedAt"
+#define MH_CTL_CLAIM_ATTR "mailhostMigrationClaim"   /* migrate's lease: "RUNNER until TIME" */
+#define MH_CTL_ERROR_ATTR "mailhostMigrationError"   /* why a move failed */
 
 struct mh_ctl_schema;
 
@@ -41,6 +43,10 @@ struct mh_ctl {
     int ldif_out, json, no_track;
     int state_only;             /* freeze (1) / unfreeze (2): only the migration state changes */
     long batch;
+    /* migrate */
+    const char *to, *copy_cmd, *kick_cmd, *old_doveadm, *new_doveadm, *runner_id;
+    int target_merge, retry_failed;
+    long cmd_timeout, lease;    /* seconds */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
                                            * owned by the running set, NULL outside it */
 };
@@ -89,6 +95,8 @@ int mh_ctl_schema_read(LDAP *ld, const char *route_attr, struct mh_ctl_schema **
 void mh_ctl_schema_free(struct mh_ctl_schema *si);
 /* 1 if the migration class and its attributes are loaded, with our OIDs. */
 int mh_ctl_schema_tracks(const struct mh_ctl_schema *si);
+/* 1 if migrate's attributes (claim, error) are loaded too, and the class allows them. */
+int mh_ctl_schema_migrates(const struct mh_ctl_schema *si);
 /* 1 if one of the object classes oc allows the routing attribute (or the schema could not
  * tell, or has no auxiliary class that allows it: then nothing is added). */
 int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval *const *oc);
@@ -150,6 +158,10 @@ int mh_ctl_plan_entry(void *ctx, struct mh_entry *e);
  * attribute is "none": objectClass must still be read). */
 void mh_ctl_plan_attrs(const struct mh_ctl *c, char *attrs[6]);
 int mh_ctl_plan_logins(struct mh_ctl_plan *p, char **logins, size_t n, size_t *missing);
+/* The identity of a selection (the logins, each with its NUL, then the filter; either may
+ * be empty) as 64 hex digits and a NUL in id: two runs of the same command share it.  0, or
+ * -1 (said on stderr). */
+int mh_ctl_sel_id(char **logins, size_t nlogins, const char *filter, char id[65]);
 /* Frees p->mem. */
 void mh_ctl_plan_free(struct mh_ctl_plan *p);
 /* The logins of a --file (or "-": standard input), one a line, blanks around them and "#"
@@ -157,5 +169,22 @@ void mh_ctl_plan_free(struct mh_ctl_plan *p);
  * on stderr) when it cannot be read whole: unreadable, a line with a NUL byte (never cut
  * short at it), out of memory. */
 char **mh_ctl_read_lines(const char *path, size_t *n);
+
+/* ---- ctl_set.c: what set shares with migrate ---- */
+
+/* Reconnects after the directory went away: a few tries, with back-off.  0 or -1. */
+int mh_ctl_reconnect(struct mh_ctl *c);
+/* A run that stopped early: the directory unreachable (MH_EXIT_UNREACHABLE) or interrupted
+ * (MH_EXIT_PARTIAL), said on stderr with "re-run the same command"; else -1. */
+int mh_ctl_stopped(int unreachable, int was_interrupted);
+/* Opens the journal of the run described by op (c->journal, or mailhostctl-<hash of
+ * op>.journal: its path into jpath, the undo file's into upath), resuming it when the same
+ * command stopped half-way; an earlier identical run that was complete is kept under a time
+ * stamp.  MH_EXIT_OK or an error (said on stderr). */
+int mh_ctl_open_journal(const struct mh_ctl *c, const char *op, struct mh_journal *j,
+                        char *jpath, size_t jsize, char *upath, size_t usize);
+
+/* ---- ctl_migrate.c ---- */
+mh_ctl_cmd_fn mh_ctl_cmd_migrate;
 
 #endif

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "digest.h"
+
 
 /* The first value of attr into *v (NULL: none): 0; a value holding a NUL byte is refused,
  * never cut short (ldapentry.h): said, counted, 1; out of memory: -1. */
@@ -231,4 +233,29 @@ void mh_ctl_plan_free(struct mh_ctl_plan *p)
     free(p->mem);
     p->mem = NULL;
     p->nmem = p->capmem = 0;
+}
+
+int mh_ctl_sel_id(char **logins, size_t nlogins, const char *filter, char id[65])
+{
+    /* the selection's identity: SHA-256 of each login with its NUL, then the filter */
+    struct mh_bytes *parts = malloc((nlogins + 1) * sizeof *parts);
+    unsigned char d[MH_DIGEST_LEN];
+    size_t np = 0;
+    if (parts == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        return -1;
+    }
+    for (size_t i = 0; i < nlogins; i++)
+        parts[np++] = (struct mh_bytes){ logins[i], strlen(logins[i]) + 1 };
+    if (filter)
+        parts[np++] = (struct mh_bytes){ filter, strlen(filter) };
+    int drc = mh_digest_sha256(parts, np, d);
+    free(parts);
+    if (drc < 0) {
+        fprintf(stderr, "%s: cannot compute SHA-256 (libcrypto)\n", MH_CTL_PROG);
+        return -1;
+    }
+    for (int i = 0; i < MH_DIGEST_LEN; i++)
+        sprintf(id + 2 * i, "%02x", d[i]);
+    return 0;
 }

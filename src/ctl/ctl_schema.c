@@ -14,6 +14,7 @@
 struct mh_ctl_schema {
     LDAPAttributeType *route;   /* NULL: not defined */
     int has_class, class_attrs_ok;
+    int migrate_ok;             /* migrate's two attributes defined, ours, and in the class */
     char conflict[256];         /* our names defined under other OIDs */
     char **allow;               /* names and OIDs of the classes allowing the routing
                                  * attribute (directly or through SUP), extensibleObject */
@@ -141,11 +142,14 @@ static int has_name(char **names, const char *want)
     return 0;
 }
 
-/* Our own definitions: names and the OIDs they must have. */
-static const struct { const char *name, *oid; } our_defs[] = {
-    {"mailhostMigrationState", "2.25.253123378001676465171261865566158302081.1.1"},
-    {"mailhostPreviousHost", "2.25.253123378001676465171261865566158302081.1.2"},
-    {"mailhostMovedAt", "2.25.253123378001676465171261865566158302081.1.3"},
+/* Our own definitions: names and the OIDs they must have; migrate: needed by migrate only
+ * (added later: a directory loaded with the earlier schema still tracks set's changes). */
+static const struct { const char *name, *oid; int migrate; } our_defs[] = {
+    {"mailhostMigrationState", "2.25.253123378001676465171261865566158302081.1.1", 0},
+    {"mailhostPreviousHost", "2.25.253123378001676465171261865566158302081.1.2", 0},
+    {"mailhostMovedAt", "2.25.253123378001676465171261865566158302081.1.3", 0},
+    {MH_CTL_CLAIM_ATTR, "2.25.253123378001676465171261865566158302081.1.4", 1},
+    {MH_CTL_ERROR_ATTR, "2.25.253123378001676465171261865566158302081.1.5", 1},
 };
 #define OUR_CLASS_OID "2.25.253123378001676465171261865566158302081.2.1"
 
@@ -156,7 +160,7 @@ static int schema_load(LDAP *ld, const char *route_attr, struct mh_ctl_schema *s
     int rc = read_subschema(ld, &ats, &ocs);
     if (rc != LDAP_SUCCESS)
         return rc;
-    int found = 0;
+    int found = 0, found_migrate = 0, nmigrate = 0;
     for (size_t i = 0; ats && ats[i]; i++) {
         int code;
         const char *errp;
@@ -171,14 +175,17 @@ static int schema_load(LDAP *ld, const char *route_attr, struct mh_ctl_schema *s
         for (size_t k = 0; k < sizeof our_defs / sizeof our_defs[0]; k++)
             if (has_name(at->at_names, our_defs[k].name)) {
                 if (strcmp(at->at_oid, our_defs[k].oid) == 0)
-                    found++;
+                    *(our_defs[k].migrate ? &found_migrate : &found) += 1;
                 else
                     snprintf(si->conflict, sizeof si->conflict, "%s is defined as %s",
                              our_defs[k].name, at->at_oid);
             }
         ldap_attributetype_free(at);
     }
-    si->class_attrs_ok = found == (int)(sizeof our_defs / sizeof our_defs[0]);
+    for (size_t k = 0; k < sizeof our_defs / sizeof our_defs[0]; k++)
+        nmigrate += our_defs[k].migrate;
+    si->class_attrs_ok = found == (int)(sizeof our_defs / sizeof our_defs[0]) - nmigrate;
+    int class_may = 0;
     for (size_t i = 0; ocs && ocs[i]; i++) {
         int code;
         const char *errp;
@@ -187,14 +194,18 @@ static int schema_load(LDAP *ld, const char *route_attr, struct mh_ctl_schema *s
         if (oc == NULL)
             continue;
         if (has_name(oc->oc_names, MH_CTL_CLASS)) {
-            if (strcmp(oc->oc_oid, OUR_CLASS_OID) == 0)
+            if (strcmp(oc->oc_oid, OUR_CLASS_OID) == 0) {
                 si->has_class = 1;
-            else
+                for (size_t k = 0; k < sizeof our_defs / sizeof our_defs[0]; k++)
+                    class_may += our_defs[k].migrate &&
+                                 has_name(oc->oc_at_oids_may, our_defs[k].name);
+            } else
                 snprintf(si->conflict, sizeof si->conflict, "%s is defined as %s",
                          MH_CTL_CLASS, oc->oc_oid);
         }
         ldap_objectclass_free(oc);
     }
+    si->migrate_ok = found_migrate == nmigrate && class_may == nmigrate;
     route_classes(si, ocs);
     ber_bvecfree(ats);
     ber_bvecfree(ocs);
@@ -238,6 +249,11 @@ void mh_ctl_schema_free(struct mh_ctl_schema *si)
 int mh_ctl_schema_tracks(const struct mh_ctl_schema *si)
 {
     return si != NULL && si->has_class && si->class_attrs_ok;
+}
+
+int mh_ctl_schema_migrates(const struct mh_ctl_schema *si)
+{
+    return mh_ctl_schema_tracks(si) && si->migrate_ok;
 }
 
 const char *mh_ctl_route_class(const struct mh_ctl *c)
@@ -365,6 +381,12 @@ int mh_ctl_cmd_schema_check(struct mh_ctl *c, char **args, int nargs)
                "not be tracked (mailhostctl set --no-track)\n", si->conflict);
     } else if (si->has_class && si->class_attrs_ok) {
         printf("migration schema: class %s loaded (OID %s)\n", MH_CTL_CLASS, OUR_CLASS_OID);
+        if (si->migrate_ok)
+            printf("migrate: %s and %s loaded\n", MH_CTL_CLAIM_ATTR, MH_CTL_ERROR_ATTR);
+        else
+            printf("migrate: %s and %s are NOT loaded, or %s does not allow them (an earlier "
+                   "schema/mailhostd.ldif): mailhostctl migrate refuses to run; mailhostd and "
+                   "set do not need them\n", MH_CTL_CLAIM_ATTR, MH_CTL_ERROR_ATTR, MH_CTL_CLASS);
     } else {
         ready = 0;
         printf("migration schema: class %s is NOT loaded\n"

@@ -56,8 +56,7 @@ static void progress_show(struct progress *p, int final)
     }
 }
 
-/* Reconnects after the directory went away: a few tries, with back-off. */
-static int reconnect(struct mh_ctl *c)
+int mh_ctl_reconnect(struct mh_ctl *c)
 {
     for (int attempt = 0; attempt < 4; attempt++) {
         struct timespec ts = { (time_t)(1u << attempt) / 2, (1u << attempt) % 2 ? 500000000L : 0 };
@@ -209,26 +208,8 @@ static int set_select(struct run *r)
         fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
         return MH_EXIT_ERROR;
     }
-    /* the selection's identity: SHA-256 of each login with its NUL, then the filter */
-    struct mh_bytes *parts = malloc((r->nlogins + 1) * sizeof *parts);
-    unsigned char d[MH_DIGEST_LEN];
-    size_t np = 0;
-    if (parts == NULL) {
-        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+    if (mh_ctl_sel_id(r->logins, r->nlogins, r->sel_filter, r->sel_id) < 0)
         return MH_EXIT_ERROR;
-    }
-    for (size_t i = 0; i < r->nlogins; i++)
-        parts[np++] = (struct mh_bytes){ r->logins[i], strlen(r->logins[i]) + 1 };
-    if (r->sel_filter)
-        parts[np++] = (struct mh_bytes){ r->sel_filter, strlen(r->sel_filter) };
-    int drc = mh_digest_sha256(parts, np, d);
-    free(parts);
-    if (drc < 0) {
-        fprintf(stderr, "%s: cannot compute SHA-256 (libcrypto)\n", MH_CTL_PROG);
-        return MH_EXIT_ERROR;
-    }
-    for (int i = 0; i < MH_DIGEST_LEN; i++)
-        sprintf(r->sel_id + 2 * i, "%02x", d[i]);
     return MH_EXIT_OK;
 }
 
@@ -275,38 +256,50 @@ static void set_op_line(struct run *r)
     free(bb);
 }
 
-/* Opens the run's journal (resuming it when the same command stopped half-way); an earlier
- * identical run that was complete is kept under a time stamp.  MH_EXIT_OK or an error. */
-static int set_open_journal(struct run *r)
+int mh_ctl_stopped(int unreachable, int was_interrupted)
 {
-    struct mh_ctl *c = r->c;
+    if (unreachable) {
+        fprintf(stderr, "%s: the directory is unreachable: re-run the same command to "
+                "finish\n", MH_CTL_PROG);
+        return MH_EXIT_UNREACHABLE;
+    }
+    if (was_interrupted) {
+        fprintf(stderr, "%s: interrupted: re-run the same command to finish\n", MH_CTL_PROG);
+        return MH_EXIT_PARTIAL;
+    }
+    return -1;
+}
+
+int mh_ctl_open_journal(const struct mh_ctl *c, const char *op, struct mh_journal *j,
+                        char *jpath, size_t jsize, char *upath, size_t usize)
+{
     char id[65], err[1024] = "";
-    if (r->op == NULL) {
+    if (op == NULL) {
         fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
         return MH_EXIT_ERROR;
     }
-    mh_digest_sha256_hex(r->op, strlen(r->op), id);
+    mh_digest_sha256_hex(op, strlen(op), id);
     if (c->journal)
-        snprintf(r->jpath, sizeof r->jpath, "%s", c->journal);
+        snprintf(jpath, jsize, "%s", c->journal);
     else
-        snprintf(r->jpath, sizeof r->jpath, "mailhostctl-%.12s.journal", id);
-    snprintf(r->upath, sizeof r->upath, "%s.undo.ldif", r->jpath);
-    if (mh_journal_open(&r->j, r->jpath, r->op, err, sizeof err) < 0) {
+        snprintf(jpath, jsize, "mailhostctl-%.12s.journal", id);
+    snprintf(upath, usize, "%s.undo.ldif", jpath);
+    if (mh_journal_open(j, jpath, op, err, sizeof err) < 0) {
         fprintf(stderr, "%s: %s\n", MH_CTL_PROG, err);
         return MH_EXIT_ERROR;
     }
-    if (r->j.planned && mh_journal_finished(&r->j)) {
+    if (j->planned && mh_journal_finished(j)) {
         /* the same command ran to its end before: this is a new run (e.g. a user moved
          * back in between); keep the old journal and undo file under a time stamp */
         char old[4300], oldu[4400];
-        mh_journal_close(&r->j);
-        snprintf(old, sizeof old, "%s.%s", r->jpath, mh_ctl_now_generalized());
+        mh_journal_close(j);
+        snprintf(old, sizeof old, "%s.%s", jpath, mh_ctl_now_generalized());
         snprintf(oldu, sizeof oldu, "%s.undo.ldif", old);
         int kept_undo = 1;
-        if (rename(r->jpath, old) < 0 ||
-            (rename(r->upath, oldu) < 0 && (errno != ENOENT || (kept_undo = 0))) ||
-            mh_journal_open(&r->j, r->jpath, r->op, err, sizeof err) < 0) {
-            fprintf(stderr, "%s: %s: cannot start a new run: %s\n", MH_CTL_PROG, r->jpath,
+        if (rename(jpath, old) < 0 ||
+            (rename(upath, oldu) < 0 && (errno != ENOENT || (kept_undo = 0))) ||
+            mh_journal_open(j, jpath, op, err, sizeof err) < 0) {
+            fprintf(stderr, "%s: %s: cannot start a new run: %s\n", MH_CTL_PROG, jpath,
                     err[0] ? err : strerror(errno));
             return MH_EXIT_ERROR;
         }
@@ -314,16 +307,25 @@ static int set_open_journal(struct run *r)
             fprintf(stderr, "%s: an earlier identical run was complete: its journal is kept "
                     "as %s and its undo file as %s (undo that one to reverse the earlier "
                     "run; %s will hold this run's changes only)\n", MH_CTL_PROG, old, oldu,
-                    r->upath);
+                    upath);
         else
             fprintf(stderr, "%s: an earlier identical run was complete: its journal is kept "
                     "as %s (its undo file %s was not there any more)\n", MH_CTL_PROG, old,
-                    r->upath);
+                    upath);
     }
-    r->p.j = &r->j;
-    fprintf(stderr, "%s: journal %s%s\n", MH_CTL_PROG, r->jpath,
-            r->j.planned ? " (resuming)" : "");
+    fprintf(stderr, "%s: journal %s%s\n", MH_CTL_PROG, jpath, j->planned ? " (resuming)" : "");
     return MH_EXIT_OK;
+}
+
+/* Opens the run's journal (resuming it when the same command stopped half-way); an earlier
+ * identical run that was complete is kept under a time stamp.  MH_EXIT_OK or an error. */
+static int set_open_journal(struct run *r)
+{
+    int status = mh_ctl_open_journal(r->c, r->op, &r->j, r->jpath, sizeof r->jpath, r->upath,
+                                     sizeof r->upath);
+    if (status == MH_EXIT_OK)
+        r->p.j = &r->j;
+    return status;
 }
 
 /* Says what the plan left out and why. */
@@ -468,7 +470,7 @@ static void set_modify(struct run *r, size_t i, const char *now)
         if (!mh_cli_unreachable(rc))
             break;
         mh_cli_perror(c->cli.ld, MH_CTL_PROG, "modifying", e->dn, rc, "; reconnecting");
-        if (reconnect(c) < 0) {
+        if (mh_ctl_reconnect(c) < 0) {
             r->unreachable = 1;
             free(ch.assertion);
             return;
@@ -551,15 +553,9 @@ static int set_finish(struct run *r)
                 "previous host from its route cache\n", MH_CTL_PROG);
         interrupted = 0;   /* the changes are complete; only the wait was cut short */
     }
-    if (r->unreachable) {
-        fprintf(stderr, "%s: the directory is unreachable: re-run the same command to "
-                "finish\n", MH_CTL_PROG);
-        return MH_EXIT_UNREACHABLE;
-    }
-    if (interrupted) {
-        fprintf(stderr, "%s: interrupted: re-run the same command to finish\n", MH_CTL_PROG);
-        return MH_EXIT_PARTIAL;
-    }
+    int stop = mh_ctl_stopped(r->unreachable, interrupted);
+    if (stop >= 0)
+        return stop;
     if (failed || skipped || r->missing)
         return MH_EXIT_PARTIAL;
     if (pending)

@@ -77,6 +77,7 @@ static void entry_free(struct mh_jentry *e)
     free(e->old_state);
     free(e->old_prev);
     free(e->old_moved);
+    free(e->login);
     free(e->note);
 }
 
@@ -138,14 +139,14 @@ static int load(struct mh_journal *j, FILE *fp, const char *op, off_t *whole, ch
                 goto out;
             }
         } else if (strcmp(kw, "plan") == 0) {
-            char *f[7];
+            char *f[8];
             if (!seen_op) {
                 snprintf(err, errsize, "%s:%lu: plan before the op line", j->path, lineno);
                 goto out;
             }
             int ok = 1;
-            for (int k = 0; k < 7; k++)
-                f[k] = strtok_r(NULL, " ", &save);
+            for (int k = 0; k < 8; k++)
+                f[k] = k < 7 || f[6] != NULL ? strtok_r(NULL, " ", &save) : NULL;
             if (f[6] == NULL || strtoul(f[0], NULL, 10) != j->n) {
                 snprintf(err, errsize, "%s:%lu: damaged plan line", j->path, lineno);
                 goto out;
@@ -156,6 +157,7 @@ static int load(struct mh_journal *j, FILE *fp, const char *op, off_t *whole, ch
             e.old_state = unb64(f[3], &ok);
             e.old_prev = unb64(f[4], &ok);
             e.old_moved = unb64(f[5], &ok);
+            e.login = f[7] ? unb64(f[7], &ok) : NULL;   /* migrate's plans only */
             if (f[6][0] < '0' || f[6][0] > '3' || f[6][1] != '\0')
                 ok = 0;
             e.had_class = (f[6][0] - '0') & MH_J_HAD_CLASS ? 1 : 0;
@@ -313,14 +315,15 @@ int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char
     return rc;
 }
 
-int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
-                    const char *old_state, const char *old_prev, const char *old_moved,
-                    int flags)
+static int plan(struct mh_journal *j, const char *login, const char *dn, const char *old_host,
+                const char *old_state, const char *old_prev, const char *old_moved, int flags)
 {
     struct mh_jentry e = { 0 };
     char *f[5] = { b64(dn), b64(old_host), b64(old_state), b64(old_prev), b64(old_moved) };
+    char *fl = login ? b64(login) : NULL;
     int rc = -1;
     e.dn = strdup(dn);
+    e.login = login ? strdup(login) : NULL;
     e.old_host = old_host ? strdup(old_host) : NULL;
     e.old_state = old_state ? strdup(old_state) : NULL;
     e.old_prev = old_prev ? strdup(old_prev) : NULL;
@@ -328,16 +331,30 @@ int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
     flags &= MH_J_HAD_CLASS | MH_J_ADD_ROUTE_CLASS;
     e.had_class = flags & MH_J_HAD_CLASS ? 1 : 0;
     e.add_route_class = flags & MH_J_ADD_ROUTE_CLASS ? 1 : 0;
-    if (f[0] && f[1] && f[2] && f[3] && f[4] && e.dn &&
-        fprintf(j->fp, "plan %zu %s %s %s %s %s %d\n", j->n, f[0], f[1], f[2], f[3], f[4],
-                flags) > 0 &&
+    if (f[0] && f[1] && f[2] && f[3] && f[4] && e.dn && (login == NULL || (fl && e.login)) &&
+        fprintf(j->fp, "plan %zu %s %s %s %s %s %d%s%s\n", j->n, f[0], f[1], f[2], f[3], f[4],
+                flags, fl ? " " : "", fl ? fl : "") > 0 &&
         add_entry(j, &e) == 0)
         rc = 0;
     else
         entry_free(&e);
     for (int k = 0; k < 5; k++)
         free(f[k]);
+    free(fl);
     return rc;
+}
+
+int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
+                    const char *old_state, const char *old_prev, const char *old_moved,
+                    int flags)
+{
+    return plan(j, NULL, dn, old_host, old_state, old_prev, old_moved, flags);
+}
+
+int mh_journal_plan_user(struct mh_journal *j, const char *login, const char *dn,
+                         const char *old_host, const char *old_state, int flags)
+{
+    return plan(j, login, dn, old_host, old_state, NULL, NULL, flags);
 }
 
 int mh_journal_planned(struct mh_journal *j)

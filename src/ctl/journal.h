@@ -5,6 +5,7 @@
  *   mailhostctl-journal 1
  *   op <description of the operation>
  *   plan <i> <dn> <old host> <old state> <old previous host> <old moved-at> <flags 0..3>
+ *        [<login>]                       (migrate's plans: the user's login, for %u)
  *   planned <count>                      (the plan is complete: changes may start)
  *   done <i>  |  skip <i> <reason>  |  fail <i> <reason>
  * Fields are base64 (values may hold any byte), "-" for none.  Flags: MH_J_HAD_CLASS (1) the
@@ -34,6 +35,7 @@ enum { MH_J_HAD_CLASS = 1, MH_J_ADD_ROUTE_CLASS = 2 };   /* plan flags */
 struct mh_jentry {
     char *dn;
     char *old_host, *old_state, *old_prev, *old_moved; /* NULL: none */
+    char *login;                                       /* migrate's plans; else NULL */
     int had_class;                                     /* MH_J_HAD_CLASS */
     int add_route_class;                               /* MH_J_ADD_ROUTE_CLASS */
     enum mh_jstatus status;
@@ -59,6 +61,9 @@ int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char
 int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
                     const char *old_state, const char *old_prev, const char *old_moved,
                     int flags);
+/* migrate's plan of one user: its login is kept too (a re-run needs it for the commands). */
+int mh_journal_plan_user(struct mh_journal *j, const char *login, const char *dn,
+                         const char *old_host, const char *old_state, int flags);
 int mh_journal_planned(struct mh_journal *j);
 
 /* Records the outcome of entry i (fsync every 100 records and on mh_journal_sync). */

@@ -31,6 +31,9 @@ static void usage(FILE *fp)
         "  stats                     users per routing value and per migration state\n"
         "  list                      the users in --state STATE and/or on --host HOST (\"none\":\n"
         "                            without), one mail address a line (a --file for set)\n"
+        "  migrate --to HOST USER... move users' mailboxes to HOST, then their routing value\n"
+        "                            (also --file): claim, copy, freeze, kick, final sync,\n"
+        "                            verify, flip; see migrate options\n"
         "  schema-check              is the directory's schema ready for mailhostd?\n"
         "  stragglers                who logged in lately, and through which backend (from\n"
         "                            mailhostd's state_file; no directory access needed)\n"
@@ -60,6 +63,20 @@ static void usage(FILE *fp)
         "  --backends NAME[,NAME...]  the backend names mailhostd routes to; HOST must be\n"
         "                  one (with -c instead, HOST is checked against that file's\n"
         "                  backend map and route_unmapped)\n"
+        "migrate options (--from, --file and --journal as for set):\n"
+        "  --to HOST       the new routing value (required)\n"
+        "  --copy-command T  the copier, run twice (default: doveadm backup -R -u %%u imapc:)\n"
+        "  --kick-command T  ends the user's sessions on the old server (default: doveadm\n"
+        "                  kick %%u; its exit 68, no one to kick, is success)\n"
+        "                  T: words split at spaces, run without a shell; %%u login, %%o old\n"
+        "                  host, %%n new host, %%%% a percent sign; never a password\n"
+        "  --old-doveadm CMD / --new-doveadm CMD  doveadm on each side for the target check\n"
+        "                  and the verify (default: doveadm; e.g. \"doveadm -c /etc/old.conf\")\n"
+        "  --target-not-empty=fail|merge  a used target mailbox fails the user (default) or\n"
+        "                  is copied into anyway (its UIDs then change)\n"
+        "  --timeout SECS  per command (default 3600)  --lease SECS  claim's lease (default\n"
+        "                  2 x timeout + 600)   --runner-id ID  (default HOSTNAME:<run id>)\n"
+        "  --retry-failed  also move users in state failed\n"
         "stragglers options:\n"
         "  --since AGE     only logins newer than AGE: 90m, 36h, 7d (default 30d)\n"
         "  --host BACKEND  only logins routed to this backend (e.g. the old server)\n"
@@ -70,8 +87,8 @@ static void usage(FILE *fp)
         "stats options:\n"
         "  --filter FILTER the users to count (default: (mail=*))   --json  JSON output\n"
         "\n"
-        "Exit status: 0 done, 1 error, 2 usage, 3 partly done (some entries failed or were\n"
-        "skipped), 4 directory unreachable (re-run the same command to finish).\n"
+        "Exit status: 0 done, 1 error, 2 usage, 3 partly done (some entries or users failed\n"
+        "or were skipped), 4 directory unreachable (re-run the same command to finish).\n"
         "See mailhostctl(8).\n");
 }
 
@@ -96,6 +113,7 @@ static const struct command {
     { "list", mh_ctl_cmd_list, 1, 1, NULL },
     { "freeze", mh_ctl_cmd_freeze, 1, 1, NULL },
     { "unfreeze", mh_ctl_cmd_unfreeze, 1, 1, NULL },
+    { "migrate", mh_ctl_cmd_migrate, 1, 0, NULL },
 };
 
 /* Fills c from the options; returns -1 to go on (optind at the command), else the exit
@@ -111,6 +129,13 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"since", required_argument, NULL, 'G'}, {"host", required_argument, NULL, 'K'},
         {"state-file", required_argument, NULL, 'Q'}, {"backends", required_argument, NULL, 'N'},
         {"for", required_argument, NULL, 'P'},
+        {"to", required_argument, NULL, 256}, {"copy-command", required_argument, NULL, 257},
+        {"kick-command", required_argument, NULL, 258},
+        {"old-doveadm", required_argument, NULL, 259},
+        {"new-doveadm", required_argument, NULL, 260},
+        {"target-not-empty", required_argument, NULL, 261},
+        {"timeout", required_argument, NULL, 262}, {"lease", required_argument, NULL, 263},
+        {"runner-id", required_argument, NULL, 264}, {"retry-failed", no_argument, NULL, 265},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -145,6 +170,32 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         case 'Q': c->state_file = optarg; break;
         case 'N': c->backends = optarg; break;
         case 'P': c->for_backend = optarg; break;
+        case 256: c->to = optarg; break;
+        case 257: c->copy_cmd = optarg; break;
+        case 258: c->kick_cmd = optarg; break;
+        case 259: c->old_doveadm = optarg; break;
+        case 260: c->new_doveadm = optarg; break;
+        case 261:
+            if (strcmp(optarg, "merge") != 0 && strcmp(optarg, "fail") != 0) {
+                fprintf(stderr, "%s: --target-not-empty takes fail or merge\n", MH_CTL_PROG);
+                return MH_EXIT_USAGE;
+            }
+            c->target_merge = optarg[0] == 'm';
+            break;
+        case 262:
+        case 263: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 10L * 24 * 3600) {
+                fprintf(stderr, "%s: --%s takes seconds (1 to 864000)\n", MH_CTL_PROG,
+                        opt == 262 ? "timeout" : "lease");
+                return MH_EXIT_USAGE;
+            }
+            *(opt == 262 ? &c->cmd_timeout : &c->lease) = v;
+            break;
+        }
+        case 264: c->runner_id = optarg; break;
+        case 265: c->retry_failed = 1; break;
         case 'h': usage(stdout); return MH_EXIT_OK;
         case 'V': printf("mailhostctl %s\n", PACKAGE_VERSION); return MH_EXIT_OK;
         default: usage(stderr); return MH_EXIT_USAGE;

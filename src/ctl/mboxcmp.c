@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* mboxcmp.c - see mboxcmp.h. */
+#include "config.h"
+#include "mboxcmp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAXCOLS = 16 };
+
+static int add_item(struct mh_mbox *m, char *key, char *rest)
+{
+    if (key == NULL || rest == NULL)
+        goto fail;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        struct mh_mbox_item *ni = realloc(m->items, cap * sizeof *ni);
+        if (ni == NULL)
+            goto fail;
+        m->items = ni;
+        m->cap = cap;
+    }
+    m->items[m->n++] = (struct mh_mbox_item){ key, rest };
+    return 0;
+fail:
+    free(key);
+    free(rest);
+    return -1;
+}
+
+/* Splits line (modified in place) at tabs into at most MAXCOLS fields; the count. */
+static int split(char *line, char **f)
+{
+    int n = 0;
+    for (char *p = line; n < MAXCOLS; ) {
+        f[n++] = p;
+        p = strchr(p, '\t');
+        if (p == NULL)
+            break;
+        *p++ = '\0';
+    }
+    return n;
+}
+
+static int col(char **hdr, int nh, const char *name)
+{
+    for (int i = 0; i < nh; i++)
+        if (strcmp(hdr[i], name) == 0)
+            return i;
+    return -1;
+}
+
+static int number(const char *s, unsigned long long *v)
+{
+    char *end;
+    if (*s < '0' || *s > '9')
+        return -1;
+    *v = strtoull(s, &end, 10);
+    return *end == '\0' ? 0 : -1;
+}
+
+/* Calls row(ctx-like m, fields) for each row of text after its header.  The columns named
+ * in want[] are looked up in the header: idx[k] for want[k] (-1 when optional and absent). */
+typedef int row_fn(struct mh_mbox *m, char **f, const int *idx, char *err, size_t errsize);
+
+static int parse(struct mh_mbox *m, const char *text, const char *const *want, int nwant,
+                 int nrequired, row_fn *row, char *err, size_t errsize)
+{
+    char *copy = strdup(text), *save = NULL, *hdr[MAXCOLS], *f[MAXCOLS];
+    int rc = -1, nh = 0, idx[MAXCOLS];
+    unsigned long lineno = 0;
+    if (copy == NULL) {
+        snprintf(err, errsize, "out of memory");
+        return -1;
+    }
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len > 0 && line[len - 1] == '\r')
+            line[len - 1] = '\0';
+        if (nh == 0) {
+            nh = split(line, hdr);
+            for (int k = 0; k < nwant; k++)
+                if ((idx[k] = col(hdr, nh, want[k])) < 0 && k < nrequired) {
+                    snprintf(err, errsize, "doveadm's output has no column \"%s\"", want[k]);
+                    goto out;
+                }
+            continue;
+        }
+        if (split(line, f) != nh) {
+            snprintf(err, errsize, "doveadm's output line %lu has not %d fields", lineno, nh);
+            goto out;
+        }
+        if (row(m, f, idx, err, errsize) < 0)
+            goto out;
+    }
+    if (nh == 0 && text[0] != '\0') {
+        snprintf(err, errsize, "doveadm's output has no header line");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(copy);
+    return rc;
+}
+
+static int status_row(struct mh_mbox *m, char **f, const int *idx, char *err, size_t errsize)
+{
+    unsigned long long msgs, uidv, uidn, vsize = 0;
+    if (number(f[idx[1]], &msgs) < 0 || number(f[idx[2]], &uidv) < 0 ||
+        number(f[idx[3]], &uidn) < 0 || (idx[4] >= 0 && number(f[idx[4]], &vsize) < 0)) {
+        snprintf(err, errsize, "doveadm's status of folder \"%s\" is not numeric", f[idx[0]]);
+        return -1;
+    }
+    char *key = NULL, *rest = NULL;
+    if (asprintf(&key, "F\t%s", f[idx[0]]) < 0)
+        key = NULL;
+    if (asprintf(&rest, "messages %llu, UIDVALIDITY %llu, UIDNEXT %llu", msgs, uidv, uidn) < 0)
+        rest = NULL;
+    if (add_item(m, key, rest) < 0) {
+        snprintf(err, errsize, "out of memory");
+        return -1;
+    }
+    m->folders++;
+    m->messages += msgs;
+    m->bytes += vsize;
+    if (!m->used && (msgs > 0 || uidn > 1)) {
+        m->used = 1;
+        snprintf(m->used_why, sizeof m->used_why, "folder \"%s\" holds %llu messages, UIDNEXT "
+                 "%llu", f[idx[0]], msgs, uidn);
+    }
+    return 0;
+}
+
+int mh_mbox_parse_status(struct mh_mbox *m, const char *text, char *err, size_t errsize)
+{
+    static const char *const want[] = { "mailbox", "messages", "uidvalidity", "uidnext",
+                                        "vsize" };
+    return parse(m, text, want, 5, 4, status_row, err, errsize);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The flags as a sorted, space-separated set without \Recent; malloc'ed. */
+static char *norm_flags(const char *flags)
+{
+    char *copy = strdup(flags), *save = NULL, *out = NULL;
+    char **v = calloc(strlen(flags) / 2 + 2, sizeof *v);
+    size_t n = 0, len = 1;
+    if (copy == NULL || v == NULL)
+        goto out;
+    for (char *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save))
+        if (strcmp(t, "\\Recent") != 0) {
+            v[n++] = t;
+            len += strlen(t) + 1;
+        }
+    qsort(v, n, sizeof *v, cmp_str);
+    if ((out = malloc(len)) == NULL)
+        goto out;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            strcat(out, " ");
+        strcat(out, v[i]);
+    }
+out:
+    free(copy);
+    free(v);
+    return out;
+}
+
+static int fetch_row(struct mh_mbox *m, char **f, const int *idx, char *err, size_t errsize)
+{
+    unsigned long long uid;
+    if (number(f[idx[1]], &uid) < 0 || uid == 0 || uid > 0xffffffffULL) {
+        snprintf(err, errsize, "doveadm's UID \"%s\" in folder \"%s\" is not one", f[idx[1]],
+                 f[idx[0]]);
+        return -1;
+    }
+    char *flags = norm_flags(f[idx[2]]), *key = NULL, *rest = NULL;
+    if (asprintf(&key, "M\t%s\t%010llu", f[idx[0]], uid) < 0)
+        key = NULL;
+    if (flags && asprintf(&rest, "flags \"%s\", POP3 UIDL \"%s\"", flags,
+                          idx[3] >= 0 ? f[idx[3]] : "") < 0)
+        rest = NULL;
+    free(flags);
+    if (add_item(m, key, rest) < 0) {
+        snprintf(err, errsize, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int mh_mbox_parse_fetch(struct mh_mbox *m, const char *text, char *err, size_t errsize)
+{
+    static const char *const want[] = { "mailbox", "uid", "flags", "pop3.uidl" };
+    return parse(m, text, want, 4, 3, fetch_row, err, errsize);
+}
+
+static int cmp_item(const void *a, const void *b)
+{
+    const struct mh_mbox_item *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : strcmp(x->rest, y->rest);
+}
+
+/* "folder \"X\"" or "folder \"X\" UID 7" for key. */
+static void describe(const char *key, char *buf, size_t size)
+{
+    const char *folder = key + 2, *tab = strchr(folder, '\t');
+    if (key[0] == 'F' || tab == NULL)
+        snprintf(buf, size, "folder \"%s\"", folder);
+    else
+        snprintf(buf, size, "folder \"%.*s\" UID %lu", (int)(tab - folder), folder,
+                 strtoul(tab + 1, NULL, 10));
+}
+
+int mh_mbox_compare(struct mh_mbox *o, struct mh_mbox *n, char *diff, size_t size)
+{
+    char what[400];
+    qsort(o->items, o->n, sizeof *o->items, cmp_item);
+    qsort(n->items, n->n, sizeof *n->items, cmp_item);
+    size_t i = 0, k = 0;
+    while (i < o->n || k < n->n) {
+        int c = i >= o->n ? 1 : k >= n->n ? -1 : strcmp(o->items[i].key, n->items[k].key);
+        if (c == 0 && strcmp(o->items[i].rest, n->items[k].rest) == 0) {
+            i++;
+            k++;
+            continue;
+        }
+        describe(c <= 0 ? o->items[i].key : n->items[k].key, what, sizeof what);
+        if (c == 0)
+            snprintf(diff, size, "%s: %s on the old server, %s on the new one", what,
+                     o->items[i].rest, n->items[k].rest);
+        else if (c < 0)
+            snprintf(diff, size, "%s: missing on the new server (%s on the old one)", what,
+                     o->items[i].rest);
+        else
+            snprintf(diff, size, "%s: only on the new server (%s)", what, n->items[k].rest);
+        return 1;
+    }
+    return 0;
+}
+
+void mh_mbox_free(struct mh_mbox *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->items[i].key);
+        free(m->items[i].rest);
+    }
+    free(m->items);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
+"""mailhostctl migrate against a real slapd (the sample directory) and two real Dovecots.
+
+OLD and NEW are private Dovecot instances (tests/e2e/stack.py's Dovecot).  OLD has a master
+user ("migrator") in its own passdb; NEW's doveadm reads OLD over imapc as that master user
+(the credentials in a config file on NEW's side, never on a command line): the copier is
+`doveadm -c NEW/migrate.conf backup -R -u %u imapc:`, Dovecot's own migration path.
+What is checked independently of mailhostctl's verify: IMAP (imaplib: every folder's
+UIDVALIDITY, UIDNEXT, UIDs and flags) and POP3 (poplib: the UIDL list in order) on both
+servers, with the user's own password; and the directory, read with ldapsearch.
+Needs slapd, ldap-utils and dovecot-imapd/-pop3d: without them it FAILS.
+"""
+import imaplib
+import os
+import poplib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "lib"))
+sys.path.insert(0, os.path.join(HERE, "e2e"))
+import mhtest  # noqa: E402
+from mhtest import Runner, check  # noqa: E402
+from slapd import Slapd  # noqa: E402
+import stack  # noqa: E402
+
+OLD, NEW = "mail-old.example.org", "mail-new.example.org"
+MASTER, MASTER_PW = "migrator", "Master-pw-9"
+PW = "User-pw-1"
+# sample users on OLD in state waiting (checked by t_sample_users)
+MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN, TERM = (
+    "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13, 15, 17))
+USERS = (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN,
+         TERM)
+
+
+def ctl_path():
+    d = os.environ.get("MAILHOSTD")
+    path = os.path.join(os.path.dirname(d), "mailhostctl") if d else \
+        os.path.join(mhtest.SRCDIR, "mailhostctl")
+    if not os.access(path, os.X_OK):
+        raise RuntimeError("mailhostctl not found at %s: build it first" % path)
+    return path
+
+
+class Dovecot(stack.Dovecot):
+    """stack.Dovecot with config appended (extra) and, for the new server, every mailbox
+    but keep_mail removed before it starts: an untouched target."""
+
+    def __init__(self, workdir, label, address, users, extra="", empty=False, keep_mail=()):
+        super().__init__(workdir, label, address, users)
+        self.extra, self.empty, self.keep_mail = extra, empty, keep_mail
+
+    def launch(self):
+        orig = stack.render
+
+        def render(template, path, **values):
+            out = orig(template, path, **values)
+            if template == "dovecot.conf.in":
+                with open(out, "a", encoding="utf-8") as f:
+                    f.write(self.extra % {"dir": self.dir})
+                with open(os.path.join(self.dir, "masters"), "w") as f:
+                    f.write("%s:{PLAIN}%s::::::\n" % (MASTER, MASTER_PW))
+                os.chmod(os.path.join(self.dir, "masters"), 0o644)   # test secret
+                for login in self.users if self.empty else ():
+                    if login not in self.keep_mail:
+                        import shutil
+                        shutil.rmtree(os.path.join(self.dir, "home", login, "Maildir"))
+            return out
+        stack.render = render
+        try:
+            return super().launch()
+        finally:
+            stack.render = orig
+
+    def doveadm(self, *args, conf=None, input=None):
+        r = subprocess.run(["doveadm", "-c", conf or self.conf_path] + list(args), input=input,
+                           capture_output=True, timeout=120)
+        check(r.returncode == 0, "doveadm %s: %s", args, r.stderr)
+        return r.stdout.decode()
+
+    def imap_state(self, login):
+        """{folder (as LIST names it): (UIDVALIDITY, UIDNEXT, {uid: flags without \\Recent})}"""
+        out = {}
+        im = imaplib.IMAP4(self.address, self.imap)
+        try:
+            im.login(login, PW)
+            typ, lines = im.list()
+            check(typ == "OK", "LIST: %s", lines)
+            for line in lines:
+                name = re.match(rb'\(.*?\) (?:"."|NIL) (.*)$', line).group(1).decode()
+                typ, st = im.status(name, "(UIDVALIDITY UIDNEXT)")
+                check(typ == "OK", "STATUS %s: %s", name, st)
+                uv = int(re.search(rb"UIDVALIDITY (\d+)", st[0]).group(1))
+                un = int(re.search(rb"UIDNEXT (\d+)", st[0]).group(1))
+                typ, _ = im.select(name, readonly=True)
+                check(typ == "OK", "SELECT %s", name)
+                msgs = {}
+                typ, data = im.uid("FETCH", "1:*", "(FLAGS)")
+                for d in data:
+                    if not d:
+                        continue
+                    m = re.search(rb"UID (\d+) FLAGS \(([^)]*)\)", d) or \
+                        re.search(rb"FLAGS \(([^)]*)\) UID (\d+)", d)
+                    if m is None:
+                        continue
+                    uid, flags = (m.group(1), m.group(2)) if m.re.pattern.startswith(b"UID") \
+                        else (m.group(2), m.group(1))
+                    msgs[int(uid)] = frozenset(f for f in flags.decode().split()
+                                               if f != "\\Recent")
+                out[name] = (uv, un, msgs)
+                im.close()
+        finally:
+            im.logout()
+        return out
+
+    def uidls(self, login):
+        p = poplib.POP3(self.address, self.pop3, timeout=30)
+        try:
+            p.user(login)
+            p.pass_(PW)
+            return [line.decode() for line in p.uidl()[1]]
+        finally:
+            p.quit()
+
+
+class Ctx:
+    pass
+
+
+def attrs(c, login):
+    """The user's migration attributes, read with ldapsearch as the directory's root."""
+    r = c.slapd.search(c.slapd.base, "(mail=%s)" % login,
+                       ["mailHost", "mailhostMigrationState", "mailhostPreviousHost",
+                        "mailhostMovedAt", "mailhostMigrationClaim", "mailhostMigrationError"])
+    check(len(r) == 1, "%s: %d entries", login, len(r))
+    return {k: (r[0].get(k) or [None])[0] for k in
+            ("mailHost", "mailhostMigrationState", "mailhostPreviousHost", "mailhostMovedAt",
+             "mailhostMigrationClaim", "mailhostMigrationError")}
+
+
+def dn_of(c, login):
+    return c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["1.1"])[0]["dn"]
+
+
+def migrate(c, *args, journal, copy=None, kick=None, wait=True):
+    argv = [ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", c.slapd.ctl_dn,
+            "-w", c.slapd.ctl_pw, "migrate", "--to", NEW, "--from", OLD,
+            "--copy-command", copy or c.copy, "--kick-command", kick or c.kick,
+            "--old-doveadm", "doveadm -c " + c.old.conf_path,
+            "--new-doveadm", "doveadm -c " + c.new.conf_path,
+            "--timeout", "120", "--journal", os.path.join(c.work, journal)] + list(args)
+    env = dict(os.environ, LDAPNOINIT="1")
+    if not wait:
+        return subprocess.Popen(argv, cwd=c.work, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(argv, cwd=c.work, capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def populate(c, login):
+    """Folders (one with a space, one non-ASCII), messages, flags and a UID gap on OLD."""
+    o = c.old
+    o.doveadm("mailbox", "create", "-u", login, "My Folder", "Entwürfe")
+    for i, folder in enumerate(("INBOX", "INBOX", "INBOX", "My Folder", "My Folder",
+                                "Entwürfe")):
+        o.doveadm("save", "-u", login, "-m", folder,
+                  input=("From: a@example.org\nSubject: m%d\nMessage-ID: <m%d.%s>\n\n"
+                         "body %d\n" % (i, i, login, i)).encode())
+    o.doveadm("expunge", "-u", login, "mailbox", "INBOX", "uid", "2")
+    o.doveadm("flags", "add", "-u", login, "\\Seen \\Flagged $Label1", "mailbox", "INBOX",
+              "uid", "3")
+    o.doveadm("flags", "add", "-u", login, "\\Answered \\Seen", "mailbox", "My Folder", "uid",
+              "2")
+    o.doveadm("flags", "add", "-u", login, "\\Seen", "mailbox", "Entwürfe", "uid", "1")
+
+
+def t_sample_users(c):
+    for login in USERS:
+        a = attrs(c, login)
+        check(a["mailHost"] == OLD and a["mailhostMigrationState"] in (None, "waiting"),
+              "%s: %s (the test needs users on the old host, waiting or without a state)",
+              login, a)
+
+
+def t_migrate_moves_mail_then_pointer(c):
+    populate(c, MOVE)
+    before_imap, before_uidl = c.old.imap_state(MOVE), c.old.uidls(MOVE)
+    check(len(before_imap) == 3 and len(before_uidl) == 3, "old: %s %s", before_imap,
+          before_uidl)
+    check(set(before_imap) == {"INBOX", "\"My Folder\"", "Entw&APw-rfe"},
+          "folder names on old: %s", list(before_imap))
+    r = migrate(c, MOVE, journal="move.journal")
+    check(r.returncode == 0, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    print("    " + r.stdout.strip().replace("\n", "\n    "))
+    check(re.search(r"^%s: done %s -> %s: 6 messages in 3 folders, \d+ bytes, [\d.]+ s, "
+                    r"frozen \d+ ms$" % (re.escape(MOVE), OLD, NEW), r.stdout, re.M),
+          "report line: %s", r.stdout)
+    check(re.search(r"1 moved, 0 failed, 0 skipped, 0 pending; frozen window p50 \d+ ms, "
+                    r"p99 \d+ ms", r.stdout), "summary: %s", r.stdout)
+    a = attrs(c, MOVE)
+    check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+          a["mailhostPreviousHost"] == OLD and a["mailhostMovedAt"].endswith("Z") and
+          a["mailhostMigrationClaim"] is None and a["mailhostMigrationError"] is None,
+          "directory after the move: %s", a)
+    after_new, after_uidl = c.new.imap_state(MOVE), c.new.uidls(MOVE)
+    check(after_new == before_imap, "IMAP state differs:\nold %s\nnew %s", before_imap,
+          after_new)
+    check(after_uidl == before_uidl, "POP3 UIDLs differ: old %s new %s", before_uidl,
+          after_uidl)
+    check(c.old.imap_state(MOVE) == before_imap and c.old.uidls(MOVE) == before_uidl,
+          "the old mailbox changed")
+    flags = before_imap["INBOX"][2]
+    check(sorted(flags) == [1, 3, 4] and flags[3] == {"\\Seen", "\\Flagged", "$Label1"},
+          "INBOX on old: %s (want UIDs 1, 3, 4 and the flags set)", flags)
+    # a re-run of the finished command changes nothing and says so
+    r = migrate(c, MOVE, journal="move.journal")
+    check(r.returncode == 3 and "already on %s" % NEW in r.stdout, "re-run: %d %s %s",
+          r.returncode, r.stdout, r.stderr)
+
+
+def t_target_not_empty_fails_and_keeps_pointer(c):
+    before = c.new.imap_state(NOT_EMPTY)
+    r = migrate(c, NOT_EMPTY, journal="notempty.journal")
+    check(r.returncode == 3 and "%s: failed (the target mailbox is not empty" % NOT_EMPTY
+          in r.stdout, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    a = attrs(c, NOT_EMPTY)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "failed" and
+          "not empty" in (a["mailhostMigrationError"] or "") and
+          a["mailhostMigrationClaim"] is None and a["mailhostPreviousHost"] is None,
+          "directory: %s", a)
+    check(c.new.imap_state(NOT_EMPTY) == before, "the target was written to")
+    # a failed user is left alone by a new run, unless --retry-failed
+    r = migrate(c, NOT_EMPTY, journal="notempty2.journal")
+    check(r.returncode == 3 and "state failed" in r.stdout and
+          attrs(c, NOT_EMPTY)["mailhostMigrationState"] == "failed", "second run: %s %s",
+          r.stdout, r.stderr)
+
+
+def t_verify_mismatch_never_flips(c):
+    populate(c, MISMATCH)
+    # the copier: the real dsync, and at its second run (the final sync) one more message
+    # lands on the new server, as a delivery there would
+    script = os.path.join(c.work, "copy-then-deliver.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nset -e\n"
+                "doveadm -c %s backup -R -u \"$1\" imapc:\n"
+                "if [ -e \"%s/$1.synced\" ]; then\n"
+                "  printf 'Subject: late\\n\\nlate\\n' | doveadm -c %s save -u \"$1\"\n"
+                "fi\n"
+                "touch \"%s/$1.synced\"\n" % (c.migrate_conf, c.work, c.new.conf_path, c.work))
+    os.chmod(script, 0o755)
+    r = migrate(c, MISMATCH, journal="mismatch.journal", copy="/bin/sh %s %%u" % script)
+    want = ("verify: folder \"INBOX\": messages 3, UIDVALIDITY %d, UIDNEXT 5 on the old "
+            "server, messages 4, UIDVALIDITY %d, UIDNEXT 6 on the new one"
+            % ((c.old.imap_state(MISMATCH)["INBOX"][0],) * 2))
+    check(r.returncode == 3 and "%s: failed (%s)" % (MISMATCH, want) in r.stdout,
+          "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    a = attrs(c, MISMATCH)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "failed" and
+          a["mailhostMigrationError"] == want and
+          a["mailhostMigrationClaim"] is None, "directory: %s", a)
+    # a copier that fails: never flipped, its own words in the reason
+    r = migrate(c, COPY_FAILS, journal="copyfails.journal",
+                copy="doveadm -c /nonexistent/dovecot.conf backup -R -u %u imapc:")
+    a = attrs(c, COPY_FAILS)
+    check(r.returncode == 3 and "%s: failed (pre-copy: exit " % COPY_FAILS in r.stdout and
+          a["mailHost"] == OLD and a["mailhostMigrationState"] == "failed" and
+          (a["mailhostMigrationError"] or "").startswith("pre-copy: exit "),
+          "copier failing: exit %d %s %s; %s", r.returncode, r.stdout, r.stderr, a)
+
+
+def wait_file(path, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while not os.path.exists(path) or os.path.getsize(path) == 0:
+        if proc.poll() is not None:
+            check(False, "mailhostctl ended early: %s", proc.communicate())
+        check(time.monotonic() < deadline, "%s did not appear", path)
+        time.sleep(delay)      # polling for a state, with a deadline
+        delay = min(delay * 2, 0.1)
+
+
+def hanging_run(c, login, journal, hang_in, sig=signal.SIGKILL):
+    """Runs migrate for login with the copier (hang_in "copy") or the kick (hang_in "kick")
+    hanging after its work; sends sig to mailhostctl while it waits.  The directory state
+    seen while it hung, and the finished process."""
+    script = os.path.join(c.work, "hang-%s.sh" % hang_in)
+    pidfile = os.path.join(c.work, "hang-%s.pid" % login)
+    real = c.copy.replace("%u", "\"$1\"") if hang_in == "copy" else \
+        c.kick.replace("%u", "\"$1\"")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\n%s\nstatus=$?\n[ $status = 0 ] || [ $status = 68 ] || exit 1\n"
+                "echo $$ > \"$2.tmp\" && mv \"$2.tmp\" \"$2\"\nexec sleep 600\n" % real)
+    cmd = "/bin/sh %s %%u %s" % (script, pidfile)
+    p = migrate(c, login, journal=journal, wait=False,
+                **({"copy": cmd} if hang_in == "copy" else {"kick": cmd}))
+    try:
+        wait_file(pidfile, p)
+        seen = attrs(c, login)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        try:
+            os.killpg(int(open(pidfile).read()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    return seen, p, out, err
+
+
+def t_killed_run_resumes(c):
+    """SIGKILL while copying, and while frozen: the same command again resumes each user
+    at its step (this runner's claim), and finishes the move."""
+    for login, hang_in, state in ((KILLED, "copy", "copying"), (KILLED_FROZEN, "kick",
+                                                                "frozen")):
+        populate(c, login)
+        before = c.old.imap_state(login)
+        journal = "killed-%s.journal" % hang_in
+        seen, p, out, err = hanging_run(c, login, journal, hang_in)
+        check(seen["mailhostMigrationState"] == state and
+              (seen["mailhostMigrationClaim"] or "").count(" until ") == 1,
+              "while hanging in %s: %s", hang_in, seen)
+        a = attrs(c, login)
+        check(a == seen and a["mailHost"] == OLD, "after the kill: %s", a)
+        r = migrate(c, login, journal=journal)
+        check(r.returncode == 0 and "this runner's claim" in r.stderr and
+              "in state %s: resuming" % state in r.stderr and "(resuming)" in r.stderr and
+              "%s: done" % login in r.stdout,
+              "re-run: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              a["mailhostMigrationClaim"] is None, "after the re-run: %s", a)
+        check(c.new.imap_state(login) == before, "new mailbox differs from the old one")
+
+
+def t_sigterm_puts_the_user_back(c):
+    seen, p, out, err = hanging_run(c, TERM, "term.journal", "copy", signal.SIGTERM)
+    a = attrs(c, TERM)
+    check(seen["mailhostMigrationState"] == "copying" and p.returncode == 3 and
+          "%s: stopped" % TERM in out and "interrupted: re-run" in err,
+          "exit %s: %s %s", p.returncode, out, err)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "waiting" and
+          a["mailhostMigrationClaim"] is None and a["mailhostMigrationError"] is None,
+          "after SIGTERM: %s", a)
+
+
+def t_live_lease_respected_expired_taken_over(c):
+    populate(c, DEAD_LEASE)
+    live = "other-runner until 20991231000000Z"
+    dead = "dead-runner until 20000101000000Z"
+    for login, claim in ((LIVE_LEASE, live), (DEAD_LEASE, dead)):
+        e = c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["objectClass"])[0]
+        cls = "" if "mailhostMigration" in e["objectClass"] else \
+            "add: objectClass\nobjectClass: mailhostMigration\n-\n"
+        c.slapd.ldapmodify("dn: %s\nchangetype: modify\n%sreplace: mailhostMigrationState\n"
+                           "mailhostMigrationState: copying\n-\n"
+                           "replace: mailhostMigrationClaim\nmailhostMigrationClaim: %s\n-\n"
+                           % (dn_of(c, login), cls, claim))
+    r = migrate(c, LIVE_LEASE, DEAD_LEASE, journal="lease.journal")
+    check(r.returncode == 3, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    check("%s: skipped (claimed by another runner (%s)" % (LIVE_LEASE, live) in r.stdout,
+          "live lease: %s", r.stdout)
+    a = attrs(c, LIVE_LEASE)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "copying" and
+          a["mailhostMigrationClaim"] == live, "live lease touched: %s", a)
+    check("expired claim %s" % dead in r.stderr and "%s: done" % DEAD_LEASE in r.stdout,
+          "expired lease: %s %s", r.stdout, r.stderr)
+    a = attrs(c, DEAD_LEASE)
+    check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+          a["mailhostMigrationClaim"] is None, "expired lease: %s", a)
+
+
+def t_usage(c):
+    r = migrate(c, journal="usage.journal")
+    check(r.returncode == 2 and "exactly one of USER... or --file" in r.stderr, "%s", r.stderr)
+    r = migrate(c, MOVE, "--target-not-empty=maybe", journal="usage.journal")
+    check(r.returncode == 2 and "fail or merge" in r.stderr, "%s", r.stderr)
+    r = migrate(c, MOVE, journal="usage.journal", copy="doveadm backup -u %x")
+    check(r.returncode == 2 and "unknown placeholder %x" in r.stderr, "%s", r.stderr)
+
+
+def main():
+    work = mhtest.work_dir("migrate", exit_on_signals=True)
+    runner = Runner("test_migrate")
+    c = Ctx()
+    c.work = work
+    c.slapd = Slapd(os.path.join(work, "slapd"))
+    c.old = c.new = None
+    try:
+        c.slapd.start()
+        users = {u: PW for u in USERS}
+        c.old = Dovecot(work, "OLD", "127.0.0.11", users, extra=(
+            "auth_master_user_separator = *\n"
+            "passdb {\n  driver = passwd-file\n"
+            "  args = scheme=PLAIN username_format=%%u %(dir)s/masters\n"
+            "  master = yes\n}\n")).start()
+        c.new = Dovecot(work, "NEW", "127.0.0.12", users, empty=True,
+                        keep_mail=(NOT_EMPTY,)).start()
+        # the copier's view of OLD: imapc as the master user, on NEW's side only
+        c.migrate_conf = os.path.join(c.new.dir, "migrate.conf")
+        fd = os.open(c.migrate_conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("!include %s\nimapc_host = %s\nimapc_port = %d\nimapc_user = %%u\n"
+                    "imapc_master_user = %s\nimapc_password = %s\n"
+                    "imapc_features = rfc822.size fetch-headers\n"
+                    % (c.new.conf_path, c.old.address, c.old.imap, MASTER, MASTER_PW))
+        c.copy = "doveadm -c %s backup -R -u %%u imapc:" % c.migrate_conf
+        c.kick = "doveadm -c %s kick %%u" % c.old.conf_path
+        for t in (t_sample_users, t_usage, t_migrate_moves_mail_then_pointer,
+                  t_target_not_empty_fails_and_keeps_pointer, t_verify_mismatch_never_flips,
+                  t_killed_run_resumes, t_sigterm_puts_the_user_back,
+                  t_live_lease_respected_expired_taken_over):
+            runner.run(t, c)
+    finally:
+        for d in (c.new, c.old):
+            if d is not None:
+                d.stop()
+        c.slapd.close()
+    return runner.finish(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* test_migrate.c - the pure parts of mailhostctl migrate: command templates
+ * (src/ctl/runcmd.c, and running one) and the verify's comparison of doveadm's view of two
+ * mailboxes (src/ctl/mboxcmp.c). */
+#include "config.h"
+#include "mboxcmp.h"
+#include "runcmd.h"
+#include "check.h"
+
+#include <string.h>
+
+static void test_template(void)
+{
+    static const struct { const char *tmpl; const char *want[8]; const char *err; } cases[] = {
+        {"doveadm backup -R -u %u imapc:", {"doveadm", "backup", "-R", "-u", "a b@x", "imapc:"},
+         NULL},
+        {"  cp  %o:%u   %n:%u%% ", {"cp", "old:a b@x", "new:a b@x%"}, NULL},
+        {"x %", {NULL}, "unknown placeholder"},
+        {"x %s", {NULL}, "unknown placeholder %s"},
+        {"   ", {NULL}, "empty command"},
+        {"", {NULL}, "empty command"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[300] = "";
+        char **argv = mh_runcmd_argv(cases[i].tmpl, "a b@x", "old", "new", NULL, err,
+                                     sizeof err);
+        if (cases[i].err) {
+            CHECK(argv == NULL && strstr(err, cases[i].err) != NULL, "\"%s\": %s",
+                  cases[i].tmpl, err);
+            continue;
+        }
+        size_t n = 0;
+        while (cases[i].want[n])
+            n++;
+        CHECK(argv != NULL, "\"%s\": %s", cases[i].tmpl, err);
+        for (size_t k = 0; argv && k <= n; k++)
+            CHECK(cases[i].want[k] ? argv[k] && strcmp(argv[k], cases[i].want[k]) == 0
+                                   : argv[k] == NULL,
+                  "\"%s\" word %zu: %s", cases[i].tmpl, k, argv[k] ? argv[k] : "(end)");
+        mh_runcmd_argv_free(argv);
+    }
+    /* extra words are appended as they are: a login is never split or expanded */
+    const char *extra[] = { "-u", "%u x", NULL };
+    char err[300];
+    char **argv = mh_runcmd_argv("doveadm -c f", "u", "o", "n", extra, err, sizeof err);
+    CHECK(argv && !strcmp(argv[3], "-u") && !strcmp(argv[4], "%u x") && !argv[5], "extra");
+    mh_runcmd_argv_free(argv);
+}
+
+static void test_run(void)
+{
+    struct mh_runcmd_result res;
+    char *ok[] = { "sh", "-c", "echo out; echo err >&2; exit 3", NULL };
+    CHECK(mh_runcmd_run(ok, 10000, NULL, 100, 100, &res) == 0, "run");
+    CHECK(res.status == MH_RUNCMD_EXITED && res.exit_code == 3, "status %d %d", res.status,
+          res.exit_code);
+    CHECK(!strcmp(res.out, "out\n") && !strcmp(res.err, "err\n"), "out %s err %s", res.out,
+          res.err);
+    mh_runcmd_result_free(&res);
+    char *missing[] = { "/nonexistent/command", NULL };
+    CHECK(mh_runcmd_run(missing, 10000, NULL, 100, 100, &res) == 0 &&
+          res.status == MH_RUNCMD_NOSTART, "a missing command: %d", res.status);
+    mh_runcmd_result_free(&res);
+    /* the timeout kills the whole group, a child of the command included */
+    char *hang[] = { "sh", "-c", "sleep 600 & wait", NULL };
+    CHECK(mh_runcmd_run(hang, 200, NULL, 100, 100, &res) == 0 &&
+          res.status == MH_RUNCMD_TIMEOUT, "timeout: %d", res.status);
+    mh_runcmd_result_free(&res);
+    volatile sig_atomic_t stop = 1;
+    CHECK(mh_runcmd_run(hang, 0, &stop, 100, 100, &res) == 0 &&
+          res.status == MH_RUNCMD_STOPPED, "stop: %d", res.status);
+    mh_runcmd_result_free(&res);
+    char *big[] = { "sh", "-c", "printf 0123456789; printf abcdefghij >&2", NULL };
+    CHECK(mh_runcmd_run(big, 10000, NULL, 4, 4, &res) == 0 && !strcmp(res.out, "0123") &&
+          res.out_truncated && !strcmp(res.err, "ghij"), "caps: %s %s", res.out, res.err);
+    mh_runcmd_result_free(&res);
+}
+
+#define STATUS_HDR "mailbox\tmessages\tuidnext\tuidvalidity\tvsize\n"
+#define FETCH_HDR "mailbox\tuid\tflags\tpop3.uidl\n"
+
+static void test_compare(void)
+{
+    static const struct { const char *os, *of, *ns, *nf, *diff; } cases[] = {
+        {STATUS_HDR "INBOX\t2\t4\t77\t100\nMy Folder\t0\t1\t78\t0\n",
+         FETCH_HDR "INBOX\t1\t\\Seen \\Recent\t\nINBOX\t3\t$L \\Flagged\t\n",
+         STATUS_HDR "My Folder\t0\t1\t78\t0\nINBOX\t2\t4\t77\t100\n",
+         FETCH_HDR "INBOX\t3\t\\Flagged $L\t\nINBOX\t1\t\\Seen\t\n", NULL},
+        {STATUS_HDR "INBOX\t1\t2\t77\t1\n", FETCH_HDR "INBOX\t1\t\t\n",
+         STATUS_HDR "INBOX\t1\t2\t99\t1\n", FETCH_HDR "INBOX\t1\t\t\n",
+         "folder \"INBOX\": messages 1, UIDVALIDITY 77, UIDNEXT 2 on the old server, "
+         "messages 1, UIDVALIDITY 99, UIDNEXT 2 on the new one"},
+        {STATUS_HDR "Entwürfe\t1\t2\t7\t1\n", FETCH_HDR "Entwürfe\t1\t\\Seen\t\n",
+         STATUS_HDR "Entwürfe\t1\t2\t7\t1\n", FETCH_HDR "Entwürfe\t1\t\t\n",
+         "folder \"Entwürfe\" UID 1: flags \"\\Seen\", POP3 UIDL \"\" on the old server, "
+         "flags \"\", POP3 UIDL \"\" on the new one"},
+        {STATUS_HDR "A\t2\t3\t7\t1\n", FETCH_HDR "A\t1\t\t\nA\t2\t\t\n",
+         STATUS_HDR "A\t2\t3\t7\t1\n", FETCH_HDR "A\t1\t\t\nA\t10\t\t\n",
+         "folder \"A\" UID 2: missing on the new server (flags \"\", POP3 UIDL \"\" on the "
+         "old one)"},
+        {STATUS_HDR "A\t0\t1\t7\t0\n", FETCH_HDR,
+         STATUS_HDR "A\t0\t1\t7\t0\nB\t0\t1\t8\t0\n", FETCH_HDR,
+         "folder \"B\": only on the new server (messages 0, UIDVALIDITY 8, UIDNEXT 1)"},
+        {STATUS_HDR "INBOX\t1\t2\t7\t1\n", FETCH_HDR "INBOX\t1\t\tu1\n",
+         STATUS_HDR "INBOX\t1\t2\t7\t1\n", FETCH_HDR "INBOX\t1\t\tu2\n",
+         "folder \"INBOX\" UID 1: flags \"\", POP3 UIDL \"u1\" on the old server, flags \"\", "
+         "POP3 UIDL \"u2\" on the new one"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct mh_mbox o = { 0 }, n = { 0 };
+        char err[300] = "", diff[900] = "";
+        CHECK(mh_mbox_parse_status(&o, cases[i].os, err, sizeof err) == 0 &&
+              mh_mbox_parse_fetch(&o, cases[i].of, err, sizeof err) == 0 &&
+              mh_mbox_parse_status(&n, cases[i].ns, err, sizeof err) == 0 &&
+              mh_mbox_parse_fetch(&n, cases[i].nf, err, sizeof err) == 0, "case %zu: %s", i,
+              err);
+        int got = mh_mbox_compare(&o, &n, diff, sizeof diff);
+        CHECK(got == (cases[i].diff != NULL), "case %zu: %d %s", i, got, diff);
+        if (cases[i].diff)
+            CHECK(strcmp(diff, cases[i].diff) == 0, "case %zu: %s", i, diff);
+        mh_mbox_free(&o);
+        mh_mbox_free(&n);
+    }
+}
+
+static void test_parse_and_untouched(void)
+{
+    static const struct { const char *status; int used; const char *err; } cases[] = {
+        {STATUS_HDR, 0, NULL},
+        {"", 0, NULL},
+        {STATUS_HDR "INBOX\t0\t1\t5\t0\n", 0, NULL},
+        {STATUS_HDR "INBOX\t0\t2\t5\t0\n", 1, NULL},          /* a message once there */
+        {STATUS_HDR "Sent\t1\t2\t5\t9\nINBOX\t0\t1\t5\t0\n", 1, NULL},
+        {STATUS_HDR "INBOX\tx\t1\t5\t0\n", 0, "not numeric"},
+        {STATUS_HDR "INBOX\t0\t1\n", 0, "fields"},
+        {"mailbox\tmessages\n", 0, "no column \"uidvalidity\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct mh_mbox m = { 0 };
+        char err[300] = "";
+        int rc = mh_mbox_parse_status(&m, cases[i].status, err, sizeof err);
+        if (cases[i].err)
+            CHECK(rc < 0 && strstr(err, cases[i].err), "case %zu: %d %s", i, rc, err);
+        else
+            CHECK(rc == 0 && m.used == cases[i].used, "case %zu: %d %s used %d", i, rc, err,
+                  m.used);
+        mh_mbox_free(&m);
+    }
+    struct mh_mbox m = { 0 };
+    char err[300];
+    CHECK(mh_mbox_parse_status(&m, STATUS_HDR "A\t2\t3\t7\t100\nB\t1\t2\t8\t50\n", err,
+                               sizeof err) == 0 && m.messages == 3 && m.bytes == 150 &&
+          m.folders == 2, "sums: %llu %llu %zu", m.messages, m.bytes, m.folders);
+    mh_mbox_free(&m);
+    CHECK(mh_mbox_parse_fetch(&m, FETCH_HDR "INBOX\t0\t\t\n", err, sizeof err) < 0,
+          "UID 0 refused");
+    mh_mbox_free(&m);
+}
+
+int main(void)
+{
+    static const struct check_case cases[] = {
+        CHECK_CASE(test_template), CHECK_CASE(test_run), CHECK_CASE(test_compare),
+        CHECK_CASE(test_parse_and_untouched),
+    };
+    return CHECK_RUN("test_migrate", cases);
+}
