@@ -147,13 +147,14 @@ def dn_of(c, login):
     return c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["1.1"])[0]["dn"]
 
 
-def migrate(c, *args, journal, copy=None, kick=None, wait=True):
+def migrate(c, *args, journal, copy=None, kick=None, wait=True, settle="0"):
     argv = [ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", c.slapd.ctl_dn,
             "-w", c.slapd.ctl_pw, "migrate", "--to", NEW, "--from", OLD,
             "--copy-command", copy or c.copy, "--kick-command", kick or c.kick,
             "--old-doveadm", "doveadm -c " + c.old.conf_path,
             "--new-doveadm", "doveadm -c " + c.new.conf_path,
-            "--timeout", "120", "--journal", os.path.join(c.work, journal)] + list(args)
+            "--timeout", "120", "--mta-settle", settle,
+            "--journal", os.path.join(c.work, journal)] + list(args)
     env = dict(os.environ, LDAPNOINIT="1")
     if not wait:
         return subprocess.Popen(argv, cwd=c.work, stdout=subprocess.PIPE,
@@ -194,9 +195,12 @@ def t_migrate_moves_mail_then_pointer(c):
           before_uidl)
     check(set(before_imap) == {"INBOX", "\"My Folder\"", "Entw&APw-rfe"},
           "folder names on old: %s", list(before_imap))
-    r = migrate(c, MOVE, journal="move.journal")
+    # --mta-settle 2: the final sync (and so the flip) no sooner than 2 s after the freeze
+    r = migrate(c, MOVE, journal="move.journal", settle="2")
     check(r.returncode == 0, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
     print("    " + r.stdout.strip().replace("\n", "\n    "))
+    m = re.search(r"frozen (\d+) ms$", r.stdout, re.M)
+    check(m and int(m.group(1)) >= 2000, "frozen at least --mta-settle: %s", r.stdout)
     check(re.search(r"^%s: done %s -> %s: 6 messages in 3 folders, \d+ bytes, [\d.]+ s, "
                     r"frozen \d+ ms$" % (re.escape(MOVE), OLD, NEW), r.stdout, re.M),
           "report line: %s", r.stdout)

@@ -47,6 +47,7 @@ struct mh_ctl {
     const char *to, *copy_cmd, *kick_cmd, *old_doveadm, *new_doveadm, *runner_id;
     int target_merge, retry_failed;
     long cmd_timeout, lease;    /* seconds */
+    long mta_settle;            /* migrate: seconds frozen before the final sync; -1: default */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
                                            * owned by the running set, NULL outside it */
 };

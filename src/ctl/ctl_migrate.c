@@ -494,6 +494,25 @@ static enum outcome lost(struct muser *u, const char *step, int rc)
     return u->r->unreachable ? STOP : FAILED;
 }
 
+/* Postfix's queue manager (resolve_clnt) reuses its last answer for an address for up to
+ * 30 s: a message resolved to the old server just before the freeze can still be delivered
+ * there during it.  The final sync waits until --mta-settle seconds after the freeze, so it
+ * copies such mail, and no answer from before the freeze outlives it.  1 if interrupted. */
+static int settle(struct muser *u)
+{
+    long long until = u->t_freeze + u->r->c->mta_settle * 1000LL;
+    if (now_ms() < until && u->r->c->cli.verbose)
+        fprintf(stderr, "%s: waiting %lld ms (--mta-settle) before the final sync\n",
+                MH_CTL_PROG, until - now_ms());
+    while (now_ms() < until) {
+        if (interrupted)
+            return 1;
+        struct timespec slice = { 0, 100 * 1000000L };
+        nanosleep(&slice, NULL);
+    }
+    return 0;
+}
+
 static enum outcome move_user(struct muser *u)
 {
     struct mrun *r = u->r;
@@ -546,6 +565,8 @@ static enum outcome move_user(struct muser *u)
     } else {
         u->t_freeze = now_ms();   /* resumed frozen: the window measured from here */
     }
+    if (settle(u) != 0)
+        return release(u, "waiting", NULL), STOP;
     if (run(u, "kick", c->kick_cmd, NULL, DOVEADM_NOUSER, NULL) < 0 ||
         run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0)
         return interrupted ? (release(u, "waiting", NULL), STOP) : fail(u);
@@ -817,6 +838,7 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
     if (c->old_doveadm == NULL) c->old_doveadm = "doveadm";
     if (c->new_doveadm == NULL) c->new_doveadm = "doveadm";
     if (c->cmd_timeout == 0) c->cmd_timeout = 3600;
+    if (c->mta_settle < 0) c->mta_settle = 35;
     if (c->lease == 0) c->lease = 2 * c->cmd_timeout + 600;
     int status = check_args(&r, args, nargs);
     if (status == MH_EXIT_OK)

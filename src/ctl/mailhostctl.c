@@ -77,6 +77,10 @@ static void usage(FILE *fp)
         "  --timeout SECS  per command (default 3600)  --lease SECS  claim's lease (default\n"
         "                  2 x timeout + 600)   --runner-id ID  (default HOSTNAME:<run id>)\n"
         "  --retry-failed  also move users in state failed\n"
+        "  --mta-settle SECS  stay frozen this long before the final sync (default 35):\n"
+        "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
+        "                  so mail may still reach the old server just after the freeze;\n"
+        "                  0 where no MTA routes by the directory\n"
         "stragglers options:\n"
         "  --since AGE     only logins newer than AGE: 90m, 36h, 7d (default 30d)\n"
         "  --host BACKEND  only logins routed to this backend (e.g. the old server)\n"
@@ -136,6 +140,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"target-not-empty", required_argument, NULL, 261},
         {"timeout", required_argument, NULL, 262}, {"lease", required_argument, NULL, 263},
         {"runner-id", required_argument, NULL, 264}, {"retry-failed", no_argument, NULL, 265},
+        {"mta-settle", required_argument, NULL, 266},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -194,6 +199,16 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
             *(opt == 262 ? &c->cmd_timeout : &c->lease) = v;
             break;
         }
+        case 266: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 0 || v > 3600) {
+                fprintf(stderr, "%s: --mta-settle takes seconds (0 to 3600)\n", MH_CTL_PROG);
+                return MH_EXIT_USAGE;
+            }
+            c->mta_settle = v;
+            break;
+        }
         case 264: c->runner_id = optarg; break;
         case 265: c->retry_failed = 1; break;
         case 'h': usage(stdout); return MH_EXIT_OK;
@@ -209,6 +224,7 @@ int main(int argc, char **argv)
     struct mh_ctl c;
     memset(&c, 0, sizeof c);
     c.state = "done";
+    c.mta_settle = -1;
     const struct command *cmd = NULL;
     int status = parse_options(&c, argc, argv);
     if (status >= 0)
