@@ -73,6 +73,9 @@ os.execvp(sys.argv[1], sys.argv[1:])' "$top/quickstart" demo >"$out" 2>&1 </dev/
         label="$mode: alice moved from OLD to NEW in the demo"
         ok grep -q 'Subject: on OLD' "$out"
         ok grep -q 'Subject: on NEW' "$out"
+        label="$mode: a mail to alice lands on OLD before the flip, the next on NEW after it"
+        ok grep -q '"demo mail 1" is in alice.s mailbox on OLD' "$out"
+        ok grep -q '"demo mail 2" is in alice.s mailbox on NEW' "$out"
         if [ "$mode" = group-ready ]; then
             # every command the demo suggests, exactly as printed
             local cmd n=0 res

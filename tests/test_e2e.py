@@ -24,6 +24,7 @@ import signal
 import smtplib
 import ssl
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True     # no __pycache__ in the source tree (or in make dist)
@@ -463,6 +464,62 @@ def t_flip_while_running():
           "something was restarted: %r -> %r", c.pids, c.st.pids())
 
 
+def t_frozen_login_waits_for_the_flip():
+    """frozen_login_wait through real nginx: while alice is frozen her IMAP login waits (nginx
+    asks again on Auth-Status WAIT and tells the client nothing); once she is flipped and
+    unfrozen the same login lands on NEW."""
+    dn = USER_DNS[ALICE]
+    ctl = dict(dn=c.slapd.ctl_dn, pw=c.slapd.ctl_pw)
+    before = c.slapd.search(dn, "(objectClass=*)", ["objectClass", "mailhostMigrationState"],
+                            scope="base")[0]
+    had_class = any(v.lower() == "mailhostmigration" for v in before.get("objectClass", []))
+    c.slapd.ldapmodify("dn: %s\nchangetype: modify\n%sreplace: mailhostMigrationState\n"
+                       "mailhostMigrationState: frozen\n-\n"
+                       % (dn, "" if had_class else "add: objectClass\nobjectClass: "
+                          "mailhostMigration\n-\n"), **ctl)
+    logs = (c.st.mailhostd, c.st.noverify)
+    mark = [len(d.read_log()) for d in logs]
+
+    def waits():
+        return sum(len(re.findall(r'auth user="alice@example.com" .*outcome=wait '
+                                  r'reason=migration-frozen', d.read_log()[m:]))
+                   for d, m in zip(logs, mark))
+    result = {}
+
+    def login():
+        t0 = time.monotonic()
+        try:
+            result["label"] = imap("imap_tcp", ALICE, pw(ALICE))
+        except Exception as e:      # reported by the checks below
+            result["error"] = repr(e)
+        result["secs"] = time.monotonic() - t0
+    th = threading.Thread(target=login)
+    try:
+        th.start()
+        wait_for("nginx asked again after a WAIT (two WAIT answers for alice)",
+                 lambda: waits() >= 2, 20)
+        check(th.is_alive(), "the frozen login ended instead of waiting: %r", result)
+        t_flip = time.monotonic()
+        c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n-\n"
+                           "replace: mailhostMigrationState\nmailhostMigrationState: done\n-\n"
+                           % (dn, HOSTS["NEW"]), **ctl)
+        th.join(30)
+        check(not th.is_alive(), "the waiting login did not finish 30 s after the flip")
+        check(result.get("label") == "NEW", "the waiting login landed on NEW: %r", result)
+        print("     frozen login: %d WAIT answers, landed on NEW %.1f s after it began, "
+              "%.1f s after the flip" % (waits(), result.get("secs", 0),
+                                          time.monotonic() - t_flip))
+    finally:
+        th.join(60)
+        state = before.get("mailhostMigrationState")
+        c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n-\n"
+                           "replace: mailhostMigrationState\n%s-\n%s"
+                           % (dn, HOSTS["OLD"], "mailhostMigrationState: %s\n" % state[0]
+                              if state else "", "" if had_class else "delete: objectClass\n"
+                              "objectClass: mailhostMigration\n-\n"), **ctl)
+        wait_routed(ALICE, "OLD")
+
+
 def t_slapd_down_and_back():
     """Directory down: every password check gets mailhostd's temporary failure, never
     nginx's 'internal server error'; routing that needs no password goes on from the route
@@ -603,7 +660,8 @@ def main():
             for t in (t_imap_pop3_routing, t_starttls, t_nginx_request_headers,
                       t_smtp_submission, t_smtp_mx_by_recipient,
                       t_wrong_password_never_reaches_backend, t_backend_refusal_passes_through,
-                      t_flip_while_running, t_slapd_down_and_back, t_logs_clean, t_clean_stop):
+                      t_flip_while_running, t_frozen_login_waits_for_the_flip,
+                      t_slapd_down_and_back, t_logs_clean, t_clean_stop):
                 runner.run(t)
     except (Terminated, KeyboardInterrupt) as e:
         runner.failed += 1

@@ -35,6 +35,7 @@ Nothing is left running: nginx and Dovecot get SIGTERM when this process dies
 
 import atexit
 import base64
+import faulthandler
 import grp
 import os
 import re
@@ -462,6 +463,7 @@ class Stack:
         self.ports = {}
         self.secret = "e2e-" + base64.b16encode(os.urandom(8)).decode().lower()
         self._stopped = False
+        self.verbose_stop = False
         self.stop_status = {}
         atexit.register(self.stop)
 
@@ -689,6 +691,8 @@ class Stack:
 
         def attempt(name, fn):
             t = time.monotonic()
+            if self.verbose_stop:      # the demo's log shows where a slow stop is
+                print("stopping %s" % name, flush=True)
             try:
                 st[name] = fn()
             except Exception as e:        # keep stopping the rest
@@ -756,13 +760,18 @@ def _interrupted(signum, frame):
 
 
 if __name__ == "__main__":
-    # python3 tests/e2e/stack.py: run the stack in the foreground until Ctrl-C or SIGTERM
+    # python3 tests/e2e/stack.py [--postfix]: run the stack in the foreground until Ctrl-C
+    # or SIGTERM (--postfix: with the Postfix MX and OLD's Postfix, as Stack(postfix=True))
     signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
     # held until the work directory exists and the try below can clean it up: a Ctrl-C in
     # between would leave the directory behind (seen once in tests/test_demo.sh)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    st = Stack()
+    st = Stack(postfix="--postfix" in sys.argv[1:])
+    st.verbose_stop = True
+    # SIGUSR1 writes every thread's stack to the output (quickstart's demo cleanup sends it
+    # before it kills a stack that does not stop)
+    faulthandler.register(signal.SIGUSR1, file=sys.stdout, all_threads=True)
     print("WORKDIR=%s" % st.workdir, flush=True)
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -787,6 +796,8 @@ if __name__ == "__main__":
             if host is not None and " " not in pw))
         for name, port in st.ports.items():
             print("PORT_%s=%d" % (name.upper(), port))
+        if st.mx is not None:
+            print("MX_SMTP=%s:%d" % (st.mx.address, st.mx.port))
         print("OLD %s imap=%d pop3=%d smtp=%d; NEW %s imap=%d pop3=%d smtp=%d"
               % (st.old.address, st.old.imap, st.old.pop3, st.old.smtp,
                  st.new.address, st.new.imap, st.new.pop3, st.new.smtp))
