@@ -102,16 +102,30 @@ def everywhere(user, msgid):
     return {label: on_backend(label, user, msgid) for label in ("OLD", "NEW")}
 
 
+def qids(pf, msgid):
+    """The queue ids pf gave msgid (cleanup's "message-id=" lines)."""
+    return set(re.findall(r"\]: ([0-9A-F]+): message-id=%s" % re.escape(msgid),
+                          pf.read_log()))
+
+
 def settled(msgid):
-    """True when no Postfix holds a copy of msgid any more: every queue file made for it
-    (cleanup's "message-id=" line) was removed after its last delivery."""
+    """True when some Postfix took msgid and none holds a copy any more: every queue file
+    made for it (cleanup's "message-id=" line) was removed after its last delivery.  No
+    line yet (postlogd writes asynchronously) is not settled."""
+    seen = 0
     for pf in c.st.postfixes():
         log = pf.read_log()
-        qids = re.findall(r"\]: ([0-9A-F]+): message-id=%s" % re.escape(msgid), log)
-        for q in qids:
+        for q in qids(pf, msgid):
+            seen += 1
             if not re.search(r"\]: %s: removed" % q, log):
                 return False
-    return True
+    return seen > 0
+
+
+def deliveries_of(pf, *msgs):
+    """pf's delivery attempts of these messages only (by their queue ids)."""
+    ids = set().union(*(qids(pf, m.msgid) for m in msgs))
+    return [d for d in pf.deliveries() if d[0] in ids]
 
 
 def wait_arrived(msg, user, label, timeout=DELIVERY):
@@ -149,13 +163,14 @@ def send(mta, rcpt, subject, deadline=DELIVERY):
 
 def alice_and_bob(mta, how):
     """One mail to alice (on OLD) and one to bob (on NEW) through mta: each accepted, and
-    exactly once in the right mailbox."""
+    exactly once in the right mailbox; returns the two messages."""
     a = send(mta, ALICE, "to alice on OLD" + how)
     b = send(mta, BOB, "to bob on NEW" + how)
     accepted(a)
     accepted(b)
     wait_arrived(a, ALICE, "OLD")
     wait_arrived(b, BOB, "NEW")
+    return a, b
 
 
 def accepted(m, rcpt=None):
@@ -229,18 +244,18 @@ def t_stack_starts():
 def t_old_and_new():
     """Mail for a user on OLD lands in the OLD mailbox (through the OLD server's Postfix),
     for a user on NEW in the NEW one; neither in the other."""
-    alice_and_bob(mx(), "")
-    # the way it went: MX -> OLD's Postfix (smtp) -> LMTP OLD; MX -> LMTP NEW
+    a, b = alice_and_bob(mx(), "")
+    # the way these two went: MX -> OLD's Postfix (smtp) -> LMTP OLD; MX -> LMTP NEW
     old_hop = "%s[%s]:%d" % (c.st.old_mta.address, c.st.old_mta.address, c.st.old_mta.port)
     check(any(d[1] == ALICE and d[2] == old_hop and d[3] == "sent"
-              for d in c.st.mx.deliveries()), "MX did not hand alice's mail to OLD's Postfix"
-          " (%s):\n%s", old_hop, diag())
+              for d in deliveries_of(c.st.mx, a)), "MX did not hand alice's mail to OLD's "
+          "Postfix (%s):\n%s", old_hop, diag())
     check(any(d[1] == ALICE and d[2].startswith(c.st.old.address) and
               d[2].endswith(":%d" % c.st.old.lmtp) and d[3] == "sent"
-              for d in c.st.old_mta.deliveries()), "OLD's Postfix did not deliver alice by "
-          "LMTP to OLD:\n%s", diag())
+              for d in deliveries_of(c.st.old_mta, a)), "OLD's Postfix did not deliver alice "
+          "by LMTP to OLD:\n%s", diag())
     check(any(d[1] == BOB and d[2].endswith(":%d" % c.st.new.lmtp) and d[3] == "sent"
-              for d in c.st.mx.deliveries()), "MX did not deliver bob by LMTP to NEW")
+              for d in deliveries_of(c.st.mx, b)), "MX did not deliver bob by LMTP to NEW")
 
 
 def t_unknown_and_extension():
@@ -266,8 +281,8 @@ def t_old_server_postfix():
     """The OLD server's own Postfix asks transport@mail-old.example.org: a user still on OLD
     is delivered here (local_transport, LMTP into OLD), a user on NEW is relayed to NEW;
     nothing loops back to itself."""
-    alice_and_bob(Mta(c.st.old_mta.address, c.st.old_mta.port), " via OLD's Postfix")
-    d = c.st.old_mta.deliveries()
+    a, b = alice_and_bob(Mta(c.st.old_mta.address, c.st.old_mta.port), " via OLD's Postfix")
+    d = deliveries_of(c.st.old_mta, a, b)
     old_lmtp = ":%d" % c.st.old.lmtp
     new_lmtp = ":%d" % c.st.new.lmtp
     check(any(x[1] == ALICE and x[2].endswith(old_lmtp) for x in d),
@@ -277,10 +292,9 @@ def t_old_server_postfix():
     log = c.st.old_mta.read_log()
     check("loops back to myself" not in log and "hop count exceeded" not in log,
           "a loop in OLD's Postfix:\n%s", diag())
-    lookups = c.st.mailhostd.read_log()
-    check(re.search(r'socketmap map=transport@mail-old\.example\.org key="alice@example\.com"'
-                    r' .*? reply=ok', lookups),
-          "no transport@mail-old lookup for alice in mailhostd's log")
+    # (that OLD's Postfix asked transport@mail-old for this very mail cannot be told from
+    # the log: Postfix reuses an address's last answer for up to 30 s; the deliveries of
+    # these two messages, by their queue ids, are the proof)
     # mailhostd's view: what each asking server is told for the same user
     check(socketmap("transport@" + HOSTS["OLD"], ALICE) ==
           "OK " + c.st.lmtp_nexthop(c.st.old), "transport@OLD for alice")
@@ -315,6 +329,9 @@ def t_flip_follows():
     else:
         raise AssertionError("%d mails in 90 s after the flip all went to OLD" % i)
     first_new = time.monotonic() - t0
+    # mailhostctl migrate stays frozen --mta-settle (35 s) for exactly this window
+    check(first_new < 35, "mail went to OLD for %.1f s after the flip: longer than migrate's "
+          "--mta-settle default (35 s)", first_new)
     check(via_nginx(ALICE, m.msgid) == 1, "alice on NEW does not see it through nginx")
     print("     flip: mailhostctl set took %.0f ms; the first mail routed to NEW was sent "
           "%.0f ms after the flip started (%d mail(s) in between went to OLD)"
@@ -337,7 +354,10 @@ def t_frozen_waits():
     t_frozen = time.monotonic()
     # the MTA tries for a while: each try must be answered 4xx (or the mail accepted and
     # held in Postfix's queue, deferred)
-    mta.run(6, [m], max_delay=0.5)
+    deadline = time.monotonic() + 60
+    while (m.outcome[FROZEN][0] == "pending" and len(m.temp_failures(FROZEN)) < 3 and
+           time.monotonic() < deadline):
+        mta.run(2, [m], max_delay=0.5)     # at least three tries, however slow the machine
     temps = m.temp_failures(FROZEN)
     if m.outcome[FROZEN][0] == "pending":
         check(len(temps) >= 2 and all(t[2] in (450, 451) for t in temps),
@@ -406,9 +426,17 @@ def t_tally():
     """What the tests saw: mails sent, delivered where, deferred, bounced (must be 0)."""
     t = tally(c.sent)
     where = {"OLD": 0, "NEW": 0}
-    for w in c.delivered.values():
-        for k, v in w.items():
-            where[k] += v
+    # counted again now, on both backends: a copy that arrived after a test's own count (a
+    # retried delivery) shows here
+    for m in c.sent:
+        for rcpt in m.rcpts:
+            if m.outcome[rcpt][0] != "accepted":
+                continue
+            user = BOB if rcpt.startswith("bob+") else rcpt
+            for k, v in everywhere(user, m.msgid).items():
+                where[k] += v
+                if v > 1:
+                    check(False, "%s: %d copies on %s", m.msgid, v, k)
     deferred_q = sum(1 for pf in c.st.postfixes() for x in pf.deliveries()
                      if x[3] == "deferred")
     b = bounces()
