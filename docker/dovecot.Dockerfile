@@ -17,7 +17,7 @@ FROM debian:12-slim
 RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        dovecot-imapd dovecot-pop3d python3 \
+        dovecot-imapd dovecot-pop3d dovecot-lmtpd python3 \
  && rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d \
  && groupadd --gid 5000 vmail \
  && useradd --uid 5000 --gid vmail --home-dir /srv/dovecot --no-create-home \
@@ -47,7 +47,7 @@ COPY tests/e2e/stack.py /opt/mailhostd/tests/e2e/
 COPY tests/lib/mhtest.py tests/lib/slapd.py /opt/mailhostd/tests/lib/
 COPY docker/smtp-sink.py /opt/mailhostd/docker/
 
-EXPOSE 143 110 2525
+EXPOSE 143 110 2525 24
 # Dovecot greets on IMAP (OLD and NEW both listen on 143 in their own container)
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/143 && read -r -t 3 l <&3 && [[ $l == '* OK'* ]]"]

@@ -49,7 +49,7 @@ LDAP_URI = "ldap://slapd"                  # libldap resolves the service name p
 
 # Dovecot: root in its container, so the standard ports; the SMTP sinks (smtp-old,
 # smtp-new) share the Dovecot containers' network namespaces and run as nobody: 2525.
-BACKEND_PORTS = {"imap": 143, "pop3": 110, "smtp": 2525}
+BACKEND_PORTS = {"imap": 143, "pop3": 110, "smtp": 2525, "lmtp": 24}
 DOVECOT_DIR = "/srv/dovecot/%s"            # per backend: config, passwd, homes, run/, state/
 MAIL_UID = MAIL_GID = 5000                 # the "vmail" user of docker/dovecot.Dockerfile
 
@@ -125,6 +125,9 @@ def render_all(out):
         put(out, "dovecot/%s/dovecot.conf" % side, "dovecot.conf.in",
             INSTANCE="mailhostd-" + side, DIR=d, ADDRESS="*", LABEL=label,
             IMAP_PORT=BACKEND_PORTS["imap"], POP3_PORT=BACKEND_PORTS["pop3"],
+            LMTP_PORT=BACKEND_PORTS["lmtp"],
+            # as Dovecot.__init__: OLD knows bare local parts, NEW full addresses
+            LMTP_USERNAME_FORMAT="%Ln" if label == "OLD" else "%Lu",
             LOGIN_USER="dovenull", INTERNAL_USER="dovecot", MAIL_UID=MAIL_UID,
             MAIL_GID=MAIL_GID)
         # the passwd-file line as Dovecot.launch writes it (not a template there)
@@ -151,6 +154,8 @@ def render_all(out):
             OLD_POP3=BACKEND_PORTS["pop3"], OLD_SMTP=BACKEND_PORTS["smtp"],
             NEW_ADDRESS=ADDRESSES["dovecot-new"], NEW_IMAP=BACKEND_PORTS["imap"],
             NEW_POP3=BACKEND_PORTS["pop3"], NEW_SMTP=BACKEND_PORTS["smtp"],
+            # no Postfix in the containers (Stack(postfix=False))
+            OLD_EXTRA="", NEW_EXTRA="", POSTFIX_LINES="",
             USER_LINE="")
 
     # ---- nginx (tests: Stack._start_nginx)
