@@ -33,10 +33,10 @@ MASTER, MASTER_PW = "migrator", "Master-pw-9"
 PW = "User-pw-1"
 # sample users on OLD in state waiting (checked by t_sample_users)
 (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN, TERM,
- COPIES_NOTHING, LOST_CLAIM, IN_CHECK, SIZE) = (
-    "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25))
+ COPIES_NOTHING, LOST_CLAIM, IN_CHECK, SIZE, SAME_RUNNER) = (
+    "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27))
 USERS = (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN,
-         TERM, COPIES_NOTHING, LOST_CLAIM, IN_CHECK, SIZE)
+         TERM, COPIES_NOTHING, LOST_CLAIM, IN_CHECK, SIZE, SAME_RUNNER)
 
 
 def ctl_path():
@@ -533,13 +533,7 @@ def t_live_lease_respected_expired_taken_over(c):
     live = "other-runner until 20991231000000Z"
     dead = "dead-runner until 20000101000000Z"
     for login, claim in ((LIVE_LEASE, live), (DEAD_LEASE, dead)):
-        e = c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["objectClass"])[0]
-        cls = "" if "mailhostMigration" in e["objectClass"] else \
-            "add: objectClass\nobjectClass: mailhostMigration\n-\n"
-        c.slapd.ldapmodify("dn: %s\nchangetype: modify\n%sreplace: mailhostMigrationState\n"
-                           "mailhostMigrationState: copying\n-\n"
-                           "replace: mailhostMigrationClaim\nmailhostMigrationClaim: %s\n-\n"
-                           % (dn_of(c, login), cls, claim))
+        set_claim(c, login, "copying", claim)
     r = migrate(c, LIVE_LEASE, DEAD_LEASE, journal="lease.journal")
     check(r.returncode == 3, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
     check("%s: skipped (claimed by another runner (%s)" % (LIVE_LEASE, live) in r.stdout,
@@ -552,6 +546,35 @@ def t_live_lease_respected_expired_taken_over(c):
     a = attrs(c, DEAD_LEASE)
     check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
           a["mailhostMigrationClaim"] is None, "expired lease: %s", a)
+
+
+def set_claim(c, login, state, claim):
+    e = c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["objectClass"])[0]
+    cls = "" if "mailhostMigration" in e["objectClass"] else \
+        "add: objectClass\nobjectClass: mailhostMigration\n-\n"
+    c.slapd.ldapmodify("dn: %s\nchangetype: modify\n%sreplace: mailhostMigrationState\n"
+                       "mailhostMigrationState: %s\n-\n"
+                       "replace: mailhostMigrationClaim\nmailhostMigrationClaim: %s\n-\n"
+                       % (dn_of(c, login), cls, state, claim))
+
+
+def t_live_run_of_the_same_command_is_another_runner(c):
+    """A live claim of the same runner id from another process (BASE:PID:START, PID alive)
+    belongs to another run; one whose process is gone is resumed as this runner's."""
+    populate(c, SAME_RUNNER)
+    live = "same-base:%d:1 until 20991231000000Z" % os.getpid()
+    set_claim(c, SAME_RUNNER, "copying", live)
+    r = migrate(c, SAME_RUNNER, "--runner-id", "same-base", journal="same.journal")
+    check(r.returncode == 3 and "%s: skipped (claimed by another runner (%s)" % (SAME_RUNNER, live)
+          in r.stdout and attrs(c, SAME_RUNNER)["mailhostMigrationClaim"] == live,
+          "live: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    p = subprocess.Popen(["true"])
+    p.wait()
+    set_claim(c, SAME_RUNNER, "copying", "same-base:%d:1 until 20991231000000Z" % p.pid)
+    r = migrate(c, SAME_RUNNER, "--runner-id", "same-base", journal="same2.journal")
+    check(r.returncode == 0 and "this runner's claim" in r.stderr and
+          "%s: done" % SAME_RUNNER in r.stdout, "dead: exit %d: %s %s", r.returncode, r.stdout,
+          r.stderr)
 
 
 def t_usage(c):
@@ -618,7 +641,8 @@ def main():
                   t_copy_of_nothing_never_flips, t_verify_compares_sizes,
                   t_killed_run_resumes, t_sigterm_keeps_the_copy_and_resumes,
                   t_target_check_before_claim, t_lost_claim_kills_the_copier,
-                  t_live_lease_respected_expired_taken_over):
+                  t_live_lease_respected_expired_taken_over,
+                  t_live_run_of_the_same_command_is_another_runner):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):
