@@ -57,8 +57,9 @@ struct mh_runcmd_hook {
 /* Runs argv[0] (looked up in PATH) with argv, standard input /dev/null, in a new process
  * group; waits at most timeout_ms (0: no limit), until *stop (may be NULL) becomes set or
  * hook (may be NULL) returns nonzero, then kills the group (SIGKILL).  The command gets
- * SIGKILL when the calling process dies (PR_SET_PDEATHSIG; what it started in turn is not
- * covered: its own process group is only killed by us).  Standard output is kept up to
+ * SIGKILL when the calling process dies (PR_SET_PDEATHSIG), and a watchdog process in its
+ * group kills the whole group when the run ends or the calling process dies, so nothing it
+ * started in its group outlives the run.  Standard output is kept up to
  * out_max bytes, standard error's last err_max bytes.  0 with *res filled (free it with
  * mh_runcmd_result_free), or -1 when out of memory.  A command that could not start is
  * MH_RUNCMD_NOSTART, not -1. */

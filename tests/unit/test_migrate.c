@@ -87,9 +87,10 @@ static int gone(pid_t pid)
     return 0;
 }
 
-/* A command outlives no SIGKILLed caller (PR_SET_PDEATHSIG): a resumed run must not race
- * a copier of the killed one. */
-static void test_dies_with_caller(void)
+/* A command, and what it started in the background, outlive no SIGKILLed caller: a
+ * resumed run must not race a copier of the killed one.  script writes the pid to watch to
+ * the file $0 and hangs. */
+static void dies_with_caller(const char *script)
 {
     char pidfile[] = "/tmp/test_migrate.XXXXXX";
     int fd = mkstemp(pidfile);
@@ -100,9 +101,7 @@ static void test_dies_with_caller(void)
     unlink(pidfile);
     pid_t caller = fork();
     if (caller == 0) {
-        char *cmd[] = { "sh", "-c",
-                        "echo $$ > \"$0.tmp\" && mv \"$0.tmp\" \"$0\" && exec sleep 600",
-                        pidfile, NULL };
+        char *cmd[] = { "sh", "-c", (char *)script, pidfile, NULL };
         struct mh_runcmd_result res;
         mh_runcmd_run(cmd, 0, NULL, NULL, 100, 100, &res);
         _exit(0);
@@ -124,11 +123,36 @@ static void test_dies_with_caller(void)
     waitpid(caller, NULL, 0);
     if (cmd_pid > 0) {
         int ok = gone((pid_t)cmd_pid);
-        CHECK(ok, "the command %ld outlived its SIGKILLed caller", cmd_pid);
+        CHECK(ok, "%s: %ld outlived its SIGKILLed caller", script, cmd_pid);
         if (!ok)
             kill((pid_t)cmd_pid, SIGKILL);
     }
     unlink(pidfile);
+}
+
+static void test_dies_with_caller(void)
+{
+    dies_with_caller("echo $$ > \"$0.tmp\" && mv \"$0.tmp\" \"$0\" && exec sleep 600");
+    /* a grandchild in the command's group: the watchdog kills the group */
+    dies_with_caller("sleep 600 & echo $! > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; wait");
+}
+
+/* What a command left running in the background ends with the run. */
+static void test_leftovers_killed(void)
+{
+    struct mh_runcmd_result res;
+    char *cmd[] = { "sh", "-c", "sleep 600 </dev/null >/dev/null 2>&1 & echo $!", NULL };
+    CHECK(mh_runcmd_run(cmd, 30000, NULL, NULL, 100, 100, &res) == 0 &&
+          res.status == MH_RUNCMD_EXITED && res.exit_code == 0, "status %d", res.status);
+    long pid = res.out ? strtol(res.out, NULL, 10) : 0;
+    CHECK(pid > 0, "pid: %s", res.out ? res.out : "");
+    if (pid > 0) {
+        int ok = gone((pid_t)pid);
+        CHECK(ok, "the background sleep %ld outlived the run", pid);
+        if (!ok)
+            kill((pid_t)pid, SIGKILL);
+    }
+    mh_runcmd_result_free(&res);
 }
 
 static void test_run(void)
@@ -277,6 +301,7 @@ int main(void)
 {
     static const struct check_case cases[] = {
         CHECK_CASE(test_template), CHECK_CASE(test_run), CHECK_CASE(test_dies_with_caller),
+        CHECK_CASE(test_leftovers_killed),
         CHECK_CASE(test_compare),
         CHECK_CASE(test_parse_and_untouched),
     };
