@@ -32,10 +32,11 @@ OLD, NEW = "mail-old.example.org", "mail-new.example.org"
 MASTER, MASTER_PW = "migrator", "Master-pw-9"
 PW = "User-pw-1"
 # sample users on OLD in state waiting (checked by t_sample_users)
-MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN, TERM = (
-    "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13, 15, 17))
+(MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN, TERM,
+ COPIES_NOTHING, LOST_CLAIM, IN_CHECK, SIZE, SAME_RUNNER) = (
+    "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27))
 USERS = (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN,
-         TERM)
+         TERM, COPIES_NOTHING, LOST_CLAIM, IN_CHECK, SIZE, SAME_RUNNER)
 
 
 def ctl_path():
@@ -147,14 +148,21 @@ def dn_of(c, login):
     return c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["1.1"])[0]["dn"]
 
 
-def migrate(c, *args, journal, copy=None, kick=None, wait=True, settle="0"):
+def migrate(c, *args, journal, copy=None, kick=None, wait=True, settle="0", old=None,
+            new=None, timeout="120", lease=None):
+    """mailhostctl migrate; kick None: its default (--old-doveadm ... kick %u); old/new:
+    the --old-doveadm/--new-doveadm words ("" leaves the option out)."""
+    sides = []
+    for opt, val in (("--old-doveadm", c.old_doveadm if old is None else old),
+                     ("--new-doveadm", "doveadm -c " + c.new.conf_path if new is None else new)):
+        sides += [opt, val] if val else []
     argv = [ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", c.slapd.ctl_dn,
-            "-w", c.slapd.ctl_pw, "migrate", "--to", NEW, "--from", OLD,
-            "--copy-command", copy or c.copy, "--kick-command", kick or c.kick,
-            "--old-doveadm", "doveadm -c " + c.old.conf_path,
-            "--new-doveadm", "doveadm -c " + c.new.conf_path,
-            "--timeout", "120", "--mta-settle", settle,
-            "--journal", os.path.join(c.work, journal)] + list(args)
+            "-y", c.pw_file, "migrate", "--to", NEW, "--from", OLD,
+            "--copy-command", copy or c.copy] + \
+        (["--kick-command", kick] if kick else []) + sides + \
+        ["--timeout", timeout, "--mta-settle", settle] + \
+        (["--lease", lease] if lease else []) + [
+         "--journal", os.path.join(c.work, journal)] + list(args)
     env = dict(os.environ, LDAPNOINIT="1")
     if not wait:
         return subprocess.Popen(argv, cwd=c.work, stdout=subprocess.PIPE,
@@ -198,6 +206,10 @@ def t_migrate_moves_mail_then_pointer(c):
     # --mta-settle 2: the final sync (and so the flip) no sooner than 2 s after the freeze
     r = migrate(c, MOVE, journal="move.journal", settle="2")
     check(r.returncode == 0, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    # the default kick is the old server's doveadm (the wrapper logs its arguments)
+    with open(c.old_log) as f:
+        check("kick %s\n" % MOVE in f.read(), "no kick through --old-doveadm: %s",
+              open(c.old_log).read())
     print("    " + r.stdout.strip().replace("\n", "\n    "))
     m = re.search(r"frozen (\d+) ms$", r.stdout, re.M)
     check(m and int(m.group(1)) >= 2000, "frozen at least --mta-settle: %s", r.stdout)
@@ -231,7 +243,9 @@ def t_target_not_empty_fails_and_keeps_pointer(c):
     before = c.new.imap_state(NOT_EMPTY)
     r = migrate(c, NOT_EMPTY, journal="notempty.journal")
     check(r.returncode == 3 and "%s: failed (the target mailbox is not empty" % NOT_EMPTY
-          in r.stdout, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+          in r.stdout and "--target-not-empty=overwrite makes it a copy of the source, "
+          "deleting what only it holds" in r.stdout, "exit %d: %s %s", r.returncode, r.stdout,
+          r.stderr)
     a = attrs(c, NOT_EMPTY)
     check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "failed" and
           "not empty" in (a["mailhostMigrationError"] or "") and
@@ -259,11 +273,13 @@ def t_verify_mismatch_never_flips(c):
                 "touch \"%s/$1.synced\"\n" % (c.migrate_conf, c.work, c.new.conf_path, c.work))
     os.chmod(script, 0o755)
     r = migrate(c, MISMATCH, journal="mismatch.journal", copy="/bin/sh %s %%u" % script)
-    want = ("verify: folder \"INBOX\": messages 3, UIDVALIDITY %d, UIDNEXT 5 on the old "
-            "server, messages 4, UIDVALIDITY %d, UIDNEXT 6 on the new one"
-            % ((c.old.imap_state(MISMATCH)["INBOX"][0],) * 2))
-    check(r.returncode == 3 and "%s: failed (%s)" % (MISMATCH, want) in r.stdout,
+    want = re.compile(r"verify: folder \"INBOX\": messages 3, UIDVALIDITY %d, UIDNEXT 5, "
+                      r"vsize \d+ on the old server, messages 4, UIDVALIDITY %d, UIDNEXT 6, "
+                      r"vsize \d+ on the new one" % ((c.old.imap_state(MISMATCH)["INBOX"][0],) * 2))
+    m = re.search(r"^%s: failed \((.*)\)$" % re.escape(MISMATCH), r.stdout, re.M)
+    check(r.returncode == 3 and m and want.fullmatch(m.group(1)),
           "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    want = m.group(1)
     a = attrs(c, MISMATCH)
     check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "failed" and
           a["mailhostMigrationError"] == want and
@@ -289,32 +305,63 @@ def wait_file(path, proc, timeout=60):
         delay = min(delay * 2, 0.1)
 
 
-def hanging_run(c, login, journal, hang_in, sig=signal.SIGKILL):
-    """Runs migrate for login with the copier (hang_in "copy") or the kick (hang_in "kick")
-    hanging after its work; sends sig to mailhostctl while it waits.  The directory state
-    seen while it hung, and the finished process."""
-    script = os.path.join(c.work, "hang-%s.sh" % hang_in)
-    pidfile = os.path.join(c.work, "hang-%s.pid" % login)
-    real = c.copy.replace("%u", "\"$1\"") if hang_in == "copy" else \
-        c.kick.replace("%u", "\"$1\"")
+def gone(pid, timeout=30):
+    """True once pid has ended (or is a zombie nobody reaps), polled with a deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)       # polling for a state, with a deadline
+    return False
+
+
+def hang_script(c, name, real, pidfile):
+    """A command that runs real (its exit 0 or 68 is success), writes its pid to pidfile
+    and hangs."""
+    script = os.path.join(c.work, "hang-%s.sh" % name)
     with open(script, "w") as f:
         f.write("#!/bin/sh\n%s\nstatus=$?\n[ $status = 0 ] || [ $status = 68 ] || exit 1\n"
-                "echo $$ > \"$2.tmp\" && mv \"$2.tmp\" \"$2\"\nexec sleep 600\n" % real)
-    cmd = "/bin/sh %s %%u %s" % (script, pidfile)
-    p = migrate(c, login, journal=journal, wait=False,
-                **({"copy": cmd} if hang_in == "copy" else {"kick": cmd}))
+                "echo $$ > '%s.tmp' && mv '%s.tmp' '%s'\nexec sleep 600\n"
+                % (real, pidfile, pidfile, pidfile))
+    return script
+
+
+def hanging_run(c, login, journal, hang_in, sig=signal.SIGKILL, after=None, **kw):
+    """Runs migrate for login with the copier (hang_in "copy"), the kick ("kick") or the new
+    side's doveadm ("check") hanging after its work; calls after(pid of the hanging command)
+    or sends sig to mailhostctl while it waits.  The directory state seen while it hung, the
+    finished process, its output, and the hanging command's pid (checked to be gone)."""
+    pidfile = os.path.join(c.work, "hang-%s.pid" % login)
+    if hang_in == "check":
+        script = hang_script(c, "check-" + login, "true", pidfile)
+        p = migrate(c, login, journal=journal, wait=False, new="/bin/sh " + script, **kw)
+    else:
+        real = (c.copy if hang_in == "copy" else c.kick).replace("%u", "\"$1\"")
+        script = hang_script(c, "%s-%s" % (hang_in, login), real, pidfile)
+        cmd = "/bin/sh %s %%u" % script
+        p = migrate(c, login, journal=journal, wait=False,
+                    **({"copy": cmd} if hang_in == "copy" else {"kick": cmd}), **kw)
+    pid = None
     try:
         wait_file(pidfile, p)
+        pid = int(open(pidfile).read())
         seen = attrs(c, login)
-        p.send_signal(sig)
+        if after is not None:
+            after(p, pid)
+        else:
+            p.send_signal(sig)
         out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
-        try:
-            os.killpg(int(open(pidfile).read()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    os.unlink(pidfile)
+    # no killpg here: the hanging command must end with mailhostctl (PR_SET_PDEATHSIG)
+    check(pid is not None and gone(pid), "the hanging %s (pid %s) outlived mailhostctl",
+          hang_in, pid)
     return seen, p, out, err
 
 
@@ -343,15 +390,142 @@ def t_killed_run_resumes(c):
         check(c.new.imap_state(login) == before, "new mailbox differs from the old one")
 
 
-def t_sigterm_puts_the_user_back(c):
-    seen, p, out, err = hanging_run(c, TERM, "term.journal", "copy", signal.SIGTERM)
+def t_sigterm_keeps_the_copy_and_resumes(c):
+    """While a run holds the journal a second run of the same command refuses (the journal
+    is locked); the claim names the run's process.  SIGTERM in the copier leaves the user in
+    copying under the run's claim (the target holds its partial copy); the same command
+    resumes and finishes it."""
+    populate(c, TERM)
+    before = c.old.imap_state(TERM)
+    second = {}
+
+    def then(p, pid):
+        second["r"] = migrate(c, TERM, journal="term.journal")
+        p.send_signal(signal.SIGTERM)
+    seen, p, out, err = hanging_run(c, TERM, "term.journal", "copy", after=then)
+    r = second["r"]
+    check(r.returncode == 1 and "journal %s is in use by another run (pid %d?)"
+          % (os.path.join(c.work, "term.journal"), p.pid) in r.stderr,
+          "second run: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    check(re.match(r"[^ ]+:[0-9a-f]{12}:%d:\d+ until \d{14}Z$" % p.pid,
+                   seen["mailhostMigrationClaim"] or ""), "claim: %s", seen)
     a = attrs(c, TERM)
     check(seen["mailhostMigrationState"] == "copying" and p.returncode == 3 and
-          "%s: stopped" % TERM in out and "interrupted: re-run" in err,
+          "%s: stopped (interrupted: left in state copying under this run's claim" % TERM in out
+          and "interrupted: re-run" in err, "exit %s: %s %s", p.returncode, out, err)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "copying" and
+          a["mailhostMigrationClaim"] == seen["mailhostMigrationClaim"] and
+          a["mailhostMigrationError"] is None, "after SIGTERM: %s", a)
+    r = migrate(c, TERM, journal="term.journal")
+    check(r.returncode == 0 and "this runner's claim" in r.stderr and
+          "%s: done" % TERM in r.stdout, "re-run: exit %d: %s %s", r.returncode, r.stdout,
+          r.stderr)
+    check(c.new.imap_state(TERM) == before, "new mailbox differs from the old one")
+
+
+def t_target_check_before_claim(c):
+    """The target check runs before the claim: a run killed in it leaves the user as it
+    was (a user in copying has always passed the check)."""
+    seen, p, out, err = hanging_run(c, IN_CHECK, "check.journal", "check")
+    check(seen["mailhostMigrationState"] in (None, "waiting") and
+          seen["mailhostMigrationClaim"] is None, "during the target check: %s", seen)
+    a = attrs(c, IN_CHECK)
+    check(a == seen, "after the kill: %s", a)
+
+
+def t_lost_claim_kills_the_copier(c):
+    """The claim is renewed while the copier runs (every lease/3): when another runner has
+    taken the user, the renewal fails, the copier is killed and the user left alone."""
+    taken = "other-runner until 20991231000000Z"
+
+    def take(p, pid):
+        c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailhostMigrationClaim\n"
+                           "mailhostMigrationClaim: %s\n-\n" % (dn_of(c, LOST_CLAIM), taken))
+    t0 = time.monotonic()
+    seen, p, out, err = hanging_run(c, LOST_CLAIM, "lost.journal", "copy", after=take,
+                                    timeout="15", lease="31")
+    took = time.monotonic() - t0
+    check(p.returncode == 3 and re.search(r"^%s: failed \(renewing the claim before going on: "
+                                          r"Assertion Failed \(taken over or changed "
+                                          r"concurrently: left alone\); pre-copy killed\)$"
+                                          % re.escape(LOST_CLAIM), out, re.M),
           "exit %s: %s %s", p.returncode, out, err)
-    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "waiting" and
-          a["mailhostMigrationClaim"] is None and a["mailhostMigrationError"] is None,
-          "after SIGTERM: %s", a)
+    check(took < 15, "the copier ran to its timeout (%.1f s): the claim was not renewed", took)
+    a = attrs(c, LOST_CLAIM)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "copying" and
+          a["mailhostMigrationClaim"] == taken and a["mailhostMigrationError"] is None,
+          "the taken-over user was touched: %s", a)
+
+
+def t_copy_of_nothing_never_flips(c):
+    """A copier that copies nothing fails the verify (the reviewer's case), and so does an
+    --old-doveadm that reports nothing."""
+    populate(c, COPIES_NOTHING)
+    r = migrate(c, COPIES_NOTHING, journal="nothing.journal", copy="true")
+    check(r.returncode == 3 and re.search(r"^%s: failed \(verify: folder \"[^\"]+\"" %
+                                          re.escape(COPIES_NOTHING), r.stdout, re.M),
+          "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    a = attrs(c, COPIES_NOTHING)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "failed", "%s", a)
+    r = migrate(c, COPIES_NOTHING, "--retry-failed", journal="nothing2.journal", copy="true",
+                old="true")
+    check(r.returncode == 3 and "%s: failed (old mailbox status: doveadm printed nothing)"
+          % COPIES_NOTHING in r.stdout, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    check(attrs(c, COPIES_NOTHING)["mailHost"] == OLD, "flipped")
+
+
+def t_verify_compares_sizes(c):
+    """The same UIDs, flags and counts, but a message of another length on the target: the
+    verify fails on the size."""
+    populate(c, SIZE)
+    script = os.path.join(c.work, "copy-then-grow.py")
+    with open(script, "w") as f:
+        f.write(GROW % {"copy": c.copy.replace("%u", "{0}"), "maildir": os.path.join(
+            c.new.dir, "home", "{0}", "Maildir"), "mark": os.path.join(c.work, "{0}.grown")})
+    r = migrate(c, SIZE, journal="size.journal", copy="python3 %s %%u" % script)
+    m = re.search(
+        r"^%s: failed \(verify: folder \"INBOX\": messages 3, UIDVALIDITY (\d+), UIDNEXT 5, "
+        r"vsize (\d+) on the old server, messages 3, UIDVALIDITY (\d+), UIDNEXT 5, vsize (\d+) "
+        r"on the new one\)$" % re.escape(SIZE), r.stdout, re.M)
+    check(r.returncode == 3 and m and m.group(1) == m.group(3) and
+          int(m.group(4)) == int(m.group(2)) + 8, "exit %d: %s %s", r.returncode, r.stdout,
+          r.stderr)
+    check(attrs(c, SIZE)["mailHost"] == OLD, "flipped")
+
+
+# The copier of t_verify_compares_sizes: the real dsync; at its second run (the final sync)
+# the body of INBOX's message m0 grows on the new server, its UID and flags kept: the sizes
+# in its file name and in dovecot-uidlist updated, the indexes dropped, so Dovecot reports
+# the new sizes.
+GROW = """import os, re, subprocess, sys
+user = sys.argv[1]
+subprocess.run(%(copy)r.format(user).split(), check=True)
+mark = %(mark)r.format(user)
+if os.path.exists(mark):
+    md = %(maildir)r.format(user)
+    for name in [("cur", n) for n in os.listdir(os.path.join(md, "cur"))] + \\
+            [("new", n) for n in os.listdir(os.path.join(md, "new"))]:
+        path = os.path.join(md, *name)
+        data = open(path, "rb").read()
+        if b"Subject: m0" not in data:
+            continue
+        data += b"seven!\\n"
+        new = re.sub(r",S=\\d+", ",S=%%d" %% len(data), name[1])
+        new = re.sub(r",W=\\d+", ",W=%%d" %% (len(data) + data.count(b"\\n")), new)
+        open(path, "wb").write(data)
+        os.rename(path, os.path.join(md, name[0], new))
+        # the UID belongs to the base name (sizes included) in dovecot-uidlist
+        uidlist = os.path.join(md, "dovecot-uidlist")
+        text = open(uidlist).read()
+        open(uidlist, "w").write(text.replace(name[1].split(":")[0], new.split(":")[0]))
+        break
+    else:
+        sys.exit("no message m0 in " + md)
+    for name in os.listdir(md):
+        if name.startswith("dovecot.index"):
+            os.unlink(os.path.join(md, name))
+open(mark, "w").close()
+"""
 
 
 def t_live_lease_respected_expired_taken_over(c):
@@ -359,13 +533,7 @@ def t_live_lease_respected_expired_taken_over(c):
     live = "other-runner until 20991231000000Z"
     dead = "dead-runner until 20000101000000Z"
     for login, claim in ((LIVE_LEASE, live), (DEAD_LEASE, dead)):
-        e = c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["objectClass"])[0]
-        cls = "" if "mailhostMigration" in e["objectClass"] else \
-            "add: objectClass\nobjectClass: mailhostMigration\n-\n"
-        c.slapd.ldapmodify("dn: %s\nchangetype: modify\n%sreplace: mailhostMigrationState\n"
-                           "mailhostMigrationState: copying\n-\n"
-                           "replace: mailhostMigrationClaim\nmailhostMigrationClaim: %s\n-\n"
-                           % (dn_of(c, login), cls, claim))
+        set_claim(c, login, "copying", claim)
     r = migrate(c, LIVE_LEASE, DEAD_LEASE, journal="lease.journal")
     check(r.returncode == 3, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
     check("%s: skipped (claimed by another runner (%s)" % (LIVE_LEASE, live) in r.stdout,
@@ -380,11 +548,51 @@ def t_live_lease_respected_expired_taken_over(c):
           a["mailhostMigrationClaim"] is None, "expired lease: %s", a)
 
 
+def set_claim(c, login, state, claim):
+    e = c.slapd.search(c.slapd.base, "(mail=%s)" % login, ["objectClass"])[0]
+    cls = "" if "mailhostMigration" in e["objectClass"] else \
+        "add: objectClass\nobjectClass: mailhostMigration\n-\n"
+    c.slapd.ldapmodify("dn: %s\nchangetype: modify\n%sreplace: mailhostMigrationState\n"
+                       "mailhostMigrationState: %s\n-\n"
+                       "replace: mailhostMigrationClaim\nmailhostMigrationClaim: %s\n-\n"
+                       % (dn_of(c, login), cls, state, claim))
+
+
+def t_live_run_of_the_same_command_is_another_runner(c):
+    """A live claim of the same runner id from another process (BASE:PID:START, PID alive)
+    belongs to another run; one whose process is gone is resumed as this runner's."""
+    populate(c, SAME_RUNNER)
+    live = "same-base:%d:1 until 20991231000000Z" % os.getpid()
+    set_claim(c, SAME_RUNNER, "copying", live)
+    r = migrate(c, SAME_RUNNER, "--runner-id", "same-base", journal="same.journal")
+    check(r.returncode == 3 and "%s: skipped (claimed by another runner (%s)" % (SAME_RUNNER, live)
+          in r.stdout and attrs(c, SAME_RUNNER)["mailhostMigrationClaim"] == live,
+          "live: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    p = subprocess.Popen(["true"])
+    p.wait()
+    set_claim(c, SAME_RUNNER, "copying", "same-base:%d:1 until 20991231000000Z" % p.pid)
+    r = migrate(c, SAME_RUNNER, "--runner-id", "same-base", journal="same2.journal")
+    check(r.returncode == 0 and "this runner's claim" in r.stderr and
+          "%s: done" % SAME_RUNNER in r.stdout, "dead: exit %d: %s %s", r.returncode, r.stdout,
+          r.stderr)
+
+
 def t_usage(c):
     r = migrate(c, journal="usage.journal")
     check(r.returncode == 2 and "exactly one of USER... or --file" in r.stderr, "%s", r.stderr)
-    r = migrate(c, MOVE, "--target-not-empty=maybe", journal="usage.journal")
-    check(r.returncode == 2 and "fail or merge" in r.stderr, "%s", r.stderr)
+    for bad in ("maybe", "merge"):
+        r = migrate(c, MOVE, "--target-not-empty=" + bad, journal="usage.journal")
+        check(r.returncode == 2 and "fail or overwrite" in r.stderr, "%s", r.stderr)
+    # one doveadm for both sides would compare a server with itself
+    same = "doveadm -c " + c.new.conf_path
+    for old, new in (("", ""), ("", None), (None, ""), (same, same)):
+        r = migrate(c, MOVE, journal="usage.journal", old=old, new=new)
+        check(r.returncode == 2 and "needs --old-doveadm and --new-doveadm, and they must "
+              "differ" in r.stderr, "old %r new %r: %d %s", old, new, r.returncode, r.stderr)
+    r = migrate(c, MOVE, "--lease", "240", journal="usage.journal", timeout="120")
+    check(r.returncode == 2 and "--lease (240 s) must be more than twice --timeout (120 s)"
+          in r.stderr, "%d %s", r.returncode, r.stderr)
+    check(attrs(c, MOVE)["mailhostMigrationState"] in (None, "waiting"), "touched")
     r = migrate(c, MOVE, journal="usage.journal", copy="doveadm backup -u %x")
     check(r.returncode == 2 and "unknown placeholder %x" in r.stderr, "%s", r.stderr)
 
@@ -416,10 +624,25 @@ def main():
                     % (c.new.conf_path, c.old.address, c.old.imap, MASTER, MASTER_PW))
         c.copy = "doveadm -c %s backup -R -u %%u imapc:" % c.migrate_conf
         c.kick = "doveadm -c %s kick %%u" % c.old.conf_path
+        # the old side's doveadm, logging its arguments (the default kick goes through it)
+        c.old_log = os.path.join(work, "old-doveadm.log")
+        wrapper = os.path.join(work, "old-doveadm.sh")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\necho \"$*\" >> '%s'\nexec doveadm -c '%s' \"$@\"\n"
+                    % (c.old_log, c.old.conf_path))
+        c.old_doveadm = "/bin/sh " + wrapper
+        # the bind password in a file (-y), never on a command line
+        c.pw_file = os.path.join(work, "ctl.pw")
+        fd = os.open(c.pw_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(c.slapd.ctl_pw)
         for t in (t_sample_users, t_usage, t_migrate_moves_mail_then_pointer,
                   t_target_not_empty_fails_and_keeps_pointer, t_verify_mismatch_never_flips,
-                  t_killed_run_resumes, t_sigterm_puts_the_user_back,
-                  t_live_lease_respected_expired_taken_over):
+                  t_copy_of_nothing_never_flips, t_verify_compares_sizes,
+                  t_killed_run_resumes, t_sigterm_keeps_the_copy_and_resumes,
+                  t_target_check_before_claim, t_lost_claim_kills_the_copier,
+                  t_live_lease_respected_expired_taken_over,
+                  t_live_run_of_the_same_command_is_another_runner):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

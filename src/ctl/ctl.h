@@ -45,7 +45,7 @@ struct mh_ctl {
     long batch;
     /* migrate */
     const char *to, *copy_cmd, *kick_cmd, *old_doveadm, *new_doveadm, *runner_id;
-    int target_merge, retry_failed;
+    int target_overwrite, retry_failed;
     long cmd_timeout, lease;    /* seconds */
     long mta_settle;            /* migrate: seconds frozen before the final sync; -1: default */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
@@ -182,6 +182,8 @@ int mh_ctl_stopped(int unreachable, int was_interrupted);
  * op>.journal: its path into jpath, the undo file's into upath), resuming it when the same
  * command stopped half-way; an earlier identical run that was complete is kept under a time
  * stamp.  MH_EXIT_OK or an error (said on stderr). */
+/* The journal's file name for op: --journal, or mailhostctl-<hash of op>.journal. */
+void mh_ctl_journal_path(const struct mh_ctl *c, const char *op, char *jpath, size_t jsize);
 int mh_ctl_open_journal(const struct mh_ctl *c, const char *op, struct mh_journal *j,
                         char *jpath, size_t jsize, char *upath, size_t usize);
 

@@ -4,31 +4,40 @@
  * One user, each step a modify asserting (RFC 4528) what the previous step wrote: the
  * routing value, the state and the claim.  So two runners never move one user, and a
  * concurrent change by anyone stops the move instead of being overwritten:
- *   1 claim     state none/waiting/queued -> copying, claim "RUNNER until TIME"
- *   2 target    the new server's mailbox is untouched (or --target-not-empty=merge)
+ *   1 target    the new server's mailbox is untouched (or --target-not-empty=overwrite),
+ *               checked before the claim: a user in copying has passed it
+ *   2 claim     state none/waiting/queued -> copying, claim "RUNNER until TIME"
  *   3 pre-copy  the copier, old -> new, while the user works on the old server
  *   4 freeze    copying -> frozen (with -c: then route_cache_ttl waited out)
  *   5 kick      the user's sessions on the old server end
  *   6 sync      the copier again, incremental
- *   7 verify    doveadm on both sides: folders, UIDVALIDITY, UIDNEXT, UIDs, flags
+ *   7 verify    doveadm on both sides: folders, UIDVALIDITY, UIDNEXT, UIDs, flags, sizes
  *   8 flip      mailHost old -> new, previous host, moved-at, state done, claim removed
- * A failure before the flip releases the user on the old server: state failed, the reason
- * in mailhostMigrationError, the claim removed.  The old mailbox is only ever read.
+ * The claim is renewed (an asserted modify) before each step and every lease/3 while a
+ * command runs; a renewal that fails (someone else holds the user now) kills the command
+ * and leaves the user alone.  A failure before the flip releases the user on the old
+ * server: state failed, the reason in mailhostMigrationError, the claim removed.  The old
+ * mailbox is only ever read.  Interrupted (SIGINT/SIGTERM), the user stays in copying under
+ * this run's claim (unfrozen if it was frozen): the target holds this run's partial copy.
  *
- * Resume: a user in copying or frozen under this runner's claim (a killed run of the same
- * command on the same machine), or under a claim whose lease has run out, is taken up again
- * at its step: copying from the pre-copy (the target check is skipped: the target holds
- * that run's partial copy; the copier makes it equal to the source), frozen from the kick.
+ * The runner id is BASE:PID:START (BASE: --runner-id or HOSTNAME:<hash of the command>).
+ * Resume: a user in copying or frozen under a claim of this BASE whose process is gone (a
+ * killed or interrupted run of the same command on this machine), or under a claim whose
+ * lease has run out, is taken up again at its step: copying from the pre-copy (the target
+ * holds that run's partial copy; the copier makes it equal to the source), frozen from the
+ * kick.  The journal is locked (FILE.lock, flock): one run per journal at a time.
  */
 #include "config.h"
 #include "ctl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,8 +46,8 @@
 #include "mboxcmp.h"
 #include "runcmd.h"
 
-#define DEFAULT_COPY "doveadm backup -R -u %u imapc:"
-#define DEFAULT_KICK "doveadm kick %u"
+/* -l 60: dsync waits up to 60 s for the user's lock, so two copiers never write at once */
+#define DEFAULT_COPY "doveadm backup -R -l 60 -u %u imapc:"
 #define DOVEADM_NOUSER 68       /* doveadm kick: "no users kicked" (EX_NOUSER) */
 #define OUT_MAX (256u << 20)    /* doveadm fetch of a large mailbox: one line a message */
 #define ERR_MAX 4096u
@@ -52,7 +61,10 @@ struct mrun {
     size_t nlogins;
     char sel_id[65];
     char *op;
+    char *kick_default;         /* --old-doveadm + " kick %u" */
+    char base[256];             /* the runner id without :PID:START */
     char runner[300];
+    int lock_fd;
     struct mh_journal j;
     char jpath[4096], upath[4200];
     struct mh_ctl_schema *schema;
@@ -70,6 +82,8 @@ struct muser {
     char *host, *state, *claim, *error;   /* as read from the directory */
     int had_class;
     char *mine;                 /* the claim this run holds on the entry, as written */
+    long long renewed;          /* when the claim was last written, ms */
+    int lost;                   /* a renewal failed: the user is someone else's now */
     unsigned long long messages, bytes;
     size_t folders;
     long long t0, t_freeze, t_flip;
@@ -194,6 +208,7 @@ static int apply(struct muser *u, struct mh_ctl_change *ch, const char *state,
         u->claim = m;
         u->mine = claim ? strdup(claim) : NULL;
         u->had_class = 1;
+        u->renewed = now_ms();
     }
     return dir_fail(u, rc);
 }
@@ -231,15 +246,18 @@ static int transition(struct muser *u, const char *state, const char *held, int 
     return rc;
 }
 
-/* Ends this run's claim, the user staying on the old host in state (failed, or waiting
- * when interrupted), with the reason (NULL: none).  An LDAP result code. */
+/* Ends this run's claim, the user staying on the old host in state (failed), with the
+ * reason (NULL: none).  An LDAP result code. */
 static int release(struct muser *u, const char *state, const char *reason)
 {
     struct mh_ctl *c = u->r->c;
     struct mh_ctl_change ch;
     memset(&ch, 0, sizeof ch);
     ch.dn = u->dn;
-    ch.assertion = assertion(c, u->host, u->state, u->mine);
+    /* before the claim (a used target) the claim read is asserted */
+    ch.assertion = assertion(c, u->host, u->state, u->mine ? u->mine : u->claim);
+    if (!u->had_class)
+        ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_ADD, "objectClass", MH_CTL_CLASS };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, c->cli.state_attr, state };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_CLAIM_ATTR, NULL };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_ERROR_ATTR, reason };
@@ -264,6 +282,32 @@ static int flip(struct muser *u)
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_CLAIM_ATTR, NULL };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_ERROR_ATTR, NULL };
     return apply(u, &ch, "done", NULL);
+}
+
+/* Renews this run's claim (the same state, a new lease), asserting it still holds it.  0,
+ * or -1 with u->lost set and u->why saying so. */
+static int renew(struct muser *u, const char *before)
+{
+    if (u->mine == NULL)
+        return 0;
+    int rc = transition(u, u->state, u->mine, 0);
+    if (rc == LDAP_SUCCESS)
+        return 0;
+    u->lost = 1;
+    snprintf(u->why, sizeof u->why, "renewing the claim before %s: %s%s", before,
+             ldap_err2string(rc), rc == LDAP_ASSERTION_FAILED ? " (taken over or changed "
+             "concurrently: left alone)" : "");
+    return -1;
+}
+
+/* runcmd's hook: renews the claim when a third of the lease has passed since the last
+ * renewal; nonzero (kill the command) when that fails. */
+static int renew_hook(void *arg)
+{
+    struct muser *u = arg;
+    if (now_ms() - u->renewed < u->r->c->lease * 1000LL / 3)
+        return 0;
+    return renew(u, "going on") < 0;
 }
 
 /* ---------- the commands ---------- */
@@ -309,10 +353,18 @@ static int run(struct muser *u, const char *what, const char *tmpl, const char *
         snprintf(u->why, sizeof u->why, "%s: %s", what, err);
         return -1;
     }
-    int rc = mh_runcmd_run(argv, c->cmd_timeout * 1000LL, &interrupted, OUT_MAX, ERR_MAX, &res);
+    struct mh_runcmd_hook hook = { 1000, renew_hook, u };
+    int rc = mh_runcmd_run(argv, c->cmd_timeout * 1000LL, &interrupted,
+                           u->mine ? &hook : NULL, OUT_MAX, ERR_MAX, &res);
     mh_runcmd_argv_free(argv);
     if (rc < 0) {
         snprintf(u->why, sizeof u->why, "%s: out of memory", what);
+        return -1;
+    }
+    if (res.status == MH_RUNCMD_ABORTED) {   /* u->why says why (renew) */
+        size_t l = strlen(u->why);
+        snprintf(u->why + l, sizeof u->why - l, "; %s killed", what);
+        mh_runcmd_result_free(&res);
         return -1;
     }
     int ok = res.status == MH_RUNCMD_EXITED && (res.exit_code == 0 || res.exit_code == ok_code);
@@ -344,7 +396,8 @@ static int snapshot(struct muser *u, const char *side, const char *prefix, int m
 {
     const char *status[] = { "-f", "tab", "mailbox", "status", "-u", u->login,
                              "messages uidvalidity uidnext vsize", "*", NULL };
-    const char *fetch[] = { "-f", "tab", "fetch", "-u", u->login, "mailbox uid flags pop3.uidl",
+    const char *fetch[] = { "-f", "tab", "fetch", "-u", u->login,
+                            "mailbox uid flags size.virtual pop3.uidl",
                             "all", NULL };
     char what[64], err[300];
     char *out = NULL;
@@ -382,7 +435,24 @@ static int parse_claim(const char *claim, char *runner, size_t rsize, char *unti
     return 0;
 }
 
-/* Which step to start at: 1 claim, 3 pre-copy (resume copying), 5 kick (resume frozen); or
+/* 1 if runner (from a claim) is this run, or an earlier run of the same command on this
+ * machine (BASE, or BASE:PID:START) whose process is gone: a live one is another runner. */
+static int ours(const struct mrun *r, const char *runner)
+{
+    size_t bl = strlen(r->base);
+    if (strcmp(runner, r->runner) == 0 || strcmp(runner, r->base) == 0)
+        return 1;
+    if (strncmp(runner, r->base, bl) != 0 || runner[bl] != ':')
+        return 0;
+    char *end;
+    long pid = strtol(runner + bl + 1, &end, 10);
+    if (end == runner + bl + 1 || *end != ':' || pid <= 0)
+        return 0;
+    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+/* Which step to start at: 1 target check and claim, 3 pre-copy (resume copying), 5 kick
+ * (resume frozen); or
  * 0 with the outcome in *oc and u->why. */
 static int start_step(struct muser *u, enum outcome *oc)
 {
@@ -406,10 +476,10 @@ static int start_step(struct muser *u, enum outcome *oc)
     int has_claim = u->claim != NULL,
         parsed = has_claim && parse_claim(u->claim, runner, sizeof runner, until,
                                           sizeof until) == 0,
-        ours = parsed && strcmp(runner, r->runner) == 0,
+        mine = parsed && ours(r, runner),
         expired = parsed && strcmp(until, now) < 0;
     int moving = !strcasecmp(st, "copying") || !strcasecmp(st, "frozen");
-    if (has_claim && !ours && !expired) {
+    if (has_claim && !mine && !expired) {
         snprintf(u->why, sizeof u->why, "claimed by another runner (%s%s): left to it",
                  u->claim, parsed ? "" : ", unreadable");
         *oc = RETRY;
@@ -424,7 +494,7 @@ static int start_step(struct muser *u, enum outcome *oc)
         }
         /* ours (a killed run of this command) or expired: taken up at its step */
         fprintf(stderr, "%s: %s: %s %s in state %s: resuming\n", MH_CTL_PROG, u->login,
-                ours ? "this runner's claim" : "expired claim", u->claim, st);
+                mine ? "this runner's claim" : "expired claim", u->claim, st);
         int step = !strcasecmp(st, "frozen") ? 5 : 3;   /* st is u->state: renewed below */
         free(u->mine);
         u->mine = strdup(u->claim);
@@ -505,12 +575,35 @@ static int settle(struct muser *u)
         fprintf(stderr, "%s: waiting %lld ms (--mta-settle) before the final sync\n",
                 MH_CTL_PROG, until - now_ms());
     while (now_ms() < until) {
-        if (interrupted)
+        if (interrupted || renew_hook(u) != 0)
             return 1;
         struct timespec slice = { 0, 100 * 1000000L };
         nanosleep(&slice, NULL);
     }
     return 0;
+}
+
+/* Interrupted: the user stays in copying under this run's claim, its target holding this
+ * run's partial copy (unfrozen first if it was frozen), for a re-run to resume. */
+static enum outcome keep(struct muser *u)
+{
+    if (u->mine != NULL && u->state && !strcasecmp(u->state, "frozen")) {
+        int rc = transition(u, "copying", u->mine, 0);
+        if (rc != LDAP_SUCCESS)
+            return lost(u, "unfreezing after the interruption", rc);
+    }
+    snprintf(u->why, sizeof u->why, "interrupted: %s", u->mine ? "left in state copying under "
+             "this run's claim; the same command resumes it" : "nothing changed");
+    return STOP;
+}
+
+/* A step failed (u->why says how): the claim lost leaves the user alone, an interruption
+ * keeps it (keep), anything else fails it (fail). */
+static enum outcome step_failed(struct muser *u)
+{
+    if (u->lost)
+        return u->r->unreachable ? STOP : FAILED;
+    return interrupted ? keep(u) : fail(u);
 }
 
 static enum outcome move_user(struct muser *u)
@@ -531,29 +624,35 @@ static enum outcome move_user(struct muser *u)
     if (step == 0)
         return oc;
     if (step == 1) {
+        /* before the claim: a user in copying has passed it, so a resumed run (of this
+         * runner or another one) never copies over a target that was in use */
+        struct mh_mbox target = { 0 };
+        if (snapshot(u, "new", c->new_doveadm, 0, &target) < 0) {
+            mh_mbox_free(&target);
+            return interrupted ? keep(u) : fail(u);
+        }
+        if (target.used && !c->target_overwrite) {
+            snprintf(u->why, sizeof u->why, "the target mailbox is not empty: %s (dsync would "
+                     "give new UIDs; --target-not-empty=overwrite makes it a copy of the "
+                     "source, deleting what only it holds)", target.used_why);
+            mh_mbox_free(&target);
+            return fail(u);
+        }
+        mh_mbox_free(&target);
+        if (interrupted)
+            return keep(u);
         if ((rc = transition(u, "copying", u->claim, 1)) != LDAP_SUCCESS) {
             snprintf(u->why, sizeof u->why, "claim: %s%s", ldap_err2string(rc),
                      rc == LDAP_ASSERTION_FAILED ? " (changed concurrently, e.g. claimed by "
                      "another runner): left alone" : "");
             return r->unreachable ? STOP : RETRY;
         }
-        struct mh_mbox target = { 0 };
-        if (snapshot(u, "new", c->new_doveadm, 0, &target) < 0) {
-            mh_mbox_free(&target);
-            return fail(u);
-        }
-        if (target.used && !c->target_merge) {
-            snprintf(u->why, sizeof u->why, "the target mailbox is not empty: %s (dsync would "
-                     "give new UIDs; --target-not-empty=merge copies anyway)", target.used_why);
-            mh_mbox_free(&target);
-            return fail(u);
-        }
-        mh_mbox_free(&target);
     }
-    if (step <= 3 && run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0)
-        return interrupted ? (release(u, "waiting", NULL), STOP) : fail(u);
+    if (step <= 3 && (renew(u, "the pre-copy") < 0 ||
+                      run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0))
+        return step_failed(u);
     if (interrupted)
-        return release(u, "waiting", NULL), STOP;
+        return keep(u);
     if (step <= 4) {
         if ((rc = transition(u, "frozen", u->mine, 0)) != LDAP_SUCCESS)
             return lost(u, "freeze", rc);
@@ -561,15 +660,16 @@ static enum outcome move_user(struct muser *u)
         if (c->cli.conf != NULL &&
             mh_cachewait(c->cli.conf->route_cache_ttl_ms, &interrupted, stderr,
                          MH_CTL_PROG) != 0)
-            return release(u, "waiting", NULL), STOP;
+            return keep(u);
     } else {
         u->t_freeze = now_ms();   /* resumed frozen: the window measured from here */
     }
     if (settle(u) != 0)
-        return release(u, "waiting", NULL), STOP;
-    if (run(u, "kick", c->kick_cmd, NULL, DOVEADM_NOUSER, NULL) < 0 ||
-        run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0)
-        return interrupted ? (release(u, "waiting", NULL), STOP) : fail(u);
+        return step_failed(u);   /* interrupted, or the renewal failed */
+    if (renew(u, "the kick") < 0 || run(u, "kick", c->kick_cmd, NULL, DOVEADM_NOUSER, NULL) < 0 ||
+        renew(u, "the final sync") < 0 || run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0 ||
+        renew(u, "the verify") < 0)
+        return step_failed(u);
     struct mh_mbox o = { 0 }, n = { 0 };
     char diff[900];
     int same = -1;
@@ -587,7 +687,7 @@ static enum outcome move_user(struct muser *u)
     mh_mbox_free(&o);
     mh_mbox_free(&n);
     if (same != 0)
-        return interrupted ? (release(u, "waiting", NULL), STOP) : fail(u);
+        return step_failed(u);
     if ((rc = flip(u)) != LDAP_SUCCESS)
         return lost(u, "flip", rc);
     u->t_flip = now_ms();
@@ -611,6 +711,20 @@ static int check_args(struct mrun *r, char **args, int nargs)
     if (c->cli.state_attr == NULL) {
         fprintf(stderr, "%s: migrate: the configuration has no ldap_state_attribute\n",
                 MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
+    if (c->old_doveadm == NULL || c->new_doveadm == NULL ||
+        strcmp(c->old_doveadm, c->new_doveadm) == 0) {
+        fprintf(stderr, "%s: migrate needs --old-doveadm and --new-doveadm, and they must "
+                "differ: the target check and the verify read each server through its own "
+                "doveadm (e.g. --old-doveadm \"doveadm -c /etc/dovecot/old.conf\"); one "
+                "doveadm for both sides would compare a server with itself\n", MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
+    if (c->lease <= 2 * c->cmd_timeout) {
+        fprintf(stderr, "%s: migrate: --lease (%ld s) must be more than twice --timeout (%ld "
+                "s): the claim is renewed every lease/3, also while a command runs\n",
+                MH_CTL_PROG, c->lease, c->cmd_timeout);
         return MH_EXIT_USAGE;
     }
     if (c->ldif_out || c->batch || c->no_track) {
@@ -639,6 +753,14 @@ static int check_args(struct mrun *r, char **args, int nargs)
             fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
             return MH_EXIT_ERROR;
         }
+    }
+    if (c->kick_cmd == NULL) {   /* the kick runs on the old server, by its doveadm */
+        if (asprintf(&r->kick_default, "%s kick %%u", c->old_doveadm) < 0) {
+            r->kick_default = NULL;
+            fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+            return MH_EXIT_ERROR;
+        }
+        c->kick_cmd = r->kick_default;
     }
     /* each template must expand now, not at the first user */
     const char *tmpls[] = { c->copy_cmd, c->kick_cmd, c->old_doveadm, c->new_doveadm };
@@ -674,25 +796,28 @@ static int op_and_runner(struct mrun *r)
         return MH_EXIT_ERROR;
     }
     if (c->runner_id) {
-        snprintf(r->runner, sizeof r->runner, "%s", c->runner_id);
+        snprintf(r->base, sizeof r->base, "%s", c->runner_id);
     } else {
-        char host[256] = "localhost", id[65];
+        char host[200] = "localhost", id[65];
         gethostname(host, sizeof host - 1);
         host[sizeof host - 1] = '\0';
         mh_digest_sha256_hex(r->op, strlen(r->op), id);
-        snprintf(r->runner, sizeof r->runner, "%s:%.12s", host, id);
+        snprintf(r->base, sizeof r->base, "%s:%.12s", host, id);
     }
-    for (const char *s = r->runner; *s; s++)
+    for (const char *s = r->base; *s; s++)
         if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e) {
             fprintf(stderr, "%s: migrate: the runner id \"%s\" must be printable ASCII without "
-                    "spaces (--runner-id)\n", MH_CTL_PROG, r->runner);
+                    "spaces (--runner-id)\n", MH_CTL_PROG, r->base);
             return MH_EXIT_USAGE;
         }
-    if (!*r->runner || strlen(r->runner) > 200) {
+    if (!*r->base || strlen(r->base) > 200) {
         fprintf(stderr, "%s: migrate: the runner id must be 1 to 200 characters\n",
                 MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
+    /* unique per process: two runs never hold one claim value */
+    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld", r->base, (long)getpid(),
+             (long long)time(NULL));
     return MH_EXIT_OK;
 }
 
@@ -732,6 +857,37 @@ static int plan(struct mrun *r)
     }
     if (mh_journal_planned(&r->j) < 0) {
         fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, r->jpath, strerror(errno));
+        return MH_EXIT_ERROR;
+    }
+    return MH_EXIT_OK;
+}
+
+/* One run per journal: an exclusive flock on FILE.lock (holding the pid of its run), kept
+ * until the process ends.  MH_EXIT_OK or MH_EXIT_ERROR with the reason printed. */
+static int lock_journal(struct mrun *r)
+{
+    char path[4200], pid[32] = "";
+    mh_ctl_journal_path(r->c, r->op, r->jpath, sizeof r->jpath);
+    snprintf(path, sizeof path, "%s.lock", r->jpath);
+    r->lock_fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (r->lock_fd < 0) {
+        fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, path, strerror(errno));
+        return MH_EXIT_ERROR;
+    }
+    if (flock(r->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        ssize_t got = read(r->lock_fd, pid, sizeof pid - 1);
+        pid[got > 0 ? strcspn(pid, "\n") : 0] = '\0';
+        if (e == EWOULDBLOCK)
+            fprintf(stderr, "%s: journal %s is in use by another run (pid %s?)\n",
+                    MH_CTL_PROG, r->jpath, *pid ? pid : "unknown");
+        else
+            fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, path, strerror(e));
+        return MH_EXIT_ERROR;
+    }
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(r->lock_fd, 0) < 0 || pwrite(r->lock_fd, pid, (size_t)n, 0) != n) {
+        fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, path, strerror(errno));
         return MH_EXIT_ERROR;
     }
     return MH_EXIT_OK;
@@ -833,10 +989,8 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
     struct mrun r;
     memset(&r, 0, sizeof r);
     r.c = c;
+    r.lock_fd = -1;
     if (c->copy_cmd == NULL) c->copy_cmd = DEFAULT_COPY;
-    if (c->kick_cmd == NULL) c->kick_cmd = DEFAULT_KICK;
-    if (c->old_doveadm == NULL) c->old_doveadm = "doveadm";
-    if (c->new_doveadm == NULL) c->new_doveadm = "doveadm";
     if (c->cmd_timeout == 0) c->cmd_timeout = 3600;
     if (c->mta_settle < 0) c->mta_settle = 35;
     if (c->lease == 0) c->lease = 2 * c->cmd_timeout + 600;
@@ -858,7 +1012,8 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
         status = MH_EXIT_USAGE;
         goto out;
     }
-    if ((status = mh_ctl_open_journal(c, r.op, &r.j, r.jpath, sizeof r.jpath, r.upath,
+    if ((status = lock_journal(&r)) != MH_EXIT_OK ||
+        (status = mh_ctl_open_journal(c, r.op, &r.j, r.jpath, sizeof r.jpath, r.upath,
                                       sizeof r.upath)) != MH_EXIT_OK)
         goto out;
     fprintf(stderr, "%s: runner %s\n", MH_CTL_PROG, r.runner);
@@ -874,7 +1029,10 @@ out:
         free(r.logins[i]);
     free(r.logins);
     free(r.op);
+    free(r.kick_default);
     free(r.frozen);
+    if (r.lock_fd >= 0)
+        close(r.lock_fd);   /* the lock goes with it */
     mh_ctl_schema_free(r.schema);
     return status;
 }

@@ -270,19 +270,25 @@ int mh_ctl_stopped(int unreachable, int was_interrupted)
     return -1;
 }
 
-int mh_ctl_open_journal(const struct mh_ctl *c, const char *op, struct mh_journal *j,
-                        char *jpath, size_t jsize, char *upath, size_t usize)
+void mh_ctl_journal_path(const struct mh_ctl *c, const char *op, char *jpath, size_t jsize)
 {
-    char id[65], err[1024] = "";
-    if (op == NULL) {
-        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
-        return MH_EXIT_ERROR;
-    }
+    char id[65];
     mh_digest_sha256_hex(op, strlen(op), id);
     if (c->journal)
         snprintf(jpath, jsize, "%s", c->journal);
     else
         snprintf(jpath, jsize, "mailhostctl-%.12s.journal", id);
+}
+
+int mh_ctl_open_journal(const struct mh_ctl *c, const char *op, struct mh_journal *j,
+                        char *jpath, size_t jsize, char *upath, size_t usize)
+{
+    char err[1024] = "";
+    if (op == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        return MH_EXIT_ERROR;
+    }
+    mh_ctl_journal_path(c, op, jpath, jsize);
     snprintf(upath, usize, "%s.undo.ldif", jpath);
     if (mh_journal_open(j, jpath, op, err, sizeof err) < 0) {
         fprintf(stderr, "%s: %s\n", MH_CTL_PROG, err);

@@ -65,17 +65,23 @@ static void usage(FILE *fp)
         "                  backend map and route_unmapped)\n"
         "migrate options (--from, --file and --journal as for set):\n"
         "  --to HOST       the new routing value (required)\n"
-        "  --copy-command T  the copier, run twice (default: doveadm backup -R -u %%u imapc:)\n"
-        "  --kick-command T  ends the user's sessions on the old server (default: doveadm\n"
-        "                  kick %%u; its exit 68, no one to kick, is success)\n"
+        "  --old-doveadm CMD / --new-doveadm CMD  (required, different) doveadm reading\n"
+        "                  each server, for the target check, the verify and the default\n"
+        "                  kick (e.g. \"doveadm -c /etc/dovecot/old.conf\")\n"
+        "  --copy-command T  the copier, run twice (default: doveadm backup -R -l 60 -u %%u\n"
+        "                  imapc:, on the new server's side)\n"
+        "  --kick-command T  ends the user's sessions on the old server (default: the\n"
+        "                  --old-doveadm command + kick %%u; its exit 68 is accepted: no one\n"
+        "                  was logged in on the old server)\n"
         "                  T: words split at spaces, run without a shell; %%u login, %%o old\n"
         "                  host, %%n new host, %%%% a percent sign; never a password\n"
-        "  --old-doveadm CMD / --new-doveadm CMD  doveadm on each side for the target check\n"
-        "                  and the verify (default: doveadm; e.g. \"doveadm -c /etc/old.conf\")\n"
-        "  --target-not-empty=fail|merge  a used target mailbox fails the user (default) or\n"
-        "                  is copied into anyway (its UIDs then change)\n"
-        "  --timeout SECS  per command (default 3600)  --lease SECS  claim's lease (default\n"
-        "                  2 x timeout + 600)   --runner-id ID  (default HOSTNAME:<run id>)\n"
+        "  --target-not-empty=fail|overwrite  a used target mailbox fails the user\n"
+        "                  (default), or is overwritten: made a copy of the source, mail\n"
+        "                  only the target holds is DELETED\n"
+        "  --timeout SECS  per command (default 3600)  --lease SECS  claim's lease, more\n"
+        "                  than 2 x timeout (default 2 x timeout + 600); renewed before\n"
+        "                  each step and every lease/3 while a command runs\n"
+        "  --runner-id ID  (default HOSTNAME:<run id>; :PID:START is added)\n"
         "  --retry-failed  also move users in state failed\n"
         "  --mta-settle SECS  stay frozen this long before the final sync (default 35):\n"
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
@@ -181,11 +187,12 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         case 259: c->old_doveadm = optarg; break;
         case 260: c->new_doveadm = optarg; break;
         case 261:
-            if (strcmp(optarg, "merge") != 0 && strcmp(optarg, "fail") != 0) {
-                fprintf(stderr, "%s: --target-not-empty takes fail or merge\n", MH_CTL_PROG);
+            if (strcmp(optarg, "overwrite") != 0 && strcmp(optarg, "fail") != 0) {
+                fprintf(stderr, "%s: --target-not-empty takes fail or overwrite\n",
+                        MH_CTL_PROG);
                 return MH_EXIT_USAGE;
             }
-            c->target_merge = optarg[0] == 'm';
+            c->target_overwrite = optarg[0] == 'o';
             break;
         case 262:
         case 263: {

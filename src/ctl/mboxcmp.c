@@ -95,8 +95,8 @@ static int parse(struct mh_mbox *m, const char *text, const char *const *want, i
         if (row(m, f, idx, err, errsize) < 0)
             goto out;
     }
-    if (nh == 0 && text[0] != '\0') {
-        snprintf(err, errsize, "doveadm's output has no header line");
+    if (nh == 0) {   /* doveadm -f tab prints its header even for no rows */
+        snprintf(err, errsize, "doveadm printed nothing");
         goto out;
     }
     rc = 0;
@@ -116,13 +116,15 @@ static int status_row(struct mh_mbox *m, char **f, const int *idx, char *err, si
     char *key = NULL, *rest = NULL;
     if (asprintf(&key, "F\t%s", f[idx[0]]) < 0)
         key = NULL;
-    if (asprintf(&rest, "messages %llu, UIDVALIDITY %llu, UIDNEXT %llu", msgs, uidv, uidn) < 0)
+    if (asprintf(&rest, "messages %llu, UIDVALIDITY %llu, UIDNEXT %llu, vsize %llu", msgs,
+                 uidv, uidn, vsize) < 0)
         rest = NULL;
     if (add_item(m, key, rest) < 0) {
         snprintf(err, errsize, "out of memory");
         return -1;
     }
     m->folders++;
+    m->inbox |= strcmp(f[idx[0]], "INBOX") == 0;
     m->messages += msgs;
     m->bytes += vsize;
     if (!m->used && (msgs > 0 || uidn > 1)) {
@@ -137,7 +139,7 @@ int mh_mbox_parse_status(struct mh_mbox *m, const char *text, char *err, size_t 
 {
     static const char *const want[] = { "mailbox", "messages", "uidvalidity", "uidnext",
                                         "vsize" };
-    return parse(m, text, want, 5, 4, status_row, err, errsize);
+    return parse(m, text, want, 5, 5, status_row, err, errsize);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -175,17 +177,22 @@ out:
 
 static int fetch_row(struct mh_mbox *m, char **f, const int *idx, char *err, size_t errsize)
 {
-    unsigned long long uid;
+    unsigned long long uid, size;
     if (number(f[idx[1]], &uid) < 0 || uid == 0 || uid > 0xffffffffULL) {
         snprintf(err, errsize, "doveadm's UID \"%s\" in folder \"%s\" is not one", f[idx[1]],
                  f[idx[0]]);
         return -1;
     }
+    if (number(f[idx[3]], &size) < 0) {
+        snprintf(err, errsize, "doveadm's size of UID %llu in folder \"%s\" is not numeric",
+                 uid, f[idx[0]]);
+        return -1;
+    }
     char *flags = norm_flags(f[idx[2]]), *key = NULL, *rest = NULL;
     if (asprintf(&key, "M\t%s\t%010llu", f[idx[0]], uid) < 0)
         key = NULL;
-    if (flags && asprintf(&rest, "flags \"%s\", POP3 UIDL \"%s\"", flags,
-                          idx[3] >= 0 ? f[idx[3]] : "") < 0)
+    if (flags && asprintf(&rest, "flags \"%s\", POP3 UIDL \"%s\", size %llu", flags,
+                          idx[4] >= 0 ? f[idx[4]] : "", size) < 0)
         rest = NULL;
     free(flags);
     if (add_item(m, key, rest) < 0) {
@@ -197,8 +204,10 @@ static int fetch_row(struct mh_mbox *m, char **f, const int *idx, char *err, siz
 
 int mh_mbox_parse_fetch(struct mh_mbox *m, const char *text, char *err, size_t errsize)
 {
-    static const char *const want[] = { "mailbox", "uid", "flags", "pop3.uidl" };
-    return parse(m, text, want, 4, 3, fetch_row, err, errsize);
+    /* pop3.uidl last: the only optional column */
+    static const char *const want[] = { "mailbox", "uid", "flags", "size.virtual",
+                                        "pop3.uidl" };
+    return parse(m, text, want, 5, 4, fetch_row, err, errsize);
 }
 
 static int cmp_item(const void *a, const void *b)
@@ -222,6 +231,12 @@ static void describe(const char *key, char *buf, size_t size)
 int mh_mbox_compare(struct mh_mbox *o, struct mh_mbox *n, char *diff, size_t size)
 {
     char what[400];
+    /* an old side without folders is a wrong --old-doveadm (or user), never "equal" */
+    if (o->folders == 0 || !o->inbox) {
+        snprintf(diff, size, "the old server reports %s for this user (wrong --old-doveadm?)",
+                 o->folders == 0 ? "no folders" : "no INBOX");
+        return 1;
+    }
     qsort(o->items, o->n, sizeof *o->items, cmp_item);
     qsort(n->items, n->n, sizeof *n->items, cmp_item);
     size_t i = 0, k = 0;

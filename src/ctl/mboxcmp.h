@@ -5,12 +5,16 @@
  * The input is doveadm's tab format (-f tab: a header line naming the columns, then one
  * row per folder or message, fields separated by tabs):
  *   doveadm -f tab mailbox status -u USER 'messages uidvalidity uidnext vsize' '*'
- *   doveadm -f tab fetch -u USER 'mailbox uid flags pop3.uidl' all
- * Columns are found by their names (doveadm orders them its own way).  Compared per folder:
- * message count, UIDVALIDITY and UIDNEXT; per message (folder and UID): the flags (as a set;
- * \Recent is left out: it belongs to a session, not to the message) and the POP3 UIDL that
- * doveadm reports.  The same UID set in INBOX with the same UIDVALIDITY is the same POP3
- * UIDL list in the same order for Dovecot's default pop3_uidl_format (%08Xu%08Xv).
+ *   doveadm -f tab fetch -u USER 'mailbox uid flags size.virtual pop3.uidl' all
+ * Columns are found by their names (doveadm orders them its own way); output without even
+ * the header line is an error (doveadm prints the header for no rows too).  Compared per
+ * folder: message count, UIDVALIDITY, UIDNEXT and vsize (the sum of the messages' sizes
+ * with CRLF line ends); per message (folder and UID): the flags (as a set; \Recent is left
+ * out: it belongs to a session, not to the message), the virtual size and the POP3 UIDL
+ * that doveadm reports.  An old side without folders or without INBOX never compares
+ * equal: it means doveadm looked at the wrong server or user.  The same UID set in INBOX
+ * with the same UIDVALIDITY is the same POP3 UIDL list in the same order for Dovecot's
+ * default pop3_uidl_format (%08Xu%08Xv).
  *
  * Pure: no I/O, no global state; a struct mh_mbox belongs to one thread at a time.  Its
  * memory is owned by it (mh_mbox_free).
@@ -29,6 +33,7 @@ struct mh_mbox {
     struct mh_mbox_item *items;
     size_t n, cap;
     size_t folders;
+    int inbox;                      /* a folder INBOX was reported */
     unsigned long long messages;    /* sum of the folders' message counts */
     unsigned long long bytes;       /* sum of vsize, when reported */
     int used;                       /* some folder has messages, or a UIDNEXT above 1 */
@@ -41,7 +46,8 @@ struct mh_mbox {
 int mh_mbox_parse_status(struct mh_mbox *m, const char *text, char *err, size_t errsize);
 int mh_mbox_parse_fetch(struct mh_mbox *m, const char *text, char *err, size_t errsize);
 
-/* 0 if old and new hold the same; 1 with the first difference in words in diff ("folder
+/* 0 if old and new hold the same; 1 with the first difference (or "the old server reports
+ * no folders / no INBOX") in words in diff ("folder
  * \"X\" UID 7: missing on the new server", ...); -1 when out of memory.  Sorts both. */
 int mh_mbox_compare(struct mh_mbox *old_side, struct mh_mbox *new_side, char *diff,
                     size_t size);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -146,19 +147,40 @@ static int keep(char **buf, size_t *blen, size_t max, int tail, int *cut, const 
     return 0;
 }
 
-int mh_runcmd_run(char *const *argv, long long timeout_ms, volatile sig_atomic_t *stop,
-                  size_t out_max, size_t err_max, struct mh_runcmd_result *res)
+/* In the command's process group, outside its process tree (its parent is init): waits
+ * until every copy of the write end of fd is closed (the run ended, or mailhostctl died)
+ * and kills the group, so nothing the command started outlives the run. */
+static void watchdog(int fd)
 {
-    int po[2] = { -1, -1 }, pe[2] = { -1, -1 }, px[2] = { -1, -1 }, rc = -1, wst = 0;
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long i = 0; i < (max > 0 && max < 65536 ? max : 65536); i++)
+        if (i != fd)
+            close((int)i);   /* holds no pipe of the command, no write end of fd */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    char b;
+    while (read(fd, &b, 1) < 0 && errno == EINTR)
+        ;
+    kill(0, SIGKILL);
+    _exit(0);
+}
+
+int mh_runcmd_run(char *const *argv, long long timeout_ms, volatile sig_atomic_t *stop,
+                  const struct mh_runcmd_hook *hook, size_t out_max, size_t err_max,
+                  struct mh_runcmd_result *res)
+{
+    int po[2] = { -1, -1 }, pe[2] = { -1, -1 }, px[2] = { -1, -1 }, pw[2] = { -1, -1 },
+        rc = -1, wst = 0;
     pid_t pid = -1;
     memset(res, 0, sizeof *res);
     res->out = calloc(1, 1);
     res->err = calloc(1, 1);
     if (res->out == NULL || res->err == NULL)
         goto out;
-    long long start = now_ms();
+    long long start = now_ms(), last_hook = start;
+    pid_t parent = getpid();
     if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0 || pipe2(px, O_CLOEXEC) < 0 ||
-        (pid = fork()) < 0) {
+        pipe2(pw, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
         int e = errno;
         res->status = MH_RUNCMD_NOSTART;
         keep(&res->err, &res->err_len, err_max, 1, &res->out_truncated, strerror(e),
@@ -169,6 +191,20 @@ int mh_runcmd_run(char *const *argv, long long timeout_ms, volatile sig_atomic_t
     if (pid == 0) {
         /* the child: its own process group, so a timeout kills what it started too */
         setpgid(0, 0);
+        /* dies with mailhostctl (a SIGKILLed run must not leave a copier behind that a
+         * resumed run would race); the parent may have died before the prctl */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(127);
+        /* what the command starts in turn: the watchdog kills the group when the run ends
+         * or mailhostctl dies (a grandchild, so it is no child of the command) */
+        pid_t wd = fork();
+        if (wd == 0) {
+            if (fork() == 0)
+                watchdog(pw[0]);
+            _exit(0);
+        }
+        if (wd < 0 || waitpid(wd, NULL, 0) != wd)
+            _exit(127);
         int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(po[1], 1) < 0 || dup2(pe[1], 2) < 0)
             _exit(127);
@@ -185,7 +221,8 @@ int mh_runcmd_run(char *const *argv, long long timeout_ms, volatile sig_atomic_t
     close(po[1]);
     close(pe[1]);
     close(px[1]);
-    po[1] = pe[1] = px[1] = -1;
+    close(pw[0]);
+    po[1] = pe[1] = px[1] = pw[0] = -1;
     int exec_errno = 0;
     if (read(px[0], &exec_errno, sizeof exec_errno) == (ssize_t)sizeof exec_errno) {
         res->status = MH_RUNCMD_NOSTART;
@@ -200,8 +237,14 @@ int mh_runcmd_run(char *const *argv, long long timeout_ms, volatile sig_atomic_t
     int open_fds = 2, killed = 0;
     while (open_fds > 0) {
         long long left = timeout_ms > 0 ? timeout_ms - (now_ms() - start) : 250;
-        if (!killed && ((stop && *stop) || (timeout_ms > 0 && left <= 0))) {
-            res->status = stop && *stop ? MH_RUNCMD_STOPPED : MH_RUNCMD_TIMEOUT;
+        int hooked = 0;
+        if (!killed && hook && hook->every_ms > 0 && now_ms() - last_hook >= hook->every_ms) {
+            last_hook = now_ms();
+            hooked = hook->fn(hook->arg) != 0;
+        }
+        if (!killed && (hooked || (stop && *stop) || (timeout_ms > 0 && left <= 0))) {
+            res->status = hooked ? MH_RUNCMD_ABORTED
+                        : stop && *stop ? MH_RUNCMD_STOPPED : MH_RUNCMD_TIMEOUT;
             kill(-pid, SIGKILL);
             killed = 1;
         }
@@ -251,6 +294,7 @@ out:
         if (po[i] >= 0) close(po[i]);
         if (pe[i] >= 0) close(pe[i]);
         if (px[i] >= 0) close(px[i]);
+        if (pw[i] >= 0) close(pw[i]);   /* the write end: the watchdog kills the group */
     }
     if (rc < 0) {
         mh_runcmd_result_free(res);
@@ -275,6 +319,7 @@ void mh_runcmd_describe(const struct mh_runcmd_result *res, char *buf, size_t si
     case MH_RUNCMD_SIGNALED: snprintf(buf, size, "killed by signal %d", res->exit_code); break;
     case MH_RUNCMD_TIMEOUT: snprintf(buf, size, "timed out after %lld s", res->ms / 1000); break;
     case MH_RUNCMD_STOPPED: snprintf(buf, size, "stopped (interrupted)"); break;
+    case MH_RUNCMD_ABORTED: snprintf(buf, size, "stopped (its caller's check failed)"); break;
     default: snprintf(buf, size, "could not be started: %s", res->err ? res->err : "?"); break;
     }
 }

@@ -31,6 +31,7 @@ enum mh_runcmd_status {
     MH_RUNCMD_SIGNALED,     /* killed by a signal (not ours) */
     MH_RUNCMD_TIMEOUT,      /* ran past the timeout: its process group was killed */
     MH_RUNCMD_STOPPED,      /* *stop became set: its process group was killed */
+    MH_RUNCMD_ABORTED,      /* the hook asked to stop: its process group was killed */
     MH_RUNCMD_NOSTART,      /* could not be started (not found, fork failed): see err */
 };
 
@@ -45,13 +46,26 @@ struct mh_runcmd_result {
     long long ms;           /* how long it ran */
 };
 
+/* Called about every every_ms while a command runs (from the waiting loop, in the calling
+ * thread): 0 to go on, nonzero to kill the command (migrate renews its claim here). */
+struct mh_runcmd_hook {
+    long long every_ms;
+    int (*fn)(void *arg);
+    void *arg;
+};
+
 /* Runs argv[0] (looked up in PATH) with argv, standard input /dev/null, in a new process
- * group; waits at most timeout_ms (0: no limit) or until *stop (may be NULL) becomes set,
- * then kills the group (SIGKILL).  Standard output is kept up to out_max bytes, standard
- * error's last err_max bytes.  0 with *res filled (free it with mh_runcmd_result_free), or
- * -1 when out of memory.  A command that could not start is MH_RUNCMD_NOSTART, not -1. */
+ * group; waits at most timeout_ms (0: no limit), until *stop (may be NULL) becomes set or
+ * hook (may be NULL) returns nonzero, then kills the group (SIGKILL).  The command gets
+ * SIGKILL when the calling process dies (PR_SET_PDEATHSIG), and a watchdog process in its
+ * group kills the whole group when the run ends or the calling process dies, so nothing it
+ * started in its group outlives the run.  Standard output is kept up to
+ * out_max bytes, standard error's last err_max bytes.  0 with *res filled (free it with
+ * mh_runcmd_result_free), or -1 when out of memory.  A command that could not start is
+ * MH_RUNCMD_NOSTART, not -1. */
 int mh_runcmd_run(char *const *argv, long long timeout_ms, volatile sig_atomic_t *stop,
-                  size_t out_max, size_t err_max, struct mh_runcmd_result *res);
+                  const struct mh_runcmd_hook *hook, size_t out_max, size_t err_max,
+                  struct mh_runcmd_result *res);
 void mh_runcmd_result_free(struct mh_runcmd_result *res);
 
 /* One line for a report: "exit 3", "killed by signal 9", "timed out after 30 s", ... into
