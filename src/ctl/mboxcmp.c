@@ -237,8 +237,10 @@ int mh_mbox_compare(struct mh_mbox *o, struct mh_mbox *n, char *diff, size_t siz
                  o->folders == 0 ? "no folders" : "no INBOX");
         return 1;
     }
-    qsort(o->items, o->n, sizeof *o->items, cmp_item);
-    qsort(n->items, n->n, sizeof *n->items, cmp_item);
+    if (o->n > 0)   /* qsort's base may not be NULL, even for no items */
+        qsort(o->items, o->n, sizeof *o->items, cmp_item);
+    if (n->n > 0)
+        qsort(n->items, n->n, sizeof *n->items, cmp_item);
     size_t i = 0, k = 0;
     while (i < o->n || k < n->n) {
         int c = i >= o->n ? 1 : k >= n->n ? -1 : strcmp(o->items[i].key, n->items[k].key);
