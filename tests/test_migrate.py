@@ -595,6 +595,11 @@ def t_usage(c):
     check(attrs(c, MOVE)["mailhostMigrationState"] in (None, "waiting"), "touched")
     r = migrate(c, MOVE, journal="usage.journal", copy="doveadm backup -u %x")
     check(r.returncode == 2 and "unknown placeholder %x" in r.stderr, "%s", r.stderr)
+    # --to is checked as set checks HOST: a typo is never written into mailHost
+    r = migrate(c, MOVE, "--backends", "mail-old.example.org,mail-nwe.example.org",
+                journal="usage.journal")
+    check(r.returncode == 2 and 'migrate: "%s" is not one of --backends' % NEW in r.stderr,
+          "%d %s", r.returncode, r.stderr)
 
 
 def main():

@@ -46,6 +46,8 @@ uint64_t mh_frozenwatch_seen(const char *dn, int frozen, uint64_t warn_after_ms,
         char *copy = n < MH_FROZENWATCH_MAX ? strdup(dn) : NULL;
         if (copy)
             tab[n++] = (struct seen){ copy, now_ms, 0 };
+        else
+            frozen_for = UINT64_MAX;   /* not recorded: no bound can be counted, so past it */
     } else if (warn_after_ms > 0 && now_ms - tab[i].first_ms >= warn_after_ms) {
         uint64_t again = warn_after_ms > HOUR_MS ? warn_after_ms : HOUR_MS;
         if (tab[i].warned_ms == 0 || now_ms - tab[i].warned_ms >= again) {

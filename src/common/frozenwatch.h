@@ -18,7 +18,9 @@
  * Logs one warning when the user has been frozen for warn_after_ms, and again only after
  * each further max(warn_after_ms, 1 hour).  warn_after_ms 0: no warnings, and nothing is
  * recorded unless keep (frozen_login_wait needs the first sighting).  Returns how long dn
- * has been frozen (ms since its first sighting; 0 at the first, and when not recorded). */
+ * has been frozen (ms since its first sighting; 0 at the first, and when nothing is
+ * recorded), or UINT64_MAX when dn is frozen but the table is full (MH_FROZENWATCH_MAX):
+ * a bound counted from the first sighting then counts as passed. */
 uint64_t mh_frozenwatch_seen(const char *dn, int frozen, uint64_t warn_after_ms, int keep,
                              uint64_t now_ms);
 

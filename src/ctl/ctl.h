@@ -175,6 +175,11 @@ char **mh_ctl_read_lines(const char *path, size_t *n);
 
 /* Reconnects after the directory went away: a few tries, with back-off.  0 or -1. */
 int mh_ctl_reconnect(struct mh_ctl *c);
+
+/* 0 if mailhostd would route logins to host (by -c: its backend map and route_unmapped; by
+ * --backends: one of the names); else says why on stderr (as "cmd: ...") and -1.  Without
+ * either, a warning and 0. */
+int mh_ctl_check_target(const struct mh_ctl *c, const char *cmd, const char *host);
 /* A run that stopped early: the directory unreachable (MH_EXIT_UNREACHABLE) or interrupted
  * (MH_EXIT_PARTIAL), said on stderr with "re-run the same command"; else -1. */
 int mh_ctl_stopped(int unreachable, int was_interrupted);

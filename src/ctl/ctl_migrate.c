@@ -738,6 +738,8 @@ static int check_args(struct mrun *r, char **args, int nargs)
                     "characters\n", MH_CTL_PROG);
             return MH_EXIT_USAGE;
         }
+    if (mh_ctl_check_target(c, "migrate", c->to) < 0)   /* as set: never flip to a typo */
+        return MH_EXIT_USAGE;
     if (c->file) {
         r->logins = mh_ctl_read_lines(c->file, &r->nlogins);
         if (r->logins == NULL)

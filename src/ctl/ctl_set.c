@@ -69,7 +69,7 @@ int mh_ctl_reconnect(struct mh_ctl *c)
 
 /* 0 if mailhostd would route logins to HOST: by -c, its backend map and route_unmapped;
  * by --backends, one of those names.  Else a message and -1.  Without either: a warning. */
-static int check_target(const struct mh_ctl *c, const char *host)
+int mh_ctl_check_target(const struct mh_ctl *c, const char *cmd, const char *host)
 {
     const struct mh_conf *conf = c->cli.conf;
     if (c->backends != NULL) {
@@ -80,8 +80,8 @@ static int check_target(const struct mh_ctl *c, const char *host)
                 return 0;
             p += len;
         }
-        fprintf(stderr, "%s: set: \"%s\" is not one of --backends %s: mailhostd would not "
-                "route its users there\n", MH_CTL_PROG, host, c->backends);
+        fprintf(stderr, "%s: %s: \"%s\" is not one of --backends %s: mailhostd would not "
+                "route its users there\n", MH_CTL_PROG, cmd, host, c->backends);
         return -1;
     }
     if (conf == NULL) {
@@ -103,16 +103,16 @@ static int check_target(const struct mh_ctl *c, const char *host)
     case MH_ROUTE_OK:
         return 0;
     case MH_ROUTE_UNMAPPED:
-        fprintf(stderr, "%s: set: \"%s\" is not a backend in %s and its route_unmapped "
+        fprintf(stderr, "%s: %s: \"%s\" is not a backend in %s and its route_unmapped "
                 "refuses other values: mailhostd would answer \"try again later\" to these "
-                "users (add a backend line there first)\n", MH_CTL_PROG, host, conf->path);
+                "users (add a backend line there first)\n", MH_CTL_PROG, cmd, host, conf->path);
         break;
     case MH_ROUTE_INVALID:
-        fprintf(stderr, "%s: set: \"%s\" is not a routing value mailhostd accepts\n", MH_CTL_PROG,
-                host);
+        fprintf(stderr, "%s: %s: \"%s\" is not a routing value mailhostd accepts\n", MH_CTL_PROG,
+                cmd, host);
         break;
     default:
-        fprintf(stderr, "%s: set: \"%s\" does not resolve now\n", MH_CTL_PROG, host);
+        fprintf(stderr, "%s: %s: \"%s\" does not resolve now\n", MH_CTL_PROG, cmd, host);
     }
     return -1;
 }
@@ -176,7 +176,7 @@ static int set_check_args(struct run *r, char **args, int nargs)
         fprintf(stderr, "%s: set: empty HOST\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
-    if (!c->state_only && check_target(c, r->host) < 0)
+    if (!c->state_only && mh_ctl_check_target(c, "set", r->host) < 0)
         return MH_EXIT_USAGE;
     return MH_EXIT_OK;
 }

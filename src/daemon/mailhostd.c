@@ -148,7 +148,8 @@ static void usage(FILE *fp)
     fprintf(fp,
             "Usage: mailhostd [-c FILE] [-t | -T] [-e] [-d] [-V | --version] [-h | --help]\n"
             "nginx mail auth_http service: routes each login to the backend named by the\n"
-            "user's mailHost attribute in LDAP, optionally verifying the password.\n"
+            "user's mailHost attribute in LDAP, optionally verifying the password; with\n"
+            "socketmap_listen it also answers Postfix's socketmap lookups.\n"
             "\n"
             "  -c FILE        configuration file (default " DEFAULT_CONF ")\n"
             "  -t             check the configuration and exit\n"

@@ -9,6 +9,7 @@
 #include "frozenwatch.h"
 #include "check.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -366,6 +367,19 @@ static void frozen_login_wait(void)
     e2.state = MH_STATE_FROZEN;
     mh_router_decide_entry(waitconf, NULL, NULL, &login, 0, &e2, 1, &d);
     CHECK(d.outcome == MH_OUT_WAIT, "frozen again: the bound starts over");
+    /* a full table (MH_FROZENWATCH_MAX users): a user it cannot hold has no first sighting
+     * to count from, so never an unbounded wait */
+    mh_frozenwatch_reset();
+    char dn[64];
+    for (int i = 0; i < MH_FROZENWATCH_MAX; i++) {
+        snprintf(dn, sizeof dn, "uid=f%d,dc=example,dc=org", i);
+        mh_frozenwatch_seen(dn, 1, 0, 1, mh_now_ms());
+    }
+    struct mh_router_entry e3 = e;
+    e3.dn = "uid=one-too-many,dc=example,dc=org";
+    mh_router_decide_entry(waitconf, NULL, NULL, &login, 0, &e3, 1, &d);
+    CHECK(d.outcome == MH_OUT_TEMPFAIL && d.reason == MH_REASON_FROZEN,
+          "a frozen user the table cannot hold: try later, not WAIT");
     mh_frozenwatch_reset();
 }
 
