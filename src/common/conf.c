@@ -1536,6 +1536,14 @@ int mh_conf_tls_changed(const struct mh_conf *running, const struct mh_conf *nex
     return changes(running, next, KEY_TLS, NULL, NULL) > 0;
 }
 
+int mh_conf_same_key(const struct mh_conf *a, const struct mh_conf *b, const char *name)
+{
+    const struct key *k = find_key(name);
+    if (k == NULL || k->store == ST_MAP)
+        return -1;
+    return same_value(k, a, b);
+}
+
 int mh_conf_key_info(size_t i, struct mh_conf_key_info *out)
 {
     if (i >= NKEYS)

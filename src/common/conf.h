@@ -160,6 +160,11 @@ size_t mh_conf_restart_changes(const struct mh_conf *running, const struct mh_co
  * ldap_tls_reqcert) differs: the reload must build a new context (mh_dir_global_init). */
 int mh_conf_tls_changed(const struct mh_conf *running, const struct mh_conf *next);
 
+/* 1 if key `name` has the same value in a and b, 0 if not (values, not text; a secret
+ * file's key compares its path, not its content); -1 for an unknown key or one kept in the
+ * backend map (mh_conf_key_info: in_backend_map). */
+int mh_conf_same_key(const struct mh_conf *a, const struct mh_conf *b, const char *name);
+
 /* One row of the key table (for tests and tools).  Strings are static. */
 struct mh_conf_key_info {
     const char *name;

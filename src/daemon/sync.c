@@ -61,6 +61,7 @@ void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out)
     out->changes = atomic_load(&m->changes);
     out->last_refresh_ms = atomic_load(&m->last_refresh_ms);
     out->stale_since_ms = atomic_load(&m->stale_since_ms);
+    out->refused = atomic_load(&m->refused);
 }
 
 static void set_cookie(struct mh_sync *s, const struct berval *c)

@@ -41,6 +41,7 @@ struct mh_sync_info {
     uint64_t changes;          /* adds, changes and deletes applied after a refresh */
     uint64_t last_refresh_ms;  /* how long the last refresh took */
     uint64_t stale_since_ms;   /* mh_now_ms() when the feed broke; 0 while live */
+    int refused;               /* the schema check refused the mirror (empty until rebuilt) */
 };
 void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out);
 
