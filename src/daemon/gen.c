@@ -21,6 +21,7 @@ struct mh_gen {
     struct mh_sync *sync;          /* keeps mirror current */
     struct mh_credcache *credcache; /* NULL: credential_cache_ttl 0 */
     struct mh_routecache *routecache; /* NULL: route_cache_ttl 0 */
+    struct mh_onlogin *onlogin;    /* NULL: migrate_on_login off */
     unsigned char secret_digest[32];
 };
 
@@ -87,6 +88,8 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
     }
     if (mh_dir_probe_start(g->dir, err, errsize) < 0)
         goto fail;
+    if (mh_onlogin_start(conf, g->dir, &g->onlogin, err, errsize) < 0)
+        goto fail;
     g->pool = mh_pool_start(conf->workers, conf->queue_size, conns_new, conns_free, g->dir,
                             err, errsize);
     if (g->pool == NULL)
@@ -101,6 +104,7 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, char *err, size_t
     g->owns_conf = owns_conf;
     return g;
 fail:
+    mh_onlogin_free(g->onlogin);
     mh_routecache_free(g->routecache);
     mh_credcache_free(g->credcache);
     mh_mirror_free(g->mirror);
@@ -123,6 +127,7 @@ void mh_gen_free(struct mh_gen *g)
         return;
     mh_sync_stop(g->sync);
     mh_pool_free(g->pool);
+    mh_onlogin_free(g->onlogin);
     mh_credcache_free(g->credcache);
     mh_routecache_free(g->routecache);
     mh_mirror_free(g->mirror);
@@ -139,6 +144,7 @@ struct mh_pool *mh_gen_pool(const struct mh_gen *g) { return g->pool; }
 struct mh_mirror *mh_gen_mirror(const struct mh_gen *g) { return g->mirror; }
 struct mh_credcache *mh_gen_credcache(const struct mh_gen *g) { return g->credcache; }
 struct mh_routecache *mh_gen_routecache(const struct mh_gen *g) { return g->routecache; }
+struct mh_onlogin *mh_gen_onlogin(const struct mh_gen *g) { return g->onlogin; }
 
 int mh_gen_secret_ok(const struct mh_gen *g, const char *value, size_t len)
 {
