@@ -30,6 +30,7 @@
 #define MH_CTL_MOVED_ATTR "mailhostMovedAt"
 #define MH_CTL_CLAIM_ATTR "mailhostMigrationClaim"   /* migrate's lease: "RUNNER until TIME" */
 #define MH_CTL_ERROR_ATTR "mailhostMigrationError"   /* why a move failed */
+#define MH_CTL_FROZEN_ATTR "mailhostFrozenWindow"    /* ms the last move was frozen */
 
 struct mh_ctl_schema;
 
@@ -98,6 +99,8 @@ void mh_ctl_schema_free(struct mh_ctl_schema *si);
 int mh_ctl_schema_tracks(const struct mh_ctl_schema *si);
 /* 1 if migrate's attributes (claim, error) are loaded too, and the class allows them. */
 int mh_ctl_schema_migrates(const struct mh_ctl_schema *si);
+/* 1 if mailhostFrozenWindow is loaded too (optional): migrate records each frozen window. */
+int mh_ctl_schema_frozen_window(const struct mh_ctl_schema *si);
 /* 1 if one of the object classes oc allows the routing attribute (or the schema could not
  * tell, or has no auxiliary class that allows it: then nothing is added). */
 int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval *const *oc);

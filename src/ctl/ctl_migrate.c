@@ -281,6 +281,10 @@ static int flip(struct muser *u)
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, c->cli.state_attr, "done" };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_CLAIM_ATTR, NULL };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_ERROR_ATTR, NULL };
+    char frozen[32];   /* the window so far: the flip ends it (stats' percentiles) */
+    snprintf(frozen, sizeof frozen, "%lld", now_ms() - u->t_freeze);
+    if (mh_ctl_schema_frozen_window(u->r->schema))
+        ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_FROZEN_ATTR, frozen };
     return apply(u, &ch, "done", NULL);
 }
 
