@@ -73,6 +73,10 @@ int mh_ctl_postfix_usage(const struct mh_ctl *c, char **args, int nargs);
 
 /* The current time as an LDAP GeneralizedTime; a static buffer, overwritten by each call. */
 const char *mh_ctl_now_generalized(void);
+/* The nearest-rank percentile q (0..100) of the sorted v[n] (0 when n is 0); the qsort
+ * comparison for long long. */
+long long mh_ctl_percentile(const long long *v, size_t n, int q);
+int mh_ctl_cmp_ll(const void *a, const void *b);
 /* base64 of data; malloc'ed, NULL when out of memory. */
 char *mh_ctl_b64(const void *data, size_t len);
 /* For the terminal: s itself when it is printable ASCII, else "base64:" and its base64 (a DN
