@@ -47,6 +47,7 @@ struct mh_ctl {
     /* migrate */
     const char *to, *copy_cmd, *kick_cmd, *old_doveadm, *new_doveadm, *runner_id;
     int target_overwrite, retry_failed;
+    int rollback;               /* migrate --rollback (ctl_rollback.c) */
     long cmd_timeout, lease;    /* seconds */
     long mta_settle;            /* migrate: seconds frozen before the final sync; -1: default */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
@@ -64,6 +65,7 @@ mh_ctl_cmd_fn mh_ctl_cmd_undo;          /* ctl_undo.c */
 mh_ctl_cmd_fn mh_ctl_cmd_stats;         /* ctl_stats.c */
 mh_ctl_cmd_fn mh_ctl_cmd_list;          /* ctl_stats.c */
 mh_ctl_cmd_fn mh_ctl_cmd_schema_check;  /* ctl_schema.c */
+mh_ctl_cmd_fn mh_ctl_cmd_rollback;      /* ctl_rollback.c: migrate --rollback */
 mh_ctl_cmd_fn mh_ctl_cmd_stragglers;    /* ctl_stragglers.c: needs no directory */
 mh_ctl_cmd_fn mh_ctl_cmd_postfix_config; /* ctl_postfix.c: needs no directory */
 /* postfix-config's usage checks, which main runs before it reads -c. */

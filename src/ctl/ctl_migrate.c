@@ -992,6 +992,8 @@ static int finish(struct mrun *r)
 
 int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
 {
+    if (c->rollback)   /* migrate --rollback: ctl_rollback.c */
+        return mh_ctl_cmd_rollback(c, args, nargs);
     struct mrun r;
     memset(&r, 0, sizeof r);
     r.c = c;
