@@ -198,12 +198,53 @@ def main():
                 check(t.state("user001") == "waiting", "a second write within the window")
             runner.run(t_at_most_once_per_window)
 
+            def t_full_window_bucket_drops_and_counts():
+                # white box: the window table has 1024 buckets of 4 users, bucket = the first
+                # 8 bytes of SHA-256(DN) in host order, modulo 1024 (onlogin.c).  Five new
+                # waiting users of one bucket that no user of the tests above uses: four are
+                # queued, the fifth is dropped and counted, never waited for.
+                import hashlib
+
+                def bucket(dn):
+                    return int.from_bytes(hashlib.sha256(dn.encode()).digest()[:8],
+                                          sys.byteorder) % 1024
+                used = {bucket("uid=user%03d,%s" % (n, OU)) for n in range(1, 151)}
+                by_bucket = {}
+                n = 0
+                while True:
+                    n += 1
+                    dn = "uid=fill%05d,%s" % (n, OU)
+                    b = bucket(dn)
+                    if b in used:
+                        continue
+                    by_bucket.setdefault(b, []).append(n)
+                    if len(by_bucket[b]) == 5:
+                        fill = by_bucket[b]
+                        break
+                for k in fill:
+                    slapd.ldapmodify(
+                        "dn: uid=fill%05d,%s\nobjectClass: inetOrgPerson\n"
+                        "objectClass: inetLocalMailRecipient\nobjectClass: mailhostMigration\n"
+                        "uid: fill%05d\ncn: fill\nsn: fill\nmail: fill%05d@example.com\n"
+                        "mailHost: mail-old.example.org\nmailhostMigrationState: waiting\n"
+                        "userPassword: %s\n" % (k, OU, k, k, PW), add=True)
+                dropped = t.metric("dropped")
+                for k in fill:
+                    t.login("fill%05d" % k)
+                check(t.metric("dropped") == dropped + 1, "dropped: %d, want %d",
+                      t.metric("dropped"), dropped + 1)
+                for k in fill[:4]:
+                    t.wait_state("fill%05d" % k, "queued")
+                t.barrier("user041")
+                check(t.state("fill%05d" % fill[4]) == "waiting", "the fifth was written")
+            runner.run(t_full_window_bucket_drops_and_counts)
+
             def t_metrics_and_log():
                 log = d.read_log()
                 check(re.search(r'migrate_on_login: dn="uid\\x3duser001,[^"]*" queued', log),
                       "the write is logged")
                 check(PW not in log, "a password in the log")
-                check(t.metric("dropped") == 0, "nothing dropped")
+                check(t.metric("dropped") == 1, "one login dropped (the full bucket)")
             runner.run(t_metrics_and_log)
     finally:
         slapd.stop()
