@@ -27,7 +27,7 @@ OU = "ou=example.com,ou=people,dc=example,dc=org"
 STATE = "mailhostMigrationState"
 
 
-def config(work, slapd):
+def config(work, slapd, mirror=False):
     pwfile = os.path.join(work, "bindpw")
     with open(pwfile, "w") as f:
         f.write(slapd.service_pw + "\n")
@@ -45,10 +45,18 @@ def config(work, slapd):
         "workers 2",
         "log stderr",
         "log_level debug",
+    ] + ([
+        # a password the credential cache vouches for is a verified login too
+        "mirror yes",
+        "credential_cache_ttl 600s",
+        "migrate_on_login mail-old.example.org",
+        "migrate_on_login_window 1s",
+    ] if mirror else [
         # the race test needs an answer from a copy older than the directory
         "route_cache_ttl 600s",
         "migrate_on_login mail-old.example.org",
         "migrate_on_login_window 600s",
+    ]) + [
         "backend mail-old.example.org address=%s imap=%d pop3=1110 smtp=1025" % OLD,
         "backend mail-new.example.org address=%s imap=%d pop3=2110 smtp=2025" % NEW,
     ]
@@ -112,7 +120,7 @@ class T:
 def main():
     work = work_dir("on_login")
     runner = Runner("test_on_login")
-    slapd = Slapd(os.path.join(work, "slapd"))
+    slapd = Slapd(os.path.join(work, "slapd"), syncprov=True)
     try:
         slapd.start()
         d = Daemon(work, config(work, slapd))
@@ -246,6 +254,32 @@ def main():
                 check(PW not in log, "a password in the log")
                 check(t.metric("dropped") == 1, "one login dropped (the full bucket)")
             runner.run(t_metrics_and_log)
+        def t_credential_cache_login_is_verified():
+            # user045 is on the old host in state failed: each write is refused by the
+            # assertion (not_waiting) and the entry never changes, so the credential cache
+            # keeps its password; with a window of 1 s, a later login answered from the
+            # cache (via=mirror+credential-cache, no bind) is noted too
+            t.set_state("user045", "failed")
+            dm = Daemon(work, config(work, slapd, mirror=True), "mirror")
+            with dm:
+                tm = T(work, slapd, dm)
+                nw = tm.metric("not_waiting")
+                tm.login("user045")      # a bind: the cache learns the password
+                deadline = time.time() + 20
+                while tm.metric("not_waiting") < nw + 1:
+                    check(time.time() < deadline, "the first login was not noted")
+                    time.sleep(0.05)
+                start = len(dm.read_log())
+                while tm.metric("not_waiting") < nw + 2:   # the window (1 s) passes
+                    check(time.time() < deadline, "no later login was noted")
+                    tm.login("user045")
+                    time.sleep(0.05)
+                logins = re.findall(r'auth user="user045@example.com".* via=(\S+)',
+                                    dm.read_log()[start:])
+                check(logins and set(logins) == {"mirror+credential-cache"},
+                      "later logins: %s", logins)
+                check(t.state("user045") == "failed", "user045 changed")
+        runner.run(t_credential_cache_login_is_verified)
     finally:
         slapd.stop()
     return runner.finish(work)
