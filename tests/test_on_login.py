@@ -263,21 +263,30 @@ def main():
             dm = Daemon(work, config(work, slapd, mirror=True), "mirror")
             with dm:
                 tm = T(work, slapd, dm)
+                deadline = time.time() + 20
+                while True:   # the copy is live: the first login goes to a worker to bind
+                    with urllib.request.urlopen(tm.status + "/metrics", timeout=5) as r:
+                        if re.search(r"^mailhostd_mirror_state 1$", r.read().decode(), re.M):
+                            break
+                    check(time.time() < deadline, "the mirror did not become live")
+                    time.sleep(0.05)
                 nw = tm.metric("not_waiting")
                 tm.login("user045")      # a bind: the cache learns the password
                 deadline = time.time() + 20
                 while tm.metric("not_waiting") < nw + 1:
                     check(time.time() < deadline, "the first login was not noted")
                     time.sleep(0.05)
-                start = len(dm.read_log())
                 while tm.metric("not_waiting") < nw + 2:   # the window (1 s) passes
                     check(time.time() < deadline, "no later login was noted")
                     tm.login("user045")
                     time.sleep(0.05)
+                # the first login bound; every later one (the noted one among them) was
+                # answered from the cache (log lines may come in any order)
                 logins = re.findall(r'auth user="user045@example.com".* via=(\S+)',
-                                    dm.read_log()[start:])
-                check(logins and set(logins) == {"mirror+credential-cache"},
-                      "later logins: %s", logins)
+                                    dm.read_log())
+                check(len(logins) >= 2 and logins.count("mirror+directory") == 1 and
+                      logins.count("mirror+credential-cache") == len(logins) - 1,
+                      "logins: %s", logins)
                 check(t.state("user045") == "failed", "user045 changed")
         runner.run(t_credential_cache_login_is_verified)
     finally:
