@@ -200,7 +200,7 @@ def section_files(R, work):
         arc = "2.25." + m.group(1)
         for path in (SCHEMA_LDIF, SCHEMA_CONF):
             oids = re.findall(r"\(\s*([0-9][0-9.]+)\s+NAME", read(path))
-            expect(len(oids) == 6, "%s: expected 6 definitions, found %d" % (path, len(oids)))
+            expect(len(oids) == 7, "%s: expected 7 definitions, found %d" % (path, len(oids)))
             bad = [o for o in oids if not (o.startswith(arc + ".1.") or o.startswith(arc + ".2."))]
             expect(not bad, "%s: OIDs outside %s.{1,2}: %s" % (path, arc, bad))
         return arc

@@ -443,6 +443,18 @@ static int h_state_attr(struct ctx *x, const char *v, const struct key *k)
     return is_none(x, v, k) ? 0 : h_attr(x, v, k);
 }
 
+/* migrate_on_login: "none" (off) or routing values, words of printable ASCII */
+static int h_host_list(struct ctx *x, const char *v, const struct key *k)
+{
+    if (is_none(x, v, k))
+        return 0;
+    for (const char *p = v; *p; p++)
+        if (*p != ' ' && *p != '\t' && ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e))
+            return fail(x, "expected routing values (printable ASCII) separated by spaces, "
+                        "got \"%s\"", v);
+    return h_string(x, v, k);
+}
+
 static int h_tls(struct ctx *x, const char *v, const struct key *k)
 {
     if (!strcasecmp(v, "none") || !strcasecmp(v, "no")) x->c->ldap_tls = MH_TLS_NONE;
@@ -795,6 +807,10 @@ static const struct key keys[] = {
     {"frozen_login_wait", T_SECONDS, OFF(frozen_login_wait_s), 0, 3600, RELOAD, "0s"},
     {"frozen_login_wait_interval", T_SECONDS, OFF(frozen_login_wait_interval_s), 1, 60, RELOAD,
      "2s"},
+    {"migrate_on_login", h_host_list, d_or_none, ST_STR, OFF(migrate_on_login), NO_RANGE,
+     RELOAD, "none"},
+    {"migrate_on_login_window", T_SECONDS, OFF(migrate_on_login_window_s), 1, 604800, RELOAD,
+     "3600s"},
     {"route_cache_ttl", T_MS, OFF(route_cache_ttl_ms), 0, 86400000, RELOAD, "0ms"},
     {"route_cache_negative_ttl", T_MS, OFF(route_cache_negative_ttl_ms), 0, 86400000, RELOAD,
      "10000ms"},
@@ -1321,6 +1337,14 @@ static int check(struct ctx *x)
     if (c->credential_cache_ttl_ms > 0 && !c->verify_password)
         return fail(at_last(x, "credential_cache_ttl", "verify_password"),
                     "credential_cache_ttl has no use with verify_password no");
+    if (c->migrate_on_login && c->ldap_state_attribute == NULL)
+        return fail(at_last(x, "migrate_on_login", "ldap_state_attribute"),
+                    "migrate_on_login writes the migration state: it needs "
+                    "ldap_state_attribute");
+    if (c->migrate_on_login && !c->verify_password)
+        return fail(at_last(x, "migrate_on_login", "verify_password"),
+                    "migrate_on_login acts on verified logins only: it needs verify_password "
+                    "yes");
     if (c->ldap_tls_ca_file && access(c->ldap_tls_ca_file, R_OK) != 0)
         return fail(at(x, "ldap_tls_ca_file"), "\"%s\": %s", c->ldap_tls_ca_file,
                     strerror(errno));

@@ -75,6 +75,9 @@ struct mh_conf {
     unsigned frozen_login_wait_s;     /* a frozen user's login waits (Auth-Status WAIT) this
                                        * long at most, from its first frozen answer; 0: off */
     unsigned frozen_login_wait_interval_s; /* nginx asks again after this (Auth-Wait) */
+    char *migrate_on_login;           /* "HOST ...": verified logins there queue the user
+                                       * (onlogin.h); NULL: off */
+    unsigned migrate_on_login_window_s; /* at most one write per user this long */
     unsigned ldap_retry_s;            /* a failed URI is skipped this long; then failback */
     enum mh_tls ldap_tls;
     char *ldap_tls_ca_file;

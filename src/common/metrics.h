@@ -35,6 +35,16 @@ void mh_metrics_queue(int delta);
 void mh_metrics_socketmap(enum mh_sm_map map, const char *backend, enum mh_sm_status st,
                           uint64_t us);
 
+/* migrate_on_login (onlogin.h): a write's result, or a login dropped (queue or table full). */
+enum mh_metrics_onlogin {
+    MH_METRICS_ONLOGIN_QUEUED,        /* waiting -> queued written */
+    MH_METRICS_ONLOGIN_NOT_WAITING,   /* the assertion refused it: not waiting on that host */
+    MH_METRICS_ONLOGIN_FAILED,        /* the directory refused or failed (access, down) */
+    MH_METRICS_ONLOGIN_DROPPED,       /* the queue or the window table was full */
+    MH_METRICS_ONLOGIN_COUNT
+};
+void mh_metrics_onlogin(enum mh_metrics_onlogin result);
+
 /* Which tier decided a request (MH_SOURCE_NONE is not counted). */
 void mh_metrics_source(enum mh_source via);
 

@@ -22,6 +22,7 @@ struct mh_gen {
     struct mh_pool *pool;
     struct mh_credcache *credcache; /* NULL: credential_cache_ttl 0; shared (credcache.h) */
     struct mh_routecache *routecache; /* NULL: route_cache_ttl 0 */
+    struct mh_onlogin *onlogin;    /* NULL: migrate_on_login off */
     unsigned char secret_digest[32];
     /* what the reload carried over (mh_gen_log_carry) */
     int reloaded, had_mirror, had_credcache, feed_kept, credcache_kept;
@@ -129,6 +130,8 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, const struct mh_g
         if (g->routecache == NULL)
             goto fail;
     }
+    if (mh_onlogin_start(conf, g->dir, &g->onlogin, err, errsize) < 0)
+        goto fail;
     g->pool = mh_pool_start(conf->workers, conf->queue_size, conns_new, conns_free, g->dir,
                             err, errsize);
     if (g->pool == NULL)
@@ -139,6 +142,7 @@ struct mh_gen *mh_gen_new(struct mh_conf *conf, int owns_conf, const struct mh_g
         g->owns_conf = owns_conf;
     return g;
 fail:
+    mh_onlogin_free(g->onlogin);
     mh_routecache_free(g->routecache);
     mh_credcache_free(g->credcache);
     mh_feed_put(g->feed);
@@ -158,6 +162,7 @@ void mh_gen_free(struct mh_gen *g)
     if (g == NULL)
         return;
     mh_pool_free(g->pool);      /* its workers use the feed's directory state */
+    mh_onlogin_free(g->onlogin); /* so does its thread */
     mh_credcache_free(g->credcache);
     mh_routecache_free(g->routecache);
     mh_resolver_free(g->resolver);
@@ -173,6 +178,7 @@ struct mh_pool *mh_gen_pool(const struct mh_gen *g) { return g->pool; }
 struct mh_mirror *mh_gen_mirror(const struct mh_gen *g) { return g->mirror; }
 struct mh_credcache *mh_gen_credcache(const struct mh_gen *g) { return g->credcache; }
 struct mh_routecache *mh_gen_routecache(const struct mh_gen *g) { return g->routecache; }
+struct mh_onlogin *mh_gen_onlogin(const struct mh_gen *g) { return g->onlogin; }
 
 int mh_gen_secret_ok(const struct mh_gen *g, const char *value, size_t len)
 {

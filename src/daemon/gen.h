@@ -24,6 +24,7 @@
 #include "ldapconn.h"
 #include "metrics.h"
 #include "mirror.h"
+#include "onlogin.h"
 #include "routecache.h"
 #include "worker.h"
 
@@ -63,6 +64,7 @@ struct mh_pool *mh_gen_pool(const struct mh_gen *g);
 struct mh_mirror *mh_gen_mirror(const struct mh_gen *g);
 struct mh_credcache *mh_gen_credcache(const struct mh_gen *g);
 struct mh_routecache *mh_gen_routecache(const struct mh_gen *g);
+struct mh_onlogin *mh_gen_onlogin(const struct mh_gen *g);   /* NULL: migrate_on_login off */
 
 /* 1 if value (len bytes) is the configured shared secret; compared in constant time on
  * digests, so neither the content nor the length of the secret shows in the timing. */

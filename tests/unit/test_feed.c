@@ -93,6 +93,8 @@ static const char *const not_feed[] = {
     "frozen_login_wait_interval", "route_cache_ttl", "route_cache_negative_ttl",
     "route_cache_entries", "default_ports", "backend", "default_backend", "route_unmapped",
     "resolve_ttl", "secret_header", "secret_file",
+    /* migrate_on_login: a thread of each generation with its own connection (onlogin.c) */
+    "migrate_on_login", "migrate_on_login_window",
     /* brute-force control, last logins, answers, logging */
     "limit_prefix4", "limit_prefix6", "limit_slow", "limit_block_host", "limit_block_net",
     "limit_window", "limit_max_wait", "limit_entries", "limit_success_ttl", "limit_trusted",
