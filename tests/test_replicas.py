@@ -8,6 +8,13 @@ replica_of, all three started here on loopback), two mailhostd each with
    to the new answer through each is printed (p50/max over 10 flips); correctness asserted.
 2. A consumer killed: its daemon's change feed moves to the provider (answers stay right, a
    flip made meanwhile is seen) and fails back to the consumer once it is back.
+3. A consumer whose replication is cut (a FaultProxy between it and the provider refuses):
+   its daemon's lag check (contextCSN compared per sid) finds it lagging past
+   mirror_max_lag, the feed leaves it for the provider (the flip made meanwhile is seen), and
+   returns once the consumer has caught up; mailhostd_mirror_lag_seconds shows the lag.
+4. The applied-CSN report: after a modify on the provider, once a daemon's /metrics says it
+   has applied the entry's entryCSN (mailhostd_mirror_applied_csn for its sid), its answer
+   is already the new one.
 Needs slapd and ldap-utils: without them this test FAILS, it never skips.
 """
 import os
@@ -18,12 +25,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
+from faultproxy import FaultProxy  # noqa: E402
 from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
-from test_daemon import NEW, OLD, config  # noqa: E402
-from test_mirror import poll, set_host, wait_log  # noqa: E402
+from test_daemon import NEW, OLD, config, metric, status_base  # noqa: E402
+from test_mirror import dn_of, poll, set_host, wait_log  # noqa: E402
 
-MIRROR = "mirror yes\ncredential_cache_ttl 30s\nstatus_listen 127.0.0.1:0\n"
+MIRROR = ("mirror yes\ncredential_cache_ttl 30s\nstatus_listen 127.0.0.1:0\n"
+          "mirror_max_lag 2s\n")
 HOSTS = {NEW[0]: "mail-new.example.org", OLD[0]: "mail-old.example.org"}
 USER, PW = "user005", "Sample-pw-0"
 
@@ -102,16 +111,75 @@ def t_consumer_killed_feed_moves_and_returns(c):
     poll(lambda: server_of(c.d[1]) == want, 10.0)   # and the other daemon too
 
 
+# ---- 3. a consumer cut off from its provider ----
+
+def t_cut_consumer_is_left_and_returned_to(c):
+    d, cons = c.d[1], c.cons[1]
+    mark = len(d.read_log())
+    c.proxy.refuse()
+    t0 = time.time()
+    want = flip(c)
+    wait_log(d, r"lag: %s has been missing a change the other URIs have for [0-9.]+ s "
+             r"\(mirror_max_lag 2\.0 s\): lagging" % re.escape(cons.uri), start=mark)
+    wait_log(d, r"mirror: leaving %s: " % re.escape(cons.uri), start=mark)
+    wait_log(d, r"mirror: (refreshing|resuming) from %s" % re.escape(c.p.uri), start=mark)
+    poll(lambda: server_of(d) == want, 10.0)
+    print("     the flip reached the daemon of the cut consumer %.1f s after the modify "
+          "(mirror_max_lag 2s)" % (time.time() - t0))
+    lag = metric(d, 'mailhostd_mirror_lag_seconds{uri="%s"}' % cons.uri)
+    check(lag is not None and lag >= 2.0, "lag metric of the cut consumer: %r", lag)
+    mh = cons.search(dn_of(c.p, USER), "(objectClass=*)", ["mailHost"], scope="base")
+    check(mh[0]["mailHost"] != [HOSTS[want]], "the consumer really is cut off: %r", mh)
+    mark = len(d.read_log())
+    c.proxy.restore()
+    cons.wait_caught_up()
+    wait_log(d, r"lag: %s has caught up" % re.escape(cons.uri), start=mark)
+    wait_log(d, r"mirror: failback to %s from %s" % (re.escape(cons.uri), re.escape(c.p.uri)),
+             start=mark)
+    wait_log(d, r"mirror: (refreshing|resuming) from %s" % re.escape(cons.uri), start=mark)
+    check(metric(d, 'mailhostd_mirror_lag_seconds{uri="%s"}' % cons.uri) < 2.0,
+          "lag back under the bound")
+    want = flip(c)
+    poll(lambda: server_of(d) == want, 10.0)
+
+
+# ---- 4. the applied-CSN report ----
+
+def applied_csn(d):
+    """{sid: csn} from the daemon's /metrics."""
+    import urllib.request
+    with urllib.request.urlopen(status_base(d) + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return dict(re.findall(r'^mailhostd_mirror_applied_csn\{sid="([0-9a-f]+)",csn="([^"]+)"\} '
+                           r'[0-9.]+$', text, re.M))
+
+
+def t_applied_csn_tells_when_a_flip_is_in(c):
+    dn = dn_of(c.p, USER)
+    for n in range(5):
+        want = flip(c)
+        csn = c.p.search(dn, "(objectClass=*)", ["entryCSN"], scope="base")[0]["entryCSN"][0]
+        sid = csn.split("#")[2]
+        for i, d in enumerate(c.d):
+            # CSNs of one sid in OpenLDAP's fixed-width form order as strings
+            poll(lambda: applied_csn(d).get(sid, "") >= csn, 10.0)
+            check(server_of(d) == want, "daemon %d reports %s applied (>= %s) but answers %s",
+                  i + 1, applied_csn(d), csn, server_of(d))
+
+
 def main():
     work = work_dir("replicas", exit_on_signals=True)
     runner = Runner("test_replicas")
     c = Ctx()
     c.p = Slapd(os.path.join(work, "provider"), syncprov=True)
-    c.cons, c.d = [], []
+    c.cons, c.d, c.proxy = [], [], None
     try:
         c.p.start()
+        # consumer 2 reaches the provider through a proxy that test 3 cuts
+        c.proxy = FaultProxy(("127.0.0.1", c.p.port)).start()
         for i in (1, 2):
-            cons = Slapd(os.path.join(work, "consumer%d" % i), replica_of=c.p, rid=i)
+            cons = Slapd(os.path.join(work, "consumer%d" % i), replica_of=c.p, rid=i,
+                         provider_uri=c.proxy.uri if i == 2 else None)
             c.cons.append(cons.start())
         for cons in c.cons:
             cons.wait_caught_up()
@@ -119,7 +187,8 @@ def main():
             c.d.append(Daemon(work, config(work, c.p, extra=MIRROR,
                                            uris="%s %s" % (cons.uri, c.p.uri)),
                               name="mailhostd%d" % (i + 1)).start())
-        for t in (t_both_live, t_flip_reaches_both, t_consumer_killed_feed_moves_and_returns):
+        for t in (t_both_live, t_flip_reaches_both, t_consumer_killed_feed_moves_and_returns,
+                  t_cut_consumer_is_left_and_returned_to, t_applied_csn_tells_when_a_flip_is_in):
             runner.run(t, c)
         for i, d in enumerate(c.d):
             status = d.stop()
@@ -133,6 +202,8 @@ def main():
             d.stop()
         for s in c.cons + [c.p]:
             s.close()
+        if c.proxy is not None:
+            c.proxy.close()
     return runner.finish(work)
 
 
