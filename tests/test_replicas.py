@@ -167,6 +167,23 @@ def t_applied_csn_tells_when_a_flip_is_in(c):
                   i + 1, applied_csn(d), csn, server_of(d))
 
 
+def t_start_servers(c, work):
+    """The provider, two consumers caught up with it, and the two daemons."""
+    c.p.start()
+    # consumer 2 reaches the provider through a proxy that test 3 cuts
+    c.proxy = FaultProxy(("127.0.0.1", c.p.port)).start()
+    for i in (1, 2):
+        cons = Slapd(os.path.join(work, "consumer%d" % i), replica_of=c.p, rid=i,
+                     provider_uri=c.proxy.uri if i == 2 else None)
+        c.cons.append(cons.start())
+    for cons in c.cons:
+        cons.wait_caught_up()
+    for i, cons in enumerate(c.cons):
+        c.d.append(Daemon(work, config(work, c.p, extra=MIRROR,
+                                       uris="%s %s" % (cons.uri, c.p.uri)),
+                          name="mailhostd%d" % (i + 1)).start())
+
+
 def main():
     work = work_dir("replicas", exit_on_signals=True)
     runner = Runner("test_replicas")
@@ -174,19 +191,9 @@ def main():
     c.p = Slapd(os.path.join(work, "provider"), syncprov=True)
     c.cons, c.d, c.proxy = [], [], None
     try:
-        c.p.start()
-        # consumer 2 reaches the provider through a proxy that test 3 cuts
-        c.proxy = FaultProxy(("127.0.0.1", c.p.port)).start()
-        for i in (1, 2):
-            cons = Slapd(os.path.join(work, "consumer%d" % i), replica_of=c.p, rid=i,
-                         provider_uri=c.proxy.uri if i == 2 else None)
-            c.cons.append(cons.start())
-        for cons in c.cons:
-            cons.wait_caught_up()
-        for i, cons in enumerate(c.cons):
-            c.d.append(Daemon(work, config(work, c.p, extra=MIRROR,
-                                           uris="%s %s" % (cons.uri, c.p.uri)),
-                              name="mailhostd%d" % (i + 1)).start())
+        runner.run(t_start_servers, c, work)
+        if runner.failed:
+            return runner.finish(work)   # the FAIL above says why; nothing to test without
         for t in (t_both_live, t_flip_reaches_both, t_consumer_killed_feed_moves_and_returns,
                   t_cut_consumer_is_left_and_returned_to, t_applied_csn_tells_when_a_flip_is_in):
             runner.run(t, c)
