@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 /* The oldest change (per sid) a URI is known to miss, and since when. */
 struct pending {
@@ -39,6 +40,7 @@ struct mh_lag {
     pthread_mutex_t lock;          /* guards stopping, wake and the sets read by queries */
     pthread_cond_t wake;
     int stopping;
+    int fd[MH_MAX_URIS];           /* the socket of a read under way, -1: none */
     struct uri_state u[MH_MAX_URIS];
     struct mh_csn_set published[MH_MAX_URIS];
     int published_known[MH_MAX_URIS];
@@ -107,12 +109,21 @@ static int read_uri(struct mh_lag *g, size_t i)
         u->context = NULL;
         return -1;              /* down: the workers and the prober say so */
     }
-    if (u->context == NULL && (u->context = find_context(g, ld, &tv)) == NULL)
+    ber_socket_t fd = -1;
+    ldap_get_option(ld, LDAP_OPT_DESC, &fd);
+    pthread_mutex_lock(&g->lock);
+    g->fd[i] = g->stopping ? -1 : fd;   /* mh_lag_stop shuts it down: no wait for a hung read */
+    int stopping = g->stopping;
+    pthread_mutex_unlock(&g->lock);
+    if (stopping)
         return -1;
+    if (u->context == NULL && (u->context = find_context(g, ld, &tv)) == NULL)
+        goto done;
     int lrc = ldap_search_ext_s(ld, u->context, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
                                 NULL, NULL, &tv, 1, &res);
     LDAPMessage *e = lrc == LDAP_SUCCESS ? ldap_first_entry(ld, res) : NULL;
-    if (lrc == LDAP_SERVER_DOWN || lrc == LDAP_TIMEOUT || lrc == LDAP_CONNECT_ERROR) {
+    if (lrc == LDAP_SERVER_DOWN || lrc == LDAP_TIMEOUT || lrc == LDAP_CONNECT_ERROR ||
+        lrc == LDAP_UNAVAILABLE || lrc == LDAP_BUSY) {
         mh_ldap_reset(u->conn, 0);
         free(u->context);
         u->context = NULL;
@@ -134,12 +145,15 @@ static int read_uri(struct mh_lag *g, size_t i)
                    "lets the service account read it)");
         char safe[600];
         mh_log(LOG_WARNING, "lag: cannot read the contextCSN of \"%s\" at %s: %s; this URI is "
-               "never taken for lagging", mh_log_safe(safe, sizeof safe, u->context,
+               "not compared while it cannot", mh_log_safe(safe, sizeof safe, u->context,
                                                       strlen(u->context)),
                c->ldap_uri[i], why);
         u->warned = 1;
     }
 done:
+    pthread_mutex_lock(&g->lock);
+    g->fd[i] = -1;
+    pthread_mutex_unlock(&g->lock);
     ldap_value_free_len(v);
     ldap_msgfree(res);
     return rc;
@@ -179,6 +193,11 @@ static void round_once(struct mh_lag *g)
     const struct mh_conf *c = g->conf;
     struct mh_csn_set newest = { 0 };
     for (size_t i = 0; i < c->n_uri; i++) {
+        pthread_mutex_lock(&g->lock);
+        int stopping = g->stopping;
+        pthread_mutex_unlock(&g->lock);
+        if (stopping)
+            return;
         g->u[i].known = read_uri(g, i) == 0;
         for (size_t k = 0; g->u[i].known && k < g->u[i].set.n; k++)
             mh_csn_set_add(&newest, &g->u[i].set.v[k]);
@@ -251,6 +270,8 @@ struct mh_lag *mh_lag_start(const struct mh_conf *conf, struct mh_dir *dir, char
     pthread_cond_init(&g->wake, &ca);
     pthread_condattr_destroy(&ca);
     int ok = 1;
+    for (size_t i = 0; i < MH_MAX_URIS; i++)
+        g->fd[i] = -1;
     for (size_t i = 0; i < conf->n_uri; i++) {
         atomic_init(&g->lag_ms[i], -1);
         if ((g->u[i].conn = mh_ldap_new(dir, 1)) == NULL)
@@ -280,6 +301,9 @@ void mh_lag_stop(struct mh_lag *g)
         return;
     pthread_mutex_lock(&g->lock);
     g->stopping = 1;
+    for (size_t i = 0; i < MH_MAX_URIS; i++)
+        if (g->fd[i] >= 0)
+            shutdown(g->fd[i], SHUT_RDWR);   /* ends a read at once */
     pthread_cond_signal(&g->wake);
     pthread_mutex_unlock(&g->lock);
     pthread_join(g->thread, NULL);

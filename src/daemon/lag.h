@@ -12,8 +12,8 @@
  * missing the oldest such change (measured from the round that first saw it elsewhere); a URI
  * that reached every change the others had one round ago has a lag of 0.  A lag over
  * mirror_max_lag marks the URI lagging; it stays so until its lag is 0 again (caught up).
- * A URI whose contextCSN cannot be read (no syncprov, an ACL) is "not known" and never
- * lagging; this is logged once per URI.
+ * A URI whose contextCSN cannot be read (no syncprov, an ACL, a consumer that has not
+ * replicated the suffix yet) is "not known" and not compared while so (logged once).
  *
  * mh_lag_start/stop: the owner (the sync thread's owner).  The queries: any thread.
  * Every function accepts NULL (no lag checking: nothing lags, everything is caught up).
@@ -33,7 +33,8 @@ struct mh_lag;
 /* Starts the thread (conf and dir must outlive it).  NULL + err on failure. */
 struct mh_lag *mh_lag_start(const struct mh_conf *conf, struct mh_dir *dir, char *err,
                             size_t errsize);
-/* Stops and joins the thread (waits for at most one round's reads), frees (NULL ok). */
+/* Stops and joins the thread, frees (NULL ok).  A read under way ends at once (its socket
+ * is shut down); a connect under way, within ldap_connect_timeout. */
 void mh_lag_stop(struct mh_lag *g);
 
 /* 1 if URI i is lagging (behind for longer than mirror_max_lag, not caught up since). */

@@ -39,7 +39,8 @@ struct mh_sync;
 struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
                               struct mh_mirror *mirror, char *err, size_t errsize);
 
-/* Stops and joins the thread, frees everything (NULL ok).  Takes at most ~300 ms. */
+/* Stops and joins the thread, frees everything (NULL ok).  Takes at most ~300 ms (with lag
+ * checks: or a connect of theirs under way, at most ldap_connect_timeout). */
 void mh_sync_stop(struct mh_sync *s);
 
 struct mh_sync_info {
