@@ -15,6 +15,8 @@ replica_of, all three started here on loopback), two mailhostd each with
 4. The applied-CSN report: after a modify on the provider, once a daemon's /metrics says it
    has applied the entry's entryCSN (mailhostd_mirror_applied_csn for its sid), its answer
    is already the new one.
+5. Multi-provider (two providers, sids 001 and 002): replicas are compared per sid; a
+   provider that misses the other's change is left even though its newest CSN is as new.
 Needs slapd and ldap-utils: without them this test FAILS, it never skips.
 """
 import os
@@ -167,6 +169,64 @@ def t_applied_csn_tells_when_a_flip_is_in(c):
                   i + 1, applied_csn(d), csn, server_of(d))
 
 
+# ---- 5. multi-provider: compared per sid ----
+
+def t_multi_provider_lag_is_per_sid(c, work):
+    """Two providers (olcMultiProvider, sids 001 and 002) and a daemon that follows p2 first.
+    p2's replication from p1 is cut; then a change on p1 (sid 001), which p2 misses, and a
+    later one on p2 (sid 002), which p1 still receives.  Both servers' newest CSN is then the
+    same (p2's change): only a comparison per sid sees that p2 lacks p1's change.  The feed
+    leaves p2, p1's change is answered, the applied-CSN report has both sids, and once p2 is
+    caught up the feed goes back to it."""
+    p1 = Slapd(os.path.join(work, "mp1"), syncprov=True, server_id=1)
+    proxy = p2 = d = None
+    try:
+        p1.start()
+        proxy = FaultProxy(("127.0.0.1", p1.port)).start()
+        p2 = Slapd(os.path.join(work, "mp2"), replica_of=p1, multi_provider=True, server_id=2,
+                   rid=11, provider_uri=proxy.uri).start()
+        p1.add_provider(p2, rid=12)
+        p2.wait_caught_up()
+        # p1's feed from p2 is up once a change made on p2 reaches p1 (p2 refuses it while
+        # its own refresh from p1 runs: it must be up before that is cut)
+        set_host(p2, "user009", HOSTS[NEW[0]])
+        p1.wait_caught_up(other=p2)
+        d = Daemon(work, config(work, p1, extra=MIRROR, uris="%s %s" % (p2.uri, p1.uri)),
+                   name="mailhostd-mp").start()
+        wait_log(d, r"mirror: live")
+        mark = len(d.read_log())
+        proxy.refuse()
+        moved = {}
+        for server, user in ((p1, "user007"), (p2, "user008")):
+            moved[user] = OLD[0] if server_of(d, user) == NEW[0] else NEW[0]
+            set_host(server, user, HOSTS[moved[user]])
+        # p1 has p2's change: the newest CSN of each server is the same one
+        def sid2(server):
+            return [v for v in server.context_csn() if v.split("#")[2] == "002"]
+        poll(lambda: sid2(p1) == sid2(p2), 10.0)
+        newest = [max(x.context_csn()) for x in (p1, p2)]
+        check(newest[0] == newest[1], "newest CSNs differ: %r", newest)
+        check(p1.context_csn() != p2.context_csn(), "p2 misses p1's change: %r %r",
+              p1.context_csn(), p2.context_csn())
+        wait_log(d, r"lag: %s has been missing a change" % re.escape(p2.uri), start=mark)
+        wait_log(d, r"mirror: leaving %s: " % re.escape(p2.uri), start=mark)
+        for user, want in moved.items():
+            poll(lambda: server_of(d, user) == want, 10.0)
+        applied = applied_csn(d)
+        check(set(applied) == {"001", "002"}, "applied CSNs per sid: %r", applied)
+        mark = len(d.read_log())
+        proxy.restore()
+        p2.wait_caught_up(other=p1)
+        wait_log(d, r"mirror: failback to %s from %s" % (re.escape(p2.uri), re.escape(p1.uri)),
+                 start=mark)
+    finally:
+        if d is not None:
+            check(d.stop() == 0, "clean exit")
+        for x in (p2, p1, proxy):
+            if x is not None:
+                x.close()
+
+
 def t_start_servers(c, work):
     """The provider, two consumers caught up with it, and the two daemons."""
     c.p.start()
@@ -204,6 +264,7 @@ def main():
                 check(status == 0, "mailhostd%d exit status %s:\n%s", i + 1, status,
                       d.read_log()[-3000:])
             runner.run(t_clean_exit)
+        runner.run(t_multi_provider_lag_is_per_sid, c, work)
     finally:
         for d in c.d:
             d.stop()

@@ -387,7 +387,7 @@ class Slapd:
                  apply_config=None, unauth_bind=True, syncprov=False,
                  loglevel="none", start_timeout=10.0, db_maxsize=4 << 30,
                  tls=False, ldaps_port=None, replica_of=None, provider_uri=None,
-                 rid=1):
+                 rid=1, server_id=None, multi_provider=False):
         """
         workdir          directory for config, database, socket and log
                          (created; one this harness made before is wiped)
@@ -418,12 +418,20 @@ class Slapd:
         provider_uri     where the consumer reaches the provider (default:
                          replica_of.uri; e.g. a FaultProxy's uri to cut it)
         rid              the consumer's syncrepl rid (1..999)
+        server_id        olcServerID (1..4095): the sid in the CSNs of changes
+                         made here (a multi-provider directory needs one per
+                         provider)
+        multi_provider   with replica_of: olcMultiProvider TRUE, a provider
+                         too (writable); add_provider() makes replica_of
+                         replicate from it in turn
         """
         if replica_of is not None:
             sample, syncprov = False, True
         self.replica_of = replica_of
         self.provider_uri = provider_uri or (replica_of.uri if replica_of else None)
         self.rid = int(rid)
+        self.server_id = server_id
+        self.multi_provider = bool(multi_provider)
         self.workdir = os.path.abspath(workdir)
         here = os.path.dirname(os.path.abspath(__file__))
         self.srcdir = os.path.abspath(srcdir or os.path.join(here, "..", ".."))
@@ -748,13 +756,22 @@ class Slapd:
     def _apply_syncrepl(self):
         """olcSyncrepl on the database: a refreshAndPersist consumer of replica_of, retried
         every second for ever, so that a provider that comes back is followed again."""
-        p = self.replica_of
+        self._add_syncrepl(self.replica_of, self.rid, self.provider_uri, self.multi_provider)
+
+    def _add_syncrepl(self, p, rid, uri, multi):
+        mp = "-\nreplace: olcMultiProvider\nolcMultiProvider: TRUE\n" if multi else ""
         self.config_modify(
             "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcSyncrepl\n"
             'olcSyncrepl: rid=%03d provider=%s bindmethod=simple binddn="%s" '
             'credentials="%s" searchbase="%s" type=refreshAndPersist retry="1 +" '
-            "timeout=2 network-timeout=2 keepalive=5:2:1\n"
-            % (self.rid, self.provider_uri, p.root_dn, p.root_pw, p.base))
+            "timeout=2 network-timeout=2 keepalive=5:2:1\n%s"
+            % (rid, uri, p.root_dn, p.root_pw, p.base, mp))
+
+    def add_provider(self, other, rid, provider_uri=None):
+        """Makes this (running) server a multi-provider peer that also replicates from other
+        (olcSyncrepl rid towards provider_uri or other.uri, olcMultiProvider TRUE): the
+        other direction of a replica_of=self, multi_provider=True pair."""
+        self._add_syncrepl(other, rid, provider_uri or other.uri, True)
 
     def context_csn(self):
         """The contextCSN values of the database suffix (read as root_dn), sorted; [] before
@@ -762,13 +779,14 @@ class Slapd:
         found = self.search(self.base, "(objectClass=*)", ["contextCSN"], scope="base")
         return sorted(found[0].get("contextCSN", [])) if found else []
 
-    def wait_caught_up(self, timeout=30.0):
-        """Polls until this consumer's contextCSN equals its provider's (both read now);
-        returns the seconds it took, SlapdError after timeout."""
+    def wait_caught_up(self, timeout=30.0, other=None):
+        """Polls until this server's contextCSN equals other's (default: its provider's;
+        both read now); returns the seconds it took, SlapdError after timeout."""
+        other = other or self.replica_of
         t0 = time.monotonic()
         delay = 0.005
         while True:
-            want = self.replica_of.context_csn()
+            want = other.context_csn()
             try:
                 have = self.context_csn()
             except LdapError:
@@ -777,7 +795,7 @@ class Slapd:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
                 raise SlapdError("%s did not catch up with %s within %.0fs (%r vs %r); log:\n%s"
-                                 % (self.uri, self.replica_of.uri, timeout, have, want,
+                                 % (self.uri, other.uri, timeout, have, want,
                                     self.log_tail()))
             time.sleep(delay)          # back-off poll for a state, not a fixed sleep
             delay = min(delay * 2, 0.05)
@@ -828,6 +846,8 @@ class Slapd:
         out = ["dn: cn=config", "objectClass: olcGlobal", "cn: config",
                "olcPidFile: " + os.path.join(self.workdir, "slapd.pid"),
                "olcArgsFile: " + os.path.join(self.workdir, "slapd.args")]
+        if self.server_id is not None:
+            out.append("olcServerID: %d" % int(self.server_id))
         if self.unauth_bind:
             out.append("olcAllows: bind_anon_dn")
         if self.tls:
