@@ -794,6 +794,7 @@ static const struct key keys[] = {
      OFF(smtp_backend_checks), NO_RANGE, RELOAD, "mailhostd"},
     {"mirror", T_BOOL, OFF(mirror), NO_RANGE, RELOAD, "no"},
     {"mirror_ready_wait", T_MS, OFF(mirror_ready_wait_ms), 0, 600000, RELOAD, "30000ms"},
+    {"mirror_max_lag", T_MS, OFF(mirror_max_lag_ms), 0, 86400000, RELOAD, "30000ms"},
     {"mirror_filter", h_plain_filter, d_string, ST_STR, OFF(mirror_filter), NO_RANGE, RELOAD,
      NULL},
     {"mirror_login_attributes", h_attr_list, d_string, ST_STR, OFF(mirror_login_attributes),

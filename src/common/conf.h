@@ -90,6 +90,7 @@ struct mh_conf {
     /* the route mirror (mirror.h, sync.h) and the credential cache (credcache.h) */
     int mirror;                      /* follow the directory with RFC 4533 sync */
     unsigned mirror_ready_wait_ms;   /* READY=1 waits this long at most for the first copy */
+    unsigned mirror_max_lag_ms;      /* the feed leaves a replica behind this long; 0: off */
     char *mirror_filter;             /* which entries to copy */
     char *mirror_login_attributes;   /* space-separated: what ldap_filter matches a login on */
     char *mirror_recipient_attributes; /* what ldap_recipient_filter matches an address on */

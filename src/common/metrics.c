@@ -325,6 +325,29 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
             (unsigned long long)mm->changes, (unsigned long long)mm->refreshes,
             (double)mm->last_refresh_ms / 1000.0, (double)mm->stale_ms / 1000.0,
             mm->credcache_entries);
+        put(&o, "# HELP mailhostd_mirror_applied_csn How far the mirror has applied the "
+                "directory: per provider sid, the newest CSN of the change feed's cookie (every "
+                "change with an entryCSN of that sid up to csn is in the mirror); the value is "
+                "its time in seconds since the epoch.\n"
+                "# TYPE mailhostd_mirror_applied_csn gauge\n");
+        for (size_t i = 0; i < mm->applied.n; i++) {
+            char text[MH_CSN_TEXT];
+            const struct mh_csn *c = &mm->applied.v[i];
+            if (mh_csn_format(c, text, sizeof text) > 0)
+                put(&o, "mailhostd_mirror_applied_csn{sid=\"%03x\",csn=\"%s\"} %lld.%06lld\n",
+                    (unsigned)c->sid, text, (long long)(c->us / 1000000),
+                    (long long)(c->us % 1000000));
+        }
+        if (mm->lag_on) {
+            put(&o, "# HELP mailhostd_mirror_lag_seconds How long each directory URI has "
+                    "been missing a change another URI has (contextCSN per sid, checked every "
+                    "second; -1: not known).\n# TYPE mailhostd_mirror_lag_seconds gauge\n");
+            for (size_t i = 0; i < n_uri && i < MH_MAX_URIS; i++) {
+                put(&o, "mailhostd_mirror_lag_seconds{uri=\"");
+                put_label(&o, conf->ldap_uri[i]);
+                put(&o, "\"} %.3f\n", mm->lag_ms[i] < 0 ? -1.0 : (double)mm->lag_ms[i] / 1000.0);
+            }
+        }
     }
     if (o.oom) {
         free(o.p);

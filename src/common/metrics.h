@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "codec.h"
+#include "conf.h"
+#include "csn.h"
 
 struct mh_conf;
 
@@ -53,6 +55,9 @@ struct mh_metrics_mirror {
     int enabled, state;              /* state: enum mh_mirror_state */
     size_t entries, keys, routes, bytes, credcache_entries;
     uint64_t changes, refreshes, last_refresh_ms, stale_ms;
+    struct mh_csn_set applied;       /* the change feed's cookie CSNs (sync.h) */
+    int lag_on;                      /* lag checks run: lag_ms is rendered */
+    int64_t lag_ms[MH_MAX_URIS];     /* per URI; -1: not known */
 };
 
 /* Writes the Prometheus exposition into a malloc'ed buffer (caller frees); NULL on no memory.

@@ -32,7 +32,7 @@ const char *const mh_feed_keys[] = {
     "ldap_tls_reqcert",
     /* sync.c and the mirror it fills */
     "mirror", "mirror_filter", "mirror_login_attributes", "mirror_recipient_attributes",
-    "ldap_route_attribute", "ldap_state_attribute",
+    "ldap_route_attribute", "ldap_state_attribute", "mirror_max_lag",
     NULL,
 };
 

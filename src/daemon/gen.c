@@ -243,4 +243,7 @@ void mh_gen_mirror_figures(const struct mh_gen *g, struct mh_metrics_mirror *mm)
     mm->last_refresh_ms = si.last_refresh_ms;
     mm->stale_ms = si.stale_since_ms ? mh_now_ms() - si.stale_since_ms : 0;
     mm->credcache_entries = g->credcache ? mh_credcache_count(g->credcache) : 0;
+    mm->applied = si.applied;
+    mm->lag_on = si.lag_on;
+    memcpy(mm->lag_ms, si.lag_ms, sizeof mm->lag_ms);
 }

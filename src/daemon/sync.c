@@ -10,6 +10,7 @@
 #include "config.h"
 #include "sync.h"
 #include "clock.h"
+#include "lag.h"
 #include "ldapentry.h"
 #include "outcome.h"
 #include "log.h"
@@ -52,6 +53,10 @@ struct mh_sync {
     size_t r_changed, r_present, r_deleted;  /* messages of the current refresh */
     atomic_uint_fast64_t refreshes, changes, last_refresh_ms, stale_since_ms;
     char *store;                    /* backing store of the attribute name lists */
+    struct mh_lag *lag;             /* replica lag checks (lag.h); NULL: off */
+    int cookie_new;                 /* set_cookie since the last publish_applied */
+    pthread_mutex_t applied_lock;   /* guards applied */
+    struct mh_csn_set applied;      /* the CSNs of the cookies applied (mh_sync_info) */
 };
 
 void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out)
@@ -62,6 +67,27 @@ void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out)
     out->last_refresh_ms = atomic_load(&m->last_refresh_ms);
     out->stale_since_ms = atomic_load(&m->stale_since_ms);
     out->refused = atomic_load(&m->refused);
+    pthread_mutex_lock(&m->applied_lock);
+    out->applied = m->applied;
+    pthread_mutex_unlock(&m->applied_lock);
+    out->lag_on = m->lag != NULL;
+    for (size_t i = 0; i < MH_MAX_URIS; i++)
+        out->lag_ms[i] = mh_lag_ms(m->lag, i);
+}
+
+/* Once the feed is live, everything up to the cookie is in the mirror: report its CSNs. */
+static void publish_applied(struct mh_sync *s)
+{
+    struct mh_csn_set got;
+    if (!s->cookie_new || !s->live)
+        return;
+    s->cookie_new = 0;
+    if (mh_csn_set_from_cookie(s->cookie.bv_val, s->cookie.bv_len, &got) <= 0)
+        return;
+    pthread_mutex_lock(&s->applied_lock);
+    for (size_t i = 0; i < got.n; i++)
+        mh_csn_set_add(&s->applied, &got.v[i]);
+    pthread_mutex_unlock(&s->applied_lock);
 }
 
 static void set_cookie(struct mh_sync *s, const struct berval *c)
@@ -76,6 +102,7 @@ static void set_cookie(struct mh_sync *s, const struct berval *c)
     free(s->cookie.bv_val);
     s->cookie.bv_val = v;
     s->cookie.bv_len = c->bv_len;
+    s->cookie_new = 1;
 }
 
 static void drop_cookie(struct mh_sync *s)
@@ -498,6 +525,28 @@ static void go_stale(struct mh_sync *s, const char *why)
     }
 }
 
+/* 1 if the feed must leave the URI it follows because that replica lags (lag.h) while a
+ * healthy URI that does not lag exists; also keeps l away from lagging URIs. */
+static int lag_leave(struct mh_sync *s, struct mh_ldap *l, char *why, size_t whysize)
+{
+    const struct mh_conf *c = s->conf;
+    size_t cur = mh_ldap_uri(l), unknown = 0;
+    int up[MH_MAX_URIS] = { 0 }, other = 0;
+    mh_ldap_avoid(l, mh_lag_mask(s->lag));
+    if (!mh_lag_lagging(s->lag, cur))
+        return 0;
+    mh_dir_health(s->dir, up, &unknown);
+    for (size_t i = 0; i < c->n_uri; i++)
+        other |= i != cur && up[i] && !mh_lag_lagging(s->lag, i);
+    if (!other)
+        return 0;
+    snprintf(why, whysize, "its copy lags %.1f s behind another URI's (mirror_max_lag %.1f s)",
+             (double)mh_lag_ms(s->lag, cur) / 1000.0,
+             (double)c->mirror_max_lag_ms / 1000.0);
+    mh_log(LOG_WARNING, "mirror: leaving %s: %s", c->ldap_uri[cur], why);
+    return 1;
+}
+
 /* Runs one session until it breaks or stop.  Returns after dropping the connection. */
 static void session(struct mh_sync *s, struct mh_ldap *l)
 {
@@ -606,6 +655,7 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             }
         }
         ldap_msgfree(msg);
+        publish_applied(s);
         /* a server that stops answering without closing the connection: probe it */
         if (probe_id >= 0 && now - probe_sent > c->ldap_timeout_ms) {
             snprintf(why, sizeof why, "%s: no answer to a probe within %u ms",
@@ -625,8 +675,12 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             snprintf(why, sizeof why, "%s was marked down by a worker", c->ldap_uri[mh_ldap_uri(l)]);
             break;
         }
+        if (s->live && lag_leave(s, l, why, sizeof why)) {
+            failback = 1;   /* as a failback: the copy stays live, the cookie resumes */
+            break;
+        }
         long better = mh_ldap_failback_due(l, 1);
-        if (better >= 0 && s->live) {
+        if (better >= 0 && s->live && mh_lag_caught_up(s->lag, (size_t)better, mh_ldap_uri(l))) {
             /* the first healthy URI is back: follow it again (the cookie resumes the feed
              * there, with only the changes since; the copy stays live meanwhile) */
             mh_log(LOG_NOTICE, "mirror: failback to %s from %s", c->ldap_uri[better],
@@ -698,6 +752,7 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     s->mirror = mirror;
     s->fd = -1;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->applied_lock, NULL);
     memcpy(s->store, conf->mirror_login_attributes, ll);
     strcpy(s->store + ll, ra);
     split(s->store, s->login_attrs, 8);
@@ -712,6 +767,11 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
         s->attrs[n++] = conf->ldap_state_attribute;
     s->attrs[n] = NULL;
 
+    if (conf->mirror_max_lag_ms > 0 && conf->n_uri > 1) {
+        char why[200];
+        if ((s->lag = mh_lag_start(conf, dir, why, sizeof why)) == NULL)
+            mh_log(LOG_ERR, "mirror: %s; the change feed does not check its replica's lag", why);
+    }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -719,7 +779,9 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(err, errsize, "cannot start the mirror thread");
+        mh_lag_stop(s->lag);
         pthread_mutex_destroy(&s->lock);
+        pthread_mutex_destroy(&s->applied_lock);
         free(s->store);
         free(s);
         return NULL;
@@ -737,7 +799,9 @@ void mh_sync_stop(struct mh_sync *s)
         shutdown(s->fd, SHUT_RDWR);   /* ends a blocking connect or read at once */
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
+    mh_lag_stop(s->lag);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->applied_lock);
     drop_cookie(s);
     free(s->store);
     free(s);
