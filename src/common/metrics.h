@@ -43,6 +43,7 @@ struct mh_metrics_mirror {
     int enabled, state;              /* state: enum mh_mirror_state */
     size_t entries, keys, routes, bytes, credcache_entries;
     uint64_t changes, refreshes, last_refresh_ms, stale_ms;
+    uint64_t refresh_entries;        /* entries the directory sent in refresh phases */
 };
 
 /* Writes the Prometheus exposition into a malloc'ed buffer (caller frees); NULL on no memory.

@@ -52,6 +52,9 @@ struct ment {
 #define F_NEGATIVE 2u
 #define F_WILD_LOGIN 4u         /* holds a login value the mirror cannot judge */
 #define F_WILD_RECIPIENT 8u     /* ... a recipient value */
+_Static_assert(F_FROZEN == MH_MIRROR_FROZEN && F_NEGATIVE == MH_MIRROR_NEGATIVE &&
+               F_WILD_LOGIN == MH_MIRROR_WILD_LOGIN && F_WILD_RECIPIENT == MH_MIRROR_WILD_RECIPIENT,
+               "stored flags are the entry's flags (mh_mirror_foreach)");
 
 struct mh_mirror {
     /* the key index (shtable.h): its values are (tag << 48) | entry pointer, the tag (16
@@ -506,6 +509,8 @@ static void entry_drop(struct mh_mirror *m, struct ment *e)
     ent_free(m, e);
 }
 
+static int publish(struct mh_mirror *m, struct ment *e);
+
 int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const char *dn,
                      const char *route, int flags_in, const struct mh_mirror_key *keys,
                      size_t nkeys, uint32_t mark)
@@ -596,6 +601,14 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
             return -1;
         }
     }
+    return publish(m, e);
+}
+
+/* Puts e (built, keys stored) into the index and the UUID table, replacing the entry with
+ * its entryUUID.  0, or -1 (e freed, the previous version kept). */
+static int publish(struct mh_mirror *m, struct ment *e)
+{
+    const unsigned char *uuid = e->uuid;
     e->version = ++m->version;
 
     /* publish the new version before withdrawing the old one: a reader meets the old, the
@@ -624,6 +637,67 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
     atomic_fetch_add(&m->n_entries, 1);
     atomic_fetch_add(&m->n_keys, e->nkeys);
     return 0;
+}
+
+int mh_mirror_foreach(struct mh_mirror *m, mh_mirror_visit *visit, void *arg)
+{
+    for (size_t i = 0; i < m->ucap; i++) {
+        const struct ment *e = m->uslot[i];
+        if (e == NULL || e == UTOMB)
+            continue;
+        const unsigned char *k = first_key(e), *end = k;
+        for (unsigned j = 0; j < e->nkeys; j++)
+            end = next_key(end);
+        struct mh_mirror_stored st = {
+            .rdn = e->data, .rdn_len = e->dn_len, .parent = string_at(m, e->parent),
+            .route = string_at(m, e->route), .flags = e->flags, .nkeys = e->nkeys,
+            .keys = k, .keys_len = (size_t)(end - k),
+        };
+        memcpy(st.uuid, e->uuid, 16);
+        int rc = visit(&st, arg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int mh_mirror_restore(struct mh_mirror *m, const struct mh_mirror_stored *st, uint32_t mark)
+{
+    /* the stored form is checked whole: a bad one is refused, never half-indexed */
+    const unsigned char *k = st->keys;
+    size_t left = st->keys_len;
+    if (st->flags > 15 || st->nkeys > UINT8_MAX || st->rdn_len > UINT16_MAX ||
+        memchr(st->rdn, '\0', st->rdn_len) != NULL)
+        return -2;
+    for (unsigned i = 0; i < st->nkeys; i++) {
+        if (left < 2 || k[0] == 0 || k[0] > 15 || k[1] == 0 ||
+            left < 2u + k[1])
+            return -2;
+        left -= 2u + k[1];
+        k = next_key(k);
+    }
+    if (left != 0)
+        return -2;
+    uint32_t parent = 0, route = 0;
+    if (st->parent != NULL && (parent = intern(m, st->parent, strlen(st->parent))) == 0)
+        return -1;
+    if (st->route != NULL && st->route[0] != '\0' &&
+        (route = intern(m, st->route, strlen(st->route))) == 0)
+        return -1;
+    struct ment *e = ent_alloc(m, sizeof *e + st->rdn_len + 1 + st->keys_len);
+    if (e == NULL)
+        return -1;
+    e->route = route;
+    e->parent = parent;
+    e->mark = mark;
+    memcpy(e->uuid, st->uuid, 16);
+    e->dn_len = (uint16_t)st->rdn_len;
+    e->flags = (uint8_t)st->flags;
+    e->nkeys = (uint8_t)st->nkeys;
+    memcpy(e->data, st->rdn, st->rdn_len);
+    e->data[st->rdn_len] = '\0';
+    memcpy(e->data + st->rdn_len + 1, st->keys, st->keys_len);
+    return publish(m, e);
 }
 
 int mh_mirror_delete(struct mh_mirror *m, const unsigned char uuid[16])

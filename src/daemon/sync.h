@@ -16,6 +16,12 @@
  * next configuration generation.  Values with options (mail;lang-de) are indexed as their
  * attribute; an attribute returned under another name (a subtype) makes the entry wild.
  *
+ * With mirror_snapshot (snapshot.h) the thread first loads the saved copy (served stale,
+ * routing only, for at most mirror_snapshot_max_age after it was saved) and resumes from
+ * its cookie, so the server sends only the changes since; it saves the copy once live,
+ * every mirror_snapshot_interval and when stopped (the feed waits meanwhile, requests
+ * do not).
+ *
  * mh_sync_start/stop are called by the generation's owner (one thread); the counters in
  * mh_sync_info may be read from any thread.
  */
@@ -33,7 +39,8 @@ struct mh_sync;
 struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
                               struct mh_mirror *mirror, char *err, size_t errsize);
 
-/* Stops and joins the thread, frees everything (NULL ok).  Takes at most ~300 ms. */
+/* Stops and joins the thread, frees everything (NULL ok).  Takes at most ~300 ms, plus
+ * the snapshot's save when mirror_snapshot is set. */
 void mh_sync_stop(struct mh_sync *s);
 
 struct mh_sync_info {
@@ -41,6 +48,7 @@ struct mh_sync_info {
     uint64_t changes;          /* adds, changes and deletes applied after a refresh */
     uint64_t last_refresh_ms;  /* how long the last refresh took */
     uint64_t stale_since_ms;   /* mh_now_ms() when the feed broke; 0 while live */
+    uint64_t refresh_entries;  /* entries the server sent in refresh phases (all sessions) */
 };
 void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out);
 
