@@ -141,6 +141,11 @@ void mh_mirror_free(struct mh_mirror *m)
 
 void mh_mirror_set_incomplete(struct mh_mirror *m) { atomic_store(&m->incomplete, 1); }
 
+int mh_mirror_incomplete(const struct mh_mirror *m)
+{
+    return atomic_load(&((struct mh_mirror *)m)->incomplete);
+}
+
 void mh_mirror_set_state(struct mh_mirror *m, enum mh_mirror_state s)
 {
     int old = atomic_exchange(&m->state, (int)s);

@@ -121,6 +121,7 @@ uint64_t mh_mirror_stale_count(const struct mh_mirror *m);
 /* Says an entry could not be stored whole (no memory, more than 255 keys): from then on a
  * miss is not an answer, the directory is asked (*needs_directory).  Sticky. */
 void mh_mirror_set_incomplete(struct mh_mirror *m);
+int mh_mirror_incomplete(const struct mh_mirror *m);   /* 1 once set (any thread) */
 
 /* ---- snapshots (snapshot.h): the entries as stored, writer thread only ---- */
 

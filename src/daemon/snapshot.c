@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 static const char MAGIC[8] = { 'M', 'H', 'M', 'I', 'R', 'S', 'N', 'P' };
-#define HEADER_FIXED (8 + 4 + MH_SNAPSHOT_FP_LEN + 8 + 8 + 4)
+#define HEADER_FIXED (8 + 4 + MH_SNAPSHOT_FP_LEN + 8 + 8 + 4 + 4)
+#define SNAP_INCOMPLETE 1u
 
 void mh_snapshot_fingerprint(const struct mh_conf *c, unsigned char fp[MH_SNAPSHOT_FP_LEN])
 {
@@ -144,6 +145,7 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
     put(&o, fp, MH_SNAPSHOT_FP_LEN);
     put_u(&o, saved_at, 8);
     put_u(&o, n, 8);
+    put_u(&o, mh_mirror_incomplete(m) ? SNAP_INCOMPLETE : 0, 4);
     put_u(&o, cookie_len, 4);
     put(&o, cookie, cookie_len);
     mh_mirror_foreach(m, put_entry, &o);
@@ -281,9 +283,10 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
         goto done;
     }
     const unsigned char *their_fp = get(&in, MH_SNAPSHOT_FP_LEN);
-    uint64_t at = get_u(&in, 8), n = get_u(&in, 8), clen = get_u(&in, 4);
+    uint64_t at = get_u(&in, 8), n = get_u(&in, 8), flags = get_u(&in, 4);
+    uint64_t clen = get_u(&in, 4);
     const unsigned char *c = get(&in, clen);
-    if (in.bad || clen == 0) {
+    if (in.bad || clen == 0 || (flags & ~(uint64_t)SNAP_INCOMPLETE) != 0) {
         snprintf(why, whysize, "corrupt (header)");
         goto done;
     }
@@ -346,6 +349,8 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
         r = MH_SNAPSHOT_FAILED;
         goto done;
     }
+    if (flags & SNAP_INCOMPLETE)
+        mh_mirror_set_incomplete(m);   /* its misses were no answer, nor are they now */
     memcpy(*cookie, c, clen);
     (*cookie)[clen] = '\0';
     *cookie_len = clen;

@@ -11,7 +11,9 @@
  *            ldap_base, ldap_scope, mirror_filter, mirror_login_attributes,
  *            mirror_recipient_attributes, ldap_route_attribute, ldap_state_attribute and
  *            MH_MIRROR_FOLD_VERSION), saved_at (u64, Unix seconds: when the copy was live),
- *            the number of entries (u64), the cookie (u32 length, bytes)
+ *            the number of entries (u64), the mirror's flags (u32: 1, incomplete: an
+ *            entry could not be stored whole, see mh_mirror_set_incomplete), the cookie
+ *            (u32 length, bytes)
  *   entries  entryUUID (16), flags (u8), keys (u8), first RDN (u32 length, bytes), the
  *            rest of the DN and the routing value (each u32 length + 1, 0: none, bytes),
  *            the folded keys (u32 length, bytes: mirror.h's stored form)
