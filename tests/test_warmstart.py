@@ -204,7 +204,7 @@ def age(path, seconds):
 
 def with_cookie(data, cookie):
     """The snapshot data with another cookie, the checksum made right again."""
-    at = 8 + 4 + 32 + 8 + 8 + 4
+    at = 8 + 4 + 32 + 8 + 8 + 8 + 4
     (clen,) = struct.unpack_from("<I", data, at)
     body = data[:at] + struct.pack("<I", len(cookie)) + cookie + data[at + 4 + clen:-32]
     return body + hashlib.sha256(body).digest()

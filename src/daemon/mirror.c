@@ -361,29 +361,34 @@ static struct ment **uuid_find(struct mh_mirror *m, const unsigned char *uuid)
     return NULL;
 }
 
+/* The UUID table rebuilt with cap slots (no tombstones).  0, or -1 when out of memory. */
+static int uuid_resize(struct mh_mirror *m, size_t cap)
+{
+    struct ment **n = calloc(cap, sizeof *n);
+    if (n == NULL)
+        return -1;
+    for (size_t i = 0; i < m->ucap; i++) {
+        struct ment *x = m->uslot[i];
+        if (x == NULL || x == UTOMB)
+            continue;
+        size_t pos = uuid_pos(m, x->uuid) % cap;
+        while (n[pos] != NULL)
+            pos = pos + 1 == cap ? 0 : pos + 1;
+        n[pos] = x;
+    }
+    atomic_fetch_add(&m->bytes, cap * sizeof *n);
+    atomic_fetch_sub(&m->bytes, m->ucap * sizeof *n);
+    free(m->uslot);
+    m->uslot = n;
+    m->ucap = cap;
+    m->utomb = 0;
+    return 0;
+}
+
 static int uuid_insert(struct mh_mirror *m, struct ment *e)
 {
-    if (too_full(m->uused + m->utomb + 1, m->ucap)) {
-        size_t cap = grown(m->uused);
-        struct ment **n = calloc(cap, sizeof *n);
-        if (n == NULL)
-            return -1;
-        for (size_t i = 0; i < m->ucap; i++) {
-            struct ment *x = m->uslot[i];
-            if (x == NULL || x == UTOMB)
-                continue;
-            size_t pos = uuid_pos(m, x->uuid) % cap;
-            while (n[pos] != NULL)
-                pos = pos + 1 == cap ? 0 : pos + 1;
-            n[pos] = x;
-        }
-        atomic_fetch_add(&m->bytes, cap * sizeof *n);
-        atomic_fetch_sub(&m->bytes, m->ucap * sizeof *n);
-        free(m->uslot);
-        m->uslot = n;
-        m->ucap = cap;
-        m->utomb = 0;
-    }
+    if (too_full(m->uused + m->utomb + 1, m->ucap) && uuid_resize(m, grown(m->uused)) < 0)
+        return -1;
     size_t pos = uuid_pos(m, e->uuid) % m->ucap;
     while (m->uslot[pos] != NULL && m->uslot[pos] != UTOMB)
         pos = pos + 1 == m->ucap ? 0 : pos + 1;
@@ -664,6 +669,13 @@ int mh_mirror_foreach(struct mh_mirror *m, mh_mirror_visit *visit, void *arg)
             return rc;
     }
     return 0;
+}
+
+int mh_mirror_reserve(struct mh_mirror *m, size_t entries, size_t keys)
+{
+    if (entries > m->uused && uuid_resize(m, grown(entries)) < 0)
+        return -1;
+    return mh_shindex_reserve(m->idx, keys);
 }
 
 int mh_mirror_restore(struct mh_mirror *m, const struct mh_mirror_stored *st, uint32_t mark)

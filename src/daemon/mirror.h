@@ -155,6 +155,11 @@ struct mh_mirror_stored {
 typedef int mh_mirror_visit(const struct mh_mirror_stored *entry, void *arg);
 int mh_mirror_foreach(struct mh_mirror *m, mh_mirror_visit *visit, void *arg);
 
+/* Makes room for this many entries and keys in all, before a bulk load (restore): the
+ * tables then do not grow step by step.  0, or -1 when out of memory (the mirror stays
+ * usable, it grows as it goes). */
+int mh_mirror_reserve(struct mh_mirror *m, size_t entries, size_t keys);
+
 /* Adds or replaces the entry st describes (as foreach gave it), stamped with `mark`.
  * 0; -1 when out of memory; -2 when st is malformed (nothing stored). */
 int mh_mirror_restore(struct mh_mirror *m, const struct mh_mirror_stored *st, uint32_t mark);

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 static const char MAGIC[8] = { 'M', 'H', 'M', 'I', 'R', 'S', 'N', 'P' };
-#define HEADER_FIXED (8 + 4 + MH_SNAPSHOT_FP_LEN + 8 + 8 + 4 + 4)
+#define HEADER_FIXED (8 + 4 + MH_SNAPSHOT_FP_LEN + 8 + 8 + 8 + 4 + 4)
 #define SNAP_INCOMPLETE 1u
 
 void mh_snapshot_fingerprint(const struct mh_conf *c, unsigned char fp[MH_SNAPSHOT_FP_LEN])
@@ -83,8 +83,9 @@ static int put_entry(const struct mh_mirror_stored *e, void *arg)
 
 static int count_entry(const struct mh_mirror_stored *e, void *arg)
 {
-    (void)e;
-    ++*(uint64_t *)arg;
+    uint64_t *n = arg;
+    n[0]++;
+    n[1] += e->nkeys;
     return 0;
 }
 
@@ -116,7 +117,7 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
 {
     struct out o = { NULL, NULL, 0, 0 };
     unsigned char sum[MH_DIGEST_LEN];
-    uint64_t n = 0;
+    uint64_t n[2] = { 0, 0 };   /* entries, keys */
     long rc = -1;
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 8);
@@ -139,12 +140,13 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
         goto done;
     }
     setvbuf(o.fp, NULL, _IOFBF, 1 << 20);
-    mh_mirror_foreach(m, count_entry, &n);
+    mh_mirror_foreach(m, count_entry, n);
     put(&o, MAGIC, sizeof MAGIC);
     put_u(&o, MH_SNAPSHOT_FORMAT, 4);
     put(&o, fp, MH_SNAPSHOT_FP_LEN);
     put_u(&o, saved_at, 8);
-    put_u(&o, n, 8);
+    put_u(&o, n[0], 8);
+    put_u(&o, n[1], 8);
     put_u(&o, mh_mirror_incomplete(m) ? SNAP_INCOMPLETE : 0, 4);
     put_u(&o, cookie_len, 4);
     put(&o, cookie, cookie_len);
@@ -283,7 +285,8 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
         goto done;
     }
     const unsigned char *their_fp = get(&in, MH_SNAPSHOT_FP_LEN);
-    uint64_t at = get_u(&in, 8), n = get_u(&in, 8), flags = get_u(&in, 4);
+    uint64_t at = get_u(&in, 8), n = get_u(&in, 8), nkeys = get_u(&in, 8);
+    uint64_t flags = get_u(&in, 4);
     uint64_t clen = get_u(&in, 4);
     const unsigned char *c = get(&in, clen);
     if (in.bad || clen == 0 || (flags & ~(uint64_t)SNAP_INCOMPLETE) != 0) {
@@ -302,6 +305,17 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
     if (now > at && now - at > max_age_s) {
         snprintf(why, whysize, "%llu s old, older than mirror_snapshot_max_age (%u s)",
                  (unsigned long long)(now - at), max_age_s);
+        goto done;
+    }
+    /* each entry takes 27 bytes or more: a count the file cannot hold is corrupt (and no
+     * reason to reserve memory) */
+    if (n > (uint64_t)(in.end - in.p) / 27 || nkeys > n * 255) {
+        snprintf(why, whysize, "corrupt (header)");
+        goto done;
+    }
+    if (mh_mirror_reserve(m, (size_t)n, (size_t)nkeys) < 0) {
+        snprintf(why, whysize, "out of memory");
+        r = MH_SNAPSHOT_FAILED;
         goto done;
     }
     for (uint64_t i = 0; i < n; i++) {

@@ -11,7 +11,7 @@
  *            ldap_base, ldap_scope, mirror_filter, mirror_login_attributes,
  *            mirror_recipient_attributes, ldap_route_attribute, ldap_state_attribute and
  *            MH_MIRROR_FOLD_VERSION), saved_at (u64, Unix seconds: when the copy was live),
- *            the number of entries (u64), the mirror's flags (u32: 1, incomplete: an
+ *            the number of entries and of their keys (u64 each), the mirror's flags (u32: 1, incomplete: an
  *            entry could not be stored whole, see mh_mirror_set_incomplete), the cookie
  *            (u32 length, bytes)
  *   entries  entryUUID (16), flags (u8), keys (u8), first RDN (u32 length, bytes), the

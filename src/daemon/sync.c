@@ -530,7 +530,7 @@ static void snapshot_load(struct mh_sync *s)
     const struct mh_conf *c = s->conf;
     char why[512], safe[512], *cookie = NULL;
     size_t cookie_len = 0, n = 0;
-    uint64_t saved_at = 0, now = (uint64_t)time(NULL);
+    uint64_t saved_at = 0, now = (uint64_t)time(NULL), t0 = mh_now_ms();
     if (c->mirror_snapshot == NULL)
         return;
     mh_log_safe(safe, sizeof safe, c->mirror_snapshot, strlen(c->mirror_snapshot));
@@ -550,8 +550,9 @@ static void snapshot_load(struct mh_sync *s)
         s->snap_until_ms = mh_now_ms() + (c->mirror_snapshot_max_age_s - age) * 1000;
         mh_mirror_set_state(s->mirror, MH_MIRROR_STALE);
         mh_log(LOG_NOTICE, "mirror: loaded snapshot of %zu entries (age %llu s), resuming "
-               "from its cookie; until then it routes (stale) and never vouches for a "
-               "password", n, (unsigned long long)age);
+               "from its cookie (read in %llu ms); until then it routes (stale) and never "
+               "vouches for a password", n, (unsigned long long)age,
+               (unsigned long long)(mh_now_ms() - t0));
         return;
     }
     case MH_SNAPSHOT_NONE:
