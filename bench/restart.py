@@ -98,6 +98,7 @@ def main():
     ap.add_argument("--users", type=int, default=100000)
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--ldif", help="the directory (default: generated, cached in bench/.cache)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, snapshot)")
     args = ap.parse_args()
     ldif = args.ldif or os.path.join(SRC, "bench", ".cache", "users-%d.ldif" % args.users)
     if not os.path.exists(ldif):
@@ -152,7 +153,10 @@ def main():
         for line in f:
             if " mirror: " in line or "ready version" in line:
                 print("  " + line.rstrip())
-    subprocess.run(["rm", "-rf", work])
+    if args.keep:
+        print("\nwork directory kept: %s" % work)
+    else:
+        subprocess.run(["rm", "-rf", work])
     return 0
 
 

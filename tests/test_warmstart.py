@@ -302,7 +302,8 @@ def main():
         for t in (t_first_start_saves_at_exit, t_changes_while_down,
                   t_restart_serves_the_snapshot_stale, t_resume_sends_only_the_changes,
                   t_cookie_older_than_the_session_log,
-                  t_snapshot_stops_routing_at_its_max_age, t_corrupt_snapshot, t_truncated_snapshot, t_snapshot_of_another_filter,
+                  t_snapshot_stops_routing_at_its_max_age,
+                  t_corrupt_snapshot, t_truncated_snapshot, t_snapshot_of_another_filter,
                   t_snapshot_too_old, t_snapshot_writable_by_others):
             runner.run(t, c)
     finally:
