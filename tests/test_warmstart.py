@@ -12,7 +12,8 @@ session log, from ldif/syncprov.ldif).
    delete are visible.
 2. A snapshot whose cookie the provider cannot resume from ends in a right mirror after a
    full refresh (said in the log); a loaded snapshot stops routing at
-   mirror_snapshot_max_age while the directory stays away.
+   mirror_snapshot_max_age while the directory stays away; with verify_password yes and a
+   credential cache, a loaded snapshot never vouches for a password.
 3. A snapshot that is corrupt (a flipped byte), truncated, made for another ldap_filter,
    older than mirror_snapshot_max_age, or writable by others is ignored with a log line
    saying why, and a full refresh follows; the daemon never crashes.
@@ -238,6 +239,27 @@ def t_cookie_older_than_the_session_log(c):
     check(status == 0, "exit status %s", status)
 
 
+def t_stale_snapshot_never_vouches_for_a_password(c):
+    """verify_password yes and a credential cache: while only the snapshot answers, a right
+    password is no OK (no bind possible: try later), never vouched for by the snapshot."""
+    put_snapshot(c, c.good)
+    c.proxy.refuse()
+    d = Daemon(c.work, config(c.work, c.slapd, uris=c.proxy.uri, extra="mirror yes\n"
+                              "mirror_snapshot %s\ncredential_cache_ttl 5m\n" % c.snap),
+               name="vouch").start()
+    try:
+        wait_log(d, r"mirror: loaded snapshot of \d+ entries")
+        mark = len(d.read_log())
+        expect_tempfail(request(d.addr, "alice@example.com", "Alice-pw-1"))
+        check(re.search(r'auth user="alice@example.com".* outcome=tempfail', d.read_log()[mark:]),
+              "a temporary failure, logged")
+        check(" outcome=ok " not in d.read_log()[mark:], "nothing vouched for")
+    finally:
+        c.proxy.restore()
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+
+
 def t_snapshot_stops_routing_at_its_max_age(c):
     """Loaded 3597 s old with mirror_snapshot_max_age 3600s and the directory away: it routes
     (stale) for 3 s, then every login asks the directory (try later)."""
@@ -302,6 +324,7 @@ def main():
         for t in (t_first_start_saves_at_exit, t_changes_while_down,
                   t_restart_serves_the_snapshot_stale, t_resume_sends_only_the_changes,
                   t_cookie_older_than_the_session_log,
+                  t_stale_snapshot_never_vouches_for_a_password,
                   t_snapshot_stops_routing_at_its_max_age,
                   t_corrupt_snapshot, t_truncated_snapshot, t_snapshot_of_another_filter,
                   t_snapshot_too_old, t_snapshot_writable_by_others):
