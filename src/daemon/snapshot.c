@@ -122,6 +122,8 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 8);
     int fd = -1;
+    if (tmp != NULL)
+        tmp[0] = '\0';   /* no temporary file yet */
     if (tmp == NULL || (o.sum = mh_digest_stream_new()) == NULL) {
         snprintf(why, whysize, "out of memory");
         goto done;
@@ -151,6 +153,7 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
     put_u(&o, cookie_len, 4);
     put(&o, cookie, cookie_len);
     mh_mirror_foreach(m, put_entry, &o);
+    errno = 0;
     if (!o.err && mh_digest_stream_final(o.sum, sum) == 0 &&
         fwrite(sum, 1, sizeof sum, o.fp) == sizeof sum && fflush(o.fp) == 0 &&
         fsync(fileno(o.fp)) == 0) {

@@ -225,6 +225,9 @@ static void test_other_setup_old_future(void)
     unlink(path);
     b = empty();
     CHECK(load(b, FP, NOW, why, sizeof why, &n) == MH_SNAPSHOT_NONE, "no file: none");
+    /* a directory that is not there: an error that says why, no file left anywhere */
+    CHECK(mh_snapshot_save("/nonexistent-mh-dir/snap", a, FP, "c", 1, NOW, why, sizeof why) < 0 &&
+          strstr(why, "temporary file") != NULL, "unwritable: %s", why);
     mh_mirror_free(b);
     mh_mirror_free(a);
 }
