@@ -801,6 +801,11 @@ static const struct key keys[] = {
      NO_RANGE, RELOAD, NULL},
     {"mirror_recipient_attributes", h_attr_list, d_string, ST_STR,
      OFF(mirror_recipient_attributes), NO_RANGE, RELOAD, NULL},
+    {"mirror_snapshot", T_STRING, OFF(mirror_snapshot), NO_RANGE, RELOAD, NULL},
+    {"mirror_snapshot_interval", T_SECONDS, OFF(mirror_snapshot_interval_s), 1, 86400, RELOAD,
+     "300s"},
+    {"mirror_snapshot_max_age", T_SECONDS, OFF(mirror_snapshot_max_age_s), 60, 2592000, RELOAD,
+     "86400s"},
     {"credential_cache_ttl", T_MS, OFF(credential_cache_ttl_ms), 0, 86400000, RELOAD, "0ms"},
     {"credential_cache_entries", T_UINT, OFF(credential_cache_entries), 1, 100000000, RELOAD,
      "100000"},
@@ -1326,6 +1331,9 @@ static int check(struct ctx *x)
         return fail(at_last(x, "route_cache_ttl", "mirror"),
                     "route_cache_ttl is for directories without RFC 4533 sync: with "
                     "\"mirror yes\" the mirror is always current; set one or the other");
+    if (c->mirror_snapshot != NULL && !c->mirror)
+        return fail(at(x, "mirror_snapshot"), "mirror_snapshot needs \"mirror yes\": it is "
+                    "the mirror's copy that is saved");
     if (c->credential_cache_ttl_ms > 0 && !c->mirror)
         return fail(at(x, "credential_cache_ttl"),
                     "credential_cache_ttl needs \"mirror yes\": the change feed is what "

@@ -94,6 +94,8 @@ struct mh_conf {
     char *mirror_filter;             /* which entries to copy */
     char *mirror_login_attributes;   /* space-separated: what ldap_filter matches a login on */
     char *mirror_recipient_attributes; /* what ldap_recipient_filter matches an address on */
+    char *mirror_snapshot;           /* warm restart file (snapshot.h); NULL: none */
+    unsigned mirror_snapshot_interval_s, mirror_snapshot_max_age_s;
     unsigned credential_cache_ttl_ms; /* 0: off */
     unsigned credential_cache_entries;
     unsigned route_cache_ttl_ms;     /* mirror no: cache search results; 0: off */

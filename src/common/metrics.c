@@ -325,6 +325,11 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
             (unsigned long long)mm->changes, (unsigned long long)mm->refreshes,
             (double)mm->last_refresh_ms / 1000.0, (double)mm->stale_ms / 1000.0,
             mm->credcache_entries);
+        put(&o, "# HELP mailhostd_mirror_refresh_entries_total Entries the directory sent in "
+                "refresh phases (a full refresh: all; a resume: the changes).\n"
+                "# TYPE mailhostd_mirror_refresh_entries_total counter\n"
+                "mailhostd_mirror_refresh_entries_total %llu\n",
+            (unsigned long long)mm->refresh_entries);
         put(&o, "# HELP mailhostd_mirror_applied_csn How far the mirror has applied the "
                 "directory: per provider sid, the newest CSN of the change feed's cookie (every "
                 "change with an entryCSN of that sid up to csn is in the mirror); the value is "

@@ -58,6 +58,7 @@ struct mh_metrics_mirror {
     struct mh_csn_set applied;       /* the change feed's cookie CSNs (sync.h) */
     int lag_on;                      /* lag checks run: lag_ms is rendered */
     int64_t lag_ms[MH_MAX_URIS];     /* per URI; -1: not known */
+    uint64_t refresh_entries;        /* entries the directory sent in refresh phases */
 };
 
 /* Writes the Prometheus exposition into a malloc'ed buffer (caller frees); NULL on no memory.

@@ -33,6 +33,7 @@ const char *const mh_feed_keys[] = {
     /* sync.c and the mirror it fills */
     "mirror", "mirror_filter", "mirror_login_attributes", "mirror_recipient_attributes",
     "ldap_route_attribute", "ldap_state_attribute", "mirror_max_lag",
+    "mirror_snapshot", "mirror_snapshot_interval", "mirror_snapshot_max_age",
     NULL,
 };
 

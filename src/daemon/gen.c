@@ -240,6 +240,7 @@ void mh_gen_mirror_figures(const struct mh_gen *g, struct mh_metrics_mirror *mm)
     mm->bytes = st.bytes;
     mm->changes = si.changes;
     mm->refreshes = si.refreshes;
+    mm->refresh_entries = si.refresh_entries;
     mm->last_refresh_ms = si.last_refresh_ms;
     mm->stale_ms = si.stale_since_ms ? mh_now_ms() - si.stale_since_ms : 0;
     mm->credcache_entries = g->credcache ? mh_credcache_count(g->credcache) : 0;
