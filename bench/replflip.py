@@ -6,8 +6,10 @@ private provider slapd (syncprov) with N users and a syncrepl consumer of it
 the mirror, routing only: one following the consumer (ldap_uri the consumer only), the
 baseline following the provider directly.  K flips of one user's mailHost (ldapmodify on
 the provider as the mailhostctl account, alternately mail-new and mail-old); after each,
-one client per daemon polls auth_http from the moment ldapmodify has returned until the
-answer carries the new server.  Reports p50/p99 of that time per daemon and the ratio.
+one client per daemon polls auth_http from the start of ldapmodify until an answer
+received after ldapmodify returned carries the new server.  Reports p50/p99 per daemon of
+the time from ldapmodify's return to that answer (and from ldapmodify's start to the first
+answer with the new server), and the ratios.
 
     bench/replflip.py --users 100000 [--flips 20] [--ldif FILE]
 
@@ -40,20 +42,25 @@ def pct(values, q):
     return values[min(len(values), max(1, math.ceil(len(values) * q))) - 1]
 
 
-def until(port, user, ip, out, i):
-    """Polls auth_http until user's answer carries ip; out[i] = (the time it was seen, the
-    polls it took)."""
+def until(port, user, ip, flip, k):
+    """Polls auth_http from now until an answer received after flip["done"] (set by the
+    caller once ldapmodify has returned) carries ip; flip[k] = (the time the first answer
+    with ip came, the time of that answer after "done"), or None after 30 s."""
     t0 = time.time()
-    polls = 0
-    while True:
+    seen = None
+    while time.time() - t0 < 30:
         a = request(("127.0.0.1", port), user, "Sample-pw-0", client_ip="127.0.0.1")
-        polls += 1
+        t = time.time()
         if a.get("Auth-Server") == ip:
-            out[i] = (time.time(), polls)
-            return
-        if time.time() - t0 > 30:
-            out[i] = None
-            return
+            seen = seen or t
+            done = flip.get("done")
+            if done is not None and t >= done:
+                flip[k] = (seen, t)
+                return
+        else:
+            seen = None
+        time.sleep(0.001)   # leave the two cores to ldapmodify, slapd and mailhostd
+    flip[k] = None
 
 
 def main():
@@ -69,7 +76,7 @@ def main():
                  db_maxsize=16 << 30)
     procs = []
     lat = ([], [])
-    first = [0, 0]   # flips already in at the first poll
+    start = ([], [])   # from the start of ldapmodify to the first answer with the change
     mods = []
     try:
         prov.start()
@@ -91,23 +98,23 @@ def main():
             dn = prov.search(prov.base, "(uid=%s)" % user.partition("@")[0], ["1.1"])[0]["dn"]
             for i in range(args.flips):
                 host, ip = HOSTS[i % 2]
-                t0 = time.time()
-                prov.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n"
-                                % (dn, host), dn=prov.ctl_dn, pw=prov.ctl_pw)
-                done = time.time()
-                mods.append(done - t0)
-                seen = [None, None]
-                polls = [threading.Thread(target=until, args=(ports[k], user, ip, seen, k))
+                flip = {}
+                polls = [threading.Thread(target=until, args=(ports[k], user, ip, flip, k))
                          for k in (0, 1)]
+                t0 = time.time()
                 for t in polls:
                     t.start()
+                prov.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n"
+                                % (dn, host), dn=prov.ctl_dn, pw=prov.ctl_pw)
+                flip["done"] = done = time.time()
+                mods.append(done - t0)
                 for t in polls:
                     t.join()
                 for k in (0, 1):
-                    if seen[k] is None:
+                    if flip[k] is None:
                         raise RuntimeError("flip %d not seen %s after 30 s" % (i, DAEMONS[k]))
-                    lat[k].append(seen[k][0] - done)
-                    first[k] += seen[k][1] == 1
+                    lat[k].append(flip[k][1] - done)
+                    start[k].append(flip[k][0] - t0)
             if args.flips % 2:   # leave the user on the old server, as generated
                 prov.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n"
                                 % (dn, HOSTS[1][0]), dn=prov.ctl_dn, pw=prov.ctl_pw)
@@ -121,40 +128,47 @@ def main():
                 p.wait()
         cons.stop()
         prov.stop()
-    finish(args, "replflip", render(args, lat, first, mods, load0, caught, time.time() - t_start), work)
+    finish(args, "replflip", render(args, lat, start, mods, load0, caught,
+                                     time.time() - t_start), work)
     return 0
 
 
-def render(args, lat, first, mods, load0, caught, elapsed):
+def render(args, lat, start, mods, load0, caught, elapsed):
     ms = [[x * 1000 for x in v] for v in lat]
+    ms0 = [[x * 1000 for x in v] for v in start]
     out = ["Run %s, `%s`, %d users, %d flips; the consumer caught up with the provider in "
            "%.0f s; whole run %.0f s; load average at start %.2f %.2f %.2f."
            % ((time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), args.command, args.users,
                args.flips, caught, elapsed) + load0), "",
-           "| flip answered | p50 | p99 | max | mean | p99 target |",
-           "|---|---:|---:|---:|---:|---|"]
-    for name, v in zip(DAEMONS, ms):
+           "| flip answered | after ldapmodify returned: p50 | p99 | max | from its start: "
+           "p50 | p99 | p99 target (< 250 ms) |",
+           "|---|---:|---:|---:|---:|---:|---|"]
+    for name, v, v0 in zip(DAEMONS, ms, ms0):
         p99 = pct(v, 0.99)
-        target = ("met, %.0f ms under 250 ms" % (250 - p99) if p99 < 250 else
+        target = ("met, %.0f ms under" % (250 - p99) if p99 < 250 else
                   "MISSED by %.0f ms" % (p99 - 250)) if name == DAEMONS[0] else "-"
-        out.append("| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %s |"
-                   % (name, pct(v, 0.5), p99, max(v), statistics.mean(v), target))
+        out.append("| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %s |"
+                   % (name, pct(v, 0.5), p99, max(v), pct(v0, 0.5), pct(v0, 0.99), target))
     out.append("")
-    out.append("consumer/provider: p50 %.2fx, p99 %.2fx; the consumer adds %.1f ms at the "
-               "median. Time from the return of ldapmodify (on the provider) to the first "
-               "auth_http answer with the new server, one polling client per daemon started "
-               "at that moment (the first poll answers when the change is already in); "
-               "ldapmodify itself took median %.1f ms. The change was already in at the first "
-               "poll in %d of %d flips through the consumer, %d through the provider. p50 and "
-               "p99 are nearest ranks (of %d flips: the %d. and the %d. smallest)." % (
+    out.append("consumer/provider, after ldapmodify returned: p50 %.2fx, p99 %.2fx; from its "
+               "start: p50 %.2fx, p99 %.2fx (the consumer's hop adds %.1f ms at the median). "
+               "\"After ldapmodify returned\": from the return of ldapmodify (run on the "
+               "provider) to the first auth_http answer received after it that carries the new "
+               "server, one client per daemon polling one request after the other (1 ms apart); \"from its "
+               "start\": from the start of ldapmodify to the first answer with the new server "
+               "(polling from then on). ldapmodify itself took median %.1f ms, so a change "
+               "already in when it returns shows as one poll's time. p50 and p99 are nearest "
+               "ranks (of %d flips: the %d. and the %d. smallest)." % (
                    pct(ms[0], 0.5) / max(pct(ms[1], 0.5), 1e-9),
                    pct(ms[0], 0.99) / max(pct(ms[1], 0.99), 1e-9),
-                   pct(ms[0], 0.5) - pct(ms[1], 0.5),
-                   statistics.median(mods) * 1000, first[0], args.flips, first[1],
-                   args.flips, math.ceil(args.flips * 0.5), math.ceil(args.flips * 0.99)))
+                   pct(ms0[0], 0.5) / max(pct(ms0[1], 0.5), 1e-9),
+                   pct(ms0[0], 0.99) / max(pct(ms0[1], 0.99), 1e-9),
+                   pct(ms0[0], 0.5) - pct(ms0[1], 0.5),
+                   statistics.median(mods) * 1000, args.flips, math.ceil(args.flips * 0.5),
+                   math.ceil(args.flips * 0.99)))
     out.append("")
-    out.append("Each flip, ms (consumer / provider): " + ", ".join(
-        "%.0f/%.0f" % (a, b) for a, b in zip(*ms)) + ".")
+    out.append("Each flip from the start of ldapmodify, ms (consumer / provider): " + ", ".join(
+        "%.1f/%.1f" % (a, b) for a, b in zip(*ms0)) + ".")
     return "\n".join(out)
 
 
