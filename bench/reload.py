@@ -24,7 +24,6 @@ Builds nothing: MAILHOSTD names the binary (default _build/mailhostd, as bench/r
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time

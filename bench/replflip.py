@@ -18,7 +18,6 @@ Builds nothing: MAILHOSTD names the binary (default _build/mailhostd, as bench/r
 import math
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -26,8 +25,8 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SRC, "tests", "lib"))
 sys.path.insert(0, HERE)
-from bench import metrics  # noqa: E402
 from mhtest import request  # noqa: E402
 from restart import finish, parser, prepare, start_live, write_conf  # noqa: E402
 from slapd import Slapd  # noqa: E402
@@ -167,8 +166,8 @@ def render(args, lat, start, mods, load0, caught, elapsed):
                    statistics.median(mods) * 1000, args.flips, math.ceil(args.flips * 0.5),
                    math.ceil(args.flips * 0.99)))
     out.append("")
-    out.append("Each flip from the start of ldapmodify, ms (consumer / provider): " + ", ".join(
-        "%.1f/%.1f" % (a, b) for a, b in zip(*ms0)) + ".")
+    out.append("Each flip from the start of ldapmodify, ms (consumer / provider): " +
+               ", ".join("%.1f/%.1f" % (a, b) for a, b in zip(*ms0)) + ".")
     return "\n".join(out)
 
 
