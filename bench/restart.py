@@ -24,12 +24,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "lib"))
 sys.path.insert(0, HERE)
-from bench import metrics  # noqa: E402
+from bench import metrics, write_section  # noqa: E402
 from mhtest import request  # noqa: E402
 from slapd import Slapd, _free_port  # noqa: E402
 
 
-def write_conf(work, ldap, snap):
+def write_conf(work, ldap, snap=None, verify=False, extra=(), name="mailhostd"):
+    """A configuration for one daemon in work (name.conf; the service password in bindpw):
+    the mirror, routing only unless verify, mirror_snapshot snap if given, extra lines
+    after; returns (path, auth_http port, status port)."""
     pwfile = os.path.join(work, "bindpw")
     with open(pwfile, "w") as f:
         f.write(ldap.service_pw + "\n")
@@ -39,20 +42,83 @@ def write_conf(work, ldap, snap):
         "listen 127.0.0.1:%d" % port, "status_listen 127.0.0.1:%d" % status,
         "ldap_uri %s" % ldap.uri, "ldap_base %s" % ldap.base,
         "ldap_bind_dn %s" % ldap.service_dn, "ldap_bind_pw_file %s" % pwfile,
-        "verify_password no", "smtp_password_checked_by backend",
+        "verify_password %s" % ("yes" if verify else "no"), "smtp_password_checked_by backend",
         "backend mail-old.example.org address=192.0.2.10 imap=143 pop3=110 smtp=25",
         "backend mail-new.example.org address=192.0.2.20 imap=143 pop3=110 smtp=25",
         "default_backend none", "log stderr", "log_level notice", "limit_entries 0",
-        "mirror yes", "mirror_snapshot %s" % snap,
-    ]
+        "mirror yes",
+    ] + (["mirror_snapshot %s" % snap] if snap else []) + list(extra)
     if os.geteuid() == 0:
         os.chown(pwfile, 0, pwd.getpwnam("nobody").pw_gid)
         os.chmod(pwfile, 0o640)
         lines.append("user nobody")
-    conf = os.path.join(work, "mailhostd.conf")
+    conf = os.path.join(work, name + ".conf")
     with open(conf, "w") as f:
         f.write("\n".join(lines) + "\n")
     return conf, port, status
+
+
+def ensure_ldif(ldif, users):
+    """ldif, or the generated directory of that many users (made once, cached in
+    bench/.cache as bench/run.sh does)."""
+    ldif = ldif or os.path.join(SRC, "bench", ".cache", "users-%d.ldif" % users)
+    if not os.path.exists(ldif):
+        os.makedirs(os.path.dirname(ldif), exist_ok=True)
+        subprocess.run([sys.executable, os.path.join(SRC, "ldif", "gen-sample.py"), "--users",
+                        str(users), "--out", ldif + ".tmp"], check=True)
+        os.rename(ldif + ".tmp", ldif)
+    return ldif
+
+
+def parser(doc, script):
+    """The options every one-run script of bench/ takes (--users, --ldif, --command, --keep);
+    the script adds its own."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--users", type=int, default=100000)
+    ap.add_argument("--ldif", help="the directory (default: generated, cached in bench/.cache)")
+    ap.add_argument("--command", default="bench/%s" % script, help="as the README shows it")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    return ap
+
+
+def prepare(args, name):
+    """The directory's LDIF (ensure_ldif) and a new work directory for this run:
+    (ldif, work)."""
+    ldif = ensure_ldif(args.ldif, args.users)
+    work = tempfile.mkdtemp(prefix="mailhostd-bench-%s-" % name)
+    os.chmod(work, 0o755)
+    return ldif, work
+
+
+def finish(args, name, table, work):
+    """Prints table, writes it into bench/README.md between the markers
+    <!-- bench:NAME:begin/end -->, removes work unless --keep."""
+    print("\n" + table)
+    write_section("<!-- bench:%s:begin -->" % name, "<!-- bench:%s:end -->" % name, table)
+    if args.keep:
+        print("\nwork directory kept: %s" % work)
+    else:
+        subprocess.run(["rm", "-rf", work])
+
+
+def start_live(conf, status, log, timeout=300):
+    """Starts mailhostd (MAILHOSTD, default _build/mailhostd) with conf; returns the process
+    once its /metrics say the mirror is live (mailhostd_mirror_state 1)."""
+    binary = os.environ.get("MAILHOSTD", os.path.join(SRC, "_build", "mailhostd"))
+    t0 = time.time()
+    p = subprocess.Popen([binary, "-e", "-c", conf], stdout=log, stderr=log)
+    while True:
+        try:
+            if metrics(status).get("mailhostd_mirror_state") == 1:
+                return p
+        except OSError:
+            pass
+        if p.poll() is not None or time.time() - t0 > timeout:
+            p.kill()
+            p.wait()
+            raise RuntimeError("mailhostd %s: no live mirror (exit status %s)"
+                               % (conf, p.returncode))
+        time.sleep(0.01)
 
 
 def run_once(conf, port, status, log, user):
@@ -94,20 +160,10 @@ def run_once(conf, port, status, log, user):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--users", type=int, default=100000)
+    ap = parser(__doc__, "restart.py")
     ap.add_argument("--changes", type=int, default=100)
-    ap.add_argument("--ldif", help="the directory (default: generated, cached in bench/.cache)")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, snapshot)")
     args = ap.parse_args()
-    ldif = args.ldif or os.path.join(SRC, "bench", ".cache", "users-%d.ldif" % args.users)
-    if not os.path.exists(ldif):
-        os.makedirs(os.path.dirname(ldif), exist_ok=True)
-        subprocess.run([sys.executable, os.path.join(SRC, "ldif", "gen-sample.py"), "--users",
-                        str(args.users), "--out", ldif + ".tmp"], check=True)
-        os.rename(ldif + ".tmp", ldif)
-    work = tempfile.mkdtemp(prefix="mailhostd-bench-restart-")
-    os.chmod(work, 0o755)
+    ldif, work = prepare(args, "restart")
     state = os.path.join(work, "state")
     os.makedirs(state)
     if os.geteuid() == 0:

@@ -10,7 +10,8 @@ credential cache when no directory setting that shapes them changed, against a r
    credentials still vouch, /healthz answers, and a flip made after the reloads (once the
    replaced configurations are freed) reaches the kept mirror.
 2. A reload that changes ldap_base, then one that changes the mirror's filter: a new mirror
-   with a full refresh (the log names the key), the credential cache emptied.
+   with a full refresh (the log names the key), the credential cache emptied; the counters
+   of /metrics go on from the replaced mirror's (refreshes, entries sent).
 3. A stale mirror stays stale across a reload and catches up when its feed returns.
 Needs slapd and ldap-utils: without them this test FAILS, it never skips.
 """
@@ -251,12 +252,21 @@ def t_changed_directory_settings_rebuild(work, slapd):
     try:
         s0 = directory_searches(slapd, slapd.service_dn)
         lives = d.read_log().count("mirror: live")
+        sent = int(metrics(d)["mailhostd_mirror_refresh_entries_total"])
+        check(sent > 0, "the first refresh's entries counted")
 
         # ldap_base: the people subtree only (where every user is)
         rebased = text.replace("ldap_base %s" % slapd.base, "ldap_base %s" % slapd.people)
         check(rebased != text, "the test's rewrite")
         reload_with(d, rebased, 1)
         poll(lambda: metrics(d)["mailhostd_mirror_refreshes_total"] == "2", 20)
+        # a counter: the new mirror's refresh adds to what the replaced one counted
+        new = [int(n) for n in re.findall(r"refresh took \d+ ms: (\d+) entries sent",
+                                          d.read_log())]
+        check(len(new) == lives + 1, "a refresh line per refresh: %s", new)
+        total = int(metrics(d)["mailhostd_mirror_refresh_entries_total"])
+        check(total == sent + new[-1], "mailhostd_mirror_refresh_entries_total after the "
+              "rebuild: %d, want %d + %d", total, sent, new[-1])
         wait_log(d, r"reload: route mirror rebuilt, a full refresh from the directory: "
                  r"ldap_base changed")
         wait_log(d, r"reload: credential cache emptied: the route mirror was rebuilt")

@@ -18,7 +18,8 @@ struct mh_feed {
     struct mh_mirror *mirror;      /* NULL: mirror no */
     pthread_mutex_t lock;          /* guards sync against mh_feed_stop */
     struct mh_sync *sync;          /* keeps mirror current; NULL once stopped */
-    uint64_t base_refreshes, base_changes;   /* the replaced feeds' counters */
+    /* the replaced feeds' counters */
+    uint64_t base_refreshes, base_changes, base_refresh_entries;
 };
 
 /* What ldapconn.c (the directory state, the workers' connections, the prober) and sync.c
@@ -76,6 +77,7 @@ struct mh_feed *mh_feed_new(const struct mh_conf *conf, const struct mh_feed *pr
         mh_feed_info((struct mh_feed *)prev, &si);
         f->base_refreshes = si.refreshes;
         f->base_changes = si.changes;
+        f->base_refresh_entries = si.refresh_entries;
     }
     f->dir = mh_dir_new(conf);
     if (f->dir == NULL) {
@@ -152,4 +154,5 @@ void mh_feed_info(struct mh_feed *f, struct mh_sync_info *out)
     pthread_mutex_unlock(&f->lock);
     out->refreshes += f->base_refreshes;
     out->changes += f->base_changes;
+    out->refresh_entries += f->base_refresh_entries;
 }
