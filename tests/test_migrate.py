@@ -607,7 +607,11 @@ def main():
     try:
         c.slapd.start()
         users = {u: PW for u in USERS}
-        c.old = Dovecot(work, "OLD", "127.0.0.11", users).start()
+        c.old = Dovecot(work, "OLD", "127.0.0.11", users, extra=(
+            "auth_master_user_separator = *\n"
+            "passdb {\n  driver = passwd-file\n"
+            "  args = scheme=PLAIN username_format=%%u %(dir)s/masters\n"
+            "  master = yes\n}\n")).start()
         c.new = Dovecot(work, "NEW", "127.0.0.12", users, empty=True,
                         keep_mail=(NOT_EMPTY,)).start()
         # the copier's view of OLD: imapc as the master user, on NEW's side only
