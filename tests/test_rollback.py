@@ -3,9 +3,9 @@
 """mailhostctl migrate --rollback, and the pipeline in stats, against a real slapd (the sample
 directory) and two real Dovecots (tests/test_migrate.py's setup).
 
-Both Dovecots have the master user: migrate's copier reads OLD from NEW's side over imapc,
-the rollback's copier reads NEW from OLD's side (`doveadm -c OLD/rollback.conf backup -R -u
-%u imapc:`).  A user is migrated, mail arrives on NEW and a flag changes there, then the
+Both Dovecots have the master user (tests/e2e/stack.py's): migrate's copier reads OLD from
+NEW's side over imapc, the rollback's copier reads NEW from OLD's side (`doveadm -c
+OLD/rollback.conf backup -R -u %u imapc:`).  A user is migrated, mail arrives on NEW and a flag changes there, then the
 rollback must bring both to OLD (UIDs of the old messages unchanged), flip the routing
 value back and say so in the directory; users it cannot roll back are refused with the
 reason and left untouched.  Checked independently with imaplib/poplib and ldapsearch.
@@ -30,10 +30,6 @@ import test_migrate as tm  # noqa: E402
 OLD, NEW, PW = tm.OLD, tm.NEW, tm.PW
 MOVE, NO_PREV, NOT_DOVECOT = "user001@example.com", "user005@example.com", "user009@example.com"
 USERS = (MOVE, NO_PREV, NOT_DOVECOT)
-MASTER_EXTRA = ("auth_master_user_separator = *\n"
-                "passdb {\n  driver = passwd-file\n"
-                "  args = scheme=PLAIN username_format=%%u %(dir)s/masters\n"
-                "  master = yes\n}\n")
 
 
 def rollback(c, *users, old=None, copy=None, extra=()):
@@ -192,23 +188,12 @@ def main():
     try:
         c.slapd.start()
         users = {u: PW for u in USERS}
-        c.old = tm.Dovecot(work, "OLD", "127.0.0.11", users, extra=MASTER_EXTRA).start()
-        c.new = tm.Dovecot(work, "NEW", "127.0.0.12", users, extra=MASTER_EXTRA,
-                           empty=True).start()
-        for name, side, other in (("migrate.conf", c.new, c.old),
-                                  ("rollback.conf", c.old, c.new)):
-            path = os.path.join(side.dir, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write("!include %s\nimapc_host = %s\nimapc_port = %d\nimapc_user = %%u\n"
-                        "imapc_master_user = %s\nimapc_password = %s\n"
-                        "imapc_features = rfc822.size fetch-headers\n"
-                        % (side.conf_path, other.address, other.imap, tm.MASTER,
-                           tm.MASTER_PW))
-            if name == "migrate.conf":
-                c.migrate_conf = path
-            else:
-                c.rb_copy = "doveadm -c %s backup -R -u %%u imapc:" % path
+        c.old = tm.Dovecot(work, "OLD", "127.0.0.11", users).start()
+        c.new = tm.Dovecot(work, "NEW", "127.0.0.12", users, empty=True).start()
+        # each side's copier reads the other as its master user (stack.Dovecot has one)
+        c.migrate_conf = c.new.write_copier_conf(c.old)
+        c.rb_copy = "doveadm -c %s backup -R -u %%u imapc:" % c.old.write_copier_conf(
+            c.new, "rollback.conf")
         c.copy = "doveadm -c %s backup -R -u %%u imapc:" % c.migrate_conf
         c.old_doveadm = "doveadm -c " + c.old.conf_path
         c.pw_file = os.path.join(work, "ctl.pw")
