@@ -37,6 +37,14 @@ PW = "User-pw-1"
     "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27))
 USERS = (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN,
          TERM, COPIES_NOTHING, LOST_CLAIM, IN_CHECK, SIZE, SAME_RUNNER)
+ELSEWHERE = "mail-elsewhere.example.org"
+# users added to the directory by the test (add_users), per domain: (login, host)
+ADDED = {
+    "dom.example": [("dom1@dom.example", OLD), ("dom2@dom.example", OLD),
+                    ("dom3@dom.example", ELSEWHERE)],
+    "notdom.example": [("dom4@notdom.example", OLD)],
+}
+ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
 
 def ctl_path():
@@ -577,9 +585,56 @@ def t_live_run_of_the_same_command_is_another_runner(c):
           r.stderr)
 
 
+def add_users(c):
+    """The entries of ADDED: waiting on their host, with the migration class."""
+    ldif = []
+    for users in ADDED.values():
+        for login, host in users:
+            uid = login.replace("@", "-")
+            ldif.append("dn: uid=%s,%s\nobjectClass: inetOrgPerson\n"
+                        "objectClass: inetLocalMailRecipient\nobjectClass: mailhostMigration\n"
+                        "uid: %s\ncn: %s\nsn: %s\nmail: %s\nmailHost: %s\n"
+                        "mailhostMigrationState: waiting\n"
+                        % (uid, c.slapd.people, uid, uid, uid, login, host))
+    c.slapd.ldapmodify("\n".join(ldif), add=True)
+
+
+def t_domain_selects_users_on_from(c):
+    """--domain D: the users whose mail is in D (not a longer domain ending in D) and on
+    --from; each one's mail address is its login (%u)."""
+    r = migrate(c, "--domain", "dom.example", journal="domain.journal")
+    check(r.returncode == 0, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    for login in ("dom1@dom.example", "dom2@dom.example"):
+        check(re.search(r"^%s: done %s -> %s: 1 messages in 1 folders" % (re.escape(login), OLD,
+                                                                          NEW), r.stdout, re.M),
+              "%s not moved: %s", login, r.stdout)
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done", "%s: %s", login,
+              a)
+        check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: no mail on NEW", login)
+    check("2 users: 2 moved, 0 failed, 0 skipped, 0 pending" in r.stdout, "summary: %s",
+          r.stdout)
+    for login, host in (("dom3@dom.example", ELSEWHERE), ("dom4@notdom.example", OLD)):
+        a = attrs(c, login)
+        check(a["mailHost"] == host and a["mailhostMigrationState"] == "waiting" and
+              login not in r.stdout, "%s touched: %s", login, a)
+    # --filter, ANDed with --from: dom3 is not on OLD
+    r = migrate(c, "--filter", "(mail=dom3@dom.example)", journal="filter.journal")
+    check(r.returncode == 0 and "0 users: 0 moved" in r.stdout and
+          attrs(c, "dom3@dom.example")["mailHost"] == ELSEWHERE, "filter: exit %d: %s %s",
+          r.returncode, r.stdout, r.stderr)
+    r = migrate(c, "--filter", "(mail=dom3@dom.example", journal="filter2.journal")
+    check(r.returncode == 1 and "bad filter" in r.stderr, "bad filter: exit %d: %s",
+          r.returncode, r.stderr)
+
+
 def t_usage(c):
     r = migrate(c, journal="usage.journal")
-    check(r.returncode == 2 and "exactly one of USER... or --file" in r.stderr, "%s", r.stderr)
+    check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
+          r.stderr, "%s", r.stderr)
+    r = migrate(c, MOVE, "--domain", "dom.example", journal="usage.journal")
+    check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
+          r.stderr, "%s", r.stderr)
     for bad in ("maybe", "merge"):
         r = migrate(c, MOVE, "--target-not-empty=" + bad, journal="usage.journal")
         check(r.returncode == 2 and "fail or overwrite" in r.stderr, "%s", r.stderr)
@@ -611,7 +666,8 @@ def main():
     c.old = c.new = None
     try:
         c.slapd.start()
-        users = {u: PW for u in USERS}
+        add_users(c)
+        users = {u: PW for u in USERS + ADDED_LOGINS}
         c.old = Dovecot(work, "OLD", "127.0.0.11", users, extra=(
             "auth_master_user_separator = *\n"
             "passdb {\n  driver = passwd-file\n"
@@ -647,7 +703,8 @@ def main():
                   t_killed_run_resumes, t_sigterm_keeps_the_copy_and_resumes,
                   t_target_check_before_claim, t_lost_claim_kills_the_copier,
                   t_live_lease_respected_expired_taken_over,
-                  t_live_run_of_the_same_command_is_another_runner):
+                  t_live_run_of_the_same_command_is_another_runner,
+                  t_domain_selects_users_on_from):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

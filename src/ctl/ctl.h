@@ -81,6 +81,11 @@ char *mh_ctl_shown(const char *s);
 char *mh_ctl_eq_filter(const char *attr, const char *value);
 /* s as a JSON string, quotes included, on stdout. */
 void mh_ctl_json_str(const char *s);
+/* ... on fp. */
+void mh_ctl_json_fstr(FILE *fp, const char *s);
+/* The selection filter of --domain ("(mail=*@DOMAIN)", escaped) or --filter (as given);
+ * malloc'ed, NULL when out of memory or neither is set. */
+char *mh_ctl_selection_filter(const struct mh_ctl *c);
 /* The one entry the user filter finds for login, with attrs.  On LDAP_SUCCESS *entry is in
  * *res; LDAP_NO_SUCH_OBJECT: none, LDAP_SIZELIMIT_EXCEEDED: more than one.  The caller
  * frees *res (ldap_msgfree) whatever the result. */

@@ -57,8 +57,9 @@ static void on_signal(int sig) { (void)sig; interrupted = 1; }
 
 struct mrun {
     struct mh_ctl *c;
-    char **logins;
+    char **logins;              /* the selection: logins (USER... or --file) ... */
     size_t nlogins;
+    char *sel_filter;           /* ... or a filter (--filter, --domain) */
     char sel_id[65];
     char *op;
     char *kick_default;         /* --old-doveadm + " kick %u" */
@@ -703,9 +704,9 @@ static int check_args(struct mrun *r, char **args, int nargs)
         fprintf(stderr, "%s: migrate needs --to HOST\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
-    if ((nargs > 0) + (c->file != NULL) != 1 || c->filter || c->domain) {
-        fprintf(stderr, "%s: migrate: give exactly one of USER... or --file (--filter and "
-                "--domain are not supported yet)\n", MH_CTL_PROG);
+    if ((nargs > 0) + (c->file != NULL) + (c->filter != NULL) + (c->domain != NULL) != 1) {
+        fprintf(stderr, "%s: migrate: give exactly one of USER..., --file, --filter, "
+                "--domain\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
     if (c->cli.state_attr == NULL) {
@@ -744,6 +745,11 @@ static int check_args(struct mrun *r, char **args, int nargs)
         r->logins = mh_ctl_read_lines(c->file, &r->nlogins);
         if (r->logins == NULL)
             return MH_EXIT_USAGE;
+    } else if (c->filter || c->domain) {
+        if ((r->sel_filter = mh_ctl_selection_filter(c)) == NULL) {
+            fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+            return MH_EXIT_ERROR;
+        }
     } else {
         r->logins = calloc((size_t)nargs, sizeof *r->logins);
         for (int i = 0; r->logins && i < nargs; i++)
@@ -775,8 +781,8 @@ static int check_args(struct mrun *r, char **args, int nargs)
         }
         mh_runcmd_argv_free(argv);
     }
-    return mh_ctl_sel_id(r->logins, r->nlogins, NULL, r->sel_id) < 0 ? MH_EXIT_ERROR
-                                                                       : MH_EXIT_OK;
+    return mh_ctl_sel_id(r->logins, r->nlogins, r->sel_filter, r->sel_id) < 0 ? MH_EXIT_ERROR
+                                                                                : MH_EXIT_OK;
 }
 
 /* The op line (the same command resumes the run) and the runner id. */
@@ -823,11 +829,66 @@ static int op_and_runner(struct mrun *r)
     return MH_EXIT_OK;
 }
 
+/* mh_cli_search_each's callback of a --filter/--domain plan: the entry, its login being
+ * its mail address (as list prints them: the login the commands get as %u). */
+static int plan_found(void *arg, struct mh_entry *e)
+{
+    struct mrun *r = arg;
+    struct mh_ctl *c = r->c;
+    const char *mail = NULL, *dn = mh_entry_dn(e);
+    enum mh_value st = mh_entry_first(e, "mail", &mail);
+    if (dn == NULL || st == MH_VALUE_NOMEM)
+        return -1;
+    if (mail == NULL) {
+        char *shown = mh_ctl_shown(dn);
+        printf("%s: skipped (%s)\n", shown ? shown : "?", st == MH_VALUE_REFUSED
+               ? "mail holds a NUL byte" : "no mail address: the commands need a login");
+        free(shown);
+        r->missing++;
+        return 0;
+    }
+    return mh_journal_plan_user(&r->j, mail, dn, mh_entry_get(e, c->cli.route_attr),
+                                mh_entry_get(e, c->cli.state_attr), 0) != 0 ? -1 : 0;
+}
+
+/* The plan of a --filter/--domain: the entries it matches on --from (without --from: with
+ * a routing value other than --to), in the journal.  An LDAP result code (said). */
+static int plan_filter(struct mrun *r)
+{
+    struct mh_ctl *c = r->c;
+    char *attrs[] = { "mail", (char *)c->cli.route_attr, (char *)c->cli.state_attr, NULL };
+    char *on = mh_ctl_eq_filter(c->cli.route_attr, c->from ? c->from : c->to), *f = NULL;
+    if (on && asprintf(&f, c->from ? "(&%s%s)" : "(&%s(%s=*)(!%s))", r->sel_filter,
+                       c->from ? on : c->cli.route_attr, on) < 0)
+        f = NULL;
+    free(on);
+    int rc = f ? mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE, f, attrs,
+                                    plan_found, r)
+               : LDAP_NO_MEMORY;
+    if (rc == LDAP_FILTER_ERROR)
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "bad filter", f, rc, NULL);
+    else if (rc == LDAP_OTHER)
+        fprintf(stderr, "%s: the plan could not be recorded whole (out of memory, or the "
+                "journal %s could not be written): nothing was changed\n", MH_CTL_PROG,
+                r->jpath);
+    else if (rc != LDAP_SUCCESS)
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching", c->cli.base, rc, NULL);
+    else if (r->j.n == 0 && c->filter)
+        mh_ctl_filter_diagnose(c, c->filter);
+    free(f);
+    return rc;
+}
+
 /* The plan: each login's entry and its routing value, into the journal. */
 static int plan(struct mrun *r)
 {
     struct mh_ctl *c = r->c;
     char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, NULL };
+    if (r->sel_filter) {
+        int rc = plan_filter(r);
+        if (rc != LDAP_SUCCESS)
+            return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
+    }
     for (size_t i = 0; i < r->nlogins; i++) {
         LDAPMessage *res, *e;
         int rc = mh_ctl_find_user(c, r->logins[i], attrs, &res, &e);
@@ -1030,6 +1091,7 @@ out:
     for (size_t i = 0; i < r.nlogins; i++)
         free(r.logins[i]);
     free(r.logins);
+    free(r.sel_filter);
     free(r.op);
     free(r.kick_default);
     free(r.frozen);

@@ -32,7 +32,8 @@ static void usage(FILE *fp)
         "  list                      the users in --state STATE and/or on --host HOST (\"none\":\n"
         "                            without), one mail address a line (a --file for set)\n"
         "  migrate --to HOST USER... move users' mailboxes to HOST, then their routing value\n"
-        "                            (also --file): claim, copy, freeze, kick, final sync,\n"
+        "                            (also --file, --filter, --domain): claim, copy, freeze,\n"
+        "                            kick, final sync,\n"
         "                            verify, flip; see migrate options\n"
         "  schema-check              is the directory's schema ready for mailhostd?\n"
         "  stragglers                who logged in lately, and through which backend (from\n"
@@ -123,7 +124,7 @@ static const struct command {
     { "list", mh_ctl_cmd_list, 1, 1, NULL },
     { "freeze", mh_ctl_cmd_freeze, 1, 1, NULL },
     { "unfreeze", mh_ctl_cmd_unfreeze, 1, 1, NULL },
-    { "migrate", mh_ctl_cmd_migrate, 1, 0, NULL },
+    { "migrate", mh_ctl_cmd_migrate, 1, 1, NULL },
 };
 
 /* Fills c from the options; returns -1 to go on (optind at the command), else the exit
@@ -251,7 +252,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (c.filter && !cmd->filter) {
-        fprintf(stderr, "%s: --filter goes with set, freeze, unfreeze, stats or list\n",
+        fprintf(stderr, "%s: --filter goes with set, freeze, unfreeze, stats, list or migrate\n",
                 MH_CTL_PROG);
         status = MH_EXIT_USAGE;
         goto out;
