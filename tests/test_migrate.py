@@ -43,6 +43,8 @@ ADDED = {
     "dom.example": [("dom1@dom.example", OLD), ("dom2@dom.example", OLD),
                     ("dom3@dom.example", ELSEWHERE)],
     "notdom.example": [("dom4@notdom.example", OLD)],
+    "conc.example": [("conc%d@conc.example" % n, OLD) for n in range(1, 7)],
+    "kill.example": [("kill%d@kill.example" % n, OLD) for n in range(1, 5)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -628,10 +630,160 @@ def t_domain_selects_users_on_from(c):
           r.returncode, r.stderr)
 
 
+# A copier for the --concurrency tests: the real one (COPY, {0} the login), counting in STATE
+# (a JSON file, under a lock) the copiers running at once ("active", "peak") and each
+# user's runs.  Each copier waits (polling, with a deadline) until the peak reaches WANT:
+# the first WANT users' copiers only go on when WANT of them ran at once.  With HANG, the
+# first copier of that user writes its pid to HANG.pid and hangs.
+CONC_COPY = """import fcntl, json, os, subprocess, sys, time
+user, state, want, hang = sys.argv[1], %(state)r, %(want)d, %(hang)r
+
+
+def update(fn=None):
+    with open(state + ".lock", "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        try:
+            with open(state) as f:
+                d = json.load(f)
+        except FileNotFoundError:
+            d = {"active": 0, "peak": 0, "runs": {}}
+        if fn:
+            fn(d)
+            with open(state + ".tmp", "w") as f:
+                json.dump(d, f)
+            os.rename(state + ".tmp", state)
+        return d
+
+
+def start(d):
+    d["active"] += 1
+    d["peak"] = max(d["peak"], d["active"])
+    d["runs"][user] = d["runs"].get(user, 0) + 1
+
+
+def end(d):
+    d["active"] -= 1
+
+
+runs = update(start)["runs"][user]
+deadline = time.monotonic() + 60
+while update()["peak"] < want and time.monotonic() < deadline:
+    time.sleep(0.05)     # polling for a state, with a deadline
+if user == hang and runs == 1:
+    with open(hang + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(hang + ".tmp", os.path.join(os.path.dirname(state), "hang.pid"))
+    time.sleep(600)
+rc = subprocess.run(%(copy)r.format(user).split()).returncode
+update(end)
+sys.exit(rc)
+"""
+
+
+def conc_copier(c, name, want, hang=""):
+    state = os.path.join(c.work, name + ".state")
+    script = os.path.join(c.work, name + ".py")
+    with open(script, "w") as f:
+        f.write(CONC_COPY % {"state": state, "want": want, "hang": hang,
+                             "copy": c.copy.replace("%u", "{0}")})
+    return "python3 %s %%u" % script, state
+
+
+def lock_free(path, timeout=30):
+    """Polls (with a deadline) until no process holds the journal's lock."""
+    import fcntl
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path + ".lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError:
+                pass
+        time.sleep(0.05)       # polling for a state, with a deadline
+    return False
+
+
+def t_concurrency_moves_each_user_once(c):
+    """--concurrency 3 over 6 users: 3 copiers ran at once, never more; every user moved,
+    each copied exactly twice (pre-copy and final sync): no user was taken twice."""
+    import json
+    users = [login for login, _ in ADDED["conc.example"]]
+    copy, state = conc_copier(c, "conc", 3)
+    r = migrate(c, "--domain", "conc.example", "--concurrency", "3", journal="conc.journal",
+                copy=copy)
+    check(r.returncode == 0 and "6 users: 6 moved, 0 failed, 0 skipped, 0 pending" in r.stdout,
+          "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    with open(state) as f:
+        d = json.load(f)
+    check(d["peak"] == 3 and d["active"] == 0, "copiers at once: %s", d)
+    check(d["runs"] == {u: 2 for u in users}, "copier runs per user: %s", d["runs"])
+    claims = set(re.findall(r"runner (\S+)", r.stderr))
+    for login in users:
+        check(len(re.findall(r"^%s: done " % re.escape(login), r.stdout, re.M)) == 1,
+              "%s: not reported done once: %s", login, r.stdout)
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              a["mailhostPreviousHost"] == OLD and a["mailhostMigrationClaim"] is None,
+              "%s: %s", login, a)
+        check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: mail on NEW", login)
+    check(len(claims) == 1, "runner lines: %s", r.stderr)
+
+
+def t_concurrency_killed_and_resumed(c):
+    """--concurrency 2, SIGKILL while one user's copier hangs (the others moving or moved):
+    the same command again finishes every user, none moved twice."""
+    import json
+    users = [login for login, _ in ADDED["kill.example"]]
+    copy, state = conc_copier(c, "killconc", 2, hang=users[2])
+    journal = os.path.join(c.work, "killconc.journal")
+    p = migrate(c, "--domain", "kill.example", "--concurrency", "2", journal="killconc.journal",
+                copy=copy, wait=False)
+    pidfile = os.path.join(c.work, "hang.pid")
+    pid = None
+    try:
+        wait_file(pidfile, p)
+        pid = int(open(pidfile).read())
+        seen = attrs(c, users[2])
+        p.send_signal(signal.SIGKILL)
+        out1, err1 = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(seen["mailhostMigrationState"] == "copying" and
+          re.match(r"[^ ]+:[0-9a-f]{12}:(\d+):\d+ until ", seen["mailhostMigrationClaim"] or "")
+          and "%d:" % p.pid not in seen["mailhostMigrationClaim"],
+          "the hanging user's claim (a worker's): %s", seen)
+    check(gone(pid), "the hanging copier (pid %s) outlived mailhostctl", pid)
+    check(lock_free(journal), "the workers outlived mailhostctl: the journal is still locked")
+    r = migrate(c, "--domain", "kill.example", "--concurrency", "2", journal="killconc.journal",
+                copy=copy)
+    check(r.returncode == 0 and "(resuming)" in r.stderr and
+          "%s: this runner's claim" % users[2] in r.stderr,
+          "re-run: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    with open(state) as f:
+        d = json.load(f)
+    for login in users:
+        n = len(re.findall(r"^%s: done" % re.escape(login), out1 + r.stdout, re.M))
+        check(n == 1, "%s: done %d times: %s\n%s", login, n, out1, r.stdout)
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              a["mailhostPreviousHost"] == OLD and a["mailhostMigrationClaim"] is None,
+              "%s: %s", login, a)
+        check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: mail on NEW", login)
+        # moved once: a pre-copy and a final sync; the killed user's pre-copy ran again
+        check(d["runs"].get(login) == (3 if login == users[2] else 2),
+              "%s: copier runs %s", login, d["runs"])
+
+
 def t_usage(c):
     r = migrate(c, journal="usage.journal")
     check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
           r.stderr, "%s", r.stderr)
+    for bad in ("0", "33", "x"):
+        r = migrate(c, MOVE, "--concurrency", bad, journal="usage.journal")
+        check(r.returncode == 2 and "--concurrency takes a number of users (1 to 32)" in
+              r.stderr, "--concurrency %s: %d %s", bad, r.returncode, r.stderr)
     r = migrate(c, MOVE, "--domain", "dom.example", journal="usage.journal")
     check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
           r.stderr, "%s", r.stderr)
@@ -704,7 +856,8 @@ def main():
                   t_target_check_before_claim, t_lost_claim_kills_the_copier,
                   t_live_lease_respected_expired_taken_over,
                   t_live_run_of_the_same_command_is_another_runner,
-                  t_domain_selects_users_on_from):
+                  t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
+                  t_concurrency_killed_and_resumed):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -23,6 +23,7 @@
 #include "outcome.h"
 
 #define MH_CTL_PROG "mailhostctl"
+#define MH_CTL_MAX_CONCURRENCY 32   /* migrate --concurrency: the old server suffers first */
 
 /* the migration schema (schema/mailhostd.ldif) */
 #define MH_CTL_CLASS "mailhostMigration"
@@ -48,6 +49,7 @@ struct mh_ctl {
     int target_overwrite, retry_failed;
     long cmd_timeout, lease;    /* seconds */
     long mta_settle;            /* migrate: seconds frozen before the final sync; -1: default */
+    long concurrency;           /* migrate: users moved at once (worker processes); 0: 1 */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
                                            * owned by the running set, NULL outside it */
 };

@@ -32,12 +32,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,6 +76,7 @@ struct mrun {
     long long *frozen;          /* frozen window of each user moved, ms */
     size_t nfrozen;
     int unreachable;
+    int worker_lost;            /* a --concurrency worker died mid-user */
 };
 
 /* One user's move.  Strings are owned (user_free) but login and dn (the journal's). */
@@ -85,9 +89,10 @@ struct muser {
     char *mine;                 /* the claim this run holds on the entry, as written */
     long long renewed;          /* when the claim was last written, ms */
     int lost;                   /* a renewal failed: the user is someone else's now */
-    unsigned long long messages, bytes;
+    unsigned long long messages, bytes, uidls;
     size_t folders;
     long long t0, t_freeze, t_flip;
+    long long ms_precopy, ms_final;   /* how long the copier ran (retries included) */
     char why[1024];             /* the reason of a failure or skip */
 };
 
@@ -422,7 +427,7 @@ static int snapshot(struct muser *u, const char *side, const char *prefix, int m
 
 /* ---------- one user ---------- */
 
-enum outcome { MOVED, FAILED, SKIPPED, RETRY, STOP };
+enum outcome { MOVED, FAILED, SKIPPED, RETRY, STOP, MOVED_BEFORE };
 
 /* The claim's runner and end: "RUNNER until TIME".  0, or -1 when it is not one. */
 static int parse_claim(const char *claim, char *runner, size_t rsize, char *until,
@@ -434,6 +439,24 @@ static int parse_claim(const char *claim, char *runner, size_t rsize, char *unti
     snprintf(runner, rsize, "%.*s", (int)(sep - claim), claim);
     snprintf(until, usize, "%s", sep + 7);
     return 0;
+}
+
+/* 1 if process pid has ended: no such process, or a zombie that nobody reaped (a killed
+ * run's --concurrency workers, reparented to an init that does not reap). */
+static int pid_gone(pid_t pid)
+{
+    if (kill(pid, 0) < 0)
+        return errno == ESRCH;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *fp = fopen(path, "re");
+    if (fp == NULL)
+        return errno == ENOENT;
+    size_t got = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[got] = '\0';
+    const char *end = strrchr(buf, ')');   /* "pid (comm) STATE ...": comm may hold ')' */
+    return end && (end[1] == ' ') && (end[2] == 'Z' || end[2] == 'X');
 }
 
 /* 1 if runner (from a claim) is this run, or an earlier run of the same command on this
@@ -449,7 +472,7 @@ static int ours(const struct mrun *r, const char *runner)
     long pid = strtol(runner + bl + 1, &end, 10);
     if (end == runner + bl + 1 || *end != ':' || pid <= 0)
         return 0;
-    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+    return pid_gone((pid_t)pid);
 }
 
 /* Which step to start at: 1 target check and claim, 3 pre-copy (resume copying), 5 kick
@@ -461,6 +484,15 @@ static int start_step(struct muser *u, enum outcome *oc)
     struct mh_ctl *c = r->c;
     const char *st = u->state ? u->state : "";
     if (u->host && strcasecmp(u->host, c->to) == 0) {
+        const char *planned = r->j.e[u->idx].old_host;
+        if (planned && strcasecmp(planned, c->to) != 0 && !strcasecmp(st, "done")) {
+            /* flipped by this command's run that died before its journal said so (or by
+             * another runner): moved, never moved twice */
+            snprintf(u->why, sizeof u->why, "moved to %s before this run (the flip was made, "
+                     "its journal line lost)", c->to);
+            *oc = MOVED_BEFORE;
+            return 0;
+        }
         snprintf(u->why, sizeof u->why, "already on %s (state %s)", c->to,
                  u->state ? u->state : "none");
         *oc = SKIPPED;
@@ -649,9 +681,11 @@ static enum outcome move_user(struct muser *u)
             return r->unreachable ? STOP : RETRY;
         }
     }
+    long long t = now_ms();
     if (step <= 3 && (renew(u, "the pre-copy") < 0 ||
                       run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0))
         return step_failed(u);
+    u->ms_precopy = step <= 3 ? now_ms() - t : 0;
     if (interrupted)
         return keep(u);
     if (step <= 4) {
@@ -668,9 +702,12 @@ static enum outcome move_user(struct muser *u)
     if (settle(u) != 0)
         return step_failed(u);   /* interrupted, or the renewal failed */
     if (renew(u, "the kick") < 0 || run(u, "kick", c->kick_cmd, NULL, DOVEADM_NOUSER, NULL) < 0 ||
-        renew(u, "the final sync") < 0 || run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0 ||
-        renew(u, "the verify") < 0)
+        renew(u, "the final sync") < 0)
         return step_failed(u);
+    t = now_ms();
+    if (run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0 || renew(u, "the verify") < 0)
+        return step_failed(u);
+    u->ms_final = now_ms() - t;
     struct mh_mbox o = { 0 }, n = { 0 };
     char diff[900];
     int same = -1;
@@ -684,6 +721,7 @@ static enum outcome move_user(struct muser *u)
         u->messages = n.messages;
         u->bytes = n.bytes;
         u->folders = n.folders;
+        u->uidls = n.uidls;
     }
     mh_mbox_free(&o);
     mh_mbox_free(&n);
@@ -969,20 +1007,277 @@ static long long percentile(const long long *v, size_t n, int q)
     return v[rank ? rank - 1 : 0];
 }
 
-static void report(struct mrun *r, struct muser *u, enum outcome oc)
+/* One user's outcome, as a worker process sends it to the parent (one write, below
+ * PIPE_BUF) and as record() takes it: no pointer. */
+struct mresult {
+    size_t idx;
+    int oc;                     /* enum outcome */
+    int unreachable;            /* the directory went away during this user */
+    unsigned long long messages, bytes, uidls;
+    size_t folders;
+    long long ms_total, ms_frozen, ms_precopy, ms_final;
+    char host[256];             /* the old host, as read */
+    char why[1024];
+};
+
+static void result_of(const struct muser *u, enum outcome oc, struct mresult *res)
 {
-    char *shown = mh_ctl_shown(u->login);
-    const char *who = shown ? shown : "?";
+    memset(res, 0, sizeof *res);
+    res->idx = u->idx;
+    res->oc = (int)oc;
+    res->unreachable = u->r->unreachable;
+    res->messages = u->messages;
+    res->bytes = u->bytes;
+    res->uidls = u->uidls;
+    res->folders = u->folders;
     if (oc == MOVED) {
+        res->ms_total = u->t_flip - u->t0;
+        res->ms_frozen = u->t_flip - u->t_freeze;
+    }
+    res->ms_precopy = u->ms_precopy;
+    res->ms_final = u->ms_final;
+    snprintf(res->host, sizeof res->host, "%s", u->host ? u->host : "?");
+    snprintf(res->why, sizeof res->why, "%s", u->why);
+}
+
+/* Moves journal entry i; its outcome into *res. */
+static void move_one(struct mrun *r, size_t i, struct mresult *res)
+{
+    struct mh_jentry *e = &r->j.e[i];
+    struct muser u;
+    memset(&u, 0, sizeof u);
+    u.r = r;
+    u.idx = i;
+    u.login = e->login ? e->login : e->dn;
+    u.dn = e->dn;
+    u.t0 = now_ms();
+    enum outcome oc = move_user(&u);
+    result_of(&u, oc, res);
+    user_free(&u);
+}
+
+static void report(struct mrun *r, const char *login, const struct mresult *res)
+{
+    char *shown = mh_ctl_shown(login);
+    const char *who = shown ? shown : "?";
+    if (res->oc == MOVED) {
         printf("%s: done %s -> %s: %llu messages in %zu folders, %llu bytes, %.1f s, frozen "
-               "%lld ms\n", who, u->host ? u->host : "?", r->c->to, u->messages, u->folders,
-               u->bytes, (double)(u->t_flip - u->t0) / 1000.0, u->t_flip - u->t_freeze);
+               "%lld ms\n", who, res->host, r->c->to, res->messages, res->folders,
+               res->bytes, (double)res->ms_total / 1000.0, res->ms_frozen);
     } else {
-        printf("%s: %s (%s)\n", who, oc == FAILED ? "failed" : oc == STOP ? "stopped"
-               : "skipped", u->why);
+        printf("%s: %s (%s)\n", who, res->oc == FAILED ? "failed" : res->oc == STOP ? "stopped"
+               : res->oc == MOVED_BEFORE ? "done" : "skipped", res->why);
     }
     fflush(stdout);
     free(shown);
+}
+
+/* The parent's side of an outcome: the user's line, the journal, the counts. */
+static void record(struct mrun *r, const struct mresult *res)
+{
+    size_t i = res->idx;
+    const struct mh_jentry *e = &r->j.e[i];
+    report(r, e->login ? e->login : e->dn, res);
+    if (res->unreachable)
+        r->unreachable = 1;
+    switch ((enum outcome)res->oc) {
+    case MOVED:
+        mh_journal_mark(&r->j, i, MH_J_DONE, NULL);
+        r->done++;
+        if (r->frozen)
+            r->frozen[r->nfrozen++] = res->ms_frozen;
+        break;
+    case MOVED_BEFORE:
+        mh_journal_mark(&r->j, i, MH_J_DONE, res->why);
+        r->done++;
+        break;
+    case SKIPPED:
+        mh_journal_mark(&r->j, i, MH_J_SKIPPED, res->why);
+        r->skipped++;
+        break;
+    case FAILED:
+    case RETRY:    /* left for a re-run: e.g. another runner's live claim */
+        mh_journal_mark(&r->j, i, MH_J_FAILED, res->why);
+        *(res->oc == FAILED ? &r->failed : &r->skipped) += 1;
+        break;
+    default:       /* STOP: pending, the next run takes it up */
+        break;
+    }
+    mh_journal_sync(&r->j);
+}
+
+static int to_move(const struct mh_jentry *e)
+{
+    return e->status != MH_J_DONE && e->status != MH_J_SKIPPED;
+}
+
+/* ---------- --concurrency: worker processes ---------- */
+
+/* A worker: its own directory connection and runner id (BASE:its PID:START), users' indexes
+ * in from the parent on in_fd (a size_t each), each user's mresult out on out_fd, until
+ * in_fd ends.  Dies with the parent (PR_SET_PDEATHSIG); never writes the journal. */
+static void worker(struct mrun *r, pid_t parent, int in_fd, int out_fd)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(1);
+    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld", r->base, (long)getpid(),
+             (long long)time(NULL));
+    int connected = mh_cli_connect(&r->c->cli, MH_CTL_PROG) == LDAP_SUCCESS;
+    size_t i;
+    for (;;) {
+        ssize_t got = read(in_fd, &i, sizeof i);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got != (ssize_t)sizeof i || i >= r->j.n)
+            break;
+        struct mresult res;
+        if (!connected && mh_cli_connect(&r->c->cli, MH_CTL_PROG) == LDAP_SUCCESS)
+            connected = 1;
+        if (connected && !interrupted) {
+            move_one(r, i, &res);
+        } else {
+            memset(&res, 0, sizeof res);
+            res.idx = i;
+            res.oc = STOP;
+            res.unreachable = !connected;
+            snprintf(res.why, sizeof res.why, "%s", connected ? "interrupted: nothing changed"
+                     : "the directory is unreachable: nothing changed");
+        }
+        fflush(stdout);
+        fflush(stderr);
+        if (write(out_fd, &res, sizeof res) != (ssize_t)sizeof res)
+            break;
+    }
+    _exit(0);
+}
+
+struct wslot {
+    pid_t pid;
+    int to, from;               /* the parent's ends: indexes out, results in; -1: closed */
+    int busy;
+};
+
+/* Gives slot w the next user to move (from *next on), or closes its input (the worker
+ * ends) when there is none or the run is stopping. */
+static void assign(struct mrun *r, struct wslot *w, size_t *next)
+{
+    while (*next < r->j.n && !to_move(&r->j.e[*next]))
+        (*next)++;
+    if (*next < r->j.n && !interrupted && !r->unreachable && w->to >= 0 &&
+        write(w->to, next, sizeof *next) == (ssize_t)sizeof *next) {
+        (*next)++;
+        w->busy = 1;
+        return;
+    }
+    if (w->to >= 0)
+        close(w->to);
+    w->to = -1;
+    w->busy = 0;
+}
+
+/* Moves the journal's users with n worker processes; the parent hands out users, keeps the
+ * journal and the counts, and passes SIGINT/SIGTERM on to the workers (each leaves its
+ * user as a single run does). */
+static void migrate_pool(struct mrun *r, size_t n)
+{
+    struct wslot *w = calloc(n, sizeof *w);
+    size_t next = 0, started = 0;
+    pid_t parent = getpid();
+    if (w == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        r->failed++;
+        return;
+    }
+    /* the workers connect for themselves: one connection must never serve two processes */
+    ldap_unbind_ext_s(r->c->cli.ld, NULL, NULL);
+    r->c->cli.ld = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    for (; started < n; started++) {
+        int down[2], up[2];
+        if (pipe2(down, O_CLOEXEC) < 0) {
+            fprintf(stderr, "%s: pipe: %s\n", MH_CTL_PROG, strerror(errno));
+            break;
+        }
+        if (pipe2(up, O_CLOEXEC) < 0) {
+            fprintf(stderr, "%s: pipe: %s\n", MH_CTL_PROG, strerror(errno));
+            close(down[0]);
+            close(down[1]);
+            break;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (size_t k = 0; k < started; k++) {
+                if (w[k].to >= 0)
+                    close(w[k].to);
+                close(w[k].from);
+            }
+            close(down[1]);
+            close(up[0]);
+            worker(r, parent, down[0], up[1]);
+        }
+        close(down[0]);
+        close(up[1]);
+        if (pid < 0) {
+            fprintf(stderr, "%s: fork: %s\n", MH_CTL_PROG, strerror(errno));
+            close(down[1]);
+            close(up[0]);
+            break;
+        }
+        w[started] = (struct wslot){ pid, down[1], up[0], 0 };
+    }
+    for (size_t k = 0; k < started; k++)
+        assign(r, &w[k], &next);
+    int told = 0;
+    struct pollfd *pf = calloc(started + 1, sizeof *pf);
+    for (;;) {
+        size_t np = 0;
+        for (size_t k = 0; k < started; k++)
+            if (w[k].busy)
+                pf[np++] = (struct pollfd){ w[k].from, POLLIN, 0 };
+        if (np == 0 || pf == NULL)
+            break;
+        if (interrupted && !told) {   /* each worker stops its user as a single run does */
+            for (size_t k = 0; k < started; k++)
+                kill(w[k].pid, SIGTERM);
+            told = 1;
+        }
+        if (poll(pf, np, 500) <= 0)
+            continue;   /* EINTR: a signal, seen above */
+        for (size_t k = 0; k < started; k++) {
+            int ready = 0;
+            for (size_t q = 0; q < np; q++)
+                ready |= pf[q].fd == w[k].from && pf[q].revents;
+            if (!w[k].busy || !ready)
+                continue;
+            struct mresult res;
+            ssize_t got = read(w[k].from, &res, sizeof res);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got != (ssize_t)sizeof res || res.idx >= r->j.n) {
+                /* the worker died mid-user: that user stays pending for a re-run */
+                fprintf(stderr, "%s: worker %ld ended unexpectedly: its user is left for a "
+                        "re-run of the same command\n", MH_CTL_PROG, (long)w[k].pid);
+                r->worker_lost = 1;
+                if (w[k].to >= 0)
+                    close(w[k].to);
+                w[k].to = -1;
+                w[k].busy = 0;
+                continue;
+            }
+            record(r, &res);
+            assign(r, &w[k], &next);
+        }
+    }
+    free(pf);
+    for (size_t k = 0; k < started; k++) {
+        if (w[k].to >= 0)
+            close(w[k].to);
+        close(w[k].from);
+        while (waitpid(w[k].pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    free(w);
 }
 
 static void migrate_all(struct mrun *r)
@@ -990,40 +1285,20 @@ static void migrate_all(struct mrun *r)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     r->frozen = calloc(r->j.n + 1, sizeof *r->frozen);
+    size_t left = 0;
+    for (size_t i = 0; i < r->j.n; i++)
+        left += to_move(&r->j.e[i]);
+    size_t n = (size_t)r->c->concurrency < left ? (size_t)r->c->concurrency : left;
+    if (n > 1) {
+        migrate_pool(r, n);
+        return;
+    }
     for (size_t i = 0; i < r->j.n && !interrupted && !r->unreachable; i++) {
-        struct mh_jentry *e = &r->j.e[i];
-        if (e->status == MH_J_DONE || e->status == MH_J_SKIPPED)
+        if (!to_move(&r->j.e[i]))
             continue;
-        struct muser u;
-        memset(&u, 0, sizeof u);
-        u.r = r;
-        u.idx = i;
-        u.login = e->login ? e->login : e->dn;
-        u.dn = e->dn;
-        u.t0 = now_ms();
-        enum outcome oc = move_user(&u);
-        report(r, &u, oc);
-        switch (oc) {
-        case MOVED:
-            mh_journal_mark(&r->j, i, MH_J_DONE, NULL);
-            r->done++;
-            if (r->frozen)
-                r->frozen[r->nfrozen++] = u.t_flip - u.t_freeze;
-            break;
-        case SKIPPED:
-            mh_journal_mark(&r->j, i, MH_J_SKIPPED, u.why);
-            r->skipped++;
-            break;
-        case FAILED:
-        case RETRY:    /* left for a re-run: e.g. another runner's live claim */
-            mh_journal_mark(&r->j, i, MH_J_FAILED, u.why);
-            *(oc == FAILED ? &r->failed : &r->skipped) += 1;
-            break;
-        default:       /* STOP: pending, the next run takes it up */
-            break;
-        }
-        mh_journal_sync(&r->j);
-        user_free(&u);
+        struct mresult res;
+        move_one(r, i, &res);
+        record(r, &res);
     }
 }
 
@@ -1044,6 +1319,9 @@ static int finish(struct mrun *r)
     int stop = mh_ctl_stopped(r->unreachable, interrupted);
     if (stop >= 0)
         return stop;
+    if (r->worker_lost)
+        fprintf(stderr, "%s: a worker ended unexpectedly: re-run the same command to finish\n",
+                MH_CTL_PROG);
     return r->failed || r->skipped || r->missing || pending ? MH_EXIT_PARTIAL : MH_EXIT_OK;
 }
 
@@ -1057,6 +1335,7 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
     if (c->cmd_timeout == 0) c->cmd_timeout = 3600;
     if (c->mta_settle < 0) c->mta_settle = 35;
     if (c->lease == 0) c->lease = 2 * c->cmd_timeout + 600;
+    if (c->concurrency == 0) c->concurrency = 1;
     int status = check_args(&r, args, nargs);
     if (status == MH_EXIT_OK)
         status = op_and_runner(&r);

@@ -84,6 +84,8 @@ static void usage(FILE *fp)
         "                  each step and every lease/3 while a command runs\n"
         "  --runner-id ID  (default HOSTNAME:<run id>; :PID:START is added)\n"
         "  --retry-failed  also move users in state failed\n"
+        "  --concurrency N  move N users at once (default 1, at most 32): N worker\n"
+        "                  processes, each with its own directory connection\n"
         "  --mta-settle SECS  stay frozen this long before the final sync (default 35):\n"
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
         "                  so mail may still reach the old server just after the freeze;\n"
@@ -148,6 +150,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"timeout", required_argument, NULL, 262}, {"lease", required_argument, NULL, 263},
         {"runner-id", required_argument, NULL, 264}, {"retry-failed", no_argument, NULL, 265},
         {"mta-settle", required_argument, NULL, 266},
+        {"concurrency", required_argument, NULL, 267},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -215,6 +218,17 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
                 return MH_EXIT_USAGE;
             }
             c->mta_settle = v;
+            break;
+        }
+        case 267: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 1 || v > MH_CTL_MAX_CONCURRENCY) {
+                fprintf(stderr, "%s: --concurrency takes a number of users (1 to %d)\n",
+                        MH_CTL_PROG, MH_CTL_MAX_CONCURRENCY);
+                return MH_EXIT_USAGE;
+            }
+            c->concurrency = v;
             break;
         }
         case 264: c->runner_id = optarg; break;

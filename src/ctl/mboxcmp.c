@@ -199,6 +199,8 @@ static int fetch_row(struct mh_mbox *m, char **f, const int *idx, char *err, siz
         snprintf(err, errsize, "out of memory");
         return -1;
     }
+    if (idx[4] >= 0 && *f[idx[4]])
+        m->uidls++;
     return 0;
 }
 

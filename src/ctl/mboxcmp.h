@@ -36,6 +36,7 @@ struct mh_mbox {
     int inbox;                      /* a folder INBOX was reported */
     unsigned long long messages;    /* sum of the folders' message counts */
     unsigned long long bytes;       /* sum of vsize, when reported */
+    unsigned long long uidls;       /* messages with a POP3 UIDL reported */
     int used;                       /* some folder has messages, or a UIDNEXT above 1 */
     char used_why[300];             /* which folder, and what it holds */
 };
