@@ -45,6 +45,7 @@ ADDED = {
     "notdom.example": [("dom4@notdom.example", OLD)],
     "conc.example": [("conc%d@conc.example" % n, OLD) for n in range(1, 7)],
     "kill.example": [("kill%d@kill.example" % n, OLD) for n in range(1, 5)],
+    "retry.example": [("retry1@retry.example", OLD)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -295,7 +296,7 @@ def t_verify_mismatch_never_flips(c):
           a["mailhostMigrationError"] == want and
           a["mailhostMigrationClaim"] is None, "directory: %s", a)
     # a copier that fails: never flipped, its own words in the reason
-    r = migrate(c, COPY_FAILS, journal="copyfails.journal",
+    r = migrate(c, COPY_FAILS, "--retries", "0", journal="copyfails.journal",
                 copy="doveadm -c /nonexistent/dovecot.conf backup -R -u %u imapc:")
     a = attrs(c, COPY_FAILS)
     check(r.returncode == 3 and "%s: failed (pre-copy: exit " % COPY_FAILS in r.stdout and
@@ -776,6 +777,25 @@ def t_concurrency_killed_and_resumed(c):
               "%s: copier runs %s", login, d["runs"])
 
 
+def t_retries_after_a_failing_copier(c):
+    """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
+    user moves."""
+    login = "retry1@retry.example"
+    script = os.path.join(c.work, "fail-once.sh")
+    mark = os.path.join(c.work, "failed-once")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nif [ ! -e '%s' ]; then touch '%s'; echo 'transient trouble' >&2; "
+                "exit 75; fi\nexec %s\n" % (mark, mark, c.copy.replace("%u", "\"$1\"")))
+    r = migrate(c, login, "--retries", "1", journal="retry.journal",
+                copy="/bin/sh %s %%u" % script)
+    check(r.returncode == 0 and "%s: pre-copy: exit 75: transient trouble; retry 1 of 1 in 5 s"
+          % login in r.stderr and "%s: done" % login in r.stdout, "exit %d: %s %s",
+          r.returncode, r.stdout, r.stderr)
+    a = attrs(c, login)
+    check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done", "%s", a)
+    check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "no mail on NEW")
+
+
 def t_usage(c):
     r = migrate(c, journal="usage.journal")
     check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
@@ -784,6 +804,10 @@ def t_usage(c):
         r = migrate(c, MOVE, "--concurrency", bad, journal="usage.journal")
         check(r.returncode == 2 and "--concurrency takes a number of users (1 to 32)" in
               r.stderr, "--concurrency %s: %d %s", bad, r.returncode, r.stderr)
+    for bad in ("-1", "11"):
+        r = migrate(c, MOVE, "--retries", bad, journal="usage.journal")
+        check(r.returncode == 2 and "--retries takes a number (0 to 10)" in r.stderr,
+              "--retries %s: %d %s", bad, r.returncode, r.stderr)
     r = migrate(c, MOVE, "--domain", "dom.example", journal="usage.journal")
     check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
           r.stderr, "%s", r.stderr)
@@ -857,7 +881,7 @@ def main():
                   t_live_lease_respected_expired_taken_over,
                   t_live_run_of_the_same_command_is_another_runner,
                   t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
-                  t_concurrency_killed_and_resumed):
+                  t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

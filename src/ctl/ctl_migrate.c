@@ -54,6 +54,8 @@
 #define DOVEADM_NOUSER 68       /* doveadm kick: "no users kicked" (EX_NOUSER) */
 #define OUT_MAX (256u << 20)    /* doveadm fetch of a large mailbox: one line a message */
 #define ERR_MAX 4096u
+#define RETRY_FIRST_MS 5000LL   /* --retries: the first pause, doubling ... */
+#define RETRY_MAX_MS 60000LL    /* ... up to this */
 
 static volatile sig_atomic_t interrupted;
 static void on_signal(int sig) { (void)sig; interrupted = 1; }
@@ -597,6 +599,19 @@ static enum outcome lost(struct muser *u, const char *step, int rc)
     return u->r->unreachable ? STOP : FAILED;
 }
 
+/* Waits until the monotonic time until (ms), renewing the claim as a running command does.
+ * 1 if interrupted or the renewal failed (u->why says so), else 0. */
+static int pause_until(struct muser *u, long long until)
+{
+    while (now_ms() < until) {
+        if (interrupted || renew_hook(u) != 0)
+            return 1;
+        struct timespec slice = { 0, 100 * 1000000L };
+        nanosleep(&slice, NULL);
+    }
+    return 0;
+}
+
 /* Postfix's queue manager (resolve_clnt) reuses its last answer for an address for up to
  * 30 s: a message resolved to the old server just before the freeze can still be delivered
  * there during it.  The final sync waits until --mta-settle seconds after the freeze, so it
@@ -607,13 +622,29 @@ static int settle(struct muser *u)
     if (now_ms() < until && u->r->c->cli.verbose)
         fprintf(stderr, "%s: waiting %lld ms (--mta-settle) before the final sync\n",
                 MH_CTL_PROG, until - now_ms());
-    while (now_ms() < until) {
-        if (interrupted || renew_hook(u) != 0)
-            return 1;
-        struct timespec slice = { 0, 100 * 1000000L };
-        nanosleep(&slice, NULL);
+    return pause_until(u, until);
+}
+
+/* Runs a copier or kick command (run), again after a failure up to --retries times, the
+ * pause doubling from RETRY_FIRST_MS up to RETRY_MAX_MS; never after an interruption or a
+ * lost claim.  0, or -1 with u->why saying the last failure. */
+static int run_retried(struct muser *u, const char *what, const char *tmpl, int ok_code)
+{
+    const struct mh_ctl *c = u->r->c;
+    long long pause = RETRY_FIRST_MS;
+    for (long k = 0;; k++) {
+        if (run(u, what, tmpl, NULL, ok_code, NULL) == 0)
+            return 0;
+        if (k >= c->retries || interrupted || u->lost)
+            return -1;
+        char *shown = mh_ctl_shown(u->login);
+        fprintf(stderr, "%s: %s: %s; retry %ld of %ld in %lld s\n", MH_CTL_PROG,
+                shown ? shown : "?", u->why, k + 1, c->retries, pause / 1000);
+        free(shown);
+        if (pause_until(u, now_ms() + pause) != 0)
+            return -1;
+        pause = pause * 2 < RETRY_MAX_MS ? pause * 2 : RETRY_MAX_MS;
     }
-    return 0;
 }
 
 /* Interrupted: the user stays in copying under this run's claim, its target holding this
@@ -683,7 +714,7 @@ static enum outcome move_user(struct muser *u)
     }
     long long t = now_ms();
     if (step <= 3 && (renew(u, "the pre-copy") < 0 ||
-                      run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0))
+                      run_retried(u, "pre-copy", c->copy_cmd, -1) < 0))
         return step_failed(u);
     u->ms_precopy = step <= 3 ? now_ms() - t : 0;
     if (interrupted)
@@ -701,11 +732,11 @@ static enum outcome move_user(struct muser *u)
     }
     if (settle(u) != 0)
         return step_failed(u);   /* interrupted, or the renewal failed */
-    if (renew(u, "the kick") < 0 || run(u, "kick", c->kick_cmd, NULL, DOVEADM_NOUSER, NULL) < 0 ||
+    if (renew(u, "the kick") < 0 || run_retried(u, "kick", c->kick_cmd, DOVEADM_NOUSER) < 0 ||
         renew(u, "the final sync") < 0)
         return step_failed(u);
     t = now_ms();
-    if (run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0 || renew(u, "the verify") < 0)
+    if (run_retried(u, "final sync", c->copy_cmd, -1) < 0 || renew(u, "the verify") < 0)
         return step_failed(u);
     u->ms_final = now_ms() - t;
     struct mh_mbox o = { 0 }, n = { 0 };
@@ -1336,6 +1367,7 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
     if (c->mta_settle < 0) c->mta_settle = 35;
     if (c->lease == 0) c->lease = 2 * c->cmd_timeout + 600;
     if (c->concurrency == 0) c->concurrency = 1;
+    if (c->retries < 0) c->retries = 2;
     int status = check_args(&r, args, nargs);
     if (status == MH_EXIT_OK)
         status = op_and_runner(&r);

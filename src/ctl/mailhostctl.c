@@ -86,6 +86,9 @@ static void usage(FILE *fp)
         "  --retry-failed  also move users in state failed\n"
         "  --concurrency N  move N users at once (default 1, at most 32): N worker\n"
         "                  processes, each with its own directory connection\n"
+        "  --retries N     run a failing copier or kick again up to N times (default 2,\n"
+        "                  at most 10), pausing 5 s, then twice as long each time (at most\n"
+        "                  60 s), before the user fails\n"
         "  --mta-settle SECS  stay frozen this long before the final sync (default 35):\n"
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
         "                  so mail may still reach the old server just after the freeze;\n"
@@ -129,6 +132,21 @@ static const struct command {
     { "migrate", mh_ctl_cmd_migrate, 1, 1, NULL },
 };
 
+/* A number from lo to hi for --name into *out: 0, or -1 with "--name takes WHAT (LO to HI)"
+ * said on stderr. */
+static int range_opt(const char *name, const char *arg, long lo, long hi, const char *what,
+                     long *out)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (*end || end == arg || v < lo || v > hi) {
+        fprintf(stderr, "%s: --%s takes %s (%ld to %ld)\n", MH_CTL_PROG, name, what, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* Fills c from the options; returns -1 to go on (optind at the command), else the exit
  * status (--help, --version, a bad option). */
 static int parse_options(struct mh_ctl *c, int argc, char **argv)
@@ -151,6 +169,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"runner-id", required_argument, NULL, 264}, {"retry-failed", no_argument, NULL, 265},
         {"mta-settle", required_argument, NULL, 266},
         {"concurrency", required_argument, NULL, 267},
+        {"retries", required_argument, NULL, 268},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -210,27 +229,19 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
             *(opt == 262 ? &c->cmd_timeout : &c->lease) = v;
             break;
         }
-        case 266: {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || end == optarg || v < 0 || v > 3600) {
-                fprintf(stderr, "%s: --mta-settle takes seconds (0 to 3600)\n", MH_CTL_PROG);
+        case 266:
+            if (range_opt("mta-settle", optarg, 0, 3600, "seconds", &c->mta_settle) < 0)
                 return MH_EXIT_USAGE;
-            }
-            c->mta_settle = v;
             break;
-        }
-        case 267: {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || end == optarg || v < 1 || v > MH_CTL_MAX_CONCURRENCY) {
-                fprintf(stderr, "%s: --concurrency takes a number of users (1 to %d)\n",
-                        MH_CTL_PROG, MH_CTL_MAX_CONCURRENCY);
+        case 267:
+            if (range_opt("concurrency", optarg, 1, MH_CTL_MAX_CONCURRENCY, "a number of users",
+                          &c->concurrency) < 0)
                 return MH_EXIT_USAGE;
-            }
-            c->concurrency = v;
             break;
-        }
+        case 268:
+            if (range_opt("retries", optarg, 0, 10, "a number", &c->retries) < 0)
+                return MH_EXIT_USAGE;
+            break;
         case 264: c->runner_id = optarg; break;
         case 265: c->retry_failed = 1; break;
         case 'h': usage(stdout); return MH_EXIT_OK;
@@ -247,6 +258,7 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof c);
     c.state = "done";
     c.mta_settle = -1;
+    c.retries = -1;
     const struct command *cmd = NULL;
     int status = parse_options(&c, argc, argv);
     if (status >= 0)
