@@ -46,6 +46,7 @@ ADDED = {
     "conc.example": [("conc%d@conc.example" % n, OLD) for n in range(1, 7)],
     "kill.example": [("kill%d@kill.example" % n, OLD) for n in range(1, 5)],
     "retry.example": [("retry1@retry.example", OLD)],
+    "rep.example": [("rep1@rep.example", OLD), ("rep2@rep.example", OLD)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -798,6 +799,48 @@ def t_retries_after_a_failing_copier(c):
     check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "no mail on NEW")
 
 
+def t_report_and_progress(c):
+    """--report FILE: a JSON line per user with the verify's figures; with -v progress lines
+    with the ETA on stderr (without -v and a terminal: none)."""
+    import json
+    rep1, rep2 = "rep1@rep.example", "rep2@rep.example"
+    populate(c, rep1)
+    uidls = len(c.old.uidls(rep1))
+    path = os.path.join(c.work, "report.jsonl")
+    r = migrate(c, "--domain", "rep.example", "--report", path, "-v", journal="rep.journal")
+    check(r.returncode == 0, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    prog = re.findall(r"^mailhostctl: progress: (\d+) moved, 0 failed, 0 skipped, (\d+) left of "
+                      r"2; [\d.]+ users/min; ETA (\d+:\d\d:\d\d)$", r.stderr, re.M)
+    check([p[:2] for p in prog] == [("1", "1"), ("2", "0")] and prog[1][2] == "0:00:00",
+          "progress: %s", r.stderr)
+    check("Sieve scripts and ACLs are not compared" in r.stdout, "summary: %s", r.stdout)
+    with open(path) as f:
+        lines = [json.loads(line) for line in f]
+    check(sorted(x["login"] for x in lines) == [rep1, rep2], "report: %s", lines)
+    for x in lines:
+        frozen = re.search(r"^%s: done .* frozen (\d+) ms$" % re.escape(x["login"]), r.stdout,
+                           re.M)
+        check(x["outcome"] == "moved" and x["old_host"] == OLD and x["new_host"] == NEW and
+              frozen and x["frozen_ms"] == int(frozen.group(1)) and x["total_ms"] >= x["frozen_ms"]
+              and x["precopy_ms"] > 0 and x["final_sync_ms"] > 0 and x["bytes"] > 0 and
+              x["not_compared"] == ["Sieve scripts", "ACLs"] and x["at"].endswith("Z"),
+              "report line: %s", x)
+        # INBOX's UIDs are its POP3 UIDLs (Dovecot's default pop3_uidl_format); doveadm
+        # reports UIDLs only where they were saved with the message: none here
+        want = (6, 3, uidls) if x["login"] == rep1 else (1, 1, 1)
+        check((x["messages"], x["folders"], x["inbox_uids_kept"]) == want and
+              x["pop3_uidls_compared"] == 0 and
+              x["uids_kept"] == x["messages"] and x["uidvalidity_kept"] == x["folders"],
+              "%s: figures %s, want (messages, folders, UIDLs) %s", x["login"], x, want)
+    # without -v (stderr is no terminal here): no progress lines
+    r = migrate(c, rep1, rep2, "--report", path, journal="rep2.journal")
+    check("progress:" not in r.stderr and "already on" in r.stdout, "%s %s", r.stdout, r.stderr)
+    with open(path) as f:
+        lines = [json.loads(line) for line in f]
+    check(len(lines) == 4 and all(x["outcome"] == "skipped" and "already on" in x["reason"]
+                                  for x in lines[2:]), "appended: %s", lines[2:])
+
+
 def t_usage(c):
     r = migrate(c, journal="usage.journal")
     check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
@@ -883,7 +926,8 @@ def main():
                   t_live_lease_respected_expired_taken_over,
                   t_live_run_of_the_same_command_is_another_runner,
                   t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
-                  t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier):
+                  t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier,
+                  t_report_and_progress):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

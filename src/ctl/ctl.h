@@ -46,6 +46,7 @@ struct mh_ctl {
     long batch;
     /* migrate */
     const char *to, *copy_cmd, *kick_cmd, *old_doveadm, *new_doveadm, *runner_id;
+    const char *report_file;    /* migrate --report: JSON lines, one per user */
     int target_overwrite, retry_failed;
     long cmd_timeout, lease;    /* seconds */
     long mta_settle;            /* migrate: seconds frozen before the final sync; -1: default */

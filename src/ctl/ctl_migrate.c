@@ -79,6 +79,10 @@ struct mrun {
     size_t nfrozen;
     int unreachable;
     int worker_lost;            /* a --concurrency worker died mid-user */
+    FILE *report;               /* --report FILE, appended to; NULL: none */
+    int progress;               /* progress lines on stderr (a terminal, or -v) */
+    size_t to_go, finished;     /* users this run set out to move; those it finished */
+    long long t_start;          /* when it started moving, ms */
 };
 
 /* One user's move.  Strings are owned (user_free) but login and dn (the journal's). */
@@ -91,7 +95,7 @@ struct muser {
     char *mine;                 /* the claim this run holds on the entry, as written */
     long long renewed;          /* when the claim was last written, ms */
     int lost;                   /* a renewal failed: the user is someone else's now */
-    unsigned long long messages, bytes, uidls;
+    unsigned long long messages, bytes, uidls, inbox;
     size_t folders;
     long long t0, t_freeze, t_flip;
     long long ms_precopy, ms_final;   /* how long the copier ran (retries included) */
@@ -753,6 +757,7 @@ static enum outcome move_user(struct muser *u)
         u->bytes = n.bytes;
         u->folders = n.folders;
         u->uidls = n.uidls;
+        u->inbox = n.inbox_messages;
     }
     mh_mbox_free(&o);
     mh_mbox_free(&n);
@@ -1044,7 +1049,7 @@ struct mresult {
     size_t idx;
     int oc;                     /* enum outcome */
     int unreachable;            /* the directory went away during this user */
-    unsigned long long messages, bytes, uidls;
+    unsigned long long messages, bytes, uidls, inbox;
     size_t folders;
     long long ms_total, ms_frozen, ms_precopy, ms_final;
     char host[256];             /* the old host, as read */
@@ -1060,6 +1065,7 @@ static void result_of(const struct muser *u, enum outcome oc, struct mresult *re
     res->messages = u->messages;
     res->bytes = u->bytes;
     res->uidls = u->uidls;
+    res->inbox = u->inbox;
     res->folders = u->folders;
     if (oc == MOVED) {
         res->ms_total = u->t_flip - u->t0;
@@ -1103,12 +1109,67 @@ static void report(struct mrun *r, const char *login, const struct mresult *res)
     free(shown);
 }
 
+static const char *const outcome_name[] = { "moved", "failed", "skipped", "retry-later",
+                                            "stopped", "moved-before" };
+
+/* The user's JSON line of --report: what was moved and what the verify found the same. */
+static void report_json(struct mrun *r, const struct mh_jentry *e, const struct mresult *res)
+{
+    FILE *fp = r->report;
+    fprintf(fp, "{\"login\": ");
+    mh_ctl_json_fstr(fp, e->login ? e->login : "");
+    fprintf(fp, ", \"dn\": ");
+    mh_ctl_json_fstr(fp, e->dn);
+    fprintf(fp, ", \"outcome\": \"%s\", \"reason\": ", outcome_name[res->oc]);
+    mh_ctl_json_fstr(fp, res->oc == MOVED ? "" : res->why);
+    fprintf(fp, ", \"old_host\": ");
+    mh_ctl_json_fstr(fp, res->host);
+    fprintf(fp, ", \"new_host\": ");
+    mh_ctl_json_fstr(fp, r->c->to);
+    fprintf(fp, ", \"at\": \"%s\"", mh_ctl_now_generalized());
+    if (res->oc == MOVED)
+        /* a verify that passed: each folder's UIDVALIDITY and UIDNEXT, each message's UID,
+         * flags and size, and the POP3 UIDLs doveadm reports are the same on both sides;
+         * INBOX's UIDs and UIDVALIDITY kept are its POP3 UIDLs kept for Dovecot's default
+         * pop3_uidl_format */
+        fprintf(fp, ", \"messages\": %llu, \"bytes\": %llu, \"folders\": %zu, "
+                "\"uidvalidity_kept\": %zu, \"uids_kept\": %llu, \"inbox_uids_kept\": %llu, "
+                "\"pop3_uidls_compared\": %llu, \"precopy_ms\": %lld, \"final_sync_ms\": %lld, "
+                "\"total_ms\": %lld, \"frozen_ms\": %lld, "
+                "\"not_compared\": [\"Sieve scripts\", \"ACLs\"]",
+                res->messages, res->bytes, res->folders, res->folders, res->messages,
+                res->inbox, res->uidls, res->ms_precopy, res->ms_final, res->ms_total,
+                res->ms_frozen);
+    fprintf(fp, "}\n");
+    fflush(fp);
+}
+
+/* With r->progress: users done, failed, left, the rate and the ETA, on stderr. */
+static void progress(struct mrun *r)
+{
+    if (!r->progress)
+        return;
+    double secs = (double)(now_ms() - r->t_start) / 1000.0;
+    double rate = secs > 0 ? (double)r->finished / secs : 0;   /* users a second */
+    size_t left = r->to_go - r->finished;
+    long eta = rate > 0 ? (long)((double)left / rate + 0.5) : -1;
+    char eta_s[32] = "unknown";
+    if (eta >= 0)
+        snprintf(eta_s, sizeof eta_s, "%ld:%02ld:%02ld", eta / 3600, eta / 60 % 60, eta % 60);
+    fprintf(stderr, "%s: progress: %zu moved, %zu failed, %zu skipped, %zu left of %zu; "
+            "%.1f users/min; ETA %s\n", MH_CTL_PROG, r->done, r->failed, r->skipped, left,
+            r->to_go, rate * 60, eta_s);
+}
+
 /* The parent's side of an outcome: the user's line, the journal, the counts. */
 static void record(struct mrun *r, const struct mresult *res)
 {
     size_t i = res->idx;
     const struct mh_jentry *e = &r->j.e[i];
     report(r, e->login ? e->login : e->dn, res);
+    if (r->report)
+        report_json(r, e, res);
+    r->finished++;
     if (res->unreachable)
         r->unreachable = 1;
     switch ((enum outcome)res->oc) {
@@ -1135,6 +1196,7 @@ static void record(struct mrun *r, const struct mresult *res)
         break;
     }
     mh_journal_sync(&r->j);
+    progress(r);
 }
 
 static int to_move(const struct mh_jentry *e)
@@ -1319,6 +1381,9 @@ static void migrate_all(struct mrun *r)
     size_t left = 0;
     for (size_t i = 0; i < r->j.n; i++)
         left += to_move(&r->j.e[i]);
+    r->to_go = left;
+    r->t_start = now_ms();
+    r->progress = r->c->cli.verbose || isatty(STDERR_FILENO);
     size_t n = (size_t)r->c->concurrency < left ? (size_t)r->c->concurrency : left;
     if (n > 1) {
         migrate_pool(r, n);
@@ -1331,6 +1396,21 @@ static void migrate_all(struct mrun *r)
         move_one(r, i, &res);
         record(r, &res);
     }
+}
+
+/* --report FILE: appended to (a re-run adds its users), never through a symbolic link.
+ * MH_EXIT_OK or MH_EXIT_ERROR (said). */
+static int open_report(struct mrun *r)
+{
+    const char *path = r->c->report_file;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 || (r->report = fdopen(fd, "a")) == NULL) {
+        fprintf(stderr, "%s: --report %s: %s\n", MH_CTL_PROG, path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return MH_EXIT_ERROR;
+    }
+    return MH_EXIT_OK;
 }
 
 static int finish(struct mrun *r)
@@ -1347,6 +1427,9 @@ static int finish(struct mrun *r)
     printf("migrate: %zu user%s: %zu moved, %zu failed, %zu skipped, %zu pending%s\n",
            r->j.n + r->missing, r->j.n + r->missing == 1 ? "" : "s", r->done, r->failed,
            r->skipped + r->missing, pending, frozen);
+    if (r->done > 0)
+        printf("migrate: the verify compares mail only (folders, UIDVALIDITY, UIDNEXT, UIDs, "
+               "flags, sizes, POP3 UIDLs): Sieve scripts and ACLs are not compared\n");
     int stop = mh_ctl_stopped(r->unreachable, interrupted);
     if (stop >= 0)
         return stop;
@@ -1391,6 +1474,10 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
                                       sizeof r.upath)) != MH_EXIT_OK)
         goto out;
     fprintf(stderr, "%s: runner %s\n", MH_CTL_PROG, r.runner);
+    if (c->report_file && (status = open_report(&r)) != MH_EXIT_OK) {
+        mh_journal_close(&r.j);
+        goto out;
+    }
     if (!r.j.planned && (status = plan(&r)) != MH_EXIT_OK) {
         mh_journal_close(&r.j);
         goto out;
@@ -1406,6 +1493,8 @@ out:
     free(r.op);
     free(r.kick_default);
     free(r.frozen);
+    if (r.report)
+        fclose(r.report);
     if (r.lock_fd >= 0)
         close(r.lock_fd);   /* the lock goes with it */
     mh_ctl_schema_free(r.schema);

@@ -89,6 +89,9 @@ static void usage(FILE *fp)
         "  --retries N     run a failing copier or kick again up to N times (default 2,\n"
         "                  at most 10), pausing 5 s, then twice as long each time (at most\n"
         "                  60 s), before the user fails\n"
+        "  --report FILE   append one JSON line per user: outcome, messages, bytes, copy\n"
+        "                  and frozen times, UIDs/UIDVALIDITY/UIDLs kept (by the verify)\n"
+        "                  With -v or on a terminal: progress and ETA on standard error\n"
         "  --mta-settle SECS  stay frozen this long before the final sync (default 35):\n"
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
         "                  so mail may still reach the old server just after the freeze;\n"
@@ -170,6 +173,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"mta-settle", required_argument, NULL, 266},
         {"concurrency", required_argument, NULL, 267},
         {"retries", required_argument, NULL, 268},
+        {"report", required_argument, NULL, 269},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -242,6 +246,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
             if (range_opt("retries", optarg, 0, 10, "a number", &c->retries) < 0)
                 return MH_EXIT_USAGE;
             break;
+        case 269: c->report_file = optarg; break;
         case 264: c->runner_id = optarg; break;
         case 265: c->retry_failed = 1; break;
         case 'h': usage(stdout); return MH_EXIT_OK;

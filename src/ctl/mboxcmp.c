@@ -124,7 +124,10 @@ static int status_row(struct mh_mbox *m, char **f, const int *idx, char *err, si
         return -1;
     }
     m->folders++;
-    m->inbox |= strcmp(f[idx[0]], "INBOX") == 0;
+    if (strcmp(f[idx[0]], "INBOX") == 0) {
+        m->inbox = 1;
+        m->inbox_messages = msgs;
+    }
     m->messages += msgs;
     m->bytes += vsize;
     if (!m->used && (msgs > 0 || uidn > 1)) {
