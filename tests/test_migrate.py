@@ -47,6 +47,7 @@ ADDED = {
     "kill.example": [("kill%d@kill.example" % n, OLD) for n in range(1, 5)],
     "retry.example": [("retry1@retry.example", OLD)],
     "rep.example": [("rep1@rep.example", OLD), ("rep2@rep.example", OLD)],
+    "dry.example": [("dry1@dry.example", OLD), ("dry2@dry.example", ELSEWHERE)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -841,6 +842,46 @@ def t_report_and_progress(c):
                                   for x in lines[2:]), "appended: %s", lines[2:])
 
 
+def t_dry_run_changes_nothing(c):
+    """-n: which users would be claimed and the commands (placeholders filled), no command
+    run, the directory, the target and the working directory unchanged."""
+    dry1, dry2 = "dry1@dry.example", "dry2@dry.example"
+    before = {u: attrs(c, u) for u in (dry1, dry2)}
+    mark = os.path.join(c.work, "dry-ran")
+    copy = "/bin/sh %s %%u %%o %%n" % os.path.join(c.work, "dry-copy.sh")
+    with open(os.path.join(c.work, "dry-copy.sh"), "w") as f:
+        f.write("#!/bin/sh\ntouch '%s'\nexit 1\n" % mark)
+    files = set(os.listdir(c.work))
+    r = migrate(c, "-n", dry1, dry2, "NOSUCH@dry.example", journal="dry.journal", copy=copy,
+                kick="doveadm kick %u")
+    check(r.returncode == 3, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    out = r.stdout
+    check(re.search(r"^%s: would move %s -> %s \(claim: state copying\)$" % (re.escape(dry1),
+                                                                            OLD, NEW), out, re.M)
+          and "%s: would skip (on %s, not %s)" % (dry2, ELSEWHERE, OLD) in out and
+          "NOSUCH@dry.example: skipped (no such user)" in out and
+          "migrate: dry run: 3 users: 1 would be moved, 2 skipped; nothing changed" in out,
+          "plan: %s", out)
+    wrapper = c.old_doveadm.split()[1]
+    for want in ("    target check: doveadm -c %s -f tab mailbox status -u %s 'messages "
+                 "uidvalidity uidnext vsize' '*'" % (c.new.conf_path, dry1),
+                 "    pre-copy: /bin/sh %s %s %s %s" % (os.path.join(c.work, "dry-copy.sh"),
+                                                       dry1, OLD, NEW),
+                 "    kick: doveadm kick %s" % dry1,
+                 "    final sync: /bin/sh %s %s %s %s" % (os.path.join(c.work, "dry-copy.sh"),
+                                                         dry1, OLD, NEW),
+                 "    verify old: /bin/sh %s -f tab fetch -u %s 'mailbox uid flags "
+                 "size.virtual pop3.uidl' all" % (wrapper, dry1)):
+        check(want + "\n" in out, "missing %r in: %s", want, out)
+    check(c.slapd.ctl_pw not in out + r.stderr, "the bind password was shown")
+    check(not os.path.exists(mark), "a command ran")
+    check(set(os.listdir(c.work)) == files, "files appeared: %s",
+          set(os.listdir(c.work)) - files)
+    check({u: attrs(c, u) for u in (dry1, dry2)} == before, "the directory changed")
+    check(not os.path.exists(os.path.join(c.new.dir, "home", dry1, "Maildir")),
+          "the target mailbox was created")
+
+
 def t_usage(c):
     r = migrate(c, journal="usage.journal")
     check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
@@ -927,7 +968,7 @@ def main():
                   t_live_run_of_the_same_command_is_another_runner,
                   t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
                   t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier,
-                  t_report_and_progress):
+                  t_report_and_progress, t_dry_run_changes_nothing):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -403,14 +403,21 @@ static int run(struct muser *u, const char *what, const char *tmpl, const char *
 
 /* The mailbox of u on one side (prefix: --old-doveadm or --new-doveadm), status and, with
  * messages, each message.  0, or -1 with u->why. */
+static void doveadm_words(const char *login, const char *status[9], const char *fetch[8])
+{
+    const char *s[9] = { "-f", "tab", "mailbox", "status", "-u", login,
+                         "messages uidvalidity uidnext vsize", "*", NULL };
+    const char *f[8] = { "-f", "tab", "fetch", "-u", login,
+                         "mailbox uid flags size.virtual pop3.uidl", "all", NULL };
+    memcpy(status, s, sizeof s);
+    memcpy(fetch, f, sizeof f);
+}
+
 static int snapshot(struct muser *u, const char *side, const char *prefix, int messages,
                     struct mh_mbox *m)
 {
-    const char *status[] = { "-f", "tab", "mailbox", "status", "-u", u->login,
-                             "messages uidvalidity uidnext vsize", "*", NULL };
-    const char *fetch[] = { "-f", "tab", "fetch", "-u", u->login,
-                            "mailbox uid flags size.virtual pop3.uidl",
-                            "all", NULL };
+    const char *status[9], *fetch[8];
+    doveadm_words(u->login, status, fetch);
     char what[64], err[300];
     char *out = NULL;
     snprintf(what, sizeof what, "%s mailbox status", side);
@@ -532,9 +539,12 @@ static int start_step(struct muser *u, enum outcome *oc)
             return 0;
         }
         /* ours (a killed run of this command) or expired: taken up at its step */
-        fprintf(stderr, "%s: %s: %s %s in state %s: resuming\n", MH_CTL_PROG, u->login,
-                mine ? "this runner's claim" : "expired claim", u->claim, st);
+        fprintf(stderr, "%s: %s: %s %s in state %s: %s\n", MH_CTL_PROG, u->login,
+                mine ? "this runner's claim" : "expired claim", u->claim, st,
+                c->cli.dry_run ? "would resume" : "resuming");
         int step = !strcasecmp(st, "frozen") ? 5 : 3;   /* st is u->state: renewed below */
+        if (c->cli.dry_run)
+            return step;
         free(u->mine);
         u->mine = strdup(u->claim);
         if (u->mine == NULL || transition(u, st, u->mine, 0) != LDAP_SUCCESS) {
@@ -1413,6 +1423,88 @@ static int open_report(struct mrun *r)
     return MH_EXIT_OK;
 }
 
+/* One command of the dry run, its words as they would run (a word with a blank or a quote
+ * in single quotes). */
+static void show_cmd(const struct muser *u, const char *what, const char *tmpl,
+                     const char *const *extra)
+{
+    char err[300];
+    char **argv = mh_runcmd_argv(tmpl, u->login, u->host, u->r->c->to, extra, err, sizeof err);
+    printf("    %s:", what);
+    for (size_t k = 0; argv && argv[k]; k++) {
+        char *shown = mh_ctl_shown(argv[k]);
+        const char *w = shown ? shown : "?";
+        if (*w && strcspn(w, " \t'\"\\$`*?") == strlen(w)) {
+            printf(" %s", w);
+        } else {
+            printf(" '");
+            for (const char *p = w; *p; p++)
+                printf(*p == '\'' ? "'\\''" : "%c", *p);
+            printf("'");
+        }
+        free(shown);
+    }
+    printf(argv ? "\n" : " (%s)\n", err);
+    mh_runcmd_argv_free(argv);
+}
+
+/* -n: the plan in memory, and for each user what a run would do: skip it (why), or claim
+ * or resume it, and the commands it would run.  Reads the directory only. */
+static int dry_run(struct mrun *r)
+{
+    struct mh_ctl *c = r->c;
+    size_t would = 0, not = 0;
+    int status = plan(r);
+    for (size_t i = 0; status == MH_EXIT_OK && i < r->j.n; i++) {
+        struct muser u;
+        memset(&u, 0, sizeof u);
+        u.r = r;
+        u.idx = i;
+        u.login = r->j.e[i].login ? r->j.e[i].login : r->j.e[i].dn;
+        u.dn = r->j.e[i].dn;
+        char *who = mh_ctl_shown(u.login);
+        enum outcome oc = SKIPPED;
+        int rc = read_entry(&u), step = 0;
+        if (rc != LDAP_SUCCESS)
+            snprintf(u.why, sizeof u.why, "reading the entry: %s", ldap_err2string(rc));
+        else
+            step = start_step(&u, &oc);
+        if (step == 0) {
+            printf("%s: would skip (%s)\n", who ? who : "?", u.why);
+            not++;
+        } else {
+            printf("%s: would move %s -> %s (%s)\n", who ? who : "?", u.host, c->to,
+                   step == 1 ? "claim: state copying" : step == 3
+                   ? "resume in copying from the pre-copy" : "resume frozen from the kick");
+            const char *st[9], *fe[8];
+            doveadm_words(u.login, st, fe);
+            if (step == 1)
+                show_cmd(&u, "target check", c->new_doveadm, st);
+            if (step <= 3)
+                show_cmd(&u, "pre-copy", c->copy_cmd, NULL);
+            show_cmd(&u, "kick", c->kick_cmd, NULL);
+            show_cmd(&u, "final sync", c->copy_cmd, NULL);
+            show_cmd(&u, "verify old", c->old_doveadm, st);
+            show_cmd(&u, "verify old", c->old_doveadm, fe);
+            show_cmd(&u, "verify new", c->new_doveadm, st);
+            show_cmd(&u, "verify new", c->new_doveadm, fe);
+            would++;
+        }
+        free(who);
+        user_free(&u);
+        if (r->unreachable)
+            status = MH_EXIT_UNREACHABLE;
+    }
+    if (status == MH_EXIT_OK) {
+        printf("migrate: dry run: %zu user%s: %zu would be moved, %zu skipped; nothing "
+               "changed\n", r->j.n + r->missing, r->j.n + r->missing == 1 ? "" : "s", would,
+               not + r->missing);
+        status = r->missing ? MH_EXIT_PARTIAL : MH_EXIT_OK;
+    }
+    mh_journal_close(&r->j);
+    return status;
+}
+
 static int finish(struct mrun *r)
 {
     size_t pending = 0;
@@ -1464,9 +1556,9 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
         status = MH_EXIT_ERROR;
         goto out;
     }
-    if (c->cli.dry_run) {
-        fprintf(stderr, "%s: migrate: -n (dry run) is not supported yet\n", MH_CTL_PROG);
-        status = MH_EXIT_USAGE;
+    if (c->cli.dry_run) {   /* no lock, no journal file, no report, no command */
+        fprintf(stderr, "%s: dry run: nothing is changed and no command runs\n", MH_CTL_PROG);
+        status = dry_run(&r);
         goto out;
     }
     if ((status = lock_journal(&r)) != MH_EXIT_OK ||

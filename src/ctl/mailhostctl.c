@@ -92,6 +92,7 @@ static void usage(FILE *fp)
         "  --report FILE   append one JSON line per user: outcome, messages, bytes, copy\n"
         "                  and frozen times, UIDs/UIDVALIDITY/UIDLs kept (by the verify)\n"
         "                  With -v or on a terminal: progress and ETA on standard error\n"
+        "                  With -n: the users it would move and the commands it would run\n"
         "  --mta-settle SECS  stay frozen this long before the final sync (default 35):\n"
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
         "                  so mail may still reach the old server just after the freeze;\n"
