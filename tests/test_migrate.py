@@ -48,6 +48,7 @@ ADDED = {
     "retry.example": [("retry1@retry.example", OLD)],
     "rep.example": [("rep1@rep.example", OLD), ("rep2@rep.example", OLD)],
     "dry.example": [("dry1@dry.example", OLD), ("dry2@dry.example", ELSEWHERE)],
+    "sigterm.example": [("sigterm%d@sigterm.example" % n, OLD) for n in range(1, 4)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -637,7 +638,7 @@ def t_domain_selects_users_on_from(c):
 # (a JSON file, under a lock) the copiers running at once ("active", "peak") and each
 # user's runs.  Each copier waits (polling, with a deadline) until the peak reaches WANT:
 # the first WANT users' copiers only go on when WANT of them ran at once.  With HANG, the
-# first copier of that user writes its pid to HANG.pid and hangs.
+# first copier of that user writes its pid to STATE.hang.pid and hangs.
 CONC_COPY = """import fcntl, json, os, subprocess, sys, time
 user, state, want, hang = sys.argv[1], %(state)r, %(want)d, %(hang)r
 
@@ -675,7 +676,7 @@ while update()["peak"] < want and time.monotonic() < deadline:
 if user == hang and runs == 1:
     with open(hang + ".tmp", "w") as f:
         f.write(str(os.getpid()))
-    os.rename(hang + ".tmp", os.path.join(os.path.dirname(state), "hang.pid"))
+    os.rename(hang + ".tmp", state + ".hang.pid")
     time.sleep(600)
 rc = subprocess.run(%(copy)r.format(user).split()).returncode
 update(end)
@@ -742,7 +743,7 @@ def t_concurrency_killed_and_resumed(c):
     journal = os.path.join(c.work, "killconc.journal")
     p = migrate(c, "--domain", "kill.example", "--concurrency", "2", journal="killconc.journal",
                 copy=copy, wait=False)
-    pidfile = os.path.join(c.work, "hang.pid")
+    pidfile = state + ".hang.pid"
     pid = None
     try:
         wait_file(pidfile, p)
@@ -779,6 +780,42 @@ def t_concurrency_killed_and_resumed(c):
         first = re.search(r"^%s: done" % re.escape(login), out1, re.M) is not None
         want = (2,) if first else (3,) if login == users[2] else (2, 3)
         check(d["runs"].get(login) in want, "%s: copier runs %s", login, d["runs"])
+
+
+def t_concurrency_sigterm_stops_and_resumes(c):
+    """--concurrency 2, SIGTERM while one user's copier hangs: the workers stop their users
+    as a single run does (left in copying under their claims), exit 3; the same command
+    again finishes every user, each done once."""
+    users = [login for login, _ in ADDED["sigterm.example"]]
+    copy, state = conc_copier(c, "termconc", 2, hang=users[1])
+    pidfile = state + ".hang.pid"
+    p = migrate(c, "--domain", "sigterm.example", "--concurrency", "2",
+                journal="termconc.journal", copy=copy, wait=False)
+    try:
+        wait_file(pidfile, p)
+        pid = int(open(pidfile).read())
+        p.send_signal(signal.SIGTERM)
+        out1, err1 = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    os.unlink(pidfile)
+    check(p.returncode == 3 and "interrupted: re-run the same command" in err1 and
+          "%s: stopped (interrupted: left in state copying under this run's claim" % users[1]
+          in out1, "exit %s: %s %s", p.returncode, out1, err1)
+    check(gone(pid), "the hanging copier outlived the run")
+    a = attrs(c, users[1])
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "copying" and
+          a["mailhostMigrationClaim"], "after SIGTERM: %s", a)
+    r = migrate(c, "--domain", "sigterm.example", "--concurrency", "2",
+                journal="termconc.journal", copy=copy)
+    check(r.returncode == 0 and "this runner's claim" in r.stderr, "re-run: exit %d: %s %s",
+          r.returncode, r.stdout, r.stderr)
+    for login in users:
+        n = len(re.findall(r"^%s: done" % re.escape(login), out1 + r.stdout, re.M))
+        a = attrs(c, login)
+        check(n == 1 and a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              a["mailhostMigrationClaim"] is None, "%s: done %d times; %s", login, n, a)
 
 
 def t_retries_after_a_failing_copier(c):
@@ -968,7 +1005,8 @@ def main():
                   t_live_run_of_the_same_command_is_another_runner,
                   t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
                   t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier,
-                  t_report_and_progress, t_dry_run_changes_nothing):
+                  t_report_and_progress, t_dry_run_changes_nothing,
+                  t_concurrency_sigterm_stops_and_resumes):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):
