@@ -49,6 +49,7 @@ ADDED = {
     "rep.example": [("rep1@rep.example", OLD), ("rep2@rep.example", OLD)],
     "dry.example": [("dry1@dry.example", OLD), ("dry2@dry.example", ELSEWHERE)],
     "sigterm.example": [("sigterm%d@sigterm.example" % n, OLD) for n in range(1, 4)],
+    "follow.example": [("follow%d@follow.example" % n, OLD) for n in range(1, 4)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -818,6 +819,62 @@ def t_concurrency_sigterm_stops_and_resumes(c):
               a["mailhostMigrationClaim"] is None, "%s: done %d times; %s", login, n, a)
 
 
+def set_state(c, login, state):
+    c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailhostMigrationState\n"
+                       "mailhostMigrationState: %s\n-\n" % (dn_of(c, login), state))
+
+
+def wait_state(c, login, state, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while attrs(c, login)["mailhostMigrationState"] != state:
+        if proc.poll() is not None:
+            check(False, "mailhostctl ended early: %s", proc.communicate())
+        check(time.monotonic() < deadline, "%s never reached %s: %s", login, state,
+              attrs(c, login))
+        time.sleep(0.1)        # polling for a state, with a deadline
+
+
+def t_follow_takes_queued_users(c):
+    """--follow --poll 1: users become queued while it runs and are moved; a waiting one is
+    left alone until it is queued; SIGTERM while its copier runs lets that user finish, then
+    ends the run: exit 0 and the summary."""
+    f1, f2, f3 = [login for login, _ in ADDED["follow.example"]]
+    gate, go = os.path.join(c.work, "gate.pid"), os.path.join(c.work, "gate.go")
+    script = os.path.join(c.work, "gate.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nif [ \"$1\" = '%s' ]; then\n  echo $$ > '%s.tmp' && mv '%s.tmp' '%s'\n"
+                "  while [ ! -e '%s' ]; do sleep 0.1; done\nfi\nexec %s\n"
+                % (f3, gate, gate, gate, go, c.copy.replace("%u", "\"$1\"")))
+    set_state(c, f1, "queued")
+    p = migrate(c, "--follow", "--poll", "1", "--domain", "follow.example",
+                "--concurrency", "2", journal="follow.journal", wait=False,
+                copy="/bin/sh %s %%u" % script)
+    try:
+        wait_state(c, f1, "done", p)
+        set_state(c, f2, "queued")
+        wait_state(c, f2, "done", p)
+        a = attrs(c, f3)
+        check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "waiting",
+              "the waiting user was touched: %s", a)
+        set_state(c, f3, "queued")
+        wait_file(gate, p)
+        p.send_signal(signal.SIGTERM)
+        open(go, "w").close()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(p.returncode == 0 and "migrate: 3 users: 3 moved, 0 failed, 0 skipped, 0 pending"
+          in out and "following: users in state queued on %s, every 1 s" % OLD in err,
+          "exit %s: %s %s", p.returncode, out, err)
+    for login in (f1, f2, f3):
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              len(re.findall(r"^%s: done" % re.escape(login), out, re.M)) == 1, "%s: %s",
+              login, a)
+    check(not os.path.exists(os.path.join(c.work, "follow.journal")), "a journal was written")
+
+
 def t_retries_after_a_failing_copier(c):
     """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
     user moves."""
@@ -931,6 +988,12 @@ def t_usage(c):
         r = migrate(c, MOVE, "--retries", bad, journal="usage.journal")
         check(r.returncode == 2 and "--retries takes a number (0 to 10)" in r.stderr,
               "--retries %s: %d %s", bad, r.returncode, r.stderr)
+    for args, want in ((("--follow", MOVE), "migrate --follow takes the users it finds"),
+                       (("--poll", "5", MOVE), "--poll goes with --follow"),
+                       (("--follow", "--poll", "0"), "--poll takes seconds (1 to 3600)")):
+        r = migrate(c, *args, journal="usage.journal")
+        check(r.returncode == 2 and want in r.stderr, "%s: %d %s", args, r.returncode,
+              r.stderr)
     r = migrate(c, MOVE, "--domain", "dom.example", journal="usage.journal")
     check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
           r.stderr, "%s", r.stderr)
@@ -1006,7 +1069,7 @@ def main():
                   t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
                   t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier,
                   t_report_and_progress, t_dry_run_changes_nothing,
-                  t_concurrency_sigterm_stops_and_resumes):
+                  t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -52,6 +52,8 @@ struct mh_ctl {
     long mta_settle;            /* migrate: seconds frozen before the final sync; -1: default */
     long concurrency;           /* migrate: users moved at once (worker processes); 0: 1 */
     long retries;               /* migrate: reruns of a failing copier or kick; -1: default */
+    int follow;                 /* migrate --follow: keep taking users as they are queued */
+    long poll;                  /* migrate --poll: seconds between searches; 0: default */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
                                            * owned by the running set, NULL outside it */
 };

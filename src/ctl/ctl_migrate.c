@@ -46,6 +46,7 @@
 
 #include "cachewait.h"
 #include "digest.h"
+#include "filter.h"
 #include "mboxcmp.h"
 #include "runcmd.h"
 
@@ -57,8 +58,18 @@
 #define RETRY_FIRST_MS 5000LL   /* --retries: the first pause, doubling ... */
 #define RETRY_MAX_MS 60000LL    /* ... up to this */
 
-static volatile sig_atomic_t interrupted;
-static void on_signal(int sig) { (void)sig; interrupted = 1; }
+static volatile sig_atomic_t interrupted, draining;
+static int following;           /* --follow: set before any signal handler runs */
+/* SIGINT/SIGTERM interrupt the users in progress; with --follow the first one only stops
+ * taking new users (draining) and the second interrupts.  SIGUSR1: the parent of
+ * --concurrency workers says "interrupt now". */
+static void on_signal(int sig)
+{
+    if (sig == SIGUSR1 || !following || draining)
+        interrupted = 1;
+    else
+        draining = 1;
+}
 
 struct mrun {
     struct mh_ctl *c;
@@ -81,7 +92,8 @@ struct mrun {
     int worker_lost;            /* a --concurrency worker died mid-user */
     FILE *report;               /* --report FILE, appended to; NULL: none */
     int progress;               /* progress lines on stderr (a terminal, or -v) */
-    size_t to_go, finished;     /* users this run set out to move; those it finished */
+    size_t to_go, batch_done;   /* users this batch set out to move; those it finished */
+    size_t finished;            /* users this run finished */
     long long t_start;          /* when it started moving, ms */
 };
 
@@ -788,7 +800,17 @@ static int check_args(struct mrun *r, char **args, int nargs)
         fprintf(stderr, "%s: migrate needs --to HOST\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
-    if ((nargs > 0) + (c->file != NULL) + (c->filter != NULL) + (c->domain != NULL) != 1) {
+    if (c->follow && (nargs > 0 || c->file || c->cli.dry_run)) {
+        fprintf(stderr, "%s: migrate --follow takes the users it finds (within --filter or "
+                "--domain): not with USER..., --file or -n\n", MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
+    if (c->poll && !c->follow) {
+        fprintf(stderr, "%s: migrate: --poll goes with --follow\n", MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
+    int kinds = (nargs > 0) + (c->file != NULL) + (c->filter != NULL) + (c->domain != NULL);
+    if (c->follow ? kinds > 1 : kinds != 1) {
         fprintf(stderr, "%s: migrate: give exactly one of USER..., --file, --filter, "
                 "--domain\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
@@ -829,8 +851,8 @@ static int check_args(struct mrun *r, char **args, int nargs)
         r->logins = mh_ctl_read_lines(c->file, &r->nlogins);
         if (r->logins == NULL)
             return MH_EXIT_USAGE;
-    } else if (c->filter || c->domain) {
-        if ((r->sel_filter = mh_ctl_selection_filter(c)) == NULL) {
+    } else if (c->filter || c->domain || c->follow) {
+        if ((c->filter || c->domain) && (r->sel_filter = mh_ctl_selection_filter(c)) == NULL) {
             fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
             return MH_EXIT_ERROR;
         }
@@ -957,7 +979,7 @@ static int plan_filter(struct mrun *r)
                 r->jpath);
     else if (rc != LDAP_SUCCESS)
         mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching", c->cli.base, rc, NULL);
-    else if (r->j.n == 0 && c->filter)
+    else if (r->j.n == 0 && c->filter && !following)
         mh_ctl_filter_diagnose(c, c->filter);
     free(f);
     return rc;
@@ -1160,8 +1182,8 @@ static void progress(struct mrun *r)
     if (!r->progress)
         return;
     double secs = (double)(now_ms() - r->t_start) / 1000.0;
-    double rate = secs > 0 ? (double)r->finished / secs : 0;   /* users a second */
-    size_t left = r->to_go - r->finished;
+    double rate = secs > 0 ? (double)r->batch_done / secs : 0;   /* users a second */
+    size_t left = r->to_go - r->batch_done;
     long eta = rate > 0 ? (long)((double)left / rate + 0.5) : -1;
     char eta_s[32] = "unknown";
     if (eta >= 0)
@@ -1180,6 +1202,7 @@ static void record(struct mrun *r, const struct mresult *res)
     if (r->report)
         report_json(r, e, res);
     r->finished++;
+    r->batch_done++;
     if (res->unreachable)
         r->unreachable = 1;
     switch ((enum outcome)res->oc) {
@@ -1266,7 +1289,7 @@ static void assign(struct mrun *r, struct wslot *w, size_t *next)
 {
     while (*next < r->j.n && !to_move(&r->j.e[*next]))
         (*next)++;
-    if (*next < r->j.n && !interrupted && !r->unreachable && w->to >= 0 &&
+    if (*next < r->j.n && !interrupted && !draining && !r->unreachable && w->to >= 0 &&
         write(w->to, next, sizeof *next) == (ssize_t)sizeof *next) {
         (*next)++;
         w->busy = 1;
@@ -1342,7 +1365,7 @@ static void migrate_pool(struct mrun *r, size_t n)
             break;
         if (interrupted && !told) {   /* each worker stops its user as a single run does */
             for (size_t k = 0; k < started; k++)
-                kill(w[k].pid, SIGTERM);
+                kill(w[k].pid, SIGUSR1);
             told = 1;
         }
         if (poll(pf, np, 500) <= 0)
@@ -1385,13 +1408,18 @@ static void migrate_pool(struct mrun *r, size_t n)
 
 static void migrate_all(struct mrun *r)
 {
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    r->frozen = calloc(r->j.n + 1, sizeof *r->frozen);
+    long long *fz = realloc(r->frozen, (r->nfrozen + r->j.n + 1) * sizeof *r->frozen);
+    if (fz == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        r->failed++;
+        return;
+    }
+    r->frozen = fz;
     size_t left = 0;
     for (size_t i = 0; i < r->j.n; i++)
         left += to_move(&r->j.e[i]);
     r->to_go = left;
+    r->batch_done = 0;
     r->t_start = now_ms();
     r->progress = r->c->cli.verbose || isatty(STDERR_FILENO);
     size_t n = (size_t)r->c->concurrency < left ? (size_t)r->c->concurrency : left;
@@ -1399,12 +1427,82 @@ static void migrate_all(struct mrun *r)
         migrate_pool(r, n);
         return;
     }
-    for (size_t i = 0; i < r->j.n && !interrupted && !r->unreachable; i++) {
+    for (size_t i = 0; i < r->j.n && !interrupted && !draining && !r->unreachable; i++) {
         if (!to_move(&r->j.e[i]))
             continue;
         struct mresult res;
         move_one(r, i, &res);
         record(r, &res);
+    }
+}
+
+/* --follow's selection: the users in state queued, and those in copying or frozen under a
+ * claim of this runner id (a killed or stopped earlier run: resumed), within --filter or
+ * --domain.  MH_EXIT_OK or an error. */
+static int follow_filter(struct mrun *r)
+{
+    struct mh_ctl *c = r->c;
+    char tmpl[300], *mine = NULL, *q = mh_ctl_eq_filter(c->cli.state_attr, "queued"),
+         *cp = mh_ctl_eq_filter(c->cli.state_attr, "copying"),
+         *fr = mh_ctl_eq_filter(c->cli.state_attr, "frozen"), *f = NULL;
+    snprintf(tmpl, sizeof tmpl, "(%s=%%s:*)", MH_CTL_CLAIM_ATTR);
+    mine = mh_filter_expand(tmpl, r->base, strlen(r->base));
+    if (q && cp && fr && mine &&
+        asprintf(&f, "(&%s(|%s(&(|%s%s)%s)))", r->sel_filter ? r->sel_filter : "", q, cp, fr,
+                 mine) < 0)
+        f = NULL;
+    free(q);
+    free(cp);
+    free(fr);
+    free(mine);
+    free(r->sel_filter);
+    r->sel_filter = f;
+    if (f == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        return MH_EXIT_ERROR;
+    }
+    return MH_EXIT_OK;
+}
+
+/* Waits secs, or until a signal (draining, interrupted). */
+static void follow_wait(long secs)
+{
+    long long until = now_ms() + secs * 1000LL;
+    while (now_ms() < until && !interrupted && !draining) {
+        struct timespec slice = { 0, 100 * 1000000L };
+        nanosleep(&slice, NULL);
+    }
+}
+
+/* --follow: every --poll seconds the users follow_filter finds are planned (in memory: the
+ * directory's states and claims are the record) and moved, until a signal. */
+static void follow(struct mrun *r)
+{
+    struct mh_ctl *c = r->c;
+    fprintf(stderr, "%s: following: users in state queued%s%s, every %ld s (SIGTERM: no new "
+            "users, the current ones finish; again: they stop)\n", MH_CTL_PROG,
+            c->from ? " on " : "", c->from ? c->from : "", c->poll);
+    while (!interrupted && !draining) {
+        if (c->cli.ld == NULL && mh_cli_connect(&c->cli, MH_CTL_PROG) != LDAP_SUCCESS) {
+            follow_wait(c->poll);
+            continue;
+        }
+        memset(&r->j, 0, sizeof r->j);   /* in memory only: no file */
+        int status = plan(r);
+        if (status == MH_EXIT_OK && r->j.n > 0)
+            migrate_all(r);
+        mh_journal_close(&r->j);
+        if (status == MH_EXIT_UNREACHABLE || r->unreachable) {
+            fprintf(stderr, "%s: the directory is unreachable: trying again in %ld s\n",
+                    MH_CTL_PROG, c->poll);
+            r->unreachable = 0;
+        }
+        if (c->cli.ld == NULL || status == MH_EXIT_UNREACHABLE) {
+            if (c->cli.ld)
+                ldap_unbind_ext_s(c->cli.ld, NULL, NULL);
+            c->cli.ld = NULL;   /* connected again at the next poll */
+        }
+        follow_wait(c->poll);
     }
 }
 
@@ -1516,9 +1614,10 @@ static int finish(struct mrun *r)
         snprintf(frozen, sizeof frozen, "; frozen window p50 %lld ms, p99 %lld ms",
                  percentile(r->frozen, r->nfrozen, 50), percentile(r->frozen, r->nfrozen, 99));
     }
+    size_t users = (following ? r->finished : r->j.n) + r->missing;
     printf("migrate: %zu user%s: %zu moved, %zu failed, %zu skipped, %zu pending%s\n",
-           r->j.n + r->missing, r->j.n + r->missing == 1 ? "" : "s", r->done, r->failed,
-           r->skipped + r->missing, pending, frozen);
+           users, users == 1 ? "" : "s", r->done, r->failed, r->skipped + r->missing,
+           pending, frozen);
     if (r->done > 0)
         printf("migrate: the verify compares mail only (folders, UIDVALIDITY, UIDNEXT, UIDs, "
                "flags, sizes, POP3 UIDLs): Sieve scripts and ACLs are not compared\n");
@@ -1542,6 +1641,7 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
     if (c->mta_settle < 0) c->mta_settle = 35;
     if (c->lease == 0) c->lease = 2 * c->cmd_timeout + 600;
     if (c->concurrency == 0) c->concurrency = 1;
+    if (c->follow && c->poll == 0) c->poll = 30;
     if (c->retries < 0) c->retries = 2;
     int status = check_args(&r, args, nargs);
     if (status == MH_EXIT_OK)
@@ -1559,6 +1659,19 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
     if (c->cli.dry_run) {   /* no lock, no journal file, no report, no command */
         fprintf(stderr, "%s: dry run: nothing is changed and no command runs\n", MH_CTL_PROG);
         status = dry_run(&r);
+        goto out;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGUSR1, on_signal);
+    if (c->follow) {   /* no journal: the directory's states and claims are the record */
+        following = 1;
+        fprintf(stderr, "%s: runner %s\n", MH_CTL_PROG, r.runner);
+        if ((status = follow_filter(&r)) != MH_EXIT_OK ||
+            (c->report_file && (status = open_report(&r)) != MH_EXIT_OK))
+            goto out;
+        follow(&r);
+        status = finish(&r);
         goto out;
     }
     if ((status = lock_journal(&r)) != MH_EXIT_OK ||

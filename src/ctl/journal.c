@@ -370,7 +370,8 @@ int mh_journal_mark(struct mh_journal *j, size_t i, enum mh_jstatus st, const ch
 {
     static const char *kw[] = { "pending", "done", "skip", "fail" };
     char *n = note ? b64(note) : NULL;
-    int rc = fprintf(j->fp, "%s %zu%s%s\n", kw[st], i, n ? " " : "", n ? n : "") > 0 ? 0 : -1;
+    int rc = j->fp == NULL ||
+             fprintf(j->fp, "%s %zu%s%s\n", kw[st], i, n ? " " : "", n ? n : "") > 0 ? 0 : -1;
     free(n);
     j->e[i].status = st;
     free(j->e[i].note);

@@ -90,9 +90,12 @@ static void usage(FILE *fp)
         "                  at most 10), pausing 5 s, then twice as long each time (at most\n"
         "                  60 s), before the user fails\n"
         "  --report FILE   append one JSON line per user: outcome, messages, bytes, copy\n"
-        "                  and frozen times, UIDs/UIDVALIDITY/UIDLs kept (by the verify)\n"
-        "                  With -v or on a terminal: progress and ETA on standard error\n"
-        "                  With -n: the users it would move and the commands it would run\n"
+        "                  and frozen times, UIDs/UIDVALIDITY/UIDLs kept (by the verify).\n"
+        "                  With -v or on a terminal: progress and ETA on standard error.\n"
+        "                  With -n: the users it would move and the commands it would run.\n"
+        "  --follow        keep running: move the users in state queued (within --filter\n"
+        "                  or --domain) as they come, searching every --poll SECS (default\n"
+        "                  30); SIGTERM: no new users, the current ones finish; again: stop\n"
         "  --mta-settle SECS  stay frozen this long before the final sync (default 35):\n"
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
         "                  so mail may still reach the old server just after the freeze;\n"
@@ -175,6 +178,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"concurrency", required_argument, NULL, 267},
         {"retries", required_argument, NULL, 268},
         {"report", required_argument, NULL, 269},
+        {"follow", no_argument, NULL, 270}, {"poll", required_argument, NULL, 271},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -248,6 +252,11 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
                 return MH_EXIT_USAGE;
             break;
         case 269: c->report_file = optarg; break;
+        case 270: c->follow = 1; break;
+        case 271:
+            if (range_opt("poll", optarg, 1, 3600, "seconds", &c->poll) < 0)
+                return MH_EXIT_USAGE;
+            break;
         case 264: c->runner_id = optarg; break;
         case 265: c->retry_failed = 1; break;
         case 'h': usage(stdout); return MH_EXIT_OK;
