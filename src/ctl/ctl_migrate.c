@@ -413,8 +413,8 @@ static int run(struct muser *u, const char *what, const char *tmpl, const char *
     return ok ? 0 : -1;
 }
 
-/* The mailbox of u on one side (prefix: --old-doveadm or --new-doveadm), status and, with
- * messages, each message.  0, or -1 with u->why. */
+/* The words after doveadm of the verify's two reads of login's mailboxes (pointing into
+ * login and static strings). */
 static void doveadm_words(const char *login, const char *status[9], const char *fetch[8])
 {
     const char *s[9] = { "-f", "tab", "mailbox", "status", "-u", login,
@@ -425,6 +425,8 @@ static void doveadm_words(const char *login, const char *status[9], const char *
     memcpy(fetch, f, sizeof f);
 }
 
+/* The mailbox of u on one side (prefix: --old-doveadm or --new-doveadm), status and, with
+ * messages, each message.  0, or -1 with u->why. */
 static int snapshot(struct muser *u, const char *side, const char *prefix, int messages,
                     struct mh_mbox *m)
 {
