@@ -38,6 +38,21 @@ PW = "User-pw-1"
     "user%03d@example.com" % n for n in (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27))
 USERS = (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN,
          TERM, COPIES_NOTHING, LOST_CLAIM, IN_CHECK, SIZE, SAME_RUNNER)
+ELSEWHERE = "mail-elsewhere.example.org"
+# users added to the directory by the test (add_users), per domain: (login, host)
+ADDED = {
+    "dom.example": [("dom1@dom.example", OLD), ("dom2@dom.example", OLD),
+                    ("dom3@dom.example", ELSEWHERE)],
+    "notdom.example": [("dom4@notdom.example", OLD)],
+    "conc.example": [("conc%d@conc.example" % n, OLD) for n in range(1, 7)],
+    "kill.example": [("kill%d@kill.example" % n, OLD) for n in range(1, 5)],
+    "retry.example": [("retry1@retry.example", OLD)],
+    "rep.example": [("rep1@rep.example", OLD), ("rep2@rep.example", OLD)],
+    "dry.example": [("dry1@dry.example", OLD), ("dry2@dry.example", ELSEWHERE)],
+    "sigterm.example": [("sigterm%d@sigterm.example" % n, OLD) for n in range(1, 4)],
+    "follow.example": [("follow%d@follow.example" % n, OLD) for n in range(1, 4)],
+}
+ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
 
 def ctl_path():
@@ -280,7 +295,7 @@ def t_verify_mismatch_never_flips(c):
           a["mailhostMigrationError"] == want and
           a["mailhostMigrationClaim"] is None, "directory: %s", a)
     # a copier that fails: never flipped, its own words in the reason
-    r = migrate(c, COPY_FAILS, journal="copyfails.journal",
+    r = migrate(c, COPY_FAILS, "--retries", "0", journal="copyfails.journal",
                 copy="doveadm -c /nonexistent/dovecot.conf backup -R -u %u imapc:")
     a = attrs(c, COPY_FAILS)
     check(r.returncode == 3 and "%s: failed (pre-copy: exit " % COPY_FAILS in r.stdout and
@@ -572,9 +587,420 @@ def t_live_run_of_the_same_command_is_another_runner(c):
           r.stderr)
 
 
+def add_users(c):
+    """The entries of ADDED: waiting on their host, with the migration class."""
+    ldif = []
+    for users in ADDED.values():
+        for login, host in users:
+            uid = login.replace("@", "-")
+            ldif.append("dn: uid=%s,%s\nobjectClass: inetOrgPerson\n"
+                        "objectClass: inetLocalMailRecipient\nobjectClass: mailhostMigration\n"
+                        "uid: %s\ncn: %s\nsn: %s\nmail: %s\nmailHost: %s\n"
+                        "mailhostMigrationState: waiting\n"
+                        % (uid, c.slapd.people, uid, uid, uid, login, host))
+    c.slapd.ldapmodify("\n".join(ldif), add=True)
+
+
+def t_domain_selects_users_on_from(c):
+    """--domain D: the users whose mail is in D (not a longer domain ending in D) and on
+    --from; each one's mail address is its login (%u)."""
+    r = migrate(c, "--domain", "dom.example", journal="domain.journal")
+    check(r.returncode == 0, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    for login in ("dom1@dom.example", "dom2@dom.example"):
+        check(re.search(r"^%s: done %s -> %s: 1 messages in 1 folders" % (re.escape(login), OLD,
+                                                                          NEW), r.stdout, re.M),
+              "%s not moved: %s", login, r.stdout)
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done", "%s: %s", login,
+              a)
+        check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: no mail on NEW", login)
+    check("2 users: 2 moved, 0 failed, 0 skipped, 0 pending" in r.stdout, "summary: %s",
+          r.stdout)
+    for login, host in (("dom3@dom.example", ELSEWHERE), ("dom4@notdom.example", OLD)):
+        a = attrs(c, login)
+        check(a["mailHost"] == host and a["mailhostMigrationState"] == "waiting" and
+              login not in r.stdout, "%s touched: %s", login, a)
+    # --filter, ANDed with --from: dom3 is not on OLD
+    r = migrate(c, "--filter", "(mail=dom3@dom.example)", journal="filter.journal")
+    check(r.returncode == 0 and "0 users: 0 moved" in r.stdout and
+          attrs(c, "dom3@dom.example")["mailHost"] == ELSEWHERE, "filter: exit %d: %s %s",
+          r.returncode, r.stdout, r.stderr)
+    r = migrate(c, "--filter", "(mail=dom3@dom.example", journal="filter2.journal")
+    check(r.returncode == 1 and "bad filter" in r.stderr, "bad filter: exit %d: %s",
+          r.returncode, r.stderr)
+
+
+# A copier for the --concurrency tests: the real one (COPY, {0} the login), counting in STATE
+# (a JSON file, under a lock) the copiers running at once ("active", "peak") and each
+# user's runs.  Each copier waits (polling, with a deadline) until the peak reaches WANT:
+# the first WANT users' copiers only go on when WANT of them ran at once.  With HANG, the
+# first copier of that user writes its pid to STATE.hang.pid and hangs.
+CONC_COPY = """import fcntl, json, os, subprocess, sys, time
+user, state, want, hang = sys.argv[1], %(state)r, %(want)d, %(hang)r
+
+
+def update(fn=None):
+    with open(state + ".lock", "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        try:
+            with open(state) as f:
+                d = json.load(f)
+        except FileNotFoundError:
+            d = {"active": 0, "peak": 0, "runs": {}}
+        if fn:
+            fn(d)
+            with open(state + ".tmp", "w") as f:
+                json.dump(d, f)
+            os.rename(state + ".tmp", state)
+        return d
+
+
+def start(d):
+    d["active"] += 1
+    d["peak"] = max(d["peak"], d["active"])
+    d["runs"][user] = d["runs"].get(user, 0) + 1
+
+
+def end(d):
+    d["active"] -= 1
+
+
+runs = update(start)["runs"][user]
+deadline = time.monotonic() + 60
+while update()["peak"] < want and time.monotonic() < deadline:
+    time.sleep(0.05)     # polling for a state, with a deadline
+if user == hang and runs == 1:
+    with open(hang + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(hang + ".tmp", state + ".hang.pid")
+    time.sleep(600)
+rc = subprocess.run(%(copy)r.format(user).split()).returncode
+update(end)
+sys.exit(rc)
+"""
+
+
+def conc_copier(c, name, want, hang=""):
+    state = os.path.join(c.work, name + ".state")
+    script = os.path.join(c.work, name + ".py")
+    with open(script, "w") as f:
+        f.write(CONC_COPY % {"state": state, "want": want, "hang": hang,
+                             "copy": c.copy.replace("%u", "{0}")})
+    return "python3 %s %%u" % script, state
+
+
+def lock_free(path, timeout=30):
+    """Polls (with a deadline) until no process holds the journal's lock."""
+    import fcntl
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path + ".lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError:
+                pass
+        time.sleep(0.05)       # polling for a state, with a deadline
+    return False
+
+
+def t_concurrency_moves_each_user_once(c):
+    """--concurrency 3 over 6 users: 3 copiers ran at once, never more; every user moved,
+    each copied exactly twice (pre-copy and final sync): no user was taken twice."""
+    import json
+    users = [login for login, _ in ADDED["conc.example"]]
+    copy, state = conc_copier(c, "conc", 3)
+    r = migrate(c, "--domain", "conc.example", "--concurrency", "3", journal="conc.journal",
+                copy=copy)
+    check(r.returncode == 0 and "6 users: 6 moved, 0 failed, 0 skipped, 0 pending" in r.stdout,
+          "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    with open(state) as f:
+        d = json.load(f)
+    check(d["peak"] == 3 and d["active"] == 0, "copiers at once: %s", d)
+    check(d["runs"] == {u: 2 for u in users}, "copier runs per user: %s", d["runs"])
+    claims = set(re.findall(r"runner (\S+)", r.stderr))
+    for login in users:
+        check(len(re.findall(r"^%s: done " % re.escape(login), r.stdout, re.M)) == 1,
+              "%s: not reported done once: %s", login, r.stdout)
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              a["mailhostPreviousHost"] == OLD and a["mailhostMigrationClaim"] is None,
+              "%s: %s", login, a)
+        check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: mail on NEW", login)
+    check(len(claims) == 1, "runner lines: %s", r.stderr)
+
+
+def t_concurrency_killed_and_resumed(c):
+    """--concurrency 2, SIGKILL while one user's copier hangs (the others moved):
+    the same command again finishes every user, none moved twice."""
+    import json
+    users = [login for login, _ in ADDED["kill.example"]]
+    copy, state = conc_copier(c, "killconc", 2, hang=users[2])
+    journal = os.path.join(c.work, "killconc.journal")
+    p = migrate(c, "--domain", "kill.example", "--concurrency", "2", journal="killconc.journal",
+                copy=copy, wait=False)
+    pidfile = state + ".hang.pid"
+    pid = None
+    try:
+        wait_file(pidfile, p)
+        pid = int(open(pidfile).read())
+        seen = attrs(c, users[2])
+        # the kill once the other worker's users are done (see
+        # t_concurrency_sigterm_stops_and_resumes)
+        for login in users[:2] + users[3:]:
+            wait_state(c, login, "done", p)
+        p.send_signal(signal.SIGKILL)
+        out1, err1 = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(seen["mailhostMigrationState"] == "copying" and
+          re.match(r"[^ ]+:[0-9a-f]{12}:(\d+):\d+ until ", seen["mailhostMigrationClaim"] or "")
+          and "%d:" % p.pid not in seen["mailhostMigrationClaim"],
+          "the hanging user's claim (a worker's): %s", seen)
+    check(gone(pid), "the hanging copier (pid %s) outlived mailhostctl", pid)
+    check(lock_free(journal), "the workers outlived mailhostctl: the journal is still locked")
+    r = migrate(c, "--domain", "kill.example", "--concurrency", "2", journal="killconc.journal",
+                copy=copy)
+    check(r.returncode == 0 and "(resuming)" in r.stderr and
+          "%s: this runner's claim" % users[2] in r.stderr,
+          "re-run: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    with open(state) as f:
+        d = json.load(f)
+    for login in users:
+        n = len(re.findall(r"^%s: done" % re.escape(login), out1 + r.stdout, re.M))
+        check(n == 1, "%s: done %d times: %s\n%s", login, n, out1, r.stdout)
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              a["mailhostPreviousHost"] == OLD and a["mailhostMigrationClaim"] is None,
+              "%s: %s", login, a)
+        check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: mail on NEW", login)
+        # moved once: a pre-copy and a final sync; a copier the kill cut short (the hanging
+        # one's, maybe the other worker's) ran once more on the re-run
+        first = re.search(r"^%s: done" % re.escape(login), out1, re.M) is not None
+        want = (2,) if first else (3,) if login == users[2] else (2, 3)
+        check(d["runs"].get(login) in want, "%s: copier runs %s", login, d["runs"])
+
+
+def t_concurrency_sigterm_stops_and_resumes(c):
+    """--concurrency 2, SIGTERM while one user's copier hangs: the workers stop their users
+    as a single run does (left in copying under their claims), exit 3; the same command
+    again finishes every user, each done once."""
+    users = [login for login, _ in ADDED["sigterm.example"]]
+    copy, state = conc_copier(c, "termconc", 2, hang=users[1])
+    pidfile = state + ".hang.pid"
+    p = migrate(c, "--domain", "sigterm.example", "--concurrency", "2",
+                journal="termconc.journal", copy=copy, wait=False)
+    try:
+        wait_file(pidfile, p)
+        pid = int(open(pidfile).read())
+        # the signal once the other worker's users are done: a dsync cut short mid-copy can
+        # leave a target that the next dsync refuses ("INBOX can't be deleted"): not what
+        # this test is about
+        for login in users[:1] + users[2:]:
+            wait_state(c, login, "done", p)
+        p.send_signal(signal.SIGTERM)
+        out1, err1 = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    os.unlink(pidfile)
+    check(p.returncode == 3 and "interrupted: re-run the same command" in err1 and
+          "%s: stopped (interrupted: left in state copying under this run's claim" % users[1]
+          in out1, "exit %s: %s %s", p.returncode, out1, err1)
+    check(gone(pid), "the hanging copier outlived the run")
+    a = attrs(c, users[1])
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "copying" and
+          a["mailhostMigrationClaim"], "after SIGTERM: %s", a)
+    r = migrate(c, "--domain", "sigterm.example", "--concurrency", "2",
+                journal="termconc.journal", copy=copy)
+    check(r.returncode == 0 and "this runner's claim" in r.stderr, "re-run: exit %d: %s %s",
+          r.returncode, r.stdout, r.stderr)
+    for login in users:
+        n = len(re.findall(r"^%s: done" % re.escape(login), out1 + r.stdout, re.M))
+        a = attrs(c, login)
+        check(n == 1 and a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              a["mailhostMigrationClaim"] is None, "%s: done %d times; %s", login, n, a)
+
+
+def set_state(c, login, state):
+    c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailhostMigrationState\n"
+                       "mailhostMigrationState: %s\n-\n" % (dn_of(c, login), state))
+
+
+def wait_state(c, login, state, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while attrs(c, login)["mailhostMigrationState"] != state:
+        if proc.poll() is not None:
+            check(False, "mailhostctl ended early: %s", proc.communicate())
+        check(time.monotonic() < deadline, "%s never reached %s: %s", login, state,
+              attrs(c, login))
+        time.sleep(0.1)        # polling for a state, with a deadline
+
+
+def t_follow_takes_queued_users(c):
+    """--follow --poll 1: users become queued while it runs and are moved; a waiting one is
+    left alone until it is queued; SIGTERM while its copier runs lets that user finish, then
+    ends the run: exit 0 and the summary."""
+    f1, f2, f3 = [login for login, _ in ADDED["follow.example"]]
+    gate, go = os.path.join(c.work, "gate.pid"), os.path.join(c.work, "gate.go")
+    script = os.path.join(c.work, "gate.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nif [ \"$1\" = '%s' ]; then\n  echo $$ > '%s.tmp' && mv '%s.tmp' '%s'\n"
+                "  while [ ! -e '%s' ]; do sleep 0.1; done\nfi\nexec %s\n"
+                % (f3, gate, gate, gate, go, c.copy.replace("%u", "\"$1\"")))
+    set_state(c, f1, "queued")
+    p = migrate(c, "--follow", "--poll", "1", "--domain", "follow.example",
+                "--concurrency", "2", journal="follow.journal", wait=False,
+                copy="/bin/sh %s %%u" % script)
+    try:
+        wait_state(c, f1, "done", p)
+        set_state(c, f2, "queued")
+        wait_state(c, f2, "done", p)
+        a = attrs(c, f3)
+        check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "waiting",
+              "the waiting user was touched: %s", a)
+        set_state(c, f3, "queued")
+        wait_file(gate, p)
+        p.send_signal(signal.SIGTERM)
+        open(go, "w").close()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(p.returncode == 0 and "migrate: 3 users: 3 moved, 0 failed, 0 skipped, 0 pending"
+          in out and "following: users in state queued on %s, every 1 s" % OLD in err,
+          "exit %s: %s %s", p.returncode, out, err)
+    for login in (f1, f2, f3):
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+              len(re.findall(r"^%s: done" % re.escape(login), out, re.M)) == 1, "%s: %s",
+              login, a)
+    check(not os.path.exists(os.path.join(c.work, "follow.journal")), "a journal was written")
+
+
+def t_retries_after_a_failing_copier(c):
+    """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
+    user moves."""
+    login = "retry1@retry.example"
+    script = os.path.join(c.work, "fail-once.sh")
+    mark = os.path.join(c.work, "failed-once")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nif [ ! -e '%s' ]; then touch '%s'; echo 'transient trouble' >&2; "
+                "exit 75; fi\nexec %s\n" % (mark, mark, c.copy.replace("%u", "\"$1\"")))
+    r = migrate(c, login, "--retries", "1", journal="retry.journal",
+                copy="/bin/sh %s %%u" % script)
+    check(r.returncode == 0 and "%s: pre-copy: exit 75: transient trouble; retry 1 of 1 in 5 s"
+          % login in r.stderr and "%s: done" % login in r.stdout, "exit %d: %s %s",
+          r.returncode, r.stdout, r.stderr)
+    a = attrs(c, login)
+    check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done", "%s", a)
+    check(len(c.new.imap_state(login)["INBOX"][2]) == 1, "no mail on NEW")
+
+
+def t_report_and_progress(c):
+    """--report FILE: a JSON line per user with the verify's figures; with -v progress lines
+    with the ETA on stderr (without -v and a terminal: none)."""
+    import json
+    rep1, rep2 = "rep1@rep.example", "rep2@rep.example"
+    populate(c, rep1)
+    uidls = len(c.old.uidls(rep1))
+    path = os.path.join(c.work, "report.jsonl")
+    r = migrate(c, "--domain", "rep.example", "--report", path, "-v", journal="rep.journal")
+    check(r.returncode == 0, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    prog = re.findall(r"^mailhostctl: progress: (\d+) moved, 0 failed, 0 skipped, (\d+) left of "
+                      r"2; [\d.]+ users/min; ETA (\d+:\d\d:\d\d)$", r.stderr, re.M)
+    check([p[:2] for p in prog] == [("1", "1"), ("2", "0")] and prog[1][2] == "0:00:00",
+          "progress: %s", r.stderr)
+    check("Sieve scripts and ACLs are not compared" in r.stdout, "summary: %s", r.stdout)
+    with open(path) as f:
+        lines = [json.loads(line) for line in f]
+    check(sorted(x["login"] for x in lines) == [rep1, rep2], "report: %s", lines)
+    for x in lines:
+        frozen = re.search(r"^%s: done .* frozen (\d+) ms$" % re.escape(x["login"]), r.stdout,
+                           re.M)
+        check(x["outcome"] == "moved" and x["old_host"] == OLD and x["new_host"] == NEW and
+              frozen and x["frozen_ms"] == int(frozen.group(1)) and x["total_ms"] >= x["frozen_ms"]
+              and x["precopy_ms"] > 0 and x["final_sync_ms"] > 0 and x["bytes"] > 0 and
+              x["not_compared"] == ["Sieve scripts", "ACLs"] and x["at"].endswith("Z"),
+              "report line: %s", x)
+        # INBOX's UIDs are its POP3 UIDLs (Dovecot's default pop3_uidl_format); doveadm
+        # reports UIDLs only where they were saved with the message: none here
+        want = (6, 3, uidls) if x["login"] == rep1 else (1, 1, 1)
+        check((x["messages"], x["folders"], x["inbox_uids_kept"]) == want and
+              x["pop3_uidls_compared"] == 0 and
+              x["uids_kept"] == x["messages"] and x["uidvalidity_kept"] == x["folders"],
+              "%s: figures %s, want (messages, folders, UIDLs) %s", x["login"], x, want)
+    # without -v (stderr is no terminal here): no progress lines
+    r = migrate(c, rep1, rep2, "--report", path, journal="rep2.journal")
+    check("progress:" not in r.stderr and "already on" in r.stdout, "%s %s", r.stdout, r.stderr)
+    with open(path) as f:
+        lines = [json.loads(line) for line in f]
+    check(len(lines) == 4 and all(x["outcome"] == "skipped" and "already on" in x["reason"]
+                                  for x in lines[2:]), "appended: %s", lines[2:])
+
+
+def t_dry_run_changes_nothing(c):
+    """-n: which users would be claimed and the commands (placeholders filled), no command
+    run, the directory, the target and the working directory unchanged."""
+    dry1, dry2 = "dry1@dry.example", "dry2@dry.example"
+    before = {u: attrs(c, u) for u in (dry1, dry2)}
+    mark = os.path.join(c.work, "dry-ran")
+    copy = "/bin/sh %s %%u %%o %%n" % os.path.join(c.work, "dry-copy.sh")
+    with open(os.path.join(c.work, "dry-copy.sh"), "w") as f:
+        f.write("#!/bin/sh\ntouch '%s'\nexit 1\n" % mark)
+    files = set(os.listdir(c.work))
+    r = migrate(c, "-n", dry1, dry2, "NOSUCH@dry.example", journal="dry.journal", copy=copy,
+                kick="doveadm kick %u")
+    check(r.returncode == 3, "exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    out = r.stdout
+    check(re.search(r"^%s: would move %s -> %s \(claim: state copying\)$" % (re.escape(dry1),
+                                                                            OLD, NEW), out, re.M)
+          and "%s: would skip (on %s, not %s)" % (dry2, ELSEWHERE, OLD) in out and
+          "NOSUCH@dry.example: skipped (no such user)" in out and
+          "migrate: dry run: 3 users: 1 would be moved, 2 skipped; nothing changed" in out,
+          "plan: %s", out)
+    wrapper = c.old_doveadm.split()[1]
+    for want in ("    target check: doveadm -c %s -f tab mailbox status -u %s 'messages "
+                 "uidvalidity uidnext vsize' '*'" % (c.new.conf_path, dry1),
+                 "    pre-copy: /bin/sh %s %s %s %s" % (os.path.join(c.work, "dry-copy.sh"),
+                                                       dry1, OLD, NEW),
+                 "    kick: doveadm kick %s" % dry1,
+                 "    final sync: /bin/sh %s %s %s %s" % (os.path.join(c.work, "dry-copy.sh"),
+                                                         dry1, OLD, NEW),
+                 "    verify old: /bin/sh %s -f tab fetch -u %s 'mailbox uid flags "
+                 "size.virtual pop3.uidl' all" % (wrapper, dry1)):
+        check(want + "\n" in out, "missing %r in: %s", want, out)
+    check(c.slapd.ctl_pw not in out + r.stderr, "the bind password was shown")
+    check(not os.path.exists(mark), "a command ran")
+    check(set(os.listdir(c.work)) == files, "files appeared: %s",
+          set(os.listdir(c.work)) - files)
+    check({u: attrs(c, u) for u in (dry1, dry2)} == before, "the directory changed")
+    check(not os.path.exists(os.path.join(c.new.dir, "home", dry1, "Maildir")),
+          "the target mailbox was created")
+
+
 def t_usage(c):
     r = migrate(c, journal="usage.journal")
-    check(r.returncode == 2 and "exactly one of USER... or --file" in r.stderr, "%s", r.stderr)
+    check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
+          r.stderr, "%s", r.stderr)
+    for bad in ("0", "33", "x"):
+        r = migrate(c, MOVE, "--concurrency", bad, journal="usage.journal")
+        check(r.returncode == 2 and "--concurrency takes a number of users (1 to 32)" in
+              r.stderr, "--concurrency %s: %d %s", bad, r.returncode, r.stderr)
+    for bad in ("-1", "11"):
+        r = migrate(c, MOVE, "--retries", bad, journal="usage.journal")
+        check(r.returncode == 2 and "--retries takes a number (0 to 10)" in r.stderr,
+              "--retries %s: %d %s", bad, r.returncode, r.stderr)
+    for args, want in ((("--follow", MOVE), "migrate --follow takes the users it finds"),
+                       (("--poll", "5", MOVE), "--poll goes with --follow"),
+                       (("--follow", "--poll", "0"), "--poll takes seconds (1 to 3600)")):
+        r = migrate(c, *args, journal="usage.journal")
+        check(r.returncode == 2 and want in r.stderr, "%s: %d %s", args, r.returncode,
+              r.stderr)
+    r = migrate(c, MOVE, "--domain", "dom.example", journal="usage.journal")
+    check(r.returncode == 2 and "exactly one of USER..., --file, --filter, --domain" in
+          r.stderr, "%s", r.stderr)
     for bad in ("maybe", "merge"):
         r = migrate(c, MOVE, "--target-not-empty=" + bad, journal="usage.journal")
         check(r.returncode == 2 and "fail or overwrite" in r.stderr, "%s", r.stderr)
@@ -606,7 +1032,8 @@ def main():
     c.old = c.new = None
     try:
         c.slapd.start()
-        users = {u: PW for u in USERS}
+        add_users(c)
+        users = {u: PW for u in USERS + ADDED_LOGINS}
         c.old = Dovecot(work, "OLD", "127.0.0.11", users, extra=(
             "auth_master_user_separator = *\n"
             "passdb {\n  driver = passwd-file\n"
@@ -636,7 +1063,11 @@ def main():
                   t_killed_run_resumes, t_sigterm_keeps_the_copy_and_resumes,
                   t_target_check_before_claim, t_lost_claim_kills_the_copier,
                   t_live_lease_respected_expired_taken_over,
-                  t_live_run_of_the_same_command_is_another_runner):
+                  t_live_run_of_the_same_command_is_another_runner,
+                  t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
+                  t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier,
+                  t_report_and_progress, t_dry_run_changes_nothing,
+                  t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -23,6 +23,7 @@
 #include "outcome.h"
 
 #define MH_CTL_PROG "mailhostctl"
+#define MH_CTL_MAX_CONCURRENCY 32   /* migrate --concurrency: the old server suffers first */
 
 /* the migration schema (schema/mailhostd.ldif) */
 #define MH_CTL_CLASS "mailhostMigration"
@@ -46,10 +47,15 @@ struct mh_ctl {
     long batch;
     /* migrate */
     const char *to, *copy_cmd, *kick_cmd, *old_doveadm, *new_doveadm, *runner_id;
+    const char *report_file;    /* migrate --report: JSON lines, one per user */
     int target_overwrite, retry_failed;
     int rollback;               /* migrate --rollback (ctl_rollback.c) */
     long cmd_timeout, lease;    /* seconds */
     long mta_settle;            /* migrate: seconds frozen before the final sync; -1: default */
+    long concurrency;           /* migrate: users moved at once (worker processes); 0: 1 */
+    long retries;               /* migrate: reruns of a failing copier or kick; -1: default */
+    int follow;                 /* migrate --follow: keep taking users as they are queued */
+    long poll;                  /* migrate --poll: seconds between searches; 0: default */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
                                            * owned by the running set, NULL outside it */
 };
@@ -88,6 +94,11 @@ char *mh_ctl_shown(const char *s);
 char *mh_ctl_eq_filter(const char *attr, const char *value);
 /* s as a JSON string, quotes included, on stdout. */
 void mh_ctl_json_str(const char *s);
+/* ... on fp. */
+void mh_ctl_json_fstr(FILE *fp, const char *s);
+/* The selection filter of --domain ("(mail=*@DOMAIN)", escaped) or --filter (as given);
+ * malloc'ed, NULL when out of memory or neither is set. */
+char *mh_ctl_selection_filter(const struct mh_ctl *c);
 /* The one entry the user filter finds for login, with attrs.  On LDAP_SUCCESS *entry is in
  * *res; LDAP_NO_SUCH_OBJECT: none, LDAP_SIZELIMIT_EXCEEDED: more than one.  The caller
  * frees *res (ldap_msgfree) whatever the result. */

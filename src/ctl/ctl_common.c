@@ -89,17 +89,36 @@ int mh_ctl_find_user(const struct mh_ctl *c, const char *login, char **attrs,
     return *entry ? LDAP_SUCCESS : LDAP_NO_SUCH_OBJECT;
 }
 
-void mh_ctl_json_str(const char *s)
+void mh_ctl_json_fstr(FILE *fp, const char *s)
 {
-    putchar('"');
+    fputc('"', fp);
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
         if (ch == '"' || ch == '\\')
-            printf("\\%c", ch);
+            fprintf(fp, "\\%c", ch);
         else if (ch < 0x20)
-            printf("\\u%04x", ch);
+            fprintf(fp, "\\u%04x", ch);
         else
-            putchar(ch);
+            fputc(ch, fp);
     }
-    putchar('"');
+    fputc('"', fp);
+}
+
+void mh_ctl_json_str(const char *s)
+{
+    mh_ctl_json_fstr(stdout, s);
+}
+
+char *mh_ctl_selection_filter(const struct mh_ctl *c)
+{
+    char *out = NULL;
+    if (c->domain) {
+        char *esc = mh_filter_expand("%s", c->domain, strlen(c->domain));
+        if (esc && asprintf(&out, "(mail=*@%s)", esc) < 0)
+            out = NULL;
+        free(esc);
+    } else if (c->filter) {
+        out = strdup(c->filter);
+    }
+    return out;
 }

@@ -32,17 +32,21 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cachewait.h"
 #include "digest.h"
+#include "filter.h"
 #include "mboxcmp.h"
 #include "runcmd.h"
 
@@ -51,14 +55,27 @@
 #define DOVEADM_NOUSER 68       /* doveadm kick: "no users kicked" (EX_NOUSER) */
 #define OUT_MAX (256u << 20)    /* doveadm fetch of a large mailbox: one line a message */
 #define ERR_MAX 4096u
+#define RETRY_FIRST_MS 5000LL   /* --retries: the first pause, doubling ... */
+#define RETRY_MAX_MS 60000LL    /* ... up to this */
 
-static volatile sig_atomic_t interrupted;
-static void on_signal(int sig) { (void)sig; interrupted = 1; }
+static volatile sig_atomic_t interrupted, draining;
+static int following;           /* --follow: set before any signal handler runs */
+/* SIGINT/SIGTERM interrupt the users in progress; with --follow the first one only stops
+ * taking new users (draining) and the second interrupts.  SIGUSR1: the parent of
+ * --concurrency workers says "interrupt now". */
+static void on_signal(int sig)
+{
+    if (sig == SIGUSR1 || !following || draining)
+        interrupted = 1;
+    else
+        draining = 1;
+}
 
 struct mrun {
     struct mh_ctl *c;
-    char **logins;
+    char **logins;              /* the selection: logins (USER... or --file) ... */
     size_t nlogins;
+    char *sel_filter;           /* ... or a filter (--filter, --domain) */
     char sel_id[65];
     char *op;
     char *kick_default;         /* --old-doveadm + " kick %u" */
@@ -72,6 +89,12 @@ struct mrun {
     long long *frozen;          /* frozen window of each user moved, ms */
     size_t nfrozen;
     int unreachable;
+    int worker_lost;            /* a --concurrency worker died mid-user */
+    FILE *report;               /* --report FILE, appended to; NULL: none */
+    int progress;               /* progress lines on stderr (a terminal, or -v) */
+    size_t to_go, batch_done;   /* users this batch set out to move; those it finished */
+    size_t finished;            /* users this run finished */
+    long long t_start;          /* when it started moving, ms */
 };
 
 /* One user's move.  Strings are owned (user_free) but login and dn (the journal's). */
@@ -84,9 +107,10 @@ struct muser {
     char *mine;                 /* the claim this run holds on the entry, as written */
     long long renewed;          /* when the claim was last written, ms */
     int lost;                   /* a renewal failed: the user is someone else's now */
-    unsigned long long messages, bytes;
+    unsigned long long messages, bytes, uidls, inbox;
     size_t folders;
     long long t0, t_freeze, t_flip;
+    long long ms_precopy, ms_final;   /* how long the copier ran (retries included) */
     char why[1024];             /* the reason of a failure or skip */
 };
 
@@ -393,16 +417,25 @@ static int run(struct muser *u, const char *what, const char *tmpl, const char *
     return ok ? 0 : -1;
 }
 
+/* The words after doveadm of the verify's two reads of login's mailboxes (pointing into
+ * login and static strings). */
+static void doveadm_words(const char *login, const char *status[9], const char *fetch[8])
+{
+    const char *s[9] = { "-f", "tab", "mailbox", "status", "-u", login,
+                         "messages uidvalidity uidnext vsize", "*", NULL };
+    const char *f[8] = { "-f", "tab", "fetch", "-u", login,
+                         "mailbox uid flags size.virtual pop3.uidl", "all", NULL };
+    memcpy(status, s, sizeof s);
+    memcpy(fetch, f, sizeof f);
+}
+
 /* The mailbox of u on one side (prefix: --old-doveadm or --new-doveadm), status and, with
  * messages, each message.  0, or -1 with u->why. */
 static int snapshot(struct muser *u, const char *side, const char *prefix, int messages,
                     struct mh_mbox *m)
 {
-    const char *status[] = { "-f", "tab", "mailbox", "status", "-u", u->login,
-                             "messages uidvalidity uidnext vsize", "*", NULL };
-    const char *fetch[] = { "-f", "tab", "fetch", "-u", u->login,
-                            "mailbox uid flags size.virtual pop3.uidl",
-                            "all", NULL };
+    const char *status[9], *fetch[8];
+    doveadm_words(u->login, status, fetch);
     char what[64], err[300];
     char *out = NULL;
     snprintf(what, sizeof what, "%s mailbox status", side);
@@ -425,7 +458,7 @@ static int snapshot(struct muser *u, const char *side, const char *prefix, int m
 
 /* ---------- one user ---------- */
 
-enum outcome { MOVED, FAILED, SKIPPED, RETRY, STOP };
+enum outcome { MOVED, FAILED, SKIPPED, RETRY, STOP, MOVED_BEFORE };
 
 /* The claim's runner and end: "RUNNER until TIME".  0, or -1 when it is not one. */
 static int parse_claim(const char *claim, char *runner, size_t rsize, char *until,
@@ -437,6 +470,24 @@ static int parse_claim(const char *claim, char *runner, size_t rsize, char *unti
     snprintf(runner, rsize, "%.*s", (int)(sep - claim), claim);
     snprintf(until, usize, "%s", sep + 7);
     return 0;
+}
+
+/* 1 if process pid has ended: no such process, or a zombie that nobody reaped (a killed
+ * run's --concurrency workers, reparented to an init that does not reap). */
+static int pid_gone(pid_t pid)
+{
+    if (kill(pid, 0) < 0)
+        return errno == ESRCH;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *fp = fopen(path, "re");
+    if (fp == NULL)
+        return errno == ENOENT;
+    size_t got = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[got] = '\0';
+    const char *end = strrchr(buf, ')');   /* "pid (comm) STATE ...": comm may hold ')' */
+    return end && (end[1] == ' ') && (end[2] == 'Z' || end[2] == 'X');
 }
 
 /* 1 if runner (from a claim) is this run, or an earlier run of the same command on this
@@ -452,7 +503,7 @@ static int ours(const struct mrun *r, const char *runner)
     long pid = strtol(runner + bl + 1, &end, 10);
     if (end == runner + bl + 1 || *end != ':' || pid <= 0)
         return 0;
-    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+    return pid_gone((pid_t)pid);
 }
 
 /* Which step to start at: 1 target check and claim, 3 pre-copy (resume copying), 5 kick
@@ -464,6 +515,15 @@ static int start_step(struct muser *u, enum outcome *oc)
     struct mh_ctl *c = r->c;
     const char *st = u->state ? u->state : "";
     if (u->host && strcasecmp(u->host, c->to) == 0) {
+        const char *planned = r->j.e[u->idx].old_host;
+        if (planned && strcasecmp(planned, c->to) != 0 && !strcasecmp(st, "done")) {
+            /* flipped by this command's run that died before its journal said so (or by
+             * another runner): moved, never moved twice */
+            snprintf(u->why, sizeof u->why, "moved to %s before this run (the flip was made, "
+                     "its journal line lost)", c->to);
+            *oc = MOVED_BEFORE;
+            return 0;
+        }
         snprintf(u->why, sizeof u->why, "already on %s (state %s)", c->to,
                  u->state ? u->state : "none");
         *oc = SKIPPED;
@@ -497,9 +557,12 @@ static int start_step(struct muser *u, enum outcome *oc)
             return 0;
         }
         /* ours (a killed run of this command) or expired: taken up at its step */
-        fprintf(stderr, "%s: %s: %s %s in state %s: resuming\n", MH_CTL_PROG, u->login,
-                mine ? "this runner's claim" : "expired claim", u->claim, st);
+        fprintf(stderr, "%s: %s: %s %s in state %s: %s\n", MH_CTL_PROG, u->login,
+                mine ? "this runner's claim" : "expired claim", u->claim, st,
+                c->cli.dry_run ? "would resume" : "resuming");
         int step = !strcasecmp(st, "frozen") ? 5 : 3;   /* st is u->state: renewed below */
+        if (c->cli.dry_run)
+            return step;
         free(u->mine);
         u->mine = strdup(u->claim);
         if (u->mine == NULL || transition(u, st, u->mine, 0) != LDAP_SUCCESS) {
@@ -568,6 +631,19 @@ static enum outcome lost(struct muser *u, const char *step, int rc)
     return u->r->unreachable ? STOP : FAILED;
 }
 
+/* Waits until the monotonic time until (ms), renewing the claim as a running command does.
+ * 1 if interrupted or the renewal failed (u->why says so), else 0. */
+static int pause_until(struct muser *u, long long until)
+{
+    while (now_ms() < until) {
+        if (interrupted || renew_hook(u) != 0)
+            return 1;
+        struct timespec slice = { 0, 100 * 1000000L };
+        nanosleep(&slice, NULL);
+    }
+    return 0;
+}
+
 /* Postfix's queue manager (resolve_clnt) reuses its last answer for an address for up to
  * 30 s: a message resolved to the old server just before the freeze can still be delivered
  * there during it.  The final sync waits until --mta-settle seconds after the freeze, so it
@@ -578,13 +654,29 @@ static int settle(struct muser *u)
     if (now_ms() < until && u->r->c->cli.verbose)
         fprintf(stderr, "%s: waiting %lld ms (--mta-settle) before the final sync\n",
                 MH_CTL_PROG, until - now_ms());
-    while (now_ms() < until) {
-        if (interrupted || renew_hook(u) != 0)
-            return 1;
-        struct timespec slice = { 0, 100 * 1000000L };
-        nanosleep(&slice, NULL);
+    return pause_until(u, until);
+}
+
+/* Runs a copier or kick command (run), again after a failure up to --retries times, the
+ * pause doubling from RETRY_FIRST_MS up to RETRY_MAX_MS; never after an interruption or a
+ * lost claim.  0, or -1 with u->why saying the last failure. */
+static int run_retried(struct muser *u, const char *what, const char *tmpl, int ok_code)
+{
+    const struct mh_ctl *c = u->r->c;
+    long long pause = RETRY_FIRST_MS;
+    for (long k = 0;; k++) {
+        if (run(u, what, tmpl, NULL, ok_code, NULL) == 0)
+            return 0;
+        if (k >= c->retries || interrupted || u->lost)
+            return -1;
+        char *shown = mh_ctl_shown(u->login);
+        fprintf(stderr, "%s: %s: %s; retry %ld of %ld in %lld s\n", MH_CTL_PROG,
+                shown ? shown : "?", u->why, k + 1, c->retries, pause / 1000);
+        free(shown);
+        if (pause_until(u, now_ms() + pause) != 0)
+            return -1;
+        pause = pause * 2 < RETRY_MAX_MS ? pause * 2 : RETRY_MAX_MS;
     }
-    return 0;
 }
 
 /* Interrupted: the user stays in copying under this run's claim, its target holding this
@@ -652,9 +744,11 @@ static enum outcome move_user(struct muser *u)
             return r->unreachable ? STOP : RETRY;
         }
     }
+    long long t = now_ms();
     if (step <= 3 && (renew(u, "the pre-copy") < 0 ||
-                      run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0))
+                      run_retried(u, "pre-copy", c->copy_cmd, -1) < 0))
         return step_failed(u);
+    u->ms_precopy = step <= 3 ? now_ms() - t : 0;
     if (interrupted)
         return keep(u);
     if (step <= 4) {
@@ -670,10 +764,13 @@ static enum outcome move_user(struct muser *u)
     }
     if (settle(u) != 0)
         return step_failed(u);   /* interrupted, or the renewal failed */
-    if (renew(u, "the kick") < 0 || run(u, "kick", c->kick_cmd, NULL, DOVEADM_NOUSER, NULL) < 0 ||
-        renew(u, "the final sync") < 0 || run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0 ||
-        renew(u, "the verify") < 0)
+    if (renew(u, "the kick") < 0 || run_retried(u, "kick", c->kick_cmd, DOVEADM_NOUSER) < 0 ||
+        renew(u, "the final sync") < 0)
         return step_failed(u);
+    t = now_ms();
+    if (run_retried(u, "final sync", c->copy_cmd, -1) < 0 || renew(u, "the verify") < 0)
+        return step_failed(u);
+    u->ms_final = now_ms() - t;
     struct mh_mbox o = { 0 }, n = { 0 };
     char diff[900];
     int same = -1;
@@ -687,6 +784,8 @@ static enum outcome move_user(struct muser *u)
         u->messages = n.messages;
         u->bytes = n.bytes;
         u->folders = n.folders;
+        u->uidls = n.uidls;
+        u->inbox = n.inbox_messages;
     }
     mh_mbox_free(&o);
     mh_mbox_free(&n);
@@ -707,9 +806,19 @@ static int check_args(struct mrun *r, char **args, int nargs)
         fprintf(stderr, "%s: migrate needs --to HOST\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
-    if ((nargs > 0) + (c->file != NULL) != 1 || c->filter || c->domain) {
-        fprintf(stderr, "%s: migrate: give exactly one of USER... or --file (--filter and "
-                "--domain are not supported yet)\n", MH_CTL_PROG);
+    if (c->follow && (nargs > 0 || c->file || c->cli.dry_run)) {
+        fprintf(stderr, "%s: migrate --follow takes the users it finds (within --filter or "
+                "--domain): not with USER..., --file or -n\n", MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
+    if (c->poll && !c->follow) {
+        fprintf(stderr, "%s: migrate: --poll goes with --follow\n", MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
+    int kinds = (nargs > 0) + (c->file != NULL) + (c->filter != NULL) + (c->domain != NULL);
+    if (c->follow ? kinds > 1 : kinds != 1) {
+        fprintf(stderr, "%s: migrate: give exactly one of USER..., --file, --filter, "
+                "--domain\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
     if (c->cli.state_attr == NULL) {
@@ -748,6 +857,11 @@ static int check_args(struct mrun *r, char **args, int nargs)
         r->logins = mh_ctl_read_lines(c->file, &r->nlogins);
         if (r->logins == NULL)
             return MH_EXIT_USAGE;
+    } else if (c->filter || c->domain || c->follow) {
+        if ((c->filter || c->domain) && (r->sel_filter = mh_ctl_selection_filter(c)) == NULL) {
+            fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+            return MH_EXIT_ERROR;
+        }
     } else {
         r->logins = calloc((size_t)nargs, sizeof *r->logins);
         for (int i = 0; r->logins && i < nargs; i++)
@@ -779,8 +893,8 @@ static int check_args(struct mrun *r, char **args, int nargs)
         }
         mh_runcmd_argv_free(argv);
     }
-    return mh_ctl_sel_id(r->logins, r->nlogins, NULL, r->sel_id) < 0 ? MH_EXIT_ERROR
-                                                                       : MH_EXIT_OK;
+    return mh_ctl_sel_id(r->logins, r->nlogins, r->sel_filter, r->sel_id) < 0 ? MH_EXIT_ERROR
+                                                                                : MH_EXIT_OK;
 }
 
 /* The op line (the same command resumes the run) and the runner id. */
@@ -827,11 +941,66 @@ static int op_and_runner(struct mrun *r)
     return MH_EXIT_OK;
 }
 
+/* mh_cli_search_each's callback of a --filter/--domain plan: the entry, its login being
+ * its mail address (as list prints them: the login the commands get as %u). */
+static int plan_found(void *arg, struct mh_entry *e)
+{
+    struct mrun *r = arg;
+    struct mh_ctl *c = r->c;
+    const char *mail = NULL, *dn = mh_entry_dn(e);
+    enum mh_value st = mh_entry_first(e, "mail", &mail);
+    if (dn == NULL || st == MH_VALUE_NOMEM)
+        return -1;
+    if (mail == NULL) {
+        char *shown = mh_ctl_shown(dn);
+        printf("%s: skipped (%s)\n", shown ? shown : "?", st == MH_VALUE_REFUSED
+               ? "mail holds a NUL byte" : "no mail address: the commands need a login");
+        free(shown);
+        r->missing++;
+        return 0;
+    }
+    return mh_journal_plan_user(&r->j, mail, dn, mh_entry_get(e, c->cli.route_attr),
+                                mh_entry_get(e, c->cli.state_attr), 0) != 0 ? -1 : 0;
+}
+
+/* The plan of a --filter/--domain: the entries it matches on --from (without --from: with
+ * a routing value other than --to), in the journal.  An LDAP result code (said). */
+static int plan_filter(struct mrun *r)
+{
+    struct mh_ctl *c = r->c;
+    char *attrs[] = { "mail", (char *)c->cli.route_attr, (char *)c->cli.state_attr, NULL };
+    char *on = mh_ctl_eq_filter(c->cli.route_attr, c->from ? c->from : c->to), *f = NULL;
+    if (on && asprintf(&f, c->from ? "(&%s%s)" : "(&%s(%s=*)(!%s))", r->sel_filter,
+                       c->from ? on : c->cli.route_attr, on) < 0)
+        f = NULL;
+    free(on);
+    int rc = f ? mh_cli_search_each(c->cli.ld, c->cli.base, LDAP_SCOPE_SUBTREE, f, attrs,
+                                    plan_found, r)
+               : LDAP_NO_MEMORY;
+    if (rc == LDAP_FILTER_ERROR)
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "bad filter", f, rc, NULL);
+    else if (rc == LDAP_OTHER)
+        fprintf(stderr, "%s: the plan could not be recorded whole (out of memory, or the "
+                "journal %s could not be written): nothing was changed\n", MH_CTL_PROG,
+                r->jpath);
+    else if (rc != LDAP_SUCCESS)
+        mh_cli_perror(c->cli.ld, MH_CTL_PROG, "searching", c->cli.base, rc, NULL);
+    else if (r->j.n == 0 && c->filter && !following)
+        mh_ctl_filter_diagnose(c, c->filter);
+    free(f);
+    return rc;
+}
+
 /* The plan: each login's entry and its routing value, into the journal. */
 static int plan(struct mrun *r)
 {
     struct mh_ctl *c = r->c;
     char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, NULL };
+    if (r->sel_filter) {
+        int rc = plan_filter(r);
+        if (rc != LDAP_SUCCESS)
+            return mh_cli_unreachable(rc) ? MH_EXIT_UNREACHABLE : MH_EXIT_ERROR;
+    }
     for (size_t i = 0; i < r->nlogins; i++) {
         LDAPMessage *res, *e;
         int rc = mh_ctl_find_user(c, r->logins[i], attrs, &res, &e);
@@ -912,62 +1081,532 @@ static long long percentile(const long long *v, size_t n, int q)
     return v[rank ? rank - 1 : 0];
 }
 
-static void report(struct mrun *r, struct muser *u, enum outcome oc)
+/* One user's outcome, as a worker process sends it to the parent (one write, below
+ * PIPE_BUF) and as record() takes it: no pointer. */
+struct mresult {
+    size_t idx;
+    int oc;                     /* enum outcome */
+    int unreachable;            /* the directory went away during this user */
+    unsigned long long messages, bytes, uidls, inbox;
+    size_t folders;
+    long long ms_total, ms_frozen, ms_precopy, ms_final;
+    char host[256];             /* the old host, as read */
+    char why[1024];
+};
+
+static void result_of(const struct muser *u, enum outcome oc, struct mresult *res)
 {
-    char *shown = mh_ctl_shown(u->login);
-    const char *who = shown ? shown : "?";
+    memset(res, 0, sizeof *res);
+    res->idx = u->idx;
+    res->oc = (int)oc;
+    res->unreachable = u->r->unreachable;
+    res->messages = u->messages;
+    res->bytes = u->bytes;
+    res->uidls = u->uidls;
+    res->inbox = u->inbox;
+    res->folders = u->folders;
     if (oc == MOVED) {
+        res->ms_total = u->t_flip - u->t0;
+        res->ms_frozen = u->t_flip - u->t_freeze;
+    }
+    res->ms_precopy = u->ms_precopy;
+    res->ms_final = u->ms_final;
+    snprintf(res->host, sizeof res->host, "%s", u->host ? u->host : "?");
+    snprintf(res->why, sizeof res->why, "%s", u->why);
+}
+
+/* Moves journal entry i; its outcome into *res. */
+static void move_one(struct mrun *r, size_t i, struct mresult *res)
+{
+    struct mh_jentry *e = &r->j.e[i];
+    struct muser u;
+    memset(&u, 0, sizeof u);
+    u.r = r;
+    u.idx = i;
+    u.login = e->login ? e->login : e->dn;
+    u.dn = e->dn;
+    u.t0 = now_ms();
+    enum outcome oc = move_user(&u);
+    result_of(&u, oc, res);
+    user_free(&u);
+}
+
+static void report(struct mrun *r, const char *login, const struct mresult *res)
+{
+    char *shown = mh_ctl_shown(login);
+    const char *who = shown ? shown : "?";
+    if (res->oc == MOVED) {
         printf("%s: done %s -> %s: %llu messages in %zu folders, %llu bytes, %.1f s, frozen "
-               "%lld ms\n", who, u->host ? u->host : "?", r->c->to, u->messages, u->folders,
-               u->bytes, (double)(u->t_flip - u->t0) / 1000.0, u->t_flip - u->t_freeze);
+               "%lld ms\n", who, res->host, r->c->to, res->messages, res->folders,
+               res->bytes, (double)res->ms_total / 1000.0, res->ms_frozen);
     } else {
-        printf("%s: %s (%s)\n", who, oc == FAILED ? "failed" : oc == STOP ? "stopped"
-               : "skipped", u->why);
+        printf("%s: %s (%s)\n", who, res->oc == FAILED ? "failed" : res->oc == STOP ? "stopped"
+               : res->oc == MOVED_BEFORE ? "done" : "skipped", res->why);
     }
     fflush(stdout);
     free(shown);
 }
 
+static const char *const outcome_name[] = { "moved", "failed", "skipped", "retry-later",
+                                            "stopped", "moved-before" };
+
+/* The user's JSON line of --report: what was moved and what the verify found the same. */
+static void report_json(struct mrun *r, const struct mh_jentry *e, const struct mresult *res)
+{
+    FILE *fp = r->report;
+    fprintf(fp, "{\"login\": ");
+    mh_ctl_json_fstr(fp, e->login ? e->login : "");
+    fprintf(fp, ", \"dn\": ");
+    mh_ctl_json_fstr(fp, e->dn);
+    fprintf(fp, ", \"outcome\": \"%s\", \"reason\": ", outcome_name[res->oc]);
+    mh_ctl_json_fstr(fp, res->oc == MOVED ? "" : res->why);
+    fprintf(fp, ", \"old_host\": ");
+    mh_ctl_json_fstr(fp, res->host);
+    fprintf(fp, ", \"new_host\": ");
+    mh_ctl_json_fstr(fp, r->c->to);
+    fprintf(fp, ", \"at\": \"%s\"", mh_ctl_now_generalized());
+    if (res->oc == MOVED)
+        /* a verify that passed: each folder's UIDVALIDITY and UIDNEXT, each message's UID,
+         * flags and size, and the POP3 UIDLs doveadm reports are the same on both sides;
+         * INBOX's UIDs and UIDVALIDITY kept are its POP3 UIDLs kept for Dovecot's default
+         * pop3_uidl_format */
+        fprintf(fp, ", \"messages\": %llu, \"bytes\": %llu, \"folders\": %zu, "
+                "\"uidvalidity_kept\": %zu, \"uids_kept\": %llu, \"inbox_uids_kept\": %llu, "
+                "\"pop3_uidls_compared\": %llu, \"precopy_ms\": %lld, \"final_sync_ms\": %lld, "
+                "\"total_ms\": %lld, \"frozen_ms\": %lld, "
+                "\"not_compared\": [\"Sieve scripts\", \"ACLs\"]",
+                res->messages, res->bytes, res->folders, res->folders, res->messages,
+                res->inbox, res->uidls, res->ms_precopy, res->ms_final, res->ms_total,
+                res->ms_frozen);
+    fprintf(fp, "}\n");
+    fflush(fp);
+}
+
+/* With r->progress: users done, failed, left, the rate and the ETA, on stderr. */
+static void progress(struct mrun *r)
+{
+    if (!r->progress)
+        return;
+    double secs = (double)(now_ms() - r->t_start) / 1000.0;
+    double rate = secs > 0 ? (double)r->batch_done / secs : 0;   /* users a second */
+    size_t left = r->to_go - r->batch_done;
+    long eta = rate > 0 ? (long)((double)left / rate + 0.5) : -1;
+    char eta_s[32] = "unknown";
+    if (eta >= 0)
+        snprintf(eta_s, sizeof eta_s, "%ld:%02ld:%02ld", eta / 3600, eta / 60 % 60, eta % 60);
+    fprintf(stderr, "%s: progress: %zu moved, %zu failed, %zu skipped, %zu left of %zu; "
+            "%.1f users/min; ETA %s\n", MH_CTL_PROG, r->done, r->failed, r->skipped, left,
+            r->to_go, rate * 60, eta_s);
+}
+
+/* The parent's side of an outcome: the user's line, the journal, the counts. */
+static void record(struct mrun *r, const struct mresult *res)
+{
+    size_t i = res->idx;
+    const struct mh_jentry *e = &r->j.e[i];
+    report(r, e->login ? e->login : e->dn, res);
+    if (r->report)
+        report_json(r, e, res);
+    r->finished++;
+    r->batch_done++;
+    if (res->unreachable)
+        r->unreachable = 1;
+    switch ((enum outcome)res->oc) {
+    case MOVED:
+        mh_journal_mark(&r->j, i, MH_J_DONE, NULL);
+        r->done++;
+        if (r->frozen)
+            r->frozen[r->nfrozen++] = res->ms_frozen;
+        break;
+    case MOVED_BEFORE:
+        mh_journal_mark(&r->j, i, MH_J_DONE, res->why);
+        r->done++;
+        break;
+    case SKIPPED:
+        mh_journal_mark(&r->j, i, MH_J_SKIPPED, res->why);
+        r->skipped++;
+        break;
+    case FAILED:
+    case RETRY:    /* left for a re-run: e.g. another runner's live claim */
+        mh_journal_mark(&r->j, i, MH_J_FAILED, res->why);
+        *(res->oc == FAILED ? &r->failed : &r->skipped) += 1;
+        break;
+    default:       /* STOP: pending, the next run takes it up */
+        break;
+    }
+    mh_journal_sync(&r->j);
+    progress(r);
+}
+
+static int to_move(const struct mh_jentry *e)
+{
+    return e->status != MH_J_DONE && e->status != MH_J_SKIPPED;
+}
+
+/* ---------- --concurrency: worker processes ---------- */
+
+/* A worker: its own directory connection and runner id (BASE:its PID:START), users' indexes
+ * in from the parent on in_fd (a size_t each), each user's mresult out on out_fd, until
+ * in_fd ends.  Dies with the parent (PR_SET_PDEATHSIG); never writes the journal. */
+static void worker(struct mrun *r, pid_t parent, int in_fd, int out_fd)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(1);
+    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld", r->base, (long)getpid(),
+             (long long)time(NULL));
+    int connected = mh_cli_connect(&r->c->cli, MH_CTL_PROG) == LDAP_SUCCESS;
+    size_t i;
+    for (;;) {
+        ssize_t got = read(in_fd, &i, sizeof i);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got != (ssize_t)sizeof i || i >= r->j.n)
+            break;
+        struct mresult res;
+        if (!connected && mh_cli_connect(&r->c->cli, MH_CTL_PROG) == LDAP_SUCCESS)
+            connected = 1;
+        if (connected && !interrupted) {
+            move_one(r, i, &res);
+        } else {
+            memset(&res, 0, sizeof res);
+            res.idx = i;
+            res.oc = STOP;
+            res.unreachable = !connected;
+            snprintf(res.why, sizeof res.why, "%s", connected ? "interrupted: nothing changed"
+                     : "the directory is unreachable: nothing changed");
+        }
+        fflush(stdout);
+        fflush(stderr);
+        if (write(out_fd, &res, sizeof res) != (ssize_t)sizeof res)
+            break;
+    }
+    _exit(0);
+}
+
+struct wslot {
+    pid_t pid;
+    int to, from;               /* the parent's ends: indexes out, results in; -1: closed */
+    int busy;
+};
+
+/* Gives slot w the next user to move (from *next on), or closes its input (the worker
+ * ends) when there is none or the run is stopping. */
+static void assign(struct mrun *r, struct wslot *w, size_t *next)
+{
+    while (*next < r->j.n && !to_move(&r->j.e[*next]))
+        (*next)++;
+    if (*next < r->j.n && !interrupted && !draining && !r->unreachable && w->to >= 0 &&
+        write(w->to, next, sizeof *next) == (ssize_t)sizeof *next) {
+        (*next)++;
+        w->busy = 1;
+        return;
+    }
+    if (w->to >= 0)
+        close(w->to);
+    w->to = -1;
+    w->busy = 0;
+}
+
+/* Moves the journal's users with n worker processes; the parent hands out users, keeps the
+ * journal and the counts, and passes SIGINT/SIGTERM on to the workers (each leaves its
+ * user as a single run does). */
+static void migrate_pool(struct mrun *r, size_t n)
+{
+    struct wslot *w = calloc(n, sizeof *w);
+    size_t next = 0, started = 0;
+    pid_t parent = getpid();
+    if (w == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        r->failed++;
+        return;
+    }
+    /* the workers connect for themselves: one connection must never serve two processes */
+    ldap_unbind_ext_s(r->c->cli.ld, NULL, NULL);
+    r->c->cli.ld = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    for (; started < n; started++) {
+        int down[2], up[2];
+        if (pipe2(down, O_CLOEXEC) < 0) {
+            fprintf(stderr, "%s: pipe: %s\n", MH_CTL_PROG, strerror(errno));
+            break;
+        }
+        if (pipe2(up, O_CLOEXEC) < 0) {
+            fprintf(stderr, "%s: pipe: %s\n", MH_CTL_PROG, strerror(errno));
+            close(down[0]);
+            close(down[1]);
+            break;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (size_t k = 0; k < started; k++) {
+                if (w[k].to >= 0)
+                    close(w[k].to);
+                close(w[k].from);
+            }
+            close(down[1]);
+            close(up[0]);
+            worker(r, parent, down[0], up[1]);
+        }
+        close(down[0]);
+        close(up[1]);
+        if (pid < 0) {
+            fprintf(stderr, "%s: fork: %s\n", MH_CTL_PROG, strerror(errno));
+            close(down[1]);
+            close(up[0]);
+            break;
+        }
+        w[started] = (struct wslot){ pid, down[1], up[0], 0 };
+    }
+    for (size_t k = 0; k < started; k++)
+        assign(r, &w[k], &next);
+    int told = 0;
+    struct pollfd *pf = calloc(started + 1, sizeof *pf);
+    for (;;) {
+        size_t np = 0;
+        for (size_t k = 0; k < started; k++)
+            if (w[k].busy)
+                pf[np++] = (struct pollfd){ w[k].from, POLLIN, 0 };
+        if (np == 0 || pf == NULL)
+            break;
+        if (interrupted && !told) {   /* each worker stops its user as a single run does */
+            for (size_t k = 0; k < started; k++)
+                kill(w[k].pid, SIGUSR1);
+            told = 1;
+        }
+        if (poll(pf, np, 500) <= 0)
+            continue;   /* EINTR: a signal, seen above */
+        for (size_t k = 0; k < started; k++) {
+            int ready = 0;
+            for (size_t q = 0; q < np; q++)
+                ready |= pf[q].fd == w[k].from && pf[q].revents;
+            if (!w[k].busy || !ready)
+                continue;
+            struct mresult res;
+            ssize_t got = read(w[k].from, &res, sizeof res);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got != (ssize_t)sizeof res || res.idx >= r->j.n) {
+                /* the worker died mid-user: that user stays pending for a re-run */
+                fprintf(stderr, "%s: worker %ld ended unexpectedly: its user is left for a "
+                        "re-run of the same command\n", MH_CTL_PROG, (long)w[k].pid);
+                r->worker_lost = 1;
+                if (w[k].to >= 0)
+                    close(w[k].to);
+                w[k].to = -1;
+                w[k].busy = 0;
+                continue;
+            }
+            record(r, &res);
+            assign(r, &w[k], &next);
+        }
+    }
+    free(pf);
+    for (size_t k = 0; k < started; k++) {
+        if (w[k].to >= 0)
+            close(w[k].to);
+        close(w[k].from);
+        while (waitpid(w[k].pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    free(w);
+}
+
 static void migrate_all(struct mrun *r)
 {
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    r->frozen = calloc(r->j.n + 1, sizeof *r->frozen);
-    for (size_t i = 0; i < r->j.n && !interrupted && !r->unreachable; i++) {
-        struct mh_jentry *e = &r->j.e[i];
-        if (e->status == MH_J_DONE || e->status == MH_J_SKIPPED)
+    long long *fz = realloc(r->frozen, (r->nfrozen + r->j.n + 1) * sizeof *r->frozen);
+    if (fz == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        r->failed++;
+        return;
+    }
+    r->frozen = fz;
+    size_t left = 0;
+    for (size_t i = 0; i < r->j.n; i++)
+        left += to_move(&r->j.e[i]);
+    r->to_go = left;
+    r->batch_done = 0;
+    r->t_start = now_ms();
+    r->progress = r->c->cli.verbose || isatty(STDERR_FILENO);
+    size_t n = (size_t)r->c->concurrency < left ? (size_t)r->c->concurrency : left;
+    if (n > 1) {
+        migrate_pool(r, n);
+        return;
+    }
+    for (size_t i = 0; i < r->j.n && !interrupted && !draining && !r->unreachable; i++) {
+        if (!to_move(&r->j.e[i]))
             continue;
+        struct mresult res;
+        move_one(r, i, &res);
+        record(r, &res);
+    }
+}
+
+/* --follow's selection: the users in state queued, and those in copying or frozen under a
+ * claim of this runner id (a killed or stopped earlier run: resumed), within --filter or
+ * --domain.  MH_EXIT_OK or an error. */
+static int follow_filter(struct mrun *r)
+{
+    struct mh_ctl *c = r->c;
+    char tmpl[300], *mine = NULL, *q = mh_ctl_eq_filter(c->cli.state_attr, "queued"),
+         *cp = mh_ctl_eq_filter(c->cli.state_attr, "copying"),
+         *fr = mh_ctl_eq_filter(c->cli.state_attr, "frozen"), *f = NULL;
+    snprintf(tmpl, sizeof tmpl, "(%s=%%s:*)", MH_CTL_CLAIM_ATTR);
+    mine = mh_filter_expand(tmpl, r->base, strlen(r->base));
+    if (q && cp && fr && mine &&
+        asprintf(&f, "(&%s(|%s(&(|%s%s)%s)))", r->sel_filter ? r->sel_filter : "", q, cp, fr,
+                 mine) < 0)
+        f = NULL;
+    free(q);
+    free(cp);
+    free(fr);
+    free(mine);
+    free(r->sel_filter);
+    r->sel_filter = f;
+    if (f == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        return MH_EXIT_ERROR;
+    }
+    return MH_EXIT_OK;
+}
+
+/* Waits secs, or until a signal (draining, interrupted). */
+static void follow_wait(long secs)
+{
+    long long until = now_ms() + secs * 1000LL;
+    while (now_ms() < until && !interrupted && !draining) {
+        struct timespec slice = { 0, 100 * 1000000L };
+        nanosleep(&slice, NULL);
+    }
+}
+
+/* --follow: every --poll seconds the users follow_filter finds are planned (in memory: the
+ * directory's states and claims are the record) and moved, until a signal. */
+static void follow(struct mrun *r)
+{
+    struct mh_ctl *c = r->c;
+    fprintf(stderr, "%s: following: users in state queued%s%s, every %ld s (SIGTERM: no new "
+            "users, the current ones finish; again: they stop)\n", MH_CTL_PROG,
+            c->from ? " on " : "", c->from ? c->from : "", c->poll);
+    while (!interrupted && !draining) {
+        if (c->cli.ld == NULL && mh_cli_connect(&c->cli, MH_CTL_PROG) != LDAP_SUCCESS) {
+            follow_wait(c->poll);
+            continue;
+        }
+        memset(&r->j, 0, sizeof r->j);   /* in memory only: no file */
+        int status = plan(r);
+        if (status == MH_EXIT_OK && r->j.n > 0)
+            migrate_all(r);
+        mh_journal_close(&r->j);
+        if (status == MH_EXIT_UNREACHABLE || r->unreachable) {
+            fprintf(stderr, "%s: the directory is unreachable: trying again in %ld s\n",
+                    MH_CTL_PROG, c->poll);
+            r->unreachable = 0;
+        }
+        if (c->cli.ld == NULL || status == MH_EXIT_UNREACHABLE) {
+            if (c->cli.ld)
+                ldap_unbind_ext_s(c->cli.ld, NULL, NULL);
+            c->cli.ld = NULL;   /* connected again at the next poll */
+        }
+        follow_wait(c->poll);
+    }
+}
+
+/* --report FILE: appended to (a re-run adds its users), never through a symbolic link.
+ * MH_EXIT_OK or MH_EXIT_ERROR (said). */
+static int open_report(struct mrun *r)
+{
+    const char *path = r->c->report_file;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 || (r->report = fdopen(fd, "a")) == NULL) {
+        fprintf(stderr, "%s: --report %s: %s\n", MH_CTL_PROG, path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return MH_EXIT_ERROR;
+    }
+    return MH_EXIT_OK;
+}
+
+/* One command of the dry run, its words as they would run (a word with a blank or a quote
+ * in single quotes). */
+static void show_cmd(const struct muser *u, const char *what, const char *tmpl,
+                     const char *const *extra)
+{
+    char err[300];
+    char **argv = mh_runcmd_argv(tmpl, u->login, u->host, u->r->c->to, extra, err, sizeof err);
+    printf("    %s:", what);
+    for (size_t k = 0; argv && argv[k]; k++) {
+        char *shown = mh_ctl_shown(argv[k]);
+        const char *w = shown ? shown : "?";
+        if (*w && strcspn(w, " \t'\"\\$`*?") == strlen(w)) {
+            printf(" %s", w);
+        } else {
+            printf(" '");
+            for (const char *p = w; *p; p++)
+                printf(*p == '\'' ? "'\\''" : "%c", *p);
+            printf("'");
+        }
+        free(shown);
+    }
+    printf(argv ? "\n" : " (%s)\n", err);
+    mh_runcmd_argv_free(argv);
+}
+
+/* -n: the plan in memory, and for each user what a run would do: skip it (why), or claim
+ * or resume it, and the commands it would run.  Reads the directory only. */
+static int dry_run(struct mrun *r)
+{
+    struct mh_ctl *c = r->c;
+    size_t would = 0, not = 0;
+    int status = plan(r);
+    for (size_t i = 0; status == MH_EXIT_OK && i < r->j.n; i++) {
         struct muser u;
         memset(&u, 0, sizeof u);
         u.r = r;
         u.idx = i;
-        u.login = e->login ? e->login : e->dn;
-        u.dn = e->dn;
-        u.t0 = now_ms();
-        enum outcome oc = move_user(&u);
-        report(r, &u, oc);
-        switch (oc) {
-        case MOVED:
-            mh_journal_mark(&r->j, i, MH_J_DONE, NULL);
-            r->done++;
-            if (r->frozen)
-                r->frozen[r->nfrozen++] = u.t_flip - u.t_freeze;
-            break;
-        case SKIPPED:
-            mh_journal_mark(&r->j, i, MH_J_SKIPPED, u.why);
-            r->skipped++;
-            break;
-        case FAILED:
-        case RETRY:    /* left for a re-run: e.g. another runner's live claim */
-            mh_journal_mark(&r->j, i, MH_J_FAILED, u.why);
-            *(oc == FAILED ? &r->failed : &r->skipped) += 1;
-            break;
-        default:       /* STOP: pending, the next run takes it up */
-            break;
+        u.login = r->j.e[i].login ? r->j.e[i].login : r->j.e[i].dn;
+        u.dn = r->j.e[i].dn;
+        char *who = mh_ctl_shown(u.login);
+        enum outcome oc = SKIPPED;
+        int rc = read_entry(&u), step = 0;
+        if (rc != LDAP_SUCCESS)
+            snprintf(u.why, sizeof u.why, "reading the entry: %s", ldap_err2string(rc));
+        else
+            step = start_step(&u, &oc);
+        if (step == 0) {
+            printf("%s: would skip (%s)\n", who ? who : "?", u.why);
+            not++;
+        } else {
+            printf("%s: would move %s -> %s (%s)\n", who ? who : "?", u.host, c->to,
+                   step == 1 ? "claim: state copying" : step == 3
+                   ? "resume in copying from the pre-copy" : "resume frozen from the kick");
+            const char *st[9], *fe[8];
+            doveadm_words(u.login, st, fe);
+            if (step == 1)
+                show_cmd(&u, "target check", c->new_doveadm, st);
+            if (step <= 3)
+                show_cmd(&u, "pre-copy", c->copy_cmd, NULL);
+            show_cmd(&u, "kick", c->kick_cmd, NULL);
+            show_cmd(&u, "final sync", c->copy_cmd, NULL);
+            show_cmd(&u, "verify old", c->old_doveadm, st);
+            show_cmd(&u, "verify old", c->old_doveadm, fe);
+            show_cmd(&u, "verify new", c->new_doveadm, st);
+            show_cmd(&u, "verify new", c->new_doveadm, fe);
+            would++;
         }
-        mh_journal_sync(&r->j);
+        free(who);
         user_free(&u);
+        if (r->unreachable)
+            status = MH_EXIT_UNREACHABLE;
     }
+    if (status == MH_EXIT_OK) {
+        printf("migrate: dry run: %zu user%s: %zu would be moved, %zu skipped; nothing "
+               "changed\n", r->j.n + r->missing, r->j.n + r->missing == 1 ? "" : "s", would,
+               not + r->missing);
+        status = r->missing ? MH_EXIT_PARTIAL : MH_EXIT_OK;
+    }
+    mh_journal_close(&r->j);
+    return status;
 }
 
 static int finish(struct mrun *r)
@@ -981,12 +1620,19 @@ static int finish(struct mrun *r)
         snprintf(frozen, sizeof frozen, "; frozen window p50 %lld ms, p99 %lld ms",
                  percentile(r->frozen, r->nfrozen, 50), percentile(r->frozen, r->nfrozen, 99));
     }
+    size_t users = (following ? r->finished : r->j.n) + r->missing;
     printf("migrate: %zu user%s: %zu moved, %zu failed, %zu skipped, %zu pending%s\n",
-           r->j.n + r->missing, r->j.n + r->missing == 1 ? "" : "s", r->done, r->failed,
-           r->skipped + r->missing, pending, frozen);
+           users, users == 1 ? "" : "s", r->done, r->failed, r->skipped + r->missing,
+           pending, frozen);
+    if (r->done > 0)
+        printf("migrate: the verify compares mail only (folders, UIDVALIDITY, UIDNEXT, UIDs, "
+               "flags, sizes, POP3 UIDLs): Sieve scripts and ACLs are not compared\n");
     int stop = mh_ctl_stopped(r->unreachable, interrupted);
     if (stop >= 0)
         return stop;
+    if (r->worker_lost)
+        fprintf(stderr, "%s: a worker ended unexpectedly: re-run the same command to finish\n",
+                MH_CTL_PROG);
     return r->failed || r->skipped || r->missing || pending ? MH_EXIT_PARTIAL : MH_EXIT_OK;
 }
 
@@ -1002,6 +1648,9 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
     if (c->cmd_timeout == 0) c->cmd_timeout = 3600;
     if (c->mta_settle < 0) c->mta_settle = 35;
     if (c->lease == 0) c->lease = 2 * c->cmd_timeout + 600;
+    if (c->concurrency == 0) c->concurrency = 1;
+    if (c->follow && c->poll == 0) c->poll = 30;
+    if (c->retries < 0) c->retries = 2;
     int status = check_args(&r, args, nargs);
     if (status == MH_EXIT_OK)
         status = op_and_runner(&r);
@@ -1015,9 +1664,22 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
         status = MH_EXIT_ERROR;
         goto out;
     }
-    if (c->cli.dry_run) {
-        fprintf(stderr, "%s: migrate: -n (dry run) is not supported yet\n", MH_CTL_PROG);
-        status = MH_EXIT_USAGE;
+    if (c->cli.dry_run) {   /* no lock, no journal file, no report, no command */
+        fprintf(stderr, "%s: dry run: nothing is changed and no command runs\n", MH_CTL_PROG);
+        status = dry_run(&r);
+        goto out;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGUSR1, on_signal);
+    if (c->follow) {   /* no journal: the directory's states and claims are the record */
+        following = 1;
+        fprintf(stderr, "%s: runner %s\n", MH_CTL_PROG, r.runner);
+        if ((status = follow_filter(&r)) != MH_EXIT_OK ||
+            (c->report_file && (status = open_report(&r)) != MH_EXIT_OK))
+            goto out;
+        follow(&r);
+        status = finish(&r);
         goto out;
     }
     if ((status = lock_journal(&r)) != MH_EXIT_OK ||
@@ -1025,6 +1687,10 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
                                       sizeof r.upath)) != MH_EXIT_OK)
         goto out;
     fprintf(stderr, "%s: runner %s\n", MH_CTL_PROG, r.runner);
+    if (c->report_file && (status = open_report(&r)) != MH_EXIT_OK) {
+        mh_journal_close(&r.j);
+        goto out;
+    }
     if (!r.j.planned && (status = plan(&r)) != MH_EXIT_OK) {
         mh_journal_close(&r.j);
         goto out;
@@ -1036,9 +1702,12 @@ out:
     for (size_t i = 0; i < r.nlogins; i++)
         free(r.logins[i]);
     free(r.logins);
+    free(r.sel_filter);
     free(r.op);
     free(r.kick_default);
     free(r.frozen);
+    if (r.report)
+        fclose(r.report);
     if (r.lock_fd >= 0)
         close(r.lock_fd);   /* the lock goes with it */
     mh_ctl_schema_free(r.schema);

@@ -562,9 +562,11 @@ static int check_args(struct rrun *r, int nargs)
         return MH_EXIT_USAGE;
     }
     if (c->ldif_out || c->batch || c->no_track || c->journal || c->retry_failed ||
-        c->target_overwrite || c->cli.dry_run) {
+        c->target_overwrite || c->cli.dry_run || c->concurrency > 1 || c->follow ||
+        c->report_file || c->retries >= 0 || c->filter || c->domain) {
         fprintf(stderr, "%s: migrate --rollback takes none of --ldif, --batch, --no-track, "
-                "--journal, --retry-failed, --target-not-empty, -n\n", MH_CTL_PROG);
+                "--journal, --retry-failed, --target-not-empty, -n, --concurrency, --follow, "
+                "--report, --retries, --filter, --domain\n", MH_CTL_PROG);
         return MH_EXIT_USAGE;
     }
     if (c->to && mh_ctl_check_target(c, "migrate --rollback", c->to) < 0)

@@ -193,13 +193,8 @@ static int set_select(struct run *r)
         r->logins = calloc((size_t)r->nusers, sizeof *r->logins);
         for (int i = 0; r->logins != NULL && i < r->nusers; i++)
             r->logins[r->nlogins++] = strdup(r->users[i]);
-    } else if (c->domain) {
-        char *esc = mh_filter_expand("%s", c->domain, strlen(c->domain));
-        if (esc && asprintf(&r->sel_filter, "(mail=*@%s)", esc) < 0)
-            r->sel_filter = NULL;
-        free(esc);
     } else {
-        r->sel_filter = strdup(c->filter);
+        r->sel_filter = mh_ctl_selection_filter(c);
     }
     int nomem = r->logins == NULL && r->sel_filter == NULL;   /* never "select everything" */
     for (size_t i = 0; i < r->nlogins; i++)

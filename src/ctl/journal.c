@@ -332,8 +332,9 @@ static int plan(struct mh_journal *j, const char *login, const char *dn, const c
     e.had_class = flags & MH_J_HAD_CLASS ? 1 : 0;
     e.add_route_class = flags & MH_J_ADD_ROUTE_CLASS ? 1 : 0;
     if (f[0] && f[1] && f[2] && f[3] && f[4] && e.dn && (login == NULL || (fl && e.login)) &&
-        fprintf(j->fp, "plan %zu %s %s %s %s %s %d%s%s\n", j->n, f[0], f[1], f[2], f[3], f[4],
-                flags, fl ? " " : "", fl ? fl : "") > 0 &&
+        (j->fp == NULL ||
+         fprintf(j->fp, "plan %zu %s %s %s %s %s %d%s%s\n", j->n, f[0], f[1], f[2], f[3],
+                 f[4], flags, fl ? " " : "", fl ? fl : "") > 0) &&
         add_entry(j, &e) == 0)
         rc = 0;
     else
@@ -359,7 +360,8 @@ int mh_journal_plan_user(struct mh_journal *j, const char *login, const char *dn
 
 int mh_journal_planned(struct mh_journal *j)
 {
-    fprintf(j->fp, "planned %zu\n", j->n);
+    if (j->fp)
+        fprintf(j->fp, "planned %zu\n", j->n);
     j->planned = 1;
     return mh_journal_sync(j);
 }
@@ -368,7 +370,8 @@ int mh_journal_mark(struct mh_journal *j, size_t i, enum mh_jstatus st, const ch
 {
     static const char *kw[] = { "pending", "done", "skip", "fail" };
     char *n = note ? b64(note) : NULL;
-    int rc = fprintf(j->fp, "%s %zu%s%s\n", kw[st], i, n ? " " : "", n ? n : "") > 0 ? 0 : -1;
+    int rc = j->fp == NULL ||
+             fprintf(j->fp, "%s %zu%s%s\n", kw[st], i, n ? " " : "", n ? n : "") > 0 ? 0 : -1;
     free(n);
     j->e[i].status = st;
     free(j->e[i].note);
@@ -381,7 +384,7 @@ int mh_journal_mark(struct mh_journal *j, size_t i, enum mh_jstatus st, const ch
 int mh_journal_sync(struct mh_journal *j)
 {
     j->unsynced = 0;
-    if (fflush(j->fp) != 0 || fsync(fileno(j->fp)) != 0)
+    if (j->fp && (fflush(j->fp) != 0 || fsync(fileno(j->fp)) != 0))
         return -1;
     return 0;
 }

@@ -57,6 +57,8 @@ struct mh_journal {
 int mh_journal_open(struct mh_journal *j, const char *path, const char *op, char *err,
                     size_t errsize);
 
+/* A journal never opened (zeroed, fp NULL) is kept in memory only: the plan functions
+ * below record into it and write nothing (migrate's dry run). */
 /* Plan phase: add entries, then mark the plan complete (fsync). */
 int mh_journal_plan(struct mh_journal *j, const char *dn, const char *old_host,
                     const char *old_state, const char *old_prev, const char *old_moved,

@@ -34,7 +34,8 @@ static void usage(FILE *fp)
         "  list                      the users in --state STATE and/or on --host HOST (\"none\":\n"
         "                            without), one mail address a line (a --file for set)\n"
         "  migrate --to HOST USER... move users' mailboxes to HOST, then their routing value\n"
-        "                            (also --file): claim, copy, freeze, kick, final sync,\n"
+        "                            (also --file, --filter, --domain): claim, copy, freeze,\n"
+        "                            kick, final sync,\n"
         "                            verify, flip; see migrate options\n"
         "  schema-check              is the directory's schema ready for mailhostd?\n"
         "  stragglers                who logged in lately, and through which backend (from\n"
@@ -85,6 +86,18 @@ static void usage(FILE *fp)
         "                  each step and every lease/3 while a command runs\n"
         "  --runner-id ID  (default HOSTNAME:<run id>; :PID:START is added)\n"
         "  --retry-failed  also move users in state failed\n"
+        "  --concurrency N  move N users at once (default 1, at most 32): N worker\n"
+        "                  processes, each with its own directory connection\n"
+        "  --retries N     run a failing copier or kick again up to N times (default 2,\n"
+        "                  at most 10), pausing 5 s, then twice as long each time (at most\n"
+        "                  60 s), before the user fails\n"
+        "  --report FILE   append one JSON line per user: outcome, messages, bytes, copy\n"
+        "                  and frozen times, UIDs/UIDVALIDITY/UIDLs kept (by the verify).\n"
+        "                  With -v or on a terminal: progress and ETA on standard error.\n"
+        "                  With -n: the users it would move and the commands it would run.\n"
+        "  --follow        keep running: move the users in state queued (within --filter\n"
+        "                  or --domain) as they come, searching every --poll SECS (default\n"
+        "                  30); SIGTERM: no new users, the current ones finish; again: stop\n"
         "  --mta-settle SECS  stay frozen this long before the final sync (default 35):\n"
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
         "                  so mail may still reach the old server just after the freeze;\n"
@@ -132,8 +145,23 @@ static const struct command {
     { "list", mh_ctl_cmd_list, 1, 1, NULL },
     { "freeze", mh_ctl_cmd_freeze, 1, 1, NULL },
     { "unfreeze", mh_ctl_cmd_unfreeze, 1, 1, NULL },
-    { "migrate", mh_ctl_cmd_migrate, 1, 0, NULL },
+    { "migrate", mh_ctl_cmd_migrate, 1, 1, NULL },
 };
+
+/* A number from lo to hi for --name into *out: 0, or -1 with "--name takes WHAT (LO to HI)"
+ * said on stderr. */
+static int range_opt(const char *name, const char *arg, long lo, long hi, const char *what,
+                     long *out)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (*end || end == arg || v < lo || v > hi) {
+        fprintf(stderr, "%s: --%s takes %s (%ld to %ld)\n", MH_CTL_PROG, name, what, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
 
 /* Fills c from the options; returns -1 to go on (optind at the command), else the exit
  * status (--help, --version, a bad option). */
@@ -157,6 +185,10 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"runner-id", required_argument, NULL, 264}, {"retry-failed", no_argument, NULL, 265},
         {"mta-settle", required_argument, NULL, 266},
         {"rollback", no_argument, NULL, 290},
+        {"concurrency", required_argument, NULL, 267},
+        {"retries", required_argument, NULL, 268},
+        {"report", required_argument, NULL, 269},
+        {"follow", no_argument, NULL, 270}, {"poll", required_argument, NULL, 271},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -216,16 +248,25 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
             *(opt == 262 ? &c->cmd_timeout : &c->lease) = v;
             break;
         }
-        case 266: {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || end == optarg || v < 0 || v > 3600) {
-                fprintf(stderr, "%s: --mta-settle takes seconds (0 to 3600)\n", MH_CTL_PROG);
+        case 266:
+            if (range_opt("mta-settle", optarg, 0, 3600, "seconds", &c->mta_settle) < 0)
                 return MH_EXIT_USAGE;
-            }
-            c->mta_settle = v;
             break;
-        }
+        case 267:
+            if (range_opt("concurrency", optarg, 1, MH_CTL_MAX_CONCURRENCY, "a number of users",
+                          &c->concurrency) < 0)
+                return MH_EXIT_USAGE;
+            break;
+        case 268:
+            if (range_opt("retries", optarg, 0, 10, "a number", &c->retries) < 0)
+                return MH_EXIT_USAGE;
+            break;
+        case 269: c->report_file = optarg; break;
+        case 270: c->follow = 1; break;
+        case 271:
+            if (range_opt("poll", optarg, 1, 3600, "seconds", &c->poll) < 0)
+                return MH_EXIT_USAGE;
+            break;
         case 264: c->runner_id = optarg; break;
         case 265: c->retry_failed = 1; break;
         case 290: c->rollback = 1; break;
@@ -243,6 +284,7 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof c);
     c.state = "done";
     c.mta_settle = -1;
+    c.retries = -1;
     const struct command *cmd = NULL;
     int status = parse_options(&c, argc, argv);
     if (status >= 0)
@@ -262,7 +304,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (c.filter && !cmd->filter) {
-        fprintf(stderr, "%s: --filter goes with set, freeze, unfreeze, stats or list\n",
+        fprintf(stderr, "%s: --filter goes with set, freeze, unfreeze, stats, list or migrate\n",
                 MH_CTL_PROG);
         status = MH_EXIT_USAGE;
         goto out;

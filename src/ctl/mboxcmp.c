@@ -124,7 +124,10 @@ static int status_row(struct mh_mbox *m, char **f, const int *idx, char *err, si
         return -1;
     }
     m->folders++;
-    m->inbox |= strcmp(f[idx[0]], "INBOX") == 0;
+    if (strcmp(f[idx[0]], "INBOX") == 0) {
+        m->inbox = 1;
+        m->inbox_messages = msgs;
+    }
     m->messages += msgs;
     m->bytes += vsize;
     if (!m->used && (msgs > 0 || uidn > 1)) {
@@ -199,6 +202,8 @@ static int fetch_row(struct mh_mbox *m, char **f, const int *idx, char *err, siz
         snprintf(err, errsize, "out of memory");
         return -1;
     }
+    if (idx[4] >= 0 && *f[idx[4]])
+        m->uidls++;
     return 0;
 }
 

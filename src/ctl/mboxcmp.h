@@ -36,6 +36,9 @@ struct mh_mbox {
     int inbox;                      /* a folder INBOX was reported */
     unsigned long long messages;    /* sum of the folders' message counts */
     unsigned long long bytes;       /* sum of vsize, when reported */
+    unsigned long long uidls;       /* messages with a POP3 UIDL that doveadm reported (it
+                                     * reports only those saved with the message) */
+    unsigned long long inbox_messages;   /* INBOX's message count (POP3's view) */
     int used;                       /* some folder has messages, or a UIDNEXT above 1 */
     char used_why[300];             /* which folder, and what it holds */
 };

@@ -286,6 +286,14 @@ static void test_parse_and_untouched(void)
                                sizeof err) == 0 && m.messages == 3 && m.bytes == 150 &&
           m.folders == 2, "sums: %llu %llu %zu", m.messages, m.bytes, m.folders);
     mh_mbox_free(&m);
+    /* the report's figures: INBOX's count, the UIDLs doveadm reported (not empty ones) */
+    CHECK(mh_mbox_parse_status(&m, STATUS_HDR "A\t2\t3\t7\t100\nINBOX\t4\t5\t8\t50\n", err,
+                               sizeof err) == 0 &&
+          mh_mbox_parse_fetch(&m, FETCH_HDR "INBOX\t1\t\tu1\t10\nINBOX\t2\t\t\t10\n"
+                              "A\t1\t\tu3\t10\n", err, sizeof err) == 0 &&
+          m.inbox_messages == 4 && m.uidls == 2, "INBOX %llu, UIDLs %llu: %s",
+          m.inbox_messages, m.uidls, err);
+    mh_mbox_free(&m);
     CHECK(mh_mbox_parse_fetch(&m, FETCH_HDR "INBOX\t0\t\t\t1\n", err, sizeof err) < 0,
           "UID 0 refused");
     mh_mbox_free(&m);
