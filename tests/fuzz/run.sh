@@ -78,7 +78,7 @@ sources() {
         journal) echo src/ctl/journal.c src/ctl/cli.c src/ctl/cachewait.c src/ctl/ctllist.c src/ctl/ctl_common.c src/ctl/ctl_change.c \
                       src/ctl/ctl_plan.c src/ctl/ctl_schema.c src/ctl/ctl_show.c src/ctl/ctl_set.c src/ctl/ctl_freeze.c \
                       src/ctl/ctl_stats.c src/ctl/ctl_stragglers.c src/common/lastlogin.c src/common/ldapentry.c \
-                      src/common/ldapconn.c src/common/clock.c src/common/metrics.c src/common/frozenwatch.c src/common/conf.c src/common/backend.c src/common/cidr.c \
+                      src/common/ldapconn.c src/common/clock.c src/common/metrics.c src/common/csn.c src/common/frozenwatch.c src/common/conf.c src/common/backend.c src/common/cidr.c \
                       src/common/codec.c src/common/outcome.c src/common/addr.c src/common/filter.c src/common/limiter.c src/common/digest.c src/common/shtable.c src/common/log.c ;;
         mirror)  echo src/daemon/mirror.c src/common/shtable.c ;;
         socketmap) echo src/daemon/smproto.c src/common/backend.c src/common/cidr.c src/common/codec.c src/common/outcome.c src/common/addr.c src/common/log.c ;;
