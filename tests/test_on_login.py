@@ -19,6 +19,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 
 OLD = ("127.0.0.11", 1143)
 NEW = ("127.0.0.12", 2143)
@@ -115,6 +116,13 @@ class T:
         check(self.state(uid) == "waiting", "barrier user %s must be waiting", uid)
         self.login(uid)
         self.wait_state(uid, "queued")
+
+    def wait_metric(self, result, above, timeout=20.0):
+        """Polls /metrics until the migrate_on_login counter `result` is over `above`."""
+        deadline = time.time() + timeout
+        while self.metric(result) <= above:
+            check(time.time() < deadline, "%s not counted within %.0fs", result, timeout)
+            time.sleep(0.05)
 
 
 def main():
@@ -289,6 +297,57 @@ def main():
                       "logins: %s", logins)
                 check(t.state("user045") == "failed", "user045 changed")
         runner.run(t_credential_cache_login_is_verified)
+
+        def t_writes_go_to_migrate_on_login_uri():
+            # doc/deployment.md's topology: mailhostd reads a local read-only consumer; the
+            # writes must go to the provider (migrate_on_login_uri), else the consumer
+            # refuses each one (53) and the log says what to set
+            cons = Slapd(os.path.join(work, "consumer"), replica_of=slapd, rid=1)
+            try:
+                cons.start()
+                cons.wait_caught_up()
+                text = config(work, slapd).replace("ldap_uri %s" % slapd.uri,
+                                                   "ldap_uri %s" % cons.uri)
+                dc = Daemon(work, text, "consumer-only")
+                with dc:
+                    tc = T(work, slapd, dc)
+                    failed = tc.metric("failed")
+                    tc.login("user049")
+                    tc.wait_metric("failed", failed)
+                    check(re.search(r"not queued: .*\(53\).*set migrate_on_login_uri",
+                                    dc.read_log()), "the refusal does not say what to do")
+                    check(tc.state("user049") == "waiting", "user049 changed")
+                dp = Daemon(work, text + "migrate_on_login_uri %s\n" % slapd.uri, "provider")
+                with dp:
+                    tp = T(work, slapd, dp)
+                    tp.login("user053")
+                    tp.wait_state("user053", "queued")     # read on the provider
+                    check(re.search(r"auth user=\"user053@example.com\".*", dp.read_log()),
+                          "the login was not answered")
+                    check(tp.metric("queued") == 1, "queued: %d", tp.metric("queued"))
+            finally:
+                cons.close()
+        runner.run(t_writes_go_to_migrate_on_login_uri)
+
+        def t_a_slow_write_marks_no_uri_down():
+            # the writer's modify hangs (the proxy drops it, the search and the bind pass):
+            # its timeout drops the writer's connection only; the logins' URI stays up
+            with FaultProxy(("127.0.0.1", slapd.port)) as px:
+                text = config(work, slapd).replace("ldap_uri %s" % slapd.uri,
+                                                   "ldap_uri %s" % px.uri)
+                ds = Daemon(work, text, "slow-write")
+                with ds:
+                    ts = T(work, slapd, ds)
+                    px.swallow(b"queued")
+                    failed = ts.metric("failed")
+                    ts.login("user057")
+                    ts.wait_metric("failed", failed)
+                    log = ds.read_log()
+                    check(re.search(r"user057.*not queued: Timed out", log), "no timeout logged")
+                    check("state=down" not in log, "a slow write marked the URI down: %s",
+                          [x for x in log.splitlines() if "state=down" in x])
+                    check(ts.state("user057") == "waiting", "user057 changed")
+        runner.run(t_a_slow_write_marks_no_uri_down)
     finally:
         slapd.stop()
     return runner.finish(work)
