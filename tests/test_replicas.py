@@ -17,6 +17,8 @@ replica_of, all three started here on loopback), two mailhostd each with
    is already the new one.
 5. Multi-provider (two providers, sids 001 and 002): replicas are compared per sid; a
    provider that misses the other's change is left even though its newest CSN is as new.
+6. A hung URI (a FaultProxy blackhole) stays down for ldap_retry: the lag check's
+   connections never mark a URI up (or down).
 Needs slapd and ldap-utils: without them this test FAILS, it never skips.
 """
 import os
@@ -227,6 +229,42 @@ def t_multi_provider_lag_is_per_sid(c, work):
                 x.close()
 
 
+# ---- 6. the lag check leaves the URIs' health alone ----
+
+def t_hung_uri_stays_down_despite_the_lag_check(c, work):
+    """The first URI hangs (a FaultProxy blackhole: connections accepted, nothing answered)
+    and the service is anonymous (a connection alone is no answer).  Once the logins have
+    marked it down, the lag check keeps connecting to it every round; that must not mark
+    it up again (ldap_retry 30 stands): no "state=up", logins do not wait on it."""
+    with FaultProxy(("127.0.0.1", c.p.port)) as px:
+        text = config(work, c.p, extra=MIRROR, uris="%s %s" % (px.uri, c.p.uri))
+        text = "\n".join(x for x in text.replace("ldap_retry 2\n", "ldap_retry 30\n")
+                         .splitlines() if not x.startswith("ldap_bind_")) + "\n"
+        d = Daemon(work, text, name="mailhostd-hung").start()
+        try:
+            wait_log(d, r"ready version=")
+            mark = len(d.read_log())
+            px.blackhole()
+            down = r"ldap_uri=%s state=down" % re.escape(px.uri)
+            deadline = time.time() + 20
+            while not re.search(down, d.read_log()[mark:]):
+                check(time.time() < deadline, "the hung URI was not marked down")
+                request(d.addr, USER + "@example.com", PW)
+            # three more rounds of the lag check connect to it (each round reconnects)
+            seen = px.stats()["accepted"]
+            poll(lambda: px.stats()["accepted"] >= seen + 3, 30.0)
+            ups = [x for x in d.read_log()[mark:].splitlines()
+                   if "ldap_uri=%s state=up" % px.uri in x]
+            check(not ups, "the lag check marked the hung URI up: %s", ups)
+            # (anonymous sees no users here: the answer is a refusal, but a quick one)
+            t0 = time.time()
+            request(d.addr, USER + "@example.com", PW)
+            check(time.time() - t0 < 1.0, "a login waited %.1f s (ldap_timeout 1s)",
+                  time.time() - t0)
+        finally:
+            check(d.stop() == 0, "clean exit")
+
+
 def t_start_servers(c, work):
     """The provider, two consumers caught up with it, and the two daemons."""
     c.p.start()
@@ -265,6 +303,7 @@ def main():
                       d.read_log()[-3000:])
             runner.run(t_clean_exit)
         runner.run(t_multi_provider_lag_is_per_sid, c, work)
+        runner.run(t_hung_uri_stays_down_despite_the_lag_check, c, work)
     finally:
         for d in c.d:
             d.stop()

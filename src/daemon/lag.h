@@ -5,7 +5,9 @@
  * A thread of its own (never a request thread, never the feed's) reads, every
  * MH_LAG_CHECK_MS, the contextCSN of the naming context holding ldap_base on every URI: a
  * base-scope read on one connection per URI (service bind, bounded by ldap_connect_timeout
- * and ldap_timeout; a server that does not answer is left out of that round).  The
+ * and ldap_timeout; a server that does not answer is left out of that round).  These
+ * connections never change a URI's health (mh_ldap_session_at): a hung server whose kernel
+ * still accepts connections stays down for the workers until ldap_retry has passed.  The
  * naming context is the longest namingContexts value of the server's root DSE that
  * ldap_base lies under (ldap_base itself if none).  CSNs compare per sid (csn.h): a URI is
  * behind when, for some sid, another URI holds a newer CSN.  Its lag is how long it has been
