@@ -18,7 +18,8 @@ replica_of, all three started here on loopback), two mailhostd each with
 5. Multi-provider (two providers, sids 001 and 002): replicas are compared per sid; a
    provider that misses the other's change is left even though its newest CSN is as new.
 6. A hung URI (a FaultProxy blackhole) stays down for ldap_retry: the lag check's
-   connections never mark a URI up (or down).
+   connections never mark a URI up (or down).  A root DSE read that failed is asked again
+   (ldap_base below the suffix: the lag becomes known).
 Needs slapd and ldap-utils: without them this test FAILS, it never skips.
 """
 import os
@@ -265,6 +266,25 @@ def t_hung_uri_stays_down_despite_the_lag_check(c, work):
             check(d.stop() == 0, "clean exit")
 
 
+def t_a_failed_root_dse_read_is_asked_again(c, work):
+    """ldap_base below the suffix (it has no contextCSN of its own) and the lag check's
+    first root DSE read on the first URI lost (the proxy drops it: a timeout).  The naming
+    context is kept only from a successful read: the next round asks again, finds the
+    suffix, and the URI's lag becomes known (>= 0), not "not known" (-1) for good."""
+    with FaultProxy(("127.0.0.1", c.p.port)) as px:
+        px.swallow(b"namingContexts")
+        text = config(work, c.p, extra=MIRROR, uris="%s %s" % (px.uri, c.p.uri)).replace(
+            "ldap_base %s\n" % c.p.base, "ldap_base ou=people,%s\n" % c.p.base)
+        d = Daemon(work, text, name="mailhostd-rootdse").start()
+        try:
+            poll(lambda: px.stats()["swallowed"] >= 1, 20.0)
+            px.restore()
+            key = 'mailhostd_mirror_lag_seconds{uri="%s"}' % px.uri
+            poll(lambda: (metric(d, key) if metric(d, key) is not None else -1) >= 0, 20.0)
+        finally:
+            check(d.stop() == 0, "clean exit")
+
+
 def t_start_servers(c, work):
     """The provider, two consumers caught up with it, and the two daemons."""
     c.p.start()
@@ -304,6 +324,7 @@ def main():
             runner.run(t_clean_exit)
         runner.run(t_multi_provider_lag_is_per_sid, c, work)
         runner.run(t_hung_uri_stays_down_despite_the_lag_check, c, work)
+        runner.run(t_a_failed_root_dse_read_is_asked_again, c, work)
     finally:
         for d in c.d:
             d.stop()
