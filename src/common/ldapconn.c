@@ -69,6 +69,13 @@ int mh_dir_global_init(const struct mh_conf *c, char *err, size_t errsize)
         if (strncmp(c->ldap_uri[i], "ldaps:", 6) == 0)
             need_tls = 1;
     if (rc == LDAP_SUCCESS && need_tls) {
+        /* A reload replaces the process-wide context while the old generation's threads
+         * still use it: a TLS session keeps pointing at its context's credentials, and a
+         * connect under way has just picked the global one.  NEWCTX drops libldap's
+         * reference to the old context; this one, taken first and never released, keeps
+         * it alive for them (one context per reload that changes the TLS settings). */
+        void *keep = NULL;
+        ldap_get_option(NULL, LDAP_OPT_X_TLS_CTX, &keep);
         int is_server = 0;
         rc = ldap_set_option(NULL, LDAP_OPT_X_TLS_NEWCTX, &is_server);
     }

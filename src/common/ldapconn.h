@@ -36,8 +36,11 @@ struct mh_dir;
 struct mh_ldap;
 
 /* Sets process-wide libldap options (TLS CA file, TLS_REQCERT) and builds the TLS context
- * while the daemon can still read its files.  Call once from main before any thread starts.
- * Returns 0, or -1 with a message in err. */
+ * while the daemon can still read its files.  Call from main before any thread starts, and
+ * again from a reload that changes the TLS settings (mh_conf_tls_changed against the
+ * current generation's configuration): new connections use the new context; connections
+ * of the old generation, and connects under way, keep the old one, which stays allocated
+ * (never freed: one per such reload).  Returns 0, or -1 with a message in err. */
 int mh_dir_global_init(const struct mh_conf *conf, char *err, size_t errsize);
 
 /* conf must outlive the returned object. */
