@@ -205,6 +205,23 @@ def main():
                       t.state("user013"))
             runner.run(t_concurrent_change_is_not_overwritten)
 
+            def t_moved_while_still_waiting_is_not_queued():
+                # the case only the assertion's host part guards: user061 is moved to the
+                # new host by hand and its state is still waiting; a login answered from the
+                # older cached copy (mail-old) must not queue it (the modify alone,
+                # delete waiting / add queued, would succeed)
+                nw = t.metric("not_waiting")
+                t.login("user061", "Wr0ng-pass!", want=None)
+                t.slapd.ldapmodify("dn: uid=user061,%s\nchangetype: modify\nreplace: mailHost\n"
+                                   "mailHost: mail-new.example.org\n" % OU)
+                t.login("user061")
+                t.barrier("user065")
+                check(t.state("user061") == "waiting", "the moved user was queued: %s",
+                      t.state("user061"))
+                check(t.metric("not_waiting") == nw + 1, "not_waiting: %d, want %d",
+                      t.metric("not_waiting"), nw + 1)
+            runner.run(t_moved_while_still_waiting_is_not_queued)
+
             def t_at_most_once_per_window():
                 # user001 was queued above; set back to waiting, a new login within the
                 # window writes nothing
