@@ -13,8 +13,8 @@ replica_of, all three started here on loopback), two mailhostd each with
    mirror_max_lag, the feed leaves it for the provider (the flip made meanwhile is seen), and
    returns once the consumer has caught up; mailhostd_mirror_lag_seconds shows the lag.
 4. The applied-CSN report: after a modify on the provider, once a daemon's /metrics says it
-   has applied the entry's entryCSN (mailhostd_mirror_applied_csn for its sid), its answer
-   is already the new one.
+   has applied the entry's entryCSN (the "# applied_csn" line of its sid, before the series
+   mailhostd_mirror_applied_csn{sid=...}), its answer is already the new one.
 5. Multi-provider (two providers, sids 001 and 002): replicas are compared per sid; a
    provider that misses the other's change is left even though its newest CSN is as new.
 6. A hung URI (a FaultProxy blackhole) stays down for ldap_retry: the lag check's
@@ -151,12 +151,17 @@ def t_cut_consumer_is_left_and_returned_to(c):
 # ---- 4. the applied-CSN report ----
 
 def applied_csn(d):
-    """{sid: csn} from the daemon's /metrics."""
+    """{sid: csn} from the daemon's /metrics: the CSN of the comment line before each
+    sid's series; the series has no csn label (one series per sid, not per change)."""
     import urllib.request
     with urllib.request.urlopen(status_base(d) + "/metrics", timeout=5) as r:
         text = r.read().decode()
-    return dict(re.findall(r'^mailhostd_mirror_applied_csn\{sid="([0-9a-f]+)",csn="([^"]+)"\} '
-                           r'[0-9.]+$', text, re.M))
+    check(not re.search(r"^mailhostd_mirror_applied_csn\{[^}]*csn=", text, re.M),
+          "a csn label: a series per change")
+    pairs = re.findall(r'^# applied_csn sid=([0-9a-f]+) (\S+)\n'
+                       r'mailhostd_mirror_applied_csn\{sid="([0-9a-f]+)"\} [0-9.]+$', text, re.M)
+    check(all(a == b for a, _, b in pairs), "comment and series of one sid: %r", pairs)
+    return {sid: csn for sid, csn, _ in pairs}
 
 
 def t_applied_csn_tells_when_a_flip_is_in(c):

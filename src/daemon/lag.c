@@ -109,19 +109,30 @@ static void forget_fd(struct mh_lag *g, size_t i)
     pthread_mutex_unlock(&g->lock);
 }
 
-/* Reads URI i's contextCSN into u->set; 0, or -1 (not known this round). */
+/* The time left until deadline, at most max_ms, as *tv; 0 if none is left. */
+static int time_left(uint64_t deadline, unsigned max_ms, struct timeval *tv)
+{
+    uint64_t now = mh_now_ms(), left = deadline > now ? deadline - now : 0;
+    if (left > max_ms)
+        left = max_ms;
+    *tv = (struct timeval){ (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
+    return left > 0;
+}
+
+/* Reads URI i's contextCSN into u->set; 0, or -1 (not known this round).  All of it (the
+ * connection with its bind, the root DSE, the contextCSN) within ldap_connect_timeout +
+ * ldap_timeout: the bound of one URI in a round. */
 static int read_uri(struct mh_lag *g, size_t i)
 {
     const struct mh_conf *c = g->conf;
     struct uri_state *u = &g->u[i];
-    struct timeval tv = { (time_t)(c->ldap_timeout_ms / 1000),
-                          (suseconds_t)(c->ldap_timeout_ms % 1000) * 1000 };
+    uint64_t deadline = mh_now_ms() + c->ldap_connect_timeout_ms + c->ldap_timeout_ms;
+    struct timeval tv;
     char *attrs[] = { "contextCSN", NULL }, why[300] = "";
     LDAPMessage *res = NULL;
     struct berval **v = NULL;
     int rc = -1;
-    LDAP *ld = mh_ldap_session_at(u->conn, i, mh_now_ms() + c->ldap_connect_timeout_ms +
-                                  c->ldap_timeout_ms);
+    LDAP *ld = mh_ldap_session_at(u->conn, i, deadline);
     if (ld == NULL) {
         free(u->context);
         u->context = NULL;
@@ -137,11 +148,14 @@ static int read_uri(struct mh_lag *g, size_t i)
         return -1;
     /* the context is kept only from a successful root DSE read; a refused one reads
      * ldap_base this round and asks again next round */
-    int lrc = u->context != NULL ? LDAP_SUCCESS : find_context(g, ld, &tv, &u->context);
+    int lrc = u->context != NULL ? LDAP_SUCCESS
+              : !time_left(deadline, c->ldap_timeout_ms, &tv) ? LDAP_TIMEOUT
+              : find_context(g, ld, &tv, &u->context);
     const char *context = u->context != NULL ? u->context : c->ldap_base;
     if (!conn_failed(lrc))
-        lrc = ldap_search_ext_s(ld, context, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
-                                NULL, NULL, &tv, 1, &res);
+        lrc = !time_left(deadline, c->ldap_timeout_ms, &tv) ? LDAP_TIMEOUT
+              : ldap_search_ext_s(ld, context, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
+                                  NULL, NULL, &tv, 1, &res);
     LDAPMessage *e = lrc == LDAP_SUCCESS ? ldap_first_entry(ld, res) : NULL;
     if (conn_failed(lrc)) {
         forget_fd(g, i);

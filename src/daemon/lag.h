@@ -2,8 +2,9 @@
 /* lag.h - which of the configured directory URIs lags behind the others (replica-aware
  * following for the change feed, sync.h).
  *
- * A thread of its own (never a request thread, never the feed's) reads, every
- * MH_LAG_CHECK_MS, the contextCSN of the naming context holding ldap_base on every URI: a
+ * A thread of its own (never a request thread, never the feed's) reads, in rounds started
+ * every MH_LAG_CHECK_MS (a round reads the URIs one after another: each URI that does not
+ * answer makes it longer by up to ldap_connect_timeout + ldap_timeout), the contextCSN of the naming context holding ldap_base on every URI: a
  * base-scope read on one connection per URI (service bind, bounded by ldap_connect_timeout
  * and ldap_timeout; a server that does not answer is left out of that round).  These
  * connections never change a URI's health (mh_ldap_session_at): a hung server whose kernel
