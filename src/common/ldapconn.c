@@ -56,6 +56,11 @@ const char *mh_dir_status_name(enum mh_dir_status s)
     }
 }
 
+/* The TLS contexts replaced by reloads (mh_dir_global_init): kept, and reachable from here,
+ * for the whole run.  Only main's thread touches it. */
+static void **kept_tls;
+static size_t n_kept_tls;
+
 int mh_dir_global_init(const struct mh_conf *c, char *err, size_t errsize)
 {
     int rc = LDAP_SUCCESS, v3 = LDAP_VERSION3;
@@ -76,6 +81,15 @@ int mh_dir_global_init(const struct mh_conf *c, char *err, size_t errsize)
          * it alive for them (one context per reload that changes the TLS settings). */
         void *keep = NULL;
         ldap_get_option(NULL, LDAP_OPT_X_TLS_CTX, &keep);
+        if (keep != NULL) {
+            void **more = realloc(kept_tls, (n_kept_tls + 1) * sizeof *more);
+            if (more == NULL) {
+                snprintf(err, errsize, "out of memory");
+                return -1;     /* libldap's reference stays: the old context lives on */
+            }
+            kept_tls = more;
+            kept_tls[n_kept_tls++] = keep;
+        }
         int is_server = 0;
         rc = ldap_set_option(NULL, LDAP_OPT_X_TLS_NEWCTX, &is_server);
     }
