@@ -334,6 +334,21 @@ def main():
                     check(re.search(r"not queued: .*\(53\).*set migrate_on_login_uri",
                                     dc.read_log()), "the refusal does not say what to do")
                     check(tc.state("user049") == "waiting", "user049 changed")
+                # with olcUpdateRef the consumer answers with a referral (10): named in the
+                # log, never followed (the service password goes to configured URIs only)
+                cons.config_modify("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\n"
+                                   "add: olcUpdateRef\nolcUpdateRef: %s\n" % slapd.uri)
+                dr = Daemon(work, text, "consumer-referral")
+                with dr:
+                    tr = T(work, slapd, dr)
+                    failed = tr.metric("failed")
+                    tr.login("user069")
+                    tr.wait_metric("failed", failed)
+                    check(re.search(r"not queued: Referral \(10\); .*\(%s\).*set "
+                                    r"migrate_on_login_uri" % re.escape(slapd.uri),
+                                    dr.read_log()), "the referral is not named: %s",
+                          [x for x in dr.read_log().splitlines() if "not queued" in x])
+                    check(tr.state("user069") == "waiting", "user069 changed")
                 dp = Daemon(work, text + "migrate_on_login_uri %s\n" % slapd.uri, "provider")
                 with dp:
                     tp = T(work, slapd, dp)

@@ -72,9 +72,15 @@ static void not_queued_hint(const struct mh_onlogin *o, LDAP *ld, int rc, char *
         snprintf(hint, size, "; ldap_bind_dn needs write on the values waiting and queued of "
                  "the state attribute (ldif/acl-migrate-on-login.ldif)");
     } else if (rc == LDAP_REFERRAL) {
+        LDAPURLDesc *lud = NULL;
         ldap_get_option(ld, LDAP_OPT_REFERRAL_URLS, &refs);
-        if (refs != NULL && refs[0] != NULL)
-            mh_log_safe(safe, sizeof safe, refs[0], strlen(refs[0]));
+        if (refs != NULL && refs[0] != NULL && ldap_url_parse(refs[0], &lud) == LDAP_URL_SUCCESS) {
+            char server[300];       /* the server only: the URL's DN is the user's */
+            int n = snprintf(server, sizeof server, "%s://%s:%d", lud->lud_scheme,
+                             lud->lud_host ? lud->lud_host : "", lud->lud_port);
+            mh_log_safe(safe, sizeof safe, server, n > 0 ? strnlen(server, sizeof server) : 0);
+        }
+        ldap_free_urldesc(lud);
         snprintf(hint, size, "; %s a server that refers writes elsewhere (%s): a read-only "
                  "replica; set migrate_on_login_uri to the writable server (the provider; "
                  "referrals are not followed: the service password goes only to configured "
