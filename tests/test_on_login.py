@@ -325,30 +325,27 @@ def main():
                 cons.wait_caught_up()
                 text = config(work, slapd).replace("ldap_uri %s" % slapd.uri,
                                                    "ldap_uri %s" % cons.uri)
-                dc = Daemon(work, text, "consumer-only")
-                with dc:
-                    tc = T(work, slapd, dc)
-                    failed = tc.metric("failed")
-                    tc.login("user049")
-                    tc.wait_metric("failed", failed)
-                    check(re.search(r"not queued: .*\(53\).*set migrate_on_login_uri",
-                                    dc.read_log()), "the refusal does not say what to do")
-                    check(tc.state("user049") == "waiting", "user049 changed")
+
+                def refused(name, uid, pattern):
+                    """A login of waiting user uid through a daemon reading the consumer only:
+                    the write is refused, counted, logged as pattern; the state stays."""
+                    dc = Daemon(work, text, name)
+                    with dc:
+                        tc = T(work, slapd, dc)
+                        failed = tc.metric("failed")
+                        tc.login(uid)
+                        tc.wait_metric("failed", failed)
+                        check(re.search(pattern, dc.read_log()), "%s: not logged as wanted: %s",
+                              name, [x for x in dc.read_log().splitlines() if "not queued" in x])
+                        check(tc.state(uid) == "waiting", "%s changed", uid)
+                refused("consumer-only", "user049",
+                        r"not queued: .*\(53\).*set migrate_on_login_uri")
                 # with olcUpdateRef the consumer answers with a referral (10): named in the
                 # log, never followed (the service password goes to configured URIs only)
                 cons.config_modify("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\n"
                                    "add: olcUpdateRef\nolcUpdateRef: %s\n" % slapd.uri)
-                dr = Daemon(work, text, "consumer-referral")
-                with dr:
-                    tr = T(work, slapd, dr)
-                    failed = tr.metric("failed")
-                    tr.login("user069")
-                    tr.wait_metric("failed", failed)
-                    check(re.search(r"not queued: Referral \(10\); .*\(%s\).*set "
-                                    r"migrate_on_login_uri" % re.escape(slapd.uri),
-                                    dr.read_log()), "the referral is not named: %s",
-                          [x for x in dr.read_log().splitlines() if "not queued" in x])
-                    check(tr.state("user069") == "waiting", "user069 changed")
+                refused("consumer-referral", "user069", r"not queued: Referral \(10\); .*\(%s\)"
+                        r".*set migrate_on_login_uri" % re.escape(slapd.uri))
                 dp = Daemon(work, text + "migrate_on_login_uri %s\n" % slapd.uri, "provider")
                 with dp:
                     tp = T(work, slapd, dp)
