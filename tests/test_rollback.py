@@ -127,6 +127,56 @@ def t_refusals_change_nothing(c):
     check(tm.attrs(c, MOVE)["mailhostMigrationState"] == "done", "MOVE touched")
 
 
+def t_mail_only_on_the_old_server_is_never_deleted(c):
+    # after the move a message reaches the old server only (a stale route, a session that
+    # was not kicked): making the old mailbox a copy of the new one would delete it
+    c.old.doveadm("save", "-u", MOVE, input=b"From: x@example.org\nSubject: old only\n"
+                  b"Message-ID: <old-only>\n\nold only\n")
+    before, ids, a = c.old.imap_state(MOVE), message_ids(c.old, MOVE), tm.attrs(c, MOVE)
+    r = rollback(c, MOVE)
+    check(r.returncode == 3 and "%s: refused (the old mailbox holds mail the new one lacks: "
+          "folder \"INBOX\" has UIDNEXT" % MOVE in r.stdout and "after the move" in r.stdout,
+          "%d %s %s", r.returncode, r.stdout, r.stderr)
+    check(message_ids(c.old, MOVE) == ids and c.old.imap_state(MOVE) == before,
+          "the old mailbox changed: %s", message_ids(c.old, MOVE))
+    check(tm.attrs(c, MOVE) == a, "the entry changed: %s -> %s", a, tm.attrs(c, MOVE))
+    # the same UID on both sides, another message on each: still refused
+    c.new.doveadm("save", "-u", MOVE, input=b"From: y@example.org\nSubject: new one\n"
+                  b"Message-ID: <new-same-uid>\n\nnew, same UID\n")
+    r = rollback(c, MOVE)
+    check(r.returncode == 3 and re.search(r'refused \(the old mailbox holds mail the new one '
+                                          r'lacks: folder "INBOX" UID \d+ is another message '
+                                          r'on each server', r.stdout),
+          "%d %s %s", r.returncode, r.stdout, r.stderr)
+    check(message_ids(c.old, MOVE) == ids and tm.attrs(c, MOVE) == a, "changed")
+    # gone from the old server: the new message's UID is one the old INBOX used, dsync
+    # cannot add it there under its UID (it would empty and re-create INBOX): refused too
+    c.old.doveadm("expunge", "-u", MOVE, "mailbox", "INBOX", "header", "Message-ID",
+                  "<old-only>")
+    ids = message_ids(c.old, MOVE)
+    check("<old-only>" not in ids["INBOX"].values(), "not expunged")
+    r = rollback(c, MOVE)
+    check(r.returncode == 3 and re.search(r'refused \(folder "INBOX" UID \d+ is on the new '
+                                          r'server only, below the old folder\'s UIDNEXT',
+                                          r.stdout), "%d %s %s", r.returncode, r.stdout,
+          r.stderr)
+    check(message_ids(c.old, MOVE) == ids and tm.attrs(c, MOVE) == a, "changed")
+    c.new.doveadm("expunge", "-u", MOVE, "mailbox", "INBOX", "header", "Message-ID",
+                  "<new-same-uid>")
+
+
+def t_a_failed_copier_says_the_old_mailbox_changed(c):
+    # the copier started: the old mailbox may be partly overwritten, and the entry says so
+    r = rollback(c, MOVE, copy="false")
+    check(r.returncode == 3 and "%s: failed (pre-copy: exit 1" % MOVE in r.stdout and
+          "the old mailbox on %s WAS CHANGED" % OLD in r.stdout, "%d %s %s", r.returncode,
+          r.stdout, r.stderr)
+    a = tm.attrs(c, MOVE)
+    check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+          a["mailhostMigrationClaim"] is None and
+          "WAS CHANGED" in (a["mailhostMigrationError"] or ""), "directory: %s", a)
+
+
 def t_rollback_brings_new_mail_back(c):
     # after the flip: a delivery and a flag change on the new server
     c.new.doveadm("save", "-u", MOVE, input=b"From: b@example.org\nSubject: after\n"
@@ -216,6 +266,8 @@ def main():
         with os.fdopen(fd, "w") as f:
             f.write(c.slapd.ctl_pw)
         for t in (t_migrate_records_the_frozen_window, t_refusals_change_nothing,
+                  t_mail_only_on_the_old_server_is_never_deleted,
+                  t_a_failed_copier_says_the_old_mailbox_changed,
                   t_rollback_brings_new_mail_back, t_stats_shows_the_pipeline):
             runner.run(t, c)
     finally:

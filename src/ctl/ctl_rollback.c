@@ -7,20 +7,24 @@
  * same RFC 4528 assertions on the routing value, the state and the claim:
  *   1 check    state done, mailhostPreviousHost set and not the current host, no claim;
  *              the old server's mailbox readable through --old-doveadm (the copier writes
- *              into it with dsync: the old server must be Dovecot); else refused, untouched
+ *              into it with dsync: the old server must be Dovecot); both mailboxes compared
+ *              (guard, mh_mbox_old_only): the copier makes the old one an exact copy of the
+ *              new one, so mail only the old one holds (or a new UID it cannot take) refuses
+ *              the user; else refused, untouched
  *   2 claim    done -> copying, claim "RUNNER until TIME"; then the old server's folders
  *              take the new server's mailbox GUIDs (align_guids: why there)
  *   3 pre-copy the rollback copier (--copy-command: it makes the OLD mailbox a copy of the
  *              new one, e.g. doveadm backup -R through imapc on the old server's side)
  *   4 freeze   copying -> frozen (with -c: then route_cache_ttl waited out)
  *   5 kick     the user's sessions on the new server (default: --new-doveadm kick %u)
- *   6 sync     --mta-settle after the freeze, the copier again
+ *   6 sync     --mta-settle after the freeze, the guard again, the copier again
  *   7 verify   the new mailbox (now the source) against the old one (mboxcmp.h)
  *   8 flip     routing value back to the previous host, previous host the one it leaves,
  *              moved-at now, state rolledback, claim removed (and mailhostFrozenWindow)
  * A failure before the flip (or an interruption) releases the user where it is: state done
- * on the new host, the reason in mailhostMigrationError ("rollback: ...").  The new mailbox
- * is only ever read.  There is no journal: a killed run leaves the user in copying or
+ * on the new host, the reason in mailhostMigrationError ("rollback: ..."), which says what
+ * became of the old mailbox (unchanged, GUIDs only, or changed by the copier).  The new
+ * mailbox is only ever read.  There is no journal: a killed run leaves the user in copying or
  * frozen under its claim, still on the new host (state done and no claim give it back).
  * A user in state rolledback is skipped by migrate until its state is set again (set
  * --state waiting): a rollback is a decision, not a queue.
@@ -64,8 +68,10 @@ struct ruser {
     char *mine;                 /* this run's claim, as written */
     long long renewed, t_freeze;
     int lost;
+    int touched;                /* the old mailbox was written to: 1 its folders' GUIDs,
+                                 * 2 by the copier, 3 maybe (a killed run's copier) */
     unsigned long long messages;
-    char why[1024];
+    char why[1536];
 };
 
 enum outcome { ROLLED_BACK, REFUSED, FAILED, STOP };
@@ -215,12 +221,27 @@ static void printable(const char *in, char *out, size_t size)
 }
 
 /* Gives the user back where it is (state done on the new host, claim removed), with the
- * reason "rollback: WHY".  The outcome. */
+ * reason "rollback: WHY", and what became of the old mailbox.  The outcome. */
 static enum outcome release(struct ruser *u)
 {
     struct mh_ctl *c = u->r->c;
     struct mh_ctl_change ch;
-    char reason[1040], text[1100];
+    char reason[1300], text[1400];
+    size_t l = strlen(u->why);
+    /* the report and the directory say what became of the old mailbox */
+    if (u->touched == 3)
+        snprintf(u->why + l, sizeof u->why - l, "; the old mailbox on %s MAY HAVE BEEN "
+                 "CHANGED by the killed run's copier, partly a copy of the new one (the new "
+                 "mailbox, where the user stays, is intact)", u->prev ? u->prev : "?");
+    else if (u->touched == 2)
+        snprintf(u->why + l, sizeof u->why - l, "; the old mailbox on %s WAS CHANGED: the "
+                 "copier had started, it may be partly a copy of the new one (the new "
+                 "mailbox, where the user stays, is intact)", u->prev ? u->prev : "?");
+    else if (u->touched)
+        snprintf(u->why + l, sizeof u->why - l, "; the old mailbox's folders took the new "
+                 "one's GUIDs, no message was changed");
+    else
+        snprintf(u->why + l, sizeof u->why - l, "; neither mailbox was changed");
     printable(u->why, reason, sizeof reason);
     snprintf(text, sizeof text, "rollback: %s", reason);
     if (u->lost || u->mine == NULL)
@@ -231,7 +252,7 @@ static enum outcome release(struct ruser *u)
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_ERROR_ATTR, text };
     int rc = apply(u, &ch, "done", NULL);
     if (rc != LDAP_SUCCESS) {
-        size_t l = strlen(u->why);
+        l = strlen(u->why);
         snprintf(u->why + l, sizeof u->why - l, "; giving the user back failed too (%s): "
                  "the entry may still be %s", ldap_err2string(rc), u->state);
     }
@@ -367,6 +388,7 @@ static int align_guids(struct ruser *u)
                 continue;
             const char *update[] = { "mailbox", "update", "-u", u->login, "--mailbox-guid",
                                      nr[k].guid, orow[i].name, NULL };
+            u->touched = u->touched ? u->touched : 1;
             if (run(u, "old mailbox guid update", c->old_doveadm, update, -1, NULL) < 0)
                 goto out;
         }
@@ -374,6 +396,45 @@ static int align_guids(struct ruser *u)
 out:
     free(nout);
     free(oout);
+    return rc;
+}
+
+/* The guard (mh_mbox_old_only): 0 if making the old mailbox a copy of the new one loses
+ * nothing but what the user deleted on the new server since the move; else -1 with
+ * u->why (*refused 1: the old server holds mail the new one lacks; 0: a doveadm error). */
+static int guard(struct ruser *u, int *refused)
+{
+    const struct mh_ctl *c = u->r->c;
+    const char *status[] = { "-f", "tab", "mailbox", "status", "-u", u->login,
+                             "messages uidvalidity uidnext", "*", NULL };
+    const char *fetch[] = { "-f", "tab", "fetch", "-u", u->login,
+                            "mailbox uid size.virtual date.received hdr.message-id", "all",
+                            NULL };
+    char *os = NULL, *of = NULL, *ns = NULL, *nf = NULL, why[900];
+    unsigned long long dropped = 0;
+    int rc = -1;
+    *refused = 0;
+    if (run(u, "old mailbox status", c->old_doveadm, status, -1, &os) < 0 ||
+        run(u, "old fetch", c->old_doveadm, fetch, -1, &of) < 0 ||
+        run(u, "new mailbox status", c->new_doveadm, status, -1, &ns) < 0 ||
+        run(u, "new fetch", c->new_doveadm, fetch, -1, &nf) < 0)
+        goto out;
+    rc = mh_mbox_old_only(os, of, ns, nf, &dropped, why, sizeof why);
+    if (rc == 1) {
+        *refused = 1;
+        snprintf(u->why, sizeof u->why, "%s; the copier would destroy it", why);
+        rc = -1;
+    } else if (rc < 0) {
+        snprintf(u->why, sizeof u->why, "comparing the mailboxes: %s", why);
+    } else if (c->cli.verbose && dropped > 0) {
+        printf("    %llu message%s deleted on the new server since the move go from the old "
+               "one too\n", dropped, dropped == 1 ? "" : "s");
+    }
+out:
+    free(os);
+    free(of);
+    free(ns);
+    free(nf);
     return rc;
 }
 
@@ -434,13 +495,18 @@ static enum outcome roll_back(struct ruser *u)
                  "Dovecot there, holding the mailbox migrate left", u->prev, was);
         return interrupted ? STOP : REFUSED;
     }
+    /* nothing is claimed or written while the old mailbox holds mail the new one lacks:
+     * the copier would delete it */
+    int refused = 0;
+    if (guard(u, &refused) < 0)
+        return interrupted ? STOP : refused ? REFUSED : FAILED;
     if ((rc = transition(u, "copying")) != LDAP_SUCCESS) {
         snprintf(u->why, sizeof u->why, "claim: %s%s", ldap_err2string(rc),
                  rc == LDAP_ASSERTION_FAILED ? " (changed concurrently: left alone)" : "");
         return u->r->unreachable ? STOP : FAILED;
     }
-    if (align_guids(u) < 0 || run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0 ||
-        interrupted) {
+    if (align_guids(u) < 0 || (u->touched = 2, run(u, "pre-copy", c->copy_cmd, NULL, -1,
+                                                     NULL)) < 0 || interrupted) {
         if (interrupted && !u->why[0])
             snprintf(u->why, sizeof u->why, "interrupted");
         return release(u);
@@ -468,6 +534,13 @@ static enum outcome roll_back(struct ruser *u)
     }
     if (interrupted) {
         snprintf(u->why, sizeof u->why, "interrupted while frozen");
+        return release(u);
+    }
+    /* mail may have reached the old server since the check (a stale route): the final
+     * sync would delete it */
+    if (guard(u, &refused) < 0 || interrupted) {
+        if (interrupted && !refused)
+            snprintf(u->why, sizeof u->why, "interrupted while frozen");
         return release(u);
     }
     if (run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0)
