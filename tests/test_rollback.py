@@ -11,12 +11,14 @@ value back and say so in the directory; users it cannot roll back are refused wi
 reason and left untouched.  Checked independently with imaplib/poplib and ldapsearch.
 Needs slapd, ldap-utils and dovecot-imapd/-pop3d: without them it FAILS.
 """
+import calendar
 import imaplib
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
@@ -36,7 +38,7 @@ MASTER_EXTRA = ("auth_master_user_separator = *\n"
                 "  master = yes\n}\n")
 
 
-def rollback(c, *users, old=None, copy=None, extra=()):
+def rollback(c, *users, old=None, copy=None, extra=(), wait=True):
     argv = [tm.ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", c.slapd.ctl_dn,
             "-y", c.pw_file, "migrate", "--rollback", "--to", OLD,
             "--old-doveadm", old or "doveadm -c " + c.old.conf_path,
@@ -44,8 +46,20 @@ def rollback(c, *users, old=None, copy=None, extra=()):
             "--mta-settle", "0", "--timeout", "120"] + \
         (["--copy-command", c.rb_copy if copy is None else copy] if copy != "" else []) + \
         list(extra) + list(users)
+    if not wait:
+        return subprocess.Popen(argv, cwd=c.work, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, LDAPNOINIT="1"))
     return subprocess.run(argv, cwd=c.work, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, LDAPNOINIT="1"))
+
+
+def stats_text(c):
+    argv = [tm.ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", c.slapd.ctl_dn,
+            "-y", c.pw_file, "stats"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "stats: %s", r.stderr)
+    return r.stdout
 
 
 def frozen_window(c, login):
@@ -232,6 +246,50 @@ def t_stats_shows_the_pipeline(c):
           "p99 %s", fw)
 
 
+def t_a_killed_rollback_is_taken_over(c):
+    # a rollback killed (SIGKILL) while frozen: its kick blocks until then
+    marker, kick = os.path.join(c.work, "kick.started"), os.path.join(c.work, "kick-blocks")
+    with open(kick, "w") as f:
+        f.write("#!/bin/sh\n: > %s\nexec sleep 600\n" % marker)
+    os.chmod(kick, 0o755)
+    p = rollback(c, NOT_DOVECOT, extra=("--kick-command", kick, "--timeout", "15", "--lease",
+                                        "31"), wait=False)
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(marker):
+            check(p.poll() is None and time.time() < deadline, "the kick never ran: %s %s",
+                  p.poll(), p.stdout.read() if p.poll() is not None else "")
+            time.sleep(0.05)
+        a = tm.attrs(c, NOT_DOVECOT)
+        check(a["mailhostMigrationState"] == "frozen" and a["mailHost"] == NEW and
+              ":rollback:" in (a["mailhostMigrationClaim"] or ""), "not frozen: %s", a)
+    finally:
+        p.kill()
+        p.communicate()
+    # under its lease the claim is left alone
+    r = rollback(c, NOT_DOVECOT)
+    check(r.returncode == 3 and "refused (claimed by a runner" in r.stdout, "%s", r.stdout)
+    # then (the lease of the killed run: 31 s after its last renewal) stats names the way
+    # out, and the next rollback takes it over
+    claim = tm.attrs(c, NOT_DOVECOT)["mailhostMigrationClaim"]
+    until = calendar.timegm(time.strptime(claim.split(" until ")[1], "%Y%m%d%H%M%SZ"))
+    deadline = time.time() + 90
+    while time.time() <= until + 1:
+        check(time.time() < deadline, "the lease never ended: %s", claim)
+        time.sleep(0.2)
+    out = stats_text(c)
+    check("lease ended: a killed rollback, the next migrate --rollback of that user takes it "
+          "over" in out, "stats: %s", out)
+    r = rollback(c, NOT_DOVECOT, extra=("--timeout", "15", "--lease", "31"))
+    check(r.returncode == 0 and "%s: rolled back %s -> %s" % (NOT_DOVECOT, NEW, OLD)
+          in r.stdout and "expired claim of a killed rollback" in r.stderr,
+          "%d %s %s", r.returncode, r.stdout, r.stderr)
+    a = tm.attrs(c, NOT_DOVECOT)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "rolledback" and
+          a["mailhostMigrationClaim"] is None, "directory: %s", a)
+    check(message_ids(c.old, NOT_DOVECOT) == message_ids(c.new, NOT_DOVECOT), "mail differs")
+
+
 def main():
     work = mhtest.work_dir("rollback", exit_on_signals=True)
     runner = Runner("test_rollback")
@@ -268,7 +326,8 @@ def main():
         for t in (t_migrate_records_the_frozen_window, t_refusals_change_nothing,
                   t_mail_only_on_the_old_server_is_never_deleted,
                   t_a_failed_copier_says_the_old_mailbox_changed,
-                  t_rollback_brings_new_mail_back, t_stats_shows_the_pipeline):
+                  t_rollback_brings_new_mail_back, t_stats_shows_the_pipeline,
+                  t_a_killed_rollback_is_taken_over):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

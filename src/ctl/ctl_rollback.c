@@ -25,7 +25,9 @@
  * on the new host, the reason in mailhostMigrationError ("rollback: ..."), which says what
  * became of the old mailbox (unchanged, GUIDs only, or changed by the copier).  The new
  * mailbox is only ever read.  There is no journal: a killed run leaves the user in copying or
- * frozen under its claim, still on the new host (state done and no claim give it back).
+ * frozen under its claim, still on the new host; once the claim's lease has ended the next
+ * rollback of the user takes it over (killed_rollback, take_over: released, then rolled
+ * back from the start).  migrate never takes such a claim over: it moves users off --from.
  * A user in state rolledback is skipped by migrate until its state is set again (set
  * --state waiting): a rollback is a decision, not a queue.
  */
@@ -470,6 +472,58 @@ static int refuse(struct ruser *u)
     return -1;
 }
 
+/* 1 if u is under the claim of a rollback ("RUNNER until TIME", RUNNER holding
+ * ":rollback:") whose lease ended, in state copying or frozen on the new host: a killed
+ * rollback, that no migrate run takes over (migrate only takes users on --from). */
+static int killed_rollback(const struct ruser *u)
+{
+    const char *sep = u->claim ? strstr(u->claim, " until ") : NULL, *st = u->state;
+    char now[32];
+    snprintf(now, sizeof now, "%s", mh_ctl_now_generalized());
+    if (sep == NULL || st == NULL || u->host == NULL || u->prev == NULL ||
+        !strcasecmp(u->host, u->prev))
+        return 0;
+    const char *r = strstr(u->claim, ":rollback:");
+    return r != NULL && r < sep && strlen(sep + 7) == strlen(now) && strcmp(sep + 7, now) < 0 &&
+           (!strcasecmp(st, "copying") || !strcasecmp(st, "frozen"));
+}
+
+/* Takes over the claim of a killed rollback and releases the user (state done on the new
+ * host, unfrozen, the reason in mailhostMigrationError): 0 and u re-read, ready to roll
+ * back again, or -1 with the outcome in *oc. */
+static int take_over(struct ruser *u, enum outcome *oc)
+{
+    fprintf(stderr, "%s: %s: expired claim of a killed rollback (%s) in state %s: taking it "
+            "over\n", MH_CTL_PROG, u->login, u->claim, u->state);
+    snprintf(u->why, sizeof u->why, "a killed rollback (claim %s, state %s) was taken over "
+             "after its lease ended and released", u->claim, u->state);
+    u->touched = 3;
+    if ((u->mine = strdup(u->claim)) == NULL) {
+        snprintf(u->why, sizeof u->why, "out of memory");
+        *oc = FAILED;
+        return -1;
+    }
+    *oc = release(u);
+    if (u->mine != NULL || u->lost || strcasecmp(u->state, "done") != 0)
+        return -1;   /* giving it back failed: u->why says so */
+    fprintf(stderr, "%s: %s: released on %s (%s); rolling back again\n", MH_CTL_PROG,
+            u->login, u->host, u->why);
+    struct ruser again;
+    memset(&again, 0, sizeof again);
+    again.r = u->r;
+    again.login = u->login;
+    ruser_free(u);
+    *u = again;
+    int rc = read_user(u);
+    if (rc != LDAP_SUCCESS) {
+        snprintf(u->why, sizeof u->why, "released a killed rollback, then: %s",
+                 ldap_err2string(rc));
+        *oc = u->r->unreachable ? STOP : FAILED;
+        return -1;
+    }
+    return 0;
+}
+
 static enum outcome roll_back(struct ruser *u)
 {
     struct mh_ctl *c = u->r->c;
@@ -480,6 +534,9 @@ static enum outcome roll_back(struct ruser *u)
                  : ldap_err2string(rc));
         return u->r->unreachable ? STOP : REFUSED;
     }
+    enum outcome oc;
+    if (killed_rollback(u) && take_over(u, &oc) < 0)
+        return oc;
     if (refuse(u) < 0)
         return REFUSED;
     /* the copier writes into the old mailbox with dsync: it must be a Dovecot there that
