@@ -246,6 +246,25 @@ def t_stats_shows_the_pipeline(c):
           "p99 %s", fw)
 
 
+def t_a_rolled_back_user_moves_again_with_overwrite(c):
+    # the rollback left the new mailbox in place: a move again needs overwrite
+    c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailhostMigrationState\n"
+                       "mailhostMigrationState: waiting\n" % tm.dn_of(c, MOVE))
+    r = tm.migrate(c, MOVE, journal="again.journal")
+    check(r.returncode == 3 and "the target mailbox is not empty" in r.stdout,
+          "without overwrite: %d %s %s", r.returncode, r.stdout, r.stderr)
+    check(tm.attrs(c, MOVE)["mailHost"] == OLD, "moved: %s", tm.attrs(c, MOVE))
+    r = tm.migrate(c, MOVE, "--target-not-empty=overwrite", "--retry-failed",
+                   journal="again2.journal")
+    check(r.returncode == 0 and re.search(r"^%s: done " % re.escape(MOVE), r.stdout, re.M),
+          "with overwrite: %d %s %s", r.returncode, r.stdout, r.stderr)
+    a = tm.attrs(c, MOVE)
+    check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done" and
+          a["mailhostPreviousHost"] == OLD, "directory: %s", a)
+    check(message_ids(c.new, MOVE) == message_ids(c.old, MOVE) and
+          c.new.imap_state(MOVE) == c.old.imap_state(MOVE), "the mailboxes differ")
+
+
 def t_a_killed_rollback_is_taken_over(c):
     # a rollback killed (SIGKILL) while frozen: its kick blocks until then
     marker, kick = os.path.join(c.work, "kick.started"), os.path.join(c.work, "kick-blocks")
@@ -327,6 +346,7 @@ def main():
                   t_mail_only_on_the_old_server_is_never_deleted,
                   t_a_failed_copier_says_the_old_mailbox_changed,
                   t_rollback_brings_new_mail_back, t_stats_shows_the_pipeline,
+                  t_a_rolled_back_user_moves_again_with_overwrite,
                   t_a_killed_rollback_is_taken_over):
             runner.run(t, c)
     finally:

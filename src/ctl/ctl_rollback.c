@@ -29,7 +29,8 @@
  * rollback of the user takes it over (killed_rollback, take_over: released, then rolled
  * back from the start).  migrate never takes such a claim over: it moves users off --from.
  * A user in state rolledback is skipped by migrate until its state is set again (set
- * --state waiting): a rollback is a decision, not a queue.
+ * --state waiting): a rollback is a decision, not a queue.  The new mailbox stays, so that
+ * move needs --target-not-empty=overwrite.
  */
 #include "config.h"
 #include "ctl.h"
