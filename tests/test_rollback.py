@@ -31,7 +31,8 @@ import test_migrate as tm  # noqa: E402
 
 OLD, NEW, PW = tm.OLD, tm.NEW, tm.PW
 MOVE, NO_PREV, NOT_DOVECOT = "user001@example.com", "user005@example.com", "user009@example.com"
-USERS = (MOVE, NO_PREV, NOT_DOVECOT)
+BIG = "user013@example.com"   # more folders than one doveadm answer used to hold
+USERS = (MOVE, NO_PREV, NOT_DOVECOT, BIG)
 MASTER_EXTRA = ("auth_master_user_separator = *\n"
                 "passdb {\n  driver = passwd-file\n"
                 "  args = scheme=PLAIN username_format=%%u %(dir)s/masters\n"
@@ -265,6 +266,43 @@ def t_a_rolled_back_user_moves_again_with_overwrite(c):
           c.new.imap_state(MOVE) == c.old.imap_state(MOVE), "the mailboxes differ")
 
 
+def guids(dovecot, login):
+    """({folder: mailbox GUID}, {(folder, uid): message GUID}) through doveadm."""
+    boxes, msgs = {}, {}
+    for line in dovecot.doveadm("-f", "tab", "mailbox", "status", "-u", login, "guid",
+                                "*").splitlines()[1:]:
+        name, guid = line.split("\t")
+        boxes[name] = guid
+    for line in dovecot.doveadm("-f", "tab", "fetch", "-u", login, "mailbox uid guid",
+                                "all").splitlines()[1:]:
+        name, uid, guid = line.split("\t")
+        msgs[(name, int(uid))] = guid
+    return boxes, msgs
+
+
+def t_more_than_512_folders_are_all_aligned(c):
+    names = ["f%03d" % i for i in range(520)]
+    c.old.doveadm("mailbox", "create", "-u", BIG, *names)
+    for folder in ["INBOX"] + names[::37] + names[-3:]:
+        c.old.doveadm("save", "-u", BIG, "-m", folder,
+                      input=("From: a@example.org\nSubject: in %s\nMessage-ID: <%s.big>\n\n"
+                             "body\n" % (folder, folder)).encode())
+    before = guids(c.old, BIG)[1]
+    r = tm.migrate(c, BIG, journal="big.journal", timeout="600")
+    check(r.returncode == 0, "migrate: %d %s %s", r.returncode, r.stdout, r.stderr)
+    r = rollback(c, BIG, extra=("--timeout", "600"))
+    check(r.returncode == 0 and "%s: rolled back" % BIG in r.stdout, "%d %s %s",
+          r.returncode, r.stdout, r.stderr)
+    # every old folder was paired with its new one (its GUID taken), none re-created: the
+    # messages that were there are the same messages (GUIDs), not copies
+    old_boxes, old_msgs = guids(c.old, BIG)
+    new_boxes = guids(c.new, BIG)[0]
+    check(len(old_boxes) == 521 and old_boxes == new_boxes, "folder GUIDs differ: %s",
+          sorted(k for k in new_boxes if old_boxes.get(k) != new_boxes[k])[:10])
+    check(old_msgs == before, "re-created on the old server: %s",
+          sorted(k for k in before if old_msgs.get(k) != before[k])[:10])
+
+
 def t_a_killed_rollback_is_taken_over(c):
     # a rollback killed (SIGKILL) while frozen: its kick blocks until then
     marker, kick = os.path.join(c.work, "kick.started"), os.path.join(c.work, "kick-blocks")
@@ -347,6 +385,7 @@ def main():
                   t_a_failed_copier_says_the_old_mailbox_changed,
                   t_rollback_brings_new_mail_back, t_stats_shows_the_pipeline,
                   t_a_rolled_back_user_moves_again_with_overwrite,
+                  t_more_than_512_folders_are_all_aligned,
                   t_a_killed_rollback_is_taken_over):
             runner.run(t, c)
     finally:

@@ -339,12 +339,18 @@ static int snapshot(struct ruser *u, const char *side, const char *prefix, struc
     return rc;
 }
 
-/* The rows of doveadm -f tab mailbox status ... guid '*' (at most max): each folder's name
- * and GUID, pointing into text (whose tabs and line ends are cut). */
+/* The rows of doveadm -f tab mailbox status ... guid '*': each folder's name and GUID,
+ * pointing into text (whose tabs and line ends are cut), in *rows (malloc'ed, one per line
+ * of text at most; NULL when out of memory). */
 struct guid_row { char *name, *guid; };
 
-static size_t parse_guids(char *text, struct guid_row *rows, size_t max)
+static size_t parse_guids(char *text, struct guid_row **rows)
 {
+    size_t max = 1;
+    for (const char *p = text; (p = strchr(p, '\n')) != NULL; p++)
+        max++;
+    if ((*rows = calloc(max, sizeof **rows)) == NULL)
+        return 0;
     char *save = NULL, *line = strtok_r(text, "\n", &save);
     int name_col = -1, guid_col = -1;
     for (int k = 0; line && k < 8; k++) {   /* the header names the columns */
@@ -364,7 +370,7 @@ static size_t parse_guids(char *text, struct guid_row *rows, size_t max)
             line = tab ? tab + 1 : NULL;
         }
         if (f[name_col] && f[guid_col] && *f[guid_col])
-            rows[n++] = (struct guid_row){ f[name_col], f[guid_col] };
+            (*rows)[n++] = (struct guid_row){ f[name_col], f[guid_col] };
     }
     return n;
 }
@@ -379,12 +385,16 @@ static int align_guids(struct ruser *u)
     const char *status[] = { "-f", "tab", "mailbox", "status", "-u", u->login, "guid", "*",
                              NULL };
     char *nout = NULL, *oout = NULL;
-    struct guid_row nr[512], orow[512];
+    struct guid_row *nr = NULL, *orow = NULL;
     int rc = -1;
     if (run(u, "new mailbox guids", c->new_doveadm, status, -1, &nout) < 0 ||
         run(u, "old mailbox guids", c->old_doveadm, status, -1, &oout) < 0)
         goto out;
-    size_t nn = parse_guids(nout, nr, 512), no = parse_guids(oout, orow, 512);
+    size_t nn = parse_guids(nout, &nr), no = parse_guids(oout, &orow);
+    if (nr == NULL || orow == NULL) {
+        snprintf(u->why, sizeof u->why, "mailbox guids: out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < no; i++)
         for (size_t k = 0; k < nn; k++) {
             if (strcmp(orow[i].name, nr[k].name) != 0 || strcmp(orow[i].guid, nr[k].guid) == 0)
@@ -397,6 +407,8 @@ static int align_guids(struct ruser *u)
         }
     rc = 0;
 out:
+    free(nr);
+    free(orow);
     free(nout);
     free(oout);
     return rc;
