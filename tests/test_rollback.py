@@ -16,8 +16,10 @@ import imaplib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,8 +41,8 @@ MASTER_EXTRA = ("auth_master_user_separator = *\n"
                 "  master = yes\n}\n")
 
 
-def rollback(c, *users, old=None, copy=None, extra=(), wait=True):
-    argv = [tm.ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D", c.slapd.ctl_dn,
+def rollback(c, *users, old=None, copy=None, extra=(), wait=True, uri=None):
+    argv = [tm.ctl_path(), "-H", uri or c.slapd.uri, "-b", c.slapd.base, "-D", c.slapd.ctl_dn,
             "-y", c.pw_file, "migrate", "--rollback", "--to", OLD,
             "--old-doveadm", old or "doveadm -c " + c.old.conf_path,
             "--new-doveadm", "doveadm -c " + c.new.conf_path,
@@ -303,6 +305,76 @@ def t_more_than_512_folders_are_all_aligned(c):
           sorted(k for k in before if old_msgs.get(k) != before[k])[:10])
 
 
+class CutAfterApply:
+    """A TCP proxy to slapd that, once, forwards the first request holding `pattern` and
+    then closes the connection instead of passing slapd's answer on: the modify is applied,
+    the client never hears so."""
+
+    def __init__(self, host, port, pattern):
+        self.host, self.port, self.pattern, self.cut = host, port, pattern, threading.Event()
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.uri = "ldap://127.0.0.1:%d" % self.lsock.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.lsock.accept()
+            except OSError:
+                return
+            server = socket.create_connection((self.host, self.port))
+            armed = threading.Event()
+            threading.Thread(target=self.pump, args=(client, server, armed, True),
+                             daemon=True).start()
+            threading.Thread(target=self.pump, args=(server, client, armed, False),
+                             daemon=True).start()
+
+    def pump(self, src, dst, armed, up):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if up and self.pattern and self.pattern in data:
+                    self.pattern = None   # once
+                    armed.set()
+                elif not up and armed.is_set():
+                    self.cut.set()        # slapd answered: the modify is applied
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+def t_a_flip_applied_before_the_connection_dropped_is_a_success(c):
+    # MOVE is on the new server again (the re-migration above); the flip back is applied,
+    # then the connection drops before its answer: the retry's assertion fails on this
+    # run's own change, which the entry shows
+    proxy = CutAfterApply(c.slapd.host, c.slapd.port, b"rolledback")
+    try:
+        r = rollback(c, MOVE, uri=proxy.uri)
+    finally:
+        proxy.close()
+    check(proxy.cut.is_set(), "the connection was never cut: %s %s", r.stdout, r.stderr)
+    check(r.returncode == 0 and "%s: rolled back %s -> %s" % (MOVE, NEW, OLD) in r.stdout,
+          "%d %s %s", r.returncode, r.stdout, r.stderr)
+    a = tm.attrs(c, MOVE)
+    check(a["mailHost"] == OLD and a["mailhostMigrationState"] == "rolledback" and
+          a["mailhostMigrationClaim"] is None and a["mailhostMigrationError"] is None,
+          "directory: %s", a)
+
+
 def t_a_killed_rollback_is_taken_over(c):
     # a rollback killed (SIGKILL) while frozen: its kick blocks until then
     marker, kick = os.path.join(c.work, "kick.started"), os.path.join(c.work, "kick-blocks")
@@ -385,6 +457,7 @@ def main():
                   t_a_failed_copier_says_the_old_mailbox_changed,
                   t_rollback_brings_new_mail_back, t_stats_shows_the_pipeline,
                   t_a_rolled_back_user_moves_again_with_overwrite,
+                  t_a_flip_applied_before_the_connection_dropped_is_a_success,
                   t_more_than_512_folders_are_all_aligned,
                   t_a_killed_rollback_is_taken_over):
             runner.run(t, c)

@@ -73,6 +73,7 @@ struct ruser {
     int lost;
     int touched;                /* the old mailbox was written to: 1 its folders' GUIDs,
                                  * 2 by the copier, 3 maybe (a killed run's copier) */
+    const char *want_host;      /* apply: the routing value this modify leaves */
     unsigned long long messages;
     char why[1536];
 };
@@ -143,14 +144,34 @@ static char *assertion(const struct mh_ctl *c, const char *host, const char *sta
     return out;
 }
 
+/* 1 if u's entry holds the routing value u->want_host (NULL: u->host), state and claim
+ * (NULL: none), as this run's modify leaves them. */
+static int holds(struct ruser *u, const char *state, const char *claim)
+{
+    struct ruser now;
+    memset(&now, 0, sizeof now);
+    now.r = u->r;
+    now.login = u->login;
+    const char *host = u->want_host ? u->want_host : u->host;
+    int same = read_user(&now) == LDAP_SUCCESS && now.dn && !strcmp(now.dn, u->dn) &&
+               now.host && host && !strcasecmp(now.host, host) && now.state &&
+               !strcasecmp(now.state, state) &&
+               (claim ? now.claim && !strcmp(now.claim, claim) : now.claim == NULL);
+    ruser_free(&now);
+    return same;
+}
+
 /* Applies ch (m[] filled by the caller) asserting the routing value read, the state read
- * and the claim held (u->mine, NULL: none), reconnecting when the directory went away.  On
- * success the entry holds state and claim.  An LDAP result code. */
+ * and the claim held (u->mine, NULL: none), reconnecting when the directory went away (an
+ * assertion failure after a reconnect is a success when the entry holds this modify's
+ * routing value, state and claim: the first try was applied).  On success the entry holds
+ * state and claim.  An LDAP result code. */
 static int apply(struct ruser *u, struct mh_ctl_change *ch, const char *state,
                  const char *claim)
 {
     struct mh_ctl *c = u->r->c;
     int rc;
+    int retried = 0;
     ch->dn = u->dn;
     ch->assertion = assertion(c, u->host, u->state, u->mine);
     for (;;) {
@@ -158,6 +179,7 @@ static int apply(struct ruser *u, struct mh_ctl_change *ch, const char *state,
         if (!mh_cli_unreachable(rc))
             break;
         mh_cli_perror(c->cli.ld, MH_CTL_PROG, "modifying", u->dn, rc, "; reconnecting");
+        retried = 1;
         if (mh_ctl_reconnect(c) < 0) {
             u->r->unreachable = 1;
             break;
@@ -165,6 +187,10 @@ static int apply(struct ruser *u, struct mh_ctl_change *ch, const char *state,
     }
     free(ch->assertion);
     ch->assertion = NULL;
+    /* the connection may have dropped after slapd applied the modify: then the retry's
+     * assertion fails on this run's own change; the entry says which */
+    if (rc == LDAP_ASSERTION_FAILED && retried && holds(u, state, claim))
+        rc = LDAP_SUCCESS;
     if (rc == LDAP_SUCCESS) {
         char *s = strdup(state), *m = claim ? strdup(claim) : NULL;
         free(u->state);
@@ -653,7 +679,9 @@ static enum outcome roll_back(struct ruser *u)
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_ERROR_ATTR, NULL };
     if (mh_ctl_schema_frozen_window(u->r->schema))
         ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_FROZEN_ATTR, frozen };
+    u->want_host = back;
     rc = apply(u, &ch, "rolledback", NULL);
+    u->want_host = NULL;
     free(back);
     free(left);
     if (rc != LDAP_SUCCESS) {
