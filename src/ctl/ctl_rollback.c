@@ -601,8 +601,12 @@ static enum outcome roll_back(struct ruser *u)
                  rc == LDAP_ASSERTION_FAILED ? " (changed concurrently: left alone)" : "");
         return u->r->unreachable ? STOP : FAILED;
     }
-    if (align_guids(u) < 0 || (u->touched = 2, run(u, "pre-copy", c->copy_cmd, NULL, -1,
-                                                     NULL)) < 0 || interrupted) {
+    int bad = align_guids(u) < 0;
+    if (!bad) {
+        u->touched = 2;   /* from here on the copier may have written into the old mailbox */
+        bad = run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0;
+    }
+    if (bad || interrupted) {
         if (interrupted && !u->why[0])
             snprintf(u->why, sizeof u->why, "interrupted");
         return release(u);
