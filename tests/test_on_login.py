@@ -163,6 +163,28 @@ def main():
                 check(t.state("user029") == "waiting", "user029 changed")
             runner.run(t_the_acl_allows_waiting_to_queued_only)
 
+            def t_the_acl_never_allows_queued_to_waiting():
+                # the way back (delete queued, add waiting) is the same modify with the
+                # values swapped: "write" on both values would allow it
+                dn = "uid=user053,%s" % OU
+                swap = ("dn: %s\nchangetype: modify\ndelete: %s\n%s: %%s\n-\nadd: %s\n"
+                        "%s: %%s\n" % (dn, STATE, STATE, STATE, STATE))
+                slapd.ldapmodify(swap % ("waiting", "queued"))   # as the admin
+                try:
+                    slapd.ldapmodify(swap % ("queued", "waiting"), dn=slapd.service_dn,
+                                     pw=slapd.service_pw)
+                except Exception as e:   # LdapError
+                    check("50" in str(e) or "Insufficient" in str(e), "unexpected: %s", e)
+                else:
+                    raise AssertionError("cn=mailhostd could move queued -> waiting")
+                check(t.state("user053") == "queued", "user053 changed")
+                slapd.ldapmodify(swap % ("queued", "waiting"))   # as the admin
+                # the one write it needs still works
+                slapd.ldapmodify(swap % ("waiting", "queued"), dn=slapd.service_dn,
+                                 pw=slapd.service_pw)
+                check(t.state("user053") == "queued", "waiting -> queued as cn=mailhostd")
+            runner.run(t_the_acl_never_allows_queued_to_waiting)
+
             def t_verified_login_of_a_waiting_user_queues_it():
                 before = t.metric("queued")
                 t.login("user001")
@@ -349,9 +371,9 @@ def main():
                 dp = Daemon(work, text + "migrate_on_login_uri %s\n" % slapd.uri, "provider")
                 with dp:
                     tp = T(work, slapd, dp)
-                    tp.login("user053")
-                    tp.wait_state("user053", "queued")     # read on the provider
-                    check(re.search(r"auth user=\"user053@example.com\".*", dp.read_log()),
+                    tp.login("user073")
+                    tp.wait_state("user073", "queued")     # read on the provider
+                    check(re.search(r"auth user=\"user073@example.com\".*", dp.read_log()),
                           "the login was not answered")
                     check(tp.metric("queued") == 1, "queued: %d", tp.metric("queued"))
             finally:

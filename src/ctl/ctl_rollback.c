@@ -7,23 +7,30 @@
  * same RFC 4528 assertions on the routing value, the state and the claim:
  *   1 check    state done, mailhostPreviousHost set and not the current host, no claim;
  *              the old server's mailbox readable through --old-doveadm (the copier writes
- *              into it with dsync: the old server must be Dovecot); else refused, untouched
+ *              into it with dsync: the old server must be Dovecot); both mailboxes compared
+ *              (guard, mh_mbox_old_only): the copier makes the old one an exact copy of the
+ *              new one, so mail only the old one holds (or a new UID it cannot take) refuses
+ *              the user; else refused, untouched
  *   2 claim    done -> copying, claim "RUNNER until TIME"; then the old server's folders
  *              take the new server's mailbox GUIDs (align_guids: why there)
  *   3 pre-copy the rollback copier (--copy-command: it makes the OLD mailbox a copy of the
  *              new one, e.g. doveadm backup -R through imapc on the old server's side)
  *   4 freeze   copying -> frozen (with -c: then route_cache_ttl waited out)
  *   5 kick     the user's sessions on the new server (default: --new-doveadm kick %u)
- *   6 sync     --mta-settle after the freeze, the copier again
+ *   6 sync     --mta-settle after the freeze, the guard again, the copier again
  *   7 verify   the new mailbox (now the source) against the old one (mboxcmp.h)
  *   8 flip     routing value back to the previous host, previous host the one it leaves,
  *              moved-at now, state rolledback, claim removed (and mailhostFrozenWindow)
  * A failure before the flip (or an interruption) releases the user where it is: state done
- * on the new host, the reason in mailhostMigrationError ("rollback: ...").  The new mailbox
- * is only ever read.  There is no journal: a killed run leaves the user in copying or
- * frozen under its claim, still on the new host (state done and no claim give it back).
+ * on the new host, the reason in mailhostMigrationError ("rollback: ..."), which says what
+ * became of the old mailbox (unchanged, GUIDs only, or changed by the copier).  The new
+ * mailbox is only ever read.  There is no journal: a killed run leaves the user in copying or
+ * frozen under its claim, still on the new host; once the claim's lease has ended the next
+ * rollback of the user takes it over (killed_rollback, take_over: released, then rolled
+ * back from the start).  migrate never takes such a claim over: it moves users off --from.
  * A user in state rolledback is skipped by migrate until its state is set again (set
- * --state waiting): a rollback is a decision, not a queue.
+ * --state waiting): a rollback is a decision, not a queue.  The new mailbox stays, so that
+ * move needs --target-not-empty=overwrite.
  */
 #include "config.h"
 #include "ctl.h"
@@ -64,8 +71,11 @@ struct ruser {
     char *mine;                 /* this run's claim, as written */
     long long renewed, t_freeze;
     int lost;
+    int touched;                /* the old mailbox was written to: 1 its folders' GUIDs,
+                                 * 2 by the copier, 3 maybe (a killed run's copier) */
+    const char *want_host;      /* apply: the routing value this modify leaves */
     unsigned long long messages;
-    char why[1024];
+    char why[1536];
 };
 
 enum outcome { ROLLED_BACK, REFUSED, FAILED, STOP };
@@ -134,14 +144,34 @@ static char *assertion(const struct mh_ctl *c, const char *host, const char *sta
     return out;
 }
 
+/* 1 if u's entry holds the routing value u->want_host (NULL: u->host), state and claim
+ * (NULL: none), as this run's modify leaves them. */
+static int holds(struct ruser *u, const char *state, const char *claim)
+{
+    struct ruser now;
+    memset(&now, 0, sizeof now);
+    now.r = u->r;
+    now.login = u->login;
+    const char *host = u->want_host ? u->want_host : u->host;
+    int same = read_user(&now) == LDAP_SUCCESS && now.dn && !strcmp(now.dn, u->dn) &&
+               now.host && host && !strcasecmp(now.host, host) && now.state &&
+               !strcasecmp(now.state, state) &&
+               (claim ? now.claim && !strcmp(now.claim, claim) : now.claim == NULL);
+    ruser_free(&now);
+    return same;
+}
+
 /* Applies ch (m[] filled by the caller) asserting the routing value read, the state read
- * and the claim held (u->mine, NULL: none), reconnecting when the directory went away.  On
- * success the entry holds state and claim.  An LDAP result code. */
+ * and the claim held (u->mine, NULL: none), reconnecting when the directory went away (an
+ * assertion failure after a reconnect is a success when the entry holds this modify's
+ * routing value, state and claim: the first try was applied).  On success the entry holds
+ * state and claim.  An LDAP result code. */
 static int apply(struct ruser *u, struct mh_ctl_change *ch, const char *state,
                  const char *claim)
 {
     struct mh_ctl *c = u->r->c;
     int rc;
+    int retried = 0;
     ch->dn = u->dn;
     ch->assertion = assertion(c, u->host, u->state, u->mine);
     for (;;) {
@@ -149,6 +179,7 @@ static int apply(struct ruser *u, struct mh_ctl_change *ch, const char *state,
         if (!mh_cli_unreachable(rc))
             break;
         mh_cli_perror(c->cli.ld, MH_CTL_PROG, "modifying", u->dn, rc, "; reconnecting");
+        retried = 1;
         if (mh_ctl_reconnect(c) < 0) {
             u->r->unreachable = 1;
             break;
@@ -156,6 +187,10 @@ static int apply(struct ruser *u, struct mh_ctl_change *ch, const char *state,
     }
     free(ch->assertion);
     ch->assertion = NULL;
+    /* the connection may have dropped after slapd applied the modify: then the retry's
+     * assertion fails on this run's own change; the entry says which */
+    if (rc == LDAP_ASSERTION_FAILED && retried && holds(u, state, claim))
+        rc = LDAP_SUCCESS;
     if (rc == LDAP_SUCCESS) {
         char *s = strdup(state), *m = claim ? strdup(claim) : NULL;
         free(u->state);
@@ -215,12 +250,27 @@ static void printable(const char *in, char *out, size_t size)
 }
 
 /* Gives the user back where it is (state done on the new host, claim removed), with the
- * reason "rollback: WHY".  The outcome. */
+ * reason "rollback: WHY", and what became of the old mailbox.  The outcome. */
 static enum outcome release(struct ruser *u)
 {
     struct mh_ctl *c = u->r->c;
     struct mh_ctl_change ch;
-    char reason[1040], text[1100];
+    char reason[1300], text[1400];
+    size_t l = strlen(u->why);
+    /* the report and the directory say what became of the old mailbox */
+    if (u->touched == 3)
+        snprintf(u->why + l, sizeof u->why - l, "; the old mailbox on %s MAY HAVE BEEN "
+                 "CHANGED by the killed run's copier, partly a copy of the new one (the new "
+                 "mailbox, where the user stays, is intact)", u->prev ? u->prev : "?");
+    else if (u->touched == 2)
+        snprintf(u->why + l, sizeof u->why - l, "; the old mailbox on %s WAS CHANGED: the "
+                 "copier had started, it may be partly a copy of the new one (the new "
+                 "mailbox, where the user stays, is intact)", u->prev ? u->prev : "?");
+    else if (u->touched)
+        snprintf(u->why + l, sizeof u->why - l, "; the old mailbox's folders took the new "
+                 "one's GUIDs, no message was changed");
+    else
+        snprintf(u->why + l, sizeof u->why - l, "; neither mailbox was changed");
     printable(u->why, reason, sizeof reason);
     snprintf(text, sizeof text, "rollback: %s", reason);
     if (u->lost || u->mine == NULL)
@@ -231,7 +281,7 @@ static enum outcome release(struct ruser *u)
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_ERROR_ATTR, text };
     int rc = apply(u, &ch, "done", NULL);
     if (rc != LDAP_SUCCESS) {
-        size_t l = strlen(u->why);
+        l = strlen(u->why);
         snprintf(u->why + l, sizeof u->why - l, "; giving the user back failed too (%s): "
                  "the entry may still be %s", ldap_err2string(rc), u->state);
     }
@@ -315,12 +365,18 @@ static int snapshot(struct ruser *u, const char *side, const char *prefix, struc
     return rc;
 }
 
-/* The rows of doveadm -f tab mailbox status ... guid '*' (at most max): each folder's name
- * and GUID, pointing into text (whose tabs and line ends are cut). */
+/* The rows of doveadm -f tab mailbox status ... guid '*': each folder's name and GUID,
+ * pointing into text (whose tabs and line ends are cut), in *rows (malloc'ed, one per line
+ * of text at most; NULL when out of memory). */
 struct guid_row { char *name, *guid; };
 
-static size_t parse_guids(char *text, struct guid_row *rows, size_t max)
+static size_t parse_guids(char *text, struct guid_row **rows)
 {
+    size_t max = 1;
+    for (const char *p = text; (p = strchr(p, '\n')) != NULL; p++)
+        max++;
+    if ((*rows = calloc(max, sizeof **rows)) == NULL)
+        return 0;
     char *save = NULL, *line = strtok_r(text, "\n", &save);
     int name_col = -1, guid_col = -1;
     for (int k = 0; line && k < 8; k++) {   /* the header names the columns */
@@ -340,7 +396,7 @@ static size_t parse_guids(char *text, struct guid_row *rows, size_t max)
             line = tab ? tab + 1 : NULL;
         }
         if (f[name_col] && f[guid_col] && *f[guid_col])
-            rows[n++] = (struct guid_row){ f[name_col], f[guid_col] };
+            (*rows)[n++] = (struct guid_row){ f[name_col], f[guid_col] };
     }
     return n;
 }
@@ -355,25 +411,71 @@ static int align_guids(struct ruser *u)
     const char *status[] = { "-f", "tab", "mailbox", "status", "-u", u->login, "guid", "*",
                              NULL };
     char *nout = NULL, *oout = NULL;
-    struct guid_row nr[512], orow[512];
+    struct guid_row *nr = NULL, *orow = NULL;
     int rc = -1;
     if (run(u, "new mailbox guids", c->new_doveadm, status, -1, &nout) < 0 ||
         run(u, "old mailbox guids", c->old_doveadm, status, -1, &oout) < 0)
         goto out;
-    size_t nn = parse_guids(nout, nr, 512), no = parse_guids(oout, orow, 512);
+    size_t nn = parse_guids(nout, &nr), no = parse_guids(oout, &orow);
+    if (nr == NULL || orow == NULL) {
+        snprintf(u->why, sizeof u->why, "mailbox guids: out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < no; i++)
         for (size_t k = 0; k < nn; k++) {
             if (strcmp(orow[i].name, nr[k].name) != 0 || strcmp(orow[i].guid, nr[k].guid) == 0)
                 continue;
             const char *update[] = { "mailbox", "update", "-u", u->login, "--mailbox-guid",
                                      nr[k].guid, orow[i].name, NULL };
+            u->touched = u->touched ? u->touched : 1;
             if (run(u, "old mailbox guid update", c->old_doveadm, update, -1, NULL) < 0)
                 goto out;
         }
     rc = 0;
 out:
+    free(nr);
+    free(orow);
     free(nout);
     free(oout);
+    return rc;
+}
+
+/* The guard (mh_mbox_old_only): 0 if making the old mailbox a copy of the new one loses
+ * nothing but what the user deleted on the new server since the move; else -1 with
+ * u->why (*refused 1: the old server holds mail the new one lacks; 0: a doveadm error). */
+static int guard(struct ruser *u, int *refused)
+{
+    const struct mh_ctl *c = u->r->c;
+    const char *status[] = { "-f", "tab", "mailbox", "status", "-u", u->login,
+                             "messages uidvalidity uidnext", "*", NULL };
+    const char *fetch[] = { "-f", "tab", "fetch", "-u", u->login,
+                            "mailbox uid size.virtual date.received hdr.message-id", "all",
+                            NULL };
+    char *os = NULL, *of = NULL, *ns = NULL, *nf = NULL, why[900];
+    unsigned long long dropped = 0;
+    int rc = -1;
+    *refused = 0;
+    if (run(u, "old mailbox status", c->old_doveadm, status, -1, &os) < 0 ||
+        run(u, "old fetch", c->old_doveadm, fetch, -1, &of) < 0 ||
+        run(u, "new mailbox status", c->new_doveadm, status, -1, &ns) < 0 ||
+        run(u, "new fetch", c->new_doveadm, fetch, -1, &nf) < 0)
+        goto out;
+    rc = mh_mbox_old_only(os, of, ns, nf, &dropped, why, sizeof why);
+    if (rc == 1) {
+        *refused = 1;
+        snprintf(u->why, sizeof u->why, "%s; the copier would destroy it", why);
+        rc = -1;
+    } else if (rc < 0) {
+        snprintf(u->why, sizeof u->why, "comparing the mailboxes: %s", why);
+    } else if (c->cli.verbose && dropped > 0) {
+        printf("    %llu message%s deleted on the new server since the move go from the old "
+               "one too\n", dropped, dropped == 1 ? "" : "s");
+    }
+out:
+    free(os);
+    free(of);
+    free(ns);
+    free(nf);
     return rc;
 }
 
@@ -409,6 +511,58 @@ static int refuse(struct ruser *u)
     return -1;
 }
 
+/* 1 if u is under the claim of a rollback ("RUNNER until TIME", RUNNER holding
+ * ":rollback:") whose lease ended, in state copying or frozen on the new host: a killed
+ * rollback, that no migrate run takes over (migrate only takes users on --from). */
+static int killed_rollback(const struct ruser *u)
+{
+    const char *sep = u->claim ? strstr(u->claim, " until ") : NULL, *st = u->state;
+    char now[32];
+    snprintf(now, sizeof now, "%s", mh_ctl_now_generalized());
+    if (sep == NULL || st == NULL || u->host == NULL || u->prev == NULL ||
+        !strcasecmp(u->host, u->prev))
+        return 0;
+    const char *r = strstr(u->claim, ":rollback:");
+    return r != NULL && r < sep && strlen(sep + 7) == strlen(now) && strcmp(sep + 7, now) < 0 &&
+           (!strcasecmp(st, "copying") || !strcasecmp(st, "frozen"));
+}
+
+/* Takes over the claim of a killed rollback and releases the user (state done on the new
+ * host, unfrozen, the reason in mailhostMigrationError): 0 and u re-read, ready to roll
+ * back again, or -1 with the outcome in *oc. */
+static int take_over(struct ruser *u, enum outcome *oc)
+{
+    fprintf(stderr, "%s: %s: expired claim of a killed rollback (%s) in state %s: taking it "
+            "over\n", MH_CTL_PROG, u->login, u->claim, u->state);
+    snprintf(u->why, sizeof u->why, "a killed rollback (claim %s, state %s) was taken over "
+             "after its lease ended and released", u->claim, u->state);
+    u->touched = 3;
+    if ((u->mine = strdup(u->claim)) == NULL) {
+        snprintf(u->why, sizeof u->why, "out of memory");
+        *oc = FAILED;
+        return -1;
+    }
+    *oc = release(u);
+    if (u->mine != NULL || u->lost || strcasecmp(u->state, "done") != 0)
+        return -1;   /* giving it back failed: u->why says so */
+    fprintf(stderr, "%s: %s: released on %s (%s); rolling back again\n", MH_CTL_PROG,
+            u->login, u->host, u->why);
+    struct ruser again;
+    memset(&again, 0, sizeof again);
+    again.r = u->r;
+    again.login = u->login;
+    ruser_free(u);
+    *u = again;
+    int rc = read_user(u);
+    if (rc != LDAP_SUCCESS) {
+        snprintf(u->why, sizeof u->why, "released a killed rollback, then: %s",
+                 ldap_err2string(rc));
+        *oc = u->r->unreachable ? STOP : FAILED;
+        return -1;
+    }
+    return 0;
+}
+
 static enum outcome roll_back(struct ruser *u)
 {
     struct mh_ctl *c = u->r->c;
@@ -419,6 +573,9 @@ static enum outcome roll_back(struct ruser *u)
                  : ldap_err2string(rc));
         return u->r->unreachable ? STOP : REFUSED;
     }
+    enum outcome oc;
+    if (killed_rollback(u) && take_over(u, &oc) < 0)
+        return oc;
     if (refuse(u) < 0)
         return REFUSED;
     /* the copier writes into the old mailbox with dsync: it must be a Dovecot there that
@@ -434,13 +591,22 @@ static enum outcome roll_back(struct ruser *u)
                  "Dovecot there, holding the mailbox migrate left", u->prev, was);
         return interrupted ? STOP : REFUSED;
     }
+    /* nothing is claimed or written while the old mailbox holds mail the new one lacks:
+     * the copier would delete it */
+    int refused = 0;
+    if (guard(u, &refused) < 0)
+        return interrupted ? STOP : refused ? REFUSED : FAILED;
     if ((rc = transition(u, "copying")) != LDAP_SUCCESS) {
         snprintf(u->why, sizeof u->why, "claim: %s%s", ldap_err2string(rc),
                  rc == LDAP_ASSERTION_FAILED ? " (changed concurrently: left alone)" : "");
         return u->r->unreachable ? STOP : FAILED;
     }
-    if (align_guids(u) < 0 || run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0 ||
-        interrupted) {
+    int bad = align_guids(u) < 0;
+    if (!bad) {
+        u->touched = 2;   /* from here on the copier may have written into the old mailbox */
+        bad = run(u, "pre-copy", c->copy_cmd, NULL, -1, NULL) < 0;
+    }
+    if (bad || interrupted) {
         if (interrupted && !u->why[0])
             snprintf(u->why, sizeof u->why, "interrupted");
         return release(u);
@@ -468,6 +634,13 @@ static enum outcome roll_back(struct ruser *u)
     }
     if (interrupted) {
         snprintf(u->why, sizeof u->why, "interrupted while frozen");
+        return release(u);
+    }
+    /* mail may have reached the old server since the check (a stale route): the final
+     * sync would delete it */
+    if (guard(u, &refused) < 0 || interrupted) {
+        if (interrupted && !refused)
+            snprintf(u->why, sizeof u->why, "interrupted while frozen");
         return release(u);
     }
     if (run(u, "final sync", c->copy_cmd, NULL, -1, NULL) < 0)
@@ -510,7 +683,9 @@ static enum outcome roll_back(struct ruser *u)
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_ERROR_ATTR, NULL };
     if (mh_ctl_schema_frozen_window(u->r->schema))
         ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_FROZEN_ATTR, frozen };
+    u->want_host = back;
     rc = apply(u, &ch, "rolledback", NULL);
+    u->want_host = NULL;
     free(back);
     free(left);
     if (rc != LDAP_SUCCESS) {

@@ -5,7 +5,8 @@
  * The pipeline: users per migration state in the order a move takes them (the states a
  * move writes, and rolledback), the oldest claim (mailhostMigrationClaim "RUNNER until
  * TIME": the one whose lease ends first, i.e. renewed longest ago: a stuck or dead runner
- * shows here first), and the percentiles of mailhostFrozenWindow (written with each flip
+ * shows here first; a rollback's, runner id "...:rollback:...", is taken over by the next
+ * migrate --rollback of its user, never by migrate), and the percentiles of mailhostFrozenWindow (written with each flip
  * by migrate when the schema has it). */
 #include "config.h"
 #include "ctl.h"
@@ -152,6 +153,11 @@ int mh_ctl_cmd_stats(struct mh_ctl *c, char **args, int nargs)
     char now[32];
     snprintf(now, sizeof now, "%s", mh_ctl_now_generalized());
     int expired = s.claim != NULL && (!s.claim_until[0] || strcmp(s.claim_until, now) < 0);
+    /* a rollback's runner id holds ":rollback:": migrate never takes such a claim over,
+     * only the next migrate --rollback of that user does */
+    const char *until = claim_until(s.claim), *rb = s.claim ? strstr(s.claim, ":rollback:")
+                                                            : NULL;
+    int rollback = rb != NULL && (until == NULL || rb < until);
     if (c->json) {
         printf("{\"total\": %zu, \"by_host\": {", s.total);
         for (size_t i = 0; i < s.nh; i++) {
@@ -178,7 +184,8 @@ int mh_ctl_cmd_stats(struct mh_ctl *c, char **args, int nargs)
                 mh_ctl_json_str(s.claim);
                 printf(", \"until\": ");
                 mh_ctl_json_str(s.claim_until);
-                printf(", \"expired\": %s}", expired ? "true" : "false");
+                printf(", \"expired\": %s, \"rollback\": %s}", expired ? "true" : "false",
+                       rollback ? "true" : "false");
             } else {
                 printf("null");
             }
@@ -208,7 +215,9 @@ int mh_ctl_cmd_stats(struct mh_ctl *c, char **args, int nargs)
             if (s.claim) {
                 char *dn = mh_ctl_shown(s.claim_dn), *cl = mh_ctl_shown(s.claim);
                 printf("; oldest: %s (%s)%s", cl ? cl : "?", dn ? dn : "?",
-                       expired ? ", lease ended: another runner may take it over" : "");
+                       !expired ? "" : rollback ? ", lease ended: a killed rollback, the "
+                       "next migrate --rollback of that user takes it over"
+                       : ", lease ended: another runner may take it over");
                 free(dn);
                 free(cl);
             }

@@ -268,6 +268,199 @@ int mh_mbox_compare(struct mh_mbox *o, struct mh_mbox *n, char *diff, size_t siz
     return 0;
 }
 
+/* ---------- the rollback's guard ---------- */
+
+#define LACKS "the old mailbox holds mail the new one lacks:"
+
+static int guard_status_row(struct mh_mbox *m, char **f, const int *idx, char *err,
+                            size_t errsize)
+{
+    unsigned long long msgs, uidv, uidn;
+    char *key = NULL, *rest = NULL;
+    if (number(f[idx[1]], &msgs) < 0 || number(f[idx[2]], &uidv) < 0 ||
+        number(f[idx[3]], &uidn) < 0) {
+        snprintf(err, errsize, "doveadm's status of folder \"%s\" is not numeric", f[idx[0]]);
+        return -1;
+    }
+    if (asprintf(&key, "F\t%s", f[idx[0]]) < 0)
+        key = NULL;
+    if (asprintf(&rest, "%llu %llu %llu", msgs, uidv, uidn) < 0)
+        rest = NULL;
+    if (add_item(m, key, rest) < 0) {
+        snprintf(err, errsize, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int guard_fetch_row(struct mh_mbox *m, char **f, const int *idx, char *err,
+                           size_t errsize)
+{
+    unsigned long long uid;
+    char *key = NULL, *rest = NULL;
+    if (number(f[idx[1]], &uid) < 0 || uid == 0 || uid > 0xffffffffULL) {
+        snprintf(err, errsize, "doveadm's UID \"%s\" in folder \"%s\" is not one", f[idx[1]],
+                 f[idx[0]]);
+        return -1;
+    }
+    if (asprintf(&key, "M\t%s\t%010llu", f[idx[0]], uid) < 0)
+        key = NULL;
+    if (asprintf(&rest, "size %s, received %s, Message-ID \"%s\"", f[idx[2]], f[idx[3]],
+                 f[idx[4]]) < 0)
+        rest = NULL;
+    if (add_item(m, key, rest) < 0) {
+        snprintf(err, errsize, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int guard_parse(struct mh_mbox *m, const char *status, const char *fetch,
+                       char *err, size_t errsize)
+{
+    static const char *const st[] = { "mailbox", "messages", "uidvalidity", "uidnext" };
+    static const char *const fe[] = { "mailbox", "uid", "size.virtual", "date.received",
+                                      "hdr.message-id" };
+    if (parse(m, status, st, 4, 4, guard_status_row, err, errsize) < 0 ||
+        parse(m, fetch, fe, 5, 5, guard_fetch_row, err, errsize) < 0)
+        return -1;
+    if (m->n > 0)
+        qsort(m->items, m->n, sizeof *m->items, cmp_item);
+    return 0;
+}
+
+/* The item of m with key, or NULL. */
+static const struct mh_mbox_item *find_key(const struct mh_mbox *m, const char *key)
+{
+    size_t lo = 0, hi = m->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(m->items[mid].key, key);
+        if (c == 0)
+            return &m->items[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* For the message key mkey ("M\t<folder>\t<uid>"): *uid, and *next the UIDNEXT of its
+ * folder in m.  1, 0 when m has no such folder, -1 when out of memory. */
+static int folder_next(const struct mh_mbox *m, const char *mkey, unsigned long long *uid,
+                       unsigned long long *next)
+{
+    const char *tab = strchr(mkey + 2, '\t');
+    char *fkey = NULL;
+    unsigned long long msgs, uidv;
+    if (tab == NULL)
+        return 0;
+    if (asprintf(&fkey, "F\t%.*s", (int)(tab - mkey - 2), mkey + 2) < 0)
+        return -1;
+    const struct mh_mbox_item *f = find_key(m, fkey);
+    free(fkey);
+    *uid = strtoull(tab + 1, NULL, 10);
+    return f != NULL && sscanf(f->rest, "%llu %llu %llu", &msgs, &uidv, next) == 3;
+}
+
+int mh_mbox_old_only(const char *old_status, const char *old_fetch, const char *new_status,
+                     const char *new_fetch, unsigned long long *dropped, char *why,
+                     size_t size)
+{
+    struct mh_mbox o = { 0 }, n = { 0 };
+    char err[300] = "", what[400];
+    int rc = -1;
+    *dropped = 0;
+    if (guard_parse(&o, old_status, old_fetch, err, sizeof err) < 0) {
+        snprintf(why, size, "the old side: %s", err);
+        goto out;
+    }
+    if (guard_parse(&n, new_status, new_fetch, err, sizeof err) < 0) {
+        snprintf(why, size, "the new side: %s", err);
+        goto out;
+    }
+    rc = 1;
+    for (size_t i = 0; i < o.n; i++) {
+        const struct mh_mbox_item *oi = &o.items[i], *ni = find_key(&n, oi->key);
+        unsigned long long om = 0, ov = 0, on = 0, nm = 0, nv = 0, nn = 0;
+        describe(oi->key, what, sizeof what);
+        if (oi->key[0] == 'F') {
+            sscanf(oi->rest, "%llu %llu %llu", &om, &ov, &on);
+            if (ni == NULL && om > 0) {
+                snprintf(why, size, "%s %s holds %llu messages on the old server and does "
+                         "not exist on the new one", LACKS, what, om);
+                goto out;
+            }
+            if (ni == NULL)
+                continue;
+            sscanf(ni->rest, "%llu %llu %llu", &nm, &nv, &nn);
+            if (ov != nv) {
+                snprintf(why, size, "%s %s has UIDVALIDITY %llu on the old server, %llu on "
+                         "the new one", LACKS, what, ov, nv);
+                goto out;
+            }
+            if (on > nn) {
+                snprintf(why, size, "%s %s has UIDNEXT %llu on the old server, above the new "
+                         "one's %llu: mail arrived on the old server after the move", LACKS,
+                         what, on, nn);
+                goto out;
+            }
+            continue;
+        }
+        if (ni != NULL) {
+            if (strcmp(oi->rest, ni->rest) != 0) {
+                snprintf(why, size, "%s %s is another message on each server (%s on the "
+                         "old one, %s on the new one)", LACKS, what, oi->rest, ni->rest);
+                goto out;
+            }
+            continue;
+        }
+        /* the UID is gone on the new side: deleted there if its folder is, with a UIDNEXT
+         * above it */
+        unsigned long long uid = 0;
+        int has = folder_next(&n, oi->key, &uid, &nn);
+        if (has < 0) {
+            snprintf(why, size, "out of memory");
+            rc = -1;
+            goto out;
+        }
+        if (!has || uid >= nn) {
+            snprintf(why, size, "%s %s is on the old server only (%s)", LACKS, what,
+                     oi->rest);
+            goto out;
+        }
+        ++*dropped;
+    }
+    /* a new message under a UID the old folder has used already (expunged there): dsync
+     * cannot add it with its UID, so it would empty and re-create the old folder (which
+     * fails for INBOX, after the expunges) */
+    for (size_t k = 0; k < n.n; k++) {
+        const struct mh_mbox_item *ni = &n.items[k];
+        unsigned long long uid = 0, on = 0;
+        if (ni->key[0] != 'M' || find_key(&o, ni->key) != NULL)
+            continue;
+        int has = folder_next(&o, ni->key, &uid, &on);
+        if (has < 0) {
+            snprintf(why, size, "out of memory");
+            rc = -1;
+            goto out;
+        }
+        if (has && uid < on) {
+            describe(ni->key, what, sizeof what);
+            snprintf(why, size, "%s is on the new server only, below the old folder's UIDNEXT "
+                     "%llu (that UID was used and expunged there): the copier cannot add it "
+                     "under its UID and would empty and re-create the old folder", what, on);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    mh_mbox_free(&o);
+    mh_mbox_free(&n);
+    return rc;
+}
+
 void mh_mbox_free(struct mh_mbox *m)
 {
     if (m == NULL)

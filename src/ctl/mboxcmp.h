@@ -55,6 +55,24 @@ int mh_mbox_parse_fetch(struct mh_mbox *m, const char *text, char *err, size_t e
 int mh_mbox_compare(struct mh_mbox *old_side, struct mh_mbox *new_side, char *diff,
                     size_t size);
 
+/* The rollback's guard: whether the old server holds mail that making it a copy of the
+ * new one (dsync backup) would destroy.  The input is doveadm's tab output on each side:
+ *   doveadm -f tab mailbox status -u USER 'messages uidvalidity uidnext' '*'
+ *   doveadm -f tab fetch -u USER 'mailbox uid size.virtual date.received hdr.message-id' all
+ * migrate's dsync copy keeps UIDs and UIDVALIDITY, so a message on both sides has the same
+ * UID in the same folder.  1 with the reason in why when, in some folder of the old side,
+ * the new side has no such folder while the old one holds messages, another UIDVALIDITY,
+ * a lower UIDNEXT (mail arrived on the old side after the move), or another message
+ * (size, INTERNALDATE or Message-ID) under the same UID, or when the new side has a message
+ * under a UID the old folder has used (below its UIDNEXT, expunged there: dsync cannot add
+ * it with its UID and would re-create the old folder); 0 otherwise, with *dropped the
+ * old messages whose UID the new folder no longer has (deleted on the new server since
+ * the move: the rollback removes them from the old one); -1 with the reason in why when
+ * the output cannot be parsed or memory runs out. */
+int mh_mbox_old_only(const char *old_status, const char *old_fetch, const char *new_status,
+                     const char *new_fetch, unsigned long long *dropped, char *why,
+                     size_t size);
+
 void mh_mbox_free(struct mh_mbox *m);
 
 #endif

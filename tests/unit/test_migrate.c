@@ -305,6 +305,57 @@ static void test_parse_and_untouched(void)
     mh_mbox_free(&m);
 }
 
+/* The rollback's guard: what only the old side holds, and what it may lose. */
+static void test_old_only(void)
+{
+#define GS "mailbox\tmessages\tuidvalidity\tuidnext\n"
+#define GF "mailbox\tuid\tsize.virtual\tdate.received\thdr.message-id\n"
+#define M1 "INBOX\t1\t10\t2026-01-01 00:00:00\t<a>\n"
+#define M2 "INBOX\t2\t20\t2026-01-02 00:00:00\t<b>\n"
+    static const struct {
+        const char *os, *of, *ns, *nf;
+        int rc;
+        const char *why;
+        unsigned long long dropped;
+    } cases[] = {
+        {GS "INBOX\t2\t5\t3\n", GF M1 M2, GS "INBOX\t2\t5\t3\n", GF M1 M2, 0, NULL, 0},
+        /* deleted on the new server (below its UIDNEXT): goes from the old one too */
+        {GS "INBOX\t2\t5\t3\n", GF M1 M2, GS "INBOX\t1\t5\t3\n", GF M2, 0, NULL, 1},
+        /* new mail on the new server only: fine */
+        {GS "INBOX\t1\t5\t2\n", GF M1, GS "INBOX\t2\t5\t3\n", GF M1 M2, 0, NULL, 0},
+        /* arrived on the old server after the move */
+        {GS "INBOX\t2\t5\t3\n", GF M1 M2, GS "INBOX\t1\t5\t2\n", GF M1, 1,
+         "folder \"INBOX\" has UIDNEXT 3 on the old server, above the new one's 2", 0},
+        /* the same UID, another message on each side */
+        {GS "INBOX\t2\t5\t3\n", GF M1 M2, GS "INBOX\t2\t5\t3\n",
+         GF M1 "INBOX\t2\t20\t2026-01-02 00:00:00\t<c>\n", 1,
+         "folder \"INBOX\" UID 2 is another message on each server", 0},
+        /* a folder with messages the new side does not have; an empty one is fine */
+        {GS "INBOX\t0\t5\t1\nOld\t1\t6\t2\n", GF "Old\t1\t1\t2026-01-01 00:00:00\t<o>\n",
+         GS "INBOX\t0\t5\t1\n", GF, 1, "folder \"Old\" holds 1 messages on the old server", 0},
+        {GS "INBOX\t0\t5\t1\nOld\t0\t6\t4\n", GF, GS "INBOX\t0\t5\t1\n", GF, 0, NULL, 0},
+        {GS "INBOX\t1\t5\t2\n", GF M1, GS "INBOX\t1\t7\t2\n", GF M1, 1, "UIDVALIDITY 5", 0},
+        /* a new message under a UID the old folder used and expunged */
+        {GS "INBOX\t1\t5\t3\n", GF M1, GS "INBOX\t2\t5\t3\n", GF M1 M2, 1,
+         "folder \"INBOX\" UID 2 is on the new server only, below the old folder's UIDNEXT 3", 0},
+        {GS "INBOX\tx\t5\t3\n", GF, GS, GF, -1, "the old side: ", 0},
+        {GS, GF, GS, "mailbox\tuid\n", -1, "the new side: doveadm's output has no column", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char why[600] = "";
+        unsigned long long dropped = 99;
+        int rc = mh_mbox_old_only(cases[i].os, cases[i].of, cases[i].ns, cases[i].nf, &dropped,
+                                  why, sizeof why);
+        CHECK(rc == cases[i].rc && (cases[i].why ? strstr(why, cases[i].why) != NULL
+                                                 : dropped == cases[i].dropped),
+              "case %zu: %d %s (dropped %llu)", i, rc, why, dropped);
+    }
+#undef GS
+#undef GF
+#undef M1
+#undef M2
+}
+
 int main(void)
 {
     static const struct check_case cases[] = {
@@ -312,6 +363,7 @@ int main(void)
         CHECK_CASE(test_leftovers_killed),
         CHECK_CASE(test_compare),
         CHECK_CASE(test_parse_and_untouched),
+        CHECK_CASE(test_old_only),
     };
     return CHECK_RUN("test_migrate", cases);
 }
