@@ -61,8 +61,10 @@ MASTER, MASTER_PW = test_migrate.MASTER, test_migrate.MASTER_PW
 # generated sample users on OLD (odd n) in example.com (n <= 150, the MX's relay domain)
 N_USERS = int(os.environ.get("MAILHOSTD_DRILL_USERS", "16"))
 USERS = ["user%03d@example.com" % n for n in range(51, 150, 2)][:N_USERS]
-# not in the drill: the probe of t_short_settle_loses_mail (no other mail goes to it)
-PROBE = "user049@example.com"
+# not in the drill's list: the probes of the settle (probe_move), no other mail goes to them:
+# moved with migrate's default settle while the drill's first users move, before the
+# sender starts; moved with --mta-settle 2 at the end (t_short_settle_loses_mail)
+PROBE, PROBE_SHORT = "user049@example.com", "user047@example.com"
 # migrate processes working the same list at once; with `migrate --concurrency` this
 # becomes one process: see runner_argv()
 RUNNERS = 4
@@ -174,8 +176,9 @@ def make_mailboxes():
             box["INBOX"].append(("<big.%d@drill.test>" % k, frozenset({"\\Seen"}),
                                  5 * 1024 * 1024 + 300 * 1024))
         boxes[localpart(user)] = box
-    boxes[localpart(PROBE)] = {"INBOX": [("<probe.%d@drill.test>" % i, frozenset(), 0)
-                                         for i in range(3)]}
+    for k, user in enumerate((PROBE, PROBE_SHORT)):
+        boxes[localpart(user)] = {"INBOX": [("<probe%d.%d@drill.test>" % (k, i), frozenset(), 0)
+                                            for i in range(3)]}
     return boxes
 
 
@@ -187,7 +190,7 @@ class DrillStack(Stack):
     def _start_backends(self):
         old_users, new_users = {}, {}
         users = dict(stack.USERS, **stack.POSTFIX_USERS)
-        users.update({u: (PW, "OLD") for u in USERS + [PROBE]})
+        users.update({u: (PW, "OLD") for u in USERS + [PROBE, PROBE_SHORT]})
         for login, (pw, _) in users.items():
             old_users[login.split("@")[0]] = pw
             new_users[login] = pw
@@ -426,6 +429,7 @@ def idle_session(user):
 def sender(rnd):
     """A steady stream of mail to the drill users through the MX; a 4xx leaves a message
     queued at the sender, tried again after a growing interval (as an MTA's queue does)."""
+    c.probe_done.wait()           # probe_move needs a quiet MX
     mta = Mta(c.st.mx.address, c.st.mx.port)
     retry_at = {}
     next_new = time.monotonic()
@@ -450,6 +454,7 @@ def sender(rnd):
 
 
 C.sender_done = threading.Event()     # no new mail from now on (retries go on)
+C.probe_done = threading.Event()      # the sender waits for probe_default_settle
 
 
 # --------------------------------------------------------------------------- migrate
@@ -527,8 +532,9 @@ def t_stack_starts():
     print("     start: " + ", ".join("%s %.1f s" % kv for kv in c.st.timings.items()))
     states = directory_states()
     s = c.st.slapd
-    probe = s.search(s.base, "(mail=%s)" % PROBE, ["mailHost", "mailhostMigrationState"])
-    check(probe and probe[0]["mailHost"] == [OLD], "the probe user: %s", probe)
+    for user in (PROBE, PROBE_SHORT):
+        e = s.search(s.base, "(mail=%s)" % user, ["mailHost"])
+        check(e and e[0]["mailHost"] == [OLD], "the probe user %s: %s", user, e)
     check(sorted(states) == sorted(USERS) and
           all(h == OLD and s in (None, "waiting") for h, s in states.values()),
           "the drill needs its users on OLD, waiting or without a state: %s", states)
@@ -564,6 +570,7 @@ def t_drill():
     threads += [threading.Thread(target=login_client, args=(random.Random(i),), daemon=True)
                 for i in range(LOGIN_CLIENTS)]
     threads.append(threading.Thread(target=sender, args=(random.Random(99),), daemon=True))
+    threads.append(threading.Thread(target=probe_default_settle, daemon=True))
     for t in threads:
         t.start()
     c.threads = threads
@@ -572,7 +579,7 @@ def t_drill():
     # the kill: runner 0 while it holds a frozen user (resumed from the settle), once a
     # few users are done
     victim = wait_until("runner 0 holds a frozen user, a few users done", lambda: (
-        sum("done" in s for s in c.states.values()) >= 2 and
+        (sum("done" in s for s in c.states.values()) >= 2 or len(USERS) < 2 * RUNNERS) and
         [u for u, st in claims_of("drill-0").items() if st == "frozen"]) or
         (procs[0].poll() is not None and ["(ended)"]), DEADLINE / 2, step=0.3)
     check(procs[0].poll() is None, "runner 0 ended before it could be killed")
@@ -615,6 +622,11 @@ def t_drill():
     states = directory_states()
     check(all(v == (NEW, "done") for v in states.values()), "directory after the move: %s",
           {u: v for u, v in states.items() if v != (NEW, "done")})
+    check(c.probe_done.is_set() and c.probe[0] == "NEW", "the probe moved with the default "
+          "--mta-settle: its next mail went to %s (want NEW): the settle is too short for "
+          "Postfix's 30 s answer\n%s", c.probe[0], c.probe[2])
+    print("     probe (default settle): the mail sent right after the flip (%.1f s after the "
+          "last one was routed) went to NEW" % c.probe[1])
 
 
 def t_mail_settles():
@@ -693,8 +705,12 @@ def t_nothing_lost_nothing_changed():
     check(c.logins, "no login")
     for user, t0, t1, backend, phase, n, missing in c.logins:
         st = c.states.get(user, {})
-        # (the monitor sees a change up to a poll late; mailhostd's mirror within ms)
-        want = "NEW" if "done" in st and t0 >= st["done"] + 1 else \
+        # (the monitor sees a change up to a poll late; mailhostd's mirror within ms): after
+        # the flip NEW; begun well inside the freeze, it waited for the flip: NEW; done
+        # before the freeze was seen: OLD; around the edges either
+        inside = "frozen" in st and "done" in st and \
+            st["frozen"] + 1 < t0 < st["done"] - 1
+        want = "NEW" if "done" in st and t0 >= st["done"] + 1 or inside else \
             "OLD" if "frozen" not in st or t1 < st["frozen"] else None
         check(backend in ("OLD", "NEW") and (want is None or backend == want),
               "login as %s (%s) at +%.1f s reached %s, want %s (%s)", user, phase, t0, backend,
@@ -731,43 +747,62 @@ def t_summary():
              c.migrate_s, RUNNERS))
 
 
-def t_short_settle_loses_mail():
-    """Why the drill keeps migrate's default --mta-settle (35 s): the Postfix queue manager
-    reuses its last routing answer for 30 s (resolve_clnt.c).  A quiet system, one mail to
-    the probe user (routed to OLD), the probe moved with --mta-settle 2, one more mail from
-    the same sender right after the flip: both Postfixes route it by the answer from before
-    the freeze, so it lands on OLD after the final sync, where nobody reads it any more.
-    This test passes when that mail is lost: if it ever is not, the reason for the settle
-    is gone and this test says so."""
+def probe_move(user, *settle):
+    """Migrate's settle against Postfix's resolver cache (resolve_clnt.c keeps a process's
+    last answer 30 s): with no other mail in the MX (nothing evicts that one answer), a mail
+    to user (routed to OLD), user moved by migrate with settle, then one more mail from the
+    same sender right after the flip.  Returns (where that mail went, seconds between the
+    two mails' routing, the migrate output)."""
     mta = Mta(c.st.mx.address, c.st.mx.port)
     sender = "probe@remote.example"
 
-    def delivered(m, label):
+    def delivered(m):
         def done():
             read_deliveries()
             return c.where.get(m.msgid)
-        got = wait_until("%s delivered" % m.msgid, done, 60, step=0.2)
-        check(got == label, "%s went to %s, want %s", m.msgid, got, label)
-    m1 = mta.message(PROBE, "to the probe before its move", sender=sender)
-    check(not mta.run(60, [m1]) and m1.outcome[PROBE][0] == "accepted", "m1: %r", m1.outcome)
-    delivered(m1, "OLD")
+        return wait_until("%s delivered" % m.msgid, done, 60, step=0.2)
+    m1 = mta.message(user, "to %s before its move" % user, sender=sender)
+    check(not mta.run(60, [m1]) and m1.outcome[user][0] == "accepted", "m1: %r", m1.outcome)
+    check(delivered(m1) == "OLD", "%s: the mail before the move did not go to OLD", user)
     t1 = time.monotonic()
-    r = subprocess.run(migrate_argv("probe", [PROBE], "--mta-settle", "2"), cwd=c.work,
-                       capture_output=True, text=True, timeout=300,
+    r = subprocess.run(migrate_argv("probe-" + localpart(user), [user], *settle), cwd=c.work,
+                       capture_output=True, text=True, timeout=600,
                        env=dict(os.environ, LDAPNOINIT="1"))
-    check(r.returncode == 0 and "%s: done" % PROBE in r.stdout, "migrate the probe: exit %d: "
-          "%s %s", r.returncode, r.stdout, r.stderr)
-    t2 = time.monotonic()
-    m2 = mta.message(PROBE, "to the probe right after its move", sender=sender)
-    check(not mta.run(60, [m2]) and m2.outcome[PROBE][0] == "accepted", "m2: %r", m2.outcome)
-    delivered(m2, "OLD")
-    on_old = [mid for _, mid in msgids(imap_state("OLD", PROBE))]
-    on_new = [mid for _, mid in msgids(imap_state("NEW", PROBE))]
-    check(m1.msgid in on_new and m2.msgid in on_old and m2.msgid not in on_new,
-          "m1 on NEW %s; m2 on OLD %s, on NEW %s", m1.msgid in on_new, m2.msgid in on_old,
-          m2.msgid in on_new)
-    print("     --mta-settle 2: a mail sent %.1f s after the flip (%.1f s after the probe's "
-          "last mail was routed) went to OLD only: lost" % (time.monotonic() - t2, t2 - t1))
+    check(r.returncode == 0 and "%s: done" % user in r.stdout, "migrate %s: exit %d: %s %s",
+          user, r.returncode, r.stdout, r.stderr)
+    m2 = mta.message(user, "to %s right after its move" % user, sender=sender)
+    check(not mta.run(60, [m2]) and m2.outcome[user][0] == "accepted", "m2: %r", m2.outcome)
+    where = delivered(m2)
+    on_old = [mid for _, mid in msgids(imap_state("OLD", user))]
+    on_new = [mid for _, mid in msgids(imap_state("NEW", user))]
+    check(m1.msgid in on_new and on_old.count(m2.msgid) + on_new.count(m2.msgid) == 1 and
+          (m2.msgid in on_new) == (where == "NEW"), "%s: m1 on NEW %s; m2 on OLD %s, on NEW %s",
+          user, m1.msgid in on_new, m2.msgid in on_old, m2.msgid in on_new)
+    return where, time.monotonic() - t1, r.stdout
+
+
+def probe_default_settle():
+    """The drill's first minute: the probe moved with migrate's default settle; the sender
+    starts when it is done."""
+    try:
+        c.probe = probe_move(PROBE)
+    except Exception as e:              # noqa: BLE001 (reported by t_drill)
+        c.probe = ("error: %s: %s" % (type(e).__name__, e), 0, "")
+    finally:
+        c.probe_done.set()
+
+
+def t_short_settle_loses_mail():
+    """The other side of the probe (t_drill's moved PROBE with the default settle and its
+    next mail went to NEW): with --mta-settle 2 the mail sent right after the flip is routed
+    by the answer from before the freeze, to OLD, after the final sync: lost.  If it ever is
+    not, the reason for the settle is gone and this test says so."""
+    where, took, _ = probe_move(PROBE_SHORT, "--mta-settle", "2")
+    check(where == "OLD", "with --mta-settle 2 the mail after the flip went to %s, not OLD: "
+          "Postfix no longer reuses its answer (resolve_clnt.c), the settle may be "
+          "shortened", where)
+    print("     --mta-settle 2: the mail sent right after the flip (%.1f s after the last one "
+          "was routed) went to OLD only: lost" % took)
 
 
 class Terminated(BaseException):
