@@ -723,6 +723,10 @@ def t_nothing_lost_nothing_changed():
         check(backend in ("OLD", "NEW") and (want is None or backend == want),
               "login as %s (%s) at +%.1f s reached %s, want %s (%s)", user, phase, t0, backend,
               want, st)
+    inside = [l for l in c.logins if l[4] == "during"]
+    check(inside and all(l[3] == "NEW" for l in inside),
+          "logins begun while their user was frozen: %d, reached %s", len(inside),
+          sorted({l[3] for l in inside}))
     # the IDLE session: ended by the kick, between its user's freeze and flip
     c.idle["thread"].join(30)
     st = c.states.get(c.idle["user"], {})
