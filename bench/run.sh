@@ -2,6 +2,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # mailhostd benchmark: the one command.  bench/run.sh [--quick] [bench.py options]
 #                                         bench/run.sh --memory-users N  (memory only)
+#                                         bench/run.sh --reload    (bench/reload.py)
+#                                         bench/run.sh --replflip  (bench/replflip.py)
 # (see bench/README.md; BENCH_USERS=N sets the directory size of the full run, 100000)
 # Installs wrk/nginx/slapd/ldap-utils/libldap-dev with apt-get if missing, builds mailhostd
 # in _build/ if it is not built, generates the directory once (bench/.cache/), compiles
@@ -12,6 +14,7 @@ SRC=$(dirname "$HERE")
 CACHE="$HERE/.cache"
 USERS=${BENCH_USERS:-100000}
 MEMORY=
+ONLY=       # --reload / --replflip: that script instead of bench.py
 # bench/run.sh --memory-users 1000000 (or --memory-users=N, anywhere among the options):
 # only the memory figures at N users; everything else is passed on to bench.py
 n=$#
@@ -23,6 +26,8 @@ while [ "$n" -gt 0 ]; do
         USERS=$1; MEMORY=--memory-only; shift; n=$((n - 1)) ;;
     --memory-users=*)
         USERS=${a#*=}; MEMORY=--memory-only ;;
+    --reload|--replflip)
+        ONLY=${a#--} ;;
     *)
         set -- "$@" "$a" ;;
     esac
@@ -63,5 +68,9 @@ if [ ! -x "$CACHE/smload" ] || [ "$HERE/smload.c" -nt "$CACHE/smload" ] || [ "$H
     cc -O2 -Wall -o "$CACHE/smload" "$HERE/smload.c" -pthread
 fi
 
+if [ -n "$ONLY" ]; then
+    exec python3 "$HERE/$ONLY.py" --ldif "$LDIF" --users "$USERS" \
+        --command "bench/run.sh --$ONLY${*:+ $*}" "$@"
+fi
 exec python3 "$HERE/bench.py" --ldif "$LDIF" --users "$USERS" $MEMORY \
     --command "bench/run.sh${MEMORY:+ --memory-users $USERS}${*:+ $*}" "$@"

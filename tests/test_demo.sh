@@ -5,6 +5,9 @@
 #      (SIGINT to the whole process group);
 #   2. SIGINT to quickstart alone (as `timeout -s INT` sends it);
 #   3. Ctrl-C while the stack is still starting.
+# In 1 and 2, before the stop: mailhostctl migrate moved alice's mailbox (the folders, UIDs
+# and flags the demo printed before and after the move are the same; NEW's own doveadm shows
+# OLD's UIDVALIDITY and UIDs, and the mail sent after the move) and no password is shown.
 # After each stop: exit status 0, "nothing left running" said, no process whose command
 # line names the demo's directories, and no file left in the demo's TMPDIR.
 # Uses the existing _build (the test command builds it first).
@@ -41,6 +44,36 @@ not_alive() { ! kill -0 "$1" 2>/dev/null; }
 stack_started() { grep -qs '^WORKDIR=' "$tmp"/mailhostd-demo.*/stack.out; }
 stack_dir_made() { [ -n "$(find "$tmp" -maxdepth 2 -name 'mh-e2e-*' -type d)" ]; }
 demo_ready() { [ -n "$(find "$tmp" -maxdepth 2 -name demo.ready)" ]; }
+# listing SERVER: the folder lines the demo printed under "her login reaches SERVER:"
+listing() {
+    awk -v h="    her login reaches $1:" '$0 == h {on = 1; next} on && /^      / {print; next} {on = 0}' "$out"
+}
+same_listing() { [ -n "$(listing OLD)" ] && [ "$(listing OLD)" = "$(listing NEW)" ]; }
+# stack_value KEY: a KEY=value line of the stack's output (while the demo runs)
+stack_value() { sed -n "s/^$1=//p" "$tmp"/mailhostd-demo.*/stack.out; }
+# inbox_on SIDE FIELD: FIELD of alice's INBOX, read by that Dovecot's own doveadm
+inbox_on() {
+    doveadm -c "$(stack_value "$1_DOVECOT_CONF")" -f tab mailbox status -u alice@example.com "$2" INBOX |
+        tail -n +2 | cut -f2
+}
+# NEW holds alice's INBOX with OLD's UIDVALIDITY (as the demo printed it and as OLD has it)
+# and UIDs 1 2 (moved) and 3 (mail 2, delivered after the move)
+inbox_moved() {
+    local printed
+    printed=$(listing OLD | sed -n 's/^      INBOX: .*UIDVALIDITY \([0-9]*\),.*/\1/p')
+    [ -n "$printed" ] && [ "$(inbox_on NEW uidvalidity)" = "$printed" ] &&
+        [ "$(inbox_on OLD uidvalidity)" = "$printed" ] &&
+        [ "$(doveadm -c "$(stack_value NEW_DOVECOT_CONF)" -f tab fetch -u alice@example.com uid \
+              mailbox INBOX | tail -n +2 | paste -sd ' ' -)" = "1 2 3" ]
+}
+# none of the demo's secrets (the directory account's, OLD's master user's) in its output
+no_secret_shown() {
+    local ctl_pw master_pw
+    ctl_pw=$(cat "$(stack_value CTL_PW_FILE)") &&
+        master_pw=$(sed -n 's/^imapc_password = //p' "$(stack_value COPIER_CONF)") &&
+        [ -n "$ctl_pw" ] && [ -n "$master_pw" ] &&
+        ! grep -qF -e "$ctl_pw" -e "$master_pw" "$out" && ! grep -qE ' -w ' "$out"
+}
 
 # run MODE: MODE is group-ready, leader-ready or group-starting
 run() {
@@ -70,12 +103,26 @@ os.execvp(sys.argv[1], sys.argv[1:])' "$top/quickstart" demo >"$out" 2>&1 </dev/
         fi
         pass=$((pass + 1)); echo "ok   $label"
         wait_until 10 demo_ready
-        label="$mode: alice moved from OLD to NEW in the demo"
+        label="$mode: alice's login reaches her mailbox on OLD, then on NEW"
         ok grep -q 'Subject: on OLD' "$out"
-        ok grep -q 'Subject: on NEW' "$out"
-        label="$mode: a mail to alice lands on OLD before the flip, the next on NEW after it"
+        ok grep -qx '    her login reaches OLD:' "$out"
+        ok grep -qx '    her login reaches NEW:' "$out"
+        label="$mode: a mail to alice lands on OLD before the move, the next on NEW after it"
         ok grep -q '"demo mail 1" is in alice.s mailbox on OLD' "$out"
         ok grep -q '"demo mail 2" is in alice.s mailbox on NEW' "$out"
+        label="$mode: before the move alice has INBOX (UIDs 1 flagged, 2: mail 1) and Archive on OLD"
+        ok grep -qE '^      INBOX: MESSAGES 2, UIDVALIDITY [0-9]+, UIDNEXT 3; UIDs \(flags\): 1 \([^)]*\\Flagged[^)]*\) 2 \(\)$' <<<"$(listing OLD)"
+        ok grep -qE '^      Archive: MESSAGES 1, UIDVALIDITY [0-9]+, UIDNEXT 2; UIDs \(flags\): 1 ' <<<"$(listing OLD)"
+        label="$mode: mailhostctl migrate moved her mailbox and pointer (3 messages in 2 folders)"
+        ok grep -qE '^    alice@example.com: done mail-old.example.org -> mail-new.example.org: 3 messages in 2 folders, ' "$out"
+        ok grep -q '^    migrate: 1 user: 1 moved, 0 failed, 0 skipped, 0 pending' "$out"
+        label="$mode: after the move NEW shows the same folders, UIDVALIDITY, UIDs and flags"
+        ok same_listing
+        ok grep -q "the same folders, messages, UIDVALIDITY, UIDNEXT, UIDs and flags as before the" "$out"
+        label="$mode: NEW's own doveadm: alice's INBOX has OLD's UIDVALIDITY, UIDs 1 2 and mail 2's 3"
+        ok inbox_moved
+        label="$mode: no password in the demo's output (its migrate command uses -y and a 0600 file)"
+        ok no_secret_shown
         if [ "$mode" = group-ready ]; then
             # every command the demo suggests, exactly as printed
             local cmd n=0 res

@@ -10,6 +10,7 @@ restores the directory exactly.  Needs slapd and ldap-utils: without them it FAI
 import base64
 import glob
 import json
+import re
 import os
 import shutil
 import signal
@@ -205,6 +206,70 @@ def t_stats(c):
     check(s["total"] == len(ref) and s["by_host"] == want, "stats %s vs %s", s, want)
     r = c.ctl.run("stats", bind=False)
     check("(none)" in r.stdout and "total" in r.stdout and OLD in r.stdout, "%s", r.stdout)
+
+
+def t_stats_pipeline(c):
+    """stats: users per state in the pipeline's order, the oldest claim (the earliest lease
+    end) and the frozen-window percentiles of mailhostFrozenWindow."""
+    net = "ou=example.net,ou=people,dc=example,dc=org"
+    # sample: user262, user266, user274 (n % 4 == 2, new host) are done; user253, user257
+    # (old host) waiting
+    mods = [("user262", "replace: mailhostFrozenWindow\nmailhostFrozenWindow: 200"),
+            ("user266", "replace: mailhostFrozenWindow\nmailhostFrozenWindow: 100"),
+            ("user274", "replace: mailhostFrozenWindow\nmailhostFrozenWindow: 5000"),
+            ("user253", "replace: mailhostMigrationState\nmailhostMigrationState: copying\n-\n"
+                        "replace: mailhostMigrationClaim\n"
+                        "mailhostMigrationClaim: live:1:1 until 20991231000000Z"),
+            ("user257", "replace: mailhostMigrationState\nmailhostMigrationState: frozen\n-\n"
+                        "replace: mailhostMigrationClaim\n"
+                        "mailhostMigrationClaim: dead:2:2 until 20200101000000Z")]
+    undo = [("user262", "delete: mailhostFrozenWindow"),
+            ("user266", "delete: mailhostFrozenWindow"),
+            ("user274", "delete: mailhostFrozenWindow"),
+            ("user253", "replace: mailhostMigrationState\nmailhostMigrationState: waiting\n-\n"
+                        "delete: mailhostMigrationClaim"),
+            ("user257", "replace: mailhostMigrationState\nmailhostMigrationState: waiting\n-\n"
+                        "delete: mailhostMigrationClaim")]
+    for uid, m in mods:
+        c.slapd.ldapmodify("dn: uid=%s,%s\nchangetype: modify\n%s\n" % (uid, net, m))
+    try:
+        want = {}
+        for e in c.slapd.search(c.slapd.base, "(mail=*)", ["mailhostMigrationState"]):
+            st = (e.get("mailhostMigrationState") or [None])[0]
+            if st:
+                want[st] = want.get(st, 0) + 1
+        r = c.ctl.run("stats", "--json")
+        check(r.returncode == 0, "stats: %s", r.stderr)
+        s = json.loads(r.stdout)
+        pipe = {k: want.get(k, 0) for k in ("waiting", "queued", "copying", "frozen", "done",
+                                              "failed", "rolledback")}
+        check(s["pipeline"] == pipe and pipe["copying"] == 1 and pipe["frozen"] == 1,
+              "pipeline %s, want %s", s["pipeline"], pipe)
+        check(list(s["pipeline"]) == ["waiting", "queued", "copying", "frozen", "done",
+                                      "failed", "rolledback"], "order: %s", list(s["pipeline"]))
+        oc = s["oldest_claim"]
+        check(s["claims"] == 2 and oc["dn"].startswith("uid=user257,") and
+              oc["claim"] == "dead:2:2 until 20200101000000Z" and
+              oc["until"] == "20200101000000Z" and oc["expired"] is True, "claim: %s", s)
+        check(s["frozen_window_ms"] == {"users": 3, "p50": 200, "p99": 5000},
+              "frozen window: %s", s["frozen_window_ms"])
+        r = c.ctl.run("stats")
+        check(r.returncode == 0 and re.search(
+            r"^pipeline: waiting %d queued 0 copying 1 frozen 1 done %d failed 0 rolledback 0$"
+            % (pipe["waiting"], pipe["done"]), r.stdout, re.M) and
+            "claims: 2; oldest: dead:2:2 until 20200101000000Z (uid=user257," in r.stdout and
+            "lease ended" in r.stdout and
+            "frozen window: p50 200 ms, p99 5000 ms (3 users with mailhostFrozenWindow)"
+            in r.stdout, "text: %s", r.stdout)
+    finally:
+        for uid, m in undo:
+            c.slapd.ldapmodify("dn: uid=%s,%s\nchangetype: modify\n%s\n" % (uid, net, m))
+    r = c.ctl.run("stats", "--json")
+    s = json.loads(r.stdout)
+    check(s["claims"] == 0 and s["oldest_claim"] is None and s["frozen_window_ms"] is None,
+          "after the undo: %s", s)
+    check("frozen window: no user has mailhostFrozenWindow" in c.ctl.run("stats").stdout,
+          "no frozen window said")
 
 
 def t_set_users_and_undo(c):
@@ -814,7 +879,7 @@ def main():
                     % (c.slapd.uri, c.slapd.base, c.slapd.service_dn))
         for t in (t_show, t_17_1_set_refuses_unmapped_target, t_exit_codes,
                   t_13_ldap_errors_in_the_servers_words, t_schema_check,
-                  t_stats, t_item6_list, t_set_users_and_undo,
+                  t_stats, t_stats_pipeline, t_item6_list, t_set_users_and_undo,
                   t_repeat_after_move_back,
                   t_set_ldif_and_dry_run, t_from_guard_concurrent, t_progress_lines,
                   t_item6_freeze_waits_out_route_cache, t_17_6_freeze_unfreeze,

@@ -3,8 +3,9 @@
 """mailhostctl migrate against a real slapd (the sample directory) and two real Dovecots.
 
 OLD and NEW are private Dovecot instances (tests/e2e/stack.py's Dovecot).  OLD has a master
-user ("migrator") in its own passdb; NEW's doveadm reads OLD over imapc as that master user
-(the credentials in a config file on NEW's side, never on a command line): the copier is
+user (stack.MASTER_USER, the e2e templates' master-user.conf); NEW's doveadm reads OLD over
+imapc as that master user (the credentials in a config file on NEW's side, never on a
+command line: Dovecot.write_copier_conf): the copier is
 `doveadm -c NEW/migrate.conf backup -R -u %u imapc:`, Dovecot's own migration path.
 What is checked independently of mailhostctl's verify: IMAP (imaplib: every folder's
 UIDVALIDITY, UIDNEXT, UIDs and flags) and POP3 (poplib: the UIDL list in order) on both
@@ -29,7 +30,7 @@ from slapd import Slapd  # noqa: E402
 import stack  # noqa: E402
 
 OLD, NEW = "mail-old.example.org", "mail-new.example.org"
-MASTER, MASTER_PW = "migrator", "Master-pw-9"
+MASTER, MASTER_PW = stack.MASTER_USER, stack.MASTER_PW
 PW = "User-pw-1"
 # sample users on OLD in state waiting (checked by t_sample_users)
 (MOVE, NOT_EMPTY, MISMATCH, COPY_FAILS, KILLED, LIVE_LEASE, DEAD_LEASE, KILLED_FROZEN, TERM,
@@ -49,11 +50,12 @@ def ctl_path():
 
 
 class Dovecot(stack.Dovecot):
-    """stack.Dovecot with config appended (extra) and, for the new server, every mailbox
-    but keep_mail removed before it starts: an untouched target."""
+    """stack.Dovecot with config appended (extra) and, for the new server (empty), no
+    mailbox but keep_mail's: an untouched target."""
 
     def __init__(self, workdir, label, address, users, extra="", empty=False, keep_mail=()):
-        super().__init__(workdir, label, address, users)
+        super().__init__(workdir, label, address, users, untouched=[
+            u for u in users if u not in keep_mail] if empty else ())
         self.extra, self.empty, self.keep_mail = extra, empty, keep_mail
 
     def launch(self):
@@ -64,13 +66,6 @@ class Dovecot(stack.Dovecot):
             if template == "dovecot.conf.in":
                 with open(out, "a", encoding="utf-8") as f:
                     f.write(self.extra % {"dir": self.dir})
-                with open(os.path.join(self.dir, "masters"), "w") as f:
-                    f.write("%s:{PLAIN}%s::::::\n" % (MASTER, MASTER_PW))
-                os.chmod(os.path.join(self.dir, "masters"), 0o644)   # test secret
-                for login in self.users if self.empty else ():
-                    if login not in self.keep_mail:
-                        import shutil
-                        shutil.rmtree(os.path.join(self.dir, "home", login, "Maildir"))
             return out
         stack.render = render
         try:
@@ -620,13 +615,7 @@ def main():
         c.new = Dovecot(work, "NEW", "127.0.0.12", users, empty=True,
                         keep_mail=(NOT_EMPTY,)).start()
         # the copier's view of OLD: imapc as the master user, on NEW's side only
-        c.migrate_conf = os.path.join(c.new.dir, "migrate.conf")
-        fd = os.open(c.migrate_conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("!include %s\nimapc_host = %s\nimapc_port = %d\nimapc_user = %%u\n"
-                    "imapc_master_user = %s\nimapc_password = %s\n"
-                    "imapc_features = rfc822.size fetch-headers\n"
-                    % (c.new.conf_path, c.old.address, c.old.imap, MASTER, MASTER_PW))
+        c.migrate_conf = c.new.write_copier_conf(c.old)
         c.copy = "doveadm -c %s backup -R -u %%u imapc:" % c.migrate_conf
         c.kick = "doveadm -c %s kick %%u" % c.old.conf_path
         # the old side's doveadm, logging its arguments (the default kick goes through it)

@@ -252,10 +252,16 @@ def t_feed_fails_back_to_the_first_uri(work, _slapd):
     a = Slapd(os.path.join(work, "slapd-a"), syncprov=True)
     a.start()
     # b: a replica's copy of a (slapcat | slapadd keeps entryUUIDs and CSNs), so a change feed
-    # can resume from one to the other, as between the replicas of a real directory
+    # can resume from one to the other, as between the replicas of a real directory.  a is
+    # stopped for the copy: syncprov writes its contextCSN at shutdown (or a checkpoint), and
+    # without it b would make a newer one of its own, so that a would look behind b to the
+    # feed's lag check (mirror_max_lag), which lets the feed go back only to a URI that has
+    # caught up
+    a.stop()
     clone = os.path.join(work, "slapd-a.ldif")
     subprocess.run([find_tool("slapcat"), "-F", a.config_dir, "-n1", "-l", clone], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    a.start()
     b = Slapd(os.path.join(work, "slapd-b"), syncprov=True, sample=clone)
     b.start()
     d = None

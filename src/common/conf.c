@@ -443,6 +443,18 @@ static int h_state_attr(struct ctx *x, const char *v, const struct key *k)
     return is_none(x, v, k) ? 0 : h_attr(x, v, k);
 }
 
+/* migrate_on_login: "none" (off) or routing values, words of printable ASCII */
+static int h_host_list(struct ctx *x, const char *v, const struct key *k)
+{
+    if (is_none(x, v, k))
+        return 0;
+    for (const char *p = v; *p; p++)
+        if (*p != ' ' && *p != '\t' && ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e))
+            return fail(x, "expected routing values (printable ASCII) separated by spaces, "
+                        "got \"%s\"", v);
+    return h_string(x, v, k);
+}
+
 static int h_tls(struct ctx *x, const char *v, const struct key *k)
 {
     if (!strcasecmp(v, "none") || !strcasecmp(v, "no")) x->c->ldap_tls = MH_TLS_NONE;
@@ -782,12 +794,18 @@ static const struct key keys[] = {
      OFF(smtp_backend_checks), NO_RANGE, RELOAD, "mailhostd"},
     {"mirror", T_BOOL, OFF(mirror), NO_RANGE, RELOAD, "no"},
     {"mirror_ready_wait", T_MS, OFF(mirror_ready_wait_ms), 0, 600000, RELOAD, "30000ms"},
+    {"mirror_max_lag", T_MS, OFF(mirror_max_lag_ms), 0, 86400000, RELOAD, "30000ms"},
     {"mirror_filter", h_plain_filter, d_string, ST_STR, OFF(mirror_filter), NO_RANGE, RELOAD,
      NULL},
     {"mirror_login_attributes", h_attr_list, d_string, ST_STR, OFF(mirror_login_attributes),
      NO_RANGE, RELOAD, NULL},
     {"mirror_recipient_attributes", h_attr_list, d_string, ST_STR,
      OFF(mirror_recipient_attributes), NO_RANGE, RELOAD, NULL},
+    {"mirror_snapshot", T_STRING, OFF(mirror_snapshot), NO_RANGE, RELOAD, NULL},
+    {"mirror_snapshot_interval", T_SECONDS, OFF(mirror_snapshot_interval_s), 1, 86400, RELOAD,
+     "300s"},
+    {"mirror_snapshot_max_age", T_SECONDS, OFF(mirror_snapshot_max_age_s), 60, 2592000, RELOAD,
+     "86400s"},
     {"credential_cache_ttl", T_MS, OFF(credential_cache_ttl_ms), 0, 86400000, RELOAD, "0ms"},
     {"credential_cache_entries", T_UINT, OFF(credential_cache_entries), 1, 100000000, RELOAD,
      "100000"},
@@ -795,6 +813,10 @@ static const struct key keys[] = {
     {"frozen_login_wait", T_SECONDS, OFF(frozen_login_wait_s), 0, 3600, RELOAD, "0s"},
     {"frozen_login_wait_interval", T_SECONDS, OFF(frozen_login_wait_interval_s), 1, 60, RELOAD,
      "2s"},
+    {"migrate_on_login", h_host_list, d_or_none, ST_STR, OFF(migrate_on_login), NO_RANGE,
+     RELOAD, "none"},
+    {"migrate_on_login_window", T_SECONDS, OFF(migrate_on_login_window_s), 1, 604800, RELOAD,
+     "3600s"},
     {"route_cache_ttl", T_MS, OFF(route_cache_ttl_ms), 0, 86400000, RELOAD, "0ms"},
     {"route_cache_negative_ttl", T_MS, OFF(route_cache_negative_ttl_ms), 0, 86400000, RELOAD,
      "10000ms"},
@@ -1309,6 +1331,9 @@ static int check(struct ctx *x)
         return fail(at_last(x, "route_cache_ttl", "mirror"),
                     "route_cache_ttl is for directories without RFC 4533 sync: with "
                     "\"mirror yes\" the mirror is always current; set one or the other");
+    if (c->mirror_snapshot != NULL && !c->mirror)
+        return fail(at(x, "mirror_snapshot"), "mirror_snapshot needs \"mirror yes\": it is "
+                    "the mirror's copy that is saved");
     if (c->credential_cache_ttl_ms > 0 && !c->mirror)
         return fail(at(x, "credential_cache_ttl"),
                     "credential_cache_ttl needs \"mirror yes\": the change feed is what "
@@ -1321,6 +1346,14 @@ static int check(struct ctx *x)
     if (c->credential_cache_ttl_ms > 0 && !c->verify_password)
         return fail(at_last(x, "credential_cache_ttl", "verify_password"),
                     "credential_cache_ttl has no use with verify_password no");
+    if (c->migrate_on_login && c->ldap_state_attribute == NULL)
+        return fail(at_last(x, "migrate_on_login", "ldap_state_attribute"),
+                    "migrate_on_login writes the migration state: it needs "
+                    "ldap_state_attribute");
+    if (c->migrate_on_login && !c->verify_password)
+        return fail(at_last(x, "migrate_on_login", "verify_password"),
+                    "migrate_on_login acts on verified logins only: it needs verify_password "
+                    "yes");
     if (c->ldap_tls_ca_file && access(c->ldap_tls_ca_file, R_OK) != 0)
         return fail(at(x, "ldap_tls_ca_file"), "\"%s\": %s", c->ldap_tls_ca_file,
                     strerror(errno));
@@ -1534,6 +1567,14 @@ size_t mh_conf_restart_changes(const struct mh_conf *running, const struct mh_co
 int mh_conf_tls_changed(const struct mh_conf *running, const struct mh_conf *next)
 {
     return changes(running, next, KEY_TLS, NULL, NULL) > 0;
+}
+
+int mh_conf_same_key(const struct mh_conf *a, const struct mh_conf *b, const char *name)
+{
+    const struct key *k = find_key(name);
+    if (k == NULL || k->store == ST_MAP)
+        return -1;
+    return same_value(k, a, b);
 }
 
 int mh_conf_key_info(size_t i, struct mh_conf_key_info *out)

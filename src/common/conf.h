@@ -75,6 +75,9 @@ struct mh_conf {
     unsigned frozen_login_wait_s;     /* a frozen user's login waits (Auth-Status WAIT) this
                                        * long at most, from its first frozen answer; 0: off */
     unsigned frozen_login_wait_interval_s; /* nginx asks again after this (Auth-Wait) */
+    char *migrate_on_login;           /* "HOST ...": verified logins there queue the user
+                                       * (onlogin.h); NULL: off */
+    unsigned migrate_on_login_window_s; /* at most one write per user this long */
     unsigned ldap_retry_s;            /* a failed URI is skipped this long; then failback */
     enum mh_tls ldap_tls;
     char *ldap_tls_ca_file;
@@ -87,9 +90,12 @@ struct mh_conf {
     /* the route mirror (mirror.h, sync.h) and the credential cache (credcache.h) */
     int mirror;                      /* follow the directory with RFC 4533 sync */
     unsigned mirror_ready_wait_ms;   /* READY=1 waits this long at most for the first copy */
+    unsigned mirror_max_lag_ms;      /* the feed leaves a replica behind this long; 0: off */
     char *mirror_filter;             /* which entries to copy */
     char *mirror_login_attributes;   /* space-separated: what ldap_filter matches a login on */
     char *mirror_recipient_attributes; /* what ldap_recipient_filter matches an address on */
+    char *mirror_snapshot;           /* warm restart file (snapshot.h); NULL: none */
+    unsigned mirror_snapshot_interval_s, mirror_snapshot_max_age_s;
     unsigned credential_cache_ttl_ms; /* 0: off */
     unsigned credential_cache_entries;
     unsigned route_cache_ttl_ms;     /* mirror no: cache search results; 0: off */
@@ -159,6 +165,11 @@ size_t mh_conf_restart_changes(const struct mh_conf *running, const struct mh_co
 /* 1 if a key of libldap's process-wide TLS context (ldap_tls, ldap_tls_ca_file,
  * ldap_tls_reqcert) differs: the reload must build a new context (mh_dir_global_init). */
 int mh_conf_tls_changed(const struct mh_conf *running, const struct mh_conf *next);
+
+/* 1 if key `name` has the same value in a and b, 0 if not (values, not text; a secret
+ * file's key compares its path, not its content); -1 for an unknown key or one kept in the
+ * backend map (mh_conf_key_info: in_backend_map). */
+int mh_conf_same_key(const struct mh_conf *a, const struct mh_conf *b, const char *name);
 
 /* One row of the key table (for tests and tools).  Strings are static. */
 struct mh_conf_key_info {

@@ -29,6 +29,32 @@ int mh_digest_sha256(const struct mh_bytes *parts, size_t n, unsigned char out[M
     return ok ? 0 : -1;
 }
 
+struct mh_digest_stream *mh_digest_stream_new(void)
+{
+    EVP_MD_CTX *x = EVP_MD_CTX_new();
+    if (x != NULL && !EVP_DigestInit_ex(x, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(x);
+        x = NULL;
+    }
+    return (struct mh_digest_stream *)x;
+}
+
+int mh_digest_stream_update(struct mh_digest_stream *s, const void *p, size_t len)
+{
+    return len == 0 || EVP_DigestUpdate((EVP_MD_CTX *)s, p, len) ? 0 : -1;
+}
+
+int mh_digest_stream_final(struct mh_digest_stream *s, unsigned char out[MH_DIGEST_LEN])
+{
+    unsigned int len = 0;
+    if (EVP_DigestFinal_ex((EVP_MD_CTX *)s, out, &len) && len == MH_DIGEST_LEN)
+        return 0;
+    memset(out, 0, MH_DIGEST_LEN);
+    return -1;
+}
+
+void mh_digest_stream_free(struct mh_digest_stream *s) { EVP_MD_CTX_free((EVP_MD_CTX *)s); }
+
 int mh_digest_sha256_hex(const void *data, size_t len, char out[2 * MH_DIGEST_LEN + 1])
 {
     static const char hex[] = "0123456789abcdef";

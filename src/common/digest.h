@@ -31,6 +31,15 @@ int mh_digest_sha256(const struct mh_bytes *parts, size_t n, unsigned char out[M
 /* SHA-256 of data[0..len), as 64 lower-case hex digits and a NUL.  0, or -1 (out ""). */
 int mh_digest_sha256_hex(const void *data, size_t len, char out[2 * MH_DIGEST_LEN + 1]);
 
+/* SHA-256 of data given piece by piece (a file written in a stream).  One thread per
+ * stream.  new: NULL when libcrypto fails; update: 0 or -1; final: 0 or -1 (out zeroed),
+ * and the stream may not be updated again; free accepts NULL. */
+struct mh_digest_stream;
+struct mh_digest_stream *mh_digest_stream_new(void);
+int mh_digest_stream_update(struct mh_digest_stream *s, const void *p, size_t len);
+int mh_digest_stream_final(struct mh_digest_stream *s, unsigned char out[MH_DIGEST_LEN]);
+void mh_digest_stream_free(struct mh_digest_stream *s);
+
 struct mh_digest_key;
 
 /* An HMAC-SHA256 key: key[0..len), or, when key is NULL, 32 bytes drawn from libcrypto's

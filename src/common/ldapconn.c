@@ -39,6 +39,7 @@ struct mh_ldap {
     LDAP *ld;
     size_t uri;             /* index of the URI ld is connected to */
     uint64_t connected_at;  /* ms */
+    uint32_t avoid;         /* bit i: skip URI i while a healthy URI not avoided exists */
     char err[512];
 };
 
@@ -330,10 +331,25 @@ long mh_ldap_failback_due(const struct mh_ldap *l, int confirmed)
         now - l->connected_at < (uint64_t)l->dir->conf->ldap_retry_s * 1000u)
         return -1;
     for (size_t i = 0; i < l->uri; i++)
-        if (atomic_load(&l->dir->down_until[i]) <= now &&
+        if (atomic_load(&l->dir->down_until[i]) <= now && !(l->avoid >> i & 1u) &&
             (!confirmed || atomic_load(&l->dir->state[i]) == URI_UP))
             return (long)i;
     return -1;
+}
+
+void mh_ldap_avoid(struct mh_ldap *l, uint32_t mask)
+{
+    l->avoid = mask;
+}
+
+struct ldap *mh_ldap_session_at(struct mh_ldap *l, size_t uri, uint64_t deadline_ms)
+{
+    if (uri >= l->dir->conf->n_uri)
+        return NULL;
+    if (l->ld != NULL && l->uri == uri)
+        return l->ld;
+    drop(l);
+    return connect_uri(l, uri, deadline_ms) == LDAP_SUCCESS ? l->ld : NULL;
 }
 
 static int ensure(struct mh_ldap *l, uint64_t deadline)
@@ -359,10 +375,12 @@ static int ensure(struct mh_ldap *l, uint64_t deadline)
     if (l->ld != NULL)
         return LDAP_SUCCESS;
 
-    int healthy = 0;
+    int healthy = 0, wanted = 0;
     for (size_t i = 0; i < c->n_uri; i++)
-        if (atomic_load(&l->dir->down_until[i]) <= now)
+        if (atomic_load(&l->dir->down_until[i]) <= now) {
             healthy++;
+            wanted += !(l->avoid >> i & 1u);
+        }
     if (healthy == 0) {
         /* everything is down: one probe per second, everyone else fails fast */
         uint64_t next = atomic_load(&l->dir->next_probe);
@@ -374,6 +392,8 @@ static int ensure(struct mh_ldap *l, uint64_t deadline)
     int rc = LDAP_SERVER_DOWN;
     for (size_t i = 0; i < c->n_uri; i++) {
         if (healthy > 0 && atomic_load(&l->dir->down_until[i]) > now)
+            continue;
+        if (wanted > 0 && (l->avoid >> i & 1u))
             continue;
         rc = connect_uri(l, i, deadline);
         if (rc == LDAP_SUCCESS)

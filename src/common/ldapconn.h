@@ -98,6 +98,14 @@ int mh_ldap_marked_down(const struct mh_ldap *l);
  * the mirror's change feed ends its session for it (confirmed, so that a server still down
  * does not cost the feed a reconnection every ldap_retry). */
 long mh_ldap_failback_due(const struct mh_ldap *l, int confirmed);
+/* URIs l skips (bit i: URI i) while a healthy URI outside mask exists, when it connects and
+ * when it looks for a failback (the change feed leaves a replica that lags behind).  The
+ * current connection is kept: the caller resets it.  0: none. */
+void mh_ldap_avoid(struct mh_ldap *l, uint32_t mask);
+/* Connects l to URI uri only (no failover, no URI marked down on failure) and returns its
+ * libldap handle, as mh_ldap_session does; NULL with mh_ldap_error set on failure.  For a
+ * look at one server (the lag check reads each URI's contextCSN). */
+struct ldap *mh_ldap_session_at(struct mh_ldap *l, size_t uri, uint64_t deadline_ms);
 /* Records "URI: what: <rc's text> (rc)" as l's last error. */
 void mh_ldap_set_error(struct mh_ldap *l, const char *what, int rc);
 

@@ -30,6 +30,7 @@ static atomic_ullong ldap_errors[MH_MAX_URIS];
 static atomic_ullong sm_lookups[MH_SM_MAP_COUNT][MH_SM_STATUS_COUNT];
 static atomic_ullong (*sm_at)[MH_SM_STATUS_COUNT];
 static atomic_ullong sm_sum_us;
+static atomic_ullong onlogin[MH_METRICS_ONLOGIN_COUNT];
 static int sm_enabled;
 
 int mh_metrics_init(const struct mh_conf *c)
@@ -91,6 +92,12 @@ void mh_metrics_socketmap(enum mh_sm_map map, const char *backend, enum mh_sm_st
     else
         atomic_fetch_add_explicit(&sm_lookups[map][st], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&sm_sum_us, us, memory_order_relaxed);
+}
+
+void mh_metrics_onlogin(enum mh_metrics_onlogin result)
+{
+    if ((unsigned)result < MH_METRICS_ONLOGIN_COUNT)
+        atomic_fetch_add_explicit(&onlogin[result], 1, memory_order_relaxed);
 }
 
 void mh_metrics_rate_limited(void)
@@ -252,6 +259,17 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
         put(&o, "mailhostd_decisions_total{source=\"%s\"} %llu\n",
             i < NSRC ? mh_source_name((enum mh_source)i) : "other",
             i < NSRC ? LOAD(by_source[i]) : 0ull);
+    if (conf->migrate_on_login != NULL) {
+        static const char *const names[] = { "queued", "not_waiting", "failed", "dropped" };
+        put(&o, "# HELP mailhostd_migrate_on_login_total Verified logins of users on a "
+                "migrate_on_login host, by what became of them: queued (state waiting -> "
+                "queued written), not_waiting (the assertion refused: not waiting on that "
+                "host), failed (the directory refused or failed), dropped (queue or window "
+                "table full).\n# TYPE mailhostd_migrate_on_login_total counter\n");
+        for (int k = 0; k < MH_METRICS_ONLOGIN_COUNT; k++)
+            put(&o, "mailhostd_migrate_on_login_total{result=\"%s\"} %llu\n", names[k],
+                LOAD(onlogin[k]));
+    }
     if (sm_enabled) {
         unsigned long long total = 0;
         put(&o, "# HELP mailhostd_socketmap_lookups_total Postfix socketmap lookups by map "
@@ -307,6 +325,34 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
             (unsigned long long)mm->changes, (unsigned long long)mm->refreshes,
             (double)mm->last_refresh_ms / 1000.0, (double)mm->stale_ms / 1000.0,
             mm->credcache_entries);
+        put(&o, "# HELP mailhostd_mirror_refresh_entries_total Entries the directory sent in "
+                "refresh phases (a full refresh: all; a resume: the changes).\n"
+                "# TYPE mailhostd_mirror_refresh_entries_total counter\n"
+                "mailhostd_mirror_refresh_entries_total %llu\n",
+            (unsigned long long)mm->refresh_entries);
+        put(&o, "# HELP mailhostd_mirror_applied_csn How far the mirror has applied the "
+                "directory: per provider sid, the newest CSN of the change feed's cookie (every "
+                "change with an entryCSN of that sid up to csn is in the mirror); the value is "
+                "its time in seconds since the epoch.\n"
+                "# TYPE mailhostd_mirror_applied_csn gauge\n");
+        for (size_t i = 0; i < mm->applied.n; i++) {
+            char text[MH_CSN_TEXT];
+            const struct mh_csn *c = &mm->applied.v[i];
+            if (mh_csn_format(c, text, sizeof text) > 0)
+                put(&o, "mailhostd_mirror_applied_csn{sid=\"%03x\",csn=\"%s\"} %lld.%06lld\n",
+                    (unsigned)c->sid, text, (long long)(c->us / 1000000),
+                    (long long)(c->us % 1000000));
+        }
+        if (mm->lag_on) {
+            put(&o, "# HELP mailhostd_mirror_lag_seconds How long each directory URI has "
+                    "been missing a change another URI has (contextCSN per sid, checked every "
+                    "second; -1: not known).\n# TYPE mailhostd_mirror_lag_seconds gauge\n");
+            for (size_t i = 0; i < n_uri && i < MH_MAX_URIS; i++) {
+                put(&o, "mailhostd_mirror_lag_seconds{uri=\"");
+                put_label(&o, conf->ldap_uri[i]);
+                put(&o, "\"} %.3f\n", mm->lag_ms[i] < 0 ? -1.0 : (double)mm->lag_ms[i] / 1000.0);
+            }
+        }
     }
     if (o.oom) {
         free(o.p);

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "codec.h"
+#include "conf.h"
+#include "csn.h"
 
 struct mh_conf;
 
@@ -35,6 +37,16 @@ void mh_metrics_queue(int delta);
 void mh_metrics_socketmap(enum mh_sm_map map, const char *backend, enum mh_sm_status st,
                           uint64_t us);
 
+/* migrate_on_login (onlogin.h): a write's result, or a login dropped (queue or table full). */
+enum mh_metrics_onlogin {
+    MH_METRICS_ONLOGIN_QUEUED,        /* waiting -> queued written */
+    MH_METRICS_ONLOGIN_NOT_WAITING,   /* the assertion refused it: not waiting on that host */
+    MH_METRICS_ONLOGIN_FAILED,        /* the directory refused or failed (access, down) */
+    MH_METRICS_ONLOGIN_DROPPED,       /* the queue or the window table was full */
+    MH_METRICS_ONLOGIN_COUNT
+};
+void mh_metrics_onlogin(enum mh_metrics_onlogin result);
+
 /* Which tier decided a request (MH_SOURCE_NONE is not counted). */
 void mh_metrics_source(enum mh_source via);
 
@@ -43,6 +55,10 @@ struct mh_metrics_mirror {
     int enabled, state;              /* state: enum mh_mirror_state */
     size_t entries, keys, routes, bytes, credcache_entries;
     uint64_t changes, refreshes, last_refresh_ms, stale_ms;
+    struct mh_csn_set applied;       /* the change feed's cookie CSNs (sync.h) */
+    int lag_on;                      /* lag checks run: lag_ms is rendered */
+    int64_t lag_ms[MH_MAX_URIS];     /* per URI; -1: not known */
+    uint64_t refresh_entries;        /* entries the directory sent in refresh phases */
 };
 
 /* Writes the Prometheus exposition into a malloc'ed buffer (caller frees); NULL on no memory.

@@ -252,9 +252,9 @@ static void regrow_place(void *ctx, uint64_t h)
     r->slot[pos] = r->v;
 }
 
-static int ishard_grow(struct mh_shindex *x, struct ishard *s)
+static int ishard_grow(struct mh_shindex *x, struct ishard *s, size_t cap)
 {
-    struct regrow r = { NULL, 0, grown(s->used), 0, x->nshards };
+    struct regrow r = { NULL, 0, cap, 0, x->nshards };
     if ((r.slot = calloc(r.cap, sizeof *r.slot)) == NULL)
         return -1;
     for (size_t i = 0; i < s->cap; i++) {
@@ -278,7 +278,7 @@ int mh_shindex_insert(struct mh_shindex *x, uint64_t hash, uint64_t v)
     struct ishard *s = &x->shard[hash % x->nshards];
     int rc = 0;
     pthread_rwlock_wrlock(&s->lock);
-    if (too_full(s->used + s->tomb + 1, s->cap) && ishard_grow(x, s) < 0) {
+    if (too_full(s->used + s->tomb + 1, s->cap) && ishard_grow(x, s, grown(s->used)) < 0) {
         rc = -1;
     } else {
         size_t pos = (size_t)((hash / x->nshards) % s->cap);
@@ -290,6 +290,21 @@ int mh_shindex_insert(struct mh_shindex *x, uint64_t hash, uint64_t v)
         s->used++;
     }
     pthread_rwlock_unlock(&s->lock);
+    return rc;
+}
+
+int mh_shindex_reserve(struct mh_shindex *x, size_t values)
+{
+    /* a little over the even share: hashes do not spread exactly evenly */
+    size_t each = values / x->nshards + values / x->nshards / 16 + 1, cap = grown(each);
+    int rc = 0;
+    for (size_t i = 0; i < x->nshards && rc == 0; i++) {
+        struct ishard *s = &x->shard[i];
+        pthread_rwlock_wrlock(&s->lock);
+        if (s->cap < cap)
+            rc = ishard_grow(x, s, cap);
+        pthread_rwlock_unlock(&s->lock);
+    }
     return rc;
 }
 

@@ -114,6 +114,11 @@ void mh_shindex_free(struct mh_shindex *x);   /* NULL ok */
 /* Adds v under hash.  0, or -1 when the shard cannot grow (out of memory). */
 int mh_shindex_insert(struct mh_shindex *x, uint64_t hash, uint64_t v);
 
+/* Makes room for `values` values in all (spread over the shards as hashes spread them), so
+ * that a bulk load does not grow the shards step by step.  0, or -1 when out of memory (the
+ * index stays usable).  A writer call, like insert. */
+int mh_shindex_reserve(struct mh_shindex *x, size_t values);
+
 /* Removes the first v met from hash's start, if any. */
 void mh_shindex_remove(struct mh_shindex *x, uint64_t hash, uint64_t v);
 

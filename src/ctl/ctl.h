@@ -30,6 +30,7 @@
 #define MH_CTL_MOVED_ATTR "mailhostMovedAt"
 #define MH_CTL_CLAIM_ATTR "mailhostMigrationClaim"   /* migrate's lease: "RUNNER until TIME" */
 #define MH_CTL_ERROR_ATTR "mailhostMigrationError"   /* why a move failed */
+#define MH_CTL_FROZEN_ATTR "mailhostFrozenWindow"    /* ms the last move was frozen */
 
 struct mh_ctl_schema;
 
@@ -46,6 +47,7 @@ struct mh_ctl {
     /* migrate */
     const char *to, *copy_cmd, *kick_cmd, *old_doveadm, *new_doveadm, *runner_id;
     int target_overwrite, retry_failed;
+    int rollback;               /* migrate --rollback (ctl_rollback.c) */
     long cmd_timeout, lease;    /* seconds */
     long mta_settle;            /* migrate: seconds frozen before the final sync; -1: default */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
@@ -63,6 +65,7 @@ mh_ctl_cmd_fn mh_ctl_cmd_undo;          /* ctl_undo.c */
 mh_ctl_cmd_fn mh_ctl_cmd_stats;         /* ctl_stats.c */
 mh_ctl_cmd_fn mh_ctl_cmd_list;          /* ctl_stats.c */
 mh_ctl_cmd_fn mh_ctl_cmd_schema_check;  /* ctl_schema.c */
+mh_ctl_cmd_fn mh_ctl_cmd_rollback;      /* ctl_rollback.c: migrate --rollback */
 mh_ctl_cmd_fn mh_ctl_cmd_stragglers;    /* ctl_stragglers.c: needs no directory */
 mh_ctl_cmd_fn mh_ctl_cmd_postfix_config; /* ctl_postfix.c: needs no directory */
 /* postfix-config's usage checks, which main runs before it reads -c. */
@@ -72,6 +75,10 @@ int mh_ctl_postfix_usage(const struct mh_ctl *c, char **args, int nargs);
 
 /* The current time as an LDAP GeneralizedTime; a static buffer, overwritten by each call. */
 const char *mh_ctl_now_generalized(void);
+/* The nearest-rank percentile q (0..100) of the sorted v[n] (0 when n is 0); the qsort
+ * comparison for long long. */
+long long mh_ctl_percentile(const long long *v, size_t n, int q);
+int mh_ctl_cmp_ll(const void *a, const void *b);
 /* base64 of data; malloc'ed, NULL when out of memory. */
 char *mh_ctl_b64(const void *data, size_t len);
 /* For the terminal: s itself when it is printable ASCII, else "base64:" and its base64 (a DN
@@ -98,6 +105,8 @@ void mh_ctl_schema_free(struct mh_ctl_schema *si);
 int mh_ctl_schema_tracks(const struct mh_ctl_schema *si);
 /* 1 if migrate's attributes (claim, error) are loaded too, and the class allows them. */
 int mh_ctl_schema_migrates(const struct mh_ctl_schema *si);
+/* 1 if mailhostFrozenWindow is loaded too (optional): migrate records each frozen window. */
+int mh_ctl_schema_frozen_window(const struct mh_ctl_schema *si);
 /* 1 if one of the object classes oc allows the routing attribute (or the schema could not
  * tell, or has no auxiliary class that allows it: then nothing is added). */
 int mh_ctl_schema_allows_route(const struct mh_ctl_schema *si, struct berval *const *oc);

@@ -22,6 +22,18 @@ const char *mh_ctl_now_generalized(void)
     return buf;
 }
 
+long long mh_ctl_percentile(const long long *v, size_t n, int q)
+{
+    size_t rank = (size_t)((q * n + 99) / 100);
+    return n == 0 ? 0 : v[rank ? rank - 1 : 0];
+}
+
+int mh_ctl_cmp_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
 char *mh_ctl_b64(const void *data, size_t len)
 {
     char *out = malloc(4 * ((len + 2) / 3) + 1);

@@ -281,6 +281,10 @@ static int flip(struct muser *u)
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, c->cli.state_attr, "done" };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_CLAIM_ATTR, NULL };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_ERROR_ATTR, NULL };
+    char frozen[32];   /* the window so far: the flip ends it (stats' percentiles) */
+    snprintf(frozen, sizeof frozen, "%lld", now_ms() - u->t_freeze);
+    if (mh_ctl_schema_frozen_window(u->r->schema))
+        ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_FROZEN_ATTR, frozen };
     return apply(u, &ch, "done", NULL);
 }
 
@@ -988,6 +992,8 @@ static int finish(struct mrun *r)
 
 int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
 {
+    if (c->rollback)   /* migrate --rollback: ctl_rollback.c */
+        return mh_ctl_cmd_rollback(c, args, nargs);
     struct mrun r;
     memset(&r, 0, sizeof r);
     r.c = c;

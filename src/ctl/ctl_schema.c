@@ -15,6 +15,7 @@ struct mh_ctl_schema {
     LDAPAttributeType *route;   /* NULL: not defined */
     int has_class, class_attrs_ok;
     int migrate_ok;             /* migrate's two attributes defined, ours, and in the class */
+    int frozen_ok;              /* mailhostFrozenWindow too (optional: migrate records it) */
     char conflict[256];         /* our names defined under other OIDs */
     char **allow;               /* names and OIDs of the classes allowing the routing
                                  * attribute (directly or through SUP), extensibleObject */
@@ -152,6 +153,7 @@ static const struct { const char *name, *oid; int migrate; } our_defs[] = {
     {MH_CTL_ERROR_ATTR, "2.25.253123378001676465171261865566158302081.1.5", 1},
 };
 #define OUR_CLASS_OID "2.25.253123378001676465171261865566158302081.2.1"
+#define FROZEN_OID "2.25.253123378001676465171261865566158302081.1.6"
 
 static int schema_load(LDAP *ld, const char *route_attr, struct mh_ctl_schema *si)
 {
@@ -160,7 +162,7 @@ static int schema_load(LDAP *ld, const char *route_attr, struct mh_ctl_schema *s
     int rc = read_subschema(ld, &ats, &ocs);
     if (rc != LDAP_SUCCESS)
         return rc;
-    int found = 0, found_migrate = 0, nmigrate = 0;
+    int found = 0, found_migrate = 0, nmigrate = 0, found_frozen = 0, class_frozen = 0;
     for (size_t i = 0; ats && ats[i]; i++) {
         int code;
         const char *errp;
@@ -171,6 +173,13 @@ static int schema_load(LDAP *ld, const char *route_attr, struct mh_ctl_schema *s
         if (si->route == NULL && has_name(at->at_names, route_attr)) {
             si->route = at;
             continue;
+        }
+        if (has_name(at->at_names, MH_CTL_FROZEN_ATTR)) {
+            if (strcmp(at->at_oid, FROZEN_OID) == 0)
+                found_frozen = 1;
+            else
+                snprintf(si->conflict, sizeof si->conflict, "%s is defined as %s",
+                         MH_CTL_FROZEN_ATTR, at->at_oid);
         }
         for (size_t k = 0; k < sizeof our_defs / sizeof our_defs[0]; k++)
             if (has_name(at->at_names, our_defs[k].name)) {
@@ -196,6 +205,7 @@ static int schema_load(LDAP *ld, const char *route_attr, struct mh_ctl_schema *s
         if (has_name(oc->oc_names, MH_CTL_CLASS)) {
             if (strcmp(oc->oc_oid, OUR_CLASS_OID) == 0) {
                 si->has_class = 1;
+                class_frozen = has_name(oc->oc_at_oids_may, MH_CTL_FROZEN_ATTR);
                 for (size_t k = 0; k < sizeof our_defs / sizeof our_defs[0]; k++)
                     class_may += our_defs[k].migrate &&
                                  has_name(oc->oc_at_oids_may, our_defs[k].name);
@@ -206,6 +216,7 @@ static int schema_load(LDAP *ld, const char *route_attr, struct mh_ctl_schema *s
         ldap_objectclass_free(oc);
     }
     si->migrate_ok = found_migrate == nmigrate && class_may == nmigrate;
+    si->frozen_ok = found_frozen && class_frozen;
     route_classes(si, ocs);
     ber_bvecfree(ats);
     ber_bvecfree(ocs);
@@ -254,6 +265,11 @@ int mh_ctl_schema_tracks(const struct mh_ctl_schema *si)
 int mh_ctl_schema_migrates(const struct mh_ctl_schema *si)
 {
     return mh_ctl_schema_tracks(si) && si->migrate_ok;
+}
+
+int mh_ctl_schema_frozen_window(const struct mh_ctl_schema *si)
+{
+    return mh_ctl_schema_migrates(si) && si->frozen_ok;
 }
 
 const char *mh_ctl_route_class(const struct mh_ctl *c)
@@ -382,7 +398,9 @@ int mh_ctl_cmd_schema_check(struct mh_ctl *c, char **args, int nargs)
     } else if (si->has_class && si->class_attrs_ok) {
         printf("migration schema: class %s loaded (OID %s)\n", MH_CTL_CLASS, OUR_CLASS_OID);
         if (si->migrate_ok)
-            printf("migrate: %s and %s loaded\n", MH_CTL_CLAIM_ATTR, MH_CTL_ERROR_ATTR);
+            printf("migrate: %s and %s loaded; %s %s\n", MH_CTL_CLAIM_ATTR, MH_CTL_ERROR_ATTR,
+                   MH_CTL_FROZEN_ATTR, si->frozen_ok ? "loaded (frozen windows recorded)"
+                   : "NOT loaded (optional: stats then has no frozen-window percentiles)");
         else
             printf("migrate: %s and %s are NOT loaded, or %s does not allow them (an earlier "
                    "schema/mailhostd.ldif): mailhostctl migrate refuses to run; mailhostd and "

@@ -28,7 +28,9 @@ static void usage(FILE *fp)
         "                            --file, --filter, --domain); waits out route_cache_ttl\n"
         "  unfreeze USER...          set frozen users' state to --state (default done)\n"
         "  undo FILE                 apply an undo LDIF written by set, freeze or unfreeze\n"
-        "  stats                     users per routing value and per migration state\n"
+        "  stats                     users per routing value and per migration state; the\n"
+        "                            pipeline: states in order, oldest claim, frozen-window\n"
+        "                            p50/p99 (mailhostFrozenWindow)\n"
         "  list                      the users in --state STATE and/or on --host HOST (\"none\":\n"
         "                            without), one mail address a line (a --file for set)\n"
         "  migrate --to HOST USER... move users' mailboxes to HOST, then their routing value\n"
@@ -87,6 +89,13 @@ static void usage(FILE *fp)
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
         "                  so mail may still reach the old server just after the freeze;\n"
         "                  0 where no MTA routes by the directory\n"
+        "migrate --rollback USER... (or --file): back to mailhostPreviousHost, mail first\n"
+        "                  (users in state done): claim, copy new -> old, freeze, kick on\n"
+        "                  the new server, final sync, verify, flip back, state rolledback;\n"
+        "                  or refused with the reason.  Needs --old-doveadm, --new-doveadm\n"
+        "                  (the old server must be Dovecot) and --copy-command: the copier\n"
+        "                  that makes the OLD mailbox a copy of the new one.  --to (the\n"
+        "                  previous host) and --from (the current one) only check\n"
         "stragglers options:\n"
         "  --since AGE     only logins newer than AGE: 90m, 36h, 7d (default 30d)\n"
         "  --host BACKEND  only logins routed to this backend (e.g. the old server)\n"
@@ -147,6 +156,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"timeout", required_argument, NULL, 262}, {"lease", required_argument, NULL, 263},
         {"runner-id", required_argument, NULL, 264}, {"retry-failed", no_argument, NULL, 265},
         {"mta-settle", required_argument, NULL, 266},
+        {"rollback", no_argument, NULL, 290},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -218,6 +228,7 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         }
         case 264: c->runner_id = optarg; break;
         case 265: c->retry_failed = 1; break;
+        case 290: c->rollback = 1; break;
         case 'h': usage(stdout); return MH_EXIT_OK;
         case 'V': printf("mailhostctl %s\n", PACKAGE_VERSION); return MH_EXIT_OK;
         default: usage(stderr); return MH_EXIT_USAGE;
@@ -253,6 +264,11 @@ int main(int argc, char **argv)
     if (c.filter && !cmd->filter) {
         fprintf(stderr, "%s: --filter goes with set, freeze, unfreeze, stats or list\n",
                 MH_CTL_PROG);
+        status = MH_EXIT_USAGE;
+        goto out;
+    }
+    if (c.rollback && cmd->run != mh_ctl_cmd_migrate) {
+        fprintf(stderr, "%s: --rollback goes with migrate\n", MH_CTL_PROG);
         status = MH_EXIT_USAGE;
         goto out;
     }

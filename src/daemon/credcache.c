@@ -25,6 +25,7 @@ struct mh_credcache {
     uint64_t ttl_ms;
     struct mh_digest_key *key;   /* random, drawn at creation */
     atomic_uint_fast64_t epoch;  /* mh_credcache_epoch: the last value + 1, 0 none yet */
+    atomic_uint refs;            /* mh_credcache_hold: the generations sharing it */
 };
 
 static int slot_free(const void *p) { return ((const struct slot *)p)->stored_ms == 0; }
@@ -37,6 +38,7 @@ struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *er
     if (c == NULL)
         goto fail;
     atomic_init(&c->epoch, 0);
+    atomic_init(&c->refs, 1);
     c->ttl_ms = ttl_ms;
     size_t nbuckets = 1;     /* a power of two, at least one per shard */
     while (nbuckets * WAYS < capacity)
@@ -58,9 +60,15 @@ fail:
     return NULL;
 }
 
+struct mh_credcache *mh_credcache_hold(struct mh_credcache *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
 void mh_credcache_free(struct mh_credcache *c)
 {
-    if (c == NULL)
+    if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1)
         return;
     mh_digest_key_free(c->key);
     mh_shtable_free(c->t);

@@ -13,8 +13,11 @@
  * replaces its oldest entry.  Nothing is allocated per call.
  *
  * Thread-safe: any number of threads may call check and put at once (one mutex per
- * shard, never held while hashing).  The cache owns its memory; free it with
- * mh_credcache_free once no thread uses it.
+ * shard, never held while hashing).  The cache owns its memory.  It is reference counted so
+ * that a reload can hand it to the next configuration generation (gen.h): mh_credcache_new
+ * returns one reference, mh_credcache_hold adds one, mh_credcache_free drops one and the last
+ * frees the cache, once no thread uses it.  Its verifications are bound to the versions of
+ * one route mirror's entries, so it is only ever shared along with that mirror (feed.h).
  */
 #ifndef MH_CREDCACHE_H
 #define MH_CREDCACHE_H
@@ -28,7 +31,10 @@ struct mh_credcache;
  * NULL + message in err on failure. */
 struct mh_credcache *mh_credcache_new(size_t capacity, uint64_t ttl_ms, char *err,
                                       size_t errsize);
-void mh_credcache_free(struct mh_credcache *c);   /* NULL ok */
+/* Another reference to c (thread-safe); returns c. */
+struct mh_credcache *mh_credcache_hold(struct mh_credcache *c);
+/* Drops a reference; the last frees the cache.  NULL ok. */
+void mh_credcache_free(struct mh_credcache *c);
 
 /* 1 if (login, password) was stored with this same version less than ttl_ms before now_ms;
  * else 0 (an expired or outdated entry is removed). */

@@ -304,6 +304,11 @@ static void conclude(struct mh_decide_req *r, int counted, unsigned extra_wait)
             mh_limiter_fail(p->limiter, req->client_ip, req->login, req->login_len, dn,
                             req->pass, req->pass_len, &d->extra_wait);
     }
+    /* migrate_on_login: a password the directory accepted, now or (the credential cache)
+     * before; never a login whose password nobody checked */
+    if (d->outcome == MH_OUT_OK && req->method == MH_METHOD_PLAIN && r->conf->verify_password &&
+        (d->verified || d->via == MH_SOURCE_MIRROR_CREDCACHE) && r->hit.dn[0])
+        mh_onlogin_note(mh_gen_onlogin(r->gen->g), r->hit.dn, r->hit.route);
     if (d->outcome == MH_OUT_OK && p->lastlogin != NULL && req->method == MH_METHOD_PLAIN)
         mh_lastlogin_note(p->lastlogin, req->login, req->login_len, mh_proto_name(req->proto),
                           req->client_ip, d->route.name, time(NULL));

@@ -59,10 +59,12 @@ static void log_warnings(const struct mh_conf *c)
 }
 
 /* SIGHUP: read and check the whole file; on success swap in a new generation (requests in
- * flight finish with the old one); on any error keep the running configuration.  0 when
- * swapped, -1 when the running configuration stays. */
-static int reload(struct mh_decide *decide, const struct mh_conf *running, const char *path,
-                  int debug)
+ * flight finish with the old one), which takes over *cur's route mirror and credential cache
+ * when nothing that shapes them changed (gen.h); on any error keep the running
+ * configuration.  0 when swapped (*cur is the new generation), -1 when the running
+ * configuration stays. */
+static int reload(struct mh_decide *decide, struct mh_gen **cur, const struct mh_conf *running,
+                  const char *path, int debug)
 {
     char err[2048];
     struct mh_conf *nc = NULL;
@@ -77,7 +79,7 @@ static int reload(struct mh_decide *decide, const struct mh_conf *running, const
         mh_conf_free(nc);
         return -1;
     }
-    struct mh_gen *g = mh_gen_new(nc, 1, err, sizeof err);
+    struct mh_gen *g = mh_gen_new(nc, 1, *cur, err, sizeof err);
     if (g == NULL) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
         mh_conf_free(nc);
@@ -85,6 +87,8 @@ static int reload(struct mh_decide *decide, const struct mh_conf *running, const
     }
     if (mh_decide_swap(decide, g) < 0)
         return -1;      /* said; g, and nc with it, are freed */
+    *cur = g;           /* the old one is freed when its last request is done */
+    mh_gen_log_carry(g);
     if (!debug)
         mh_log_set_level(nc->log_level);
     mh_log(LOG_NOTICE, "reloaded %s: %zu backend(s), %zu LDAP URI(s), verify_password=%s, "
@@ -251,7 +255,7 @@ int main(int argc, char **argv)
         mh_decide_set_lastlogin(decide, lastlogin);
         mh_log(LOG_INFO, "state_file %s: %ld last logins loaded", conf->state_file, n);
     }
-    if (mh_metrics_init(conf) < 0 || (gen = mh_gen_new(conf, 0, err, sizeof err)) == NULL ||
+    if (mh_metrics_init(conf) < 0 || (gen = mh_gen_new(conf, 0, NULL, err, sizeof err)) == NULL ||
         mh_decide_start(decide, gen, err, sizeof err) < 0 ||   /* takes gen over */
         mh_http_start(http, decide, err, sizeof err) < 0 ||
         mh_socketmap_start(smap, decide, err, sizeof err) < 0) {
@@ -262,7 +266,7 @@ int main(int argc, char **argv)
     mh_log(LOG_NOTICE, "ready version=%s uid=%ld workers=%u ldap_uris=%zu verify_password=%s",
            PACKAGE_VERSION, (long)getuid(), conf->workers, conf->n_uri,
            conf->verify_password ? "yes" : "no");
-    /* gen is current until a reload */
+    /* gen: the current generation (reload() replaces it) */
     int early = notify_ready(mh_gen_mirror(gen), conf->mirror_ready_wait_ms, &sigs);
 
     for (;;) {
@@ -277,7 +281,7 @@ int main(int argc, char **argv)
         }
         if (sig == SIGHUP) {
             notify_reloading();
-            mh_notify(reload(decide, conf, conf_path, debug) == 0 ? "READY=1\nSTATUS=serving" :
+            mh_notify(reload(decide, &gen, conf, conf_path, debug) == 0 ? "READY=1\nSTATUS=serving" :
                       "READY=1\nSTATUS=serving, the last reload failed (see the log)");
             continue;
         }

@@ -52,6 +52,9 @@ struct ment {
 #define F_NEGATIVE 2u
 #define F_WILD_LOGIN 4u         /* holds a login value the mirror cannot judge */
 #define F_WILD_RECIPIENT 8u     /* ... a recipient value */
+_Static_assert(F_FROZEN == MH_MIRROR_FROZEN && F_NEGATIVE == MH_MIRROR_NEGATIVE &&
+               F_WILD_LOGIN == MH_MIRROR_WILD_LOGIN && F_WILD_RECIPIENT == MH_MIRROR_WILD_RECIPIENT,
+               "stored flags are the entry's flags (mh_mirror_foreach)");
 
 struct mh_mirror {
     /* the key index (shtable.h): its values are (tag << 48) | entry pointer, the tag (16
@@ -137,6 +140,11 @@ void mh_mirror_free(struct mh_mirror *m)
 }
 
 void mh_mirror_set_incomplete(struct mh_mirror *m) { atomic_store(&m->incomplete, 1); }
+
+int mh_mirror_incomplete(const struct mh_mirror *m)
+{
+    return atomic_load(&((struct mh_mirror *)m)->incomplete);
+}
 
 void mh_mirror_set_state(struct mh_mirror *m, enum mh_mirror_state s)
 {
@@ -353,29 +361,34 @@ static struct ment **uuid_find(struct mh_mirror *m, const unsigned char *uuid)
     return NULL;
 }
 
+/* The UUID table rebuilt with cap slots (no tombstones).  0, or -1 when out of memory. */
+static int uuid_resize(struct mh_mirror *m, size_t cap)
+{
+    struct ment **n = calloc(cap, sizeof *n);
+    if (n == NULL)
+        return -1;
+    for (size_t i = 0; i < m->ucap; i++) {
+        struct ment *x = m->uslot[i];
+        if (x == NULL || x == UTOMB)
+            continue;
+        size_t pos = uuid_pos(m, x->uuid) % cap;
+        while (n[pos] != NULL)
+            pos = pos + 1 == cap ? 0 : pos + 1;
+        n[pos] = x;
+    }
+    atomic_fetch_add(&m->bytes, cap * sizeof *n);
+    atomic_fetch_sub(&m->bytes, m->ucap * sizeof *n);
+    free(m->uslot);
+    m->uslot = n;
+    m->ucap = cap;
+    m->utomb = 0;
+    return 0;
+}
+
 static int uuid_insert(struct mh_mirror *m, struct ment *e)
 {
-    if (too_full(m->uused + m->utomb + 1, m->ucap)) {
-        size_t cap = grown(m->uused);
-        struct ment **n = calloc(cap, sizeof *n);
-        if (n == NULL)
-            return -1;
-        for (size_t i = 0; i < m->ucap; i++) {
-            struct ment *x = m->uslot[i];
-            if (x == NULL || x == UTOMB)
-                continue;
-            size_t pos = uuid_pos(m, x->uuid) % cap;
-            while (n[pos] != NULL)
-                pos = pos + 1 == cap ? 0 : pos + 1;
-            n[pos] = x;
-        }
-        atomic_fetch_add(&m->bytes, cap * sizeof *n);
-        atomic_fetch_sub(&m->bytes, m->ucap * sizeof *n);
-        free(m->uslot);
-        m->uslot = n;
-        m->ucap = cap;
-        m->utomb = 0;
-    }
+    if (too_full(m->uused + m->utomb + 1, m->ucap) && uuid_resize(m, grown(m->uused)) < 0)
+        return -1;
     size_t pos = uuid_pos(m, e->uuid) % m->ucap;
     while (m->uslot[pos] != NULL && m->uslot[pos] != UTOMB)
         pos = pos + 1 == m->ucap ? 0 : pos + 1;
@@ -506,6 +519,8 @@ static void entry_drop(struct mh_mirror *m, struct ment *e)
     ent_free(m, e);
 }
 
+static int publish(struct mh_mirror *m, struct ment *e);
+
 int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const char *dn,
                      const char *route, int flags_in, const struct mh_mirror_key *keys,
                      size_t nkeys, uint32_t mark)
@@ -596,6 +611,14 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
             return -1;
         }
     }
+    return publish(m, e);
+}
+
+/* Puts e (built, keys stored) into the index and the UUID table, replacing the entry with
+ * its entryUUID.  0, or -1 (e freed, the previous version kept). */
+static int publish(struct mh_mirror *m, struct ment *e)
+{
+    const unsigned char *uuid = e->uuid;
     e->version = ++m->version;
 
     /* publish the new version before withdrawing the old one: a reader meets the old, the
@@ -624,6 +647,74 @@ int mh_mirror_upsert(struct mh_mirror *m, const unsigned char uuid[16], const ch
     atomic_fetch_add(&m->n_entries, 1);
     atomic_fetch_add(&m->n_keys, e->nkeys);
     return 0;
+}
+
+int mh_mirror_foreach(struct mh_mirror *m, mh_mirror_visit *visit, void *arg)
+{
+    for (size_t i = 0; i < m->ucap; i++) {
+        const struct ment *e = m->uslot[i];
+        if (e == NULL || e == UTOMB)
+            continue;
+        const unsigned char *k = first_key(e), *end = k;
+        for (unsigned j = 0; j < e->nkeys; j++)
+            end = next_key(end);
+        struct mh_mirror_stored st = {
+            .rdn = e->data, .rdn_len = e->dn_len, .parent = string_at(m, e->parent),
+            .route = string_at(m, e->route), .flags = e->flags, .nkeys = e->nkeys,
+            .keys = k, .keys_len = (size_t)(end - k),
+        };
+        memcpy(st.uuid, e->uuid, 16);
+        int rc = visit(&st, arg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int mh_mirror_reserve(struct mh_mirror *m, size_t entries, size_t keys)
+{
+    if (entries > m->uused && uuid_resize(m, grown(entries)) < 0)
+        return -1;
+    return mh_shindex_reserve(m->idx, keys);
+}
+
+int mh_mirror_restore(struct mh_mirror *m, const struct mh_mirror_stored *st, uint32_t mark)
+{
+    /* the stored form is checked whole: a bad one is refused, never half-indexed */
+    const unsigned char *k = st->keys;
+    size_t left = st->keys_len;
+    if (st->flags > 15 || st->nkeys > UINT8_MAX || st->rdn_len > UINT16_MAX ||
+        memchr(st->rdn, '\0', st->rdn_len) != NULL)
+        return -2;
+    for (unsigned i = 0; i < st->nkeys; i++) {
+        if (left < 2 || k[0] == 0 || k[0] > 15 || k[1] == 0 ||
+            left < 2u + k[1])
+            return -2;
+        left -= 2u + k[1];
+        k = next_key(k);
+    }
+    if (left != 0)
+        return -2;
+    uint32_t parent = 0, route = 0;
+    if (st->parent != NULL && (parent = intern(m, st->parent, strlen(st->parent))) == 0)
+        return -1;
+    if (st->route != NULL && st->route[0] != '\0' &&
+        (route = intern(m, st->route, strlen(st->route))) == 0)
+        return -1;
+    struct ment *e = ent_alloc(m, sizeof *e + st->rdn_len + 1 + st->keys_len);
+    if (e == NULL)
+        return -1;
+    e->route = route;
+    e->parent = parent;
+    e->mark = mark;
+    memcpy(e->uuid, st->uuid, 16);
+    e->dn_len = (uint16_t)st->rdn_len;
+    e->flags = (uint8_t)st->flags;
+    e->nkeys = (uint8_t)st->nkeys;
+    memcpy(e->data, st->rdn, st->rdn_len);
+    e->data[st->rdn_len] = '\0';
+    memcpy(e->data + st->rdn_len + 1, st->keys, st->keys_len);
+    return publish(m, e);
 }
 
 int mh_mirror_delete(struct mh_mirror *m, const unsigned char uuid[16])

@@ -121,6 +121,48 @@ uint64_t mh_mirror_stale_count(const struct mh_mirror *m);
 /* Says an entry could not be stored whole (no memory, more than 255 keys): from then on a
  * miss is not an answer, the directory is asked (*needs_directory).  Sticky. */
 void mh_mirror_set_incomplete(struct mh_mirror *m);
+int mh_mirror_incomplete(const struct mh_mirror *m);   /* 1 once set (any thread) */
+
+/* ---- snapshots (snapshot.h): the entries as stored, writer thread only ---- */
+
+/* The folding rules (classify(), mirror_unicode.h) by number: stored keys are folded, so a
+ * snapshot made under other rules must not be restored.  Raise it with any change to them. */
+#define MH_MIRROR_FOLD_VERSION 1
+
+/* Stored flags: MH_MIRROR_FROZEN, MH_MIRROR_NEGATIVE, and these. */
+#define MH_MIRROR_WILD_LOGIN 4       /* holds a login value the mirror cannot judge */
+#define MH_MIRROR_WILD_RECIPIENT 8   /* ... a recipient value */
+
+/* One entry as the mirror holds it: its DN split after the first RDN, and its keys already
+ * folded and classified (an opaque run of nkeys keys, keys_len bytes: only
+ * mh_mirror_restore reads it).  Pointers are the mirror's (foreach) or the caller's
+ * (restore); nothing is owned by the struct. */
+struct mh_mirror_stored {
+    unsigned char uuid[16];
+    const char *rdn;            /* rdn_len bytes, not NUL-terminated */
+    size_t rdn_len;
+    const char *parent;         /* the rest of the DN; NULL: none */
+    const char *route;          /* NULL: none */
+    unsigned flags;             /* MH_MIRROR_FROZEN | _NEGATIVE | _WILD_LOGIN | _WILD_RECIPIENT */
+    unsigned nkeys;
+    const unsigned char *keys;
+    size_t keys_len;
+};
+
+/* Calls visit for every entry, in no order, until it returns non-zero (returned).  The
+ * writer thread only: the entries cannot change meanwhile.  Request threads are not held
+ * up (no shard lock is taken). */
+typedef int mh_mirror_visit(const struct mh_mirror_stored *entry, void *arg);
+int mh_mirror_foreach(struct mh_mirror *m, mh_mirror_visit *visit, void *arg);
+
+/* Makes room for this many entries and keys in all, before a bulk load (restore): the
+ * tables then do not grow step by step.  0, or -1 when out of memory (the mirror stays
+ * usable, it grows as it goes). */
+int mh_mirror_reserve(struct mh_mirror *m, size_t entries, size_t keys);
+
+/* Adds or replaces the entry st describes (as foreach gave it), stamped with `mark`.
+ * 0; -1 when out of memory; -2 when st is malformed (nothing stored). */
+int mh_mirror_restore(struct mh_mirror *m, const struct mh_mirror_stored *st, uint32_t mark);
 
 /* ---- reader side (any thread) ---- */
 

@@ -10,9 +10,11 @@
 #include "config.h"
 #include "sync.h"
 #include "clock.h"
+#include "lag.h"
 #include "ldapentry.h"
 #include "outcome.h"
 #include "log.h"
+#include "snapshot.h"
 
 #include <ldap.h>
 #include <ldap_schema.h>
@@ -52,6 +54,16 @@ struct mh_sync {
     size_t r_changed, r_present, r_deleted;  /* messages of the current refresh */
     atomic_uint_fast64_t refreshes, changes, last_refresh_ms, stale_since_ms;
     char *store;                    /* backing store of the attribute name lists */
+    struct mh_lag *lag;             /* replica lag checks (lag.h); NULL: off */
+    int cookie_new;                 /* set_cookie since the last publish_applied */
+    pthread_mutex_t applied_lock;   /* guards applied */
+    struct mh_csn_set applied;      /* the CSNs of the cookies applied (mh_sync_info) */
+    atomic_uint_fast64_t refresh_entries;  /* entries sent in refresh phases, all sessions */
+    int refresh_full;               /* the current refresh started without a cookie */
+    /* warm restart (snapshot.h): the thread's own */
+    unsigned char fp[MH_SNAPSHOT_FP_LEN];
+    uint64_t snap_next_ms;          /* next periodic save (mh_now_ms), once live */
+    uint64_t snap_until_ms;         /* a loaded snapshot passes its max age; 0: none pending */
 };
 
 void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out)
@@ -61,6 +73,29 @@ void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out)
     out->changes = atomic_load(&m->changes);
     out->last_refresh_ms = atomic_load(&m->last_refresh_ms);
     out->stale_since_ms = atomic_load(&m->stale_since_ms);
+    out->refused = atomic_load(&m->refused);
+    out->refresh_entries = atomic_load(&m->refresh_entries);
+    pthread_mutex_lock(&m->applied_lock);
+    out->applied = m->applied;
+    pthread_mutex_unlock(&m->applied_lock);
+    out->lag_on = m->lag != NULL;
+    for (size_t i = 0; i < MH_MAX_URIS; i++)
+        out->lag_ms[i] = mh_lag_ms(m->lag, i);
+}
+
+/* Once the feed is live, everything up to the cookie is in the mirror: report its CSNs. */
+static void publish_applied(struct mh_sync *s)
+{
+    struct mh_csn_set got;
+    if (!s->cookie_new || !s->live)
+        return;
+    s->cookie_new = 0;
+    if (mh_csn_set_from_cookie(s->cookie.bv_val, s->cookie.bv_len, &got) <= 0)
+        return;
+    pthread_mutex_lock(&s->applied_lock);
+    for (size_t i = 0; i < got.n; i++)
+        mh_csn_set_add(&s->applied, &got.v[i]);
+    pthread_mutex_unlock(&s->applied_lock);
 }
 
 static void set_cookie(struct mh_sync *s, const struct berval *c)
@@ -75,6 +110,7 @@ static void set_cookie(struct mh_sync *s, const struct berval *c)
     free(s->cookie.bv_val);
     s->cookie.bv_val = v;
     s->cookie.bv_len = c->bv_len;
+    s->cookie_new = 1;
 }
 
 static void drop_cookie(struct mh_sync *s)
@@ -306,6 +342,8 @@ static int on_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *msg)
         if (!s->live) {
             s->r_present += state == LDAP_SYNC_PRESENT;
             s->r_changed += state == LDAP_SYNC_ADD || state == LDAP_SYNC_MODIFY;
+            if (state == LDAP_SYNC_ADD || state == LDAP_SYNC_MODIFY)
+                atomic_fetch_add(&s->refresh_entries, 1);
             s->r_deleted += state == LDAP_SYNC_DELETE;
         }
         switch (state) {
@@ -348,9 +386,12 @@ static void refresh_done(struct mh_sync *s)
     if (s->live)
         return;
     size_t swept = 0;
-    if (s->refresh_seen_present)
+    /* a refresh without a cookie sent every entry: what it did not send (a snapshot's
+     * entry deleted meanwhile) is gone, whichever phase ended it */
+    if (s->refresh_seen_present || s->refresh_full)
         swept = mh_mirror_sweep(s->mirror, s->mark);
     s->live = 1;
+    s->snap_until_ms = 0;
     uint64_t ms = mh_now_ms() - s->refresh_started_ms;
     atomic_store(&s->last_refresh_ms, ms);
     atomic_fetch_add(&s->refreshes, 1);
@@ -362,9 +403,11 @@ static void refresh_done(struct mh_sync *s)
     struct mh_mirror_stats st;
     mh_mirror_stats(s->mirror, &st);
     mh_log(LOG_NOTICE, "mirror: live, %zu entries, %zu keys, %zu shared strings, %zu KiB; "
-           "refresh took %llu ms: %zu entries sent, %zu unchanged, %zu deleted, %zu gone%s",
+           "refresh took %llu ms: %zu entries sent, %zu unchanged, %zu deleted, %zu gone%s%s",
            st.entries, st.keys, st.routes, st.bytes / 1024, (unsigned long long)ms,
-           s->r_changed, s->r_present, s->r_deleted, swept, stale ? " (was stale)" : "");
+           s->r_changed, s->r_present, s->r_deleted, swept, stale ? " (was stale)" : "",
+           s->refresh_full ? " (full refresh)" : s->refresh_seen_present
+           ? " (full refresh: the server answered the cookie with a present phase)" : "");
 }
 
 /* Enters a SEQUENCE and takes its optional leading cookie.  0, or -1 if malformed. */
@@ -464,6 +507,92 @@ done:
     return rc;
 }
 
+/* ---- warm restart (snapshot.h) ---- */
+
+static void snapshot_save(struct mh_sync *s, const char *when)
+{
+    const struct mh_conf *c = s->conf;
+    char why[512], safe[512];
+    if (c->mirror_snapshot == NULL || s->cookie.bv_val == NULL)
+        return;
+    uint64_t t0 = mh_now_ms();
+    long n = mh_snapshot_save(c->mirror_snapshot, s->mirror, s->fp, s->cookie.bv_val,
+                              s->cookie.bv_len, (uint64_t)time(NULL), why, sizeof why);
+    mh_log_safe(safe, sizeof safe, c->mirror_snapshot, strlen(c->mirror_snapshot));
+    if (n < 0)
+        mh_log(LOG_ERR, "mirror: cannot save the snapshot %s: %s", safe, why);
+    else
+        mh_log(LOG_INFO, "mirror: snapshot %s saved %s: %ld entries in %llu ms", safe, when, n,
+               (unsigned long long)(mh_now_ms() - t0));
+}
+
+/* The periodic save, from the writer thread while the copy is live (the feed waits;
+ * request threads do not).  1 if it saved. */
+static int snapshot_due(struct mh_sync *s, uint64_t now)
+{
+    if (s->conf->mirror_snapshot == NULL || !s->live || now < s->snap_next_ms ||
+        mh_mirror_state(s->mirror) != MH_MIRROR_LIVE)
+        return 0;
+    snapshot_save(s, s->snap_next_ms == 0 ? "once live" : "periodically");
+    s->snap_next_ms = mh_now_ms() + (uint64_t)s->conf->mirror_snapshot_interval_s * 1000;
+    return 1;
+}
+
+/* A loaded snapshot routes (stale) only until it is mirror_snapshot_max_age old. */
+static void snapshot_expire(struct mh_sync *s, uint64_t now)
+{
+    if (s->snap_until_ms == 0 || now < s->snap_until_ms)
+        return;
+    s->snap_until_ms = 0;
+    if (mh_mirror_state(s->mirror) == MH_MIRROR_STALE) {
+        mh_mirror_set_state(s->mirror, MH_MIRROR_EMPTY);
+        mh_log(LOG_WARNING, "mirror: the snapshot is now older than mirror_snapshot_max_age "
+               "(%u s) and the feed has not resumed; every login asks the directory",
+               s->conf->mirror_snapshot_max_age_s);
+    }
+}
+
+/* At the thread's start: the saved copy, served stale, and its cookie to resume from. */
+static void snapshot_load(struct mh_sync *s)
+{
+    const struct mh_conf *c = s->conf;
+    char why[512], safe[512], *cookie = NULL;
+    size_t cookie_len = 0, n = 0;
+    uint64_t saved_at = 0, now = (uint64_t)time(NULL), t0 = mh_now_ms();
+    if (c->mirror_snapshot == NULL)
+        return;
+    mh_log_safe(safe, sizeof safe, c->mirror_snapshot, strlen(c->mirror_snapshot));
+    switch (mh_snapshot_load(c->mirror_snapshot, s->mirror, s->fp, now,
+                             c->mirror_snapshot_max_age_s, s->mark, &cookie, &cookie_len,
+                             &saved_at, &n, why, sizeof why)) {
+    case MH_SNAPSHOT_LOADED: {
+        uint64_t age = now > saved_at ? now - saved_at : 0;
+        set_cookie(s, &(struct berval){ (ber_len_t)cookie_len, cookie });
+        free(cookie);
+        if (s->cookie.bv_val == NULL) {   /* no memory for it: the copy cannot resume */
+            mh_mirror_sweep(s->mirror, s->mark + 1);
+            mh_log(LOG_ERR, "mirror: snapshot %s ignored (out of memory); full refresh", safe);
+            return;
+        }
+        atomic_store(&s->stale_since_ms, mh_now_ms() - age * 1000);
+        s->snap_until_ms = mh_now_ms() + (c->mirror_snapshot_max_age_s - age) * 1000;
+        mh_mirror_set_state(s->mirror, MH_MIRROR_STALE);
+        mh_log(LOG_NOTICE, "mirror: loaded snapshot of %zu entries (age %llu s), resuming "
+               "from its cookie (read in %llu ms); until then it routes (stale) and never "
+               "vouches for a password", n, (unsigned long long)age,
+               (unsigned long long)(mh_now_ms() - t0));
+        return;
+    }
+    case MH_SNAPSHOT_NONE:
+        mh_log(LOG_INFO, "mirror: no snapshot %s yet; full refresh", safe);
+        return;
+    case MH_SNAPSHOT_REFUSED:
+    case MH_SNAPSHOT_FAILED:
+        mh_log(LOG_WARNING, "mirror: snapshot %s ignored (%s); full refresh", safe, why);
+        return;
+    }
+}
+
 /* ---- one session: connect, refresh, follow ---- */
 
 static int start_search(struct mh_sync *s, LDAP *ld, int *msgid)
@@ -495,6 +624,28 @@ static void go_stale(struct mh_sync *s, const char *why)
         mh_log(LOG_WARNING, "mirror: stale (%s); routing goes on from the last copy, "
                "password checks and unknown logins go to the directory", why);
     }
+}
+
+/* 1 if the feed must leave the URI it follows because that replica lags (lag.h) while a
+ * healthy URI that does not lag exists; also keeps l away from lagging URIs. */
+static int lag_leave(struct mh_sync *s, struct mh_ldap *l, char *why, size_t whysize)
+{
+    const struct mh_conf *c = s->conf;
+    size_t cur = mh_ldap_uri(l), unknown = 0;
+    int up[MH_MAX_URIS] = { 0 }, other = 0;
+    mh_ldap_avoid(l, mh_lag_mask(s->lag));
+    if (!mh_lag_lagging(s->lag, cur))
+        return 0;
+    mh_dir_health(s->dir, up, &unknown);
+    for (size_t i = 0; i < c->n_uri; i++)
+        other |= i != cur && up[i] && !mh_lag_lagging(s->lag, i);
+    if (!other)
+        return 0;
+    snprintf(why, whysize, "its copy lags %.1f s behind another URI's (mirror_max_lag %.1f s)",
+             (double)mh_lag_ms(s->lag, cur) / 1000.0,
+             (double)c->mirror_max_lag_ms / 1000.0);
+    mh_log(LOG_WARNING, "mirror: leaving %s: %s", c->ldap_uri[cur], why);
+    return 1;
 }
 
 /* Runs one session until it breaks or stop.  Returns after dropping the connection. */
@@ -537,6 +688,7 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
     s->refresh_seen_present = 0;
     s->refresh_started_ms = mh_now_ms();
     s->r_changed = s->r_present = s->r_deleted = 0;
+    s->refresh_full = s->cookie.bv_val == NULL;
     if ((rc = start_search(s, ld, &msgid)) != LDAP_SUCCESS) {
         mh_ldap_set_error(l, "sync search", rc);
         snprintf(why, sizeof why, "%s", mh_ldap_error(l));
@@ -581,6 +733,8 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
                 if (err == LDAP_SYNC_REFRESH_REQUIRED) {
                     drop_cookie(s);   /* the server cannot resume: start over */
                     snprintf(why, sizeof why, "the server asks for a full refresh");
+                    mh_log(LOG_NOTICE, "mirror: the server cannot resume from the cookie "
+                           "(e-syncRefreshRequired): full refresh");
                 } else {
                     char safe[256];   /* the server's text, escaped for the log line */
                     mh_ldap_set_error(l, "sync search", err);
@@ -605,6 +759,13 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             }
         }
         ldap_msgfree(msg);
+        publish_applied(s);
+        snapshot_expire(s, now);
+        if (snapshot_due(s, now)) {
+            now = mh_now_ms();   /* the save took time the server did not */
+            if (probe_id >= 0)
+                probe_sent = now;
+        }
         /* a server that stops answering without closing the connection: probe it */
         if (probe_id >= 0 && now - probe_sent > c->ldap_timeout_ms) {
             snprintf(why, sizeof why, "%s: no answer to a probe within %u ms",
@@ -624,8 +785,12 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             snprintf(why, sizeof why, "%s was marked down by a worker", c->ldap_uri[mh_ldap_uri(l)]);
             break;
         }
+        if (s->live && lag_leave(s, l, why, sizeof why)) {
+            failback = 1;   /* as a failback: the copy stays live, the cookie resumes */
+            break;
+        }
         long better = mh_ldap_failback_due(l, 1);
-        if (better >= 0 && s->live) {
+        if (better >= 0 && s->live && mh_lag_caught_up(s->lag, (size_t)better, mh_ldap_uri(l))) {
             /* the first healthy URI is back: follow it again (the cookie resumes the feed
              * there, with only the changes since; the copy stays live meanwhile) */
             mh_log(LOG_NOTICE, "mirror: failback to %s from %s", c->ldap_uri[better],
@@ -655,6 +820,7 @@ static void *run(void *arg)
         mh_log(LOG_ERR, "mirror: out of memory; every login asks the directory");
         return NULL;
     }
+    snapshot_load(s);
     while (!atomic_load(&s->stop)) {
         uint64_t started = mh_now_ms();
         if (!atomic_load(&s->refused))
@@ -663,8 +829,11 @@ static void *run(void *arg)
         while (!atomic_load(&s->stop) && mh_now_ms() - started < 1000) {
             struct timespec ts = { 0, 50 * 1000000L };
             nanosleep(&ts, NULL);
+            snapshot_expire(s, mh_now_ms());
         }
     }
+    if (s->live && mh_mirror_state(s->mirror) == MH_MIRROR_LIVE)
+        snapshot_save(s, "at exit");
     mh_ldap_free(l);
     return NULL;
 }
@@ -697,6 +866,7 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     s->mirror = mirror;
     s->fd = -1;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->applied_lock, NULL);
     memcpy(s->store, conf->mirror_login_attributes, ll);
     strcpy(s->store + ll, ra);
     split(s->store, s->login_attrs, 8);
@@ -710,7 +880,13 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     if (conf->ldap_state_attribute)
         s->attrs[n++] = conf->ldap_state_attribute;
     s->attrs[n] = NULL;
+    mh_snapshot_fingerprint(conf, s->fp);
 
+    if (conf->mirror_max_lag_ms > 0 && conf->n_uri > 1) {
+        char why[200];
+        if ((s->lag = mh_lag_start(conf, dir, why, sizeof why)) == NULL)
+            mh_log(LOG_ERR, "mirror: %s; the change feed does not check its replica's lag", why);
+    }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -718,7 +894,9 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(err, errsize, "cannot start the mirror thread");
+        mh_lag_stop(s->lag);
         pthread_mutex_destroy(&s->lock);
+        pthread_mutex_destroy(&s->applied_lock);
         free(s->store);
         free(s);
         return NULL;
@@ -736,7 +914,9 @@ void mh_sync_stop(struct mh_sync *s)
         shutdown(s->fd, SHUT_RDWR);   /* ends a blocking connect or read at once */
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
+    mh_lag_stop(s->lag);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->applied_lock);
     drop_cookie(s);
     free(s->store);
     free(s);

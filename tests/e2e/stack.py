@@ -78,6 +78,9 @@ USER_DNS = {
     "bob@example.com": "uid=bob,ou=example.com,ou=people,dc=example,dc=org",
 }
 HOSTS = {"OLD": "mail-old.example.org", "NEW": "mail-new.example.org"}
+# every backend's master user (templates/dovecot-master.conf.in): mailhostctl migrate's
+# copier reads the old server as it (Dovecot.write_copier_conf)
+MASTER_USER, MASTER_PW = "migrator", "Master-pw-9"
 # with postfix=True: the MX, and the OLD server's own Postfix (on the OLD backend's address)
 MX_ADDRESS = "127.0.0.10"
 RELAY_DOMAINS = "example.com"
@@ -174,16 +177,19 @@ def _run_as():
 class Dovecot:
     """One private Dovecot (IMAP + POP3) on address, free ports, its own base_dir."""
 
-    def __init__(self, workdir, label, address, users):
+    def __init__(self, workdir, label, address, users, untouched=()):
         """users: {login as the backend sees it: password}; each gets an INBOX with one
-        message whose Subject is "on <label>"."""
+        message whose Subject is "on <label>", except the logins in untouched: their home
+        has no mailbox yet (a target for mailhostctl migrate)."""
+        self.untouched = frozenset(untouched)
         self.label = label
         self.address = address
         self.dir = os.path.join(workdir, label.lower())
         self.users = users
         self.imap, self.pop3, self.lmtp = mhtest.free_ports(3, address)
-        # LMTP recipients are full addresses: OLD knows bare local parts (login=localpart)
-        self.lmtp_username_format = "%Ln" if label == "OLD" else "%Lu"
+        # LMTP recipients and doveadm's users are full addresses: a backend that knows bare
+        # local parts (the stack's OLD: login=localpart) turns them into those
+        self.lmtp_username_format = "%Lu" if any("@" in u for u in users) else "%Ln"
         self.smtp = None                      # set by Stack: the SMTP sink's port
         self.log_path = os.path.join(self.dir, "dovecot.log")
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
@@ -204,15 +210,23 @@ class Dovecot:
         os.chmod(os.path.join(self.dir, "passwd"), 0o644)   # test passwords; read by auth
         for login in self.users:
             home = os.path.join(self.dir, "home", login)
-            for sub in ("cur", "new", "tmp"):
-                os.makedirs(os.path.join(home, "Maildir", sub))
-            render("message.eml.in",
-                   os.path.join(home, "Maildir", "cur", "1763899200.M1P1.e2e:2,"),
-                   USER=login, LABEL=self.label)
+            os.makedirs(home)
+            if login not in self.untouched:
+                for sub in ("cur", "new", "tmp"):
+                    os.makedirs(os.path.join(home, "Maildir", sub))
+                render("message.eml.in",
+                       os.path.join(home, "Maildir", "cur", "1763899200.M1P1.e2e:2,"),
+                       USER=login, LABEL=self.label)
             for root, dirs, files in os.walk(home):
                 for n in dirs + files:
                     os.chown(os.path.join(root, n), uid, gid)
             os.chown(home, uid, gid)
+        # the master user mailhostctl migrate's copier reads this server as (test secret)
+        render("dovecot-master.conf.in", os.path.join(self.dir, "master-user.conf"),
+               DIR=self.dir, MASTER_USER=MASTER_USER)
+        with open(os.path.join(self.dir, "masters"), "w", encoding="utf-8") as f:
+            f.write("%s:{PLAIN}%s::::::\n" % (MASTER_USER, MASTER_PW))
+        os.chmod(os.path.join(self.dir, "masters"), 0o644)      # read by auth
         login_user = "dovenull" if os.geteuid() == 0 else user
         internal_user = "dovecot" if os.geteuid() == 0 else user
         render("dovecot.conf.in", self.conf_path, INSTANCE="mh-e2e-" + self.label.lower(),
@@ -227,6 +241,17 @@ class Dovecot:
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          preexec_fn=_die_with_parent, start_new_session=True)
         return self
+
+    def write_copier_conf(self, source, name="migrate.conf"):
+        """The copier's configuration on this server's side (the one mail is copied to),
+        reading source over imapc as its master user (templates/dovecot-imapc.conf.in):
+        this directory's name, mode 0600 (it holds the master password).  Returns its path."""
+        path = os.path.join(self.dir, name)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return render("dovecot-imapc.conf.in", path, SELF=path, CONF=self.conf_path,
+                      SOURCE_ADDRESS=source.address, SOURCE_IMAP=source.imap,
+                      IMAPC_USER=source.lmtp_username_format, MASTER_USER=MASTER_USER,
+                      MASTER_PW=MASTER_PW)
 
     def wait_ready(self):
         what = "dovecot %s on %s" % (self.label, self.address)
@@ -444,10 +469,13 @@ def find(name):
 
 # --------------------------------------------------------------------------- the stack
 class Stack:
-    def __init__(self, workdir=None, srcdir=None, postfix=False):
+    def __init__(self, workdir=None, srcdir=None, postfix=False, untouched_on_new=()):
         """postfix: also run a Postfix MX and the OLD server's Postfix, both routing by
-        mailhostd's socketmap (the tests that do not need them do not pay for them)."""
+        mailhostd's socketmap (the tests that do not need them do not pay for them).
+        untouched_on_new: logins (full addresses) with no mailbox on NEW yet, so that
+        mailhostctl migrate can move them there (./quickstart demo: alice)."""
         self.with_postfix = postfix
+        self.untouched_on_new = tuple(untouched_on_new)
         self.mx = self.old_mta = None
         self.socketmap = None               # (address, port) of mailhostd's socketmap
         self.workdir = workdir or tempfile.mkdtemp(prefix="mh-e2e-")
@@ -455,6 +483,7 @@ class Stack:
         self.srcdir = srcdir or mhtest.SRCDIR
         self.slapd = None
         self.old = self.new = None
+        self.copier_conf = None             # Dovecot.write_copier_conf: NEW reading OLD
         self.sink_old = self.sink_new = None
         self.tap = self.tap_unix = None
         self.mailhostd = self.noverify = None
@@ -506,7 +535,8 @@ class Stack:
             old_users[login.split("@")[0]] = pw
             new_users[login] = pw
         self.old = Dovecot(self.workdir, "OLD", "127.0.0.11", old_users)
-        self.new = Dovecot(self.workdir, "NEW", "127.0.0.12", new_users)
+        self.new = Dovecot(self.workdir, "NEW", "127.0.0.12", new_users,
+                           untouched=self.untouched_on_new)
         self.sink_old = SmtpSink("OLD", "127.0.0.11").start()
         self.sink_new = SmtpSink("NEW", "127.0.0.12").start()
         self.old.smtp, self.new.smtp = self.sink_old.port, self.sink_new.port
@@ -519,6 +549,8 @@ class Stack:
         self.new.launch()
         self.old.wait_ready()
         self.new.wait_ready()
+        # mailhostctl migrate's copier, on NEW's side, reading OLD as its master user
+        self.copier_conf = self.new.write_copier_conf(self.old)
 
     def _mailhostd_conf(self, name, verify):
         d = os.path.join(self.workdir, "mh")
@@ -760,14 +792,21 @@ def _interrupted(signum, frame):
 
 
 if __name__ == "__main__":
-    # python3 tests/e2e/stack.py [--postfix]: run the stack in the foreground until Ctrl-C
-    # or SIGTERM (--postfix: with the Postfix MX and OLD's Postfix, as Stack(postfix=True))
+    # python3 tests/e2e/stack.py [--postfix] [--untouched-on-new LOGIN]...: run the stack in
+    # the foreground until Ctrl-C or SIGTERM (--postfix: with the Postfix MX and OLD's
+    # Postfix, as Stack(postfix=True); --untouched-on-new: no mailbox on NEW for LOGIN yet,
+    # as Stack(untouched_on_new=...), so mailhostctl migrate can move it there)
+    import argparse
+    ap = argparse.ArgumentParser(description="the end-to-end stack, until Ctrl-C")
+    ap.add_argument("--postfix", action="store_true")
+    ap.add_argument("--untouched-on-new", action="append", default=[], metavar="LOGIN")
+    args = ap.parse_args()
     signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
     # held until the work directory exists and the try below can clean it up: a Ctrl-C in
     # between would leave the directory behind (seen once in tests/test_demo.sh)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    st = Stack(postfix="--postfix" in sys.argv[1:])
+    st = Stack(postfix=args.postfix, untouched_on_new=args.untouched_on_new)
     st.verbose_stop = True
     # SIGUSR1 writes every thread's stack to the output (quickstart's demo cleanup sends it
     # before it kills a stack that does not stop)
@@ -798,6 +837,9 @@ if __name__ == "__main__":
             print("PORT_%s=%d" % (name.upper(), port))
         if st.mx is not None:
             print("MX_SMTP=%s:%d" % (st.mx.address, st.mx.port))
+        # mailhostctl migrate's --old-doveadm/--new-doveadm and its copier's configuration
+        print("OLD_DOVECOT_CONF=%s\nNEW_DOVECOT_CONF=%s\nCOPIER_CONF=%s"
+              % (st.old.conf_path, st.new.conf_path, st.copier_conf))
         print("OLD %s imap=%d pop3=%d smtp=%d; NEW %s imap=%d pop3=%d smtp=%d"
               % (st.old.address, st.old.imap, st.old.pop3, st.old.smtp,
                  st.new.address, st.new.imap, st.new.pop3, st.new.smtp))

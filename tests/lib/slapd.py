@@ -31,6 +31,11 @@ on ldaps://127.0.0.1:<another port> too; StartTLS works on the ldap:// one.
 The harness's own ldap* calls keep using ldapi:// and plain ldap://; the TLS
 listeners are probed with Python's ssl module against ca_file (tls_probe()).
 
+With replica_of=<another Slapd>, it is that provider's syncrepl consumer
+(olcSyncrepl refreshAndPersist, added over ldapi after the first start, kept in
+slapd.d for restarts) with an empty database of its own and its own syncprov;
+context_csn() and wait_caught_up() tell how far it has replicated.
+
 Later start() calls restart the same server on the same port(s) with the same
 data (and the same certificates). slapd runs in the foreground (`-d none`) as
 a child process, its output appended to <workdir>/slapd.log;
@@ -381,7 +386,8 @@ class Slapd:
                  port=None, mailhostd_schema=True, sample=True, pre_schema=(),
                  apply_config=None, unauth_bind=True, syncprov=False,
                  loglevel="none", start_timeout=10.0, db_maxsize=4 << 30,
-                 tls=False, ldaps_port=None):
+                 tls=False, ldaps_port=None, replica_of=None, provider_uri=None,
+                 rid=1, server_id=None, multi_provider=False):
         """
         workdir          directory for config, database, socket and log
                          (created; one this harness made before is wiped)
@@ -404,7 +410,28 @@ class Slapd:
                          missing openssl is an error), configure slapd's TLS,
                          listen on ldaps:// as well (StartTLS on ldap://)
         ldaps_port       fixed TCP port for ldaps:// (default: a free one)
+        replica_of       another Slapd (the provider, started first): this one is
+                         its syncrepl consumer (refreshAndPersist of the whole
+                         base, bound as the provider's root_dn), starts with an
+                         empty database that replication fills, and has its own
+                         syncprov overlay so that a daemon can follow it
+        provider_uri     where the consumer reaches the provider (default:
+                         replica_of.uri; e.g. a FaultProxy's uri to cut it)
+        rid              the consumer's syncrepl rid (1..999)
+        server_id        olcServerID (1..4095): the sid in the CSNs of changes
+                         made here (a multi-provider directory needs one per
+                         provider)
+        multi_provider   with replica_of: olcMultiProvider TRUE, a provider
+                         too (writable); add_provider() makes replica_of
+                         replicate from it in turn
         """
+        if replica_of is not None:
+            sample, syncprov = False, True
+        self.replica_of = replica_of
+        self.provider_uri = provider_uri or (replica_of.uri if replica_of else None)
+        self.rid = int(rid)
+        self.server_id = server_id
+        self.multi_provider = bool(multi_provider)
         self.workdir = os.path.abspath(workdir)
         here = os.path.dirname(os.path.abspath(__file__))
         self.srcdir = os.path.abspath(srcdir or os.path.join(here, "..", ".."))
@@ -689,6 +716,8 @@ class Slapd:
             self._apply_shipped("acl.ldif")
         if self.syncprov:
             self._apply_syncprov()
+        if self.replica_of is not None:
+            self._apply_syncrepl()
 
     def _make_certs(self):
         """CA + server certificate in tls_dir, made once per build (a restart
@@ -723,6 +752,53 @@ class Slapd:
         if not found:
             raise SlapdError("applying %s left no syncprov overlay:\n%s%s"
                              % (path, res.stdout, res.stderr))
+
+    def _apply_syncrepl(self):
+        """olcSyncrepl on the database: a refreshAndPersist consumer of replica_of, retried
+        every second for ever, so that a provider that comes back is followed again."""
+        self._add_syncrepl(self.replica_of, self.rid, self.provider_uri, self.multi_provider)
+
+    def _add_syncrepl(self, p, rid, uri, multi):
+        mp = "-\nreplace: olcMultiProvider\nolcMultiProvider: TRUE\n" if multi else ""
+        self.config_modify(
+            "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcSyncrepl\n"
+            'olcSyncrepl: rid=%03d provider=%s bindmethod=simple binddn="%s" '
+            'credentials="%s" searchbase="%s" type=refreshAndPersist retry="1 +" '
+            "timeout=2 network-timeout=2 keepalive=5:2:1\n%s"
+            % (rid, uri, p.root_dn, p.root_pw, p.base, mp))
+
+    def add_provider(self, other, rid, provider_uri=None):
+        """Makes this (running) server a multi-provider peer that also replicates from other
+        (olcSyncrepl rid towards provider_uri or other.uri, olcMultiProvider TRUE): the
+        other direction of a replica_of=self, multi_provider=True pair."""
+        self._add_syncrepl(other, rid, provider_uri or other.uri, True)
+
+    def context_csn(self):
+        """The contextCSN values of the database suffix (read as root_dn), sorted; [] before
+        any change.  LdapError (code 32) while a consumer has not replicated the suffix."""
+        found = self.search(self.base, "(objectClass=*)", ["contextCSN"], scope="base")
+        return sorted(found[0].get("contextCSN", [])) if found else []
+
+    def wait_caught_up(self, timeout=30.0, other=None):
+        """Polls until this server's contextCSN equals other's (default: its provider's;
+        both read now); returns the seconds it took, SlapdError after timeout."""
+        other = other or self.replica_of
+        t0 = time.monotonic()
+        delay = 0.005
+        while True:
+            want = other.context_csn()
+            try:
+                have = self.context_csn()
+            except LdapError:
+                have = None            # the base entry is not replicated yet
+            if want and have == want:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise SlapdError("%s did not catch up with %s within %.0fs (%r vs %r); log:\n%s"
+                                 % (self.uri, other.uri, timeout, have, want,
+                                    self.log_tail()))
+            time.sleep(delay)          # back-off poll for a state, not a fixed sleep
+            delay = min(delay * 2, 0.05)
 
     def _prepare_workdir(self):
         os.makedirs(self.workdir, exist_ok=True)
@@ -770,6 +846,8 @@ class Slapd:
         out = ["dn: cn=config", "objectClass: olcGlobal", "cn: config",
                "olcPidFile: " + os.path.join(self.workdir, "slapd.pid"),
                "olcArgsFile: " + os.path.join(self.workdir, "slapd.args")]
+        if self.server_id is not None:
+            out.append("olcServerID: %d" % int(self.server_id))
         if self.unauth_bind:
             out.append("olcAllows: bind_anon_dn")
         if self.tls:
