@@ -57,12 +57,10 @@ sys.path.insert(0, os.path.join(HERE, "e2e"))
 from mhtest import Runner, check  # noqa: E402
 from mta import Mta  # noqa: E402
 import stack  # noqa: E402
-import test_migrate  # noqa: E402
 from stack import HOSTS, Stack, find_mailhostctl  # noqa: E402
 
 OLD, NEW = HOSTS["OLD"], HOSTS["NEW"]
 PW = "Sample-pw-0"                     # ldif/gen-sample.py's password of userNNN
-MASTER, MASTER_PW = test_migrate.MASTER, test_migrate.MASTER_PW
 # generated sample users on OLD (odd n) in example.com (n <= 150, the MX's relay domain)
 N_USERS = int(os.environ.get("MAILHOSTD_DRILL_USERS", "16"))
 USERS = ["user%03d@example.com" % n for n in range(51, 150, 2)][:N_USERS]
@@ -121,23 +119,6 @@ def localpart(user):
 
 
 # --------------------------------------------------------------------------- the stack
-class DrillDovecot(test_migrate.Dovecot):
-    """test_migrate's Dovecot (config appended, the master user's file, the target's
-    mailboxes removed when empty); mailboxes: written as Maildir files once its homes
-    exist, before anything reads them (Dovecot gives them UIDs on first access)."""
-
-    def __init__(self, workdir, label, address, users, extra, mailboxes=None, empty=False):
-        super().__init__(workdir, label, address, users, extra=extra, empty=empty)
-        self.mailboxes = mailboxes or {}
-
-    def launch(self):
-        super().launch()
-        uid, gid = stack._run_as()[2:]
-        for login, box in self.mailboxes.items():
-            write_maildir(os.path.join(self.dir, "home", login, "Maildir"), box, uid, gid)
-        return self
-
-
 def write_maildir(root, box, uid, gid):
     """box: {folder: [(msgid, flags, size)]}: one file per message in cur/, flags in its
     name (Maildir's ":2," info, $Label1 as keyword a via dovecot-keywords)."""
@@ -189,39 +170,25 @@ def make_mailboxes():
 
 
 class DrillStack(Stack):
-    """Stack(postfix=True) with the drill users on both backends, OLD holding their mail and
-    a master user for the copier, NEW empty for them; frozen logins wait long enough for a
-    frozen window (the settle, and a resumed one after the kill)."""
+    """Stack(postfix=True) with the drill users (and the probes) on both backends: their
+    mail written on OLD as Maildir files before anything reads it (Dovecot gives UIDs on
+    first access), no mailbox on NEW; frozen logins wait long enough for a frozen window
+    (the settle, and a resumed one after the kill)."""
+
+    def __init__(self):
+        super().__init__(postfix=True, untouched_on_new=USERS + [PROBE, PROBE_SHORT])
 
     def _start_backends(self):
-        old_users, new_users = {}, {}
-        users = dict(stack.USERS, **stack.POSTFIX_USERS)
-        users.update({u: (PW, "OLD") for u in USERS + [PROBE, PROBE_SHORT]})
-        for login, (pw, _) in users.items():
-            old_users[login.split("@")[0]] = pw
-            new_users[login] = pw
-        # OLD knows bare local parts: the copier's and doveadm's full addresses too (per
-        # protocol, as the template's LMTP filter: a global setting after it draws a warning)
-        old_extra = ("".join("protocol %s {\n  auth_username_format = %%%%Ln\n}\n" % p
-                             for p in ("imap", "pop3", "doveadm")) +
-                     "auth_master_user_separator = *\n"
-                     "passdb {\n  driver = passwd-file\n"
-                     "  args = scheme=PLAIN username_format=%%u %(dir)s/masters\n"
-                     "  master = yes\n}\n"
-                     'imap_id_send = x-drill-backend OLD\n')
-        self.old = DrillDovecot(self.workdir, "OLD", "127.0.0.11", old_users, old_extra,
-                                mailboxes=make_mailboxes())
-        self.new = DrillDovecot(self.workdir, "NEW", "127.0.0.12", new_users,
-                                "imap_id_send = x-drill-backend NEW\n", empty=True)
-        self.sink_old = stack.SmtpSink("OLD", "127.0.0.11").start()
-        self.sink_new = stack.SmtpSink("NEW", "127.0.0.12").start()
-        self.old.smtp, self.new.smtp = self.sink_old.port, self.sink_new.port
-        self.mx = stack.Postfix(self.workdir, "mx", stack.MX_ADDRESS)
-        self.old_mta = stack.Postfix(self.workdir, "old", self.old.address)
-        self.old.launch()
-        self.new.launch()
-        self.old.wait_ready()
-        self.new.wait_ready()
+        saved = stack.POSTFIX_USERS
+        stack.POSTFIX_USERS = dict(saved, **{u: (PW, "OLD") for u in USERS + [PROBE,
+                                                                              PROBE_SHORT]})
+        try:
+            super()._start_backends()
+        finally:
+            stack.POSTFIX_USERS = saved
+        uid, gid = stack._run_as()[2:]
+        for login, box in make_mailboxes().items():
+            write_maildir(os.path.join(self.old.dir, "home", login, "Maildir"), box, uid, gid)
 
     def _mailhostd_conf(self, name, verify):
         d, text = super()._mailhostd_conf(name, verify)
@@ -351,7 +318,7 @@ def monitor():
 def backend_of(im):
     typ, data = im.xatom("ID", "NIL")
     _, data = im._untagged_response(typ, data, "ID")
-    m = re.search(rb'"x-drill-backend" "(\w+)"', data[0] or b"")
+    m = re.search(rb'"x-backend" "(\w+)"', data[0] or b"")
     return m.group(1).decode() if m else "?"
 
 
@@ -470,7 +437,7 @@ def migrate_argv(runner_id, users, *extra):
     s = c.st.slapd
     return [find_mailhostctl(), "-H", s.uri, "-b", s.base, "-D", s.ctl_dn, "-y", c.pw_file,
             "migrate", "--from", OLD, "--to", NEW,
-            "--copy-command", "doveadm -c %s backup -R -u %%u imapc:" % c.migrate_conf,
+            "--copy-command", "doveadm -c %s backup -R -u %%u imapc:" % c.st.copier_conf,
             "--old-doveadm", "doveadm -c " + c.st.old.conf_path,
             "--new-doveadm", "doveadm -c " + c.st.new.conf_path,
             # OLD's sessions carry bare local parts (login=localpart): kick by those
@@ -519,17 +486,9 @@ def wait_until(what, fn, timeout, step=0.2):
 # --------------------------------------------------------------------------- tests
 def t_stack_starts():
     """The stack with Postfix, the drill users' mail on OLD, NEW empty for them."""
-    c.st = DrillStack(postfix=True)
+    c.st = DrillStack()
     c.work = c.st.workdir
     c.st.start()
-    # the copier's view of OLD: imapc as the master user, on NEW's side only
-    c.migrate_conf = os.path.join(c.st.new.dir, "migrate.conf")
-    fd = os.open(c.migrate_conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("!include %s\nimapc_host = %s\nimapc_port = %d\nimapc_user = %%u\n"
-                "imapc_master_user = %s\nimapc_password = %s\n"
-                "imapc_features = rfc822.size fetch-headers\n"
-                % (c.st.new.conf_path, c.st.old.address, c.st.old.imap, MASTER, MASTER_PW))
     c.kick_script = os.path.join(c.work, "kick-old.sh")
     with open(c.kick_script, "w") as f:
         f.write('#!/bin/sh\nexec doveadm -c "%s" kick "${1%%@*}"\n' % c.st.old.conf_path)
