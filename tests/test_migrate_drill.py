@@ -13,9 +13,10 @@ while, at the same time:
   - one IMAP session sits in IDLE on OLD (through nginx) and must be ended by the kick;
   - a sender hands a steady stream of mail to the Postfix MX, retrying on 4xx as an MTA
     does (frozen users' mail is refused with 4xx or deferred in Postfix's queue);
-  - RUNNERS migrate processes work the same user list (claims keep them apart); one of
-    them is killed with SIGKILL while a user of it has been frozen 5 s, and started again
-    (journal resume: its claim is taken up by the same command, the settle begins anew).
+  - RUNNERS migrate processes, each with --concurrency CONCURRENCY (2 x 2: four users at
+    once), work the same user list (claims keep them apart); one of them is killed with
+    SIGKILL while a user of it has been frozen 5 s, and started again (journal resume: its
+    claims are taken up by the same command, the settle begins anew).
 
 Before the move every user's folders (UIDVALIDITY, UIDs and flags by Message-ID) and POP3
 UIDL list are recorded on OLD.  Afterwards: every message that existed or was sent is on
@@ -32,7 +33,7 @@ settle; the probes (probe_move) do, on a quiet MX: with the default settle the m
 the flip must reach NEW, with --mta-settle 2 it must be lost to OLD.
 
 The pace is the settle's: each runner moves a small mailbox in about 37 s, so the default
-16 users take four rounds of the four runners (about 2.5 minutes);
+16 users take four rounds of the four users moved at once (about 2.5 minutes);
 MAILHOSTD_DRILL_USERS=50 runs the issue's size (about 8 minutes).
 
 Needs root (Postfix), slapd, nginx, dovecot-imapd/-pop3d/-lmtpd, postfix: else it FAILS.
@@ -70,7 +71,8 @@ USERS = ["user%03d@example.com" % n for n in range(51, 150, 2)][:N_USERS]
 PROBE, PROBE_SHORT = "user049@example.com", "user047@example.com"
 # migrate processes working the same list at once; with `migrate --concurrency` this
 # becomes one process: see runner_argv()
-RUNNERS = 4
+RUNNERS = 2        # runners, each moving CONCURRENCY users at once
+CONCURRENCY = 2
 FOLDERS = ("INBOX", "My Folder", "Entwürfe", "Sent Items")
 # as IMAP LIST names them (modified UTF-7) and as Maildir++ directories
 IMAP_NAME = {"INBOX": "INBOX", "My Folder": '"My Folder"', "Entwürfe": "Entw&APw-rfe",
@@ -448,10 +450,9 @@ def migrate_argv(runner_id, users, *extra):
 
 def runner_argv(i):
     """The migrate command of runner i: the same users, each runner starting at another
-    place in the list (--mta-settle: migrate's default).  With --concurrency: RUNNERS = 1
-    and "--concurrency", "4" added here."""
+    place in the list (--mta-settle: migrate's default), CONCURRENCY users at once."""
     users = USERS[i * len(USERS) // RUNNERS:] + USERS[:i * len(USERS) // RUNNERS]
-    return migrate_argv("drill-%d" % i, users)
+    return migrate_argv("drill-%d" % i, users, "--concurrency", str(CONCURRENCY))
 
 
 def start_runner(i):
@@ -716,12 +717,12 @@ def t_summary():
     print("     drill: %d users, %d messages before, %d mails sent (%d deferred at least "
           "once), %d logins (%d while frozen, longest wait %.1f s), %d UIDs/UIDLs compared, "
           "frozen window p50 %.1f s p99 %.1f s (migrate's measure p50 %.1f s p99 %.1f s), "
-          "migrate %.0f s with %d runners, one killed"
+          "migrate %.0f s with %d runners x --concurrency %d, one killed"
           % (len(USERS), c.messages_before, len(c.sent),
              sum(1 for m in c.sent if m.temp_failures()), len(c.logins), len(waited),
              max(waited, default=0), c.uids, p(windows, 0.5) / 1000, p(windows, 0.99) / 1000,
              p(own, 0.5) / 1000 if own else 0, p(own, 0.99) / 1000 if own else 0,
-             c.migrate_s, RUNNERS))
+             c.migrate_s, RUNNERS, CONCURRENCY))
 
 
 def probe_move(user, *settle):
