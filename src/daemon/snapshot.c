@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,103 @@ void mh_snapshot_fingerprint(const struct mh_conf *c, unsigned char fp[MH_SNAPSH
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)   /* each with its NUL: no run-ons */
         parts[i] = (struct mh_bytes){ v[i] ? v[i] : "", v[i] ? strlen(v[i]) + 1 : 1 };
     mh_digest_sha256(parts, sizeof v / sizeof v[0], fp);
+}
+
+/* ---- writers of a path ---- */
+
+/* Which feed writes each path (mh_snapshot_claim); one save at a time in the process, so a
+ * save's temporary file (path.tmp) is never another's.  The list only grows, by the paths
+ * configured during the process's life. */
+struct writer {
+    struct writer *next;
+    uint64_t newest;
+    char path[];
+};
+
+static pthread_mutex_t writers_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct writer *writers;
+static uint64_t last_claim;
+
+/* writers_lock held */
+static struct writer *writer_of(const char *path, int add)
+{
+    struct writer *w = writers;
+    while (w != NULL && strcmp(w->path, path) != 0)
+        w = w->next;
+    if (w == NULL && add && (w = malloc(sizeof *w + strlen(path) + 1)) != NULL) {
+        strcpy(w->path, path);
+        w->newest = 0;
+        w->next = writers;
+        writers = w;
+    }
+    return w;
+}
+
+uint64_t mh_snapshot_claim(const char *path)
+{
+    pthread_mutex_lock(&writers_lock);
+    uint64_t id = ++last_claim;
+    struct writer *w = writer_of(path, 1);
+    if (w != NULL)
+        w->newest = id;
+    pthread_mutex_unlock(&writers_lock);
+    return id;   /* no memory for the entry: every writer may save, as before claims */
+}
+
+static int superseded(const char *path, uint64_t writer)
+{
+    pthread_mutex_lock(&writers_lock);
+    struct writer *w = writer_of(path, 0);
+    int older = w != NULL && writer != 0 && w->newest > writer;
+    pthread_mutex_unlock(&writers_lock);
+    return older;
+}
+
+/* ---- the directory ---- */
+
+/* The directory holding path, malloc'ed; NULL: no memory. */
+static char *dir_of(const char *path)
+{
+    char *dir = malloc(strlen(path) + 2);
+    if (dir == NULL)
+        return NULL;
+    strcpy(dir, path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    return dir;
+}
+
+int mh_snapshot_dir_check(const char *path, char *why, size_t whysize)
+{
+    char *dir = dir_of(path);
+    struct stat st;
+    int rc = -1;
+    if (dir == NULL) {
+        snprintf(why, whysize, "out of memory");
+        return -1;
+    }
+    if (stat(dir, &st) < 0)
+        snprintf(why, whysize, "its directory %s: %s", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(why, whysize, "%s is not a directory", dir);
+    /* whoever may rename or replace files there could make the copy route logins */
+    else if ((st.st_uid != 0 && st.st_uid != geteuid()) ||
+             ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
+              ((st.st_mode & S_ISVTX) == 0 || (st.st_uid != 0 && st.st_uid != geteuid()))))
+        snprintf(why, whysize, "its directory %s is writable by other users (mode %04o, owner "
+                 "uid %lu): it must belong to root or the daemon's user and be writable by "
+                 "nobody else, unless it is sticky (mode 1777 as /tmp)", dir,
+                 (unsigned)(st.st_mode & 07777), (unsigned long)st.st_uid);
+    else
+        rc = 0;
+    free(dir);
+    return rc;
 }
 
 /* ---- writing ---- */
@@ -92,16 +190,9 @@ static int count_entry(const struct mh_mirror_stored *e, void *arg)
 /* fsync of the directory holding path: the rename itself survives a crash */
 static int sync_dir(const char *path)
 {
-    char *dir = strdup(path);
+    char *dir = dir_of(path);
     if (dir == NULL)
         return -1;
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        strcpy(dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1;
     if (fd >= 0) {
         rc = fsync(fd);
@@ -111,7 +202,7 @@ static int sync_dir(const char *path)
     return rc;
 }
 
-long mh_snapshot_save(const char *path, struct mh_mirror *m,
+long mh_snapshot_save(const char *path, uint64_t writer, struct mh_mirror *m,
                       const unsigned char fp[MH_SNAPSHOT_FP_LEN], const char *cookie,
                       size_t cookie_len, uint64_t saved_at, char *why, size_t whysize)
 {
@@ -120,22 +211,29 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
     uint64_t n[2] = { 0, 0 };   /* entries, keys */
     long rc = -1;
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 8);
-    int fd = -1;
-    if (tmp != NULL)
-        tmp[0] = '\0';   /* no temporary file yet */
+    char *tmp = malloc(plen + 5);
+    int fd = -1, made = 0;
+    pthread_mutex_lock(&save_lock);
+    if (superseded(path, writer)) {
+        snprintf(why, whysize, "a newer configuration's feed writes it");
+        rc = MH_SNAPSHOT_SUPERSEDED;
+        goto done;
+    }
     if (tmp == NULL || (o.sum = mh_digest_stream_new()) == NULL) {
         snprintf(why, whysize, "out of memory");
         goto done;
     }
     memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".XXXXXX", 8);
-    if ((fd = mkstemp(tmp)) < 0) {   /* mode 0600 */
-        snprintf(why, whysize, "cannot create a temporary file next to it: %s",
-                 strerror(errno));
-        tmp[0] = '\0';
+    memcpy(tmp + plen, ".tmp", 5);
+    /* one fixed name: what a crash during a save leaves is replaced by the next save, never
+     * piles up; O_EXCL and O_NOFOLLOW: never through a link someone put there */
+    if ((unlink(tmp) < 0 && errno != ENOENT) ||
+        (fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+        snprintf(why, whysize, "cannot create the temporary file %s.tmp next to it: %s",
+                 path, strerror(errno));
         goto done;
     }
+    made = 1;
     if ((o.fp = fdopen(fd, "w")) == NULL) {
         snprintf(why, whysize, "%s", strerror(errno));
         close(fd);
@@ -160,7 +258,7 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
         int closed = fclose(o.fp);
         o.fp = NULL;
         if (closed == 0 && rename(tmp, path) == 0) {
-            tmp[0] = '\0';   /* nothing to remove */
+            made = 0;   /* nothing to remove */
             sync_dir(path);
             rc = o.n;
         }
@@ -170,8 +268,9 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
 done:
     if (o.fp != NULL)
         fclose(o.fp);
-    if (tmp != NULL && tmp[0] != '\0')
+    if (made)
         unlink(tmp);
+    pthread_mutex_unlock(&save_lock);
     free(tmp);
     mh_digest_stream_free(o.sum);
     return rc;

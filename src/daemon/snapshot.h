@@ -22,12 +22,16 @@
  * the indexed attributes' matching rules on every connection, before the first resumed
  * change, and empties the mirror (snapshot included) when they do not fold as it does.
  *
- * Written atomically: a temporary file (mode 0600, by the daemon's user after the
- * privilege drop) in the same directory, fsync, rename, fsync of the directory.  A reader
- * sees the old file or the new one, never a half.
+ * Written atomically: a temporary file "<path>.tmp" (removed first, then created with
+ * O_EXCL | O_NOFOLLOW, mode 0600, by the daemon's user after the privilege drop), fsync,
+ * rename, fsync of the directory.  A reader sees the old file or the new one, never a
+ * half; what a crash during a save leaves is the one temporary file the next save replaces.
  *
- * Not thread-safe by itself: both calls run in the mirror's writer thread (sync.c), which
- * is the only one that may walk or fill the mirror (mirror.h).
+ * Threads: save and load run in a mirror's writer thread (sync.c), the only one that may
+ * walk or fill that mirror (mirror.h).  During a reload that rebuilds the feed two writer
+ * threads may have the same path: saves are serialized in the process, and a save by a
+ * feed that is no longer the newest claimant of its path (mh_snapshot_claim) is skipped,
+ * so an old configuration's exit save never lands after the new one's.
  */
 #ifndef MH_SNAPSHOT_H
 #define MH_SNAPSHOT_H
@@ -43,9 +47,22 @@
 /* The fingerprint of what shapes the mirror's content under conf (see above). */
 void mh_snapshot_fingerprint(const struct mh_conf *conf, unsigned char fp[MH_SNAPSHOT_FP_LEN]);
 
-/* Saves every entry of m with cookie[0..cookie_len) and saved_at to path.  Returns the
- * number of entries written, or -1 with why (the old file, if any, is left as it was). */
-long mh_snapshot_save(const char *path, struct mh_mirror *m,
+/* Registers a new writer of path (a feed starting) and returns its number, > 0: from now on
+ * a save by an older writer of the same path is skipped.  Thread-safe. */
+uint64_t mh_snapshot_claim(const char *path);
+
+/* 0 if path's directory is fit for a snapshot: owned by root or the daemon's user (the
+ * effective uid) and writable by nobody else, unless sticky (mode 1777, as /tmp) and owned
+ * by root or the daemon's user.  Else -1 with why.  Thread-safe. */
+int mh_snapshot_dir_check(const char *path, char *why, size_t whysize);
+
+#define MH_SNAPSHOT_SUPERSEDED (-2)
+
+/* Saves every entry of m with cookie[0..cookie_len) and saved_at to path, as `writer`
+ * (mh_snapshot_claim; 0: unclaimed, always saves).  Returns the number of entries written,
+ * MH_SNAPSHOT_SUPERSEDED (nothing written: a newer writer claimed path; why says so) or -1
+ * with why (the old file, if any, is left as it was). */
+long mh_snapshot_save(const char *path, uint64_t writer, struct mh_mirror *m,
                       const unsigned char fp[MH_SNAPSHOT_FP_LEN], const char *cookie,
                       size_t cookie_len, uint64_t saved_at, char *why, size_t whysize);
 
