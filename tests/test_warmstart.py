@@ -247,6 +247,24 @@ def cookie_of(data):
     return bytes(data[HEADER_FLAGS + 8:HEADER_FLAGS + 8 + clen])
 
 
+def base_uuid_at(data):
+    """Where the base entry's entryUUID (u32 length, bytes) follows the cookie."""
+    (clen,) = struct.unpack_from("<I", data, HEADER_FLAGS + 4)
+    return HEADER_FLAGS + 8 + clen
+
+
+def base_uuid_of(data):
+    at = base_uuid_at(data)
+    (ulen,) = struct.unpack_from("<I", data, at)
+    return bytes(data[at + 4:at + 4 + ulen])
+
+
+def with_base_uuid(data, uuid):
+    at = base_uuid_at(data)
+    (ulen,) = struct.unpack_from("<I", data, at)
+    return resum(data[:at] + struct.pack("<I", len(uuid)) + uuid + data[at + 4 + ulen:])
+
+
 def with_fingerprint(data, fp):
     data = bytearray(data)
     data[12:44] = fp
@@ -394,6 +412,29 @@ def t_refused_cookie_is_dropped(c):
     check(b"2099" not in cookie_of(data), "the refused cookie is not saved again")
 
 
+def t_cookie_of_another_directory_is_dropped(c):
+    """A snapshot whose cookie came from another directory with the same ldap_base (the base
+    entry's entryUUID differs; replicas of one provider share it): no resume from it, a
+    warning, and a full refresh that leaves only this directory's entries."""
+    check(re.match(rb"^[0-9a-f]{8}-[0-9a-f]{4}-", base_uuid_of(c.good)) is not None,
+          "the snapshot names its directory's base entry: %r", base_uuid_of(c.good))
+    put_snapshot(c, with_base_uuid(c.good, b"00000000-1111-2222-3333-444444444444"))
+    d = Daemon(c.work, conf(c), name="otherdir").start()
+    try:
+        wait_log(d, r"mirror: loaded snapshot of %d entries" % (c.entries - 1))
+        wait_log(d, r"warning: mirror: \S+ is another directory \(the entryUUID of ldap_base "
+                    r"is \S+ there, 00000000-1111-2222-3333-444444444444 where the cookie came "
+                    r"from\): cookie dropped; full refresh")
+        m = live_line(d, 0)
+        check("(full refresh)" in m.group(0), "a full refresh: %s", m.group(0))
+        check("mirror: resuming from" not in d.read_log(), "no resume")
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+    with open(c.snap, "rb") as f:
+        check(base_uuid_of(f.read()) == base_uuid_of(c.good), "saved with this directory's")
+
+
 def t_incomplete_is_carried_by_a_resume(c):
     """A snapshot marked incomplete (an entry was not stored whole) resumed from its cookie:
     the entries the provider does not send again stay as they were, so the flag stays and a
@@ -530,7 +571,8 @@ def main():
                   t_snapshot_stops_routing_at_its_max_age,
                   t_corrupt_snapshot, t_truncated_snapshot, t_snapshot_of_another_filter,
                   t_snapshot_too_old, t_snapshot_writable_by_others,
-                  t_refused_cookie_is_dropped, t_incomplete_is_carried_by_a_resume,
+                  t_refused_cookie_is_dropped, t_cookie_of_another_directory_is_dropped,
+                  t_incomplete_is_carried_by_a_resume,
                   t_reload_rebuild_keeps_the_new_snapshot,
                   t_snapshot_directory_writable_by_others,
                   t_schema_refusal_removes_the_snapshot):

@@ -204,7 +204,8 @@ static int sync_dir(const char *path)
 
 long mh_snapshot_save(const char *path, uint64_t writer, struct mh_mirror *m,
                       const unsigned char fp[MH_SNAPSHOT_FP_LEN], const char *cookie,
-                      size_t cookie_len, uint64_t saved_at, char *why, size_t whysize)
+                      size_t cookie_len, const char *base_uuid, uint64_t saved_at, char *why,
+                      size_t whysize)
 {
     struct out o = { NULL, NULL, 0, 0 };
     unsigned char sum[MH_DIGEST_LEN];
@@ -250,6 +251,8 @@ long mh_snapshot_save(const char *path, uint64_t writer, struct mh_mirror *m,
     put_u(&o, mh_mirror_incomplete(m) ? SNAP_INCOMPLETE : 0, 4);
     put_u(&o, cookie_len, 4);
     put(&o, cookie, cookie_len);
+    put_u(&o, base_uuid ? strlen(base_uuid) : 0, 4);
+    put(&o, base_uuid, base_uuid ? strlen(base_uuid) : 0);
     mh_mirror_foreach(m, put_entry, &o);
     errno = 0;
     if (!o.err && mh_digest_stream_final(o.sum, sum) == 0 &&
@@ -330,8 +333,8 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
                                          const unsigned char fp[MH_SNAPSHOT_FP_LEN],
                                          uint64_t now, unsigned max_age_s, uint32_t mark,
                                          char **cookie, size_t *cookie_len,
-                                         uint64_t *saved_at, size_t *entries, char *why,
-                                         size_t whysize)
+                                         char **base_uuid, uint64_t *saved_at,
+                                         size_t *entries, char *why, size_t whysize)
 {
     enum mh_snapshot_result r = MH_SNAPSHOT_REFUSED;
     unsigned char *map = MAP_FAILED, sum[MH_DIGEST_LEN];
@@ -339,6 +342,7 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
     size_t size = 0, loaded = 0;
     char *parent = NULL, *route = NULL;
     *cookie = NULL;
+    *base_uuid = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         r = errno == ENOENT ? MH_SNAPSHOT_NONE : MH_SNAPSHOT_FAILED;
@@ -391,7 +395,10 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
     uint64_t flags = get_u(&in, 4);
     uint64_t clen = get_u(&in, 4);
     const unsigned char *c = get(&in, clen);
-    if (in.bad || clen == 0 || (flags & ~(uint64_t)SNAP_INCOMPLETE) != 0) {
+    uint64_t ulen = get_u(&in, 4);
+    const unsigned char *u = get(&in, ulen);
+    if (in.bad || clen == 0 || (flags & ~(uint64_t)SNAP_INCOMPLETE) != 0 ||
+        ulen > MH_SNAPSHOT_UUID_MAX || (ulen > 0 && memchr(u, '\0', ulen) != NULL)) {
         snprintf(why, whysize, "corrupt (header)");
         goto done;
     }
@@ -460,7 +467,8 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
         snprintf(why, whysize, "corrupt (bytes after the last entry)");
         goto done;
     }
-    if ((*cookie = malloc(clen + 1)) == NULL) {
+    if ((*cookie = malloc(clen + 1)) == NULL ||
+        (ulen > 0 && (*base_uuid = strndup((const char *)u, ulen)) == NULL)) {
         snprintf(why, whysize, "out of memory");
         r = MH_SNAPSHOT_FAILED;
         goto done;
@@ -474,6 +482,11 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
     *entries = loaded;
     r = MH_SNAPSHOT_LOADED;
 done:
+    if (r != MH_SNAPSHOT_LOADED) {
+        free(*cookie);
+        free(*base_uuid);
+        *cookie = *base_uuid = NULL;
+    }
     if (r != MH_SNAPSHOT_LOADED && loaded > 0)
         mh_mirror_sweep(m, mark + 1);   /* nothing half-loaded stays */
     free(parent);

@@ -69,6 +69,8 @@ struct mh_sync {
     uint64_t snap_until_ms;         /* a loaded snapshot passes its max age; 0: none pending */
     uint64_t snap_writer;           /* mh_snapshot_claim */
     int snap_off;                   /* its directory is unfit: neither loaded nor saved */
+    char *base_uuid;                /* ldap_base's entryUUID where the cookie came from;
+                                     * NULL: unknown */
 };
 
 void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out)
@@ -538,8 +540,8 @@ static void snapshot_save(struct mh_sync *s, const char *when)
         return;
     uint64_t t0 = mh_now_ms();
     long n = mh_snapshot_save(c->mirror_snapshot, s->snap_writer, s->mirror, s->fp,
-                              s->cookie.bv_val, s->cookie.bv_len, (uint64_t)time(NULL), why,
-                              sizeof why);
+                              s->cookie.bv_val, s->cookie.bv_len, s->base_uuid,
+                              (uint64_t)time(NULL), why, sizeof why);
     mh_log_safe(safe, sizeof safe, c->mirror_snapshot, strlen(c->mirror_snapshot));
     if (n == MH_SNAPSHOT_SUPERSEDED)
         mh_log(LOG_INFO, "mirror: snapshot %s not saved %s: %s", safe, when, why);
@@ -613,7 +615,7 @@ static void snapshot_load(struct mh_sync *s)
     }
     switch (mh_snapshot_load(c->mirror_snapshot, s->mirror, s->fp, now,
                              c->mirror_snapshot_max_age_s, s->mark, &cookie, &cookie_len,
-                             &saved_at, &n, why, sizeof why)) {
+                             &s->base_uuid, &saved_at, &n, why, sizeof why)) {
     case MH_SNAPSHOT_LOADED: {
         uint64_t age = now > saved_at ? now - saved_at : 0;
         set_cookie(s, &(struct berval){ (ber_len_t)cookie_len, cookie });
@@ -662,6 +664,42 @@ static int start_search(struct mh_sync *s, LDAP *ld, int *msgid)
     }
     ber_free(ber, 1);
     return rc;
+}
+
+/* A cookie from another directory with the same ldap_base (its base entry has another
+ * entryUUID; replicas of one provider share it) must not be resumed from: that server's
+ * session log could cover the cookie's CSN and send only its changes, leaving the other
+ * directory's entries in the copy.  Drops it then (a full refresh follows).  The base entry
+ * not readable: nothing to compare, the cookie is kept. */
+static void check_origin(struct mh_sync *s, LDAP *ld, struct mh_ldap *l)
+{
+    const struct mh_conf *c = s->conf;
+    struct timeval tv = { (time_t)(c->ldap_timeout_ms / 1000),
+                          (suseconds_t)(c->ldap_timeout_ms % 1000) * 1000 };
+    char *attrs[] = { "entryUUID", NULL }, *uuid = NULL;
+    LDAPMessage *res = NULL;
+    if (ldap_search_ext_s(ld, c->ldap_base, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL,
+                          NULL, &tv, 1, &res) == LDAP_SUCCESS) {
+        struct mh_entry *e = mh_entry_new(ld, ldap_first_entry(ld, res));
+        const char *v = e != NULL ? mh_entry_get(e, "entryUUID") : NULL;
+        if (v != NULL && strlen(v) <= MH_SNAPSHOT_UUID_MAX)
+            uuid = strdup(v);
+        mh_entry_free(e);
+    }
+    ldap_msgfree(res);
+    if (uuid == NULL)
+        return;
+    if (s->cookie.bv_val != NULL && s->base_uuid != NULL &&
+        strcasecmp(s->base_uuid, uuid) != 0) {
+        char a[128], b[128];
+        mh_log(LOG_WARNING, "mirror: %s is another directory (the entryUUID of ldap_base is "
+               "%s there, %s where the cookie came from): cookie dropped; full refresh",
+               c->ldap_uri[mh_ldap_uri(l)], mh_log_safe(a, sizeof a, uuid, strlen(uuid)),
+               mh_log_safe(b, sizeof b, s->base_uuid, strlen(s->base_uuid)));
+        drop_cookie(s);
+    }
+    free(s->base_uuid);
+    s->base_uuid = uuid;
 }
 
 /* Result codes with which a server refuses the cookie a sync search resumes from, not a
@@ -745,6 +783,7 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             goto out;
         }
     }
+    check_origin(s, ld, l);
     s->mark++;
     s->live = 0;
     s->refresh_seen_present = 0;
@@ -990,6 +1029,7 @@ void mh_sync_stop(struct mh_sync *s)
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->applied_lock);
     drop_cookie(s);
+    free(s->base_uuid);
     free(s->store);
     free(s);
 }

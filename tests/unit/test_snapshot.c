@@ -18,6 +18,7 @@
 static char path[64];
 static const unsigned char FP[MH_SNAPSHOT_FP_LEN] = { 1, 2, 3 };
 #define NOW 2000000000u
+#define BASE_UUID "3a5e9d6c-1b2f-4c1e-9a7d-0f1e2d3c4b5a"
 
 static void uuid_of(unsigned n, unsigned char u[16])
 {
@@ -100,15 +101,20 @@ static struct mh_mirror *empty(void)
 static enum mh_snapshot_result load(struct mh_mirror *m, const unsigned char *fp, uint64_t now,
                                     char *why, size_t whysize, size_t *n)
 {
-    char *cookie = NULL;
+    char *cookie = NULL, *uuid = NULL;
     size_t clen = 0;
     uint64_t at = 0;
     enum mh_snapshot_result r = mh_snapshot_load(path, m, fp, now, 86400, 9, &cookie, &clen,
-                                                 &at, n, why, whysize);
+                                                 &uuid, &at, n, why, whysize);
     if (r == MH_SNAPSHOT_LOADED)
-        CHECK(clen == 13 && strcmp(cookie, "rid=001,csn=x") == 0 && at == NOW - 10,
-              "cookie %s, saved at %llu", cookie, (unsigned long long)at);
+        CHECK(clen == 13 && strcmp(cookie, "rid=001,csn=x") == 0 && at == NOW - 10 &&
+              uuid != NULL && strcmp(uuid, BASE_UUID) == 0,
+              "cookie %s, base %s, saved at %llu", cookie, uuid ? uuid : "none",
+              (unsigned long long)at);
+    else
+        CHECK(cookie == NULL && uuid == NULL, "nothing handed out");
     free(cookie);
+    free(uuid);
     return r;
 }
 
@@ -118,7 +124,8 @@ static void test_round_trip(void)
     char why[300] = "";
     size_t n = 0;
     struct mh_mirror_stats sa, sb;
-    long w = mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, NOW - 10, why, sizeof why);
+    long w = mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                              sizeof why);
     CHECK(w == 8, "8 entries written: %ld %s", w, why);
     struct stat st;
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "mode 0600: %o",
@@ -135,7 +142,8 @@ static void test_round_trip(void)
     /* an incomplete copy (an entry not stored whole) stays one: its misses ask the directory */
     mh_mirror_set_incomplete(a);
     b = empty();
-    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, NOW - 10, why, sizeof why) == 8,
+    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                           sizeof why) == 8,
           "saved: %s", why);
     CHECK(load(b, FP, NOW, why, sizeof why, &n) == MH_SNAPSHOT_LOADED, "loaded: %s", why);
     CHECK(mh_mirror_incomplete(b), "incomplete after the round trip");
@@ -155,7 +163,8 @@ static void test_every_flipped_byte_and_truncation_is_refused(void)
     struct mh_mirror *a = sample();
     char why[300];
     size_t n;
-    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, NOW - 10, why, sizeof why) == 8,
+    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                           sizeof why) == 8,
           "saved: %s", why);
     long size = file_size();
     FILE *f = fopen(path, "rb");
@@ -199,7 +208,8 @@ static void test_other_setup_old_future(void)
     char why[300];
     size_t n;
     unsigned char other[MH_SNAPSHOT_FP_LEN] = { 1, 2, 4 };
-    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, NOW - 10, why, sizeof why) == 8,
+    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                           sizeof why) == 8,
           "saved: %s", why);
     struct {
         const unsigned char *fp;
@@ -228,7 +238,8 @@ static void test_other_setup_old_future(void)
     b = empty();
     CHECK(load(b, FP, NOW, why, sizeof why, &n) == MH_SNAPSHOT_NONE, "no file: none");
     /* a directory that is not there: an error that says why, no file left anywhere */
-    CHECK(mh_snapshot_save("/nonexistent-mh-dir/snap", 0, a, FP, "c", 1, NOW, why, sizeof why) < 0 &&
+    CHECK(mh_snapshot_save("/nonexistent-mh-dir/snap", 0, a, FP, "c", 1, NULL, NOW, why,
+                           sizeof why) < 0 &&
           strstr(why, "temporary file") != NULL, "unwritable: %s", why);
     mh_mirror_free(b);
     mh_mirror_free(a);
@@ -317,7 +328,8 @@ static void test_restore_refuses_malformed_keys(void)
 
 static long save(const char *at, uint64_t writer, struct mh_mirror *m, char *why, size_t whysize)
 {
-    return mh_snapshot_save(at, writer, m, FP, "rid=001,csn=x", 13, NOW - 10, why, whysize);
+    return mh_snapshot_save(at, writer, m, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                            whysize);
 }
 
 static int holds(const char *file, const char *want)
