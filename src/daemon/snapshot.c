@@ -35,53 +35,56 @@ void mh_snapshot_fingerprint(const struct mh_conf *c, unsigned char fp[MH_SNAPSH
 
 /* ---- writers of a path ---- */
 
-/* Which feed writes each path (mh_snapshot_claim); one save at a time in the process, so a
- * save's temporary file (path.tmp) is never another's.  The list only grows, by the paths
- * configured during the process's life. */
-struct writer {
-    struct writer *next;
-    uint64_t newest;
+/* The feeds that may write each path (mh_snapshot_claim until mh_snapshot_release); one
+ * save at a time in the process, so a save's temporary file (path.tmp) is never another's. */
+struct claim {
+    struct claim *next;
+    uint64_t id;
     char path[];
 };
 
-static pthread_mutex_t writers_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct writer *writers;
+static struct claim *claims;
 static uint64_t last_claim;
-
-/* writers_lock held */
-static struct writer *writer_of(const char *path, int add)
-{
-    struct writer *w = writers;
-    while (w != NULL && strcmp(w->path, path) != 0)
-        w = w->next;
-    if (w == NULL && add && (w = malloc(sizeof *w + strlen(path) + 1)) != NULL) {
-        strcpy(w->path, path);
-        w->newest = 0;
-        w->next = writers;
-        writers = w;
-    }
-    return w;
-}
 
 uint64_t mh_snapshot_claim(const char *path)
 {
-    pthread_mutex_lock(&writers_lock);
-    uint64_t id = ++last_claim;
-    struct writer *w = writer_of(path, 1);
-    if (w != NULL)
-        w->newest = id;
-    pthread_mutex_unlock(&writers_lock);
-    return id;   /* no memory for the entry: every writer may save, as before claims */
+    struct claim *c = malloc(sizeof *c + strlen(path) + 1);
+    uint64_t id = 0;   /* no memory: unclaimed, it saves as before claims */
+    pthread_mutex_lock(&claims_lock);
+    if (c != NULL) {
+        id = c->id = ++last_claim;
+        strcpy(c->path, path);
+        c->next = claims;
+        claims = c;
+    }
+    pthread_mutex_unlock(&claims_lock);
+    return id;
 }
 
+void mh_snapshot_release(const char *path, uint64_t writer)
+{
+    pthread_mutex_lock(&claims_lock);
+    for (struct claim **p = &claims; *p != NULL; p = &(*p)->next)
+        if ((*p)->id == writer && strcmp((*p)->path, path) == 0) {
+            struct claim *c = *p;
+            *p = c->next;
+            free(c);
+            break;
+        }
+    pthread_mutex_unlock(&claims_lock);
+}
+
+/* A newer claim of path is held: a reload's new feed writes it. */
 static int superseded(const char *path, uint64_t writer)
 {
-    pthread_mutex_lock(&writers_lock);
-    struct writer *w = writer_of(path, 0);
-    int older = w != NULL && writer != 0 && w->newest > writer;
-    pthread_mutex_unlock(&writers_lock);
-    return older;
+    int newer = 0;
+    pthread_mutex_lock(&claims_lock);
+    for (struct claim *c = claims; c != NULL && writer != 0 && !newer; c = c->next)
+        newer = c->id > writer && strcmp(c->path, path) == 0;
+    pthread_mutex_unlock(&claims_lock);
+    return newer;
 }
 
 /* ---- the directory ---- */

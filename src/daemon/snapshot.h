@@ -36,8 +36,8 @@
  * Threads: save and load run in a mirror's writer thread (sync.c), the only one that may
  * walk or fill that mirror (mirror.h).  During a reload that rebuilds the feed two writer
  * threads may have the same path: saves are serialized in the process, and a save by a
- * feed that is no longer the newest claimant of its path (mh_snapshot_claim) is skipped,
- * so an old configuration's exit save never lands after the new one's.
+ * feed while a newer one holds a claim on its path (mh_snapshot_claim) is skipped, so an
+ * old configuration's exit save never lands after the new one's.
  */
 #ifndef MH_SNAPSHOT_H
 #define MH_SNAPSHOT_H
@@ -54,9 +54,12 @@
 /* The fingerprint of what shapes the mirror's content under conf (see above). */
 void mh_snapshot_fingerprint(const struct mh_conf *conf, unsigned char fp[MH_SNAPSHOT_FP_LEN]);
 
-/* Registers a new writer of path (a feed starting) and returns its number, > 0: from now on
- * a save by an older writer of the same path is skipped.  Thread-safe. */
+/* Registers a new writer of path (a feed starting) and returns its number (0: no memory,
+ * an unclaimed writer): while it holds the claim a save by an older writer of the same
+ * path is skipped.  mh_snapshot_release ends the claim (the feed stopped; a reload that
+ * failed after building its feed gives the path back to the running one).  Thread-safe. */
 uint64_t mh_snapshot_claim(const char *path);
+void mh_snapshot_release(const char *path, uint64_t writer);
 
 /* 0 if path's directory is fit for a snapshot: owned by root or the daemon's user (the
  * effective uid) and writable by nobody else, unless sticky (mode 1777, as /tmp) and owned

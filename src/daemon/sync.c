@@ -1005,6 +1005,8 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(err, errsize, "cannot start the mirror thread");
+        if (conf->mirror_snapshot != NULL)
+            mh_snapshot_release(conf->mirror_snapshot, s->snap_writer);
         mh_lag_stop(s->lag);
         pthread_mutex_destroy(&s->lock);
         pthread_mutex_destroy(&s->applied_lock);
@@ -1025,6 +1027,8 @@ void mh_sync_stop(struct mh_sync *s)
         shutdown(s->fd, SHUT_RDWR);   /* ends a blocking connect or read at once */
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
+    if (s->conf->mirror_snapshot != NULL)   /* after its exit save */
+        mh_snapshot_release(s->conf->mirror_snapshot, s->snap_writer);
     mh_lag_stop(s->lag);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->applied_lock);

@@ -374,7 +374,8 @@ static void test_temporary_file(void)
     mh_mirror_free(a);
 }
 
-/* A feed rebuilt by a reload claims the path: the old feed's later save is skipped. */
+/* A feed rebuilt by a reload claims the path: the old feed's later save is skipped, until
+ * the new one releases it. */
 static void test_newer_writer_wins(void)
 {
     struct mh_mirror *a = sample(), *b = empty();
@@ -393,6 +394,11 @@ static void test_newer_writer_wins(void)
     CHECK(save(path, next, a, why, sizeof why) == 8, "the newest writer saves: %s", why);
     CHECK(save(other, elsewhere, a, why, sizeof why) == 8, "another path: its own: %s", why);
     CHECK(save(path, 0, a, why, sizeof why) == 8, "unclaimed: saves: %s", why);
+    /* the newer feed gone (a reload that failed after building it): the old one saves again */
+    mh_snapshot_release(path, next);
+    CHECK(save(path, old, a, why, sizeof why) == 8, "released: the old writer saves: %s", why);
+    mh_snapshot_release(path, old);
+    mh_snapshot_release(other, elsewhere);
     unlink(other);
     mh_mirror_free(a);
     mh_mirror_free(b);
