@@ -451,10 +451,11 @@ def _sample_checks(R, s):
         expect(not stray, "service account sees entries outside ou=people: %s" % stray)
         expect(len(allr) == 307 + 3 + 1, "sees %d entries, want 311" % len(allr))
         top = [e for e in allr if e["dn"] == s.base]
-        expect(len(top) == 1 and set(top[0]) <= {"contextCSN", "dn"},
-               "of the suffix entry only its contextCSN (lag checks): %r" % top)
+        expect(len(top) == 1 and set(top[0]) <= {"contextCSN", "entryUUID", "dn"},
+               "of the suffix entry only its contextCSN (lag checks) and entryUUID (the "
+               "mirror snapshot's directory): %r" % top)
     R.check("service account may search from the suffix, sees only ou=people and the "
-            "suffix's contextCSN", from_suffix)
+            "suffix's contextCSN and entryUUID", from_suffix)
 
     def no_password():
         for attrs in (["userPassword"], ["*", "+"]):

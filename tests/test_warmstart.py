@@ -11,18 +11,26 @@ session log, from ldif/syncprov.ldif).
    mailhostd_mirror_refresh_entries_total and the "live" line), and the changes and the
    delete are visible.
 2. A snapshot whose cookie the provider cannot resume from ends in a right mirror after a
-   full refresh (said in the log); a loaded snapshot stops routing at
-   mirror_snapshot_max_age while the directory stays away; with verify_password yes and a
-   credential cache, a loaded snapshot never vouches for a password.
+   full refresh (said in the log); so does one whose cookie the provider refuses (newer
+   than its own state: unwillingToPerform), which is dropped with a warning, and the
+   full refresh clears the snapshot's "incomplete" flag, which a resume carries; a loaded
+   snapshot stops routing at mirror_snapshot_max_age while the directory stays away; with
+   verify_password yes and a credential cache, a snapshot whose feed cannot resume never
+   vouches for a password, even one the directory accepted meanwhile.
 3. A snapshot that is corrupt (a flipped byte), truncated, made for another ldap_filter,
    older than mirror_snapshot_max_age, or writable by others is ignored with a log line
-   saying why, and a full refresh follows; the daemon never crashes.
+   saying why, and a full refresh follows; the daemon never crashes.  A directory others
+   may write is refused (no load, no save).  A reload that rebuilds the feed: the old
+   feed's exit save is skipped, the new configuration's snapshot stays.  A schema check
+   that refuses the mirror removes the snapshot.
 Needs slapd and ldap-utils: without them this test FAILS, it never skips.
 """
 import hashlib
 import os
 import re
+import signal
 import struct
+import subprocess
 import sys
 import time
 import urllib.request
@@ -31,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
 from faultproxy import FaultProxy  # noqa: E402
-from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
+from mhtest import Daemon, Runner, check, find_daemon, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import NEW, OLD, config, expect_ok, expect_refused, expect_tempfail, \
     state_path  # noqa: E402
@@ -215,6 +223,68 @@ def put_snapshot(c, data):
     with open(c.snap, "wb") as f:   # in place: the daemon's user keeps owning it
         f.write(data)
     os.chmod(c.snap, 0o600)
+    st = os.stat(os.path.dirname(c.snap))   # a new file: the daemon's user's, as its directory
+    os.chown(c.snap, st.st_uid, st.st_gid)
+
+
+HEADER_FLAGS = 8 + 4 + 32 + 8 + 8 + 8   # snapshot.h: the mirror's flags (u32), then the cookie
+
+
+def resum(data):
+    """The data with its SHA-256 trailer made right again."""
+    body = bytes(data[:-32])
+    return body + hashlib.sha256(body).digest()
+
+
+def with_flags(data, flags):
+    data = bytearray(data)
+    struct.pack_into("<I", data, HEADER_FLAGS, flags)
+    return resum(data)
+
+
+def cookie_of(data):
+    (clen,) = struct.unpack_from("<I", data, HEADER_FLAGS + 4)
+    return bytes(data[HEADER_FLAGS + 8:HEADER_FLAGS + 8 + clen])
+
+
+def base_uuid_at(data):
+    """Where the base entry's entryUUID (u32 length, bytes) follows the cookie."""
+    (clen,) = struct.unpack_from("<I", data, HEADER_FLAGS + 4)
+    return HEADER_FLAGS + 8 + clen
+
+
+def base_uuid_of(data):
+    at = base_uuid_at(data)
+    (ulen,) = struct.unpack_from("<I", data, at)
+    return bytes(data[at + 4:at + 4 + ulen])
+
+
+def with_base_uuid(data, uuid):
+    at = base_uuid_at(data)
+    (ulen,) = struct.unpack_from("<I", data, at)
+    return resum(data[:at] + struct.pack("<I", len(uuid)) + uuid + data[at + 4 + ulen:])
+
+
+def with_fingerprint(data, fp):
+    data = bytearray(data)
+    data[12:44] = fp
+    return resum(data)
+
+
+def fingerprint(c, text, name):
+    """What snapshot.c's mh_snapshot_fingerprint makes of a configuration, from the values
+    mailhostd -T prints (the derived mirror_filter and attribute lists included)."""
+    path = os.path.join(c.work, name + "-T.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    out = subprocess.run([find_daemon(), "-T", "-c", path], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=60).stdout.decode()
+    vals = dict(re.findall(r"^(\w+) (.*)$", out, re.M))
+    scope = {"base": "0", "one": "1", "sub": "2"}[vals["ldap_scope"]]
+    parts = ["mailhostd mirror snapshot", "1", vals["ldap_base"], scope, vals["mirror_filter"],
+             vals["mirror_login_attributes"], vals.get("mirror_recipient_attributes", ""),
+             vals["ldap_route_attribute"], vals.get("ldap_state_attribute", "")]
+    return hashlib.sha256(b"".join(p.encode() + b"\0" for p in parts)).digest()
 
 
 def t_cookie_older_than_the_session_log(c):
@@ -239,16 +309,33 @@ def t_cookie_older_than_the_session_log(c):
     check(status == 0, "exit status %s", status)
 
 
+SYNC_CONTROL = b"1.3.6.1.4.1.4203.1.9.1.1"   # RFC 4533's Sync Request Control, in the request
+
+
 def t_stale_snapshot_never_vouches_for_a_password(c):
-    """verify_password yes and a credential cache: while only the snapshot answers, a right
-    password is no OK (no bind possible: try later), never vouched for by the snapshot."""
+    """verify_password yes and a credential cache; the snapshot loaded, its sync search lost
+    on the way (the copy stays stale) while binds reach the directory: a right password is
+    accepted by a bind, and once the directory is away the same login and password are no
+    OK (try later), never vouched for by the stale copy with what the bind just accepted."""
     put_snapshot(c, c.good)
-    c.proxy.refuse()
+    c.proxy.swallow(SYNC_CONTROL)
     d = Daemon(c.work, config(c.work, c.slapd, uris=c.proxy.uri, extra="mirror yes\n"
-                              "mirror_snapshot %s\ncredential_cache_ttl 5m\n" % c.snap),
+                              "mirror_snapshot %s\ncredential_cache_ttl 5m\n"
+                              "status_listen 127.0.0.1:0\n" % c.snap),
                name="vouch").start()
     try:
         wait_log(d, r"mirror: loaded snapshot of \d+ entries")
+        wait_log(d, r"mirror: resuming from ")
+        mark = len(d.read_log())
+        for _ in range(2):
+            expect_ok(request(d.addr, "alice@example.com", "Alice-pw-1"), OLD, user="alice")
+            check(via(d, "alice@example.com", mark) == "mirror+directory",
+                  "the entry from the copy, the password by a bind: %s",
+                  via(d, "alice@example.com", mark))
+        check(c.proxy.stats()["swallowed"] >= 1, "the sync search was held back")
+        check("mirror: live" not in d.read_log(), "the copy stayed stale")
+        check(metrics(d).get("mailhostd_mirror_state") == "2", "state stale")
+        c.proxy.refuse()
         mark = len(d.read_log())
         expect_tempfail(request(d.addr, "alice@example.com", "Alice-pw-1"))
         check(re.search(r'auth user="alice@example.com".* outcome=tempfail', d.read_log()[mark:]),
@@ -261,18 +348,20 @@ def t_stale_snapshot_never_vouches_for_a_password(c):
 
 
 def t_snapshot_stops_routing_at_its_max_age(c):
-    """Loaded 3597 s old with mirror_snapshot_max_age 3600s and the directory away: it routes
-    (stale) for 3 s, then every login asks the directory (try later)."""
+    """Loaded 3580 s old with mirror_snapshot_max_age 3600s and the directory away: it routes
+    (stale) for 20 s (room for a slow start under a sanitizer on a busy machine), then every
+    login asks the directory (try later)."""
     put_snapshot(c, c.good)
-    age(c.snap, 3597)
+    age(c.snap, 3580)
     c.proxy.refuse()
     d = Daemon(c.work, conf(c, "mirror_snapshot_max_age 3600s\n"), name="expire").start()
     try:
-        wait_log(d, r"mirror: loaded snapshot of \d+ entries \(age 359\d s\)")
+        wait_log(d, r"mirror: loaded snapshot of \d+ entries \(age 35[89]\d s\)")
         mark = len(d.read_log())
         expect_ok(request(d.addr, "%s@example.com" % user(1), "x"), NEW)
         check(via(d, "%s@example.com" % user(1), mark) == "mirror(stale)", "stale routing")
-        wait_log(d, r"mirror: the snapshot is now older than mirror_snapshot_max_age \(3600 s\)")
+        wait_log(d, r"mirror: the snapshot is now older than mirror_snapshot_max_age \(3600 s\)",
+                 timeout=60)
         check(metrics(d).get("mailhostd_mirror_state") == "0", "no copy to route from")
         expect_tempfail(request(d.addr, "%s@example.com" % user(1), "x"))
         mark = len(d.read_log())
@@ -283,6 +372,160 @@ def t_snapshot_stops_routing_at_its_max_age(c):
         c.proxy.restore()
         status = d.stop()
     check(status == 0, "exit status %s", status)
+
+
+def t_refused_cookie_is_dropped(c):
+    """A cookie newer than the provider's state (slapd restored from an older backup, or
+    ldap_uri now naming a server that is behind), in a snapshot marked incomplete: slapd
+    refuses it (unwillingToPerform, "consumer state is newer than provider!").  The feed
+    drops it at once with a warning (one resume, not one a second for ever), a full refresh
+    makes the copy live and right, and clears the incomplete flag: every entry was sent again
+    and stored whole, so a miss is an answer again."""
+    cookie = cookie_of(c.good)
+    newer = re.sub(rb"csn=\d{14}\.\d{6}Z", b"csn=20990101000000.000000Z", cookie)
+    check(newer != cookie, "a CSN in the cookie: %r", cookie)
+    put_snapshot(c, with_flags(with_cookie(c.good, newer), 1))
+    d = Daemon(c.work, conf(c), name="newcookie").start()
+    try:
+        wait_log(d, r"mirror: loaded snapshot of %d entries" % (c.entries - 1))
+        wait_log(d, r"warning: mirror: \S+ refused to resume from the cookie \(.*newer.*\): "
+                    r"dropped; full refresh", timeout=30)
+        m = live_line(d, 0)
+        check("(full refresh)" in m.group(0) and int(m.group(2)) >= USERS - 1,
+              "a full refresh: %s", m.group(0))
+        check(len(re.findall(r"mirror: resuming from", d.read_log())) == 1, "one resume only")
+        wait_log(d, r"mirror: complete again")
+        vals = metrics(d)
+        check(int(vals["mailhostd_mirror_entries"]) == c.entries - 1, "entries: %s",
+              vals.get("mailhostd_mirror_entries"))
+        mark = len(d.read_log())
+        expect_refused(request(d.addr, "ghost@example.com", "x"))
+        check(via(d, "ghost@example.com", mark) == "mirror", "a miss answered by the mirror: %s",
+              via(d, "ghost@example.com", mark))
+        expect_ok(request(d.addr, "%s@example.com" % user(2), "x"), NEW)
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+    with open(c.snap, "rb") as f:
+        data = f.read()
+    check(struct.unpack_from("<I", data, HEADER_FLAGS)[0] == 0, "saved complete")
+    check(b"2099" not in cookie_of(data), "the refused cookie is not saved again")
+
+
+def t_cookie_of_another_directory_is_dropped(c):
+    """A snapshot whose cookie came from another directory with the same ldap_base (the base
+    entry's entryUUID differs; replicas of one provider share it): no resume from it, a
+    warning, and a full refresh that leaves only this directory's entries."""
+    check(re.match(rb"^[0-9a-f]{8}-[0-9a-f]{4}-", base_uuid_of(c.good)) is not None,
+          "the snapshot names its directory's base entry: %r", base_uuid_of(c.good))
+    put_snapshot(c, with_base_uuid(c.good, b"00000000-1111-2222-3333-444444444444"))
+    d = Daemon(c.work, conf(c), name="otherdir").start()
+    try:
+        wait_log(d, r"mirror: loaded snapshot of %d entries" % (c.entries - 1))
+        wait_log(d, r"warning: mirror: \S+ is another directory \(the entryUUID of ldap_base "
+                    r"is \S+ there, 00000000-1111-2222-3333-444444444444 where the cookie came "
+                    r"from\): cookie dropped; full refresh")
+        m = live_line(d, 0)
+        check("(full refresh)" in m.group(0), "a full refresh: %s", m.group(0))
+        check("mirror: resuming from" not in d.read_log(), "no resume")
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+    with open(c.snap, "rb") as f:
+        check(base_uuid_of(f.read()) == base_uuid_of(c.good), "saved with this directory's")
+
+
+def t_incomplete_is_carried_by_a_resume(c):
+    """A snapshot marked incomplete (an entry was not stored whole) resumed from its cookie:
+    the entries the provider does not send again stay as they were, so the flag stays and a
+    miss still asks the directory."""
+    put_snapshot(c, with_flags(c.good, 1))
+    d = Daemon(c.work, conf(c), name="incomplete").start()
+    try:
+        m = live_line(d, 0)
+        check("full refresh" not in m.group(0), "a resume: %s", m.group(0))
+        mark = len(d.read_log())
+        expect_refused(request(d.addr, "ghost@example.com", "x"))
+        check(via(d, "ghost@example.com", mark) != "mirror", "the directory judged the miss: %s",
+              via(d, "ghost@example.com", mark))
+        check("complete again" not in d.read_log(), "not cleared")
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+
+
+def t_reload_rebuild_keeps_the_new_snapshot(c):
+    """A reload whose mirror_filter differs rebuilds the feed: the old feed's exit save (run
+    when its generation is let go) is skipped, so the file ends with the new configuration's
+    snapshot, which the next start loads."""
+    put_snapshot(c, c.good)
+    first = conf(c, "mirror_snapshot_interval 1s\n")
+    other = conf(c, "mirror_snapshot_interval 1s\nldap_filter "
+                    "(&(objectClass=inetOrgPerson)(|(uid=%s)(mail=%s)))\n")
+    check(fingerprint(c, first, "fp-first") == c.good[12:44], "the test computes fingerprints "
+          "as mailhostd does")
+    new_fp = fingerprint(c, other, "fp-other")
+    d = Daemon(c.work, first, name="rebuild").start()
+    try:
+        live_line(d, 0)
+        wait_log(d, r"mirror: snapshot \S+ saved once live")
+        mark = len(d.read_log())
+        with open(d.conf_path, "w") as f:
+            f.write(other)
+        d.proc.send_signal(signal.SIGHUP)
+        wait_log(d, r"reloaded ", start=mark)
+        wait_log(d, r"mirror: snapshot \S+ not saved at exit: a newer configuration's feed "
+                    r"writes it", start=mark, timeout=60)
+        live_line(d, mark)
+        wait_log(d, r"mirror: snapshot \S+ saved once live", start=mark)
+        with open(c.snap, "rb") as f:
+            check(f.read()[12:44] == new_fp, "the new configuration's snapshot")
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+    check(re.search(r"mirror: snapshot \S+ saved at exit", d.read_log()[mark:]) is not None,
+          "the new feed saved at exit")
+    with open(c.snap, "rb") as f:
+        check(f.read()[12:44] == new_fp, "still the new configuration's snapshot")
+
+
+def t_snapshot_directory_writable_by_others(c):
+    """mirror_snapshot in a directory every user may write: neither loaded nor saved, said
+    at level error; the mirror works without it."""
+    wdir = os.path.join(c.work, "everyone")
+    os.makedirs(wdir, exist_ok=True)
+    os.chmod(wdir, 0o777)
+    path = os.path.join(wdir, "mirror.snap")
+    text = conf(c).replace("mirror_snapshot %s\n" % c.snap, "mirror_snapshot %s\n" % path)
+    d = Daemon(c.work, text, name="everyone").start()
+    try:
+        wait_log(d, r"error: mirror: mirror_snapshot \S+ not used \(neither loaded nor saved\): "
+                    r"its directory \S+ is writable by other users")
+        live_line(d, 0)
+        expect_ok(request(d.addr, "%s@example.com" % user(1), "x"), NEW)
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+    check(os.listdir(wdir) == [], "nothing written there: %s", os.listdir(wdir))
+
+
+def t_schema_refusal_removes_the_snapshot(c):
+    """A snapshot made for a configuration whose login attribute (telephoneNumber) the
+    directory compares with another rule than the mirror's: it loads, the schema check on
+    the first connection turns the mirror off and removes the file, so no later start routes
+    from it."""
+    text = conf(c, "ldap_filter (&(objectClass=inetOrgPerson)(|(uid=%s)(telephoneNumber=%s)))\n")
+    put_snapshot(c, with_fingerprint(c.good, fingerprint(c, text, "fp-phone")))
+    d = Daemon(c.work, text, name="schema").start()
+    try:
+        wait_log(d, r"mirror: loaded snapshot of \d+ entries")
+        wait_log(d, r"mirror: off: the directory compares telephoneNumber with ")
+        wait_log(d, r"mirror: snapshot \S+ removed \(the schema check refused the mirror\)")
+        check(not os.path.exists(c.snap), "the snapshot is gone")
+    finally:
+        status = d.stop()
+    check(status == 0, "exit status %s", status)
+    check(not os.path.exists(c.snap), "and not saved again at exit")
 
 
 def t_corrupt_snapshot(c):
@@ -327,7 +570,12 @@ def main():
                   t_stale_snapshot_never_vouches_for_a_password,
                   t_snapshot_stops_routing_at_its_max_age,
                   t_corrupt_snapshot, t_truncated_snapshot, t_snapshot_of_another_filter,
-                  t_snapshot_too_old, t_snapshot_writable_by_others):
+                  t_snapshot_too_old, t_snapshot_writable_by_others,
+                  t_refused_cookie_is_dropped, t_cookie_of_another_directory_is_dropped,
+                  t_incomplete_is_carried_by_a_resume,
+                  t_reload_rebuild_keeps_the_new_snapshot,
+                  t_snapshot_directory_writable_by_others,
+                  t_schema_refusal_removes_the_snapshot):
             runner.run(t, c)
     finally:
         if c.d is not None:

@@ -64,6 +64,7 @@ struct mh_mirror {
     atomic_int state;
     atomic_uint_fast64_t stale_count;   /* transitions to MH_MIRROR_STALE */
     atomic_int incomplete;      /* an entry could not be stored whole: misses ask the directory */
+    uint64_t incomplete_marks;  /* mh_mirror_set_incomplete calls (writer only) */
     atomic_int wild[2];         /* entries with F_WILD_LOGIN, F_WILD_RECIPIENT */
     /* writer only */
     struct ment **uslot;        /* by entryUUID; NULL empty, (void *)1 tombstone */
@@ -139,7 +140,15 @@ void mh_mirror_free(struct mh_mirror *m)
     free(m);
 }
 
-void mh_mirror_set_incomplete(struct mh_mirror *m) { atomic_store(&m->incomplete, 1); }
+void mh_mirror_set_incomplete(struct mh_mirror *m)
+{
+    m->incomplete_marks++;
+    atomic_store(&m->incomplete, 1);
+}
+
+uint64_t mh_mirror_incomplete_marks(const struct mh_mirror *m) { return m->incomplete_marks; }
+
+void mh_mirror_clear_incomplete(struct mh_mirror *m) { atomic_store(&m->incomplete, 0); }
 
 int mh_mirror_incomplete(const struct mh_mirror *m)
 {

@@ -119,9 +119,16 @@ void mh_mirror_set_state(struct mh_mirror *m, enum mh_mirror_state s);
 uint64_t mh_mirror_stale_count(const struct mh_mirror *m);
 
 /* Says an entry could not be stored whole (no memory, more than 255 keys): from then on a
- * miss is not an answer, the directory is asked (*needs_directory).  Sticky. */
+ * miss is not an answer, the directory is asked (*needs_directory).  Sticky until
+ * mh_mirror_clear_incomplete. */
 void mh_mirror_set_incomplete(struct mh_mirror *m);
 int mh_mirror_incomplete(const struct mh_mirror *m);   /* 1 once set (any thread) */
+/* Writer thread: how many times the mirror was marked incomplete since it was made (two
+ * readings tell whether an entry failed in between). */
+uint64_t mh_mirror_incomplete_marks(const struct mh_mirror *m);
+/* Writer thread: every entry is whole again (sync.c: a refresh without a cookie in which
+ * none failed, whose sweep removed every entry it did not send). */
+void mh_mirror_clear_incomplete(struct mh_mirror *m);
 
 /* ---- snapshots (snapshot.h): the entries as stored, writer thread only ---- */
 

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,106 @@ void mh_snapshot_fingerprint(const struct mh_conf *c, unsigned char fp[MH_SNAPSH
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)   /* each with its NUL: no run-ons */
         parts[i] = (struct mh_bytes){ v[i] ? v[i] : "", v[i] ? strlen(v[i]) + 1 : 1 };
     mh_digest_sha256(parts, sizeof v / sizeof v[0], fp);
+}
+
+/* ---- writers of a path ---- */
+
+/* The feeds that may write each path (mh_snapshot_claim until mh_snapshot_release); one
+ * save at a time in the process, so a save's temporary file (path.tmp) is never another's. */
+struct claim {
+    struct claim *next;
+    uint64_t id;
+    char path[];
+};
+
+static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct claim *claims;
+static uint64_t last_claim;
+
+uint64_t mh_snapshot_claim(const char *path)
+{
+    struct claim *c = malloc(sizeof *c + strlen(path) + 1);
+    uint64_t id = 0;   /* no memory: unclaimed, it saves as before claims */
+    pthread_mutex_lock(&claims_lock);
+    if (c != NULL) {
+        id = c->id = ++last_claim;
+        strcpy(c->path, path);
+        c->next = claims;
+        claims = c;
+    }
+    pthread_mutex_unlock(&claims_lock);
+    return id;
+}
+
+void mh_snapshot_release(const char *path, uint64_t writer)
+{
+    pthread_mutex_lock(&claims_lock);
+    for (struct claim **p = &claims; *p != NULL; p = &(*p)->next)
+        if ((*p)->id == writer && strcmp((*p)->path, path) == 0) {
+            struct claim *c = *p;
+            *p = c->next;
+            free(c);
+            break;
+        }
+    pthread_mutex_unlock(&claims_lock);
+}
+
+/* A newer claim of path is held: a reload's new feed writes it. */
+static int superseded(const char *path, uint64_t writer)
+{
+    int newer = 0;
+    pthread_mutex_lock(&claims_lock);
+    for (struct claim *c = claims; c != NULL && writer != 0 && !newer; c = c->next)
+        newer = c->id > writer && strcmp(c->path, path) == 0;
+    pthread_mutex_unlock(&claims_lock);
+    return newer;
+}
+
+/* ---- the directory ---- */
+
+/* The directory holding path, malloc'ed; NULL: no memory. */
+static char *dir_of(const char *path)
+{
+    char *dir = malloc(strlen(path) + 2);
+    if (dir == NULL)
+        return NULL;
+    strcpy(dir, path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    return dir;
+}
+
+int mh_snapshot_dir_check(const char *path, char *why, size_t whysize)
+{
+    char *dir = dir_of(path);
+    struct stat st;
+    int rc = -1;
+    if (dir == NULL) {
+        snprintf(why, whysize, "out of memory");
+        return -1;
+    }
+    if (stat(dir, &st) < 0)
+        snprintf(why, whysize, "its directory %s: %s", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(why, whysize, "%s is not a directory", dir);
+    /* whoever may rename or replace files there could make the copy route logins */
+    else if ((st.st_uid != 0 && st.st_uid != geteuid()) ||
+             ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
+              ((st.st_mode & S_ISVTX) == 0 || (st.st_uid != 0 && st.st_uid != geteuid()))))
+        snprintf(why, whysize, "its directory %s is writable by other users (mode %04o, owner "
+                 "uid %lu): it must belong to root or the daemon's user and be writable by "
+                 "nobody else, unless it is sticky (mode 1777 as /tmp)", dir,
+                 (unsigned)(st.st_mode & 07777), (unsigned long)st.st_uid);
+    else
+        rc = 0;
+    free(dir);
+    return rc;
 }
 
 /* ---- writing ---- */
@@ -92,16 +193,9 @@ static int count_entry(const struct mh_mirror_stored *e, void *arg)
 /* fsync of the directory holding path: the rename itself survives a crash */
 static int sync_dir(const char *path)
 {
-    char *dir = strdup(path);
+    char *dir = dir_of(path);
     if (dir == NULL)
         return -1;
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        strcpy(dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1;
     if (fd >= 0) {
         rc = fsync(fd);
@@ -111,31 +205,39 @@ static int sync_dir(const char *path)
     return rc;
 }
 
-long mh_snapshot_save(const char *path, struct mh_mirror *m,
+long mh_snapshot_save(const char *path, uint64_t writer, struct mh_mirror *m,
                       const unsigned char fp[MH_SNAPSHOT_FP_LEN], const char *cookie,
-                      size_t cookie_len, uint64_t saved_at, char *why, size_t whysize)
+                      size_t cookie_len, const char *base_uuid, uint64_t saved_at, char *why,
+                      size_t whysize)
 {
     struct out o = { NULL, NULL, 0, 0 };
     unsigned char sum[MH_DIGEST_LEN];
     uint64_t n[2] = { 0, 0 };   /* entries, keys */
     long rc = -1;
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 8);
-    int fd = -1;
-    if (tmp != NULL)
-        tmp[0] = '\0';   /* no temporary file yet */
+    char *tmp = malloc(plen + 5);
+    int fd = -1, made = 0;
+    pthread_mutex_lock(&save_lock);
+    if (superseded(path, writer)) {
+        snprintf(why, whysize, "a newer configuration's feed writes it");
+        rc = MH_SNAPSHOT_SUPERSEDED;
+        goto done;
+    }
     if (tmp == NULL || (o.sum = mh_digest_stream_new()) == NULL) {
         snprintf(why, whysize, "out of memory");
         goto done;
     }
     memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".XXXXXX", 8);
-    if ((fd = mkstemp(tmp)) < 0) {   /* mode 0600 */
-        snprintf(why, whysize, "cannot create a temporary file next to it: %s",
-                 strerror(errno));
-        tmp[0] = '\0';
+    memcpy(tmp + plen, ".tmp", 5);
+    /* one fixed name: what a crash during a save leaves is replaced by the next save, never
+     * piles up; O_EXCL and O_NOFOLLOW: never through a link someone put there */
+    if ((unlink(tmp) < 0 && errno != ENOENT) ||
+        (fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+        snprintf(why, whysize, "cannot create the temporary file %s.tmp next to it: %s",
+                 path, strerror(errno));
         goto done;
     }
+    made = 1;
     if ((o.fp = fdopen(fd, "w")) == NULL) {
         snprintf(why, whysize, "%s", strerror(errno));
         close(fd);
@@ -152,6 +254,8 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
     put_u(&o, mh_mirror_incomplete(m) ? SNAP_INCOMPLETE : 0, 4);
     put_u(&o, cookie_len, 4);
     put(&o, cookie, cookie_len);
+    put_u(&o, base_uuid ? strlen(base_uuid) : 0, 4);
+    put(&o, base_uuid, base_uuid ? strlen(base_uuid) : 0);
     mh_mirror_foreach(m, put_entry, &o);
     errno = 0;
     if (!o.err && mh_digest_stream_final(o.sum, sum) == 0 &&
@@ -160,7 +264,7 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
         int closed = fclose(o.fp);
         o.fp = NULL;
         if (closed == 0 && rename(tmp, path) == 0) {
-            tmp[0] = '\0';   /* nothing to remove */
+            made = 0;   /* nothing to remove */
             sync_dir(path);
             rc = o.n;
         }
@@ -170,8 +274,9 @@ long mh_snapshot_save(const char *path, struct mh_mirror *m,
 done:
     if (o.fp != NULL)
         fclose(o.fp);
-    if (tmp != NULL && tmp[0] != '\0')
+    if (made)
         unlink(tmp);
+    pthread_mutex_unlock(&save_lock);
     free(tmp);
     mh_digest_stream_free(o.sum);
     return rc;
@@ -231,8 +336,8 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
                                          const unsigned char fp[MH_SNAPSHOT_FP_LEN],
                                          uint64_t now, unsigned max_age_s, uint32_t mark,
                                          char **cookie, size_t *cookie_len,
-                                         uint64_t *saved_at, size_t *entries, char *why,
-                                         size_t whysize)
+                                         char **base_uuid, uint64_t *saved_at,
+                                         size_t *entries, char *why, size_t whysize)
 {
     enum mh_snapshot_result r = MH_SNAPSHOT_REFUSED;
     unsigned char *map = MAP_FAILED, sum[MH_DIGEST_LEN];
@@ -240,6 +345,7 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
     size_t size = 0, loaded = 0;
     char *parent = NULL, *route = NULL;
     *cookie = NULL;
+    *base_uuid = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         r = errno == ENOENT ? MH_SNAPSHOT_NONE : MH_SNAPSHOT_FAILED;
@@ -292,7 +398,10 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
     uint64_t flags = get_u(&in, 4);
     uint64_t clen = get_u(&in, 4);
     const unsigned char *c = get(&in, clen);
-    if (in.bad || clen == 0 || (flags & ~(uint64_t)SNAP_INCOMPLETE) != 0) {
+    uint64_t ulen = get_u(&in, 4);
+    const unsigned char *u = get(&in, ulen);
+    if (in.bad || clen == 0 || (flags & ~(uint64_t)SNAP_INCOMPLETE) != 0 ||
+        ulen > MH_SNAPSHOT_UUID_MAX || (ulen > 0 && memchr(u, '\0', ulen) != NULL)) {
         snprintf(why, whysize, "corrupt (header)");
         goto done;
     }
@@ -361,7 +470,8 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
         snprintf(why, whysize, "corrupt (bytes after the last entry)");
         goto done;
     }
-    if ((*cookie = malloc(clen + 1)) == NULL) {
+    if ((*cookie = malloc(clen + 1)) == NULL ||
+        (ulen > 0 && (*base_uuid = strndup((const char *)u, ulen)) == NULL)) {
         snprintf(why, whysize, "out of memory");
         r = MH_SNAPSHOT_FAILED;
         goto done;
@@ -375,6 +485,11 @@ enum mh_snapshot_result mh_snapshot_load(const char *path, struct mh_mirror *m,
     *entries = loaded;
     r = MH_SNAPSHOT_LOADED;
 done:
+    if (r != MH_SNAPSHOT_LOADED) {
+        free(*cookie);
+        free(*base_uuid);
+        *cookie = *base_uuid = NULL;
+    }
     if (r != MH_SNAPSHOT_LOADED && loaded > 0)
         mh_mirror_sweep(m, mark + 1);   /* nothing half-loaded stays */
     free(parent);

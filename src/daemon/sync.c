@@ -21,6 +21,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -30,6 +31,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_ATTRS 20
 #define PROBE_EVERY_MS 2000
@@ -60,10 +62,15 @@ struct mh_sync {
     struct mh_csn_set applied;      /* the CSNs of the cookies applied (mh_sync_info) */
     atomic_uint_fast64_t refresh_entries;  /* entries sent in refresh phases, all sessions */
     int refresh_full;               /* the current refresh started without a cookie */
+    uint64_t refresh_marks;         /* mh_mirror_incomplete_marks when it started */
     /* warm restart (snapshot.h): the thread's own */
     unsigned char fp[MH_SNAPSHOT_FP_LEN];
     uint64_t snap_next_ms;          /* next periodic save (mh_now_ms), once live */
     uint64_t snap_until_ms;         /* a loaded snapshot passes its max age; 0: none pending */
+    uint64_t snap_writer;           /* mh_snapshot_claim */
+    int snap_off;                   /* its directory is unfit: neither loaded nor saved */
+    char *base_uuid;                /* ldap_base's entryUUID where the cookie came from;
+                                     * NULL: unknown */
 };
 
 void mh_sync_info(const struct mh_sync *s, struct mh_sync_info *out)
@@ -148,6 +155,7 @@ static unsigned kinds_of(const struct mh_sync *s, const char *desc)
     return kinds;
 }
 
+/* 0: stored; 1: not stored (the mirror is marked incomplete, an older version removed). */
 static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsigned char *uuid)
 {
     struct berval ***held = NULL;
@@ -205,7 +213,7 @@ static int apply_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *e, const unsign
                "not hold now ask the directory");
         if (dn != NULL)
             mh_mirror_delete(s->mirror, uuid);   /* never route with an outdated version */
-        rc = 0;
+        rc = 1;
     }
     free(keys);
     for (size_t i = 0; i < nheld; i++)
@@ -333,11 +341,13 @@ static int on_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *msg)
     LDAPControl *c = ldap_control_find(LDAP_CONTROL_SYNC_STATE, ctrls, NULL);
     BerElement *ber = c ? ber_init(&c->ldctl_value) : NULL;
     ber_int_t state = -1;
+    int stored = 1;
     struct berval uuid = { 0, NULL }, cookie = { 0, NULL };
     ber_len_t len;
     if (ber != NULL && ber_scanf(ber, "{em", &state, &uuid) != LBER_ERROR && uuid.bv_len == 16) {
-        if (ber_peek_tag(ber, &len) == LDAP_TAG_SYNC_COOKIE && ber_scanf(ber, "m", &cookie) != LBER_ERROR)
-            set_cookie(s, &cookie);
+        if (ber_peek_tag(ber, &len) == LDAP_TAG_SYNC_COOKIE &&
+            ber_scanf(ber, "m", &cookie) == LBER_ERROR)
+            cookie.bv_val = NULL;
         const unsigned char *u = (const unsigned char *)uuid.bv_val;
         if (!s->live) {
             s->r_present += state == LDAP_SYNC_PRESENT;
@@ -353,7 +363,8 @@ static int on_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *msg)
             break;
         case LDAP_SYNC_ADD:
         case LDAP_SYNC_MODIFY:
-            rc = apply_entry(s, ld, msg, u);
+            stored = apply_entry(s, ld, msg, u) == 0;
+            rc = 0;
             break;
         case LDAP_SYNC_DELETE:
             mh_mirror_delete(s->mirror, u);
@@ -362,6 +373,10 @@ static int on_entry(struct mh_sync *s, LDAP *ld, LDAPMessage *msg)
         default:
             break;
         }
+        /* the cookie only once its change is in the mirror: a save (at exit, say) never
+         * claims a change the copy lacks */
+        if (rc == 0 && stored)
+            set_cookie(s, &cookie);
         if (rc == 0 && s->live) {
             atomic_fetch_add(&s->changes, 1);
             if (mh_log_get_level() >= LOG_DEBUG) {
@@ -390,6 +405,14 @@ static void refresh_done(struct mh_sync *s)
      * entry deleted meanwhile) is gone, whichever phase ended it */
     if (s->refresh_seen_present || s->refresh_full)
         swept = mh_mirror_sweep(s->mirror, s->mark);
+    /* after a refresh that sent every entry and stored each whole, the copy is complete
+     * again (a snapshot's flag included); a resume, even one answered with a present phase,
+     * does not resend the entries it reports unchanged: the flag is carried */
+    if (s->refresh_full && mh_mirror_incomplete(s->mirror) &&
+        mh_mirror_incomplete_marks(s->mirror) == s->refresh_marks) {
+        mh_mirror_clear_incomplete(s->mirror);
+        mh_log(LOG_NOTICE, "mirror: complete again: the full refresh stored every entry whole");
+    }
     s->live = 1;
     s->snap_until_ms = 0;
     uint64_t ms = mh_now_ms() - s->refresh_started_ms;
@@ -513,13 +536,16 @@ static void snapshot_save(struct mh_sync *s, const char *when)
 {
     const struct mh_conf *c = s->conf;
     char why[512], safe[512];
-    if (c->mirror_snapshot == NULL || s->cookie.bv_val == NULL)
+    if (c->mirror_snapshot == NULL || s->snap_off || s->cookie.bv_val == NULL)
         return;
     uint64_t t0 = mh_now_ms();
-    long n = mh_snapshot_save(c->mirror_snapshot, s->mirror, s->fp, s->cookie.bv_val,
-                              s->cookie.bv_len, (uint64_t)time(NULL), why, sizeof why);
+    long n = mh_snapshot_save(c->mirror_snapshot, s->snap_writer, s->mirror, s->fp,
+                              s->cookie.bv_val, s->cookie.bv_len, s->base_uuid,
+                              (uint64_t)time(NULL), why, sizeof why);
     mh_log_safe(safe, sizeof safe, c->mirror_snapshot, strlen(c->mirror_snapshot));
-    if (n < 0)
+    if (n == MH_SNAPSHOT_SUPERSEDED)
+        mh_log(LOG_INFO, "mirror: snapshot %s not saved %s: %s", safe, when, why);
+    else if (n < 0)
         mh_log(LOG_ERR, "mirror: cannot save the snapshot %s: %s", safe, why);
     else
         mh_log(LOG_INFO, "mirror: snapshot %s saved %s: %ld entries in %llu ms", safe, when, n,
@@ -530,7 +556,7 @@ static void snapshot_save(struct mh_sync *s, const char *when)
  * request threads do not).  1 if it saved. */
 static int snapshot_due(struct mh_sync *s, uint64_t now)
 {
-    if (s->conf->mirror_snapshot == NULL || !s->live || now < s->snap_next_ms ||
+    if (s->conf->mirror_snapshot == NULL || s->snap_off || !s->live || now < s->snap_next_ms ||
         mh_mirror_state(s->mirror) != MH_MIRROR_LIVE)
         return 0;
     snapshot_save(s, s->snap_next_ms == 0 ? "once live" : "periodically");
@@ -552,6 +578,25 @@ static void snapshot_expire(struct mh_sync *s, uint64_t now)
     }
 }
 
+/* The schema check refused the mirror: no later start may route from the saved copy (it
+ * would until its feed's first connection, and a restart with a fixed schema does a full
+ * refresh anyway). */
+static void snapshot_remove(struct mh_sync *s)
+{
+    const char *path = s->conf->mirror_snapshot;
+    char safe[512];
+    drop_cookie(s);
+    if (path == NULL || s->snap_off)
+        return;
+    mh_log_safe(safe, sizeof safe, path, strlen(path));
+    if (unlink(path) == 0)
+        mh_log(LOG_WARNING, "mirror: snapshot %s removed (the schema check refused the "
+               "mirror)", safe);
+    else if (errno != ENOENT)
+        mh_log(LOG_ERR, "mirror: cannot remove the snapshot %s (the schema check refused the "
+               "mirror): %s", safe, strerror(errno));
+}
+
 /* At the thread's start: the saved copy, served stale, and its cookie to resume from. */
 static void snapshot_load(struct mh_sync *s)
 {
@@ -562,9 +607,15 @@ static void snapshot_load(struct mh_sync *s)
     if (c->mirror_snapshot == NULL)
         return;
     mh_log_safe(safe, sizeof safe, c->mirror_snapshot, strlen(c->mirror_snapshot));
+    if (mh_snapshot_dir_check(c->mirror_snapshot, why, sizeof why) < 0) {
+        s->snap_off = 1;
+        mh_log(LOG_ERR, "mirror: mirror_snapshot %s not used (neither loaded nor saved): %s",
+               safe, why);
+        return;
+    }
     switch (mh_snapshot_load(c->mirror_snapshot, s->mirror, s->fp, now,
                              c->mirror_snapshot_max_age_s, s->mark, &cookie, &cookie_len,
-                             &saved_at, &n, why, sizeof why)) {
+                             &s->base_uuid, &saved_at, &n, why, sizeof why)) {
     case MH_SNAPSHOT_LOADED: {
         uint64_t age = now > saved_at ? now - saved_at : 0;
         set_cookie(s, &(struct berval){ (ber_len_t)cookie_len, cookie });
@@ -613,6 +664,54 @@ static int start_search(struct mh_sync *s, LDAP *ld, int *msgid)
     }
     ber_free(ber, 1);
     return rc;
+}
+
+/* A cookie from another directory with the same ldap_base (its base entry has another
+ * entryUUID; replicas of one provider share it) must not be resumed from: that server's
+ * session log could cover the cookie's CSN and send only its changes, leaving the other
+ * directory's entries in the copy.  Drops it then (a full refresh follows).  The base entry
+ * not readable: nothing to compare, the cookie is kept. */
+static void check_origin(struct mh_sync *s, LDAP *ld, struct mh_ldap *l)
+{
+    const struct mh_conf *c = s->conf;
+    struct timeval tv = { (time_t)(c->ldap_timeout_ms / 1000),
+                          (suseconds_t)(c->ldap_timeout_ms % 1000) * 1000 };
+    char *attrs[] = { "entryUUID", NULL }, *uuid = NULL;
+    LDAPMessage *res = NULL;
+    if (ldap_search_ext_s(ld, c->ldap_base, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL,
+                          NULL, &tv, 1, &res) == LDAP_SUCCESS) {
+        struct mh_entry *e = mh_entry_new(ld, ldap_first_entry(ld, res));
+        const char *v = e != NULL ? mh_entry_get(e, "entryUUID") : NULL;
+        if (v != NULL && strlen(v) <= MH_SNAPSHOT_UUID_MAX)
+            uuid = strdup(v);
+        mh_entry_free(e);
+    }
+    ldap_msgfree(res);
+    if (uuid == NULL)
+        return;
+    if (s->cookie.bv_val != NULL && s->base_uuid != NULL &&
+        strcasecmp(s->base_uuid, uuid) != 0) {
+        char a[128], b[128];
+        mh_log(LOG_WARNING, "mirror: %s is another directory (the entryUUID of ldap_base is "
+               "%s there, %s where the cookie came from): cookie dropped; full refresh",
+               c->ldap_uri[mh_ldap_uri(l)], mh_log_safe(a, sizeof a, uuid, strlen(uuid)),
+               mh_log_safe(b, sizeof b, s->base_uuid, strlen(s->base_uuid)));
+        drop_cookie(s);
+    }
+    free(s->base_uuid);
+    s->base_uuid = uuid;
+}
+
+/* Result codes with which a server refuses the cookie a sync search resumes from, not a
+ * passing state of its own: the feed drops the cookie and starts over with a full refresh
+ * (which removes what it does not send again).  unwillingToPerform is slapd's "consumer
+ * state is newer than provider!" (a server restored from an older backup, or one whose copy
+ * is behind the cookie's changes); protocolError a cookie it cannot decode.  Busy,
+ * unavailable, limits, access rights and the rest keep the cookie: the session is retried.
+ * (e-syncRefreshRequired is handled apart: it drops the cookie in any session.) */
+static int cookie_refused(int err)
+{
+    return err == LDAP_UNWILLING_TO_PERFORM || err == LDAP_PROTOCOL_ERROR;
 }
 
 static void go_stale(struct mh_sync *s, const char *why)
@@ -677,18 +776,21 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
             /* a copy made on an earlier connection must not go on routing (stale) for ever:
              * without a feed it would never see another change */
             mh_mirror_set_state(s->mirror, MH_MIRROR_EMPTY);
+            snapshot_remove(s);
             why[0] = '\0';
             goto out;
         default:
             goto out;
         }
     }
+    check_origin(s, ld, l);
     s->mark++;
     s->live = 0;
     s->refresh_seen_present = 0;
     s->refresh_started_ms = mh_now_ms();
     s->r_changed = s->r_present = s->r_deleted = 0;
     s->refresh_full = s->cookie.bv_val == NULL;
+    s->refresh_marks = mh_mirror_incomplete_marks(s->mirror);
     if ((rc = start_search(s, ld, &msgid)) != LDAP_SUCCESS) {
         mh_ldap_set_error(l, "sync search", rc);
         snprintf(why, sizeof why, "%s", mh_ldap_error(l));
@@ -747,6 +849,13 @@ static void session(struct mh_sync *s, struct mh_ldap *l)
                         strncat(why, " [the directory offers no RFC 4533 sync: load slapd's "
                                 "syncprov overlay (ldif/syncprov.ldif) or set mirror no]",
                                 sizeof why - strlen(why) - 1);
+                    if (!s->refresh_full && cookie_refused(err)) {
+                        /* resuming from it again would fail the same way every second,
+                         * with the copy (a snapshot's, say) never live again */
+                        drop_cookie(s);
+                        mh_log(LOG_WARNING, "mirror: %s refused to resume from the cookie "
+                               "(%s): dropped; full refresh", c->ldap_uri[mh_ldap_uri(l)], why);
+                    }
                 }
                 ldap_memfree(text);
                 ldap_msgfree(msg);
@@ -881,6 +990,8 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
         s->attrs[n++] = conf->ldap_state_attribute;
     s->attrs[n] = NULL;
     mh_snapshot_fingerprint(conf, s->fp);
+    if (conf->mirror_snapshot != NULL)
+        s->snap_writer = mh_snapshot_claim(conf->mirror_snapshot);
 
     if (conf->mirror_max_lag_ms > 0 && conf->n_uri > 1) {
         char why[200];
@@ -894,6 +1005,8 @@ struct mh_sync *mh_sync_start(const struct mh_conf *conf, struct mh_dir *dir,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(err, errsize, "cannot start the mirror thread");
+        if (conf->mirror_snapshot != NULL)
+            mh_snapshot_release(conf->mirror_snapshot, s->snap_writer);
         mh_lag_stop(s->lag);
         pthread_mutex_destroy(&s->lock);
         pthread_mutex_destroy(&s->applied_lock);
@@ -914,10 +1027,13 @@ void mh_sync_stop(struct mh_sync *s)
         shutdown(s->fd, SHUT_RDWR);   /* ends a blocking connect or read at once */
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
+    if (s->conf->mirror_snapshot != NULL)   /* after its exit save */
+        mh_snapshot_release(s->conf->mirror_snapshot, s->snap_writer);
     mh_lag_stop(s->lag);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->applied_lock);
     drop_cookie(s);
+    free(s->base_uuid);
     free(s->store);
     free(s);
 }

@@ -2,7 +2,9 @@
 /* test_snapshot.c - the mirror's snapshot file: a round trip answers every lookup as the
  * original did (exact, suspect and wild keys, flags, DNs); any flipped byte or truncation,
  * another fingerprint, an old or future file are refused and leave the mirror empty;
- * mh_mirror_restore refuses malformed stored keys; the file is mode 0600. */
+ * mh_mirror_restore refuses malformed stored keys; the file is mode 0600; a crash's
+ * temporary file is replaced, a link there never followed; a superseded writer's save is
+ * skipped; a directory others may write is refused. */
 #include "config.h"
 #include "snapshot.h"
 #include "check.h"
@@ -16,6 +18,7 @@
 static char path[64];
 static const unsigned char FP[MH_SNAPSHOT_FP_LEN] = { 1, 2, 3 };
 #define NOW 2000000000u
+#define BASE_UUID "3a5e9d6c-1b2f-4c1e-9a7d-0f1e2d3c4b5a"
 
 static void uuid_of(unsigned n, unsigned char u[16])
 {
@@ -98,15 +101,20 @@ static struct mh_mirror *empty(void)
 static enum mh_snapshot_result load(struct mh_mirror *m, const unsigned char *fp, uint64_t now,
                                     char *why, size_t whysize, size_t *n)
 {
-    char *cookie = NULL;
+    char *cookie = NULL, *uuid = NULL;
     size_t clen = 0;
     uint64_t at = 0;
     enum mh_snapshot_result r = mh_snapshot_load(path, m, fp, now, 86400, 9, &cookie, &clen,
-                                                 &at, n, why, whysize);
+                                                 &uuid, &at, n, why, whysize);
     if (r == MH_SNAPSHOT_LOADED)
-        CHECK(clen == 13 && strcmp(cookie, "rid=001,csn=x") == 0 && at == NOW - 10,
-              "cookie %s, saved at %llu", cookie, (unsigned long long)at);
+        CHECK(clen == 13 && strcmp(cookie, "rid=001,csn=x") == 0 && at == NOW - 10 &&
+              uuid != NULL && strcmp(uuid, BASE_UUID) == 0,
+              "cookie %s, base %s, saved at %llu", cookie, uuid ? uuid : "none",
+              (unsigned long long)at);
+    else
+        CHECK(cookie == NULL && uuid == NULL, "nothing handed out");
     free(cookie);
+    free(uuid);
     return r;
 }
 
@@ -116,7 +124,8 @@ static void test_round_trip(void)
     char why[300] = "";
     size_t n = 0;
     struct mh_mirror_stats sa, sb;
-    long w = mh_snapshot_save(path, a, FP, "rid=001,csn=x", 13, NOW - 10, why, sizeof why);
+    long w = mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                              sizeof why);
     CHECK(w == 8, "8 entries written: %ld %s", w, why);
     struct stat st;
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "mode 0600: %o",
@@ -133,7 +142,8 @@ static void test_round_trip(void)
     /* an incomplete copy (an entry not stored whole) stays one: its misses ask the directory */
     mh_mirror_set_incomplete(a);
     b = empty();
-    CHECK(mh_snapshot_save(path, a, FP, "rid=001,csn=x", 13, NOW - 10, why, sizeof why) == 8,
+    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                           sizeof why) == 8,
           "saved: %s", why);
     CHECK(load(b, FP, NOW, why, sizeof why, &n) == MH_SNAPSHOT_LOADED, "loaded: %s", why);
     CHECK(mh_mirror_incomplete(b), "incomplete after the round trip");
@@ -153,7 +163,8 @@ static void test_every_flipped_byte_and_truncation_is_refused(void)
     struct mh_mirror *a = sample();
     char why[300];
     size_t n;
-    CHECK(mh_snapshot_save(path, a, FP, "rid=001,csn=x", 13, NOW - 10, why, sizeof why) == 8,
+    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                           sizeof why) == 8,
           "saved: %s", why);
     long size = file_size();
     FILE *f = fopen(path, "rb");
@@ -197,7 +208,8 @@ static void test_other_setup_old_future(void)
     char why[300];
     size_t n;
     unsigned char other[MH_SNAPSHOT_FP_LEN] = { 1, 2, 4 };
-    CHECK(mh_snapshot_save(path, a, FP, "rid=001,csn=x", 13, NOW - 10, why, sizeof why) == 8,
+    CHECK(mh_snapshot_save(path, 0, a, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                           sizeof why) == 8,
           "saved: %s", why);
     struct {
         const unsigned char *fp;
@@ -226,7 +238,8 @@ static void test_other_setup_old_future(void)
     b = empty();
     CHECK(load(b, FP, NOW, why, sizeof why, &n) == MH_SNAPSHOT_NONE, "no file: none");
     /* a directory that is not there: an error that says why, no file left anywhere */
-    CHECK(mh_snapshot_save("/nonexistent-mh-dir/snap", a, FP, "c", 1, NOW, why, sizeof why) < 0 &&
+    CHECK(mh_snapshot_save("/nonexistent-mh-dir/snap", 0, a, FP, "c", 1, NULL, NOW, why,
+                           sizeof why) < 0 &&
           strstr(why, "temporary file") != NULL, "unwritable: %s", why);
     mh_mirror_free(b);
     mh_mirror_free(a);
@@ -313,6 +326,113 @@ static void test_restore_refuses_malformed_keys(void)
     mh_mirror_free(b);
 }
 
+static long save(const char *at, uint64_t writer, struct mh_mirror *m, char *why, size_t whysize)
+{
+    return mh_snapshot_save(at, writer, m, FP, "rid=001,csn=x", 13, BASE_UUID, NOW - 10, why,
+                            whysize);
+}
+
+static int holds(const char *file, const char *want)
+{
+    char got[64] = "";
+    FILE *f = fopen(file, "rb");
+    size_t n = f ? fread(got, 1, sizeof got - 1, f) : 0;
+    if (f)
+        fclose(f);
+    got[n] = '\0';
+    return strcmp(got, want) == 0;
+}
+
+static void write_file(const char *file, const char *text)
+{
+    FILE *f = fopen(file, "wb");
+    CHECK(f != NULL, "create %s", file);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* What a crash during a save leaves (its temporary file) is replaced by the next save,
+ * which leaves none; a link put there is removed, never written through. */
+static void test_temporary_file(void)
+{
+    struct mh_mirror *a = sample();
+    char why[300], tmp[96], target[96];
+    struct stat st;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(target, sizeof target, "%s.target", path);
+    write_file(tmp, "half a snapshot");
+    CHECK(save(path, 0, a, why, sizeof why) == 8, "saved over a leftover: %s", why);
+    CHECK(lstat(tmp, &st) < 0, "no temporary file left after the save");
+    write_file(target, "keep");
+    CHECK(symlink(target, tmp) == 0, "a link as the temporary file");
+    CHECK(save(path, 0, a, why, sizeof why) == 8, "saved past a link: %s", why);
+    CHECK(holds(target, "keep"), "the link's target untouched");
+    CHECK(lstat(tmp, &st) < 0, "no temporary file left");
+    unlink(target);
+    mh_mirror_free(a);
+}
+
+/* A feed rebuilt by a reload claims the path: the old feed's later save is skipped, until
+ * the new one releases it. */
+static void test_newer_writer_wins(void)
+{
+    struct mh_mirror *a = sample(), *b = empty();
+    char why[300], other[96];
+    size_t n;
+    snprintf(other, sizeof other, "%s.other", path);
+    uint64_t old = mh_snapshot_claim(path), next = mh_snapshot_claim(path);
+    CHECK(next > old && old > 0, "claims grow: %llu %llu", (unsigned long long)old,
+          (unsigned long long)next);
+    unlink(path);
+    CHECK(save(path, old, a, why, sizeof why) == MH_SNAPSHOT_SUPERSEDED &&
+          strstr(why, "newer") != NULL, "the old writer's save is skipped: %s", why);
+    CHECK(load(b, FP, NOW, why, sizeof why, &n) == MH_SNAPSHOT_NONE, "nothing written");
+    uint64_t elsewhere = mh_snapshot_claim(other);
+    CHECK(elsewhere > next, "a claim of another path");
+    CHECK(save(path, next, a, why, sizeof why) == 8, "the newest writer saves: %s", why);
+    CHECK(save(other, elsewhere, a, why, sizeof why) == 8, "another path: its own: %s", why);
+    CHECK(save(path, 0, a, why, sizeof why) == 8, "unclaimed: saves: %s", why);
+    /* the newer feed gone (a reload that failed after building it): the old one saves again */
+    mh_snapshot_release(path, next);
+    CHECK(save(path, old, a, why, sizeof why) == 8, "released: the old writer saves: %s", why);
+    mh_snapshot_release(path, old);
+    mh_snapshot_release(other, elsewhere);
+    unlink(other);
+    mh_mirror_free(a);
+    mh_mirror_free(b);
+}
+
+/* The snapshot's directory: nobody but root or the daemon's user may replace files there. */
+static void test_directory(void)
+{
+    char dir[64], file[96], why[400];
+    snprintf(dir, sizeof dir, "/tmp/mh-test-snapdir-XXXXXX");
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(file, sizeof file, "%s/mirror.snap", dir);
+    struct {
+        mode_t mode;
+        int ok;
+    } cases[] = {
+        { 0700, 1 }, { 0750, 1 }, { 0755, 1 }, { 0770, 0 }, { 0777, 0 }, { 0757, 0 },
+        { 01777, 1 }, { 01770, 1 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        why[0] = '\0';
+        CHECK(chmod(dir, cases[i].mode) == 0, "chmod");
+        int rc = mh_snapshot_dir_check(file, why, sizeof why);
+        CHECK(rc == (cases[i].ok ? 0 : -1) && (cases[i].ok || strstr(why, "writable by other "
+              "users") != NULL), "mode %04o: %d %s", (unsigned)cases[i].mode, rc, why);
+    }
+    CHECK(mh_snapshot_dir_check("/tmp/x.snap", why, sizeof why) == 0, "/tmp (root, 1777): %s",
+          why);
+    CHECK(mh_snapshot_dir_check("/nonexistent-mh-dir/x.snap", why, sizeof why) < 0 &&
+          strstr(why, "/nonexistent-mh-dir") != NULL, "no directory: %s", why);
+    chmod(dir, 0700);
+    rmdir(dir);
+}
+
 int main(void)
 {
     snprintf(path, sizeof path, "/tmp/mh-test-snapshot-%ld", (long)getpid());
@@ -322,6 +442,9 @@ int main(void)
         CHECK_CASE(test_other_setup_old_future),
         CHECK_CASE(test_fingerprint),
         CHECK_CASE(test_restore_refuses_malformed_keys),
+        CHECK_CASE(test_temporary_file),
+        CHECK_CASE(test_newer_writer_wins),
+        CHECK_CASE(test_directory),
     };
     int rc = CHECK_RUN("test_snapshot", cases);
     unlink(path);
