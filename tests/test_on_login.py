@@ -19,6 +19,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from mhtest import Daemon, Runner, check, request, work_dir  # noqa: E402
 from slapd import Slapd  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 
 OLD = ("127.0.0.11", 1143)
 NEW = ("127.0.0.12", 2143)
@@ -116,6 +117,13 @@ class T:
         self.login(uid)
         self.wait_state(uid, "queued")
 
+    def wait_metric(self, result, above, timeout=20.0):
+        """Polls /metrics until the migrate_on_login counter `result` is over `above`."""
+        deadline = time.time() + timeout
+        while self.metric(result) <= above:
+            check(time.time() < deadline, "%s not counted within %.0fs", result, timeout)
+            time.sleep(0.05)
+
 
 def main():
     work = work_dir("on_login")
@@ -196,6 +204,23 @@ def main():
                 check(t.state("user013") == "frozen", "the freeze was overwritten: %s",
                       t.state("user013"))
             runner.run(t_concurrent_change_is_not_overwritten)
+
+            def t_moved_while_still_waiting_is_not_queued():
+                # the case only the assertion's host part guards: user061 is moved to the
+                # new host by hand and its state is still waiting; a login answered from the
+                # older cached copy (mail-old) must not queue it (the modify alone,
+                # delete waiting / add queued, would succeed)
+                nw = t.metric("not_waiting")
+                t.login("user061", "Wr0ng-pass!", want=None)
+                t.slapd.ldapmodify("dn: uid=user061,%s\nchangetype: modify\nreplace: mailHost\n"
+                                   "mailHost: mail-new.example.org\n" % OU)
+                t.login("user061")
+                t.barrier("user065")
+                check(t.state("user061") == "waiting", "the moved user was queued: %s",
+                      t.state("user061"))
+                check(t.metric("not_waiting") == nw + 1, "not_waiting: %d, want %d",
+                      t.metric("not_waiting"), nw + 1)
+            runner.run(t_moved_while_still_waiting_is_not_queued)
 
             def t_at_most_once_per_window():
                 # user001 was queued above; set back to waiting, a new login within the
@@ -289,6 +314,69 @@ def main():
                       "logins: %s", logins)
                 check(t.state("user045") == "failed", "user045 changed")
         runner.run(t_credential_cache_login_is_verified)
+
+        def t_writes_go_to_migrate_on_login_uri():
+            # doc/deployment.md's topology: mailhostd reads a local read-only consumer; the
+            # writes must go to the provider (migrate_on_login_uri), else the consumer
+            # refuses each one (53) and the log says what to set
+            cons = Slapd(os.path.join(work, "consumer"), replica_of=slapd, rid=1)
+            try:
+                cons.start()
+                cons.wait_caught_up()
+                text = config(work, slapd).replace("ldap_uri %s" % slapd.uri,
+                                                   "ldap_uri %s" % cons.uri)
+
+                def refused(name, uid, pattern):
+                    """A login of waiting user uid through a daemon reading the consumer only:
+                    the write is refused, counted, logged as pattern; the state stays."""
+                    dc = Daemon(work, text, name)
+                    with dc:
+                        tc = T(work, slapd, dc)
+                        failed = tc.metric("failed")
+                        tc.login(uid)
+                        tc.wait_metric("failed", failed)
+                        check(re.search(pattern, dc.read_log()), "%s: not logged as wanted: %s",
+                              name, [x for x in dc.read_log().splitlines() if "not queued" in x])
+                        check(tc.state(uid) == "waiting", "%s changed", uid)
+                refused("consumer-only", "user049",
+                        r"not queued: .*\(53\).*set migrate_on_login_uri")
+                # with olcUpdateRef the consumer answers with a referral (10): named in the
+                # log, never followed (the service password goes to configured URIs only)
+                cons.config_modify("dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\n"
+                                   "add: olcUpdateRef\nolcUpdateRef: %s\n" % slapd.uri)
+                refused("consumer-referral", "user069", r"not queued: Referral \(10\); .*\(%s\)"
+                        r".*set migrate_on_login_uri" % re.escape(slapd.uri))
+                dp = Daemon(work, text + "migrate_on_login_uri %s\n" % slapd.uri, "provider")
+                with dp:
+                    tp = T(work, slapd, dp)
+                    tp.login("user053")
+                    tp.wait_state("user053", "queued")     # read on the provider
+                    check(re.search(r"auth user=\"user053@example.com\".*", dp.read_log()),
+                          "the login was not answered")
+                    check(tp.metric("queued") == 1, "queued: %d", tp.metric("queued"))
+            finally:
+                cons.close()
+        runner.run(t_writes_go_to_migrate_on_login_uri)
+
+        def t_a_slow_write_marks_no_uri_down():
+            # the writer's modify hangs (the proxy drops it, the search and the bind pass):
+            # its timeout drops the writer's connection only; the logins' URI stays up
+            with FaultProxy(("127.0.0.1", slapd.port)) as px:
+                text = config(work, slapd).replace("ldap_uri %s" % slapd.uri,
+                                                   "ldap_uri %s" % px.uri)
+                ds = Daemon(work, text, "slow-write")
+                with ds:
+                    ts = T(work, slapd, ds)
+                    px.swallow(b"queued")
+                    failed = ts.metric("failed")
+                    ts.login("user057")
+                    ts.wait_metric("failed", failed)
+                    log = ds.read_log()
+                    check(re.search(r"user057.*not queued: Timed out", log), "no timeout logged")
+                    check("state=down" not in log, "a slow write marked the URI down: %s",
+                          [x for x in log.splitlines() if "state=down" in x])
+                    check(ts.state("user057") == "waiting", "user057 changed")
+        runner.run(t_a_slow_write_marks_no_uri_down)
     finally:
         slapd.stop()
     return runner.finish(work)

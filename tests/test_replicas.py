@@ -13,10 +13,13 @@ replica_of, all three started here on loopback), two mailhostd each with
    mirror_max_lag, the feed leaves it for the provider (the flip made meanwhile is seen), and
    returns once the consumer has caught up; mailhostd_mirror_lag_seconds shows the lag.
 4. The applied-CSN report: after a modify on the provider, once a daemon's /metrics says it
-   has applied the entry's entryCSN (mailhostd_mirror_applied_csn for its sid), its answer
-   is already the new one.
+   has applied the entry's entryCSN (the "# applied_csn" line of its sid, before the series
+   mailhostd_mirror_applied_csn{sid=...}), its answer is already the new one.
 5. Multi-provider (two providers, sids 001 and 002): replicas are compared per sid; a
    provider that misses the other's change is left even though its newest CSN is as new.
+6. A hung URI (a FaultProxy blackhole) stays down for ldap_retry: the lag check's
+   connections never mark a URI up (or down).  A root DSE read that failed is asked again
+   (ldap_base below the suffix: the lag becomes known).
 Needs slapd and ldap-utils: without them this test FAILS, it never skips.
 """
 import os
@@ -148,12 +151,17 @@ def t_cut_consumer_is_left_and_returned_to(c):
 # ---- 4. the applied-CSN report ----
 
 def applied_csn(d):
-    """{sid: csn} from the daemon's /metrics."""
+    """{sid: csn} from the daemon's /metrics: the CSN of the comment line before each
+    sid's series; the series has no csn label (one series per sid, not per change)."""
     import urllib.request
     with urllib.request.urlopen(status_base(d) + "/metrics", timeout=5) as r:
         text = r.read().decode()
-    return dict(re.findall(r'^mailhostd_mirror_applied_csn\{sid="([0-9a-f]+)",csn="([^"]+)"\} '
-                           r'[0-9.]+$', text, re.M))
+    check(not re.search(r"^mailhostd_mirror_applied_csn\{[^}]*csn=", text, re.M),
+          "a csn label: a series per change")
+    pairs = re.findall(r'^# applied_csn sid=([0-9a-f]+) (\S+)\n'
+                       r'mailhostd_mirror_applied_csn\{sid="([0-9a-f]+)"\} [0-9.]+$', text, re.M)
+    check(all(a == b for a, _, b in pairs), "comment and series of one sid: %r", pairs)
+    return {sid: csn for sid, csn, _ in pairs}
 
 
 def t_applied_csn_tells_when_a_flip_is_in(c):
@@ -227,6 +235,61 @@ def t_multi_provider_lag_is_per_sid(c, work):
                 x.close()
 
 
+# ---- 6. the lag check leaves the URIs' health alone ----
+
+def t_hung_uri_stays_down_despite_the_lag_check(c, work):
+    """The first URI hangs (a FaultProxy blackhole: connections accepted, nothing answered)
+    and the service is anonymous (a connection alone is no answer).  Once the logins have
+    marked it down, the lag check keeps connecting to it every round; that must not mark
+    it up again (ldap_retry 30 stands): no "state=up", logins do not wait on it."""
+    with FaultProxy(("127.0.0.1", c.p.port)) as px:
+        text = config(work, c.p, extra=MIRROR, uris="%s %s" % (px.uri, c.p.uri))
+        text = "\n".join(x for x in text.replace("ldap_retry 2\n", "ldap_retry 30\n")
+                         .splitlines() if not x.startswith("ldap_bind_")) + "\n"
+        d = Daemon(work, text, name="mailhostd-hung").start()
+        try:
+            wait_log(d, r"ready version=")
+            mark = len(d.read_log())
+            px.blackhole()
+            down = r"ldap_uri=%s state=down" % re.escape(px.uri)
+            deadline = time.time() + 20
+            while not re.search(down, d.read_log()[mark:]):
+                check(time.time() < deadline, "the hung URI was not marked down")
+                request(d.addr, USER + "@example.com", PW)
+            # three more rounds of the lag check connect to it (each round reconnects)
+            seen = px.stats()["accepted"]
+            poll(lambda: px.stats()["accepted"] >= seen + 3, 30.0)
+            ups = [x for x in d.read_log()[mark:].splitlines()
+                   if "ldap_uri=%s state=up" % px.uri in x]
+            check(not ups, "the lag check marked the hung URI up: %s", ups)
+            # (anonymous sees no users here: the answer is a refusal, but a quick one)
+            t0 = time.time()
+            request(d.addr, USER + "@example.com", PW)
+            check(time.time() - t0 < 1.0, "a login waited %.1f s (ldap_timeout 1s)",
+                  time.time() - t0)
+        finally:
+            check(d.stop() == 0, "clean exit")
+
+
+def t_a_failed_root_dse_read_is_asked_again(c, work):
+    """ldap_base below the suffix (it has no contextCSN of its own) and the lag check's
+    first root DSE read on the first URI lost (the proxy drops it: a timeout).  The naming
+    context is kept only from a successful read: the next round asks again, finds the
+    suffix, and the URI's lag becomes known (>= 0), not "not known" (-1) for good."""
+    with FaultProxy(("127.0.0.1", c.p.port)) as px:
+        px.swallow(b"namingContexts")
+        text = config(work, c.p, extra=MIRROR, uris="%s %s" % (px.uri, c.p.uri)).replace(
+            "ldap_base %s\n" % c.p.base, "ldap_base ou=people,%s\n" % c.p.base)
+        d = Daemon(work, text, name="mailhostd-rootdse").start()
+        try:
+            poll(lambda: px.stats()["swallowed"] >= 1, 20.0)
+            px.restore()
+            key = 'mailhostd_mirror_lag_seconds{uri="%s"}' % px.uri
+            poll(lambda: (metric(d, key) if metric(d, key) is not None else -1) >= 0, 20.0)
+        finally:
+            check(d.stop() == 0, "clean exit")
+
+
 def t_start_servers(c, work):
     """The provider, two consumers caught up with it, and the two daemons."""
     c.p.start()
@@ -265,6 +328,8 @@ def main():
                       d.read_log()[-3000:])
             runner.run(t_clean_exit)
         runner.run(t_multi_provider_lag_is_per_sid, c, work)
+        runner.run(t_hung_uri_stays_down_despite_the_lag_check, c, work)
+        runner.run(t_a_failed_root_dse_read_is_asked_again, c, work)
     finally:
         for d in c.d:
             d.stop()

@@ -142,6 +142,24 @@ def t_starttls_without_server_tls(c):
         expect_ok(request(d.addr, BOB, BOB_PW), NEW)
 
 
+def t_reload_back_to_the_first_ca(c):
+    """TLS settings A -> B -> A by reloads: the third must build A's context again (it is
+    compared with the running generation's settings, not with the start-up ones)."""
+    from test_reload import reload_with
+    if not hasattr(c, "other_ca"):
+        c.other_ca, _ = make_ca(os.path.join(c.work, "other-ca"), "other")
+    uri = c.tls.ldaps_uri
+    a = tls_conf(c, uri, c.tls.ca_file, reqcert="demand")
+    b = tls_conf(c, uri, c.other_ca, reqcert="demand")
+    d = Daemon(c.work, a, "tls-reload")
+    with d:
+        expect_ok(request(d.addr, BOB, BOB_PW), NEW)
+        reload_with(d, b, 1)
+        expect_tempfail(request(d.addr, BOB, BOB_PW))      # B's CA did not sign slapd's
+        reload_with(d, a, 2)
+        expect_ok(wait_recovered(d.addr, BOB, BOB_PW, "reload back to the first CA"), NEW)
+
+
 def main():
     work = work_dir("tls")
     runner = Runner("test_tls")
@@ -153,7 +171,8 @@ def main():
         runner.run(t_slapd_tls_setup, c)
         if runner.failed == 0:
             for t in (t_starttls, t_control_plain_ldap_refused, t_ldaps, t_wrong_ca_ldaps,
-                      t_wrong_ca_starttls,                      t_starttls_without_server_tls):
+                      t_wrong_ca_starttls,                      t_starttls_without_server_tls,
+                      t_reload_back_to_the_first_ca):
                 runner.run(t, c)
     finally:
         c.tls.close()

@@ -320,6 +320,21 @@ static int h_socket_mode(struct ctx *x, const char *v, const struct key *k)
     return 0;
 }
 
+/* One server URI as ldap_uri takes it: 0, or -1 (said). */
+static int check_uri(struct ctx *x, const char *u)
+{
+    LDAPURLDesc *lud = NULL;
+    if (ldap_url_parse(u, &lud) != LDAP_URL_SUCCESS)
+        return fail(x, "\"%s\" is not an LDAP URL", u);
+    int ok = strcmp(lud->lud_scheme, "ldap") == 0 || strcmp(lud->lud_scheme, "ldaps") == 0 ||
+             strcmp(lud->lud_scheme, "ldapi") == 0;
+    int has_dn = lud->lud_dn != NULL && lud->lud_dn[0] != '\0';
+    ldap_free_urldesc(lud);
+    if (!ok || has_dn)
+        return fail(x, "\"%s\": only ldap://, ldaps:// or ldapi:// with host and port", u);
+    return 0;
+}
+
 static int h_uri(struct ctx *x, const char *v, const struct key *k)
 {
     struct mh_conf *c = x->c;
@@ -328,18 +343,7 @@ static int h_uri(struct ctx *x, const char *v, const struct key *k)
     if (copy == NULL)
         return fail(x, "out of memory");
     for (char *u = strtok_r(copy, " \t", &save); u; u = strtok_r(NULL, " \t", &save)) {
-        LDAPURLDesc *lud = NULL;
-        if (ldap_url_parse(u, &lud) != LDAP_URL_SUCCESS) {
-            fail(x, "\"%s\" is not an LDAP URL", u);
-            free(copy);
-            return -1;
-        }
-        int ok = strcmp(lud->lud_scheme, "ldap") == 0 || strcmp(lud->lud_scheme, "ldaps") == 0 ||
-                 strcmp(lud->lud_scheme, "ldapi") == 0;
-        int has_dn = lud->lud_dn != NULL && lud->lud_dn[0] != '\0';
-        ldap_free_urldesc(lud);
-        if (!ok || has_dn) {
-            fail(x, "\"%s\": only ldap://, ldaps:// or ldapi:// with host and port", u);
+        if (check_uri(x, u) < 0) {
             free(copy);
             return -1;
         }
@@ -453,6 +457,21 @@ static int h_host_list(struct ctx *x, const char *v, const struct key *k)
             return fail(x, "expected routing values (printable ASCII) separated by spaces, "
                         "got \"%s\"", v);
     return h_string(x, v, k);
+}
+
+/* migrate_on_login_uri: "none" (ldap_uri) or up to MH_MAX_URIS URIs as ldap_uri takes them */
+static int h_uri_list(struct ctx *x, const char *v, const struct key *k)
+{
+    if (is_none(x, v, k))
+        return 0;
+    char *copy = strdup(v), *save = NULL;
+    size_t n = 0;
+    int rc = copy != NULL ? 0 : fail(x, "out of memory");
+    for (char *u = copy ? strtok_r(copy, " \t", &save) : NULL; u != NULL && rc == 0;
+         u = strtok_r(NULL, " \t", &save))
+        rc = ++n > MH_MAX_URIS ? fail(x, "at most %d URIs", MH_MAX_URIS) : check_uri(x, u);
+    free(copy);
+    return rc < 0 ? -1 : h_string(x, v, k);
 }
 
 static int h_tls(struct ctx *x, const char *v, const struct key *k)
@@ -815,6 +834,8 @@ static const struct key keys[] = {
      "2s"},
     {"migrate_on_login", h_host_list, d_or_none, ST_STR, OFF(migrate_on_login), NO_RANGE,
      RELOAD, "none"},
+    {"migrate_on_login_uri", h_uri_list, d_or_none, ST_STR, OFF(migrate_on_login_uri),
+     NO_RANGE, RELOAD, "none"},
     {"migrate_on_login_window", T_SECONDS, OFF(migrate_on_login_window_s), 1, 604800, RELOAD,
      "3600s"},
     {"route_cache_ttl", T_MS, OFF(route_cache_ttl_ms), 0, 86400000, RELOAD, "0ms"},

@@ -77,6 +77,8 @@ struct mh_conf {
     unsigned frozen_login_wait_interval_s; /* nginx asks again after this (Auth-Wait) */
     char *migrate_on_login;           /* "HOST ...": verified logins there queue the user
                                        * (onlogin.h); NULL: off */
+    char *migrate_on_login_uri;       /* "URI ...": where its writes go (a writable
+                                       * server); NULL: ldap_uri */
     unsigned migrate_on_login_window_s; /* at most one write per user this long */
     unsigned ldap_retry_s;            /* a failed URI is skipped this long; then failback */
     enum mh_tls ldap_tls;

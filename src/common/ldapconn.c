@@ -29,6 +29,7 @@ struct mh_dir {
     /* the prober: asks every URI that has not answered (at start, after a failure) */
     pthread_t prober;
     int prober_started, stopping;                  /* stopping: under lock */
+    int apart;                                     /* mh_dir_set_apart: in no metric */
     pthread_mutex_t lock;
     pthread_cond_t wake;
 };
@@ -40,6 +41,7 @@ struct mh_ldap {
     size_t uri;             /* index of the URI ld is connected to */
     uint64_t connected_at;  /* ms */
     uint32_t avoid;         /* bit i: skip URI i while a healthy URI not avoided exists */
+    int observer;           /* used by mh_ldap_session_at: changes no URI's health */
     char err[512];
 };
 
@@ -54,6 +56,11 @@ const char *mh_dir_status_name(enum mh_dir_status s)
     }
 }
 
+/* The TLS contexts replaced by reloads (mh_dir_global_init): kept, and reachable from here,
+ * for the whole run.  Only main's thread touches it. */
+static void **kept_tls;
+static size_t n_kept_tls;
+
 int mh_dir_global_init(const struct mh_conf *c, char *err, size_t errsize)
 {
     int rc = LDAP_SUCCESS, v3 = LDAP_VERSION3;
@@ -67,6 +74,22 @@ int mh_dir_global_init(const struct mh_conf *c, char *err, size_t errsize)
         if (strncmp(c->ldap_uri[i], "ldaps:", 6) == 0)
             need_tls = 1;
     if (rc == LDAP_SUCCESS && need_tls) {
+        /* A reload replaces the process-wide context while the old generation's threads
+         * still use it: a TLS session keeps pointing at its context's credentials, and a
+         * connect under way has just picked the global one.  NEWCTX drops libldap's
+         * reference to the old context; this one, taken first and never released, keeps
+         * it alive for them (one context per reload that changes the TLS settings). */
+        void *keep = NULL;
+        ldap_get_option(NULL, LDAP_OPT_X_TLS_CTX, &keep);
+        if (keep != NULL) {
+            void **more = realloc(kept_tls, (n_kept_tls + 1) * sizeof *more);
+            if (more == NULL) {
+                snprintf(err, errsize, "out of memory");
+                return -1;     /* libldap's reference stays: the old context lives on */
+            }
+            kept_tls = more;
+            kept_tls[n_kept_tls++] = keep;
+        }
         int is_server = 0;
         rc = ldap_set_option(NULL, LDAP_OPT_X_TLS_NEWCTX, &is_server);
     }
@@ -86,6 +109,11 @@ struct mh_dir *mh_dir_new(const struct mh_conf *conf)
         pthread_cond_init(&d->wake, NULL);
     }
     return d;
+}
+
+void mh_dir_set_apart(struct mh_dir *dir)
+{
+    dir->apart = 1;
 }
 
 void mh_dir_free(struct mh_dir *dir)
@@ -222,7 +250,8 @@ void mh_dir_inherit(struct mh_dir *dir, const struct mh_dir *old)
 /* Returns the URI's state before. */
 static int mark_down(struct mh_ldap *l, size_t uri)
 {
-    mh_metrics_ldap_error(uri);
+    if (!l->dir->apart)
+        mh_metrics_ldap_error(uri);
     uint64_t until = mh_now_ms() + (uint64_t)l->dir->conf->ldap_retry_s * 1000u;
     atomic_store(&l->dir->down_until[uri], until);
     return atomic_exchange(&l->dir->state[uri], URI_DOWN);
@@ -317,7 +346,7 @@ static int connect_uri(struct mh_ldap *l, size_t idx, uint64_t deadline)
     /* a service connection has had its bind answered: the server works.  A user-bind
      * connection has only a TCP connection so far, which a hung server's kernel completes
      * too: it is marked up when its first bind is answered */
-    if (l->service)
+    if (l->service && !l->observer)
         mark_up(l, idx);
     return LDAP_SUCCESS;
 }
@@ -346,6 +375,7 @@ struct ldap *mh_ldap_session_at(struct mh_ldap *l, size_t uri, uint64_t deadline
 {
     if (uri >= l->dir->conf->n_uri)
         return NULL;
+    l->observer = 1;
     if (l->ld != NULL && l->uri == uri)
         return l->ld;
     drop(l);
@@ -512,7 +542,7 @@ size_t mh_ldap_uri(const struct mh_ldap *l) { return l->uri; }
 
 void mh_ldap_reset(struct mh_ldap *l, int server_failed)
 {
-    if (l->ld != NULL && server_failed) {
+    if (l->ld != NULL && server_failed && !l->observer) {
         mark_down(l, l->uri);
         mh_log(LOG_WARNING, "ldap_uri=%s state=down error=\"%s\"", l->dir->conf->ldap_uri[l->uri],
                l->err[0] ? l->err : "no answer");

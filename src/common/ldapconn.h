@@ -36,12 +36,19 @@ struct mh_dir;
 struct mh_ldap;
 
 /* Sets process-wide libldap options (TLS CA file, TLS_REQCERT) and builds the TLS context
- * while the daemon can still read its files.  Call once from main before any thread starts.
- * Returns 0, or -1 with a message in err. */
+ * while the daemon can still read its files.  Call from main before any thread starts, and
+ * again from a reload that changes the TLS settings (mh_conf_tls_changed against the
+ * current generation's configuration): new connections use the new context; connections
+ * of the old generation, and connects under way, keep the old one, which stays allocated
+ * (never freed: one per such reload).  Returns 0, or -1 with a message in err. */
 int mh_dir_global_init(const struct mh_conf *conf, char *err, size_t errsize);
 
 /* conf must outlive the returned object. */
 struct mh_dir *mh_dir_new(const struct mh_conf *conf);
+/* A directory of its own (migrate_on_login_uri: a URI list apart from ldap_uri): its URIs'
+ * health is its own and counted in no metric (mailhostd_ldap_errors_total is ldap_uri's).
+ * Call before any connection uses dir. */
+void mh_dir_set_apart(struct mh_dir *dir);
 void mh_dir_free(struct mh_dir *dir);
 
 /* up[i] = 1 if URI i has answered (a service bind, a search, a user bind) and has not failed
@@ -102,9 +109,11 @@ long mh_ldap_failback_due(const struct mh_ldap *l, int confirmed);
  * when it looks for a failback (the change feed leaves a replica that lags behind).  The
  * current connection is kept: the caller resets it.  0: none. */
 void mh_ldap_avoid(struct mh_ldap *l, uint32_t mask);
-/* Connects l to URI uri only (no failover, no URI marked down on failure) and returns its
- * libldap handle, as mh_ldap_session does; NULL with mh_ldap_error set on failure.  For a
- * look at one server (the lag check reads each URI's contextCSN). */
+/* Connects l to URI uri only (no failover) and returns its libldap handle, as
+ * mh_ldap_session does; NULL with mh_ldap_error set on failure.  For a look at one server
+ * (the lag check reads each URI's contextCSN): from its first call on, l changes no URI's
+ * health, neither up on a connection (a hung server's kernel still accepts one, and the
+ * workers' back-off, ldap_retry, must stand) nor down (mh_ldap_reset(l, 1) only drops). */
 struct ldap *mh_ldap_session_at(struct mh_ldap *l, size_t uri, uint64_t deadline_ms);
 /* Records "URI: what: <rc's text> (rc)" as l's last error. */
 void mh_ldap_set_error(struct mh_ldap *l, const char *what, int rc);

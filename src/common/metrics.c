@@ -330,17 +330,21 @@ char *mh_metrics_render(const struct mh_conf *conf, const int *ldap_up,
                 "# TYPE mailhostd_mirror_refresh_entries_total counter\n"
                 "mailhostd_mirror_refresh_entries_total %llu\n",
             (unsigned long long)mm->refresh_entries);
+        /* one series per sid (a label with the CSN would make a series per change); the
+         * exact CSN, which a float cannot carry, on a comment line before it */
         put(&o, "# HELP mailhostd_mirror_applied_csn How far the mirror has applied the "
-                "directory: per provider sid, the newest CSN of the change feed's cookie (every "
-                "change with an entryCSN of that sid up to csn is in the mirror); the value is "
-                "its time in seconds since the epoch.\n"
+                "directory: per provider sid, the time (seconds since the epoch) of the newest "
+                "CSN of the change feed's cookie; the comment line \"# applied_csn sid=SID "
+                "CSN\" before it has the CSN itself (every change with an entryCSN of that "
+                "sid up to CSN is in the mirror).\n"
                 "# TYPE mailhostd_mirror_applied_csn gauge\n");
         for (size_t i = 0; i < mm->applied.n; i++) {
             char text[MH_CSN_TEXT];
             const struct mh_csn *c = &mm->applied.v[i];
             if (mh_csn_format(c, text, sizeof text) > 0)
-                put(&o, "mailhostd_mirror_applied_csn{sid=\"%03x\",csn=\"%s\"} %lld.%06lld\n",
-                    (unsigned)c->sid, text, (long long)(c->us / 1000000),
+                put(&o, "# applied_csn sid=%03x %s\n"
+                        "mailhostd_mirror_applied_csn{sid=\"%03x\"} %lld.%06lld\n",
+                    (unsigned)c->sid, text, (unsigned)c->sid, (long long)(c->us / 1000000),
                     (long long)(c->us % 1000000));
         }
         if (mm->lag_on) {

@@ -16,20 +16,14 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-/* The oldest change (per sid) a URI is known to miss, and since when. */
-struct pending {
-    uint32_t sid;
-    struct mh_csn csn;
-    uint64_t since_ms;
-};
-
 struct uri_state {
     struct mh_ldap *conn;
-    char *context;                 /* naming context read on this connection; malloc'ed */
+    char *context;                 /* naming context from a successful root DSE read (and
+                                    * kept while its contextCSN reads); malloc'ed */
     int known;                     /* set holds this round's contextCSN */
     int warned;                    /* "cannot read" logged */
     struct mh_csn_set set;
-    struct pending pend[MH_CSN_MAX_SIDS];
+    struct mh_lag_pending pend[MH_CSN_MAX_SIDS];
     size_t npend;
 };
 
@@ -42,8 +36,9 @@ struct mh_lag {
     int stopping;
     int fd[MH_MAX_URIS];           /* the socket of a read under way, -1: none */
     struct uri_state u[MH_MAX_URIS];
-    struct mh_csn_set published[MH_MAX_URIS];
-    int published_known[MH_MAX_URIS];
+    struct mh_csn_set published[MH_MAX_URIS], earlier[MH_MAX_URIS];  /* earlier: a round
+                                    * before published (the last round it was known in) */
+    int published_known[MH_MAX_URIS], earlier_known[MH_MAX_URIS];
     atomic_int_fast64_t lag_ms[MH_MAX_URIS];
     atomic_uint lagging;           /* bit i: URI i */
 };
@@ -65,14 +60,17 @@ static int under(const char *dn, const char *context)
     return yes;
 }
 
-/* The naming context holding ldap_base, from the root DSE (ldap_base if none says). */
-static char *find_context(struct mh_lag *g, LDAP *ld, struct timeval *tv)
+/* The naming context holding ldap_base, from the root DSE: the longest namingContexts value
+ * ldap_base lies under (ldap_base itself if none does) into *out (malloc'ed).  Returns the
+ * read's result code; *out NULL unless LDAP_SUCCESS. */
+static int find_context(struct mh_lag *g, LDAP *ld, struct timeval *tv, char **out)
 {
     char *attrs[] = { "namingContexts", NULL }, *best = NULL;
     LDAPMessage *res = NULL;
     const char *base = g->conf->ldap_base;
-    if (ldap_search_ext_s(ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL, NULL, tv,
-                          1, &res) == LDAP_SUCCESS) {
+    int rc = ldap_search_ext_s(ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL, NULL,
+                               tv, 1, &res);
+    if (rc == LDAP_SUCCESS) {
         LDAPMessage *e = ldap_first_entry(ld, res);
         struct berval **v = e ? ldap_get_values_len(ld, e, "namingContexts") : NULL;
         for (size_t i = 0; v != NULL && v[i] != NULL; i++) {
@@ -86,24 +84,55 @@ static char *find_context(struct mh_lag *g, LDAP *ld, struct timeval *tv)
             free(nc);
         }
         ldap_value_free_len(v);
+        if (best == NULL && (best = strdup(base)) == NULL)
+            rc = LDAP_NO_MEMORY;
     }
     ldap_msgfree(res);
-    return best != NULL ? best : strdup(base);
+    *out = best;
+    return rc;
 }
 
-/* Reads URI i's contextCSN into u->set; 0, or -1 (not known this round). */
+/* A result code after which the connection (or the server) is not to be asked again now. */
+static int conn_failed(int rc)
+{
+    return rc == LDAP_SERVER_DOWN || rc == LDAP_TIMEOUT || rc == LDAP_CONNECT_ERROR ||
+           rc == LDAP_UNAVAILABLE || rc == LDAP_BUSY;
+}
+
+/* No read under way on URI i: mh_lag_stop must not shut its socket down any more.  Before
+ * the connection is closed, so that a stop never shuts down a descriptor another thread
+ * has been given since. */
+static void forget_fd(struct mh_lag *g, size_t i)
+{
+    pthread_mutex_lock(&g->lock);
+    g->fd[i] = -1;
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* The time left until deadline, at most max_ms, as *tv; 0 if none is left. */
+static int time_left(uint64_t deadline, unsigned max_ms, struct timeval *tv)
+{
+    uint64_t now = mh_now_ms(), left = deadline > now ? deadline - now : 0;
+    if (left > max_ms)
+        left = max_ms;
+    *tv = (struct timeval){ (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
+    return left > 0;
+}
+
+/* Reads URI i's contextCSN into u->set; 0, or -1 (not known this round).  All of it (the
+ * connection with its bind, the root DSE, the contextCSN) within ldap_connect_timeout +
+ * ldap_timeout: the bound of one URI in a round. */
 static int read_uri(struct mh_lag *g, size_t i)
 {
     const struct mh_conf *c = g->conf;
     struct uri_state *u = &g->u[i];
-    struct timeval tv = { (time_t)(c->ldap_timeout_ms / 1000),
-                          (suseconds_t)(c->ldap_timeout_ms % 1000) * 1000 };
+    uint64_t deadline = mh_now_ms() + c->ldap_connect_timeout_ms + c->ldap_timeout_ms;
+    struct timeval tv;
     char *attrs[] = { "contextCSN", NULL }, why[300] = "";
     LDAPMessage *res = NULL;
     struct berval **v = NULL;
     int rc = -1;
-    LDAP *ld = mh_ldap_session_at(u->conn, i, mh_now_ms() + c->ldap_connect_timeout_ms +
-                                  c->ldap_timeout_ms);
+    LDAP *ld = mh_ldap_session_at(u->conn, i, deadline);
     if (ld == NULL) {
         free(u->context);
         u->context = NULL;
@@ -117,13 +146,19 @@ static int read_uri(struct mh_lag *g, size_t i)
     pthread_mutex_unlock(&g->lock);
     if (stopping)
         return -1;
-    if (u->context == NULL && (u->context = find_context(g, ld, &tv)) == NULL)
-        goto done;
-    int lrc = ldap_search_ext_s(ld, u->context, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
-                                NULL, NULL, &tv, 1, &res);
+    /* the context is kept only from a successful root DSE read; a refused one reads
+     * ldap_base this round and asks again next round */
+    int lrc = u->context != NULL ? LDAP_SUCCESS
+              : !time_left(deadline, c->ldap_timeout_ms, &tv) ? LDAP_TIMEOUT
+              : find_context(g, ld, &tv, &u->context);
+    const char *context = u->context != NULL ? u->context : c->ldap_base;
+    if (!conn_failed(lrc))
+        lrc = !time_left(deadline, c->ldap_timeout_ms, &tv) ? LDAP_TIMEOUT
+              : ldap_search_ext_s(ld, context, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
+                                  NULL, NULL, &tv, 1, &res);
     LDAPMessage *e = lrc == LDAP_SUCCESS ? ldap_first_entry(ld, res) : NULL;
-    if (lrc == LDAP_SERVER_DOWN || lrc == LDAP_TIMEOUT || lrc == LDAP_CONNECT_ERROR ||
-        lrc == LDAP_UNAVAILABLE || lrc == LDAP_BUSY) {
+    if (conn_failed(lrc)) {
+        forget_fd(g, i);
         mh_ldap_reset(u->conn, 0);
         free(u->context);
         u->context = NULL;
@@ -145,46 +180,56 @@ static int read_uri(struct mh_lag *g, size_t i)
                    "lets the service account read it)");
         char safe[600];
         mh_log(LOG_WARNING, "lag: cannot read the contextCSN of \"%s\" at %s: %s; this URI is "
-               "not compared while it cannot", mh_log_safe(safe, sizeof safe, u->context,
-                                                      strlen(u->context)),
+               "not compared while it cannot", mh_log_safe(safe, sizeof safe, context,
+                                                      strlen(context)),
                c->ldap_uri[i], why);
         u->warned = 1;
     }
+    if (rc < 0) {               /* the root DSE is read again next round */
+        free(u->context);
+        u->context = NULL;
+    }
 done:
-    pthread_mutex_lock(&g->lock);
-    g->fd[i] = -1;
-    pthread_mutex_unlock(&g->lock);
+    forget_fd(g, i);
     ldap_value_free_len(v);
     ldap_msgfree(res);
     return rc;
 }
 
-/* Updates URI i's pending changes against newest (every known URI's newest per sid); returns
- * its lag in ms. */
-static int64_t update_pending(struct uri_state *u, const struct mh_csn_set *newest, uint64_t now)
+int64_t mh_lag_pending_update(struct mh_lag_pending *pend, size_t *npend,
+                              const struct mh_csn_set *have, const struct mh_csn_set *newest,
+                              uint64_t now)
 {
-    struct pending keep[MH_CSN_MAX_SIDS];
+    struct mh_lag_pending keep[MH_CSN_MAX_SIDS];
     size_t nkeep = 0;
     int64_t lag = 0;
     for (size_t k = 0; k < newest->n; k++) {
         const struct mh_csn *want = &newest->v[k];
-        const struct mh_csn *have = mh_csn_set_get(&u->set, want->sid);
-        struct pending *p = NULL;
-        for (size_t j = 0; j < u->npend; j++)
-            if (u->pend[j].sid == want->sid)
-                p = &u->pend[j];
-        if (p != NULL && have != NULL && mh_csn_cmp(have, &p->csn) >= 0)
+        const struct mh_csn *h = mh_csn_set_get(have, want->sid);
+        const struct mh_lag_pending *p = NULL;
+        for (size_t j = 0; j < *npend; j++)
+            if (pend[j].sid == want->sid)
+                p = &pend[j];
+        if (p != NULL && h != NULL && mh_csn_cmp(h, &p->csn) >= 0)
             p = NULL;                       /* reached: a newer miss starts a new count */
-        if (p == NULL && (have == NULL || mh_csn_cmp(have, want) < 0))
-            keep[nkeep++] = (struct pending){ want->sid, *want, now };
+        if (p == NULL && (h == NULL || mh_csn_cmp(h, want) < 0))
+            keep[nkeep++] = (struct mh_lag_pending){ want->sid, *want, now };
         else if (p != NULL)
             keep[nkeep++] = *p;
+    }
+    /* a sid no URI read this round holds (the only server ahead is down, or not known):
+     * its change is still missing until have holds it */
+    for (size_t j = 0; j < *npend && nkeep < MH_CSN_MAX_SIDS; j++) {
+        const struct mh_csn *h = mh_csn_set_get(have, pend[j].sid);
+        if (mh_csn_set_get(newest, pend[j].sid) == NULL &&
+            (h == NULL || mh_csn_cmp(h, &pend[j].csn) < 0))
+            keep[nkeep++] = pend[j];
     }
     for (size_t j = 0; j < nkeep; j++)
         if ((int64_t)(now - keep[j].since_ms) > lag)
             lag = (int64_t)(now - keep[j].since_ms);
-    memcpy(u->pend, keep, nkeep * sizeof *keep);
-    u->npend = nkeep;
+    memcpy(pend, keep, nkeep * sizeof *keep);
+    *npend = nkeep;
     return lag;
 }
 
@@ -205,7 +250,8 @@ static void round_once(struct mh_lag *g)
     uint64_t now = mh_now_ms();
     for (size_t i = 0; i < c->n_uri; i++) {
         struct uri_state *u = &g->u[i];
-        int64_t lag = u->known ? update_pending(u, &newest, now) : -1;
+        int64_t lag = u->known ? mh_lag_pending_update(u->pend, &u->npend, &u->set, &newest,
+                                                       now) : -1;
         atomic_store(&g->lag_ms[i], lag);
         unsigned bit = 1u << i, was = atomic_load(&g->lagging) & bit;
         if (!was && lag > (int64_t)c->mirror_max_lag_ms) {
@@ -220,6 +266,10 @@ static void round_once(struct mh_lag *g)
     }
     pthread_mutex_lock(&g->lock);
     for (size_t i = 0; i < c->n_uri; i++) {
+        if (g->published_known[i]) {
+            g->earlier[i] = g->published[i];
+            g->earlier_known[i] = 1;
+        }
         g->published[i] = g->u[i].set;
         g->published_known[i] = g->u[i].known;
     }
@@ -338,8 +388,10 @@ int mh_lag_caught_up(const struct mh_lag *g, size_t i, size_t j)
     if (g == NULL || i >= MH_MAX_URIS || j >= MH_MAX_URIS)
         return 1;
     pthread_mutex_lock(&m->lock);
-    if (m->published_known[i] && m->published_known[j])
-        yes = !mh_csn_set_behind(&m->published[i], &m->published[j], NULL);
+    /* j's reading of a round earlier: i and j are read one after the other, and a change
+     * that reached j in between is no reason to stay away from i */
+    if (m->published_known[i] && m->earlier_known[j])
+        yes = !mh_csn_set_behind(&m->published[i], &m->earlier[j], NULL);
     pthread_mutex_unlock(&m->lock);
     return yes;
 }

@@ -64,7 +64,7 @@ static void log_warnings(const struct mh_conf *c)
  * configuration.  0 when swapped (*cur is the new generation), -1 when the running
  * configuration stays. */
 static int reload(struct mh_decide *decide, struct mh_gen **cur, const struct mh_conf *running,
-                  const char *path, int debug)
+                  const char *path, int debug)   /* running: the start-up configuration */
 {
     char err[2048];
     struct mh_conf *nc = NULL;
@@ -74,7 +74,9 @@ static int reload(struct mh_decide *decide, struct mh_gen **cur, const struct mh
     }
     log_warnings(nc);
     mh_conf_restart_changes(running, nc, log_restart_key, NULL);
-    if (mh_conf_tls_changed(running, nc) && mh_dir_global_init(nc, err, sizeof err) < 0) {
+    /* the TLS context in use is the current generation's (a reload may have changed it
+     * since the start: A -> B -> A must build A's again) */
+    if (mh_conf_tls_changed(mh_gen_conf(*cur), nc) && mh_dir_global_init(nc, err, sizeof err) < 0) {
         mh_log(LOG_ERR, "reload failed, the running configuration stays: %s", err);
         mh_conf_free(nc);
         return -1;

@@ -28,6 +28,9 @@ struct mh_onlogin {
     char **hosts;                       /* migrate_on_login's words */
     size_t nhosts;
     struct mh_ldap *conn;               /* the writer's service connection */
+    struct mh_conf wconf;               /* migrate_on_login_uri: conf with its URIs as
+                                         * ldap_uri (strdup'ed; the rest is conf's) */
+    struct mh_dir *wdir;                /* and their health, apart; NULL: none */
     pthread_mutex_t lock;               /* guards table, q*, stopping */
     pthread_cond_t wake;
     struct slot table[BUCKETS][WAYS];
@@ -56,6 +59,42 @@ static char *assertion(const struct mh_conf *c, const char *host)
         out = NULL;
     ber_memfree(esc.bv_val);
     return out;
+}
+
+/* What to do about a refused write rc on ld, as "; ..." in hint ("" if nothing to say). */
+static void not_queued_hint(const struct mh_onlogin *o, LDAP *ld, int rc, char *hint,
+                            size_t size)
+{
+    const char *set = o->wdir != NULL ? "migrate_on_login_uri names" : "migrate_on_login_uri "
+                      "is not set: the writes go to ldap_uri, and";
+    char **refs = NULL, *diag = NULL, safe[300] = "";
+    if (rc == LDAP_INSUFFICIENT_ACCESS) {
+        snprintf(hint, size, "; ldap_bind_dn needs write on the values waiting and queued of "
+                 "the state attribute (ldif/acl-migrate-on-login.ldif)");
+    } else if (rc == LDAP_REFERRAL) {
+        LDAPURLDesc *lud = NULL;
+        ldap_get_option(ld, LDAP_OPT_REFERRAL_URLS, &refs);
+        if (refs != NULL && refs[0] != NULL && ldap_url_parse(refs[0], &lud) == LDAP_URL_SUCCESS) {
+            char server[300];       /* the server only: the URL's DN is the user's */
+            int n = snprintf(server, sizeof server, "%s://%s:%d", lud->lud_scheme,
+                             lud->lud_host ? lud->lud_host : "", lud->lud_port);
+            mh_log_safe(safe, sizeof safe, server, n > 0 ? strnlen(server, sizeof server) : 0);
+        }
+        ldap_free_urldesc(lud);
+        snprintf(hint, size, "; %s a server that refers writes elsewhere (%s): a read-only "
+                 "replica; set migrate_on_login_uri to the writable server (the provider; "
+                 "referrals are not followed: the service password goes only to configured "
+                 "URIs)", set, safe[0] ? safe : "no URL given");
+    } else if (rc == LDAP_UNWILLING_TO_PERFORM) {
+        ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
+        if (diag != NULL)
+            mh_log_safe(safe, sizeof safe, diag, strlen(diag));
+        snprintf(hint, size, " [%s]; %s a server that does not take this write: a read-only "
+                 "replica (a consumer) refuses every write; set migrate_on_login_uri to the "
+                 "writable server (the provider)", safe, set);
+    }
+    ber_memvfree((void **)refs);
+    ldap_memfree(diag);
 }
 
 /* One write: waiting -> queued under the assertion.  The metric it counts. */
@@ -95,12 +134,14 @@ static enum mh_metrics_onlogin write_one(struct mh_onlogin *o, const struct job 
         mh_log(LOG_DEBUG, "migrate_on_login: dn=\"%s\" left as it is: %s", safe,
                ldap_err2string(rc));
     } else {
+        char hint[700] = "";
+        not_queued_hint(o, ld, rc, hint, sizeof hint);
+        /* a slow write is this connection's trouble, not a verdict on the server for the
+         * workers (a write may wait for locks a search does not): drop it only */
         if (rc == LDAP_SERVER_DOWN || rc == LDAP_TIMEOUT || rc == LDAP_CONNECT_ERROR)
-            mh_ldap_reset(o->conn, 1);
+            mh_ldap_reset(o->conn, 0);
         mh_log(LOG_WARNING, "migrate_on_login: dn=\"%s\" not queued: %s (%d)%s", safe,
-               ldap_err2string(rc), rc, rc == LDAP_INSUFFICIENT_ACCESS ? "; ldap_bind_dn needs "
-               "write on the values waiting and queued of the state attribute (ldif/"
-               "acl-migrate-on-login.ldif)" : "");
+               ldap_err2string(rc), rc, hint);
     }
 out:
     ldap_control_free(ctrl);
@@ -157,6 +198,26 @@ int mh_onlogin_start(const struct mh_conf *conf, struct mh_dir *dir, struct mh_o
         p += len;
         p += strspn(p, " \t");
     }
+    if (conf->migrate_on_login_uri != NULL) {
+        /* its own URI list and health: a write to the provider, a search to a replica */
+        o->wconf = *conf;
+        memset(o->wconf.ldap_uri, 0, sizeof o->wconf.ldap_uri);
+        o->wconf.n_uri = 0;
+        for (const char *p = conf->migrate_on_login_uri; *p;) {  /* checked by conf.c */
+            size_t len = strcspn(p, " \t");
+            if (len > 0 && o->wconf.n_uri < MH_MAX_URIS) {
+                if ((o->wconf.ldap_uri[o->wconf.n_uri] = strndup(p, len)) == NULL)
+                    goto nomem;
+                o->wconf.n_uri++;
+            }
+            p += len;
+            p += strspn(p, " \t");
+        }
+        if ((o->wdir = mh_dir_new(&o->wconf)) == NULL)
+            goto nomem;
+        mh_dir_set_apart(o->wdir);
+        dir = o->wdir;
+    }
     if ((o->conn = mh_ldap_new(dir, 1)) == NULL)
         goto nomem;
     sigset_t all, old;
@@ -194,6 +255,9 @@ void mh_onlogin_free(struct mh_onlogin *o)
         free(o->hosts[i]);
     free(o->hosts);
     mh_ldap_free(o->conn);
+    mh_dir_free(o->wdir);
+    for (size_t i = 0; i < o->wconf.n_uri; i++)
+        free(o->wconf.ldap_uri[i]);
     pthread_cond_destroy(&o->wake);
     pthread_mutex_destroy(&o->lock);
     free(o);

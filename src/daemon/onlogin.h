@@ -4,7 +4,8 @@
  *
  * mh_onlogin_note() only looks at a small table and appends to a bounded queue; one
  * background thread drains the queue over its own service connection (ldap_bind_dn, opened
- * once and reused), so a login's answer never waits for the directory write nor fails by
+ * once and reused; to migrate_on_login_uri, with a health of its own, when set: a read-only
+ * replica refuses writes), so a login's answer never waits for the directory write nor fails by
  * it.  Each write is one modify "delete state waiting, add state queued" under an RFC 4528
  * assertion "(&(ROUTE=HOST)(STATE=waiting))": a user whose state or host changed meanwhile
  * (frozen by a runner, moved by hand) is left as it is.

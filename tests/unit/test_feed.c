@@ -94,7 +94,7 @@ static const char *const not_feed[] = {
     "route_cache_entries", "default_ports", "backend", "default_backend", "route_unmapped",
     "resolve_ttl", "secret_header", "secret_file",
     /* migrate_on_login: a thread of each generation with its own connection (onlogin.c) */
-    "migrate_on_login", "migrate_on_login_window",
+    "migrate_on_login", "migrate_on_login_window", "migrate_on_login_uri",
     /* brute-force control, last logins, answers, logging */
     "limit_prefix4", "limit_prefix6", "limit_slow", "limit_block_host", "limit_block_net",
     "limit_window", "limit_max_wait", "limit_entries", "limit_success_ttl", "limit_trusted",
