@@ -27,6 +27,7 @@ Needs slapd, ldap-utils and dovecot-imapd/-pop3d: without them it FAILS, it neve
 import json
 import os
 import re
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +40,8 @@ from mhtest import Daemon, Runner, check, request  # noqa: E402
 from slapd import Slapd  # noqa: E402
 from test_daemon import NEW as NEW_ADDR, OLD as OLD_ADDR  # noqa: E402
 from test_daemon import config, expect_tempfail, status_base  # noqa: E402
-from test_migrate import NEW, OLD, PW, Ctx, Dovecot, attrs, migrate, populate  # noqa: E402
+from test_migrate import (NEW, OLD, PW, Ctx, Dovecot, attrs, ctl_path, migrate,  # noqa: E402
+                          populate)
 from test_mirror import poll  # noqa: E402
 from test_replicas import applied_csn  # noqa: E402
 
@@ -124,8 +126,8 @@ def t_cut_consumer_fails_the_user(c):
         m = re.search(r"^%s: failed \(the freeze is not applied by every mailhostd within 3 s "
                       r"\(--mailhostd-wait\): (.*)\)$" % re.escape(CUT), r.stdout, re.M)
         check(m and m.group(1).startswith("mailhostd %s: lagging: " % c.urls[1]) and
-              c.urls[0] not in m.group(1), "reason names the consumer's instance only: %s",
-              r.stdout)
+              "mailhostd %s: " % c.urls[0] not in m.group(1),
+              "reason names the consumer's instance only: %s", r.stdout)
         failed_on_old(c, CUT, before, c.urls[1])
         check(routed(c.d[0], CUT) == OLD_ADDR[0], "the provider's mailhostd routes to OLD")
         # the consumer's mailhostd never saw the freeze: it kept routing to OLD
@@ -183,7 +185,8 @@ def t_flip_not_confirmed_only_warns(c):
                       r"mailhostd within 2 s \(--mailhostd-wait\): (.*)$" % re.escape(LATE),
                       err, re.M)
         check(m and m.group(1).startswith("mailhostd %s: lagging" % c.urls[1]) and
-              c.urls[0] not in m.group(1), "warning names the consumer's instance: %s", err)
+              "mailhostd %s: " % c.urls[0] not in m.group(1),
+              "warning names the consumer's instance: %s", err)
         check(re.search(r"^%s: done %s -> %s: .*, proxies: 1 of 2 mailhostd did not confirm "
                         r"the flip$" % (re.escape(LATE), OLD, NEW), out, re.M),
               "the user's line: %s", out)
@@ -216,7 +219,7 @@ def t_usage_and_dry_run(c):
         r = migrate(c, DRY, *args, journal="usage.journal")
         check(r.returncode == 2 and want in r.stderr, "%s: exit %d: %s", args, r.returncode,
               r.stderr)
-    r = mhtest_ctl(c, "--mailhostd", c.urls[0], "stats")
+    r = ctl(c, "--mailhostd", c.urls[0], "stats")
     check(r.returncode == 2 and "--mailhostd and --mailhostd-wait go with migrate" in r.stderr,
           "stats --mailhostd: %d %s", r.returncode, r.stderr)
     r = migrate(c, DRY, "-n", *wait_args(*c.urls), journal="dry.journal")
@@ -227,9 +230,8 @@ def t_usage_and_dry_run(c):
     check(attrs(c, DRY)["mailhostMigrationState"] in (None, "waiting"), "nothing changed")
 
 
-def mhtest_ctl(c, *args):
-    import subprocess
-    from test_migrate import ctl_path
+def ctl(c, *args):
+    """mailhostctl with the directory options, as the mailhostctl account."""
     return subprocess.run([ctl_path(), "-H", c.slapd.uri, "-b", c.slapd.base, "-D",
                            c.slapd.ctl_dn, "-y", c.pw_file] + list(args), capture_output=True,
                           text=True, timeout=60, env=dict(os.environ, LDAPNOINIT="1"))

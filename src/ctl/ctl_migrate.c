@@ -735,8 +735,8 @@ static int read_csn(struct muser *u, const char *route, const char *state, struc
         dir_fail(u, rc);
         snprintf(u->why, sizeof u->why, "reading the entryCSN: %s", ldap_err2string(rc));
     } else {
-        const char *csn = mh_entry_get(e, "entryCSN"),
-                   *h = mh_entry_get(e, c->cli.route_attr), *st = mh_entry_get(e, c->cli.state_attr);
+        const char *csn = mh_entry_get(e, "entryCSN"), *h = mh_entry_get(e, c->cli.route_attr),
+                   *st = mh_entry_get(e, c->cli.state_attr);
         if (csn == NULL)
             snprintf(u->why, sizeof u->why, "the entry has no entryCSN this account may read "
                      "(--mailhostd needs OpenLDAP's entryCSN: see ldif/acl.ldif)");
