@@ -295,7 +295,6 @@ static int connect_to(const struct mh_statusget_url *u, long long deadline, int 
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
     int rc = getaddrinfo(u->host, u->port, &hints, &res);
     if (rc != 0) {
         snprintf(err, errsize, "%s did not resolve (%s)", u->host, gai_strerror(rc));
