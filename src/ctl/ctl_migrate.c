@@ -114,6 +114,7 @@ struct muser {
     unsigned long long messages, bytes, uidls, inbox;
     size_t folders;
     long long t0, t_freeze, t_flip;
+    long long t_settle_from;    /* the freeze, or when the last --mailhostd had it */
     long long ms_precopy, ms_final;   /* how long the copier ran (retries included) */
     long long ms_proxies;       /* --mailhostd: from the flip until the last instance had it;
                                  * -1: not every one confirmed it */
@@ -669,7 +670,7 @@ static int pause_until(struct muser *u, long long until)
  * copies such mail, and no answer from before the freeze outlives it.  1 if interrupted. */
 static int settle(struct muser *u)
 {
-    long long until = u->t_freeze + u->r->c->mta_settle * 1000LL;
+    long long until = u->t_settle_from + u->r->c->mta_settle * 1000LL;
     if (now_ms() < until && u->r->c->cli.verbose)
         fprintf(stderr, "%s: waiting %lld ms (--mta-settle) before the final sync\n",
                 MH_CTL_PROG, until - now_ms());
@@ -722,12 +723,15 @@ static enum outcome step_failed(struct muser *u)
 }
 
 /* The entry's entryCSN now, read back on the connection that wrote it, with its routing
- * value and state, which must be route and state: a CSN of an entry without them (another
- * server after a reconnect, or changed since) is not the change's.  0, or -1 with u->why. */
-static int read_csn(struct muser *u, const char *route, const char *state, struct mh_csn *out)
+ * value, state and claim, which must be route, state and claim (NULL: none): a CSN of an
+ * entry without them (another server after a reconnect, or changed since, or an earlier
+ * freeze of the same user under another claim) is not the change's.  0, or -1 with u->why. */
+static int read_csn(struct muser *u, const char *route, const char *state, const char *claim,
+                    struct mh_csn *out)
 {
     struct mh_ctl *c = u->r->c;
-    char *attrs[] = { "entryCSN", (char *)c->cli.route_attr, (char *)c->cli.state_attr, NULL };
+    char *attrs[] = { "entryCSN", (char *)c->cli.route_attr, (char *)c->cli.state_attr,
+                      MH_CTL_CLAIM_ATTR, NULL };
     LDAPMessage *res;
     struct mh_entry *e;
     int rc = read_attrs(u, attrs, &res, &e), ok = -1;
@@ -736,16 +740,19 @@ static int read_csn(struct muser *u, const char *route, const char *state, struc
         snprintf(u->why, sizeof u->why, "reading the entryCSN: %s", ldap_err2string(rc));
     } else {
         const char *csn = mh_entry_get(e, "entryCSN"), *h = mh_entry_get(e, c->cli.route_attr),
-                   *st = mh_entry_get(e, c->cli.state_attr);
+                   *st = mh_entry_get(e, c->cli.state_attr),
+                   *cl = mh_entry_get(e, MH_CTL_CLAIM_ATTR);
         if (csn == NULL)
             snprintf(u->why, sizeof u->why, "the entry has no entryCSN this account may read "
                      "(--mailhostd needs OpenLDAP's entryCSN: see ldif/acl.ldif)");
         else if (mh_csn_parse(csn, strlen(csn), out) < 0)
             snprintf(u->why, sizeof u->why, "the entryCSN \"%.100s\" is not a CSN", csn);
-        else if (h == NULL || st == NULL || strcasecmp(h, route) || strcasecmp(st, state))
+        else if (h == NULL || st == NULL || strcasecmp(h, route) || strcasecmp(st, state) ||
+                 (claim == NULL) != (cl == NULL) || (claim != NULL && strcmp(claim, cl) != 0))
             snprintf(u->why, sizeof u->why, "reading the entryCSN: the entry read back is not "
-                     "as written (%s %s, state %s): changed concurrently, or another server",
-                     c->cli.route_attr, h ? h : "none", st ? st : "none");
+                     "as written (%s %s, state %s, %s): changed concurrently, or another "
+                     "server", c->cli.route_attr, h ? h : "none", st ? st : "none",
+                     (claim == NULL) == (cl == NULL) ? "its claim" : cl ? "claimed" : "no claim");
         else
             ok = 0;
     }
@@ -759,14 +766,15 @@ static int read_csn(struct muser *u, const char *route, const char *state, struc
  * instance's time on stderr.  MH_PROXYWAIT_ALL, else u->why says why (STOPPED: the claim
  * lost (renew_hook) or interrupted). */
 static enum mh_proxywait_rc wait_proxies(struct muser *u, const char *what, const char *route,
-                                         const char *state, struct mh_proxywait_result *res)
+                                         const char *state, const char *claim,
+                                         struct mh_proxywait_result *res)
 {
     struct mrun *r = u->r;
     struct mh_csn csn;
     memset(res, 0, sizeof *res);
     for (size_t i = 0; i < MH_PROXYWAIT_MAX; i++)
         res->at_ms[i] = -1;
-    if (read_csn(u, route, state, &csn) < 0) {
+    if (read_csn(u, route, state, claim, &csn) < 0) {
         size_t l = strlen(u->why);
         snprintf(u->why + l, sizeof u->why - l, " (needed to see that every mailhostd has "
                  "applied %s)", what);
@@ -852,9 +860,12 @@ static enum outcome move_user(struct muser *u)
     /* a proxy that has not applied the freeze may still send the user to the old server
      * after the final sync: no kick before each one has (resumed frozen: the renewal) */
     struct mh_proxywait_result pr;
-    if (r->pw.n > 0 && wait_proxies(u, "the freeze", u->host, "frozen", &pr) !=
+    if (r->pw.n > 0 && wait_proxies(u, "the freeze", u->host, "frozen", u->mine, &pr) !=
                            MH_PROXYWAIT_ALL)
         return step_failed(u);
+    /* Postfix may have asked an instance just before it applied the freeze: the settle
+     * counts from the moment the last one had it */
+    u->t_settle_from = r->pw.n > 0 ? now_ms() : u->t_freeze;
     if (step <= 4 && c->cli.conf != NULL &&
         mh_cachewait(c->cli.conf->route_cache_ttl_ms, &interrupted, stderr, MH_CTL_PROG) != 0)
         return keep(u);
@@ -894,7 +905,7 @@ static enum outcome move_user(struct muser *u)
      * the user frozen (logins wait), never on the old server; the time until the last one
      * has is part of the frozen window the users feel */
     if (r->pw.n > 0) {
-        if (wait_proxies(u, "the flip", c->to, "done", &pr) == MH_PROXYWAIT_ALL) {
+        if (wait_proxies(u, "the flip", c->to, "done", NULL, &pr) == MH_PROXYWAIT_ALL) {
             u->ms_proxies = pr.ms;
         } else {
             char *shown = mh_ctl_shown(u->login);
