@@ -156,6 +156,12 @@ enum mh_proxywait_rc mh_proxywait_wait(const struct mh_proxywait *pw, const stru
                 res->ms = res->at_ms[i];
                 res->confirmed++;
             }
+            /* a round over many slow instances may outlast a short lease: the hook after
+             * each ask (it renews only when due) */
+            if ((stop && *stop) || (hook && hook(arg) != 0)) {
+                rc = MH_PROXYWAIT_STOPPED;
+                goto out;
+            }
         }
         if (res->confirmed == pw->n) {
             rc = MH_PROXYWAIT_ALL;
@@ -172,6 +178,7 @@ enum mh_proxywait_rc mh_proxywait_wait(const struct mh_proxywait *pw, const stru
         nanosleep(&slice, NULL);
         pause = pause * 2 < PAUSE_MAX_MS ? pause * 2 : PAUSE_MAX_MS;
     }
+out:;
     size_t off = 0;
     for (size_t i = 0; rc != MH_PROXYWAIT_ALL && i < pw->n && off < sizeof res->why; i++) {
         if (res->at_ms[i] >= 0)

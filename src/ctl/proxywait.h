@@ -51,8 +51,9 @@ struct mh_proxywait_result {
 
 /* Asks each instance (again, every 10 ms doubling up to 200 ms between rounds; each request
  * bounded by what is left of the wait, at most 3 s) until all have applied csn or wait_ms has
- * passed (every instance is asked at least once).  Between rounds it stops when *stop is set
- * or hook (may be NULL) returns non-zero.  res is filled in every case. */
+ * passed (every instance is asked at least once).  After each request and between rounds it
+ * stops when *stop is set or hook (may be NULL) returns non-zero (the hook renews a claim
+ * when due: a round over many slow instances may be long).  res is filled in every case. */
 enum mh_proxywait_rc mh_proxywait_wait(const struct mh_proxywait *pw, const struct mh_csn *csn,
                                        long long wait_ms, volatile sig_atomic_t *stop,
                                        int (*hook)(void *), void *arg,
