@@ -51,6 +51,7 @@ ADDED = {
     "dry.example": [("dry1@dry.example", OLD), ("dry2@dry.example", ELSEWHERE)],
     "sigterm.example": [("sigterm%d@sigterm.example" % n, OLD) for n in range(1, 4)],
     "follow.example": [("follow%d@follow.example" % n, OLD) for n in range(1, 4)],
+    "refollow.example": [("refollow%d@refollow.example" % n, OLD) for n in range(1, 3)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -879,6 +880,56 @@ def t_follow_takes_queued_users(c):
     check(not os.path.exists(os.path.join(c.work, "follow.journal")), "a journal was written")
 
 
+def follow_run(c, domain, *extra, **kw):
+    return migrate(c, "--follow", "--poll", "1", "--domain", domain, *extra,
+                   journal="follow-%s.journal" % domain, wait=False, **kw)
+
+
+def stop_follow(p, sig=signal.SIGTERM):
+    try:
+        p.send_signal(sig)
+        return p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def t_follow_resumes_its_claims(c):
+    """A --follow run killed while a user's copier runs leaves it in copying under its
+    claim; the same command started again resumes it and finishes the move; a user in
+    copying under another runner's expired claim is taken over."""
+    r1, r2 = [login for login, _ in ADDED["refollow.example"]]
+    pidfile = os.path.join(c.work, "refollow.pid")
+    script = hang_script(c, "refollow", c.copy.replace("%u", "\"$1\""), pidfile)
+    set_state(c, r1, "queued")
+    p = follow_run(c, "refollow.example", copy="/bin/sh %s %%u" % script)
+    try:
+        wait_file(pidfile, p)
+        pid = int(open(pidfile).read())
+        seen = attrs(c, r1)
+    finally:
+        out, err = stop_follow(p, signal.SIGKILL)
+    check(gone(pid), "the hanging copier outlived the killed follow run")
+    check(seen["mailhostMigrationState"] == "copying" and seen["mailhostMigrationClaim"],
+          "while copying: %s", seen)
+    check(attrs(c, r1) == seen, "after the kill: %s", attrs(c, r1))
+    set_claim(c, r2, "copying", "dead-runner until 20000101000000Z")
+    p = follow_run(c, "refollow.example")
+    try:
+        wait_state(c, r1, "done", p, timeout=90)
+        wait_state(c, r2, "done", p, timeout=90)
+    finally:
+        out, err = stop_follow(p)
+    check(p.returncode == 0 and "%s: this runner's claim" % r1 in err and
+          "%s: expired claim dead-runner" % r2 in err and
+          "2 users: 2 moved, 0 failed, 0 skipped" in out, "restart: exit %s: %s %s",
+          p.returncode, out, err)
+    for login in (r1, r2):
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationClaim"] is None and
+              len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: %s", login, a)
+
+
 def t_retries_after_a_failing_copier(c):
     """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
     user moves."""
@@ -1067,7 +1118,8 @@ def main():
                   t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
                   t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier,
                   t_report_and_progress, t_dry_run_changes_nothing,
-                  t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users):
+                  t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users,
+                  t_follow_resumes_its_claims):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

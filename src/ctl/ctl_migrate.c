@@ -46,7 +46,6 @@
 
 #include "cachewait.h"
 #include "digest.h"
-#include "filter.h"
 #include "mboxcmp.h"
 #include "runcmd.h"
 
@@ -506,6 +505,17 @@ static int ours(const struct mrun *r, const char *runner)
     return pid_gone((pid_t)pid);
 }
 
+/* 1 if claim is held by another runner: unreadable, or not this runner's (ours) and its
+ * lease not ended; *mine says whether it is this runner's. */
+static int claim_held(const struct mrun *r, const char *claim, int *mine)
+{
+    char runner[300], until[64], now[32];
+    time_in(0, now, sizeof now);
+    int parsed = parse_claim(claim, runner, sizeof runner, until, sizeof until) == 0;
+    *mine = parsed && ours(r, runner);
+    return !*mine && !(parsed && strcmp(until, now) < 0);
+}
+
 /* Which step to start at: 1 target check and claim, 3 pre-copy (resume copying), 5 kick
  * (resume frozen); or
  * 0 with the outcome in *oc and u->why. */
@@ -535,15 +545,10 @@ static int start_step(struct muser *u, enum outcome *oc)
         *oc = SKIPPED;
         return 0;
     }
-    char runner[300], until[64], now[32];
-    time_in(0, now, sizeof now);
-    int has_claim = u->claim != NULL,
-        parsed = has_claim && parse_claim(u->claim, runner, sizeof runner, until,
-                                          sizeof until) == 0,
-        mine = parsed && ours(r, runner),
-        expired = parsed && strcmp(until, now) < 0;
+    int has_claim = u->claim != NULL, mine = 0;
     int moving = !strcasecmp(st, "copying") || !strcasecmp(st, "frozen");
-    if (has_claim && !mine && !expired) {
+    if (has_claim && claim_held(r, u->claim, &mine)) {
+        int parsed = strstr(u->claim, " until ") != NULL;
         snprintf(u->why, sizeof u->why, "claimed by another runner (%s%s): left to it",
                  u->claim, parsed ? "" : ", unreadable");
         *oc = RETRY;
@@ -959,6 +964,10 @@ static int plan_found(void *arg, struct mh_entry *e)
         r->missing++;
         return 0;
     }
+    const char *claim = mh_entry_get(e, MH_CTL_CLAIM_ATTR);
+    int mine;
+    if (following && claim && claim_held(r, claim, &mine))
+        return 0;   /* another runner's, live: left to it, quietly (each poll sees it) */
     return mh_journal_plan_user(&r->j, mail, dn, mh_entry_get(e, c->cli.route_attr),
                                 mh_entry_get(e, c->cli.state_attr), 0) != 0 ? -1 : 0;
 }
@@ -968,7 +977,8 @@ static int plan_found(void *arg, struct mh_entry *e)
 static int plan_filter(struct mrun *r)
 {
     struct mh_ctl *c = r->c;
-    char *attrs[] = { "mail", (char *)c->cli.route_attr, (char *)c->cli.state_attr, NULL };
+    char *attrs[] = { "mail", (char *)c->cli.route_attr, (char *)c->cli.state_attr,
+                      MH_CTL_CLAIM_ATTR, NULL };
     char *on = mh_ctl_eq_filter(c->cli.route_attr, c->from ? c->from : c->to), *f = NULL;
     if (on && asprintf(&f, c->from ? "(&%s%s)" : "(&%s(%s=*)(!%s))", r->sel_filter,
                        c->from ? on : c->cli.route_attr, on) < 0)
@@ -1204,6 +1214,8 @@ static void record(struct mrun *r, const struct mresult *res)
 {
     size_t i = res->idx;
     const struct mh_jentry *e = &r->j.e[i];
+    if (following && res->oc == RETRY)
+        return;   /* another runner's (or a race): the next poll sees it again, quietly */
     report(r, e->login ? e->login : e->dn, res);
     if (r->report)
         report_json(r, e, res);
@@ -1442,25 +1454,23 @@ static void migrate_all(struct mrun *r)
     }
 }
 
-/* --follow's selection: the users in state queued, and those in copying or frozen under a
- * claim of this runner id (a killed or stopped earlier run: resumed), within --filter or
- * --domain.  MH_EXIT_OK or an error. */
+/* --follow's selection: the users in state queued, copying or frozen within --filter or
+ * --domain; start_step decides (a claim of this runner id whose process is gone, or an
+ * expired one, is resumed; another runner's live claim is left alone, quietly: plan_found).
+ * A substring filter on the claim cannot do that: mailhostMigrationClaim has no SUBSTR
+ * rule.  MH_EXIT_OK or an error. */
 static int follow_filter(struct mrun *r)
 {
     struct mh_ctl *c = r->c;
-    char tmpl[300], *mine = NULL, *q = mh_ctl_eq_filter(c->cli.state_attr, "queued"),
+    char *q = mh_ctl_eq_filter(c->cli.state_attr, "queued"),
          *cp = mh_ctl_eq_filter(c->cli.state_attr, "copying"),
          *fr = mh_ctl_eq_filter(c->cli.state_attr, "frozen"), *f = NULL;
-    snprintf(tmpl, sizeof tmpl, "(%s=%%s:*)", MH_CTL_CLAIM_ATTR);
-    mine = mh_filter_expand(tmpl, r->base, strlen(r->base));
-    if (q && cp && fr && mine &&
-        asprintf(&f, "(&%s(|%s(&(|%s%s)%s)))", r->sel_filter ? r->sel_filter : "", q, cp, fr,
-                 mine) < 0)
+    if (q && cp && fr &&
+        asprintf(&f, "(&%s(|%s%s%s))", r->sel_filter ? r->sel_filter : "", q, cp, fr) < 0)
         f = NULL;
     free(q);
     free(cp);
     free(fr);
-    free(mine);
     free(r->sel_filter);
     r->sel_filter = f;
     if (f == NULL) {
