@@ -52,6 +52,8 @@ ADDED = {
     "sigterm.example": [("sigterm%d@sigterm.example" % n, OLD) for n in range(1, 4)],
     "follow.example": [("follow%d@follow.example" % n, OLD) for n in range(1, 4)],
     "refollow.example": [("refollow%d@refollow.example" % n, OLD) for n in range(1, 3)],
+    "pipe.example": [("pipe%d@pipe.example" % n, OLD) for n in range(1, 5)],
+    "wterm.example": [("wterm%d@wterm.example" % n, OLD) for n in range(1, 5)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -930,6 +932,128 @@ def t_follow_resumes_its_claims(c):
               len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: %s", login, a)
 
 
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def read_syscall():
+    """The number of read(2) in /proc/PID/syscall on this machine: a cat blocked reading."""
+    cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open("/proc/%d/syscall" % cat.pid) as f:
+                words = f.read().split()
+            if len(words) > 2 and words[1] == "0x0":
+                return words[0]
+            time.sleep(0.05)   # polling for a state, with a deadline
+        check(False, "cat never blocked reading its input")
+    finally:
+        cat.kill()
+        cat.wait()
+
+
+def blocked_reading_pipe(pid, nr):
+    try:
+        with open("/proc/%d/syscall" % pid) as f:
+            words = f.read().split()
+        return words[0] == nr and os.readlink(
+            "/proc/%d/fd/%d" % (pid, int(words[1], 16))).startswith("pipe:")
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def t_concurrency_idle_worker_dies(c):
+    """--concurrency 2 over 4 users: a worker that dies while idle (its result sent, the
+    parent not yet reading) makes the parent's next write to it fail (EPIPE): the run goes
+    on with the other worker, every user moved and reported once (it used to die of
+    SIGPIPE, a flipped user missing from the journal)."""
+    users = [login for login, _ in ADDED["pipe.example"]]
+    go = os.path.join(c.work, "pipe.go")
+    script = os.path.join(c.work, "pipe-gate.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nif [ ! -e '%s' ]; then\n  touch '%s/pipe-wait.'\"$1\"\n"
+                "  while [ ! -e '%s' ]; do sleep 0.1; done\nfi\nexec %s\n"
+                % (go, c.work, go, c.copy.replace("%u", "\"$1\"")))
+    nr = read_syscall()
+    p = migrate(c, "--domain", "pipe.example", "--concurrency", "2", journal="pipe.journal",
+                copy="/bin/sh %s %%u" % script, wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while len([n for n in os.listdir(c.work) if n.startswith("pipe-wait.")]) < 2:
+            check(p.poll() is None and time.monotonic() < deadline, "two copiers never "
+                  "waited: %s", p.poll())
+            time.sleep(0.05)   # polling for a state, with a deadline
+        workers = children(p.pid)
+        check(len(workers) == 2, "workers: %s", workers)
+        p.send_signal(signal.SIGSTOP)
+        open(go, "w").close()
+        deadline = time.monotonic() + 90
+        while not all(blocked_reading_pipe(w, nr) for w in workers) or \
+                sum(attrs(c, u)["mailhostMigrationState"] == "done" for u in users) < 2:
+            check(time.monotonic() < deadline, "the workers never finished their users")
+            time.sleep(0.1)    # polling for a state, with a deadline
+        os.kill(workers[0], signal.SIGKILL)
+        check(gone(workers[0]), "worker %d did not die", workers[0])
+        p.send_signal(signal.SIGCONT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+    check(p.returncode == 0 and "worker %d ended unexpectedly" % workers[0] in err and
+          "4 users: 4 moved, 0 failed, 0 skipped, 0 pending" in out, "exit %s: %s %s",
+          p.returncode, out, err)
+    for login in users:
+        a = attrs(c, login)
+        check(len(re.findall(r"^%s: done %s -> " % (re.escape(login), OLD), out, re.M)) == 1
+              and a["mailHost"] == NEW and a["mailhostMigrationState"] == "done", "%s: %s",
+              login, a)
+    with open(os.path.join(c.work, "pipe.journal")) as f:
+        text = f.read()
+    check(text.count("\ndone ") + text.startswith("done ") == 4 or
+          sum(1 for line in text.splitlines() if line.startswith("done")) == 4,
+          "journal: %s", text)
+
+
+def t_interrupted_worker_stops_alone(c):
+    """--concurrency 2: SIGTERM to one worker only stops that worker's user (left in copying
+    under its claim) and ends that worker; the other worker moves every other user; exit 3
+    with that one user pending, and the same command finishes it."""
+    users = [login for login, _ in ADDED["wterm.example"]]
+    copy, state = conc_copier(c, "wterm", 1, hang=users[0])
+    pidfile = state + ".hang.pid"
+    p = migrate(c, "--domain", "wterm.example", "--concurrency", "2", journal="wterm.journal",
+                copy=copy, wait=False)
+    try:
+        wait_file(pidfile, p)
+        pid = int(open(pidfile).read())
+        with open("/proc/%d/stat" % pid) as f:
+            worker = int(f.read().rsplit(")", 1)[1].split()[1])
+        check(worker in children(p.pid), "the copier's parent %d is no worker", worker)
+        os.kill(worker, signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    os.unlink(pidfile)
+    check(p.returncode == 3 and out.count(": stopped (") == 1 and
+          "%s: stopped (interrupted: left in state copying" % users[0] in out and
+          "worker %d was interrupted: it takes no more users" % worker in err and
+          "4 users: 3 moved, 0 failed, 0 skipped, 1 pending" in out, "exit %s: %s %s",
+          p.returncode, out, err)
+    r = migrate(c, "--domain", "wterm.example", "--concurrency", "2", journal="wterm.journal",
+                copy=copy)
+    check(r.returncode == 0 and "%s: this runner's claim" % users[0] in r.stderr and
+          "%s: done" % users[0] in r.stdout, "re-run: exit %d: %s %s", r.returncode, r.stdout,
+          r.stderr)
+    for login in users:
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done", "%s: %s", login,
+              a)
+
+
 def t_retries_after_a_failing_copier(c):
     """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
     user moves."""
@@ -1119,7 +1243,8 @@ def main():
                   t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier,
                   t_report_and_progress, t_dry_run_changes_nothing,
                   t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users,
-                  t_follow_resumes_its_claims):
+                  t_follow_resumes_its_claims, t_concurrency_idle_worker_dies,
+                  t_interrupted_worker_stops_alone):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -1289,34 +1289,71 @@ static void worker(struct mrun *r, pid_t parent, int in_fd, int out_fd)
         }
         fflush(stdout);
         fflush(stderr);
-        if (write(out_fd, &res, sizeof res) != (ssize_t)sizeof res)
-            break;
+        if (write(out_fd, &res, sizeof res) != (ssize_t)sizeof res || res.oc == STOP)
+            break;   /* stopped (interrupted, unreachable): no more users for this one */
     }
     _exit(0);
 }
 
 struct wslot {
-    pid_t pid;
+    pid_t pid;                  /* -1: reaped */
     int to, from;               /* the parent's ends: indexes out, results in; -1: closed */
     int busy;
+    size_t idx;                 /* the user it moves, when busy */
 };
 
 /* Gives slot w the next user to move (from *next on), or closes its input (the worker
- * ends) when there is none or the run is stopping. */
+ * ends) when there is none or the run is stopping.  A worker that died while idle (EPIPE:
+ * SIGPIPE is ignored) takes no user: the next is left for the others. */
 static void assign(struct mrun *r, struct wslot *w, size_t *next)
 {
     while (*next < r->j.n && !to_move(&r->j.e[*next]))
         (*next)++;
-    if (*next < r->j.n && !interrupted && !draining && !r->unreachable && w->to >= 0 &&
-        write(w->to, next, sizeof *next) == (ssize_t)sizeof *next) {
-        (*next)++;
-        w->busy = 1;
-        return;
+    if (*next < r->j.n && !interrupted && !draining && !r->unreachable && w->to >= 0) {
+        if (write(w->to, next, sizeof *next) == (ssize_t)sizeof *next) {
+            w->idx = (*next)++;
+            w->busy = 1;
+            return;
+        }
+        fprintf(stderr, "%s: worker %ld ended unexpectedly (%s): the other workers go on\n",
+                MH_CTL_PROG, (long)w->pid, strerror(errno));
+        r->worker_lost = 1;
     }
     if (w->to >= 0)
         close(w->to);
     w->to = -1;
     w->busy = 0;
+}
+
+/* Worker w died mid-user (its result pipe ended): reaped, and its user recorded stopped
+ * (pending in the journal: a re-run resumes it under the worker's claim). */
+static void worker_died(struct mrun *r, struct wslot *w)
+{
+    int st = 0;
+    char how[64] = "ended";
+    while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFSIGNALED(st))
+        snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(st));
+    else if (WIFEXITED(st))
+        snprintf(how, sizeof how, "exited %d", WEXITSTATUS(st));
+    struct mresult res;
+    memset(&res, 0, sizeof res);
+    res.idx = w->idx;
+    res.oc = STOP;
+    const char *old = r->j.e[w->idx].old_host;
+    snprintf(res.host, sizeof res.host, "%s", old ? old : "?");
+    snprintf(res.why, sizeof res.why, "worker %ld %s mid-user: left for a re-run of the same "
+             "command", (long)w->pid, how);
+    fprintf(stderr, "%s: worker %ld %s unexpectedly: its user is left for a re-run of the "
+            "same command\n", MH_CTL_PROG, (long)w->pid, how);
+    w->pid = -1;
+    r->worker_lost = 1;
+    if (w->to >= 0)
+        close(w->to);
+    w->to = -1;
+    w->busy = 0;
+    record(r, &res);
 }
 
 /* Moves the journal's users with n worker processes; the parent hands out users, keeps the
@@ -1368,7 +1405,7 @@ static void migrate_pool(struct mrun *r, size_t n)
             close(up[0]);
             break;
         }
-        w[started] = (struct wslot){ pid, down[1], up[0], 0 };
+        w[started] = (struct wslot){ pid, down[1], up[0], 0, 0 };
     }
     for (size_t k = 0; k < started; k++)
         assign(r, &w[k], &next);
@@ -1399,9 +1436,15 @@ static void migrate_pool(struct mrun *r, size_t n)
             if (got < 0 && errno == EINTR)
                 continue;
             if (got != (ssize_t)sizeof res || res.idx >= r->j.n) {
-                /* the worker died mid-user: that user stays pending for a re-run */
-                fprintf(stderr, "%s: worker %ld ended unexpectedly: its user is left for a "
-                        "re-run of the same command\n", MH_CTL_PROG, (long)w[k].pid);
+                worker_died(r, &w[k]);
+                continue;
+            }
+            record(r, &res);
+            if (res.oc == STOP && !interrupted && !res.unreachable && !draining) {
+                /* interrupted on its own (a signal to the worker alone): it ends; the
+                 * others go on */
+                fprintf(stderr, "%s: worker %ld was interrupted: it takes no more users, "
+                        "the other workers go on\n", MH_CTL_PROG, (long)w[k].pid);
                 r->worker_lost = 1;
                 if (w[k].to >= 0)
                     close(w[k].to);
@@ -1409,7 +1452,6 @@ static void migrate_pool(struct mrun *r, size_t n)
                 w[k].busy = 0;
                 continue;
             }
-            record(r, &res);
             assign(r, &w[k], &next);
         }
     }
@@ -1418,7 +1460,7 @@ static void migrate_pool(struct mrun *r, size_t n)
         if (w[k].to >= 0)
             close(w[k].to);
         close(w[k].from);
-        while (waitpid(w[k].pid, NULL, 0) < 0 && errno == EINTR)
+        while (w[k].pid > 0 && waitpid(w[k].pid, NULL, 0) < 0 && errno == EINTR)
             ;
     }
     free(w);
@@ -1679,11 +1721,14 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
         status = dry_run(&r);
         goto out;
     }
+    following = c->follow;   /* before any handler can run */
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGUSR1, on_signal);
+    /* a worker that died: EPIPE on its pipe, not the end of the run (runcmd resets it for
+     * the commands) */
+    signal(SIGPIPE, SIG_IGN);
     if (c->follow) {   /* no journal: the directory's states and claims are the record */
-        following = 1;
         fprintf(stderr, "%s: runner %s\n", MH_CTL_PROG, r.runner);
         if ((status = follow_filter(&r)) != MH_EXIT_OK ||
             (c->report_file && (status = open_report(&r)) != MH_EXIT_OK))
