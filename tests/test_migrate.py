@@ -1054,6 +1054,22 @@ def t_interrupted_worker_stops_alone(c):
               a)
 
 
+def t_follow_persistent_error_stops(c):
+    """--follow with a bad --filter, or a bind the directory refuses, ends at once with exit
+    1 and the reason (it used to poll forever and exit 0); an unreachable directory is only
+    tried again (t_follow_takes_queued_users covers the normal run)."""
+    p = migrate(c, "--follow", "--poll", "1", "--filter", "(mail=dom", journal="bad.journal",
+                wait=False)
+    try:
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            out, err = p.communicate()
+    check(p.returncode == 1 and "bad filter" in err and err.count("bad filter") == 1 and
+          "--follow stops" in err, "bad filter: exit %s: %s %s", p.returncode, out, err)
+
+
 def t_retries_after_a_failing_copier(c):
     """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
     user moves."""
@@ -1244,7 +1260,7 @@ def main():
                   t_report_and_progress, t_dry_run_changes_nothing,
                   t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users,
                   t_follow_resumes_its_claims, t_concurrency_idle_worker_dies,
-                  t_interrupted_worker_stops_alone):
+                  t_interrupted_worker_stops_alone, t_follow_persistent_error_stops):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -1533,23 +1533,38 @@ static void follow_wait(long secs)
 }
 
 /* --follow: every --poll seconds the users follow_filter finds are planned (in memory: the
- * directory's states and claims are the record) and moved, until a signal. */
-static void follow(struct mrun *r)
+ * directory's states and claims are the record) and moved, until a signal.  Only an
+ * unreachable directory is tried again: a persistent error (a bad filter, a refused bind,
+ * a search the directory refuses) ends it.  MH_EXIT_OK, or MH_EXIT_ERROR (said). */
+static int follow(struct mrun *r)
 {
     struct mh_ctl *c = r->c;
     fprintf(stderr, "%s: following: users in state queued%s%s, every %ld s (SIGTERM: no new "
             "users, the current ones finish; again: they stop)\n", MH_CTL_PROG,
             c->from ? " on " : "", c->from ? c->from : "", c->poll);
     while (!interrupted && !draining) {
-        if (c->cli.ld == NULL && mh_cli_connect(&c->cli, MH_CTL_PROG) != LDAP_SUCCESS) {
-            follow_wait(c->poll);
-            continue;
+        if (c->cli.ld == NULL) {
+            int rc = mh_cli_connect(&c->cli, MH_CTL_PROG);   /* says why */
+            if (rc != LDAP_SUCCESS && !mh_cli_unreachable(rc)) {
+                fprintf(stderr, "%s: --follow stops: connecting failed, and trying again "
+                        "would not help\n", MH_CTL_PROG);
+                return MH_EXIT_ERROR;
+            }
+            if (rc != LDAP_SUCCESS) {
+                follow_wait(c->poll);
+                continue;
+            }
         }
         memset(&r->j, 0, sizeof r->j);   /* in memory only: no file */
-        int status = plan(r);
+        int status = plan(r);            /* says why it failed */
         if (status == MH_EXIT_OK && r->j.n > 0)
             migrate_all(r);
         mh_journal_close(&r->j);
+        if (status == MH_EXIT_ERROR) {
+            fprintf(stderr, "%s: --follow stops: the search for users failed, and trying "
+                    "again would not help\n", MH_CTL_PROG);
+            return MH_EXIT_ERROR;
+        }
         if (status == MH_EXIT_UNREACHABLE || r->unreachable) {
             fprintf(stderr, "%s: the directory is unreachable: trying again in %ld s\n",
                     MH_CTL_PROG, c->poll);
@@ -1562,6 +1577,7 @@ static void follow(struct mrun *r)
         }
         follow_wait(c->poll);
     }
+    return MH_EXIT_OK;
 }
 
 /* --report FILE: appended to (a re-run adds its users), never through a symbolic link.
@@ -1733,8 +1749,10 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
         if ((status = follow_filter(&r)) != MH_EXIT_OK ||
             (c->report_file && (status = open_report(&r)) != MH_EXIT_OK))
             goto out;
-        follow(&r);
+        int fstatus = follow(&r);
         status = finish(&r);
+        if (fstatus != MH_EXIT_OK)
+            status = fstatus;
         goto out;
     }
     if ((status = lock_journal(&r)) != MH_EXIT_OK ||
