@@ -54,6 +54,7 @@ ADDED = {
     "refollow.example": [("refollow%d@refollow.example" % n, OLD) for n in range(1, 3)],
     "pipe.example": [("pipe%d@pipe.example" % n, OLD) for n in range(1, 5)],
     "wterm.example": [("wterm%d@wterm.example" % n, OLD) for n in range(1, 5)],
+    "drain.example": [("drain%d@drain.example" % n, OLD) for n in range(1, 3)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -843,19 +844,19 @@ def wait_state(c, login, state, proc, timeout=60):
 
 def t_follow_takes_queued_users(c):
     """--follow --poll 1: users become queued while it runs and are moved; a waiting one is
-    left alone until it is queued; SIGTERM while its copier runs lets that user finish, then
-    ends the run: exit 0 and the summary."""
+    left alone until it is queued; SIGTERM while that user is frozen (its kick running) lets
+    it finish, then ends the run: exit 0 and the summary."""
     f1, f2, f3 = [login for login, _ in ADDED["follow.example"]]
     gate, go = os.path.join(c.work, "gate.pid"), os.path.join(c.work, "gate.go")
     script = os.path.join(c.work, "gate.sh")
     with open(script, "w") as f:
         f.write("#!/bin/sh\nif [ \"$1\" = '%s' ]; then\n  echo $$ > '%s.tmp' && mv '%s.tmp' '%s'\n"
                 "  while [ ! -e '%s' ]; do sleep 0.1; done\nfi\nexec %s\n"
-                % (f3, gate, gate, gate, go, c.copy.replace("%u", "\"$1\"")))
+                % (f3, gate, gate, gate, go, c.kick.replace("%u", "\"$1\"")))
     set_state(c, f1, "queued")
     p = migrate(c, "--follow", "--poll", "1", "--domain", "follow.example",
                 "--concurrency", "2", journal="follow.journal", wait=False,
-                copy="/bin/sh %s %%u" % script)
+                kick="/bin/sh %s %%u" % script)
     try:
         wait_state(c, f1, "done", p)
         set_state(c, f2, "queued")
@@ -865,6 +866,8 @@ def t_follow_takes_queued_users(c):
               "the waiting user was touched: %s", a)
         set_state(c, f3, "queued")
         wait_file(gate, p)
+        check(attrs(c, f3)["mailhostMigrationState"] == "frozen", "in the kick: %s",
+              attrs(c, f3))
         p.send_signal(signal.SIGTERM)
         open(go, "w").close()
         out, err = p.communicate(timeout=120)
@@ -1070,6 +1073,56 @@ def t_follow_persistent_error_stops(c):
           "--follow stops" in err, "bad filter: exit %s: %s %s", p.returncode, out, err)
 
 
+def t_follow_stop_gives_back_precopy(c):
+    """--follow --concurrency 2, the first SIGTERM (a systemd stop) while one user is in
+    its pre-copy and another frozen: the pre-copy stops at once (the user left in copying
+    under the claim, never frozen), the frozen user finishes; exit 3 with 1 pending; the
+    restart resumes the stopped user."""
+    d1, d2 = [login for login, _ in ADDED["drain.example"]]
+    cpid, kpid = os.path.join(c.work, "drain-copy.pid"), os.path.join(c.work, "drain-kick.pid")
+    go = os.path.join(c.work, "drain.go")
+    copy = hang_script(c, "drain-copy", c.copy.replace("%u", "\"$1\""), cpid)
+    kick = os.path.join(c.work, "drain-kick.sh")
+    with open(copy, "w") as f:   # d1's pre-copy hangs; every other copier runs
+        f.write("#!/bin/sh\nif [ \"$1\" = '%s' ] && [ ! -e '%s' ]; then\n"
+                "  echo $$ > '%s.tmp' && mv '%s.tmp' '%s'\n  exec sleep 600\nfi\nexec %s\n"
+                % (d1, go, cpid, cpid, cpid, c.copy.replace("%u", "\"$1\"")))
+    with open(kick, "w") as f:   # d2's kick waits for the go
+        f.write("#!/bin/sh\nif [ \"$1\" = '%s' ]; then\n  echo $$ > '%s.tmp' && "
+                "mv '%s.tmp' '%s'\n  while [ ! -e '%s' ]; do sleep 0.1; done\nfi\nexec %s\n"
+                % (d2, kpid, kpid, kpid, go, c.kick.replace("%u", "\"$1\"")))
+    set_state(c, d1, "queued")
+    set_state(c, d2, "queued")
+    p = follow_run(c, "drain.example", "--concurrency", "2", copy="/bin/sh %s %%u" % copy,
+                   kick="/bin/sh %s %%u" % kick)
+    try:
+        wait_file(cpid, p)
+        wait_file(kpid, p)
+        hung = int(open(cpid).read())
+        p.send_signal(signal.SIGTERM)
+        check(gone(hung), "the pre-copy went on after the first SIGTERM")
+        a = attrs(c, d1)
+        check(a["mailhostMigrationState"] == "copying" and a["mailhostMigrationClaim"] and
+              a["mailHost"] == OLD, "the pre-copy user: %s", a)
+        open(go, "w").close()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(p.returncode == 3 and "%s: stopped (interrupted: left in state copying" % d1 in out
+          and "%s: done %s -> %s" % (d2, OLD, NEW) in out and
+          "2 users: 1 moved, 0 failed, 0 skipped, 1 pending" in out, "exit %s: %s %s",
+          p.returncode, out, err)
+    check(attrs(c, d2)["mailhostMigrationState"] == "done", "%s", attrs(c, d2))
+    p = follow_run(c, "drain.example", copy="/bin/sh %s %%u" % copy)
+    try:
+        wait_state(c, d1, "done", p, timeout=90)
+    finally:
+        out, err = stop_follow(p)
+    check(p.returncode == 0 and "%s: this runner's claim" % d1 in err, "restart: exit %s: %s "
+          "%s", p.returncode, out, err)
+
+
 def t_retries_after_a_failing_copier(c):
     """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
     user moves."""
@@ -1260,7 +1313,8 @@ def main():
                   t_report_and_progress, t_dry_run_changes_nothing,
                   t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users,
                   t_follow_resumes_its_claims, t_concurrency_idle_worker_dies,
-                  t_interrupted_worker_stops_alone, t_follow_persistent_error_stops):
+                  t_interrupted_worker_stops_alone, t_follow_persistent_error_stops,
+                  t_follow_stop_gives_back_precopy):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -57,13 +57,17 @@
 #define RETRY_FIRST_MS 5000LL   /* --retries: the first pause, doubling ... */
 #define RETRY_MAX_MS 60000LL    /* ... up to this */
 
-static volatile sig_atomic_t interrupted, draining;
+static volatile sig_atomic_t interrupted, draining, precopy_stop;
 static int following;           /* --follow: set before any signal handler runs */
-/* SIGINT/SIGTERM interrupt the users in progress; with --follow the first one only stops
- * taking new users (draining) and the second interrupts.  SIGUSR1: the parent of
- * --concurrency workers says "interrupt now". */
+/* SIGINT/SIGTERM interrupt the users in progress; with --follow the first one stops taking
+ * new users (draining) and stops the users not yet frozen (precopy_stop: given back to the
+ * old server at once, keep()), the frozen ones finish; the second interrupts.  SIGUSR1:
+ * the parent of --concurrency workers says "interrupt now", SIGUSR2 "draining". */
 static void on_signal(int sig)
 {
+    precopy_stop = 1;
+    if (sig == SIGUSR2)
+        return;
     if (sig == SIGUSR1 || !following || draining)
         interrupted = 1;
     else
@@ -85,6 +89,7 @@ struct mrun {
     char jpath[4096], upath[4200];
     struct mh_ctl_schema *schema;
     size_t missing, done, failed, skipped;
+    size_t stopped;             /* users left stopped (--follow: its pending ones) */
     long long *frozen;          /* frozen window of each user moved, ms */
     size_t nfrozen;
     int unreachable;
@@ -106,6 +111,8 @@ struct muser {
     char *mine;                 /* the claim this run holds on the entry, as written */
     long long renewed;          /* when the claim was last written, ms */
     int lost;                   /* a renewal failed: the user is someone else's now */
+    volatile sig_atomic_t *stop;   /* stops its commands: precopy_stop until the freeze,
+                                      then interrupted (a frozen user finishes a drain) */
     unsigned long long messages, bytes, uidls, inbox;
     size_t folders;
     long long t0, t_freeze, t_flip;
@@ -381,7 +388,7 @@ static int run(struct muser *u, const char *what, const char *tmpl, const char *
         return -1;
     }
     struct mh_runcmd_hook hook = { 1000, renew_hook, u };
-    int rc = mh_runcmd_run(argv, c->cmd_timeout * 1000LL, &interrupted,
+    int rc = mh_runcmd_run(argv, c->cmd_timeout * 1000LL, u->stop,
                            u->mine ? &hook : NULL, OUT_MAX, ERR_MAX, &res);
     mh_runcmd_argv_free(argv);
     if (rc < 0) {
@@ -641,7 +648,7 @@ static enum outcome lost(struct muser *u, const char *step, int rc)
 static int pause_until(struct muser *u, long long until)
 {
     while (now_ms() < until) {
-        if (interrupted || renew_hook(u) != 0)
+        if (*u->stop || renew_hook(u) != 0)
             return 1;
         struct timespec slice = { 0, 100 * 1000000L };
         nanosleep(&slice, NULL);
@@ -672,7 +679,7 @@ static int run_retried(struct muser *u, const char *what, const char *tmpl, int 
     for (long k = 0;; k++) {
         if (run(u, what, tmpl, NULL, ok_code, NULL) == 0)
             return 0;
-        if (k >= c->retries || interrupted || u->lost)
+        if (k >= c->retries || *u->stop || u->lost)
             return -1;
         char *shown = mh_ctl_shown(u->login);
         fprintf(stderr, "%s: %s: %s; retry %ld of %ld in %lld s\n", MH_CTL_PROG,
@@ -704,7 +711,7 @@ static enum outcome step_failed(struct muser *u)
 {
     if (u->lost)
         return u->r->unreachable ? STOP : FAILED;
-    return interrupted ? keep(u) : fail(u);
+    return *u->stop ? keep(u) : fail(u);
 }
 
 static enum outcome move_user(struct muser *u)
@@ -730,7 +737,7 @@ static enum outcome move_user(struct muser *u)
         struct mh_mbox target = { 0 };
         if (snapshot(u, "new", c->new_doveadm, 0, &target) < 0) {
             mh_mbox_free(&target);
-            return interrupted ? keep(u) : fail(u);
+            return *u->stop ? keep(u) : fail(u);
         }
         if (target.used && !c->target_overwrite) {
             snprintf(u->why, sizeof u->why, "the target mailbox is not empty: %s (dsync would "
@@ -740,7 +747,7 @@ static enum outcome move_user(struct muser *u)
             return fail(u);
         }
         mh_mbox_free(&target);
-        if (interrupted)
+        if (*u->stop)
             return keep(u);
         if ((rc = transition(u, "copying", u->claim, 1)) != LDAP_SUCCESS) {
             snprintf(u->why, sizeof u->why, "claim: %s%s", ldap_err2string(rc),
@@ -754,8 +761,9 @@ static enum outcome move_user(struct muser *u)
                       run_retried(u, "pre-copy", c->copy_cmd, -1) < 0))
         return step_failed(u);
     u->ms_precopy = step <= 3 ? now_ms() - t : 0;
-    if (interrupted)
+    if (*u->stop)
         return keep(u);
+    u->stop = &interrupted;   /* frozen from here: a drain lets it finish */
     if (step <= 4) {
         if ((rc = transition(u, "frozen", u->mine, 0)) != LDAP_SUCCESS)
             return lost(u, "freeze", rc);
@@ -1135,6 +1143,7 @@ static void move_one(struct mrun *r, size_t i, struct mresult *res)
     u.idx = i;
     u.login = e->login ? e->login : e->dn;
     u.dn = e->dn;
+    u.stop = &precopy_stop;
     u.t0 = now_ms();
     enum outcome oc = move_user(&u);
     result_of(&u, oc, res);
@@ -1244,6 +1253,7 @@ static void record(struct mrun *r, const struct mresult *res)
         *(res->oc == FAILED ? &r->failed : &r->skipped) += 1;
         break;
     default:       /* STOP: pending, the next run takes it up */
+        r->stopped++;
         break;
     }
     mh_journal_sync(&r->j);
@@ -1409,7 +1419,7 @@ static void migrate_pool(struct mrun *r, size_t n)
     }
     for (size_t k = 0; k < started; k++)
         assign(r, &w[k], &next);
-    int told = 0;
+    int told = 0, told_drain = 0;
     struct pollfd *pf = calloc(started + 1, sizeof *pf);
     for (;;) {
         size_t np = 0;
@@ -1422,6 +1432,11 @@ static void migrate_pool(struct mrun *r, size_t n)
             for (size_t k = 0; k < started; k++)
                 kill(w[k].pid, SIGUSR1);
             told = 1;
+        }
+        if (draining && !told_drain) {   /* the users not yet frozen stop at once */
+            for (size_t k = 0; k < started; k++)
+                kill(w[k].pid, SIGUSR2);
+            told_drain = 1;
         }
         if (poll(pf, np, 500) <= 0)
             continue;   /* EINTR: a signal, seen above */
@@ -1634,6 +1649,7 @@ static int dry_run(struct mrun *r)
         u.idx = i;
         u.login = r->j.e[i].login ? r->j.e[i].login : r->j.e[i].dn;
         u.dn = r->j.e[i].dn;
+        u.stop = &precopy_stop;
         char *who = mh_ctl_shown(u.login);
         enum outcome oc = SKIPPED;
         int rc = read_entry(&u), step = 0;
@@ -1682,6 +1698,8 @@ static int finish(struct mrun *r)
     size_t pending = 0;
     for (size_t i = 0; i < r->j.n; i++)
         pending += r->j.e[i].status == MH_J_PENDING;
+    if (following)   /* no journal: the users it left stopped, for the restart */
+        pending = r->stopped;
     char frozen[128] = "";
     if (r->nfrozen > 0) {
         qsort(r->frozen, r->nfrozen, sizeof *r->frozen, cmp_ll);
@@ -1741,6 +1759,7 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGUSR1, on_signal);
+    signal(SIGUSR2, on_signal);
     /* a worker that died: EPIPE on its pipe, not the end of the run (runcmd resets it for
      * the commands) */
     signal(SIGPIPE, SIG_IGN);
