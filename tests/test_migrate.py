@@ -55,6 +55,7 @@ ADDED = {
     "pipe.example": [("pipe%d@pipe.example" % n, OLD) for n in range(1, 5)],
     "wterm.example": [("wterm%d@wterm.example" % n, OLD) for n in range(1, 5)],
     "drain.example": [("drain%d@drain.example" % n, OLD) for n in range(1, 3)],
+    "before.example": [("before%d@before.example" % n, OLD) for n in range(1, 4)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -1123,6 +1124,38 @@ def t_follow_stop_gives_back_precopy(c):
           "%s", p.returncode, out, err)
 
 
+def t_moved_before_needs_migrates_flip(c):
+    """A login listed twice moves once (the second is skipped, not "moved before"); a user
+    put on --to by hand (no previous host, no frozen window) after the run planned it is
+    "already on", not counted as moved; one with what migrate's flip writes is."""
+    b1, b2, b3 = [login for login, _ in ADDED["before.example"]]
+    r = migrate(c, b1, b1, journal="twice.journal")
+    check(r.returncode == 3 and len(re.findall(r"^%s: done" % re.escape(b1), r.stdout,
+                                               re.M)) == 1 and
+          "%s: skipped (the same entry as %s)" % (b1, b1) in r.stdout and
+          "2 users: 1 moved, 0 failed, 1 skipped, 0 pending" in r.stdout, "exit %d: %s %s",
+          r.returncode, r.stdout, r.stderr)
+    # a run killed in the target check has planned b2 and b3; then b2 is set by hand and b3
+    # as migrate's flip leaves it
+    for login in (b2, b3):
+        seen, p, out, err = hanging_run(c, login, "before-%s.journal" % login, "check")
+        check(seen["mailHost"] == OLD and seen["mailhostMigrationState"] == "waiting", "%s",
+              seen)
+    for login, extra in ((b2, ""), (b3, "replace: mailhostPreviousHost\nmailhostPreviousHost: "
+                                        "%s\n-\nreplace: mailhostFrozenWindow\n"
+                                        "mailhostFrozenWindow: 123\n-\n" % OLD)):
+        c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n-\n"
+                           "replace: mailhostMigrationState\nmailhostMigrationState: done\n-\n"
+                           "%s" % (dn_of(c, login), NEW, extra))
+    r = migrate(c, b2, journal="before-%s.journal" % b2)
+    check(r.returncode == 3 and "%s: skipped (already on %s (state done))" % (b2, NEW)
+          in r.stdout and "0 moved" in r.stdout, "by hand: exit %d: %s %s", r.returncode,
+          r.stdout, r.stderr)
+    r = migrate(c, b3, journal="before-%s.journal" % b3)
+    check(r.returncode == 0 and "%s: done (moved to %s before this run" % (b3, NEW) in r.stdout,
+          "migrate's flip: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+
+
 def t_retries_after_a_failing_copier(c):
     """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
     user moves."""
@@ -1314,7 +1347,7 @@ def main():
                   t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users,
                   t_follow_resumes_its_claims, t_concurrency_idle_worker_dies,
                   t_interrupted_worker_stops_alone, t_follow_persistent_error_stops,
-                  t_follow_stop_gives_back_precopy):
+                  t_follow_stop_gives_back_precopy, t_moved_before_needs_migrates_flip):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -107,6 +107,8 @@ struct muser {
     size_t idx;
     const char *login, *dn;
     char *host, *state, *claim, *error;   /* as read from the directory */
+    char *prev;                 /* mailhostPreviousHost, as read */
+    int window;                 /* it has a mailhostFrozenWindow (only migrate's flip) */
     int had_class;
     char *mine;                 /* the claim this run holds on the entry, as written */
     long long renewed;          /* when the claim was last written, ms */
@@ -142,6 +144,7 @@ static void user_free(struct muser *u)
     free(u->state);
     free(u->claim);
     free(u->error);
+    free(u->prev);
     free(u->mine);
 }
 
@@ -159,7 +162,8 @@ static int read_entry(struct muser *u)
 {
     struct mh_ctl *c = u->r->c;
     char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, MH_CTL_CLAIM_ATTR,
-                      MH_CTL_ERROR_ATTR, "objectClass", NULL };
+                      MH_CTL_ERROR_ATTR, "objectClass", MH_CTL_PREV_ATTR, MH_CTL_FROZEN_ATTR,
+                      NULL };
     LDAPMessage *res = NULL;
     struct mh_entry *e = NULL;
     int rc;
@@ -175,12 +179,14 @@ static int read_entry(struct muser *u)
                                   NULL)
         rc = LDAP_NO_MEMORY;
     if (rc == LDAP_SUCCESS) {
-        const char *v[4] = { mh_entry_get(e, c->cli.route_attr),
+        const char *v[5] = { mh_entry_get(e, c->cli.route_attr),
                              mh_entry_get(e, c->cli.state_attr),
                              mh_entry_get(e, MH_CTL_CLAIM_ATTR),
-                             mh_entry_get(e, MH_CTL_ERROR_ATTR) };
-        char **dst[4] = { &u->host, &u->state, &u->claim, &u->error };
-        for (int k = 0; k < 4; k++) {
+                             mh_entry_get(e, MH_CTL_ERROR_ATTR),
+                             mh_entry_get(e, MH_CTL_PREV_ATTR) };
+        char **dst[5] = { &u->host, &u->state, &u->claim, &u->error, &u->prev };
+        u->window = mh_entry_get(e, MH_CTL_FROZEN_ATTR) != NULL;
+        for (int k = 0; k < 5; k++) {
             free(*dst[k]);
             *dst[k] = v[k] ? strdup(v[k]) : NULL;
             if (v[k] && !*dst[k])
@@ -533,9 +539,13 @@ static int start_step(struct muser *u, enum outcome *oc)
     const char *st = u->state ? u->state : "";
     if (u->host && strcasecmp(u->host, c->to) == 0) {
         const char *planned = r->j.e[u->idx].old_host;
-        if (planned && strcasecmp(planned, c->to) != 0 && !strcasecmp(st, "done")) {
+        if (planned && strcasecmp(planned, c->to) != 0 && !strcasecmp(st, "done") &&
+            u->prev && !strcasecmp(u->prev, planned) &&
+            (u->window || !mh_ctl_schema_frozen_window(r->schema))) {
             /* flipped by this command's run that died before its journal said so (or by
-             * another runner): moved, never moved twice */
+             * another runner): moved, never moved twice.  What only migrate's flip writes
+             * is required (the previous host planned, the frozen window where the schema
+             * has it): a user set to --to otherwise is "already on" it. */
             snprintf(u->why, sizeof u->why, "moved to %s before this run (the flip was made, "
                      "its journal line lost)", c->to);
             *oc = MOVED_BEFORE;
@@ -1009,6 +1019,51 @@ static int plan_filter(struct mrun *r)
     return rc;
 }
 
+static const struct mh_journal *dedup_j;   /* cmp_dn's journal (plan_dedup only) */
+
+static int cmp_dn(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int d = strcmp(dedup_j->e[x].dn, dedup_j->e[y].dn);
+    return d ? d : x < y ? -1 : x > y;
+}
+
+/* Two logins of one entry (a login listed twice, or an alias): the first moves it, the
+ * others are skipped; moved twice it would be counted twice (the second "moved before").
+ * MH_EXIT_OK or MH_EXIT_ERROR (said). */
+static int plan_dedup(struct mrun *r)
+{
+    size_t *ix = malloc(r->j.n * sizeof *ix);
+    if (ix == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        return MH_EXIT_ERROR;
+    }
+    for (size_t i = 0; i < r->j.n; i++)
+        ix[i] = i;
+    dedup_j = &r->j;
+    qsort(ix, r->j.n, sizeof *ix, cmp_dn);
+    for (size_t k = 1; k < r->j.n; k++) {
+        const struct mh_jentry *first = &r->j.e[ix[k - 1]], *e = &r->j.e[ix[k]];
+        if (strcmp(first->dn, e->dn) != 0)
+            continue;
+        ix[k] = ix[k - 1];   /* the group's first */
+        char why[300];
+        char *a = mh_ctl_shown(e->login ? e->login : e->dn),
+             *b = mh_ctl_shown(first->login ? first->login : first->dn);
+        snprintf(why, sizeof why, "the same entry as %s", b ? b : "?");
+        if (e->status == MH_J_PENDING) {
+            printf("%s: skipped (%s)\n", a ? a : "?", why);
+            mh_journal_mark(&r->j, (size_t)(e - r->j.e), MH_J_SKIPPED, why);
+            r->skipped++;
+        }
+        free(a);
+        free(b);
+    }
+    free(ix);
+    mh_journal_sync(&r->j);
+    return MH_EXIT_OK;
+}
+
 /* The plan: each login's entry and its routing value, into the journal. */
 static int plan(struct mrun *r)
 {
@@ -1052,7 +1107,7 @@ static int plan(struct mrun *r)
         fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, r->jpath, strerror(errno));
         return MH_EXIT_ERROR;
     }
-    return MH_EXIT_OK;
+    return r->nlogins > 1 ? plan_dedup(r) : MH_EXIT_OK;
 }
 
 /* One run per journal: an exclusive flock on FILE.lock (holding the pid of its run), kept
@@ -1643,6 +1698,10 @@ static int dry_run(struct mrun *r)
     size_t would = 0, not = 0;
     int status = plan(r);
     for (size_t i = 0; status == MH_EXIT_OK && i < r->j.n; i++) {
+        if (!to_move(&r->j.e[i])) {   /* a second login of one entry (plan_dedup) */
+            not++;
+            continue;
+        }
         struct muser u;
         memset(&u, 0, sizeof u);
         u.r = r;
