@@ -56,6 +56,7 @@ ADDED = {
     "wterm.example": [("wterm%d@wterm.example" % n, OLD) for n in range(1, 5)],
     "drain.example": [("drain%d@drain.example" % n, OLD) for n in range(1, 3)],
     "before.example": [("before%d@before.example" % n, OLD) for n in range(1, 4)],
+    "json.example": [("json%d@json.example" % n, OLD) for n in range(1, 4)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -180,10 +181,11 @@ def migrate(c, *args, journal, copy=None, kick=None, wait=True, settle="0", old=
          "--journal", os.path.join(c.work, journal)] + list(args)
     env = dict(os.environ, LDAPNOINIT="1")
     if not wait:
+        # errors: a failing command's own output (shown verbatim) need not be UTF-8
         return subprocess.Popen(argv, cwd=c.work, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
+                                stderr=subprocess.PIPE, text=True, errors="replace", env=env)
     return subprocess.run(argv, cwd=c.work, capture_output=True, text=True, timeout=300,
-                          env=env)
+                          errors="replace", env=env)
 
 
 def populate(c, login):
@@ -1156,6 +1158,41 @@ def t_moved_before_needs_migrates_flip(c):
           "migrate's flip: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
 
 
+def t_report_is_json_and_lists_lost_users(c):
+    """--report stays valid JSON (UTF-8) when a reason quotes command output that is not
+    UTF-8, and a user whose worker was killed mid-user gets a "stopped" line."""
+    import json
+    j1, j2, j3 = [login for login, _ in ADDED["json.example"]]
+    pidfile = os.path.join(c.work, "json-hang.pid")
+    script = os.path.join(c.work, "json-copy.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\ncase \"$1\" in\n  '%s') printf 'bad \\377\\376 bytes\\n' >&2; "
+                "exit 1;;\n  '%s') echo $$ > '%s.tmp' && mv '%s.tmp' '%s'; exec sleep 600;;\n"
+                "esac\nexec %s\n" % (j1, j2, pidfile, pidfile, pidfile,
+                                      c.copy.replace("%u", "\"$1\"")))
+    path = os.path.join(c.work, "json.jsonl")
+    p = migrate(c, "--domain", "json.example", "--concurrency", "2", "--retries", "0",
+                "--report", path, journal="json.journal", copy="/bin/sh %s %%u" % script,
+                wait=False)
+    try:
+        wait_file(pidfile, p)
+        with open("/proc/%d/stat" % int(open(pidfile).read())) as f:
+            worker = int(f.read().rsplit(")", 1)[1].split()[1])
+        check(worker in children(p.pid), "the copier's parent %d is no worker", worker)
+        os.kill(worker, signal.SIGKILL)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(p.returncode == 3 and "%s: stopped (worker %d killed by signal 9 mid-user" %
+          (j2, worker) in out, "exit %s: %s %s", p.returncode, out, err)
+    with open(path, "rb") as f:
+        lines = {x["login"]: x for x in (json.loads(line.decode("utf-8")) for line in f)}
+    check(sorted(lines) == [j1, j2, j3] and lines[j1]["outcome"] == "failed" and
+          lines[j1]["reason"].endswith("bad ?? bytes") and lines[j2]["outcome"] == "stopped"
+          and lines[j3]["outcome"] == "moved", "report: %s", lines)
+
+
 def t_retries_after_a_failing_copier(c):
     """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
     user moves."""
@@ -1347,7 +1384,8 @@ def main():
                   t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users,
                   t_follow_resumes_its_claims, t_concurrency_idle_worker_dies,
                   t_interrupted_worker_stops_alone, t_follow_persistent_error_stops,
-                  t_follow_stop_gives_back_precopy, t_moved_before_needs_migrates_flip):
+                  t_follow_stop_gives_back_precopy, t_moved_before_needs_migrates_flip,
+                  t_report_is_json_and_lists_lost_users):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

@@ -611,29 +611,35 @@ static int start_step(struct muser *u, enum outcome *oc)
     return 1;
 }
 
-/* Fails u before the flip: released on the old server, state failed with u->why. */
-static enum outcome fail(struct muser *u)
+/* At most max bytes of in, printable UTF-8 only, into out (max + 1 bytes): anything else
+ * (control characters, bytes that are not UTF-8) becomes '?'.  A reason quotes folder
+ * names and command output: a Directory String, and a JSON string, must be UTF-8. */
+static void utf8_printable(const char *in, char *out, size_t max)
 {
-    char reason[1024];
-    /* a Directory String: printable UTF-8 only (the reason quotes folder names and command
-     * output); anything else becomes '?' */
     size_t n = 0;
-    for (const unsigned char *s = (const unsigned char *)u->why; *s && n < 1000; ) {
+    for (const unsigned char *s = (const unsigned char *)in; *s && n < max; ) {
         int len = *s < 0x80 ? 1 : (*s & 0xe0) == 0xc0 ? 2 : (*s & 0xf0) == 0xe0 ? 3
                 : (*s & 0xf8) == 0xf0 ? 4 : 0;
         int ok = len > 0 && !(len == 1 && (*s < 0x20 || *s == 0x7f));
         for (int k = 1; ok && k < len; k++)
             ok = (s[k] & 0xc0) == 0x80;
-        if (!ok || n + (size_t)len > 1000) {
-            reason[n++] = '?';
+        if (!ok || n + (size_t)len > max) {
+            out[n++] = '?';
             s++;
             continue;
         }
-        memcpy(reason + n, s, (size_t)len);
+        memcpy(out + n, s, (size_t)len);
         n += (size_t)len;
         s += len;
     }
-    reason[n] = '\0';
+    out[n] = '\0';
+}
+
+/* Fails u before the flip: released on the old server, state failed with u->why. */
+static enum outcome fail(struct muser *u)
+{
+    char reason[1024];
+    utf8_printable(u->why, reason, 1000);
     int rc = release(u, "failed", reason);
     if (rc != LDAP_SUCCESS) {
         size_t l = strlen(u->why);
@@ -1214,8 +1220,10 @@ static void report(struct mrun *r, const char *login, const struct mresult *res)
                "%lld ms\n", who, res->host, r->c->to, res->messages, res->folders,
                res->bytes, (double)res->ms_total / 1000.0, res->ms_frozen);
     } else {
+        char why[sizeof res->why];   /* command output: printable UTF-8 only */
+        utf8_printable(res->why, why, sizeof why - 1);
         printf("%s: %s (%s)\n", who, res->oc == FAILED ? "failed" : res->oc == STOP ? "stopped"
-               : res->oc == MOVED_BEFORE ? "done" : "skipped", res->why);
+               : res->oc == MOVED_BEFORE ? "done" : "skipped", why);
     }
     fflush(stdout);
     free(shown);
@@ -1228,14 +1236,23 @@ static const char *const outcome_name[] = { "moved", "failed", "skipped", "retry
 static void report_json(struct mrun *r, const struct mh_jentry *e, const struct mresult *res)
 {
     FILE *fp = r->report;
+    /* JSON is UTF-8: the reason quotes command output, a login comes from --file */
+    const char *raw[4] = { e->login ? e->login : "", e->dn, res->oc == MOVED ? "" : res->why,
+                           res->host };
+    char *v[4] = { NULL, NULL, NULL, NULL };
+    for (int k = 0; k < 4; k++)
+        if ((v[k] = malloc(strlen(raw[k]) + 1)) != NULL)
+            utf8_printable(raw[k], v[k], strlen(raw[k]));
     fprintf(fp, "{\"login\": ");
-    mh_ctl_json_fstr(fp, e->login ? e->login : "");
+    mh_ctl_json_fstr(fp, v[0] ? v[0] : "?");
     fprintf(fp, ", \"dn\": ");
-    mh_ctl_json_fstr(fp, e->dn);
+    mh_ctl_json_fstr(fp, v[1] ? v[1] : "?");
     fprintf(fp, ", \"outcome\": \"%s\", \"reason\": ", outcome_name[res->oc]);
-    mh_ctl_json_fstr(fp, res->oc == MOVED ? "" : res->why);
+    mh_ctl_json_fstr(fp, v[2] ? v[2] : "?");
     fprintf(fp, ", \"old_host\": ");
-    mh_ctl_json_fstr(fp, res->host);
+    mh_ctl_json_fstr(fp, v[3] ? v[3] : "?");
+    for (int k = 0; k < 4; k++)
+        free(v[k]);
     fprintf(fp, ", \"new_host\": ");
     mh_ctl_json_fstr(fp, r->c->to);
     fprintf(fp, ", \"at\": \"%s\"", mh_ctl_now_generalized());
