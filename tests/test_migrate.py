@@ -57,6 +57,7 @@ ADDED = {
     "drain.example": [("drain%d@drain.example" % n, OLD) for n in range(1, 3)],
     "before.example": [("before%d@before.example" % n, OLD) for n in range(1, 4)],
     "json.example": [("json%d@json.example" % n, OLD) for n in range(1, 4)],
+    "skip.example": [("skip%d@skip.example" % n, OLD) for n in range(1, 4)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -1193,6 +1194,26 @@ def t_report_is_json_and_lists_lost_users(c):
           and lines[j3]["outcome"] == "moved", "report: %s", lines)
 
 
+def t_follow_says_a_skip_once(c):
+    """--follow finds a user it skips (in copying without a claim) at every poll: it is
+    reported and counted once, however many polls see it."""
+    s1, s2, s3 = [login for login, _ in ADDED["skip.example"]]
+    set_state(c, s1, "copying")
+    set_state(c, s2, "queued")
+    p = follow_run(c, "skip.example")
+    try:
+        wait_state(c, s2, "done", p)
+        set_state(c, s3, "queued")   # moved by a later poll, which sees s1 again
+        wait_state(c, s3, "done", p)
+    finally:
+        out, err = stop_follow(p)
+    check(p.returncode == 3 and out.count("%s: skipped (in state copying without a claim"
+                                          % s1) == 1 and
+          "3 users: 2 moved, 0 failed, 1 skipped, 0 pending" in out, "exit %s: %s %s",
+          p.returncode, out, err)
+    check(attrs(c, s1)["mailhostMigrationState"] == "copying", "%s", attrs(c, s1))
+
+
 def t_retries_after_a_failing_copier(c):
     """--retries 1: a copier that fails once (the pre-copy) runs again after 5 s and the
     user moves."""
@@ -1385,7 +1406,7 @@ def main():
                   t_follow_resumes_its_claims, t_concurrency_idle_worker_dies,
                   t_interrupted_worker_stops_alone, t_follow_persistent_error_stops,
                   t_follow_stop_gives_back_precopy, t_moved_before_needs_migrates_flip,
-                  t_report_is_json_and_lists_lost_users):
+                  t_report_is_json_and_lists_lost_users, t_follow_says_a_skip_once):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

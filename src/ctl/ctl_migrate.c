@@ -90,6 +90,9 @@ struct mrun {
     struct mh_ctl_schema *schema;
     size_t missing, done, failed, skipped;
     size_t stopped;             /* users left stopped (--follow: its pending ones) */
+    char **said;                /* --follow: "DN\nREASON" of each skip reported, so the next
+                                   polls do not say (nor count) it again */
+    size_t nsaid;
     long long *frozen;          /* frozen window of each user moved, ms */
     size_t nfrozen;
     int unreachable;
@@ -970,6 +973,28 @@ static int op_and_runner(struct mrun *r)
     return MH_EXIT_OK;
 }
 
+/* --follow: 1 if dn was skipped for why at an earlier poll (said once), else 0 and now
+ * remembered (on no memory: said again). */
+static int said_before(struct mrun *r, const char *dn, const char *why)
+{
+    char *key = NULL;
+    if (asprintf(&key, "%s\n%s", dn, why) < 0)
+        return 0;
+    for (size_t k = 0; k < r->nsaid; k++)
+        if (strcmp(r->said[k], key) == 0) {
+            free(key);
+            return 1;
+        }
+    char **grown = realloc(r->said, (r->nsaid + 1) * sizeof *grown);
+    if (grown == NULL) {
+        free(key);
+        return 0;
+    }
+    r->said = grown;
+    r->said[r->nsaid++] = key;
+    return 0;
+}
+
 /* mh_cli_search_each's callback of a --filter/--domain plan: the entry, its login being
  * its mail address (as list prints them: the login the commands get as %u). */
 static int plan_found(void *arg, struct mh_entry *e)
@@ -981,6 +1006,8 @@ static int plan_found(void *arg, struct mh_entry *e)
     if (dn == NULL || st == MH_VALUE_NOMEM)
         return -1;
     if (mail == NULL) {
+        if (following && said_before(r, dn, "no mail"))
+            return 0;
         char *shown = mh_ctl_shown(dn);
         printf("%s: skipped (%s)\n", shown ? shown : "?", st == MH_VALUE_REFUSED
                ? "mail holds a NUL byte" : "no mail address: the commands need a login");
@@ -1297,6 +1324,8 @@ static void record(struct mrun *r, const struct mresult *res)
     const struct mh_jentry *e = &r->j.e[i];
     if (following && res->oc == RETRY)
         return;   /* another runner's (or a race): the next poll sees it again, quietly */
+    if (following && res->oc == SKIPPED && said_before(r, e->dn, res->why))
+        return;   /* found again by each poll: said and counted once */
     report(r, e->login ? e->login : e->dn, res);
     if (r->report)
         report_json(r, e, res);
@@ -1874,6 +1903,9 @@ out:
     free(r.op);
     free(r.kick_default);
     free(r.frozen);
+    for (size_t i = 0; i < r.nsaid; i++)
+        free(r.said[i]);
+    free(r.said);
     if (r.report)
         fclose(r.report);
     if (r.lock_fd >= 0)
