@@ -58,6 +58,7 @@ ADDED = {
     "before.example": [("before%d@before.example" % n, OLD) for n in range(1, 4)],
     "json.example": [("json%d@json.example" % n, OLD) for n in range(1, 4)],
     "skip.example": [("skip%d@skip.example" % n, OLD) for n in range(1, 4)],
+    "host.example": [("host1@host.example", OLD)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -425,7 +426,7 @@ def t_sigterm_keeps_the_copy_and_resumes(c):
     check(r.returncode == 1 and "journal %s is in use by another run (pid %d?)"
           % (os.path.join(c.work, "term.journal"), p.pid) in r.stderr,
           "second run: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
-    check(re.match(r"[^ ]+:[0-9a-f]{12}:%d:\d+ until \d{14}Z$" % p.pid,
+    check(re.match(r"[^ ]+:[0-9a-f]{12}:%d:\d+@[^ ]+ until \d{14}Z$" % p.pid,
                    seen["mailhostMigrationClaim"] or ""), "claim: %s", seen)
     a = attrs(c, TERM)
     check(seen["mailhostMigrationState"] == "copying" and p.returncode == 3 and
@@ -576,23 +577,46 @@ def set_claim(c, login, state, claim):
                        % (dn_of(c, login), cls, state, claim))
 
 
+def proc_start(pid):
+    """When pid started, in seconds since the epoch (/proc/PID/stat field 22 + btime)."""
+    with open("/proc/stat") as f:
+        btime = int(next(line for line in f if line.startswith("btime ")).split()[1])
+    with open("/proc/%d/stat" % pid) as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    return btime + ticks // os.sysconf("SC_CLK_TCK")
+
+
 def t_live_run_of_the_same_command_is_another_runner(c):
-    """A live claim of the same runner id from another process (BASE:PID:START, PID alive)
-    belongs to another run; one whose process is gone is resumed as this runner's."""
+    """A live claim of the same runner id and host from another process
+    (BASE:PID:START@HOST, PID alive and started at START) belongs to another run; one whose
+    pid was reused (alive, started at another time) is resumed as this runner's; a claim of
+    the same runner id on another machine is never taken for this one's (its pid says
+    nothing here) while its lease holds."""
+    import socket
     populate(c, SAME_RUNNER)
-    live = "same-base:%d:1 until 20991231000000Z" % os.getpid()
+    host = socket.gethostname()
+    me = os.getpid()
+    live = "same-base:%d:%d@%s until 20991231000000Z" % (me, proc_start(me), host)
     set_claim(c, SAME_RUNNER, "copying", live)
     r = migrate(c, SAME_RUNNER, "--runner-id", "same-base", journal="same.journal")
     check(r.returncode == 3 and "%s: skipped (claimed by another runner (%s)" % (SAME_RUNNER, live)
           in r.stdout and attrs(c, SAME_RUNNER)["mailhostMigrationClaim"] == live,
           "live: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    other = ADDED["host.example"][0][0]
     p = subprocess.Popen(["true"])
     p.wait()
-    set_claim(c, SAME_RUNNER, "copying", "same-base:%d:1 until 20991231000000Z" % p.pid)
+    elsewhere = "same-base:%d:1@not-%s until 20991231000000Z" % (p.pid, host)
+    set_claim(c, other, "copying", elsewhere)
+    r = migrate(c, other, "--runner-id", "same-base", journal="same3.journal")
+    check(r.returncode == 3 and "%s: skipped (claimed by another runner (%s)" % (other, elsewhere)
+          in r.stdout and attrs(c, other)["mailhostMigrationClaim"] == elsewhere,
+          "another host: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    reused = "same-base:%d:%d@%s until 20991231000000Z" % (me, proc_start(me) - 100, host)
+    set_claim(c, SAME_RUNNER, "copying", reused)
     r = migrate(c, SAME_RUNNER, "--runner-id", "same-base", journal="same2.journal")
     check(r.returncode == 0 and "this runner's claim" in r.stderr and
-          "%s: done" % SAME_RUNNER in r.stdout, "dead: exit %d: %s %s", r.returncode, r.stdout,
-          r.stderr)
+          "%s: done" % SAME_RUNNER in r.stdout, "reused pid: exit %d: %s %s", r.returncode,
+          r.stdout, r.stderr)
 
 
 def add_users(c):
@@ -763,7 +787,8 @@ def t_concurrency_killed_and_resumed(c):
         if p.poll() is None:
             p.kill()
     check(seen["mailhostMigrationState"] == "copying" and
-          re.match(r"[^ ]+:[0-9a-f]{12}:(\d+):\d+ until ", seen["mailhostMigrationClaim"] or "")
+          re.match(r"[^ ]+:[0-9a-f]{12}:(\d+):\d+@[^ ]+ until ",
+                   seen["mailhostMigrationClaim"] or "")
           and "%d:" % p.pid not in seen["mailhostMigrationClaim"],
           "the hanging user's claim (a worker's): %s", seen)
     check(gone(pid), "the hanging copier (pid %s) outlived mailhostctl", pid)
@@ -944,6 +969,15 @@ def children(pid):
         return [int(x) for x in f.read().split()]
 
 
+def worker_of(p, pidfile):
+    """The --concurrency worker of migrate p running the command that wrote pidfile."""
+    wait_file(pidfile, p)
+    with open("/proc/%d/stat" % int(open(pidfile).read())) as f:
+        worker = int(f.read().rsplit(")", 1)[1].split()[1])
+    check(worker in children(p.pid), "the command's parent %d is no worker", worker)
+    return worker
+
+
 def read_syscall():
     """The number of read(2) in /proc/PID/syscall on this machine: a cat blocked reading."""
     cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
@@ -1034,11 +1068,7 @@ def t_interrupted_worker_stops_alone(c):
     p = migrate(c, "--domain", "wterm.example", "--concurrency", "2", journal="wterm.journal",
                 copy=copy, wait=False)
     try:
-        wait_file(pidfile, p)
-        pid = int(open(pidfile).read())
-        with open("/proc/%d/stat" % pid) as f:
-            worker = int(f.read().rsplit(")", 1)[1].split()[1])
-        check(worker in children(p.pid), "the copier's parent %d is no worker", worker)
+        worker = worker_of(p, pidfile)
         os.kill(worker, signal.SIGTERM)
         out, err = p.communicate(timeout=120)
     finally:
@@ -1176,10 +1206,7 @@ def t_report_is_json_and_lists_lost_users(c):
                 "--report", path, journal="json.journal", copy="/bin/sh %s %%u" % script,
                 wait=False)
     try:
-        wait_file(pidfile, p)
-        with open("/proc/%d/stat" % int(open(pidfile).read())) as f:
-            worker = int(f.read().rsplit(")", 1)[1].split()[1])
-        check(worker in children(p.pid), "the copier's parent %d is no worker", worker)
+        worker = worker_of(p, pidfile)
         os.kill(worker, signal.SIGKILL)
         out, err = p.communicate(timeout=120)
     finally:

@@ -20,10 +20,11 @@
  * mailbox is only ever read.  Interrupted (SIGINT/SIGTERM), the user stays in copying under
  * this run's claim (unfrozen if it was frozen): the target holds this run's partial copy.
  *
- * The runner id is BASE:PID:START (BASE: --runner-id or HOSTNAME:<hash of the command>).
- * Resume: a user in copying or frozen under a claim of this BASE whose process is gone (a
- * killed or interrupted run of the same command on this machine), or under a claim whose
- * lease has run out, is taken up again at its step: copying from the pre-copy (the target
+ * The runner id is BASE:PID:START@HOST (BASE: --runner-id or HOSTNAME:<hash of the
+ * command>; START: when process PID started, so a reused pid is told apart).
+ * Resume: a user in copying or frozen under a claim of this BASE and host whose process is
+ * gone (a killed or interrupted run of the same command on this machine), or under a claim
+ * whose lease has run out, is taken up again at its step: copying from the pre-copy (the target
  * holds that run's partial copy; the copier makes it equal to the source), frozen from the
  * kick.  The journal is locked (FILE.lock, flock): one run per journal at a time.
  */
@@ -82,8 +83,9 @@ struct mrun {
     char sel_id[65];
     char *op;
     char *kick_default;         /* --old-doveadm + " kick %u" */
-    char base[256];             /* the runner id without :PID:START */
-    char runner[300];
+    char base[256];             /* the runner id without :PID:START@HOST */
+    char host[200];             /* this machine's name, in each claim */
+    char runner[480];
     int lock_fd;
     struct mh_journal j;
     char jpath[4096], upath[4200];
@@ -487,26 +489,81 @@ static int parse_claim(const char *claim, char *runner, size_t rsize, char *unti
     return 0;
 }
 
+/* Process pid's /proc/PID/stat after its "(comm)" (which may hold ')') into buf: 0, or -1
+ * (errno: ENOENT when there is no such process). */
+static int proc_stat(pid_t pid, char *buf, size_t size, const char **rest)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *fp = fopen(path, "re");
+    if (fp == NULL)
+        return -1;
+    size_t got = fread(buf, 1, size - 1, fp);
+    fclose(fp);
+    buf[got] = '\0';
+    const char *end = strrchr(buf, ')');
+    if (end == NULL || end[1] != ' ') {
+        errno = EINVAL;
+        return -1;
+    }
+    *rest = end + 2;   /* field 3, the state */
+    return 0;
+}
+
+/* When process pid started, in seconds since the epoch (its start time in clock ticks
+ * since boot, field 22 of /proc/PID/stat, plus the boot time, btime in /proc/stat): the
+ * START of its claims, so a reused pid is told from the process that claimed.  -1 if
+ * unknown. */
+static long long proc_start(pid_t pid)
+{
+    char buf[1024], line[256];
+    const char *p;
+    long long btime = -1, ticks = -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (hz <= 0 || proc_stat(pid, buf, sizeof buf, &p) < 0)
+        return -1;
+    for (int field = 3; *p && field < 22; field++) {   /* p at field 3 */
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return -1;
+        p++;
+    }
+    if (sscanf(p, "%lld", &ticks) != 1)
+        return -1;
+    FILE *fp = fopen("/proc/stat", "re");
+    while (fp && btime < 0 && fgets(line, sizeof line, fp))
+        if (sscanf(line, "btime %lld", &btime) != 1)
+            btime = -1;
+    if (fp)
+        fclose(fp);
+    return btime < 0 ? -1 : btime + ticks / hz;
+}
+
 /* 1 if process pid has ended: no such process, or a zombie that nobody reaped (a killed
  * run's --concurrency workers, reparented to an init that does not reap). */
 static int pid_gone(pid_t pid)
 {
     if (kill(pid, 0) < 0)
         return errno == ESRCH;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    FILE *fp = fopen(path, "re");
-    if (fp == NULL)
+    char buf[512];
+    const char *p;
+    if (proc_stat(pid, buf, sizeof buf, &p) < 0)
         return errno == ENOENT;
-    size_t got = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[got] = '\0';
-    const char *end = strrchr(buf, ')');   /* "pid (comm) STATE ...": comm may hold ')' */
-    return end && (end[1] == ' ') && (end[2] == 'Z' || end[2] == 'X');
+    return *p == 'Z' || *p == 'X';
+}
+
+/* This process's runner id: BASE:PID:START@HOST. */
+static void runner_id(struct mrun *r)
+{
+    long long start = proc_start(getpid());
+    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld@%s", r->base, (long)getpid(),
+             start >= 0 ? start : (long long)time(NULL), r->host);
 }
 
 /* 1 if runner (from a claim) is this run, or an earlier run of the same command on this
- * machine (BASE, or BASE:PID:START) whose process is gone: a live one is another runner. */
+ * machine (BASE, or BASE:PID:START[@HOST], HOST this one) whose process is gone, or whose
+ * pid now belongs to a process started at another time (reused): a live one is another
+ * runner, and so is one of another machine (a --runner-id given there too). */
 static int ours(const struct mrun *r, const char *runner)
 {
     size_t bl = strlen(r->base);
@@ -514,18 +571,26 @@ static int ours(const struct mrun *r, const char *runner)
         return 1;
     if (strncmp(runner, r->base, bl) != 0 || runner[bl] != ':')
         return 0;
-    char *end;
+    char *end, *end2;
     long pid = strtol(runner + bl + 1, &end, 10);
     if (end == runner + bl + 1 || *end != ':' || pid <= 0)
         return 0;
-    return pid_gone((pid_t)pid);
+    long long start = strtoll(end + 1, &end2, 10);
+    if (end2 == end + 1 || (*end2 != '\0' && *end2 != '@'))
+        return 0;
+    if (*end2 == '@' && strcmp(end2 + 1, r->host) != 0)
+        return 0;   /* another machine's: its pids say nothing here */
+    if (pid_gone((pid_t)pid))
+        return 1;
+    long long now = proc_start((pid_t)pid);
+    return now >= 0 && now != start;   /* the pid reused since */
 }
 
 /* 1 if claim is held by another runner: unreadable, or not this runner's (ours) and its
  * lease not ended; *mine says whether it is this runner's. */
 static int claim_held(const struct mrun *r, const char *claim, int *mine)
 {
-    char runner[300], until[64], now[32];
+    char runner[480], until[64], now[32];
     time_in(0, now, sizeof now);
     int parsed = parse_claim(claim, runner, sizeof runner, until, sizeof until) == 0;
     *mine = parsed && ours(r, runner);
@@ -947,14 +1012,18 @@ static int op_and_runner(struct mrun *r)
         fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
         return MH_EXIT_ERROR;
     }
+    snprintf(r->host, sizeof r->host, "localhost");
+    gethostname(r->host, sizeof r->host - 1);
+    r->host[sizeof r->host - 1] = '\0';
+    for (char *s = r->host; *s; s++)   /* a claim holds no blank */
+        if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
+            *s = '_';
     if (c->runner_id) {
         snprintf(r->base, sizeof r->base, "%s", c->runner_id);
     } else {
-        char host[200] = "localhost", id[65];
-        gethostname(host, sizeof host - 1);
-        host[sizeof host - 1] = '\0';
+        char id[65];
         mh_digest_sha256_hex(r->op, strlen(r->op), id);
-        snprintf(r->base, sizeof r->base, "%s:%.12s", host, id);
+        snprintf(r->base, sizeof r->base, "%s:%.12s", r->host, id);
     }
     for (const char *s = r->base; *s; s++)
         if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e) {
@@ -968,8 +1037,7 @@ static int op_and_runner(struct mrun *r)
         return MH_EXIT_USAGE;
     }
     /* unique per process: two runs never hold one claim value */
-    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld", r->base, (long)getpid(),
-             (long long)time(NULL));
+    runner_id(r);
     return MH_EXIT_OK;
 }
 
@@ -1375,8 +1443,7 @@ static void worker(struct mrun *r, pid_t parent, int in_fd, int out_fd)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(1);
-    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld", r->base, (long)getpid(),
-             (long long)time(NULL));
+    runner_id(r);
     int connected = mh_cli_connect(&r->c->cli, MH_CTL_PROG) == LDAP_SUCCESS;
     size_t i;
     for (;;) {
