@@ -24,6 +24,7 @@
 
 #define MH_CTL_PROG "mailhostctl"
 #define MH_CTL_MAX_CONCURRENCY 32   /* migrate --concurrency: the old server suffers first */
+#define MH_CTL_MAX_MAILHOSTD 64     /* migrate --mailhostd options (proxywait.h: instances) */
 
 /* the migration schema (schema/mailhostd.ldif) */
 #define MH_CTL_CLASS "mailhostMigration"
@@ -56,6 +57,10 @@ struct mh_ctl {
     long retries;               /* migrate: reruns of a failing copier or kick; -1: default */
     int follow;                 /* migrate --follow: keep taking users as they are queued */
     long poll;                  /* migrate --poll: seconds between searches; 0: default */
+    const char *mailhostd[MH_CTL_MAX_MAILHOSTD];   /* migrate --mailhostd, as given (each
+                                                    * one URL or a comma list of them) */
+    size_t nmailhostd;
+    long mailhostd_wait;        /* migrate --mailhostd-wait: seconds; 0: default */
     const struct mh_ctl_schema *schema;   /* set: the classes allowing the routing attribute;
                                            * owned by the running set, NULL outside it */
 };

@@ -48,6 +48,7 @@
 #include "cachewait.h"
 #include "digest.h"
 #include "mboxcmp.h"
+#include "proxywait.h"
 #include "runcmd.h"
 
 /* -l 60: dsync waits up to 60 s for the user's lock, so two copiers never write at once */
@@ -97,6 +98,9 @@ struct mrun {
     size_t nsaid;
     long long *frozen;          /* frozen window of each user moved, ms */
     size_t nfrozen;
+    struct mh_proxywait pw;     /* --mailhostd: the instances that must apply each step */
+    long long *proxies;         /* each user moved: ms until every instance had the flip */
+    size_t nproxies;
     int unreachable;
     int worker_lost;            /* a --concurrency worker died mid-user */
     FILE *report;               /* --report FILE, appended to; NULL: none */
@@ -124,6 +128,9 @@ struct muser {
     size_t folders;
     long long t0, t_freeze, t_flip;
     long long ms_precopy, ms_final;   /* how long the copier ran (retries included) */
+    long long ms_proxies;       /* --mailhostd: from the flip until the last instance had it;
+                                 * -1: not every one confirmed it */
+    uint64_t proxies_late;      /* ... those that did not (bit i: r->pw.url[i]) */
     char why[1024];             /* the reason of a failure or skip */
 };
 
@@ -162,6 +169,29 @@ static int dir_fail(struct muser *u, int rc)
     return rc;
 }
 
+/* Reads attrs of the user's entry, reconnecting when the directory went away: on
+ * LDAP_SUCCESS *e (mh_entry_free), which points into *res (ldap_msgfree, whatever the
+ * result).  An LDAP result code. */
+static int read_attrs(struct muser *u, char **attrs, LDAPMessage **res, struct mh_entry **e)
+{
+    struct mh_ctl *c = u->r->c;
+    int rc;
+    *res = NULL;
+    *e = NULL;
+    for (;;) {
+        rc = ldap_search_ext_s(c->cli.ld, u->dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
+                               NULL, NULL, NULL, 1, res);
+        if (!mh_cli_unreachable(rc) || mh_ctl_reconnect(c) < 0)
+            break;
+        ldap_msgfree(*res);
+        *res = NULL;
+    }
+    if (rc == LDAP_SUCCESS && (*e = mh_entry_new(c->cli.ld, ldap_first_entry(c->cli.ld, *res)))
+                                  == NULL)
+        rc = LDAP_NO_MEMORY;
+    return rc;
+}
+
 /* Reads the entry's routing value, state, claim and error.  An LDAP result code. */
 static int read_entry(struct muser *u)
 {
@@ -169,20 +199,9 @@ static int read_entry(struct muser *u)
     char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, MH_CTL_CLAIM_ATTR,
                       MH_CTL_ERROR_ATTR, "objectClass", MH_CTL_PREV_ATTR, MH_CTL_FROZEN_ATTR,
                       NULL };
-    LDAPMessage *res = NULL;
-    struct mh_entry *e = NULL;
-    int rc;
-    for (;;) {
-        rc = ldap_search_ext_s(c->cli.ld, u->dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
-                               NULL, NULL, NULL, 1, &res);
-        if (!mh_cli_unreachable(rc) || mh_ctl_reconnect(c) < 0)
-            break;
-        ldap_msgfree(res);
-        res = NULL;
-    }
-    if (rc == LDAP_SUCCESS && (e = mh_entry_new(c->cli.ld, ldap_first_entry(c->cli.ld, res))) ==
-                                  NULL)
-        rc = LDAP_NO_MEMORY;
+    LDAPMessage *res;
+    struct mh_entry *e;
+    int rc = read_attrs(u, attrs, &res, &e);
     if (rc == LDAP_SUCCESS) {
         const char *v[5] = { mh_entry_get(e, c->cli.route_attr),
                              mh_entry_get(e, c->cli.state_attr),
@@ -798,6 +817,82 @@ static enum outcome step_failed(struct muser *u)
     return *u->stop ? keep(u) : fail(u);
 }
 
+/* The entry's entryCSN now, read back on the connection that wrote it, with its routing
+ * value and state, which must be route and state: a CSN of an entry without them (another
+ * server after a reconnect, or changed since) is not the change's.  0, or -1 with u->why. */
+static int read_csn(struct muser *u, const char *route, const char *state, struct mh_csn *out)
+{
+    struct mh_ctl *c = u->r->c;
+    char *attrs[] = { "entryCSN", (char *)c->cli.route_attr, (char *)c->cli.state_attr, NULL };
+    LDAPMessage *res;
+    struct mh_entry *e;
+    int rc = read_attrs(u, attrs, &res, &e), ok = -1;
+    if (rc != LDAP_SUCCESS) {
+        dir_fail(u, rc);
+        snprintf(u->why, sizeof u->why, "reading the entryCSN: %s", ldap_err2string(rc));
+    } else {
+        const char *csn = mh_entry_get(e, "entryCSN"), *h = mh_entry_get(e, c->cli.route_attr),
+                   *st = mh_entry_get(e, c->cli.state_attr);
+        if (csn == NULL)
+            snprintf(u->why, sizeof u->why, "the entry has no entryCSN this account may read "
+                     "(--mailhostd needs OpenLDAP's entryCSN: see ldif/acl.ldif)");
+        else if (mh_csn_parse(csn, strlen(csn), out) < 0)
+            snprintf(u->why, sizeof u->why, "the entryCSN \"%.100s\" is not a CSN", csn);
+        else if (h == NULL || st == NULL || strcasecmp(h, route) || strcasecmp(st, state))
+            snprintf(u->why, sizeof u->why, "reading the entryCSN: the entry read back is not "
+                     "as written (%s %s, state %s): changed concurrently, or another server",
+                     c->cli.route_attr, h ? h : "none", st ? st : "none");
+        else
+            ok = 0;
+    }
+    mh_entry_free(e);
+    ldap_msgfree(res);
+    return ok;
+}
+
+/* --mailhostd: waits until every instance's mirror has applied the entry as it is now
+ * (its routing value route, state state; what: "the freeze", "the flip").  With -v each
+ * instance's time on stderr.  MH_PROXYWAIT_ALL, else u->why says why (STOPPED: the claim
+ * lost (renew_hook) or interrupted). */
+static enum mh_proxywait_rc wait_proxies(struct muser *u, const char *what, const char *route,
+                                         const char *state, struct mh_proxywait_result *res)
+{
+    struct mrun *r = u->r;
+    struct mh_csn csn;
+    memset(res, 0, sizeof *res);
+    for (size_t i = 0; i < MH_PROXYWAIT_MAX; i++)
+        res->at_ms[i] = -1;
+    if (read_csn(u, route, state, &csn) < 0) {
+        size_t l = strlen(u->why);
+        snprintf(u->why + l, sizeof u->why - l, " (needed to see that every mailhostd has "
+                 "applied %s)", what);
+        return MH_PROXYWAIT_NOT_ALL;
+    }
+    enum mh_proxywait_rc rc = mh_proxywait_wait(&r->pw, &csn, r->c->mailhostd_wait * 1000LL,
+                                                &interrupted, u->mine ? renew_hook : NULL, u,
+                                                res);
+    if (rc == MH_PROXYWAIT_NOT_ALL)
+        snprintf(u->why, sizeof u->why, "%s is not applied by every mailhostd within %ld s "
+                 "(--mailhostd-wait): %s", what, r->c->mailhostd_wait, res->why);
+    else if (rc == MH_PROXYWAIT_STOPPED && !u->lost)
+        snprintf(u->why, sizeof u->why, "interrupted while waiting for the mailhostd "
+                 "instances");
+    if (rc == MH_PROXYWAIT_ALL && r->c->cli.verbose) {
+        char line[2048];
+        size_t off = 0;
+        char *shown = mh_ctl_shown(u->login);
+        for (size_t i = 0; i < r->pw.n && off < sizeof line; i++) {
+            int k = snprintf(line + off, sizeof line - off, "%s%s %lld ms", i ? ", " : "",
+                             r->pw.url[i], res->at_ms[i]);
+            off += k > 0 ? (size_t)k : 0;
+        }
+        fprintf(stderr, "%s: %s: %s is applied by every mailhostd: %s\n", MH_CTL_PROG,
+                shown ? shown : "?", what, line);
+        free(shown);
+    }
+    return rc;
+}
+
 static enum outcome move_user(struct muser *u)
 {
     struct mrun *r = u->r;
@@ -848,17 +943,18 @@ static enum outcome move_user(struct muser *u)
     if (*u->stop)
         return keep(u);
     u->stop = &interrupted;   /* frozen from here: a drain lets it finish */
-    if (step <= 4) {
-        if ((rc = transition(u, "frozen", u->mine, 0)) != LDAP_SUCCESS)
-            return lost(u, "freeze", rc);
-        u->t_freeze = now_ms();
-        if (c->cli.conf != NULL &&
-            mh_cachewait(c->cli.conf->route_cache_ttl_ms, &interrupted, stderr,
-                         MH_CTL_PROG) != 0)
-            return keep(u);
-    } else {
-        u->t_freeze = now_ms();   /* resumed frozen: the window measured from here */
-    }
+    if (step <= 4 && (rc = transition(u, "frozen", u->mine, 0)) != LDAP_SUCCESS)
+        return lost(u, "freeze", rc);
+    u->t_freeze = now_ms();   /* resumed frozen: the window measured from here */
+    /* a proxy that has not applied the freeze may still send the user to the old server
+     * after the final sync: no kick before each one has (resumed frozen: the renewal) */
+    struct mh_proxywait_result pr;
+    if (r->pw.n > 0 && wait_proxies(u, "the freeze", u->host, "frozen", &pr) !=
+                           MH_PROXYWAIT_ALL)
+        return step_failed(u);
+    if (step <= 4 && c->cli.conf != NULL &&
+        mh_cachewait(c->cli.conf->route_cache_ttl_ms, &interrupted, stderr, MH_CTL_PROG) != 0)
+        return keep(u);
     if (settle(u) != 0)
         return step_failed(u);   /* interrupted, or the renewal failed */
     if (renew(u, "the kick") < 0 || run_retried(u, "kick", c->kick_cmd, DOVEADM_NOUSER) < 0 ||
@@ -891,6 +987,25 @@ static enum outcome move_user(struct muser *u)
     if ((rc = flip(u)) != LDAP_SUCCESS)
         return lost(u, "flip", rc);
     u->t_flip = now_ms();
+    /* routing value and state done in one modify: an instance that has not applied it sees
+     * the user frozen (logins wait), never on the old server; the time until the last one
+     * has is part of the frozen window the users feel */
+    if (r->pw.n > 0) {
+        if (wait_proxies(u, "the flip", c->to, "done", &pr) == MH_PROXYWAIT_ALL) {
+            u->ms_proxies = pr.ms;
+        } else {
+            char *shown = mh_ctl_shown(u->login);
+            fprintf(stderr, "%s: %s: warning: moved, but %s; logins through such an instance "
+                    "still wait (it sees the user frozen) until it has\n", MH_CTL_PROG,
+                    shown ? shown : "?", u->why);
+            free(shown);
+            u->ms_proxies = -1;
+            for (size_t i = 0; i < r->pw.n && i < 64; i++)
+                if (pr.at_ms[i] < 0)
+                    u->proxies_late |= (uint64_t)1 << i;
+        }
+        u->why[0] = '\0';
+    }
     return MOVED;
 }
 
@@ -950,6 +1065,19 @@ static int check_args(struct mrun *r, char **args, int nargs)
         }
     if (mh_ctl_check_target(c, "migrate", c->to) < 0)   /* as set: never flip to a typo */
         return MH_EXIT_USAGE;
+    if (c->mailhostd_wait && c->nmailhostd == 0) {
+        fprintf(stderr, "%s: migrate: --mailhostd-wait goes with --mailhostd\n", MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
+    if (c->nmailhostd > 0) {
+        char err[600];
+        if (mh_proxywait_init(&r->pw, c->mailhostd, c->nmailhostd, err, sizeof err) < 0) {
+            fprintf(stderr, "%s: migrate: --mailhostd: %s\n", MH_CTL_PROG, err);
+            return MH_EXIT_USAGE;
+        }
+        if (c->mailhostd_wait == 0)
+            c->mailhostd_wait = 30;
+    }
     if (c->file) {
         r->logins = mh_ctl_read_lines(c->file, &r->nlogins);
         if (r->logins == NULL)
@@ -1264,6 +1392,8 @@ struct mresult {
     unsigned long long messages, bytes, uidls, inbox;
     size_t folders;
     long long ms_total, ms_frozen, ms_precopy, ms_final;
+    long long ms_proxies;       /* as struct muser's */
+    uint64_t proxies_late;
     char host[256];             /* the old host, as read */
     char why[1024];
 };
@@ -1285,6 +1415,8 @@ static void result_of(const struct muser *u, enum outcome oc, struct mresult *re
     }
     res->ms_precopy = u->ms_precopy;
     res->ms_final = u->ms_final;
+    res->ms_proxies = u->ms_proxies;
+    res->proxies_late = u->proxies_late;
     snprintf(res->host, sizeof res->host, "%s", u->host ? u->host : "?");
     snprintf(res->why, sizeof res->why, "%s", u->why);
 }
@@ -1311,9 +1443,18 @@ static void report(struct mrun *r, const char *login, const struct mresult *res)
     char *shown = mh_ctl_shown(login);
     const char *who = shown ? shown : "?";
     if (res->oc == MOVED) {
+        char proxies[96] = "";
+        size_t late = 0;
+        for (size_t k = 0; k < r->pw.n; k++)
+            late += (res->proxies_late >> k) & 1;
+        if (r->pw.n > 0 && res->ms_proxies >= 0)
+            snprintf(proxies, sizeof proxies, ", proxies %lld ms", res->ms_proxies);
+        else if (r->pw.n > 0)
+            snprintf(proxies, sizeof proxies, ", proxies: %zu of %zu mailhostd did not confirm "
+                     "the flip", late ? late : r->pw.n, r->pw.n);
         printf("%s: done %s -> %s: %llu messages in %zu folders, %llu bytes, %.1f s, frozen "
-               "%lld ms\n", who, res->host, r->c->to, res->messages, res->folders,
-               res->bytes, (double)res->ms_total / 1000.0, res->ms_frozen);
+               "%lld ms%s\n", who, res->host, r->c->to, res->messages, res->folders,
+               res->bytes, (double)res->ms_total / 1000.0, res->ms_frozen, proxies);
     } else {
         char why[sizeof res->why];   /* command output: printable UTF-8 only */
         utf8_printable(res->why, why, sizeof why - 1);
@@ -1364,6 +1505,15 @@ static void report_json(struct mrun *r, const struct mh_jentry *e, const struct 
                 res->messages, res->bytes, res->folders, res->folders, res->messages,
                 res->inbox, res->uidls, res->ms_precopy, res->ms_final, res->ms_total,
                 res->ms_frozen);
+    if (res->oc == MOVED && r->pw.n > 0) {   /* -1: not every instance confirmed the flip */
+        fprintf(fp, ", \"proxies_ms\": %lld, \"proxies_unconfirmed\": [", res->ms_proxies);
+        for (size_t k = 0, n = 0; k < r->pw.n; k++)
+            if (res->ms_proxies < 0 && (!res->proxies_late || (res->proxies_late >> k) & 1)) {
+                fprintf(fp, n++ ? ", " : "");
+                mh_ctl_json_fstr(fp, r->pw.url[k]);
+            }
+        fprintf(fp, "]");
+    }
     fprintf(fp, "}\n");
     fflush(fp);
 }
@@ -1407,6 +1557,8 @@ static void record(struct mrun *r, const struct mresult *res)
         r->done++;
         if (r->frozen)
             r->frozen[r->nfrozen++] = res->ms_frozen;
+        if (r->proxies && r->pw.n > 0 && res->ms_proxies >= 0)
+            r->proxies[r->nproxies++] = res->ms_proxies;
         break;
     case MOVED_BEFORE:
         mh_journal_mark(&r->j, i, MH_J_DONE, res->why);
@@ -1658,6 +1810,13 @@ static void migrate_all(struct mrun *r)
         return;
     }
     r->frozen = fz;
+    fz = realloc(r->proxies, (r->nproxies + r->j.n + 1) * sizeof *r->proxies);
+    if (fz == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        r->failed++;
+        return;
+    }
+    r->proxies = fz;
     size_t left = 0;
     for (size_t i = 0; i < r->j.n; i++)
         left += to_move(&r->j.e[i]);
@@ -1848,6 +2007,13 @@ static int dry_run(struct mrun *r)
             show_cmd(&u, "verify old", c->old_doveadm, fe);
             show_cmd(&u, "verify new", c->new_doveadm, st);
             show_cmd(&u, "verify new", c->new_doveadm, fe);
+            if (r->pw.n > 0) {
+                printf("    wait: the freeze, then the flip, applied by every mailhostd "
+                       "(--mailhostd-wait %ld s):", c->mailhostd_wait);
+                for (size_t k = 0; k < r->pw.n; k++)
+                    printf(" %s", r->pw.url[k]);
+                printf("\n");
+            }
             would++;
         }
         free(who);
@@ -1872,11 +2038,18 @@ static int finish(struct mrun *r)
         pending += r->j.e[i].status == MH_J_PENDING;
     if (following)   /* no journal: the users it left stopped, for the restart */
         pending = r->stopped;
-    char frozen[128] = "";
+    char frozen[200] = "";
     if (r->nfrozen > 0) {
         qsort(r->frozen, r->nfrozen, sizeof *r->frozen, cmp_ll);
         snprintf(frozen, sizeof frozen, "; frozen window p50 %lld ms, p99 %lld ms",
                  percentile(r->frozen, r->nfrozen, 50), percentile(r->frozen, r->nfrozen, 99));
+    }
+    if (r->nproxies > 0) {   /* after the flip, until every mailhostd had it */
+        size_t l = strlen(frozen);
+        qsort(r->proxies, r->nproxies, sizeof *r->proxies, cmp_ll);
+        snprintf(frozen + l, sizeof frozen - l, "; proxies p50 %lld ms, p99 %lld ms",
+                 percentile(r->proxies, r->nproxies, 50),
+                 percentile(r->proxies, r->nproxies, 99));
     }
     size_t users = (following ? r->finished : r->j.n) + r->missing;
     printf("migrate: %zu user%s: %zu moved, %zu failed, %zu skipped, %zu pending%s\n",
@@ -1896,6 +2069,11 @@ static int finish(struct mrun *r)
 
 int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
 {
+    if (c->rollback && (c->nmailhostd || c->mailhostd_wait)) {
+        fprintf(stderr, "%s: migrate --rollback does not take --mailhostd or "
+                "--mailhostd-wait (not built yet)\n", MH_CTL_PROG);
+        return MH_EXIT_USAGE;
+    }
     if (c->rollback)   /* migrate --rollback: ctl_rollback.c */
         return mh_ctl_cmd_rollback(c, args, nargs);
     struct mrun r;
@@ -1973,6 +2151,8 @@ out:
     for (size_t i = 0; i < r.nsaid; i++)
         free(r.said[i]);
     free(r.said);
+    free(r.proxies);
+    mh_proxywait_free(&r.pw);
     if (r.report)
         fclose(r.report);
     if (r.lock_fd >= 0)

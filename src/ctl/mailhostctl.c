@@ -106,6 +106,12 @@ static void usage(FILE *fp)
         "                  Postfix reuses an address's last routing answer for up to 30 s,\n"
         "                  so mail may still reach the old server just after the freeze;\n"
         "                  0 where no MTA routes by the directory\n"
+        "  --mailhostd URL[,URL...]  (repeatable) the status listener of every mailhostd\n"
+        "                  routing these users (e.g. http://proxy1:8081): after the freeze\n"
+        "                  each must have applied it (its /metrics applied_csn, mirror yes)\n"
+        "                  before the kick, else the user fails, unfrozen on the old host;\n"
+        "                  after the flip the same wait, a warning only (proxies N ms)\n"
+        "  --mailhostd-wait SECS  how long each wait may take (default 30, 1-3600)\n"
         "migrate --rollback USER... (or --file): back to mailhostPreviousHost, mail first\n"
         "                  (users in state done): claim, copy new -> old, freeze, kick on\n"
         "                  the new server, final sync, verify, flip back, state rolledback;\n"
@@ -198,6 +204,8 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
         {"retries", required_argument, NULL, 268},
         {"report", required_argument, NULL, 269},
         {"follow", no_argument, NULL, 270}, {"poll", required_argument, NULL, 271},
+        {"mailhostd", required_argument, NULL, 272},
+        {"mailhostd-wait", required_argument, NULL, 273},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
@@ -276,6 +284,18 @@ static int parse_options(struct mh_ctl *c, int argc, char **argv)
             if (range_opt("poll", optarg, 1, 3600, "seconds", &c->poll) < 0)
                 return MH_EXIT_USAGE;
             break;
+        case 272:
+            if (c->nmailhostd == MH_CTL_MAX_MAILHOSTD) {
+                fprintf(stderr, "%s: --mailhostd: at most %d times (or give comma lists)\n",
+                        MH_CTL_PROG, MH_CTL_MAX_MAILHOSTD);
+                return MH_EXIT_USAGE;
+            }
+            c->mailhostd[c->nmailhostd++] = optarg;
+            break;
+        case 273:
+            if (range_opt("mailhostd-wait", optarg, 1, 3600, "seconds", &c->mailhostd_wait) < 0)
+                return MH_EXIT_USAGE;
+            break;
         case 264: c->runner_id = optarg; break;
         case 265: c->retry_failed = 1; break;
         case 290: c->rollback = 1; break;
@@ -320,6 +340,11 @@ int main(int argc, char **argv)
     }
     if (c.rollback && cmd->run != mh_ctl_cmd_migrate) {
         fprintf(stderr, "%s: --rollback goes with migrate\n", MH_CTL_PROG);
+        status = MH_EXIT_USAGE;
+        goto out;
+    }
+    if ((c.nmailhostd || c.mailhostd_wait) && cmd->run != mh_ctl_cmd_migrate) {
+        fprintf(stderr, "%s: --mailhostd and --mailhostd-wait go with migrate\n", MH_CTL_PROG);
         status = MH_EXIT_USAGE;
         goto out;
     }
