@@ -51,6 +51,14 @@ ADDED = {
     "dry.example": [("dry1@dry.example", OLD), ("dry2@dry.example", ELSEWHERE)],
     "sigterm.example": [("sigterm%d@sigterm.example" % n, OLD) for n in range(1, 4)],
     "follow.example": [("follow%d@follow.example" % n, OLD) for n in range(1, 4)],
+    "refollow.example": [("refollow%d@refollow.example" % n, OLD) for n in range(1, 3)],
+    "pipe.example": [("pipe%d@pipe.example" % n, OLD) for n in range(1, 5)],
+    "wterm.example": [("wterm%d@wterm.example" % n, OLD) for n in range(1, 5)],
+    "drain.example": [("drain%d@drain.example" % n, OLD) for n in range(1, 3)],
+    "before.example": [("before%d@before.example" % n, OLD) for n in range(1, 4)],
+    "json.example": [("json%d@json.example" % n, OLD) for n in range(1, 4)],
+    "skip.example": [("skip%d@skip.example" % n, OLD) for n in range(1, 4)],
+    "host.example": [("host1@host.example", OLD)],
 }
 ADDED_LOGINS = tuple(login for users in ADDED.values() for login, _ in users)
 
@@ -175,10 +183,11 @@ def migrate(c, *args, journal, copy=None, kick=None, wait=True, settle="0", old=
          "--journal", os.path.join(c.work, journal)] + list(args)
     env = dict(os.environ, LDAPNOINIT="1")
     if not wait:
+        # errors: a failing command's own output (shown verbatim) need not be UTF-8
         return subprocess.Popen(argv, cwd=c.work, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
+                                stderr=subprocess.PIPE, text=True, errors="replace", env=env)
     return subprocess.run(argv, cwd=c.work, capture_output=True, text=True, timeout=300,
-                          env=env)
+                          errors="replace", env=env)
 
 
 def populate(c, login):
@@ -417,7 +426,7 @@ def t_sigterm_keeps_the_copy_and_resumes(c):
     check(r.returncode == 1 and "journal %s is in use by another run (pid %d?)"
           % (os.path.join(c.work, "term.journal"), p.pid) in r.stderr,
           "second run: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
-    check(re.match(r"[^ ]+:[0-9a-f]{12}:%d:\d+ until \d{14}Z$" % p.pid,
+    check(re.match(r"[^ ]+:[0-9a-f]{12}:%d:\d+@[^ ]+ until \d{14}Z$" % p.pid,
                    seen["mailhostMigrationClaim"] or ""), "claim: %s", seen)
     a = attrs(c, TERM)
     check(seen["mailhostMigrationState"] == "copying" and p.returncode == 3 and
@@ -568,23 +577,46 @@ def set_claim(c, login, state, claim):
                        % (dn_of(c, login), cls, state, claim))
 
 
+def proc_start(pid):
+    """When pid started, in seconds since the epoch (/proc/PID/stat field 22 + btime)."""
+    with open("/proc/stat") as f:
+        btime = int(next(line for line in f if line.startswith("btime ")).split()[1])
+    with open("/proc/%d/stat" % pid) as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    return btime + ticks // os.sysconf("SC_CLK_TCK")
+
+
 def t_live_run_of_the_same_command_is_another_runner(c):
-    """A live claim of the same runner id from another process (BASE:PID:START, PID alive)
-    belongs to another run; one whose process is gone is resumed as this runner's."""
+    """A live claim of the same runner id and host from another process
+    (BASE:PID:START@HOST, PID alive and started at START) belongs to another run; one whose
+    pid was reused (alive, started at another time) is resumed as this runner's; a claim of
+    the same runner id on another machine is never taken for this one's (its pid says
+    nothing here) while its lease holds."""
+    import socket
     populate(c, SAME_RUNNER)
-    live = "same-base:%d:1 until 20991231000000Z" % os.getpid()
+    host = socket.gethostname()
+    me = os.getpid()
+    live = "same-base:%d:%d@%s until 20991231000000Z" % (me, proc_start(me), host)
     set_claim(c, SAME_RUNNER, "copying", live)
     r = migrate(c, SAME_RUNNER, "--runner-id", "same-base", journal="same.journal")
     check(r.returncode == 3 and "%s: skipped (claimed by another runner (%s)" % (SAME_RUNNER, live)
           in r.stdout and attrs(c, SAME_RUNNER)["mailhostMigrationClaim"] == live,
           "live: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    other = ADDED["host.example"][0][0]
     p = subprocess.Popen(["true"])
     p.wait()
-    set_claim(c, SAME_RUNNER, "copying", "same-base:%d:1 until 20991231000000Z" % p.pid)
+    elsewhere = "same-base:%d:1@not-%s until 20991231000000Z" % (p.pid, host)
+    set_claim(c, other, "copying", elsewhere)
+    r = migrate(c, other, "--runner-id", "same-base", journal="same3.journal")
+    check(r.returncode == 3 and "%s: skipped (claimed by another runner (%s)" % (other, elsewhere)
+          in r.stdout and attrs(c, other)["mailhostMigrationClaim"] == elsewhere,
+          "another host: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+    reused = "same-base:%d:%d@%s until 20991231000000Z" % (me, proc_start(me) - 100, host)
+    set_claim(c, SAME_RUNNER, "copying", reused)
     r = migrate(c, SAME_RUNNER, "--runner-id", "same-base", journal="same2.journal")
     check(r.returncode == 0 and "this runner's claim" in r.stderr and
-          "%s: done" % SAME_RUNNER in r.stdout, "dead: exit %d: %s %s", r.returncode, r.stdout,
-          r.stderr)
+          "%s: done" % SAME_RUNNER in r.stdout, "reused pid: exit %d: %s %s", r.returncode,
+          r.stdout, r.stderr)
 
 
 def add_users(c):
@@ -755,7 +787,8 @@ def t_concurrency_killed_and_resumed(c):
         if p.poll() is None:
             p.kill()
     check(seen["mailhostMigrationState"] == "copying" and
-          re.match(r"[^ ]+:[0-9a-f]{12}:(\d+):\d+ until ", seen["mailhostMigrationClaim"] or "")
+          re.match(r"[^ ]+:[0-9a-f]{12}:(\d+):\d+@[^ ]+ until ",
+                   seen["mailhostMigrationClaim"] or "")
           and "%d:" % p.pid not in seen["mailhostMigrationClaim"],
           "the hanging user's claim (a worker's): %s", seen)
     check(gone(pid), "the hanging copier (pid %s) outlived mailhostctl", pid)
@@ -840,19 +873,19 @@ def wait_state(c, login, state, proc, timeout=60):
 
 def t_follow_takes_queued_users(c):
     """--follow --poll 1: users become queued while it runs and are moved; a waiting one is
-    left alone until it is queued; SIGTERM while its copier runs lets that user finish, then
-    ends the run: exit 0 and the summary."""
+    left alone until it is queued; SIGTERM while that user is frozen (its kick running) lets
+    it finish, then ends the run: exit 0 and the summary."""
     f1, f2, f3 = [login for login, _ in ADDED["follow.example"]]
     gate, go = os.path.join(c.work, "gate.pid"), os.path.join(c.work, "gate.go")
     script = os.path.join(c.work, "gate.sh")
     with open(script, "w") as f:
         f.write("#!/bin/sh\nif [ \"$1\" = '%s' ]; then\n  echo $$ > '%s.tmp' && mv '%s.tmp' '%s'\n"
                 "  while [ ! -e '%s' ]; do sleep 0.1; done\nfi\nexec %s\n"
-                % (f3, gate, gate, gate, go, c.copy.replace("%u", "\"$1\"")))
+                % (f3, gate, gate, gate, go, c.kick.replace("%u", "\"$1\"")))
     set_state(c, f1, "queued")
     p = migrate(c, "--follow", "--poll", "1", "--domain", "follow.example",
                 "--concurrency", "2", journal="follow.journal", wait=False,
-                copy="/bin/sh %s %%u" % script)
+                kick="/bin/sh %s %%u" % script)
     try:
         wait_state(c, f1, "done", p)
         set_state(c, f2, "queued")
@@ -862,6 +895,8 @@ def t_follow_takes_queued_users(c):
               "the waiting user was touched: %s", a)
         set_state(c, f3, "queued")
         wait_file(gate, p)
+        check(attrs(c, f3)["mailhostMigrationState"] == "frozen", "in the kick: %s",
+              attrs(c, f3))
         p.send_signal(signal.SIGTERM)
         open(go, "w").close()
         out, err = p.communicate(timeout=120)
@@ -877,6 +912,333 @@ def t_follow_takes_queued_users(c):
               len(re.findall(r"^%s: done" % re.escape(login), out, re.M)) == 1, "%s: %s",
               login, a)
     check(not os.path.exists(os.path.join(c.work, "follow.journal")), "a journal was written")
+
+
+def follow_run(c, domain, *extra, **kw):
+    return migrate(c, "--follow", "--poll", "1", "--domain", domain, *extra,
+                   journal="follow-%s.journal" % domain, wait=False, **kw)
+
+
+def stop_follow(p, sig=signal.SIGTERM):
+    try:
+        p.send_signal(sig)
+        return p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def t_follow_resumes_its_claims(c):
+    """A --follow run killed while a user's copier runs leaves it in copying under its
+    claim; the same command started again resumes it and finishes the move; a user in
+    copying under another runner's expired claim is taken over."""
+    r1, r2 = [login for login, _ in ADDED["refollow.example"]]
+    pidfile = os.path.join(c.work, "refollow.pid")
+    script = hang_script(c, "refollow", c.copy.replace("%u", "\"$1\""), pidfile)
+    set_state(c, r1, "queued")
+    p = follow_run(c, "refollow.example", copy="/bin/sh %s %%u" % script)
+    try:
+        wait_file(pidfile, p)
+        pid = int(open(pidfile).read())
+        seen = attrs(c, r1)
+    finally:
+        out, err = stop_follow(p, signal.SIGKILL)
+    check(gone(pid), "the hanging copier outlived the killed follow run")
+    check(seen["mailhostMigrationState"] == "copying" and seen["mailhostMigrationClaim"],
+          "while copying: %s", seen)
+    check(attrs(c, r1) == seen, "after the kill: %s", attrs(c, r1))
+    set_claim(c, r2, "copying", "dead-runner until 20000101000000Z")
+    p = follow_run(c, "refollow.example")
+    try:
+        wait_state(c, r1, "done", p, timeout=90)
+        wait_state(c, r2, "done", p, timeout=90)
+    finally:
+        out, err = stop_follow(p)
+    check(p.returncode == 0 and "%s: this runner's claim" % r1 in err and
+          "%s: expired claim dead-runner" % r2 in err and
+          "2 users: 2 moved, 0 failed, 0 skipped" in out, "restart: exit %s: %s %s",
+          p.returncode, out, err)
+    for login in (r1, r2):
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationClaim"] is None and
+              len(c.new.imap_state(login)["INBOX"][2]) == 1, "%s: %s", login, a)
+
+
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def worker_of(p, pidfile):
+    """The --concurrency worker of migrate p running the command that wrote pidfile."""
+    wait_file(pidfile, p)
+    with open("/proc/%d/stat" % int(open(pidfile).read())) as f:
+        worker = int(f.read().rsplit(")", 1)[1].split()[1])
+    check(worker in children(p.pid), "the command's parent %d is no worker", worker)
+    return worker
+
+
+def read_syscall():
+    """The number of read(2) in /proc/PID/syscall on this machine: a cat blocked reading."""
+    cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open("/proc/%d/syscall" % cat.pid) as f:
+                words = f.read().split()
+            if len(words) > 2 and words[1] == "0x0":
+                return words[0]
+            time.sleep(0.05)   # polling for a state, with a deadline
+        check(False, "cat never blocked reading its input")
+    finally:
+        cat.kill()
+        cat.wait()
+
+
+def blocked_reading_pipe(pid, nr):
+    try:
+        with open("/proc/%d/syscall" % pid) as f:
+            words = f.read().split()
+        return words[0] == nr and os.readlink(
+            "/proc/%d/fd/%d" % (pid, int(words[1], 16))).startswith("pipe:")
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def t_concurrency_idle_worker_dies(c):
+    """--concurrency 2 over 4 users: a worker that dies while idle (its result sent, the
+    parent not yet reading) makes the parent's next write to it fail (EPIPE): the run goes
+    on with the other worker, every user moved and reported once (it used to die of
+    SIGPIPE, a flipped user missing from the journal)."""
+    users = [login for login, _ in ADDED["pipe.example"]]
+    go = os.path.join(c.work, "pipe.go")
+    script = os.path.join(c.work, "pipe-gate.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nif [ ! -e '%s' ]; then\n  touch '%s/pipe-wait.'\"$1\"\n"
+                "  while [ ! -e '%s' ]; do sleep 0.1; done\nfi\nexec %s\n"
+                % (go, c.work, go, c.copy.replace("%u", "\"$1\"")))
+    nr = read_syscall()
+    p = migrate(c, "--domain", "pipe.example", "--concurrency", "2", journal="pipe.journal",
+                copy="/bin/sh %s %%u" % script, wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while len([n for n in os.listdir(c.work) if n.startswith("pipe-wait.")]) < 2:
+            check(p.poll() is None and time.monotonic() < deadline, "two copiers never "
+                  "waited: %s", p.poll())
+            time.sleep(0.05)   # polling for a state, with a deadline
+        workers = children(p.pid)
+        check(len(workers) == 2, "workers: %s", workers)
+        p.send_signal(signal.SIGSTOP)
+        open(go, "w").close()
+        deadline = time.monotonic() + 90
+        while not all(blocked_reading_pipe(w, nr) for w in workers) or \
+                sum(attrs(c, u)["mailhostMigrationState"] == "done" for u in users) < 2:
+            check(time.monotonic() < deadline, "the workers never finished their users")
+            time.sleep(0.1)    # polling for a state, with a deadline
+        os.kill(workers[0], signal.SIGKILL)
+        check(gone(workers[0]), "worker %d did not die", workers[0])
+        p.send_signal(signal.SIGCONT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+    check(p.returncode == 0 and "worker %d ended unexpectedly" % workers[0] in err and
+          "4 users: 4 moved, 0 failed, 0 skipped, 0 pending" in out, "exit %s: %s %s",
+          p.returncode, out, err)
+    for login in users:
+        a = attrs(c, login)
+        check(len(re.findall(r"^%s: done %s -> " % (re.escape(login), OLD), out, re.M)) == 1
+              and a["mailHost"] == NEW and a["mailhostMigrationState"] == "done", "%s: %s",
+              login, a)
+    with open(os.path.join(c.work, "pipe.journal")) as f:
+        text = f.read()
+    check(text.count("\ndone ") + text.startswith("done ") == 4 or
+          sum(1 for line in text.splitlines() if line.startswith("done")) == 4,
+          "journal: %s", text)
+
+
+def t_interrupted_worker_stops_alone(c):
+    """--concurrency 2: SIGTERM to one worker only stops that worker's user (left in copying
+    under its claim) and ends that worker; the other worker moves every other user; exit 3
+    with that one user pending, and the same command finishes it."""
+    users = [login for login, _ in ADDED["wterm.example"]]
+    copy, state = conc_copier(c, "wterm", 1, hang=users[0])
+    pidfile = state + ".hang.pid"
+    p = migrate(c, "--domain", "wterm.example", "--concurrency", "2", journal="wterm.journal",
+                copy=copy, wait=False)
+    try:
+        worker = worker_of(p, pidfile)
+        os.kill(worker, signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    os.unlink(pidfile)
+    check(p.returncode == 3 and out.count(": stopped (") == 1 and
+          "%s: stopped (interrupted: left in state copying" % users[0] in out and
+          "worker %d was interrupted: it takes no more users" % worker in err and
+          "4 users: 3 moved, 0 failed, 0 skipped, 1 pending" in out, "exit %s: %s %s",
+          p.returncode, out, err)
+    r = migrate(c, "--domain", "wterm.example", "--concurrency", "2", journal="wterm.journal",
+                copy=copy)
+    check(r.returncode == 0 and "%s: this runner's claim" % users[0] in r.stderr and
+          "%s: done" % users[0] in r.stdout, "re-run: exit %d: %s %s", r.returncode, r.stdout,
+          r.stderr)
+    for login in users:
+        a = attrs(c, login)
+        check(a["mailHost"] == NEW and a["mailhostMigrationState"] == "done", "%s: %s", login,
+              a)
+
+
+def t_follow_persistent_error_stops(c):
+    """--follow with a bad --filter, or a bind the directory refuses, ends at once with exit
+    1 and the reason (it used to poll forever and exit 0); an unreachable directory is only
+    tried again (t_follow_takes_queued_users covers the normal run)."""
+    p = migrate(c, "--follow", "--poll", "1", "--filter", "(mail=dom", journal="bad.journal",
+                wait=False)
+    try:
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            out, err = p.communicate()
+    check(p.returncode == 1 and "bad filter" in err and err.count("bad filter") == 1 and
+          "--follow stops" in err, "bad filter: exit %s: %s %s", p.returncode, out, err)
+
+
+def t_follow_stop_gives_back_precopy(c):
+    """--follow --concurrency 2, the first SIGTERM (a systemd stop) while one user is in
+    its pre-copy and another frozen: the pre-copy stops at once (the user left in copying
+    under the claim, never frozen), the frozen user finishes; exit 3 with 1 pending; the
+    restart resumes the stopped user."""
+    d1, d2 = [login for login, _ in ADDED["drain.example"]]
+    cpid, kpid = os.path.join(c.work, "drain-copy.pid"), os.path.join(c.work, "drain-kick.pid")
+    go = os.path.join(c.work, "drain.go")
+    copy = hang_script(c, "drain-copy", c.copy.replace("%u", "\"$1\""), cpid)
+    kick = os.path.join(c.work, "drain-kick.sh")
+    with open(copy, "w") as f:   # d1's pre-copy hangs; every other copier runs
+        f.write("#!/bin/sh\nif [ \"$1\" = '%s' ] && [ ! -e '%s' ]; then\n"
+                "  echo $$ > '%s.tmp' && mv '%s.tmp' '%s'\n  exec sleep 600\nfi\nexec %s\n"
+                % (d1, go, cpid, cpid, cpid, c.copy.replace("%u", "\"$1\"")))
+    with open(kick, "w") as f:   # d2's kick waits for the go
+        f.write("#!/bin/sh\nif [ \"$1\" = '%s' ]; then\n  echo $$ > '%s.tmp' && "
+                "mv '%s.tmp' '%s'\n  while [ ! -e '%s' ]; do sleep 0.1; done\nfi\nexec %s\n"
+                % (d2, kpid, kpid, kpid, go, c.kick.replace("%u", "\"$1\"")))
+    set_state(c, d1, "queued")
+    set_state(c, d2, "queued")
+    p = follow_run(c, "drain.example", "--concurrency", "2", copy="/bin/sh %s %%u" % copy,
+                   kick="/bin/sh %s %%u" % kick)
+    try:
+        wait_file(cpid, p)
+        wait_file(kpid, p)
+        hung = int(open(cpid).read())
+        p.send_signal(signal.SIGTERM)
+        check(gone(hung), "the pre-copy went on after the first SIGTERM")
+        a = attrs(c, d1)
+        check(a["mailhostMigrationState"] == "copying" and a["mailhostMigrationClaim"] and
+              a["mailHost"] == OLD, "the pre-copy user: %s", a)
+        open(go, "w").close()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(p.returncode == 3 and "%s: stopped (interrupted: left in state copying" % d1 in out
+          and "%s: done %s -> %s" % (d2, OLD, NEW) in out and
+          "2 users: 1 moved, 0 failed, 0 skipped, 1 pending" in out, "exit %s: %s %s",
+          p.returncode, out, err)
+    check(attrs(c, d2)["mailhostMigrationState"] == "done", "%s", attrs(c, d2))
+    p = follow_run(c, "drain.example", copy="/bin/sh %s %%u" % copy)
+    try:
+        wait_state(c, d1, "done", p, timeout=90)
+    finally:
+        out, err = stop_follow(p)
+    check(p.returncode == 0 and "%s: this runner's claim" % d1 in err, "restart: exit %s: %s "
+          "%s", p.returncode, out, err)
+
+
+def t_moved_before_needs_migrates_flip(c):
+    """A login listed twice moves once (the second is skipped, not "moved before"); a user
+    put on --to by hand (no previous host, no frozen window) after the run planned it is
+    "already on", not counted as moved; one with what migrate's flip writes is."""
+    b1, b2, b3 = [login for login, _ in ADDED["before.example"]]
+    r = migrate(c, b1, b1, journal="twice.journal")
+    check(r.returncode == 3 and len(re.findall(r"^%s: done" % re.escape(b1), r.stdout,
+                                               re.M)) == 1 and
+          "%s: skipped (the same entry as %s)" % (b1, b1) in r.stdout and
+          "2 users: 1 moved, 0 failed, 1 skipped, 0 pending" in r.stdout, "exit %d: %s %s",
+          r.returncode, r.stdout, r.stderr)
+    # a run killed in the target check has planned b2 and b3; then b2 is set by hand and b3
+    # as migrate's flip leaves it
+    for login in (b2, b3):
+        seen, p, out, err = hanging_run(c, login, "before-%s.journal" % login, "check")
+        check(seen["mailHost"] == OLD and seen["mailhostMigrationState"] == "waiting", "%s",
+              seen)
+    for login, extra in ((b2, ""), (b3, "replace: mailhostPreviousHost\nmailhostPreviousHost: "
+                                        "%s\n-\nreplace: mailhostFrozenWindow\n"
+                                        "mailhostFrozenWindow: 123\n-\n" % OLD)):
+        c.slapd.ldapmodify("dn: %s\nchangetype: modify\nreplace: mailHost\nmailHost: %s\n-\n"
+                           "replace: mailhostMigrationState\nmailhostMigrationState: done\n-\n"
+                           "%s" % (dn_of(c, login), NEW, extra))
+    r = migrate(c, b2, journal="before-%s.journal" % b2)
+    check(r.returncode == 3 and "%s: skipped (already on %s (state done))" % (b2, NEW)
+          in r.stdout and "0 moved" in r.stdout, "by hand: exit %d: %s %s", r.returncode,
+          r.stdout, r.stderr)
+    r = migrate(c, b3, journal="before-%s.journal" % b3)
+    check(r.returncode == 0 and "%s: done (moved to %s before this run" % (b3, NEW) in r.stdout,
+          "migrate's flip: exit %d: %s %s", r.returncode, r.stdout, r.stderr)
+
+
+def t_report_is_json_and_lists_lost_users(c):
+    """--report stays valid JSON (UTF-8) when a reason quotes command output that is not
+    UTF-8, and a user whose worker was killed mid-user gets a "stopped" line."""
+    import json
+    j1, j2, j3 = [login for login, _ in ADDED["json.example"]]
+    pidfile = os.path.join(c.work, "json-hang.pid")
+    script = os.path.join(c.work, "json-copy.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\ncase \"$1\" in\n  '%s') printf 'bad \\377\\376 bytes\\n' >&2; "
+                "exit 1;;\n  '%s') echo $$ > '%s.tmp' && mv '%s.tmp' '%s'; exec sleep 600;;\n"
+                "esac\nexec %s\n" % (j1, j2, pidfile, pidfile, pidfile,
+                                      c.copy.replace("%u", "\"$1\"")))
+    path = os.path.join(c.work, "json.jsonl")
+    p = migrate(c, "--domain", "json.example", "--concurrency", "2", "--retries", "0",
+                "--report", path, journal="json.journal", copy="/bin/sh %s %%u" % script,
+                wait=False)
+    try:
+        worker = worker_of(p, pidfile)
+        os.kill(worker, signal.SIGKILL)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(p.returncode == 3 and "%s: stopped (worker %d killed by signal 9 mid-user" %
+          (j2, worker) in out, "exit %s: %s %s", p.returncode, out, err)
+    with open(path, "rb") as f:
+        lines = {x["login"]: x for x in (json.loads(line.decode("utf-8")) for line in f)}
+    check(sorted(lines) == [j1, j2, j3] and lines[j1]["outcome"] == "failed" and
+          lines[j1]["reason"].endswith("bad ?? bytes") and lines[j2]["outcome"] == "stopped"
+          and lines[j3]["outcome"] == "moved", "report: %s", lines)
+
+
+def t_follow_says_a_skip_once(c):
+    """--follow finds a user it skips (in copying without a claim) at every poll: it is
+    reported and counted once, however many polls see it."""
+    s1, s2, s3 = [login for login, _ in ADDED["skip.example"]]
+    set_state(c, s1, "copying")
+    set_state(c, s2, "queued")
+    p = follow_run(c, "skip.example")
+    try:
+        wait_state(c, s2, "done", p)
+        set_state(c, s3, "queued")   # moved by a later poll, which sees s1 again
+        wait_state(c, s3, "done", p)
+    finally:
+        out, err = stop_follow(p)
+    check(p.returncode == 3 and out.count("%s: skipped (in state copying without a claim"
+                                          % s1) == 1 and
+          "3 users: 2 moved, 0 failed, 1 skipped, 0 pending" in out, "exit %s: %s %s",
+          p.returncode, out, err)
+    check(attrs(c, s1)["mailhostMigrationState"] == "copying", "%s", attrs(c, s1))
 
 
 def t_retries_after_a_failing_copier(c):
@@ -1067,7 +1429,11 @@ def main():
                   t_domain_selects_users_on_from, t_concurrency_moves_each_user_once,
                   t_concurrency_killed_and_resumed, t_retries_after_a_failing_copier,
                   t_report_and_progress, t_dry_run_changes_nothing,
-                  t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users):
+                  t_concurrency_sigterm_stops_and_resumes, t_follow_takes_queued_users,
+                  t_follow_resumes_its_claims, t_concurrency_idle_worker_dies,
+                  t_interrupted_worker_stops_alone, t_follow_persistent_error_stops,
+                  t_follow_stop_gives_back_precopy, t_moved_before_needs_migrates_flip,
+                  t_report_is_json_and_lists_lost_users, t_follow_says_a_skip_once):
             runner.run(t, c)
     finally:
         for d in (c.new, c.old):

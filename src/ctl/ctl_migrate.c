@@ -20,10 +20,11 @@
  * mailbox is only ever read.  Interrupted (SIGINT/SIGTERM), the user stays in copying under
  * this run's claim (unfrozen if it was frozen): the target holds this run's partial copy.
  *
- * The runner id is BASE:PID:START (BASE: --runner-id or HOSTNAME:<hash of the command>).
- * Resume: a user in copying or frozen under a claim of this BASE whose process is gone (a
- * killed or interrupted run of the same command on this machine), or under a claim whose
- * lease has run out, is taken up again at its step: copying from the pre-copy (the target
+ * The runner id is BASE:PID:START@HOST (BASE: --runner-id or HOSTNAME:<hash of the
+ * command>; START: when process PID started, so a reused pid is told apart).
+ * Resume: a user in copying or frozen under a claim of this BASE and host whose process is
+ * gone (a killed or interrupted run of the same command on this machine), or under a claim
+ * whose lease has run out, is taken up again at its step: copying from the pre-copy (the target
  * holds that run's partial copy; the copier makes it equal to the source), frozen from the
  * kick.  The journal is locked (FILE.lock, flock): one run per journal at a time.
  */
@@ -46,7 +47,6 @@
 
 #include "cachewait.h"
 #include "digest.h"
-#include "filter.h"
 #include "mboxcmp.h"
 #include "proxywait.h"
 #include "runcmd.h"
@@ -59,13 +59,17 @@
 #define RETRY_FIRST_MS 5000LL   /* --retries: the first pause, doubling ... */
 #define RETRY_MAX_MS 60000LL    /* ... up to this */
 
-static volatile sig_atomic_t interrupted, draining;
+static volatile sig_atomic_t interrupted, draining, precopy_stop;
 static int following;           /* --follow: set before any signal handler runs */
-/* SIGINT/SIGTERM interrupt the users in progress; with --follow the first one only stops
- * taking new users (draining) and the second interrupts.  SIGUSR1: the parent of
- * --concurrency workers says "interrupt now". */
+/* SIGINT/SIGTERM interrupt the users in progress; with --follow the first one stops taking
+ * new users (draining) and stops the users not yet frozen (precopy_stop: given back to the
+ * old server at once, keep()), the frozen ones finish; the second interrupts.  SIGUSR1:
+ * the parent of --concurrency workers says "interrupt now", SIGUSR2 "draining". */
 static void on_signal(int sig)
 {
+    precopy_stop = 1;
+    if (sig == SIGUSR2)
+        return;
     if (sig == SIGUSR1 || !following || draining)
         interrupted = 1;
     else
@@ -80,13 +84,18 @@ struct mrun {
     char sel_id[65];
     char *op;
     char *kick_default;         /* --old-doveadm + " kick %u" */
-    char base[256];             /* the runner id without :PID:START */
-    char runner[300];
+    char base[256];             /* the runner id without :PID:START@HOST */
+    char host[200];             /* this machine's name, in each claim */
+    char runner[480];
     int lock_fd;
     struct mh_journal j;
     char jpath[4096], upath[4200];
     struct mh_ctl_schema *schema;
     size_t missing, done, failed, skipped;
+    size_t stopped;             /* users left stopped (--follow: its pending ones) */
+    char **said;                /* --follow: "DN\nREASON" of each skip reported, so the next
+                                   polls do not say (nor count) it again */
+    size_t nsaid;
     long long *frozen;          /* frozen window of each user moved, ms */
     size_t nfrozen;
     struct mh_proxywait pw;     /* --mailhostd: the instances that must apply each step */
@@ -107,10 +116,14 @@ struct muser {
     size_t idx;
     const char *login, *dn;
     char *host, *state, *claim, *error;   /* as read from the directory */
+    char *prev;                 /* mailhostPreviousHost, as read */
+    int window;                 /* it has a mailhostFrozenWindow (only migrate's flip) */
     int had_class;
     char *mine;                 /* the claim this run holds on the entry, as written */
     long long renewed;          /* when the claim was last written, ms */
     int lost;                   /* a renewal failed: the user is someone else's now */
+    volatile sig_atomic_t *stop;   /* stops its commands: precopy_stop until the freeze,
+                                      then interrupted (a frozen user finishes a drain) */
     unsigned long long messages, bytes, uidls, inbox;
     size_t folders;
     long long t0, t_freeze, t_flip;
@@ -144,6 +157,7 @@ static void user_free(struct muser *u)
     free(u->state);
     free(u->claim);
     free(u->error);
+    free(u->prev);
     free(u->mine);
 }
 
@@ -184,17 +198,20 @@ static int read_entry(struct muser *u)
 {
     struct mh_ctl *c = u->r->c;
     char *attrs[] = { (char *)c->cli.route_attr, (char *)c->cli.state_attr, MH_CTL_CLAIM_ATTR,
-                      MH_CTL_ERROR_ATTR, "objectClass", NULL };
+                      MH_CTL_ERROR_ATTR, "objectClass", MH_CTL_PREV_ATTR, MH_CTL_FROZEN_ATTR,
+                      NULL };
     LDAPMessage *res;
     struct mh_entry *e;
     int rc = read_attrs(u, attrs, &res, &e);
     if (rc == LDAP_SUCCESS) {
-        const char *v[4] = { mh_entry_get(e, c->cli.route_attr),
+        const char *v[5] = { mh_entry_get(e, c->cli.route_attr),
                              mh_entry_get(e, c->cli.state_attr),
                              mh_entry_get(e, MH_CTL_CLAIM_ATTR),
-                             mh_entry_get(e, MH_CTL_ERROR_ATTR) };
-        char **dst[4] = { &u->host, &u->state, &u->claim, &u->error };
-        for (int k = 0; k < 4; k++) {
+                             mh_entry_get(e, MH_CTL_ERROR_ATTR),
+                             mh_entry_get(e, MH_CTL_PREV_ATTR) };
+        char **dst[5] = { &u->host, &u->state, &u->claim, &u->error, &u->prev };
+        u->window = mh_entry_get(e, MH_CTL_FROZEN_ATTR) != NULL;
+        for (int k = 0; k < 5; k++) {
             free(*dst[k]);
             *dst[k] = v[k] ? strdup(v[k]) : NULL;
             if (v[k] && !*dst[k])
@@ -402,7 +419,7 @@ static int run(struct muser *u, const char *what, const char *tmpl, const char *
         return -1;
     }
     struct mh_runcmd_hook hook = { 1000, renew_hook, u };
-    int rc = mh_runcmd_run(argv, c->cmd_timeout * 1000LL, &interrupted,
+    int rc = mh_runcmd_run(argv, c->cmd_timeout * 1000LL, u->stop,
                            u->mine ? &hook : NULL, OUT_MAX, ERR_MAX, &res);
     mh_runcmd_argv_free(argv);
     if (rc < 0) {
@@ -492,26 +509,81 @@ static int parse_claim(const char *claim, char *runner, size_t rsize, char *unti
     return 0;
 }
 
+/* Process pid's /proc/PID/stat after its "(comm)" (which may hold ')') into buf: 0, or -1
+ * (errno: ENOENT when there is no such process). */
+static int proc_stat(pid_t pid, char *buf, size_t size, const char **rest)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *fp = fopen(path, "re");
+    if (fp == NULL)
+        return -1;
+    size_t got = fread(buf, 1, size - 1, fp);
+    fclose(fp);
+    buf[got] = '\0';
+    const char *end = strrchr(buf, ')');
+    if (end == NULL || end[1] != ' ') {
+        errno = EINVAL;
+        return -1;
+    }
+    *rest = end + 2;   /* field 3, the state */
+    return 0;
+}
+
+/* When process pid started, in seconds since the epoch (its start time in clock ticks
+ * since boot, field 22 of /proc/PID/stat, plus the boot time, btime in /proc/stat): the
+ * START of its claims, so a reused pid is told from the process that claimed.  -1 if
+ * unknown. */
+static long long proc_start(pid_t pid)
+{
+    char buf[1024], line[256];
+    const char *p;
+    long long btime = -1, ticks = -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (hz <= 0 || proc_stat(pid, buf, sizeof buf, &p) < 0)
+        return -1;
+    for (int field = 3; *p && field < 22; field++) {   /* p at field 3 */
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return -1;
+        p++;
+    }
+    if (sscanf(p, "%lld", &ticks) != 1)
+        return -1;
+    FILE *fp = fopen("/proc/stat", "re");
+    while (fp && btime < 0 && fgets(line, sizeof line, fp))
+        if (sscanf(line, "btime %lld", &btime) != 1)
+            btime = -1;
+    if (fp)
+        fclose(fp);
+    return btime < 0 ? -1 : btime + ticks / hz;
+}
+
 /* 1 if process pid has ended: no such process, or a zombie that nobody reaped (a killed
  * run's --concurrency workers, reparented to an init that does not reap). */
 static int pid_gone(pid_t pid)
 {
     if (kill(pid, 0) < 0)
         return errno == ESRCH;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    FILE *fp = fopen(path, "re");
-    if (fp == NULL)
+    char buf[512];
+    const char *p;
+    if (proc_stat(pid, buf, sizeof buf, &p) < 0)
         return errno == ENOENT;
-    size_t got = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[got] = '\0';
-    const char *end = strrchr(buf, ')');   /* "pid (comm) STATE ...": comm may hold ')' */
-    return end && (end[1] == ' ') && (end[2] == 'Z' || end[2] == 'X');
+    return *p == 'Z' || *p == 'X';
+}
+
+/* This process's runner id: BASE:PID:START@HOST. */
+static void runner_id(struct mrun *r)
+{
+    long long start = proc_start(getpid());
+    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld@%s", r->base, (long)getpid(),
+             start >= 0 ? start : (long long)time(NULL), r->host);
 }
 
 /* 1 if runner (from a claim) is this run, or an earlier run of the same command on this
- * machine (BASE, or BASE:PID:START) whose process is gone: a live one is another runner. */
+ * machine (BASE, or BASE:PID:START[@HOST], HOST this one) whose process is gone, or whose
+ * pid now belongs to a process started at another time (reused): a live one is another
+ * runner, and so is one of another machine (a --runner-id given there too). */
 static int ours(const struct mrun *r, const char *runner)
 {
     size_t bl = strlen(r->base);
@@ -519,11 +591,30 @@ static int ours(const struct mrun *r, const char *runner)
         return 1;
     if (strncmp(runner, r->base, bl) != 0 || runner[bl] != ':')
         return 0;
-    char *end;
+    char *end, *end2;
     long pid = strtol(runner + bl + 1, &end, 10);
     if (end == runner + bl + 1 || *end != ':' || pid <= 0)
         return 0;
-    return pid_gone((pid_t)pid);
+    long long start = strtoll(end + 1, &end2, 10);
+    if (end2 == end + 1 || (*end2 != '\0' && *end2 != '@'))
+        return 0;
+    if (*end2 == '@' && strcmp(end2 + 1, r->host) != 0)
+        return 0;   /* another machine's: its pids say nothing here */
+    if (pid_gone((pid_t)pid))
+        return 1;
+    long long now = proc_start((pid_t)pid);
+    return now >= 0 && now != start;   /* the pid reused since */
+}
+
+/* 1 if claim is held by another runner: unreadable, or not this runner's (ours) and its
+ * lease not ended; *mine says whether it is this runner's. */
+static int claim_held(const struct mrun *r, const char *claim, int *mine)
+{
+    char runner[480], until[64], now[32];
+    time_in(0, now, sizeof now);
+    int parsed = parse_claim(claim, runner, sizeof runner, until, sizeof until) == 0;
+    *mine = parsed && ours(r, runner);
+    return !*mine && !(parsed && strcmp(until, now) < 0);
 }
 
 /* Which step to start at: 1 target check and claim, 3 pre-copy (resume copying), 5 kick
@@ -536,9 +627,13 @@ static int start_step(struct muser *u, enum outcome *oc)
     const char *st = u->state ? u->state : "";
     if (u->host && strcasecmp(u->host, c->to) == 0) {
         const char *planned = r->j.e[u->idx].old_host;
-        if (planned && strcasecmp(planned, c->to) != 0 && !strcasecmp(st, "done")) {
+        if (planned && strcasecmp(planned, c->to) != 0 && !strcasecmp(st, "done") &&
+            u->prev && !strcasecmp(u->prev, planned) &&
+            (u->window || !mh_ctl_schema_frozen_window(r->schema))) {
             /* flipped by this command's run that died before its journal said so (or by
-             * another runner): moved, never moved twice */
+             * another runner): moved, never moved twice.  What only migrate's flip writes
+             * is required (the previous host planned, the frozen window where the schema
+             * has it): a user set to --to otherwise is "already on" it. */
             snprintf(u->why, sizeof u->why, "moved to %s before this run (the flip was made, "
                      "its journal line lost)", c->to);
             *oc = MOVED_BEFORE;
@@ -555,15 +650,10 @@ static int start_step(struct muser *u, enum outcome *oc)
         *oc = SKIPPED;
         return 0;
     }
-    char runner[300], until[64], now[32];
-    time_in(0, now, sizeof now);
-    int has_claim = u->claim != NULL,
-        parsed = has_claim && parse_claim(u->claim, runner, sizeof runner, until,
-                                          sizeof until) == 0,
-        mine = parsed && ours(r, runner),
-        expired = parsed && strcmp(until, now) < 0;
+    int has_claim = u->claim != NULL, mine = 0;
     int moving = !strcasecmp(st, "copying") || !strcasecmp(st, "frozen");
-    if (has_claim && !mine && !expired) {
+    if (has_claim && claim_held(r, u->claim, &mine)) {
+        int parsed = strstr(u->claim, " until ") != NULL;
         snprintf(u->why, sizeof u->why, "claimed by another runner (%s%s): left to it",
                  u->claim, parsed ? "" : ", unreadable");
         *oc = RETRY;
@@ -609,29 +699,35 @@ static int start_step(struct muser *u, enum outcome *oc)
     return 1;
 }
 
-/* Fails u before the flip: released on the old server, state failed with u->why. */
-static enum outcome fail(struct muser *u)
+/* At most max bytes of in, printable UTF-8 only, into out (max + 1 bytes): anything else
+ * (control characters, bytes that are not UTF-8) becomes '?'.  A reason quotes folder
+ * names and command output: a Directory String, and a JSON string, must be UTF-8. */
+static void utf8_printable(const char *in, char *out, size_t max)
 {
-    char reason[1024];
-    /* a Directory String: printable UTF-8 only (the reason quotes folder names and command
-     * output); anything else becomes '?' */
     size_t n = 0;
-    for (const unsigned char *s = (const unsigned char *)u->why; *s && n < 1000; ) {
+    for (const unsigned char *s = (const unsigned char *)in; *s && n < max; ) {
         int len = *s < 0x80 ? 1 : (*s & 0xe0) == 0xc0 ? 2 : (*s & 0xf0) == 0xe0 ? 3
                 : (*s & 0xf8) == 0xf0 ? 4 : 0;
         int ok = len > 0 && !(len == 1 && (*s < 0x20 || *s == 0x7f));
         for (int k = 1; ok && k < len; k++)
             ok = (s[k] & 0xc0) == 0x80;
-        if (!ok || n + (size_t)len > 1000) {
-            reason[n++] = '?';
+        if (!ok || n + (size_t)len > max) {
+            out[n++] = '?';
             s++;
             continue;
         }
-        memcpy(reason + n, s, (size_t)len);
+        memcpy(out + n, s, (size_t)len);
         n += (size_t)len;
         s += len;
     }
-    reason[n] = '\0';
+    out[n] = '\0';
+}
+
+/* Fails u before the flip: released on the old server, state failed with u->why. */
+static enum outcome fail(struct muser *u)
+{
+    char reason[1024];
+    utf8_printable(u->why, reason, 1000);
     int rc = release(u, "failed", reason);
     if (rc != LDAP_SUCCESS) {
         size_t l = strlen(u->why);
@@ -656,7 +752,7 @@ static enum outcome lost(struct muser *u, const char *step, int rc)
 static int pause_until(struct muser *u, long long until)
 {
     while (now_ms() < until) {
-        if (interrupted || renew_hook(u) != 0)
+        if (*u->stop || renew_hook(u) != 0)
             return 1;
         struct timespec slice = { 0, 100 * 1000000L };
         nanosleep(&slice, NULL);
@@ -687,7 +783,7 @@ static int run_retried(struct muser *u, const char *what, const char *tmpl, int 
     for (long k = 0;; k++) {
         if (run(u, what, tmpl, NULL, ok_code, NULL) == 0)
             return 0;
-        if (k >= c->retries || interrupted || u->lost)
+        if (k >= c->retries || *u->stop || u->lost)
             return -1;
         char *shown = mh_ctl_shown(u->login);
         fprintf(stderr, "%s: %s: %s; retry %ld of %ld in %lld s\n", MH_CTL_PROG,
@@ -719,7 +815,7 @@ static enum outcome step_failed(struct muser *u)
 {
     if (u->lost)
         return u->r->unreachable ? STOP : FAILED;
-    return interrupted ? keep(u) : fail(u);
+    return *u->stop ? keep(u) : fail(u);
 }
 
 /* The entry's entryCSN now, read back on the connection that wrote it, with its routing
@@ -828,7 +924,7 @@ static enum outcome move_user(struct muser *u)
         struct mh_mbox target = { 0 };
         if (snapshot(u, "new", c->new_doveadm, 0, &target) < 0) {
             mh_mbox_free(&target);
-            return interrupted ? keep(u) : fail(u);
+            return *u->stop ? keep(u) : fail(u);
         }
         if (target.used && !c->target_overwrite) {
             snprintf(u->why, sizeof u->why, "the target mailbox is not empty: %s (dsync would "
@@ -838,7 +934,7 @@ static enum outcome move_user(struct muser *u)
             return fail(u);
         }
         mh_mbox_free(&target);
-        if (interrupted)
+        if (*u->stop)
             return keep(u);
         if ((rc = transition(u, "copying", u->claim, 1)) != LDAP_SUCCESS) {
             snprintf(u->why, sizeof u->why, "claim: %s%s", ldap_err2string(rc),
@@ -852,8 +948,9 @@ static enum outcome move_user(struct muser *u)
                       run_retried(u, "pre-copy", c->copy_cmd, -1) < 0))
         return step_failed(u);
     u->ms_precopy = step <= 3 ? now_ms() - t : 0;
-    if (interrupted)
+    if (*u->stop)
         return keep(u);
+    u->stop = &interrupted;   /* frozen from here: a drain lets it finish */
     if (step <= 4 && (rc = transition(u, "frozen", u->mine, 0)) != LDAP_SUCCESS)
         return lost(u, "freeze", rc);
     u->t_freeze = now_ms();   /* resumed frozen: the window measured from here */
@@ -1054,14 +1151,18 @@ static int op_and_runner(struct mrun *r)
         fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
         return MH_EXIT_ERROR;
     }
+    snprintf(r->host, sizeof r->host, "localhost");
+    gethostname(r->host, sizeof r->host - 1);
+    r->host[sizeof r->host - 1] = '\0';
+    for (char *s = r->host; *s; s++)   /* a claim holds no blank */
+        if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
+            *s = '_';
     if (c->runner_id) {
         snprintf(r->base, sizeof r->base, "%s", c->runner_id);
     } else {
-        char host[200] = "localhost", id[65];
-        gethostname(host, sizeof host - 1);
-        host[sizeof host - 1] = '\0';
+        char id[65];
         mh_digest_sha256_hex(r->op, strlen(r->op), id);
-        snprintf(r->base, sizeof r->base, "%s:%.12s", host, id);
+        snprintf(r->base, sizeof r->base, "%s:%.12s", r->host, id);
     }
     for (const char *s = r->base; *s; s++)
         if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e) {
@@ -1075,9 +1176,30 @@ static int op_and_runner(struct mrun *r)
         return MH_EXIT_USAGE;
     }
     /* unique per process: two runs never hold one claim value */
-    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld", r->base, (long)getpid(),
-             (long long)time(NULL));
+    runner_id(r);
     return MH_EXIT_OK;
+}
+
+/* --follow: 1 if dn was skipped for why at an earlier poll (said once), else 0 and now
+ * remembered (on no memory: said again). */
+static int said_before(struct mrun *r, const char *dn, const char *why)
+{
+    char *key = NULL;
+    if (asprintf(&key, "%s\n%s", dn, why) < 0)
+        return 0;
+    for (size_t k = 0; k < r->nsaid; k++)
+        if (strcmp(r->said[k], key) == 0) {
+            free(key);
+            return 1;
+        }
+    char **grown = realloc(r->said, (r->nsaid + 1) * sizeof *grown);
+    if (grown == NULL) {
+        free(key);
+        return 0;
+    }
+    r->said = grown;
+    r->said[r->nsaid++] = key;
+    return 0;
 }
 
 /* mh_cli_search_each's callback of a --filter/--domain plan: the entry, its login being
@@ -1091,6 +1213,8 @@ static int plan_found(void *arg, struct mh_entry *e)
     if (dn == NULL || st == MH_VALUE_NOMEM)
         return -1;
     if (mail == NULL) {
+        if (following && said_before(r, dn, "no mail"))
+            return 0;
         char *shown = mh_ctl_shown(dn);
         printf("%s: skipped (%s)\n", shown ? shown : "?", st == MH_VALUE_REFUSED
                ? "mail holds a NUL byte" : "no mail address: the commands need a login");
@@ -1098,6 +1222,10 @@ static int plan_found(void *arg, struct mh_entry *e)
         r->missing++;
         return 0;
     }
+    const char *claim = mh_entry_get(e, MH_CTL_CLAIM_ATTR);
+    int mine;
+    if (following && claim && claim_held(r, claim, &mine))
+        return 0;   /* another runner's, live: left to it, quietly (each poll sees it) */
     return mh_journal_plan_user(&r->j, mail, dn, mh_entry_get(e, c->cli.route_attr),
                                 mh_entry_get(e, c->cli.state_attr), 0) != 0 ? -1 : 0;
 }
@@ -1107,7 +1235,8 @@ static int plan_found(void *arg, struct mh_entry *e)
 static int plan_filter(struct mrun *r)
 {
     struct mh_ctl *c = r->c;
-    char *attrs[] = { "mail", (char *)c->cli.route_attr, (char *)c->cli.state_attr, NULL };
+    char *attrs[] = { "mail", (char *)c->cli.route_attr, (char *)c->cli.state_attr,
+                      MH_CTL_CLAIM_ATTR, NULL };
     char *on = mh_ctl_eq_filter(c->cli.route_attr, c->from ? c->from : c->to), *f = NULL;
     if (on && asprintf(&f, c->from ? "(&%s%s)" : "(&%s(%s=*)(!%s))", r->sel_filter,
                        c->from ? on : c->cli.route_attr, on) < 0)
@@ -1128,6 +1257,51 @@ static int plan_filter(struct mrun *r)
         mh_ctl_filter_diagnose(c, c->filter);
     free(f);
     return rc;
+}
+
+static const struct mh_journal *dedup_j;   /* cmp_dn's journal (plan_dedup only) */
+
+static int cmp_dn(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int d = strcmp(dedup_j->e[x].dn, dedup_j->e[y].dn);
+    return d ? d : x < y ? -1 : x > y;
+}
+
+/* Two logins of one entry (a login listed twice, or an alias): the first moves it, the
+ * others are skipped; moved twice it would be counted twice (the second "moved before").
+ * MH_EXIT_OK or MH_EXIT_ERROR (said). */
+static int plan_dedup(struct mrun *r)
+{
+    size_t *ix = malloc(r->j.n * sizeof *ix);
+    if (ix == NULL) {
+        fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+        return MH_EXIT_ERROR;
+    }
+    for (size_t i = 0; i < r->j.n; i++)
+        ix[i] = i;
+    dedup_j = &r->j;
+    qsort(ix, r->j.n, sizeof *ix, cmp_dn);
+    for (size_t k = 1; k < r->j.n; k++) {
+        const struct mh_jentry *first = &r->j.e[ix[k - 1]], *e = &r->j.e[ix[k]];
+        if (strcmp(first->dn, e->dn) != 0)
+            continue;
+        ix[k] = ix[k - 1];   /* the group's first */
+        char why[300];
+        char *a = mh_ctl_shown(e->login ? e->login : e->dn),
+             *b = mh_ctl_shown(first->login ? first->login : first->dn);
+        snprintf(why, sizeof why, "the same entry as %s", b ? b : "?");
+        if (e->status == MH_J_PENDING) {
+            printf("%s: skipped (%s)\n", a ? a : "?", why);
+            mh_journal_mark(&r->j, (size_t)(e - r->j.e), MH_J_SKIPPED, why);
+            r->skipped++;
+        }
+        free(a);
+        free(b);
+    }
+    free(ix);
+    mh_journal_sync(&r->j);
+    return MH_EXIT_OK;
 }
 
 /* The plan: each login's entry and its routing value, into the journal. */
@@ -1173,7 +1347,7 @@ static int plan(struct mrun *r)
         fprintf(stderr, "%s: %s: %s\n", MH_CTL_PROG, r->jpath, strerror(errno));
         return MH_EXIT_ERROR;
     }
-    return MH_EXIT_OK;
+    return r->nlogins > 1 ? plan_dedup(r) : MH_EXIT_OK;
 }
 
 /* One run per journal: an exclusive flock on FILE.lock (holding the pid of its run), kept
@@ -1268,6 +1442,7 @@ static void move_one(struct mrun *r, size_t i, struct mresult *res)
     u.idx = i;
     u.login = e->login ? e->login : e->dn;
     u.dn = e->dn;
+    u.stop = &precopy_stop;
     u.t0 = now_ms();
     enum outcome oc = move_user(&u);
     result_of(&u, oc, res);
@@ -1292,8 +1467,10 @@ static void report(struct mrun *r, const char *login, const struct mresult *res)
                "%lld ms%s\n", who, res->host, r->c->to, res->messages, res->folders,
                res->bytes, (double)res->ms_total / 1000.0, res->ms_frozen, proxies);
     } else {
+        char why[sizeof res->why];   /* command output: printable UTF-8 only */
+        utf8_printable(res->why, why, sizeof why - 1);
         printf("%s: %s (%s)\n", who, res->oc == FAILED ? "failed" : res->oc == STOP ? "stopped"
-               : res->oc == MOVED_BEFORE ? "done" : "skipped", res->why);
+               : res->oc == MOVED_BEFORE ? "done" : "skipped", why);
     }
     fflush(stdout);
     free(shown);
@@ -1306,14 +1483,23 @@ static const char *const outcome_name[] = { "moved", "failed", "skipped", "retry
 static void report_json(struct mrun *r, const struct mh_jentry *e, const struct mresult *res)
 {
     FILE *fp = r->report;
+    /* JSON is UTF-8: the reason quotes command output, a login comes from --file */
+    const char *raw[4] = { e->login ? e->login : "", e->dn, res->oc == MOVED ? "" : res->why,
+                           res->host };
+    char *v[4] = { NULL, NULL, NULL, NULL };
+    for (int k = 0; k < 4; k++)
+        if ((v[k] = malloc(strlen(raw[k]) + 1)) != NULL)
+            utf8_printable(raw[k], v[k], strlen(raw[k]));
     fprintf(fp, "{\"login\": ");
-    mh_ctl_json_fstr(fp, e->login ? e->login : "");
+    mh_ctl_json_fstr(fp, v[0] ? v[0] : "?");
     fprintf(fp, ", \"dn\": ");
-    mh_ctl_json_fstr(fp, e->dn);
+    mh_ctl_json_fstr(fp, v[1] ? v[1] : "?");
     fprintf(fp, ", \"outcome\": \"%s\", \"reason\": ", outcome_name[res->oc]);
-    mh_ctl_json_fstr(fp, res->oc == MOVED ? "" : res->why);
+    mh_ctl_json_fstr(fp, v[2] ? v[2] : "?");
     fprintf(fp, ", \"old_host\": ");
-    mh_ctl_json_fstr(fp, res->host);
+    mh_ctl_json_fstr(fp, v[3] ? v[3] : "?");
+    for (int k = 0; k < 4; k++)
+        free(v[k]);
     fprintf(fp, ", \"new_host\": ");
     mh_ctl_json_fstr(fp, r->c->to);
     fprintf(fp, ", \"at\": \"%s\"", mh_ctl_now_generalized());
@@ -1365,6 +1551,10 @@ static void record(struct mrun *r, const struct mresult *res)
 {
     size_t i = res->idx;
     const struct mh_jentry *e = &r->j.e[i];
+    if (following && res->oc == RETRY)
+        return;   /* another runner's (or a race): the next poll sees it again, quietly */
+    if (following && res->oc == SKIPPED && said_before(r, e->dn, res->why))
+        return;   /* found again by each poll: said and counted once */
     report(r, e->login ? e->login : e->dn, res);
     if (r->report)
         report_json(r, e, res);
@@ -1395,6 +1585,7 @@ static void record(struct mrun *r, const struct mresult *res)
         *(res->oc == FAILED ? &r->failed : &r->skipped) += 1;
         break;
     default:       /* STOP: pending, the next run takes it up */
+        r->stopped++;
         break;
     }
     mh_journal_sync(&r->j);
@@ -1415,8 +1606,7 @@ static void worker(struct mrun *r, pid_t parent, int in_fd, int out_fd)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(1);
-    snprintf(r->runner, sizeof r->runner, "%s:%ld:%lld", r->base, (long)getpid(),
-             (long long)time(NULL));
+    runner_id(r);
     int connected = mh_cli_connect(&r->c->cli, MH_CTL_PROG) == LDAP_SUCCESS;
     size_t i;
     for (;;) {
@@ -1440,34 +1630,71 @@ static void worker(struct mrun *r, pid_t parent, int in_fd, int out_fd)
         }
         fflush(stdout);
         fflush(stderr);
-        if (write(out_fd, &res, sizeof res) != (ssize_t)sizeof res)
-            break;
+        if (write(out_fd, &res, sizeof res) != (ssize_t)sizeof res || res.oc == STOP)
+            break;   /* stopped (interrupted, unreachable): no more users for this one */
     }
     _exit(0);
 }
 
 struct wslot {
-    pid_t pid;
+    pid_t pid;                  /* -1: reaped */
     int to, from;               /* the parent's ends: indexes out, results in; -1: closed */
     int busy;
+    size_t idx;                 /* the user it moves, when busy */
 };
 
 /* Gives slot w the next user to move (from *next on), or closes its input (the worker
- * ends) when there is none or the run is stopping. */
+ * ends) when there is none or the run is stopping.  A worker that died while idle (EPIPE:
+ * SIGPIPE is ignored) takes no user: the next is left for the others. */
 static void assign(struct mrun *r, struct wslot *w, size_t *next)
 {
     while (*next < r->j.n && !to_move(&r->j.e[*next]))
         (*next)++;
-    if (*next < r->j.n && !interrupted && !draining && !r->unreachable && w->to >= 0 &&
-        write(w->to, next, sizeof *next) == (ssize_t)sizeof *next) {
-        (*next)++;
-        w->busy = 1;
-        return;
+    if (*next < r->j.n && !interrupted && !draining && !r->unreachable && w->to >= 0) {
+        if (write(w->to, next, sizeof *next) == (ssize_t)sizeof *next) {
+            w->idx = (*next)++;
+            w->busy = 1;
+            return;
+        }
+        fprintf(stderr, "%s: worker %ld ended unexpectedly (%s): the other workers go on\n",
+                MH_CTL_PROG, (long)w->pid, strerror(errno));
+        r->worker_lost = 1;
     }
     if (w->to >= 0)
         close(w->to);
     w->to = -1;
     w->busy = 0;
+}
+
+/* Worker w died mid-user (its result pipe ended): reaped, and its user recorded stopped
+ * (pending in the journal: a re-run resumes it under the worker's claim). */
+static void worker_died(struct mrun *r, struct wslot *w)
+{
+    int st = 0;
+    char how[64] = "ended";
+    while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFSIGNALED(st))
+        snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(st));
+    else if (WIFEXITED(st))
+        snprintf(how, sizeof how, "exited %d", WEXITSTATUS(st));
+    struct mresult res;
+    memset(&res, 0, sizeof res);
+    res.idx = w->idx;
+    res.oc = STOP;
+    const char *old = r->j.e[w->idx].old_host;
+    snprintf(res.host, sizeof res.host, "%s", old ? old : "?");
+    snprintf(res.why, sizeof res.why, "worker %ld %s mid-user: left for a re-run of the same "
+             "command", (long)w->pid, how);
+    fprintf(stderr, "%s: worker %ld %s unexpectedly: its user is left for a re-run of the "
+            "same command\n", MH_CTL_PROG, (long)w->pid, how);
+    w->pid = -1;
+    r->worker_lost = 1;
+    if (w->to >= 0)
+        close(w->to);
+    w->to = -1;
+    w->busy = 0;
+    record(r, &res);
 }
 
 /* Moves the journal's users with n worker processes; the parent hands out users, keeps the
@@ -1519,11 +1746,11 @@ static void migrate_pool(struct mrun *r, size_t n)
             close(up[0]);
             break;
         }
-        w[started] = (struct wslot){ pid, down[1], up[0], 0 };
+        w[started] = (struct wslot){ pid, down[1], up[0], 0, 0 };
     }
     for (size_t k = 0; k < started; k++)
         assign(r, &w[k], &next);
-    int told = 0;
+    int told = 0, told_drain = 0;
     struct pollfd *pf = calloc(started + 1, sizeof *pf);
     for (;;) {
         size_t np = 0;
@@ -1536,6 +1763,11 @@ static void migrate_pool(struct mrun *r, size_t n)
             for (size_t k = 0; k < started; k++)
                 kill(w[k].pid, SIGUSR1);
             told = 1;
+        }
+        if (draining && !told_drain) {   /* the users not yet frozen stop at once */
+            for (size_t k = 0; k < started; k++)
+                kill(w[k].pid, SIGUSR2);
+            told_drain = 1;
         }
         if (poll(pf, np, 500) <= 0)
             continue;   /* EINTR: a signal, seen above */
@@ -1550,9 +1782,15 @@ static void migrate_pool(struct mrun *r, size_t n)
             if (got < 0 && errno == EINTR)
                 continue;
             if (got != (ssize_t)sizeof res || res.idx >= r->j.n) {
-                /* the worker died mid-user: that user stays pending for a re-run */
-                fprintf(stderr, "%s: worker %ld ended unexpectedly: its user is left for a "
-                        "re-run of the same command\n", MH_CTL_PROG, (long)w[k].pid);
+                worker_died(r, &w[k]);
+                continue;
+            }
+            record(r, &res);
+            if (res.oc == STOP && !interrupted && !res.unreachable && !draining) {
+                /* interrupted on its own (a signal to the worker alone): it ends; the
+                 * others go on */
+                fprintf(stderr, "%s: worker %ld was interrupted: it takes no more users, "
+                        "the other workers go on\n", MH_CTL_PROG, (long)w[k].pid);
                 r->worker_lost = 1;
                 if (w[k].to >= 0)
                     close(w[k].to);
@@ -1560,7 +1798,6 @@ static void migrate_pool(struct mrun *r, size_t n)
                 w[k].busy = 0;
                 continue;
             }
-            record(r, &res);
             assign(r, &w[k], &next);
         }
     }
@@ -1569,7 +1806,7 @@ static void migrate_pool(struct mrun *r, size_t n)
         if (w[k].to >= 0)
             close(w[k].to);
         close(w[k].from);
-        while (waitpid(w[k].pid, NULL, 0) < 0 && errno == EINTR)
+        while (w[k].pid > 0 && waitpid(w[k].pid, NULL, 0) < 0 && errno == EINTR)
             ;
     }
     free(w);
@@ -1612,25 +1849,23 @@ static void migrate_all(struct mrun *r)
     }
 }
 
-/* --follow's selection: the users in state queued, and those in copying or frozen under a
- * claim of this runner id (a killed or stopped earlier run: resumed), within --filter or
- * --domain.  MH_EXIT_OK or an error. */
+/* --follow's selection: the users in state queued, copying or frozen within --filter or
+ * --domain; start_step decides (a claim of this runner id whose process is gone, or an
+ * expired one, is resumed; another runner's live claim is left alone, quietly: plan_found).
+ * A substring filter on the claim cannot do that: mailhostMigrationClaim has no SUBSTR
+ * rule.  MH_EXIT_OK or an error. */
 static int follow_filter(struct mrun *r)
 {
     struct mh_ctl *c = r->c;
-    char tmpl[300], *mine = NULL, *q = mh_ctl_eq_filter(c->cli.state_attr, "queued"),
+    char *q = mh_ctl_eq_filter(c->cli.state_attr, "queued"),
          *cp = mh_ctl_eq_filter(c->cli.state_attr, "copying"),
          *fr = mh_ctl_eq_filter(c->cli.state_attr, "frozen"), *f = NULL;
-    snprintf(tmpl, sizeof tmpl, "(%s=%%s:*)", MH_CTL_CLAIM_ATTR);
-    mine = mh_filter_expand(tmpl, r->base, strlen(r->base));
-    if (q && cp && fr && mine &&
-        asprintf(&f, "(&%s(|%s(&(|%s%s)%s)))", r->sel_filter ? r->sel_filter : "", q, cp, fr,
-                 mine) < 0)
+    if (q && cp && fr &&
+        asprintf(&f, "(&%s(|%s%s%s))", r->sel_filter ? r->sel_filter : "", q, cp, fr) < 0)
         f = NULL;
     free(q);
     free(cp);
     free(fr);
-    free(mine);
     free(r->sel_filter);
     r->sel_filter = f;
     if (f == NULL) {
@@ -1651,23 +1886,38 @@ static void follow_wait(long secs)
 }
 
 /* --follow: every --poll seconds the users follow_filter finds are planned (in memory: the
- * directory's states and claims are the record) and moved, until a signal. */
-static void follow(struct mrun *r)
+ * directory's states and claims are the record) and moved, until a signal.  Only an
+ * unreachable directory is tried again: a persistent error (a bad filter, a refused bind,
+ * a search the directory refuses) ends it.  MH_EXIT_OK, or MH_EXIT_ERROR (said). */
+static int follow(struct mrun *r)
 {
     struct mh_ctl *c = r->c;
     fprintf(stderr, "%s: following: users in state queued%s%s, every %ld s (SIGTERM: no new "
             "users, the current ones finish; again: they stop)\n", MH_CTL_PROG,
             c->from ? " on " : "", c->from ? c->from : "", c->poll);
     while (!interrupted && !draining) {
-        if (c->cli.ld == NULL && mh_cli_connect(&c->cli, MH_CTL_PROG) != LDAP_SUCCESS) {
-            follow_wait(c->poll);
-            continue;
+        if (c->cli.ld == NULL) {
+            int rc = mh_cli_connect(&c->cli, MH_CTL_PROG);   /* says why */
+            if (rc != LDAP_SUCCESS && !mh_cli_unreachable(rc)) {
+                fprintf(stderr, "%s: --follow stops: connecting failed, and trying again "
+                        "would not help\n", MH_CTL_PROG);
+                return MH_EXIT_ERROR;
+            }
+            if (rc != LDAP_SUCCESS) {
+                follow_wait(c->poll);
+                continue;
+            }
         }
         memset(&r->j, 0, sizeof r->j);   /* in memory only: no file */
-        int status = plan(r);
+        int status = plan(r);            /* says why it failed */
         if (status == MH_EXIT_OK && r->j.n > 0)
             migrate_all(r);
         mh_journal_close(&r->j);
+        if (status == MH_EXIT_ERROR) {
+            fprintf(stderr, "%s: --follow stops: the search for users failed, and trying "
+                    "again would not help\n", MH_CTL_PROG);
+            return MH_EXIT_ERROR;
+        }
         if (status == MH_EXIT_UNREACHABLE || r->unreachable) {
             fprintf(stderr, "%s: the directory is unreachable: trying again in %ld s\n",
                     MH_CTL_PROG, c->poll);
@@ -1680,6 +1930,7 @@ static void follow(struct mrun *r)
         }
         follow_wait(c->poll);
     }
+    return MH_EXIT_OK;
 }
 
 /* --report FILE: appended to (a re-run adds its users), never through a symbolic link.
@@ -1730,12 +1981,17 @@ static int dry_run(struct mrun *r)
     size_t would = 0, not = 0;
     int status = plan(r);
     for (size_t i = 0; status == MH_EXIT_OK && i < r->j.n; i++) {
+        if (!to_move(&r->j.e[i])) {   /* a second login of one entry (plan_dedup) */
+            not++;
+            continue;
+        }
         struct muser u;
         memset(&u, 0, sizeof u);
         u.r = r;
         u.idx = i;
         u.login = r->j.e[i].login ? r->j.e[i].login : r->j.e[i].dn;
         u.dn = r->j.e[i].dn;
+        u.stop = &precopy_stop;
         char *who = mh_ctl_shown(u.login);
         enum outcome oc = SKIPPED;
         int rc = read_entry(&u), step = 0;
@@ -1791,6 +2047,8 @@ static int finish(struct mrun *r)
     size_t pending = 0;
     for (size_t i = 0; i < r->j.n; i++)
         pending += r->j.e[i].status == MH_J_PENDING;
+    if (following)   /* no journal: the users it left stopped, for the restart */
+        pending = r->stopped;
     char frozen[200] = "";
     if (r->nfrozen > 0) {
         qsort(r->frozen, r->nfrozen, sizeof *r->frozen, cmp_ll);
@@ -1858,17 +2116,23 @@ int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)
         status = dry_run(&r);
         goto out;
     }
+    following = c->follow;   /* before any handler can run */
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGUSR1, on_signal);
+    signal(SIGUSR2, on_signal);
+    /* a worker that died: EPIPE on its pipe, not the end of the run (runcmd resets it for
+     * the commands) */
+    signal(SIGPIPE, SIG_IGN);
     if (c->follow) {   /* no journal: the directory's states and claims are the record */
-        following = 1;
         fprintf(stderr, "%s: runner %s\n", MH_CTL_PROG, r.runner);
         if ((status = follow_filter(&r)) != MH_EXIT_OK ||
             (c->report_file && (status = open_report(&r)) != MH_EXIT_OK))
             goto out;
-        follow(&r);
+        int fstatus = follow(&r);
         status = finish(&r);
+        if (fstatus != MH_EXIT_OK)
+            status = fstatus;
         goto out;
     }
     if ((status = lock_journal(&r)) != MH_EXIT_OK ||
@@ -1895,6 +2159,9 @@ out:
     free(r.op);
     free(r.kick_default);
     free(r.frozen);
+    for (size_t i = 0; i < r.nsaid; i++)
+        free(r.said[i]);
+    free(r.said);
     free(r.proxies);
     mh_proxywait_free(&r.pw);
     if (r.report)
