@@ -26,6 +26,9 @@ void mh_proxywait_free(struct mh_proxywait *pw)
     if (pw) {
         free(pw->url);
         free(pw->addr);
+        free(pw->ip);
+        free(pw->resolve_ms);
+        free(pw->resolve_err);
         memset(pw, 0, sizeof *pw);
     }
 }
@@ -57,6 +60,7 @@ static int add(struct mh_proxywait *pw, const char *s, size_t n, char *err, size
             free(url);
             return -1;
         }
+    pw->resolve_ms[pw->n] = -1;
     pw->url[pw->n++] = url;
     return 0;
 }
@@ -67,7 +71,11 @@ int mh_proxywait_init(struct mh_proxywait *pw, const char *const *opts, size_t n
     memset(pw, 0, sizeof *pw);
     pw->url = calloc(MH_PROXYWAIT_MAX, sizeof *pw->url);
     pw->addr = calloc(MH_PROXYWAIT_MAX, sizeof *pw->addr);
-    if (pw->url == NULL || pw->addr == NULL) {
+    pw->ip = calloc(MH_PROXYWAIT_MAX, sizeof *pw->ip);
+    pw->resolve_ms = calloc(MH_PROXYWAIT_MAX, sizeof *pw->resolve_ms);
+    pw->resolve_err = calloc(MH_PROXYWAIT_MAX, sizeof *pw->resolve_err);
+    if (pw->url == NULL || pw->addr == NULL || pw->ip == NULL || pw->resolve_ms == NULL ||
+        pw->resolve_err == NULL) {
         snprintf(err, errsize, "out of memory");
         mh_proxywait_free(pw);
         return -1;
@@ -91,16 +99,39 @@ int mh_proxywait_init(struct mh_proxywait *pw, const char *const *opts, size_t n
     return 0;
 }
 
-/* Asks instance i once.  1 if it has applied csn, else 0 with the reason in why. */
-static int ask(const struct mh_proxywait *pw, size_t i, const struct mh_csn *csn,
-               long long timeout_ms, char *why, size_t whysize)
+/* Instance i's addresses: resolved once, a failure tried again at most every
+ * MH_PROXYWAIT_RESOLVE_RETRY_MS.  MH_SG_OK, or another outcome with err. */
+static enum mh_statusget resolved(struct mh_proxywait *pw, size_t i, char *err,
+                                  size_t errsize)
 {
-    char *body = NULL, err[300] = "", have_s[MH_CSN_TEXT] = "?", want_s[MH_CSN_TEXT] = "?";
+    if (pw->ip[i].n > 0)
+        return MH_SG_OK;
+    long long now = mono_ms();
+    if (pw->resolve_ms[i] < 0 || now - pw->resolve_ms[i] >= MH_PROXYWAIT_RESOLVE_RETRY_MS) {
+        enum mh_statusget rc = mh_statusget_resolve(&pw->addr[i], &pw->ip[i],
+                                                    pw->resolve_err[i],
+                                                    sizeof pw->resolve_err[i]);
+        if (rc == MH_SG_OK)
+            return MH_SG_OK;
+        pw->resolve_ms[i] = mono_ms();
+    }
+    snprintf(err, errsize, "%s (tried again at most every %lld s)", pw->resolve_err[i],
+             MH_PROXYWAIT_RESOLVE_RETRY_MS / 1000);
+    return MH_SG_CONNECT;
+}
+
+/* Asks instance i once.  1 if it has applied csn, else 0 with the reason in why. */
+static int ask(struct mh_proxywait *pw, size_t i, const struct mh_csn *csn,
+               long long timeout_ms, volatile sig_atomic_t *stop, char *why, size_t whysize)
+{
+    char *body = NULL, err[400] = "", have_s[MH_CSN_TEXT] = "?", want_s[MH_CSN_TEXT] = "?";
     size_t len = 0;
     struct mh_csn have;
     int done = 0;
-    enum mh_statusget rc = mh_statusget_fetch(&pw->addr[i], timeout_ms, &body, &len, err,
-                                              sizeof err);
+    enum mh_statusget rc = resolved(pw, i, err, sizeof err);
+    if (rc == MH_SG_OK)
+        rc = mh_statusget_fetch(&pw->addr[i], &pw->ip[i], timeout_ms, stop, &body, &len, err,
+                                sizeof err);
     if (rc == MH_SG_OK)
         rc = mh_statusget_applied(body, len, csn->sid, &have);
     mh_csn_format(csn, want_s, sizeof want_s);
@@ -128,7 +159,7 @@ static int ask(const struct mh_proxywait *pw, size_t i, const struct mh_csn *csn
     return done;
 }
 
-enum mh_proxywait_rc mh_proxywait_wait(const struct mh_proxywait *pw, const struct mh_csn *csn,
+enum mh_proxywait_rc mh_proxywait_wait(struct mh_proxywait *pw, const struct mh_csn *csn,
                                        long long wait_ms, volatile sig_atomic_t *stop,
                                        int (*hook)(void *), void *arg,
                                        struct mh_proxywait_result *res)
@@ -150,7 +181,7 @@ enum mh_proxywait_rc mh_proxywait_wait(const struct mh_proxywait *pw, const stru
                 continue;
             if (left < 1)
                 left = 1;
-            if (ask(pw, i, csn, left < FETCH_MAX_MS ? left : FETCH_MAX_MS, last[i],
+            if (ask(pw, i, csn, left < FETCH_MAX_MS ? left : FETCH_MAX_MS, stop, last[i],
                     sizeof last[i])) {
                 res->at_ms[i] = mono_ms() - start;
                 res->ms = res->at_ms[i];

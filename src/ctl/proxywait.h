@@ -8,8 +8,12 @@
  * then reflect the change.  An instance that cannot be reached, has no such line (no mirror,
  * not live) or reports an older CSN has not applied it (yet).
  *
- * Not thread-safe (mailhostctl is single-threaded; a --concurrency worker has its own copy
- * after fork).  A struct mh_proxywait owns its memory (mh_proxywait_free).
+ * Each instance's host is resolved once, when it is first asked, and its addresses kept for
+ * the life of the struct; a failed resolution is tried again at most every
+ * MH_PROXYWAIT_RESOLVE_RETRY_MS (meanwhile the instance has not applied it: "HOST did not
+ * resolve (reason)").  Not thread-safe (mailhostctl is single-threaded; a --concurrency
+ * worker has its own copy after fork, and resolves in it).  A struct mh_proxywait owns its
+ * memory (mh_proxywait_free).
  */
 #ifndef MH_PROXYWAIT_H
 #define MH_PROXYWAIT_H
@@ -22,10 +26,14 @@
 #include "statusget.h"
 
 #define MH_PROXYWAIT_MAX 64     /* instances in one list */
+#define MH_PROXYWAIT_RESOLVE_RETRY_MS 5000LL
 
 struct mh_proxywait {
     char **url;                 /* as given, one an instance */
     struct mh_statusget_url *addr;
+    struct mh_statusget_addr *ip;   /* each one's resolved addresses (n 0: not yet) */
+    long long *resolve_ms;      /* each one's last failed resolution (monotonic ms), or -1 */
+    char (*resolve_err)[300];   /* and why it failed */
     size_t n;
 };
 
@@ -49,12 +57,14 @@ struct mh_proxywait_result {
     char why[900];              /* MH_PROXYWAIT_NOT_ALL: "mailhostd URL: reason; ..." */
 };
 
-/* Asks each instance (again, every 10 ms doubling up to 200 ms between rounds; each request
- * bounded by what is left of the wait, at most 3 s) until all have applied csn or wait_ms has
+/* Asks each instance (its host resolved first, see above; again, every 10 ms doubling up to
+ * 200 ms between rounds; each request bounded by what is left of the wait, at most 3 s,
+ * the resolution by nothing) until all have applied csn or wait_ms has
  * passed (every instance is asked at least once).  After each request and between rounds it
  * stops when *stop is set or hook (may be NULL) returns non-zero (the hook renews a claim
- * when due: a round over many slow instances may be long).  res is filled in every case. */
-enum mh_proxywait_rc mh_proxywait_wait(const struct mh_proxywait *pw, const struct mh_csn *csn,
+ * when due: a round over many slow instances may be long); a signal that sets *stop also
+ * ends a request at once.  res is filled in every case. */
+enum mh_proxywait_rc mh_proxywait_wait(struct mh_proxywait *pw, const struct mh_csn *csn,
                                        long long wait_ms, volatile sig_atomic_t *stop,
                                        int (*hook)(void *), void *arg,
                                        struct mh_proxywait_result *res);

@@ -270,10 +270,13 @@ enum mh_statusget mh_statusget_applied(const char *body, size_t len, uint32_t si
 
 /* ---------- the exchange ---------- */
 
-/* Waits for events on fd until the monotonic deadline.  1 ready, 0 timed out, -1 error. */
-static int wait_fd(int fd, short events, long long deadline)
+/* Waits for events on fd until the monotonic deadline.  1 ready, 0 timed out, -1 error, -2
+ * a signal came and *stop (may be NULL) is set. */
+static int wait_fd(int fd, short events, long long deadline, volatile sig_atomic_t *stop)
 {
     for (;;) {
+        if (stop && *stop)
+            return -2;
         long long left = deadline - mono_ms();
         if (left <= 0)
             return 0;
@@ -286,49 +289,69 @@ static int wait_fd(int fd, short events, long long deadline)
     }
 }
 
-/* A connected non-blocking socket to u, or -1 with err (*timed_out set when the deadline
- * passed). */
-static int connect_to(const struct mh_statusget_url *u, long long deadline, int *timed_out,
-                      char *err, size_t errsize)
+enum mh_statusget mh_statusget_resolve(const struct mh_statusget_url *u,
+                                       struct mh_statusget_addr *out, char *err,
+                                       size_t errsize)
 {
     struct addrinfo hints, *res = NULL;
+    memset(out, 0, sizeof *out);
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     int rc = getaddrinfo(u->host, u->port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errsize, "%s did not resolve (%s)", u->host, gai_strerror(rc));
-        return -1;
+        snprintf(err, errsize, "%s did not resolve (%s)", u->host,
+                 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return rc == EAI_MEMORY ? MH_SG_NOMEM : MH_SG_CONNECT;
     }
-    int fd = -1, e = 0;
-    *timed_out = 0;
-    for (struct addrinfo *ai = res; ai && fd < 0 && !*timed_out; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+    for (struct addrinfo *ai = res; ai && out->n < MH_STATUSGET_ADDRS; ai = ai->ai_next)
+        if (ai->ai_addrlen <= sizeof out->sa[0]) {
+            memcpy(&out->sa[out->n], ai->ai_addr, ai->ai_addrlen);
+            out->len[out->n++] = ai->ai_addrlen;
+        }
+    freeaddrinfo(res);
+    if (out->n == 0) {
+        snprintf(err, errsize, "%s did not resolve (no address)", u->host);
+        return MH_SG_CONNECT;
+    }
+    return MH_SG_OK;
+}
+
+/* A connected non-blocking socket to one of a's addresses, or -1 with err and *rc
+ * (MH_SG_CONNECT, MH_SG_TIMEOUT when the deadline passed, MH_SG_STOPPED). */
+static int connect_to(const struct mh_statusget_url *u, const struct mh_statusget_addr *a,
+                      long long deadline, volatile sig_atomic_t *stop, enum mh_statusget *rc,
+                      char *err, size_t errsize)
+{
+    int fd = -1, e = 0, w = 1;
+    *rc = MH_SG_CONNECT;
+    for (size_t i = 0; i < a->n && fd < 0 && w != 0 && w != -2; i++) {
+        const struct sockaddr *sa = (const struct sockaddr *)&a->sa[i];
+        fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             e = errno;
             continue;
         }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+        if (connect(fd, sa, a->len[i]) == 0)
             break;
         e = errno;
         if (e == EINPROGRESS) {
-            int w = wait_fd(fd, POLLOUT, deadline);
+            w = wait_fd(fd, POLLOUT, deadline, stop);
             socklen_t elen = sizeof e;
             if (w == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == 0 && e == 0)
                 break;
-            if (w == 0)
-                *timed_out = 1;
-            else if (w < 0)
+            if (w == -1)
                 e = errno;
         }
         close(fd);
         fd = -1;
     }
-    freeaddrinfo(res);
-    if (fd < 0)
+    if (fd < 0) {
+        *rc = w == 0 ? MH_SG_TIMEOUT : w == -2 ? MH_SG_STOPPED : MH_SG_CONNECT;
         snprintf(err, errsize, "connecting to %s: %s", u->authority,
-                 *timed_out ? "timed out" : strerror(e ? e : ECONNREFUSED));
+                 w == 0 ? "timed out" : w == -2 ? "interrupted"
+                 : a->n == 0 ? "not resolved" : strerror(e ? e : ECONNREFUSED));
+    }
     return fd;
 }
 
@@ -336,39 +359,42 @@ static int connect_to(const struct mh_statusget_url *u, long long deadline, int 
  * The bytes moved (0 from recv: the peer closed), or -1 with *rc and err ("what AUTHORITY:
  * reason"). */
 static ssize_t transfer(int fd, int out, char *p, size_t n, long long deadline,
-                        const char *what, const struct mh_statusget_url *u,
-                        enum mh_statusget *rc, char *err, size_t errsize)
+                        volatile sig_atomic_t *stop, const char *what,
+                        const struct mh_statusget_url *u, enum mh_statusget *rc, char *err,
+                        size_t errsize)
 {
     for (;;) {
-        int w = wait_fd(fd, out ? POLLOUT : POLLIN, deadline);
+        int w = wait_fd(fd, out ? POLLOUT : POLLIN, deadline, stop);
         ssize_t k = w != 1 ? -1 : out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
         if (k >= 0)
             return k;
         if (w == 1 && (errno == EAGAIN || errno == EINTR))
             continue;
-        *rc = w == 0 ? MH_SG_TIMEOUT : MH_SG_IO;
+        *rc = w == 0 ? MH_SG_TIMEOUT : w == -2 ? MH_SG_STOPPED : MH_SG_IO;
         snprintf(err, errsize, "%s %s: %s", what, u->authority,
-                 w == 0 ? "timed out" : strerror(errno));
+                 w == 0 ? "timed out" : w == -2 ? "interrupted" : strerror(errno));
         return -1;
     }
 }
 
-enum mh_statusget mh_statusget_fetch(const struct mh_statusget_url *u, long long timeout_ms,
-                                     char **body, size_t *body_len, char *err, size_t errsize)
+enum mh_statusget mh_statusget_fetch(const struct mh_statusget_url *u,
+                                     const struct mh_statusget_addr *a, long long timeout_ms,
+                                     volatile sig_atomic_t *stop, char **body,
+                                     size_t *body_len, char *err, size_t errsize)
 {
     long long deadline = mono_ms() + timeout_ms;
     char req[1024], *buf = NULL;
     size_t len = 0, cap = 0;
     enum mh_statusget rc = MH_SG_IO;
-    int timed_out = 0, fd;
+    int fd;
     *body = NULL;
     *body_len = 0;
-    if ((fd = connect_to(u, deadline, &timed_out, err, errsize)) < 0)
-        return timed_out ? MH_SG_TIMEOUT : MH_SG_CONNECT;
+    if ((fd = connect_to(u, a, deadline, stop, &rc, err, errsize)) < 0)
+        return rc;
     int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: "
                      "mailhostctl\r\nConnection: close\r\n\r\n", u->path, u->authority);
     for (size_t sent = 0; sent < (size_t)n; ) {
-        ssize_t k = transfer(fd, 1, req + sent, (size_t)n - sent, deadline,
+        ssize_t k = transfer(fd, 1, req + sent, (size_t)n - sent, deadline, stop,
                              "sending the request to", u, &rc, err, errsize);
         if (k < 0)
             goto out;
@@ -391,8 +417,8 @@ enum mh_statusget mh_statusget_fetch(const struct mh_statusget_url *u, long long
             buf = nb;
             cap = ncap;
         }
-        ssize_t k = transfer(fd, 0, buf + len, cap - len, deadline, "reading the answer of",
-                             u, &rc, err, errsize);
+        ssize_t k = transfer(fd, 0, buf + len, cap - len, deadline, stop,
+                             "reading the answer of", u, &rc, err, errsize);
         if (k < 0)
             goto out;
         len += (size_t)k;

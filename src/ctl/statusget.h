@@ -7,18 +7,22 @@
  * yet.  The client is deliberately small: one request ("Connection: close"), the answer read
  * to its Content-Length or to the end of the connection, at most MH_STATUSGET_MAX bytes, the
  * whole exchange (connect, send, read) bounded by one timeout.  No TLS (the listener has
- * none), no redirects, no chunked encoding (an HTTP/1.0 request never gets it); the name is
- * resolved by getaddrinfo, which the timeout does not bound.
+ * none), no redirects, no chunked encoding (an HTTP/1.0 request never gets it).  The name
+ * is resolved apart, by mh_statusget_resolve (getaddrinfo, which no timeout bounds), so that
+ * a caller asking often resolves once and keeps the addresses.
  *
  * mh_statusget_url_parse, mh_statusget_parse and mh_statusget_applied are pure functions on
- * caller-owned buffers (thread-safe); mh_statusget_fetch blocks for at most its timeout and
- * keeps no state.  Outcomes are enum mh_statusget; err says the details for a human.
+ * caller-owned buffers (thread-safe); mh_statusget_resolve and mh_statusget_fetch keep no
+ * state, fetch blocks for at most its timeout.  Outcomes are enum mh_statusget; err says the
+ * details for a human.
  */
 #ifndef MH_STATUSGET_H
 #define MH_STATUSGET_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "csn.h"
 
@@ -39,6 +43,7 @@ enum mh_statusget {
     MH_SG_NO_SID,       /* mh_statusget_applied: no applied_csn line for that sid */
     MH_SG_BAD_CSN,      /* an applied_csn line for the sid without a readable CSN of it */
     MH_SG_NOMEM,
+    MH_SG_STOPPED,      /* mh_statusget_fetch: a signal came and *stop was set */
 };
 
 /* A status listener's address, from "http://HOST[:PORT][/PATH]". */
@@ -47,6 +52,15 @@ struct mh_statusget_url {
     char port[6];       /* default "80" */
     char authority[270];/* HOST[:PORT] as written: the Host header */
     char path[512];     /* default "/metrics" (also for "/") */
+};
+
+/* The addresses a status listener's host resolved to (the first MH_STATUSGET_ADDRS of
+ * them, in getaddrinfo's order). */
+#define MH_STATUSGET_ADDRS 4
+struct mh_statusget_addr {
+    struct sockaddr_storage sa[MH_STATUSGET_ADDRS];
+    socklen_t len[MH_STATUSGET_ADDRS];
+    size_t n;           /* 0: none (not resolved) */
 };
 
 /* Parses url: http:// only (no user info, query or fragment), HOST a name, an IPv4 address
@@ -69,10 +83,19 @@ enum mh_statusget mh_statusget_parse(const char *buf, size_t len, int eof, const
 enum mh_statusget mh_statusget_applied(const char *body, size_t len, uint32_t sid,
                                        struct mh_csn *out);
 
-/* GET u->path from u within timeout_ms (> 0).  MH_SG_OK with the body in *body (malloc'ed,
- * NUL-terminated: the caller frees it) and its length in *body_len; else *body is NULL and
- * err says what happened. */
-enum mh_statusget mh_statusget_fetch(const struct mh_statusget_url *u, long long timeout_ms,
-                                     char **body, size_t *body_len, char *err, size_t errsize);
+/* Resolves u's host and port (getaddrinfo: blocks as long as the resolver does) into *out.
+ * MH_SG_OK, or MH_SG_CONNECT ("HOST did not resolve (reason)") / MH_SG_NOMEM with err. */
+enum mh_statusget mh_statusget_resolve(const struct mh_statusget_url *u,
+                                       struct mh_statusget_addr *out, char *err,
+                                       size_t errsize);
+
+/* GET u->path from the addresses a (resolved from u, tried in turn) within timeout_ms (> 0).
+ * MH_SG_OK with the body in *body (malloc'ed, NUL-terminated: the caller frees it) and its
+ * length in *body_len; else *body is NULL and err says what happened.  stop (may be NULL):
+ * when a signal interrupts the wait and *stop is set, MH_SG_STOPPED at once. */
+enum mh_statusget mh_statusget_fetch(const struct mh_statusget_url *u,
+                                     const struct mh_statusget_addr *a, long long timeout_ms,
+                                     volatile sig_atomic_t *stop, char **body,
+                                     size_t *body_len, char *err, size_t errsize);
 
 #endif

@@ -2,7 +2,9 @@
 /* test_statusget.c - mailhostctl's reader of a mailhostd's /metrics (statusget.h) and the
  * list of instances migrate --mailhostd waits for (proxywait.h): URLs, the HTTP answer
  * (status, Content-Length, truncated, oversized, not HTTP), the applied_csn lines, and the
- * exchange itself against a child process on a loopback socket serving canned answers. */
+ * exchange itself against a child process on a loopback socket serving canned answers: one
+ * request, a signal that stops it, and the wait for instances that confirm, lag or have no
+ * line for the sid, within its bound. */
 #include "config.h"
 #include "proxywait.h"
 #include "statusget.h"
@@ -15,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CSN_A "20261129143000.123456Z#000000#001#000000"
@@ -229,12 +233,13 @@ static void test_instances(void)
 
 /* ---------- the exchange, against a child serving canned answers ---------- */
 
-enum { SERVE_SEND, SERVE_SILENT, SERVE_HUGE };
+enum { SERVE_SEND, SERVE_SILENT, SERVE_HUGE, SERVE_ALWAYS };
 struct canned { int how; const char *text; };
 
 /* A child process listening on 127.0.0.1 (its port into *port) that serves each of the n
  * answers to one connection in turn: sends text and closes (SERVE_SEND), reads until the
- * client gives up and closes (SERVE_SILENT), or sends a 200 with a body past the bound. */
+ * client gives up and closes (SERVE_SILENT), or sends a 200 with a body past the bound;
+ * SERVE_ALWAYS: sends text to this and every later connection until killed. */
 static pid_t serve(const struct canned *c, size_t n, int *port)
 {
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -261,16 +266,19 @@ static pid_t serve(const struct canned *c, size_t n, int *port)
         static const char head[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:";
         if (got < (ssize_t)sizeof head || memcmp(req, head, sizeof head - 1) != 0)
             _exit(2);
-        if (c[i].how == SERVE_SEND) {
-            (void)!send(fd, c[i].text, strlen(c[i].text), MSG_NOSIGNAL);
-        } else if (c[i].how == SERVE_SILENT) {
+        const struct canned *k = &c[i];
+        if (k->how == SERVE_ALWAYS)
+            i--;   /* this answer again, to the next connection too (unsigned: wraps back) */
+        if (k->how == SERVE_SEND || k->how == SERVE_ALWAYS) {
+            (void)!send(fd, k->text, strlen(k->text), MSG_NOSIGNAL);
+        } else if (k->how == SERVE_SILENT) {
             while (recv(fd, req, sizeof req, 0) > 0)
                 ;
         } else {
             static char chunk[65536];
             memset(chunk, 'x', sizeof chunk);
             (void)!send(fd, "HTTP/1.0 200 OK\r\n\r\n", 19, MSG_NOSIGNAL);
-            for (int k = 0; k < 32; k++)   /* 2 MiB, or until the client has closed */
+            for (int j = 0; j < 32; j++)   /* 2 MiB, or until the client has closed */
                 if (send(fd, chunk, sizeof chunk, MSG_NOSIGNAL) < 0)
                     break;
         }
@@ -299,14 +307,17 @@ static void test_fetch(void)
         return;
     char url[64], err[300];
     struct mh_statusget_url u;
+    struct mh_statusget_addr ip;
     snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
-    CHECK(mh_statusget_url_parse(url, &u, err, sizeof err) == 0, "%s", url);
+    CHECK(mh_statusget_url_parse(url, &u, err, sizeof err) == 0 &&
+          mh_statusget_resolve(&u, &ip, err, sizeof err) == MH_SG_OK && ip.n == 1,
+          "%s resolves to one address (%s)", url, err);
     for (size_t i = 0; i < 5; i++) {
         char *body = NULL;
         size_t blen = 0;
         err[0] = '\0';
-        enum mh_statusget rc = mh_statusget_fetch(&u, i == 4 ? 300 : 10000, &body, &blen, err,
-                                                  sizeof err);
+        enum mh_statusget rc = mh_statusget_fetch(&u, &ip, i == 4 ? 300 : 10000, NULL, &body,
+                                                  &blen, err, sizeof err);
         CHECK(rc == want[i].want, "answer %zu: rc %d, want %d (%s)", i, (int)rc,
               (int)want[i].want, err);
         if (i == 0) {
@@ -327,7 +338,8 @@ static void test_fetch(void)
     /* nobody listening any more: refused at once */
     char *body = NULL;
     size_t blen;
-    CHECK(mh_statusget_fetch(&u, 2000, &body, &blen, err, sizeof err) == MH_SG_CONNECT &&
+    CHECK(mh_statusget_fetch(&u, &ip, 2000, NULL, &body, &blen, err, sizeof err) ==
+          MH_SG_CONNECT &&
           body == NULL && strstr(err, "refused"), "a closed port: %s", err);
     /* the wait names the instance that did not confirm, within its bound */
     struct mh_proxywait pw;
@@ -342,11 +354,149 @@ static void test_fetch(void)
     mh_proxywait_free(&pw);
 }
 
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+/* SIGALRM (no SA_RESTART) sets stop_flag after ms. */
+static void alarm_in(long ms)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = { { 0, 0 }, { ms / 1000, (ms % 1000) * 1000 } };
+    stop_flag = 0;
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/* A signal that sets the stop flag ends a request, and the wait, at once, not at the end
+ * of their timeouts (an instance that takes the connection and says nothing). */
+static void test_stop(void)
+{
+    static const struct canned silent[] = { { SERVE_SILENT, NULL }, { SERVE_SILENT, NULL } };
+    int port = 0;
+    pid_t pid = serve(silent, 2, &port);
+    CHECK(pid > 0, "the server child");
+    if (pid <= 0)
+        return;
+    char url[64], err[300] = "";
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    struct mh_statusget_url u;
+    struct mh_statusget_addr ip;
+    CHECK(mh_statusget_url_parse(url, &u, err, sizeof err) == 0 &&
+          mh_statusget_resolve(&u, &ip, err, sizeof err) == MH_SG_OK, "%s (%s)", url, err);
+    char *body = NULL;
+    size_t blen = 0;
+    alarm_in(200);
+    long long t0 = now_ms();
+    enum mh_statusget rc = mh_statusget_fetch(&u, &ip, 20000, &stop_flag, &body, &blen, err,
+                                              sizeof err);
+    long long took = now_ms() - t0;
+    CHECK(rc == MH_SG_STOPPED && body == NULL && strstr(err, "interrupted") && took < 5000,
+          "a request stopped by the signal: rc %d after %lld ms (%s)", (int)rc, took, err);
+    struct mh_proxywait pw;
+    const char *o[] = { url };
+    CHECK(mh_proxywait_init(&pw, o, 1, err, sizeof err) == 0, "one instance");
+    struct mh_proxywait_result res;
+    struct mh_csn c = csn(CSN_A);
+    alarm_in(200);
+    t0 = now_ms();
+    enum mh_proxywait_rc prc = mh_proxywait_wait(&pw, &c, 30000, &stop_flag, NULL, NULL, &res);
+    took = now_ms() - t0;
+    CHECK(prc == MH_PROXYWAIT_STOPPED && res.confirmed == 0 && took < 2500,
+          "the wait stopped inside a request (at most 3 s) by the signal: rc %d after %lld ms",
+          (int)prc, took);
+    mh_proxywait_free(&pw);
+    int status = -1;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the server child served both: %d",
+          status);
+}
+
+/* The wait against an instance serving one /metrics answer to every request: the change
+ * (CSN_A of sid 001) confirmed by a newer or an equal CSN, not by an older one nor by a
+ * line for another sid only, each within the bound. */
+static void test_wait(void)
+{
+    static const struct {
+        const char *metrics;
+        const char *want_csn;
+        long long wait_ms;
+        enum mh_proxywait_rc want;
+        const char *why;
+    } cases[] = {
+        { "# applied_csn sid=001 " CSN_B "\n", CSN_A, 10000, MH_PROXYWAIT_ALL, NULL },
+        { METRICS, CSN_A, 10000, MH_PROXYWAIT_ALL, NULL },
+        { METRICS, CSN_B, 600, MH_PROXYWAIT_NOT_ALL, "lagging: it has applied sid 001 up to "
+          CSN_A ", the change is " CSN_B },
+        { "# applied_csn sid=000 " CSN_0 "\n", CSN_A, 600, MH_PROXYWAIT_NOT_ALL,
+          "no applied_csn line for sid 001" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char answer[1024], url[64], err[300] = "";
+        snprintf(answer, sizeof answer, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n%s",
+                 cases[i].metrics);
+        const struct canned always[] = { { SERVE_ALWAYS, answer } };
+        int port = 0;
+        pid_t pid = serve(always, 1, &port);
+        CHECK(pid > 0, "case %zu: the server child", i);
+        if (pid <= 0)
+            return;
+        snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+        struct mh_proxywait pw;
+        const char *o[] = { url };
+        CHECK(mh_proxywait_init(&pw, o, 1, err, sizeof err) == 0, "case %zu: %s", i, err);
+        struct mh_proxywait_result res;
+        struct mh_csn c = csn(cases[i].want_csn);
+        volatile sig_atomic_t stop = 0;
+        long long t0 = now_ms();
+        enum mh_proxywait_rc rc = mh_proxywait_wait(&pw, &c, cases[i].wait_ms, &stop, NULL,
+                                                    NULL, &res);
+        long long took = now_ms() - t0;
+        int confirmed = cases[i].want == MH_PROXYWAIT_ALL;
+        CHECK(rc == cases[i].want && res.confirmed == (size_t)confirmed &&
+              (confirmed ? res.at_ms[0] >= 0 && res.at_ms[0] <= took
+               : res.at_ms[0] == -1 && strstr(res.why, url) && strstr(res.why, cases[i].why)),
+              "case %zu: rc %d confirmed %zu at %lld ms (%s)", i, (int)rc, res.confirmed,
+              res.at_ms[0], res.why);
+        CHECK(took <= cases[i].wait_ms + 2000 && (confirmed || took >= cases[i].wait_ms),
+              "case %zu: the wait took %lld ms, bound %lld ms", i, took, cases[i].wait_ms);
+        if (i == 1) {
+            /* resolved once: the addresses kept are used, the name is not looked up again
+             * (it would not resolve) */
+            snprintf(pw.addr[0].host, sizeof pw.addr[0].host, "no-such-host.invalid");
+            rc = mh_proxywait_wait(&pw, &c, 10000, &stop, NULL, NULL, &res);
+            CHECK(rc == MH_PROXYWAIT_ALL, "case %zu: again, with the addresses kept: %d (%s)",
+                  i, (int)rc, res.why);
+        }
+        mh_proxywait_free(&pw);
+        kill(pid, SIGTERM);
+        int status = -1;
+        waitpid(pid, &status, 0);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+              "case %zu: the server child served until stopped: %d", i, status);
+    }
+}
+
 int main(void)
 {
     static const struct check_case cases[] = {
         CHECK_CASE(test_url), CHECK_CASE(test_parse), CHECK_CASE(test_applied),
-        CHECK_CASE(test_instances), CHECK_CASE(test_fetch),
+        CHECK_CASE(test_instances), CHECK_CASE(test_fetch), CHECK_CASE(test_stop),
+        CHECK_CASE(test_wait),
     };
     return CHECK_RUN("test_statusget", cases);
 }
