@@ -77,6 +77,9 @@ mh_ctl_cmd_fn mh_ctl_cmd_stats;         /* ctl_stats.c */
 mh_ctl_cmd_fn mh_ctl_cmd_list;          /* ctl_stats.c */
 mh_ctl_cmd_fn mh_ctl_cmd_schema_check;  /* ctl_schema.c */
 mh_ctl_cmd_fn mh_ctl_cmd_rollback;      /* ctl_rollback.c: migrate --rollback */
+/* ctl_migrate.c: the default kick and the command templates checked (see there) */
+int mh_ctl_migrate_templates(struct mh_ctl *c, const char *cmd, const char *kick_doveadm,
+                             char **kick_default);
 mh_ctl_cmd_fn mh_ctl_cmd_stragglers;    /* ctl_stragglers.c: needs no directory */
 mh_ctl_cmd_fn mh_ctl_cmd_postfix_config; /* ctl_postfix.c: needs no directory */
 /* postfix-config's usage checks, which main runs before it reads -c. */
@@ -97,6 +100,11 @@ char *mh_ctl_b64(const void *data, size_t len);
 char *mh_ctl_shown(const char *s);
 /* "(attr=value)" with the value escaped; "(!(attr=*))" for value NULL.  Malloc'ed. */
 char *mh_ctl_eq_filter(const char *attr, const char *value);
+/* The RFC 4528 assertion of migrate's and rollback's modifies: the entry still has routing
+ * value host, state state and claim claim (NULL: none).  Escaped; caller frees; NULL when
+ * out of memory. */
+char *mh_ctl_claim_assertion(const struct mh_ctl *c, const char *host, const char *state,
+                             const char *claim);
 /* s as a JSON string, quotes included, on stdout. */
 void mh_ctl_json_str(const char *s);
 /* ... on fp. */

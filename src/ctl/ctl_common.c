@@ -122,3 +122,16 @@ char *mh_ctl_selection_filter(const struct mh_ctl *c)
     }
     return out;
 }
+
+char *mh_ctl_claim_assertion(const struct mh_ctl *c, const char *host, const char *state,
+                             const char *claim)
+{
+    char *f[3] = { mh_ctl_eq_filter(c->cli.route_attr, host),
+                   mh_ctl_eq_filter(c->cli.state_attr, state),
+                   mh_ctl_eq_filter(MH_CTL_CLAIM_ATTR, claim) }, *out = NULL;
+    if (f[0] && f[1] && f[2] && asprintf(&out, "(&%s%s%s)", f[0], f[1], f[2]) < 0)
+        out = NULL;
+    for (int k = 0; k < 3; k++)
+        free(f[k]);
+    return out;
+}

@@ -229,20 +229,6 @@ static int read_entry(struct muser *u)
     return dir_fail(u, rc);
 }
 
-/* "(&(route=host)(state=state)(claim=claim))", NULL values as absent.  Malloc'ed. */
-static char *assertion(const struct mh_ctl *c, const char *host, const char *state,
-                       const char *claim)
-{
-    char *f[3] = { mh_ctl_eq_filter(c->cli.route_attr, host),
-                   mh_ctl_eq_filter(c->cli.state_attr, state),
-                   mh_ctl_eq_filter(MH_CTL_CLAIM_ATTR, claim) }, *out = NULL;
-    if (f[0] && f[1] && f[2] && asprintf(&out, "(&%s%s%s)", f[0], f[1], f[2]) < 0)
-        out = NULL;
-    for (int k = 0; k < 3; k++)
-        free(f[k]);
-    return out;
-}
-
 /* Applies ch (its assertion owned and freed here), reconnecting when the directory went
  * away.  On success the entry holds state and claim (NULL: none).  An LDAP result code. */
 static int apply(struct muser *u, struct mh_ctl_change *ch, const char *state,
@@ -295,7 +281,7 @@ static int transition(struct muser *u, const char *state, const char *held, int 
     char *claim = new_claim(u->r);
     memset(&ch, 0, sizeof ch);
     ch.dn = u->dn;
-    ch.assertion = claim ? assertion(c, u->host, u->state, held) : NULL;
+    ch.assertion = claim ? mh_ctl_claim_assertion(c, u->host, u->state, held) : NULL;
     if (fresh && !u->had_class)
         ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_ADD, "objectClass", MH_CTL_CLASS };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, c->cli.state_attr, state };
@@ -316,7 +302,8 @@ static int release(struct muser *u, const char *state, const char *reason)
     memset(&ch, 0, sizeof ch);
     ch.dn = u->dn;
     /* before the claim (a used target) the claim read is asserted */
-    ch.assertion = assertion(c, u->host, u->state, u->mine ? u->mine : u->claim);
+    ch.assertion = mh_ctl_claim_assertion(c, u->host, u->state,
+                                          u->mine ? u->mine : u->claim);
     if (!u->had_class)
         ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_ADD, "objectClass", MH_CTL_CLASS };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, c->cli.state_attr, state };
@@ -335,7 +322,7 @@ static int flip(struct muser *u)
     snprintf(now, sizeof now, "%s", mh_ctl_now_generalized());
     memset(&ch, 0, sizeof ch);
     ch.dn = u->dn;
-    ch.assertion = assertion(c, u->host, u->state, u->mine);
+    ch.assertion = mh_ctl_claim_assertion(c, u->host, u->state, u->mine);
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, c->cli.route_attr, c->to };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_PREV_ATTR, u->host };
     ch.m[ch.n++] = (struct mh_ctl_mod){ LDAP_MOD_REPLACE, MH_CTL_MOVED_ATTR, now };
@@ -1110,25 +1097,10 @@ static int check_args(struct mrun *r, char **args, int nargs)
             return MH_EXIT_ERROR;
         }
     }
-    if (c->kick_cmd == NULL) {   /* the kick runs on the old server, by its doveadm */
-        if (asprintf(&r->kick_default, "%s kick %%u", c->old_doveadm) < 0) {
-            r->kick_default = NULL;
-            fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
-            return MH_EXIT_ERROR;
-        }
-        c->kick_cmd = r->kick_default;
-    }
-    /* each template must expand now, not at the first user */
-    const char *tmpls[] = { c->copy_cmd, c->kick_cmd, c->old_doveadm, c->new_doveadm };
-    for (int k = 0; k < 4; k++) {
-        char err[300];
-        char **argv = mh_runcmd_argv(tmpls[k], "u", "o", "n", NULL, err, sizeof err);
-        if (argv == NULL) {
-            fprintf(stderr, "%s: migrate: \"%s\": %s\n", MH_CTL_PROG, tmpls[k], err);
-            return MH_EXIT_USAGE;
-        }
-        mh_runcmd_argv_free(argv);
-    }
+    /* the kick runs on the old server, by its doveadm */
+    int rc = mh_ctl_migrate_templates(c, "migrate", c->old_doveadm, &r->kick_default);
+    if (rc != MH_EXIT_OK)
+        return rc;
     return mh_ctl_sel_id(r->logins, r->nlogins, r->sel_filter, r->sel_id) < 0 ? MH_EXIT_ERROR
                                                                                 : MH_EXIT_OK;
 }
@@ -2076,6 +2048,33 @@ static int finish(struct mrun *r)
         fprintf(stderr, "%s: a worker ended unexpectedly: re-run the same command to finish\n",
                 MH_CTL_PROG);
     return r->failed || r->skipped || r->missing || pending ? MH_EXIT_PARTIAL : MH_EXIT_OK;
+}
+
+/* The default kick (kick_doveadm + "kick %u", in *kick_default, which the caller frees) and
+ * every command template checked now, not at the first user.  MH_EXIT_OK, MH_EXIT_USAGE or
+ * MH_EXIT_ERROR, said on stderr.  Shared with migrate --rollback (ctl_rollback.c). */
+int mh_ctl_migrate_templates(struct mh_ctl *c, const char *cmd, const char *kick_doveadm,
+                             char **kick_default)
+{
+    if (c->kick_cmd == NULL) {
+        if (asprintf(kick_default, "%s kick %%u", kick_doveadm) < 0) {
+            *kick_default = NULL;
+            fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
+            return MH_EXIT_ERROR;
+        }
+        c->kick_cmd = *kick_default;
+    }
+    const char *tmpls[] = { c->copy_cmd, c->kick_cmd, c->old_doveadm, c->new_doveadm };
+    for (int k = 0; k < 4; k++) {
+        char err[300];
+        char **argv = mh_runcmd_argv(tmpls[k], "u", "o", "n", NULL, err, sizeof err);
+        if (argv == NULL) {
+            fprintf(stderr, "%s: %s: \"%s\": %s\n", MH_CTL_PROG, cmd, tmpls[k], err);
+            return MH_EXIT_USAGE;
+        }
+        mh_runcmd_argv_free(argv);
+    }
+    return MH_EXIT_OK;
 }
 
 int mh_ctl_cmd_migrate(struct mh_ctl *c, char **args, int nargs)

@@ -130,20 +130,6 @@ static int read_user(struct ruser *u)
     return rc;
 }
 
-/* "(&(route=host)(state=state)(claim=claim))", claim NULL as absent.  Malloc'ed. */
-static char *assertion(const struct mh_ctl *c, const char *host, const char *state,
-                       const char *claim)
-{
-    char *f[3] = { mh_ctl_eq_filter(c->cli.route_attr, host),
-                   mh_ctl_eq_filter(c->cli.state_attr, state),
-                   mh_ctl_eq_filter(MH_CTL_CLAIM_ATTR, claim) }, *out = NULL;
-    if (f[0] && f[1] && f[2] && asprintf(&out, "(&%s%s%s)", f[0], f[1], f[2]) < 0)
-        out = NULL;
-    for (int k = 0; k < 3; k++)
-        free(f[k]);
-    return out;
-}
-
 /* 1 if u's entry holds the routing value u->want_host (NULL: u->host), state and claim
  * (NULL: none), as this run's modify leaves them. */
 static int holds(struct ruser *u, const char *state, const char *claim)
@@ -173,7 +159,7 @@ static int apply(struct ruser *u, struct mh_ctl_change *ch, const char *state,
     int rc;
     int retried = 0;
     ch->dn = u->dn;
-    ch->assertion = assertion(c, u->host, u->state, u->mine);
+    ch->assertion = mh_ctl_claim_assertion(c, u->host, u->state, u->mine);
     for (;;) {
         rc = ch->assertion ? mh_ctl_apply_change(c->cli.ld, ch) : LDAP_NO_MEMORY;
         if (!mh_cli_unreachable(rc))
@@ -746,24 +732,11 @@ static int check_args(struct rrun *r, int nargs)
     }
     if (c->to && mh_ctl_check_target(c, "migrate --rollback", c->to) < 0)
         return MH_EXIT_USAGE;
-    if (c->kick_cmd == NULL) {   /* the sessions to end are on the new server */
-        if (asprintf(&r->kick_default, "%s kick %%u", c->new_doveadm) < 0) {
-            r->kick_default = NULL;
-            fprintf(stderr, "%s: out of memory\n", MH_CTL_PROG);
-            return MH_EXIT_ERROR;
-        }
-        c->kick_cmd = r->kick_default;
-    }
-    const char *tmpls[] = { c->copy_cmd, c->kick_cmd, c->old_doveadm, c->new_doveadm };
-    for (int k = 0; k < 4; k++) {
-        char err[300];
-        char **argv = mh_runcmd_argv(tmpls[k], "u", "o", "n", NULL, err, sizeof err);
-        if (argv == NULL) {
-            fprintf(stderr, "%s: migrate --rollback: \"%s\": %s\n", MH_CTL_PROG, tmpls[k], err);
-            return MH_EXIT_USAGE;
-        }
-        mh_runcmd_argv_free(argv);
-    }
+    /* the sessions to end are on the new server */
+    int rc = mh_ctl_migrate_templates(c, "migrate --rollback", c->new_doveadm,
+                                      &r->kick_default);
+    if (rc != MH_EXIT_OK)
+        return rc;
     char host[200] = "localhost";
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
